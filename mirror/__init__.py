@@ -1,3 +1,3 @@
-"""mirror: keep container base images in Amazon ECR, spending no Docker Hub pull on unchanged ones."""
+"""mirror: keep container base images in Amazon ECR; spend no Docker Hub pull on unchanged ones."""
 
 __version__ = "0.1.0"

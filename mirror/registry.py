@@ -1,0 +1,281 @@
+"""The one module that speaks HTTP to registries: manifest HEADs, token flow, rate-limit headers.
+
+A HEAD on a manifest costs no Docker Hub pull, so change detection lives here. Connections are
+pooled and reused across threads; tokens are cached per repository scope until they expire.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import urllib3
+from urllib3.util import Retry, Timeout
+
+from mirror.errors import AuthError, RateLimited, RegistryError
+from mirror.reference import api_host
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+ACCEPT = ", ".join(MANIFEST_TYPES)
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+_TOKEN_MARGIN = 10.0  # seconds: renew a token this long before it expires
+
+
+@dataclass(frozen=True)
+class Login:
+    """A username and password for one registry; the password never shows in a repr."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def basic(self) -> str:
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Docker Hub's `ratelimit-limit` / `ratelimit-remaining` headers (pulls per window)."""
+
+    limit: int
+    remaining: int
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a manifest HEAD told: whether the tag exists, its digest, and the budget left."""
+
+    found: bool
+    digest: str | None = None
+    rate_limit: RateLimit | None = None
+
+
+@dataclass
+class _Challenge:
+    scheme: str  # "bearer" or "basic"
+    realm: str = ""
+    service: str = ""
+
+
+def parse_rate_limit(headers: Any) -> RateLimit | None:
+    """`ratelimit-limit: 100;w=21600` and `ratelimit-remaining: 76;w=21600`; absent = unlimited."""
+    limit, remaining = headers.get("ratelimit-limit"), headers.get("ratelimit-remaining")
+    if limit is None or remaining is None:
+        return None
+    try:
+        return RateLimit(int(limit.split(";")[0]), int(remaining.split(";")[0]))
+    except ValueError:
+        return None
+
+
+def _retry_policy(retries: int) -> Retry:
+    # Transient faults only; 429 is never retried here: the caller stops pulling instead.
+    return Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods=("HEAD", "GET"),
+        backoff_factor=0.3,
+        backoff_jitter=0.3,
+        backoff_max=5.0,
+        raise_on_status=False,
+        respect_retry_after_header=False,
+    )
+
+
+class Http:
+    """The shared connection pool; one per run, safe to use from many threads."""
+
+    def __init__(self, *, retries: int = 3, timeout: float = 30.0, pool_size: int = 8):
+        self.retries = retries
+        self._verified = urllib3.PoolManager(
+            maxsize=pool_size, timeout=Timeout(connect=10.0, read=timeout)
+        )
+        self._unverified = urllib3.PoolManager(
+            maxsize=pool_size, timeout=Timeout(connect=10.0, read=timeout), cert_reqs="CERT_NONE"
+        )
+
+    def request(
+        self, method: str, url: str, headers: dict[str, str], *, tls_verify: bool = True
+    ) -> urllib3.BaseHTTPResponse:
+        pool = self._verified if tls_verify else self._unverified
+        try:
+            return pool.request(
+                method, url, headers=headers, retries=_retry_policy(self.retries), redirect=True
+            )
+        except urllib3.exceptions.MaxRetryError as error:
+            raise RegistryError(
+                f"cannot reach {_host_of(url)}: {_reason(error.reason)}", transient=True
+            ) from None
+        except urllib3.exceptions.HTTPError as error:
+            raise RegistryError(
+                f"cannot reach {_host_of(url)}: {_reason(error)}", transient=True
+            ) from None
+
+
+class Registry:
+    """One registry host, spoken to with its token flow (Bearer or Basic) as it asks."""
+
+    def __init__(
+        self, host: str, *, http: Http, tls_verify: bool = True, login: Login | None = None
+    ):
+        self.host = host
+        self.api = api_host(host)
+        self.tls_verify = tls_verify
+        self.login = login
+        self._http = http
+        self._lock = threading.Lock()
+        self._scheme: str | None = "https" if tls_verify else None
+        self._challenge: _Challenge | None = None
+        self._tokens: dict[str, tuple[str, float]] = {}
+
+    def head_manifest(self, path: str, reference: str) -> Head:
+        """HEAD /v2/<path>/manifests/<reference>: the digest a pull would get, for free."""
+        response = self._request("HEAD", f"/v2/{path}/manifests/{reference}", path)
+        rate_limit = parse_rate_limit(response.headers)
+        if response.status == 404:
+            return Head(found=False, rate_limit=rate_limit)
+        self._raise_for_status(response, f"{path}:{reference}")
+        digest = response.headers.get("Docker-Content-Digest")
+        return Head(found=True, digest=digest, rate_limit=rate_limit)
+
+    # --- the request and its auth ----------------------------------------------------------------
+
+    def _request(self, method: str, url_path: str, repo: str) -> urllib3.BaseHTTPResponse:
+        headers = {"Accept": ACCEPT}
+        authorization = self._authorization(repo)
+        if authorization:
+            headers["Authorization"] = authorization
+        response = self._send(method, url_path, headers)
+        if response.status == 401 and self._learn_challenge(response):
+            headers["Authorization"] = self._authorization(repo) or ""
+            response = self._send(method, url_path, headers)
+        return response
+
+    def _send(
+        self, method: str, url_path: str, headers: dict[str, str]
+    ) -> urllib3.BaseHTTPResponse:
+        scheme = self._scheme or self._detect_scheme()
+        return self._http.request(
+            method, f"{scheme}://{self.api}{url_path}", headers, tls_verify=self.tls_verify
+        )
+
+    def _detect_scheme(self) -> str:
+        # tls_verify: false means "HTTPS without verification, else plain HTTP", as skopeo does.
+        try:
+            self._http.request("GET", f"https://{self.api}/v2/", {}, tls_verify=False)
+            scheme = "https"
+        except RegistryError:
+            scheme = "http"
+        self._scheme = scheme
+        return scheme
+
+    def _learn_challenge(self, response: urllib3.BaseHTTPResponse) -> bool:
+        """Read WWW-Authenticate; True when there is something new to try."""
+        header = response.headers.get("WWW-Authenticate", "")
+        scheme, _, rest = header.partition(" ")
+        params = dict(_CHALLENGE_PARAM.findall(rest))
+        challenge = _Challenge(scheme.lower(), params.get("realm", ""), params.get("service", ""))
+        with self._lock:
+            known = self._challenge
+            self._challenge = challenge
+        if challenge.scheme == "basic" and self.login is None:
+            return False
+        return known is None or known.scheme != challenge.scheme or challenge.scheme == "bearer"
+
+    def _authorization(self, repo: str) -> str | None:
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return self.login.basic() if self.login else None
+        if challenge.scheme == "bearer":
+            return "Bearer " + self._token(challenge, f"repository:{repo}:pull")
+        return None
+
+    def _token(self, challenge: _Challenge, scope: str) -> str:
+        now = time.monotonic()
+        cached = self._tokens.get(scope)
+        if cached and cached[1] > now:
+            return cached[0]
+        query = urlencode({"service": challenge.service, "scope": scope})
+        headers = {"Authorization": self.login.basic()} if self.login else {}
+        response = self._http.request(
+            "GET", f"{challenge.realm}?{query}", headers, tls_verify=self.tls_verify
+        )
+        if response.status in (401, 403):
+            who = f"user {self.login.username!r}" if self.login else "anonymous access"
+            raise AuthError(f"{self.host}: the token service refused {who} (check the credentials)")
+        if response.status == 429:
+            raise RateLimited()
+        if response.status != 200:
+            raise RegistryError(
+                f"{self.host}: token service answered HTTP {response.status}",
+                status=response.status,
+                transient=response.status >= 500,
+            )
+        token, lifetime = _read_token(response.data)
+        self._tokens[scope] = (token, now + max(lifetime - _TOKEN_MARGIN, 1.0))
+        return token
+
+    def _raise_for_status(self, response: urllib3.BaseHTTPResponse, what: str) -> None:
+        status = response.status
+        if status < 300:
+            return
+        if status == 429:
+            raise RateLimited()
+        if status in (401, 403):
+            raise RegistryError(
+                f"{self.host}/{what}: access denied (HTTP {status}): the repository does not "
+                "exist or the credentials may not pull it",
+                status=status,
+            )
+        raise RegistryError(
+            f"{self.host}/{what}: HTTP {status}{_error_detail(response)}",
+            status=status,
+            transient=status >= 500,
+        )
+
+
+def _read_token(body: bytes) -> tuple[str, float]:
+    try:
+        data = json.loads(body)
+        token = data.get("token") or data.get("access_token")
+        lifetime = float(data.get("expires_in") or 60)
+    except (ValueError, AttributeError, TypeError):
+        token = None
+    if not isinstance(token, str) or not token:
+        raise RegistryError("the token service answered without a token")
+    return token, lifetime
+
+
+def _error_detail(response: urllib3.BaseHTTPResponse) -> str:
+    try:
+        errors = json.loads(response.data or b"{}").get("errors") or []
+        first = errors[0]
+        return f" {first.get('code', '')}: {first.get('message', '')}".rstrip(": ")
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return ""
+
+
+def _host_of(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+def _reason(error: BaseException | None) -> str:
+    text = str(error) if error else "unknown error"
+    # urllib3 wraps: "<urllib3.connection.HTTPConnection object at 0x..>: Failed to establish..."
+    return re.sub(r"<[^>]+>: ", "", text)

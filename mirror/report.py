@@ -1,0 +1,85 @@
+"""What a run tells: one console line per image, a summary line, and the JSON report file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from mirror.engine import ACTIONS, FAILED, Outcome, Result
+from mirror.registry import RateLimit
+
+
+def summary(outcomes: list[Outcome]) -> dict[str, int]:
+    counts = Counter(outcome.action for outcome in outcomes)
+    return {action: counts[action] for action in ACTIONS if counts[action]}
+
+
+def line(outcome: Outcome) -> str:
+    """`copied      docker.io/library/ruby:3.3 -> host/repo:3.3  sha256:0123456789ab  1.2s`"""
+    text = f"{outcome.action:<11} {outcome.task.source} -> {outcome.destination}"
+    if outcome.digest and outcome.action != FAILED:
+        text += f"  {short(outcome.digest)}"
+    text += f"  {outcome.seconds:.1f}s"
+    if outcome.error:
+        text += f"  {outcome.error}"
+    return text
+
+
+def summary_line(result: Result, seconds: float) -> str:
+    counts = summary(result.outcomes)
+    parts = ", ".join(f"{count} {action}" for action, count in counts.items()) or "nothing to do"
+    text = f"{parts} ({len(result.outcomes)} images in {seconds:.1f}s)"
+    budget = result.budget
+    if budget.start is not None and budget.last is not None:
+        text += f"; pulls left {budget.last.remaining} of {budget.last.limit}"
+    return text
+
+
+def short(digest: str) -> str:
+    algorithm, _, hexdigits = digest.partition(":")
+    return f"{algorithm}:{hexdigits[:12]}"
+
+
+def document(result: Result) -> dict[str, Any]:
+    """The JSON report: images, summary, and the pull budget seen at the start and the end."""
+    return {
+        "images": [
+            {
+                "source": str(outcome.task.source),
+                "destination": outcome.destination,
+                "action": outcome.action,
+                "digest": outcome.digest,
+                "error": outcome.error,
+                "seconds": round(outcome.seconds, 3),
+            }
+            for outcome in result.outcomes
+        ],
+        "summary": summary(result.outcomes),
+        "rate_limit": {
+            "limit": _field(result.budget.start, "limit"),
+            "remaining_at_start": _field(result.budget.start, "remaining"),
+            "remaining": _field(result.budget.last, "remaining"),
+        },
+    }
+
+
+def _field(rate_limit: RateLimit | None, name: str) -> int | None:
+    return None if rate_limit is None else int(getattr(rate_limit, name))
+
+
+def write(path: Path, result: Result) -> None:
+    """Write the report atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(document(result), handle, indent=2)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
