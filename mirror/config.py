@@ -193,7 +193,8 @@ def _parse_ecr(data: Any, where: str) -> Ecr:
         raise ConfigError(
             f"{where}.registry_id: expected a 12-digit account ID, got {registry_id!r}"
         )
-    prefix = _string(table.get("repository_prefix", ""), f"{where}.repository_prefix").strip("/")
+    prefix = _optional_string(table.get("repository_prefix"), f"{where}.repository_prefix")
+    prefix = (prefix or "").strip("/")
     if prefix:
         _check(_prefix, prefix, f"{where}.repository_prefix")
     endpoint = _optional_string(table.get("endpoint"), f"{where}.endpoint")

@@ -1,0 +1,205 @@
+"""Config parsing: every user-facing error's exact one-line text, and what good configs mean."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mirror import config
+from mirror.errors import ConfigError
+from mirror.reference import Repository
+
+GOOD = """
+source:
+  registry: docker.io
+  tls_verify: true
+  credentials:
+    username_env: DOCKERHUB_USERNAME
+    password_env: DOCKERHUB_TOKEN
+ecr:
+  region: us-east-1
+  registry_id: "123456789012"
+  repository_prefix: dockerhub
+  create_repositories: true
+  endpoint: null
+  tls_verify: true
+defaults:
+  platforms: all
+images:
+  - source: ruby
+    tags: ["2.7.1-slim", "3.3-slim"]
+  - source: quay.io/coreos/etcd
+    tags: ["v3.5.8"]
+    repository: infra/etcd
+"""
+
+
+def load_text(tmp_path: Path, text: str) -> config.Config:
+    path = tmp_path / "mirror.yaml"
+    path.write_text(textwrap.dedent(text))
+    return config.load(path)
+
+
+def test_the_documented_example_parses(tmp_path: Path) -> None:
+    loaded = load_text(tmp_path, GOOD)
+    ruby, etcd = loaded.images
+    assert ruby.source == Repository("docker.io", "library/ruby")
+    assert ruby.tags == ("2.7.1-slim", "3.3-slim")
+    assert loaded.destination_repository(ruby) == "dockerhub/library/ruby"
+    assert etcd.source == Repository("quay.io", "coreos/etcd")
+    assert loaded.destination_repository(etcd) == "infra/etcd"
+    assert loaded.source.credentials == config.Credentials("DOCKERHUB_USERNAME", "DOCKERHUB_TOKEN")
+    assert loaded.ecr.registry_id == "123456789012"
+
+
+def test_empty_file_and_empty_images_are_valid(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "").images == ()
+    assert load_text(tmp_path, "images: []\n").images == ()
+
+
+def test_names_resolve_on_the_configured_source_registry(tmp_path: Path) -> None:
+    loaded = load_text(
+        tmp_path,
+        """
+        source: {registry: "mirror.gcr.io"}
+        images:
+          - {source: ruby, tags: [a]}
+          - {source: bitnami/redis, tags: [a]}
+          - {source: "localhost:5000/x", tags: [a]}
+        """,
+    )
+    assert [str(image.source) for image in loaded.images] == [
+        "mirror.gcr.io/library/ruby",
+        "mirror.gcr.io/bitnami/redis",
+        "localhost:5000/x",
+    ]
+    assert loaded.destination_repository(loaded.images[0]) == "library/ruby"
+
+
+def test_ensure_uses_the_listed_repository(tmp_path: Path) -> None:
+    loaded = load_text(tmp_path, GOOD)
+    assert loaded.repository_for(Repository("quay.io", "coreos/etcd")) == "infra/etcd"
+    assert (
+        loaded.repository_for(Repository("docker.io", "library/node")) == "dockerhub/library/node"
+    )
+
+
+ERRORS = [
+    ("sourse: {}", "sourse: unknown key (did you mean 'source'?)"),
+    ("colour: red", "colour: unknown key (expected one of: source, ecr, defaults, images)"),
+    ("- a\n- b", "the file: expected a mapping, got a list"),
+    ("source: docker.io", "source: expected a mapping, got 'docker.io'"),
+    ("source: {registy: x}", "source.registy: unknown key (did you mean 'registry'?)"),
+    (
+        "source: {registry: 'bad host!'}",
+        "source.registry: bad registry host 'bad host!' (expected host or host:port)",
+    ),
+    ("source: {tls_verify: 'no'}", "source.tls_verify: expected true or false, got 'no'"),
+    (
+        "source: {credentials: {username_env: U}}",
+        "source.credentials.password_env: required (the name of an environment variable)",
+    ),
+    (
+        "source: {credentials: {username_env: U, password_env: 'my secret'}}",
+        "source.credentials.password_env: expected an environment variable name, got 'my secret'",
+    ),
+    (
+        "ecr: {registry_id: 123456789012}",
+        'ecr.registry_id: write the account ID in quotes, as a string ("123456789012"): '
+        "a number loses leading zeros",
+    ),
+    (
+        "ecr: {registry_id: '12345'}",
+        "ecr.registry_id: expected a 12-digit account ID, got '12345'",
+    ),
+    ("ecr: {regoin: us-east-1}", "ecr.regoin: unknown key (did you mean 'region'?)"),
+    (
+        "ecr: {repository_prefix: Docker_Hub}",
+        "ecr.repository_prefix: bad ECR repository name 'Docker_Hub/x' (lowercase letters, "
+        "digits, '.', '_', '-' separated by '/', 2 to 256 characters)",
+    ),
+    (
+        "ecr: {create_repositories: 1}",
+        "ecr.create_repositories: expected true or false, got 1 (a number)",
+    ),
+    (
+        "defaults: {platforms: [linux/s390x]}",
+        "defaults.platforms: expected 'all', got ['linux/s390x']",
+    ),
+    ("images: {source: ruby}", "images: expected a list of images, got a mapping"),
+    ("images: [ruby]", "images[0]: expected a mapping, got 'ruby'"),
+    ("images: [{tags: [a]}]", "images[0].source: required"),
+    ("images: [{source: ruby}]", "images[0].tags: required"),
+    ("images: [{source: ruby, tag: [a]}]", "images[0].tag: unknown key (did you mean 'tags'?)"),
+    (
+        "images: [{source: ruby, tags: '3.3'}]",
+        "images[0].tags: expected a non-empty list of tags, got '3.3'",
+    ),
+    (
+        "images: [{source: ruby, tags: []}]",
+        "images[0].tags: expected a non-empty list of tags, got a list",
+    ),
+    (
+        "images: [{source: ruby, tags: [3.3]}]",
+        "images[0].tags[0]: expected a non-empty string, got 3.3 (a number)",
+    ),
+    (
+        "images: [{source: ruby, tags: ['-latest']}]",
+        "images[0].tags[0]: bad tag '-latest' (a tag is 1 to 128 letters, digits, '_', '.' or "
+        "'-', and does not start with '.' or '-')",
+    ),
+    ("images: [{source: ruby, tags: [a, a]}]", "images[0].tags: tag 'a' is listed twice"),
+    ("images: [{source: '-ruby', tags: [a]}]", "images[0].source: bad image name '-ruby'"),
+    (
+        "images: [{source: Ruby, tags: [a]}]",
+        "images[0].source: bad image name 'Ruby' (path parts are lowercase letters and digits, "
+        "joined by '.', '_', '__' or '-')",
+    ),
+    (
+        "images: [{source: 'ruby:3.3', tags: [a]}]",
+        "images[0].source: 'ruby:3.3' names a tag or digest; give the bare name and list tags "
+        "under images[0].tags",
+    ),
+    (
+        "images: [{source: ruby, tags: [a], repository: Infra/Etcd}]",
+        "images[0].repository: bad ECR repository name 'Infra/Etcd' (lowercase letters, digits, "
+        "'.', '_', '-' separated by '/', 2 to 256 characters)",
+    ),
+    (
+        "images: [{source: ruby, tags: [a]}, {source: docker.io/library/ruby, tags: [b, a]}]",
+        "images[1]: library/ruby:a is already the destination of images[0]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), ERRORS, ids=[m.split(":")[0] for _, m in ERRORS])
+def test_config_error_messages(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text + "\n")
+    assert str(caught.value) == f"{tmp_path / 'mirror.yaml'}: {message}"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(tmp_path / "nope.yaml")
+    assert str(caught.value) == (
+        f"{tmp_path / 'nope.yaml'}: no such config file (name one with -c or $MIRROR_CONFIG)"
+    )
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, "images:\n  - source: ruby\n    tags: [a\n")
+    assert str(caught.value).startswith(
+        f"{tmp_path / 'mirror.yaml'}: line 4, column 1: YAML syntax error"
+    )
+
+
+def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MIRROR_CONFIG", raising=False)
+    assert config.config_path(None) == Path("mirror.yaml")
+    monkeypatch.setenv("MIRROR_CONFIG", "/etc/mirror.yaml")
+    assert config.config_path(None) == Path("/etc/mirror.yaml")
+    assert config.config_path("x.yaml") == Path("x.yaml")

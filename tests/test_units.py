@@ -1,0 +1,264 @@
+"""Pure pieces tested without processes: references, argv building, error translation, engine."""
+
+from __future__ import annotations
+
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from mirror import skopeo
+from mirror.engine import COPIED, DEFERRED, FAILED, UP_TO_DATE, WOULD_COPY, Engine, Settings, Task
+from mirror.errors import CopyError, RateLimited, SetupError
+from mirror.reference import BadReference, ImageRef, Repository, parse_reference
+from mirror.registry import Head, Login, RateLimit, parse_rate_limit
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ruby", "docker.io/library/ruby:latest"),
+        ("ruby:2.7.1-slim", "docker.io/library/ruby:2.7.1-slim"),
+        ("bitnami/redis:7", "docker.io/bitnami/redis:7"),
+        ("quay.io/coreos/etcd:v3.5.8", "quay.io/coreos/etcd:v3.5.8"),
+        ("localhost/x", "localhost/x:latest"),
+        ("127.0.0.1:5000/a/b:c", "127.0.0.1:5000/a/b:c"),
+        ("ruby@sha256:" + "a" * 64, "docker.io/library/ruby@sha256:" + "a" * 64),
+    ],
+)
+def test_references_normalise_like_docker(text: str, expected: str) -> None:
+    assert str(parse_reference(text)) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "-v", "--all", "Ruby", "ruby:", "ruby:-x", "a//b", "ruby@md5:1"]
+)
+def test_bad_references_are_refused(text: str) -> None:
+    with pytest.raises(BadReference):
+        parse_reference(text)
+
+
+def test_rate_limit_headers() -> None:
+    assert parse_rate_limit(
+        {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "76;w=21600"}
+    ) == (RateLimit(100, 76))
+    assert parse_rate_limit({}) is None
+
+
+def test_login_hides_the_password() -> None:
+    assert "hunter2" not in repr(Login("me", "hunter2"))
+
+
+def test_copy_args_preserve_every_platform_and_digest(tmp_path: Path) -> None:
+    args = skopeo.copy_args(
+        "docker.io/library/ruby:3.3",
+        "host/dockerhub/library/ruby:3.3",
+        policy=tmp_path / "policy.json",
+        authfile=tmp_path / "auth.json",
+        digestfile=tmp_path / "digest",
+        src_tls_verify=True,
+        dest_tls_verify=False,
+    )
+    assert args == [
+        "--policy",
+        f"{tmp_path}/policy.json",
+        "copy",
+        "--authfile",
+        f"{tmp_path}/auth.json",
+        "--all",
+        "--preserve-digests",
+        "--retry-times",
+        "0",
+        "--src-tls-verify=true",
+        "--dest-tls-verify=false",
+        "--digestfile",
+        f"{tmp_path}/digest",
+        "docker://docker.io/library/ruby:3.3",
+        "docker://host/dockerhub/library/ruby:3.3",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("output", "version"),
+    [("skopeo version 1.9.3", (1, 9, 3)), ("skopeo version 1.13.3 commit: abc", (1, 13, 3))],
+)
+def test_skopeo_version(output: str, version: tuple[int, ...]) -> None:
+    assert skopeo.parse_version(output) == version
+
+
+def test_old_skopeo_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "skopeo"
+    fake.write_text("#!/bin/sh\necho 'skopeo version 1.4.1'\n")
+    fake.chmod(0o755)
+    with pytest.raises(
+        SetupError, match=r"skopeo 1\.4\.1 is too old: install skopeo 1\.9 or newer"
+    ):
+        skopeo.probe(str(fake))
+
+
+def test_missing_skopeo_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SetupError, match="skopeo not found on PATH"):
+        skopeo.probe(str(tmp_path / "no-skopeo"))
+
+
+def test_workspace_is_private_and_removed() -> None:
+    with skopeo.Workspace() as workspace:
+        workspace.write_auths({"h": Login("AWS", "secret")})
+        assert stat.S_IMODE(workspace.path.stat().st_mode) == 0o700
+        assert stat.S_IMODE(workspace.authfile.stat().st_mode) == 0o600
+        assert "secret" not in workspace.authfile.read_text()  # base64, never plain
+    assert not workspace.path.exists()
+
+
+@pytest.mark.parametrize(
+    ("stderr", "rate_limited", "transient", "message"),
+    [
+        (
+            'time="x" level=fatal msg="initializing source docker://h/r:t: reading manifest t in '
+            'h/r: toomanyrequests: You have reached your pull rate limit."\n',
+            True,
+            False,
+            "r:t: pull rate limit reached (429 TOOMANYREQUESTS)",
+        ),
+        (
+            'level=fatal msg="reading blob sha256:1: read tcp: connection reset by peer"\n',
+            False,
+            True,
+            "reading blob sha256:1: read tcp: connection reset by peer",
+        ),
+        (
+            'time="x" level=fatal msg="initializing source: manifest unknown"\n',
+            False,
+            False,
+            "initializing source: manifest unknown",
+        ),
+    ],
+)
+def test_skopeo_errors_in_plain_words(
+    stderr: str, rate_limited: bool, transient: bool, message: str
+) -> None:
+    error = skopeo.classify([stderr], "r:t")
+    assert (error.rate_limited, error.transient, str(error)) == (rate_limited, transient, message)
+
+
+# --- the engine, with fake boundaries -------------------------------------------------------------
+
+
+class FakeRegistry:
+    def __init__(self, host: str, digests: dict[str, str], *, fail: Exception | None = None):
+        self.host, self.tls_verify, self.digests, self.fail = host, False, digests, fail
+        self.heads: list[str] = []
+
+    def head_manifest(self, path: str, reference: str) -> Head:
+        self.heads.append(f"{path}:{reference}")
+        if self.fail:
+            raise self.fail
+        digest = self.digests.get(f"{path}:{reference}")
+        return Head(found=digest is not None, digest=digest, rate_limit=RateLimit(10, 9))
+
+
+class FakeCopier:
+    def __init__(self, source: FakeRegistry, destination: FakeRegistry, errors: list[Exception]):
+        self.source, self.destination, self.errors = source, destination, errors
+        self.copies: list[str] = []
+
+    def copy(
+        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+    ) -> str:
+        self.copies.append(source)
+        if self.errors:
+            raise self.errors.pop(0)
+        path_tag = source.split("/", 1)[1]
+        digest = self.source.digests[path_tag]
+        self.destination.digests[destination.split("/", 1)[1]] = digest
+        return digest
+
+
+def make_engine(
+    source: FakeRegistry,
+    destination: FakeRegistry,
+    *,
+    errors: list[Exception] | None = None,
+    **kw: object,
+) -> tuple[Engine, FakeCopier, list[str]]:
+    copier = FakeCopier(source, destination, errors or [])
+    created: list[str] = []
+    engine = Engine(
+        sources=lambda host: source,
+        destination=destination,
+        destination_host="ecr",
+        copier=copier,
+        ensure_repository=created.append,
+        settings=Settings(**{"jobs": 2, "backoff": 0.0, **kw}),  # type: ignore[arg-type]
+    )
+    return engine, copier, created
+
+
+def task(tag: str) -> Task:
+    return Task(ImageRef(Repository("src", "library/ruby"), tag), "hub/library/ruby", tag)
+
+
+def test_engine_copies_what_differs_and_skips_what_matches() -> None:
+    source = FakeRegistry("src", {"library/ruby:a": "sha256:1", "library/ruby:b": "sha256:2"})
+    destination = FakeRegistry("ecr", {"hub/library/ruby:a": "sha256:1"})
+    engine, copier, created = make_engine(source, destination)
+    result = engine.run([task("a"), task("b")])
+    assert [(o.action, o.digest) for o in result.outcomes] == [
+        (UP_TO_DATE, "sha256:1"),
+        (COPIED, "sha256:2"),
+    ]
+    assert copier.copies == ["src/library/ruby:b"]
+    assert created == ["hub/library/ruby"]
+    assert result.budget.start == RateLimit(10, 9)
+
+
+def test_dry_run_copies_nothing() -> None:
+    source = FakeRegistry("src", {"library/ruby:a": "sha256:1"})
+    engine, copier, created = make_engine(source, FakeRegistry("ecr", {}), dry_run=True)
+    assert [o.action for o in engine.run([task("a")]).outcomes] == [WOULD_COPY]
+    assert (copier.copies, created) == ([], [])
+
+
+def test_missing_tag_fails_only_that_image() -> None:
+    source = FakeRegistry("src", {"library/ruby:a": "sha256:1"})
+    engine, _, _ = make_engine(source, FakeRegistry("ecr", {}))
+    outcomes = engine.run([task("gone"), task("a")]).outcomes
+    assert [o.action for o in outcomes] == [FAILED, COPIED]
+    assert outcomes[0].error == "src/library/ruby:gone: tag not found on the source"
+
+
+def test_transient_copy_errors_are_retried_then_fail() -> None:
+    source = FakeRegistry("src", {"library/ruby:a": "sha256:1", "library/ruby:b": "sha256:2"})
+    reset = CopyError("connection reset", transient=True)
+    engine, copier, _ = make_engine(source, FakeRegistry("ecr", {}), errors=[reset], jobs=1)
+    assert [o.action for o in engine.run([task("a")]).outcomes] == [COPIED]
+    assert len(copier.copies) == 2
+    engine, copier, _ = make_engine(source, FakeRegistry("ecr", {}), errors=[reset] * 3)
+    outcome = engine.run([task("b")]).outcomes[0]
+    assert (outcome.action, outcome.error) == (FAILED, "connection reset (after 3 attempts)")
+
+
+def test_permanent_copy_errors_fail_at_once() -> None:
+    source = FakeRegistry("src", {"library/ruby:a": "sha256:1"})
+    engine, copier, _ = make_engine(source, FakeRegistry("ecr", {}), errors=[CopyError("denied")])
+    assert engine.run([task("a")]).outcomes[0].error == "denied"
+    assert len(copier.copies) == 1
+
+
+def test_rate_limit_defers_the_rest() -> None:
+    source = FakeRegistry("src", {}, fail=RateLimited())
+    engine, copier, _ = make_engine(source, FakeRegistry("ecr", {}))
+    result = engine.run([task("a"), task("b")])
+    assert [o.action for o in result.outcomes] == [DEFERRED, DEFERRED]
+    assert result.rate_limited and copier.copies == []
+
+
+def test_stop_defers_everything_not_started() -> None:
+    source = FakeRegistry("src", {"library/ruby:a": "sha256:1"})
+    stop = threading.Event()
+    stop.set()
+    engine, copier, _ = make_engine(source, FakeRegistry("ecr", {}))
+    engine.stop = stop
+    assert [o.action for o in engine.run([task("a")]).outcomes] == [DEFERRED]
+    assert copier.copies == []
