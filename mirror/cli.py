@@ -44,6 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("mirror: interrupted")
         return int(Exit.INTERRUPTED)
+    except Exception as error:  # a bug: still one line, the traceback with --verbose
+        log.debug("traceback", exc_info=True)
+        log.error(
+            "mirror: internal error: %s: %s (run with -v for details)", type(error).__name__, error
+        )
+        return int(Exit.FAILED)
 
 
 # --- commands ------------------------------------------------------------------------------------

@@ -109,13 +109,18 @@ class Http:
         )
 
     def request(
-        self, method: str, url: str, headers: dict[str, str], *, tls_verify: bool = True
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        tls_verify: bool = True,
+        retries: int | None = None,
     ) -> urllib3.BaseHTTPResponse:
         pool = self._verified if tls_verify else self._unverified
+        policy = _retry_policy(self.retries if retries is None else retries)
         try:
-            return pool.request(
-                method, url, headers=headers, retries=_retry_policy(self.retries), redirect=True
-            )
+            return pool.request(method, url, headers=headers, retries=policy, redirect=True)
         except urllib3.exceptions.MaxRetryError as error:
             raise RegistryError(
                 f"cannot reach {_host_of(url)}: {_reason(error.reason)}", transient=True
@@ -156,13 +161,18 @@ class Registry:
 
     def _request(self, method: str, url_path: str, repo: str) -> urllib3.BaseHTTPResponse:
         headers = {"Accept": ACCEPT}
-        authorization = self._authorization(repo)
-        if authorization:
-            headers["Authorization"] = authorization
+        sent = self._authorization(repo)
+        if sent:
+            headers["Authorization"] = sent
         response = self._send(method, url_path, headers)
-        if response.status == 401 and self._learn_challenge(response):
-            headers["Authorization"] = self._authorization(repo) or ""
-            response = self._send(method, url_path, headers)
+        if response.status == 401:
+            self._learn_challenge(response)
+            if sent and sent.startswith("Bearer "):
+                self._tokens.pop(_scope(repo), None)  # expired or revoked: fetch a new one
+            fresh = self._authorization(repo)
+            if fresh and fresh != sent:
+                headers["Authorization"] = fresh
+                response = self._send(method, url_path, headers)
         return response
 
     def _send(
@@ -175,26 +185,24 @@ class Registry:
 
     def _detect_scheme(self) -> str:
         # tls_verify: false means "HTTPS without verification, else plain HTTP", as skopeo does.
-        try:
-            self._http.request("GET", f"https://{self.api}/v2/", {}, tls_verify=False)
-            scheme = "https"
-        except RegistryError:
-            scheme = "http"
-        self._scheme = scheme
-        return scheme
+        with self._lock:
+            if self._scheme is None:
+                try:
+                    url = f"https://{self.api}/v2/"
+                    self._http.request("GET", url, {}, tls_verify=False, retries=0)
+                    self._scheme = "https"
+                except RegistryError:
+                    self._scheme = "http"
+            return self._scheme
 
-    def _learn_challenge(self, response: urllib3.BaseHTTPResponse) -> bool:
-        """Read WWW-Authenticate; True when there is something new to try."""
+    def _learn_challenge(self, response: urllib3.BaseHTTPResponse) -> None:
+        """Remember how the registry wants to be asked (WWW-Authenticate: Bearer or Basic)."""
         header = response.headers.get("WWW-Authenticate", "")
         scheme, _, rest = header.partition(" ")
         params = dict(_CHALLENGE_PARAM.findall(rest))
         challenge = _Challenge(scheme.lower(), params.get("realm", ""), params.get("service", ""))
         with self._lock:
-            known = self._challenge
             self._challenge = challenge
-        if challenge.scheme == "basic" and self.login is None:
-            return False
-        return known is None or known.scheme != challenge.scheme or challenge.scheme == "bearer"
 
     def _authorization(self, repo: str) -> str | None:
         challenge = self._challenge
@@ -203,7 +211,7 @@ class Registry:
         if challenge.scheme == "basic":
             return self.login.basic() if self.login else None
         if challenge.scheme == "bearer":
-            return "Bearer " + self._token(challenge, f"repository:{repo}:pull")
+            return "Bearer " + self._token(challenge, _scope(repo))
         return None
 
     def _token(self, challenge: _Challenge, scope: str) -> str:
@@ -248,6 +256,10 @@ class Registry:
             status=status,
             transient=status >= 500,
         )
+
+
+def _scope(repo: str) -> str:
+    return f"repository:{repo}:pull"
 
 
 def _read_token(body: bytes) -> tuple[str, float]:

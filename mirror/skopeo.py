@@ -130,7 +130,7 @@ class Skopeo:
         self.workspace = workspace
         self.command = command
         self.timeout = timeout
-        self._running: set[Any] = set()
+        self._running: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._counter = iter(range(1, 1 << 62))
 
@@ -169,7 +169,7 @@ class Skopeo:
         except sh.CommandNotFound:
             raise CopyError(f"skopeo not found on PATH: {INSTALL_HINT}") from None
         with self._lock:
-            self._running.add(process)
+            self._running[id(process)] = process
         try:
             process.wait()
         except sh.ErrorReturnCode:
@@ -178,12 +178,12 @@ class Skopeo:
             raise CopyError(f"copy timed out after {self.timeout:.0f}s", transient=True) from None
         finally:
             with self._lock:
-                self._running.discard(process)
+                self._running.pop(id(process), None)
 
     def terminate_all(self) -> None:
         """Stop every running skopeo (SIGTERM, then SIGKILL after a grace period)."""
         with self._lock:
-            running = list(self._running)
+            running = list(self._running.values())
         for process in running:
             with contextlib.suppress(ProcessLookupError, OSError):
                 process.terminate()

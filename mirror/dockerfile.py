@@ -1,0 +1,561 @@
+"""A Dockerfile's FROM lines: which base images a build pulls, and how to point them at ECR.
+
+`parse` reads the text the way BuildKit's parser does, as far as FROM lines need:
+
+- parser directives at the top of the file (`# escape=`` ` makes the backtick the escape and
+  line-continuation character; `# syntax=` and `# check=` are accepted and ignored);
+- line continuations (the escape character at the end of a line, trailing spaces allowed);
+  comment lines and blank lines inside a continued instruction are dropped, as BuildKit does;
+- comments (lines whose first non-blank character is `#`) and CRLF line endings;
+- instructions in any case (`from`, `FROM`, `Arg`);
+- here-documents (`RUN <<EOF` ... `EOF`, also on COPY and ADD), whose bodies are skipped, so a
+  Python `from x import y` inside one is not taken for a FROM;
+- `ARG` lines before the first FROM (the only ones FROM lines can use), several per line, with
+  quoted values; a default may use the ARGs declared before it. A caller-supplied build arg wins
+  over the default, and is used as is (not expanded), as with `docker build --build-arg`;
+- in FROM images: `$NAME`, `${NAME}`, `${NAME:-word}`, `${NAME-word}`, `${NAME:+word}`,
+  `${NAME+word}`, `${NAME:?message}`, `${NAME?message}`, `${NAME#glob}`, `${NAME##glob}`,
+  `${NAME%glob}`, `${NAME%%glob}`, quotes, and the escape character.
+
+Where Docker would quietly use an empty string, `parse` stops with a `DockerfileError` instead,
+because mirroring a wrong image is worse than asking: a bare `$NAME` (or `${NAME#...}`) whose
+ARG has no default and no build arg, or that no ARG before the first FROM declares, or that is
+one of the platform ARGs the builder fills in (`TARGETARCH`...) when the caller did not pass it.
+The caller's build args name only ARGs the Dockerfile declares before the first FROM, as with
+Docker (others are ignored), except the builder's platform ARGs, which need no declaration.
+`${NAME/pattern/replacement}` is not supported (a `DockerfileError` says so).
+
+Offsets (`FromLine.start`, `FromLine.end`) count characters of the `str` given to `parse`. To
+keep CRLF line endings when rewriting a file, read it with `newline=""`
+(`path.read_text(newline="")` is Python 3.13+; `open(path, newline="")` works everywhere):
+the default universal-newline reading turns CRLF into LF.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "BUILDER_ARGS",
+    "DockerfileError",
+    "FromLine",
+    "base_images",
+    "build_args",
+    "parse",
+    "rewrite",
+]
+
+# The platform ARGs BuildKit defines in the global scope: usable in FROM without an ARG line.
+BUILDER_ARGS = frozenset(
+    {
+        "BUILDPLATFORM",
+        "BUILDOS",
+        "BUILDARCH",
+        "BUILDVARIANT",
+        "TARGETPLATFORM",
+        "TARGETOS",
+        "TARGETARCH",
+        "TARGETVARIANT",
+    }
+)
+
+_DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*\Z")
+_DIRECTIVES = frozenset({"escape", "syntax", "check"})
+_TOKEN = re.compile(r"[^\t\v\f\r ]+")  # BuildKit splits instruction arguments on [\t\v\f\r ]+
+_STAGE_NAME = re.compile(r"[a-z][a-z0-9._-]*\Z")
+_WHOLE_ARG = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})\Z")
+_HEREDOC = re.compile(r"[0-9]*<<(-?)([^<]+)\Z")
+_HEREDOC_COMMANDS = frozenset({"run", "copy", "add"})
+_REFERENCE_CHARS = re.compile(r"[A-Za-z0-9._:/@+-]+\Z")
+
+
+class DockerfileError(ValueError):
+    """The Dockerfile cannot be read; the message starts with the 1-based line number."""
+
+
+@dataclass(frozen=True)
+class FromLine:
+    """One FROM instruction."""
+
+    index: int  # 0-based position among the FROM instructions
+    image: str  # the image with build args expanded: "ruby:3.3-slim"
+    raw_image: (
+        str  # the image as written in the file: "$BASE", "ruby:${V}-slim"; == text[start:end]
+    )
+    arg: str | None  # the ARG's name when the whole image is "$NAME" or "${NAME}"
+    stage: str | None  # the name after AS, as written
+    platform: str | None  # the --platform value as written ("$BUILDPLATFORM"), not expanded
+    start: int  # offset of raw_image in the text
+    end: int  # offset just after raw_image
+    is_base: bool  # False for scratch and for references to earlier stages
+
+
+def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[FromLine]:
+    """Every FROM instruction of a Dockerfile, in order, with its image expanded.
+
+    `build_args` are the values `docker build --build-arg` would get; they win over ARG defaults.
+    Raises DockerfileError, whose message names the line, for what Docker would refuse and for
+    images that cannot be known (see the module docstring).
+    """
+    overrides = dict(build_args or {})
+    scope = _Scope(overrides)
+    stages: set[str] = set()
+    lines: list[FromLine] = []
+    for instruction in _instructions(text):
+        if instruction.command == "from":
+            line = _from_line(text, instruction, len(lines), scope, stages)
+            if line.stage is not None:
+                stages.add(line.stage.lower())
+            lines.append(line)
+        elif instruction.command == "arg" and not lines:
+            _declare(instruction, scope, overrides)
+    return lines
+
+
+def base_images(lines: Sequence[FromLine]) -> list[str]:
+    """The real base images (not scratch, not stages), each once, in order of first use.
+
+    Images are compared as written after expansion: "ruby:3.3" and "docker.io/library/ruby:3.3"
+    are two entries here.
+    """
+    return list(dict.fromkeys(line.image for line in lines if line.is_base))
+
+
+def rewrite(text: str, lines: Sequence[FromLine], mapping: Mapping[str, str]) -> str:
+    """`text` with the image of each base FROM line whose image is in `mapping` replaced.
+
+    Only the image text changes: flags, stage names, comments, spacing, line continuations and
+    line endings stay byte for byte. A FROM whose image is an ARG ("FROM $BASE") is rewritten
+    too: the variable is replaced by the mapped reference, so the build no longer depends on the
+    ARG (`build_args` gives the --build-arg values for the other way: leaving the file as is).
+    `lines` must come from `parse(text)`; ValueError if they do not fit the text, or if a mapped
+    value is not an image reference that can be written into a FROM line as is.
+    """
+    pieces: list[str] = []
+    cursor = 0
+    for line in sorted(lines, key=lambda line: line.start):
+        if not line.is_base or line.image not in mapping:
+            continue
+        if line.start < cursor or text[line.start : line.end] != line.raw_image:
+            raise ValueError(f"FROM #{line.index} ({line.raw_image!r}) is not where it was parsed")
+        new = mapping[line.image]
+        if not _REFERENCE_CHARS.match(new):
+            raise ValueError(f"cannot write {new!r} into a FROM line as an image reference")
+        pieces += (text[cursor : line.start], new)
+        cursor = line.end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
+def build_args(lines: Sequence[FromLine], mapping: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(ARG name, new reference) for base FROM lines whose whole image is one ARG and is mapped.
+
+    Passing these as --build-arg builds from the mapped images without editing the file. Each
+    pair once, in order of first use.
+    """
+    pairs = (
+        (line.arg, mapping[line.image])
+        for line in lines
+        if line.is_base and line.arg is not None and line.image in mapping
+    )
+    return list(dict.fromkeys(pairs))
+
+
+# --- Reading instructions -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Instruction:
+    number: int  # 1-based line number of its first line
+    text: str  # the logical line: continuations joined, escape characters at line ends removed
+    offsets: list[int]  # offsets[i] is where text[i] is in the original text
+    command: str  # lowercased: "from", "arg"...
+    args_start: int  # where the arguments start in `text`
+    escape: str
+
+
+def _instructions(text: str) -> Iterator[_Instruction]:
+    """The Dockerfile's instructions, as BuildKit's parser splits them into logical lines."""
+    physical: list[tuple[int, str]] = []  # (offset, line without its line ending)
+    offset = 0
+    for piece in text.split("\n"):
+        physical.append((offset, piece.rstrip("\r")))
+        offset += len(piece) + 1
+
+    directives = _Directives()
+    i = 0
+    while i < len(physical):
+        offset, content = physical[i]
+        number = i + 1
+        i += 1
+        skip = 1 if number == 1 and content.startswith("\ufeff") else 0
+        body_start = skip + len(content[skip:]) - len(content[skip:].lstrip())
+        body = content[body_start:]
+        if directives.read(body, number) or body.startswith("#"):
+            continue
+        chars: list[str] = []
+        offsets: list[int] = []
+        more = _append(chars, offsets, directives.continuation, body, offset + body_start)
+        while more and i < len(physical):
+            offset, content = physical[i]
+            i += 1
+            stripped = content.lstrip()
+            if stripped and not stripped.startswith("#"):
+                more = _append(chars, offsets, directives.continuation, content, offset)
+        logical = "".join(chars)
+        first = _TOKEN.search(logical)
+        if first is None:
+            continue
+        command = first.group().lower()
+        yield _Instruction(number, logical, offsets, command, first.end(), directives.escape)
+        args = logical[first.end() :]
+        if command == "onbuild":  # ONBUILD RUN <<EOF: the trigger's here-document is read too
+            trigger = _TOKEN.search(args)
+            command = trigger.group().lower() if trigger else ""
+            args = args[trigger.end() :] if trigger else ""
+        if command in _HEREDOC_COMMANDS:
+            for name, chomp in _heredocs(args, directives.escape):
+                i = _heredoc_end(physical, i, name, chomp, number)
+
+
+class _Directives:
+    """The parser directives at the top of the file; of them, only `escape` matters here."""
+
+    def __init__(self) -> None:
+        self.reading = True
+        self.seen: set[str] = set()
+        self.escape = "\\"
+        self.continuation = re.compile(r"\\[ \t]*\Z")
+
+    def read(self, body: str, number: int) -> bool:
+        """Take in a line with its leading blanks removed; True if it is a parser directive."""
+        if not self.reading:
+            return False
+        match = _DIRECTIVE.match(body)
+        if not match or match.group(1).lower() not in _DIRECTIVES:
+            self.reading = False  # a comment, a blank line or an instruction ends directives
+            return False
+        key, value = match.group(1).lower(), match.group(2)
+        if key in self.seen:
+            raise DockerfileError(f"line {number}: a second {key} parser directive")
+        self.seen.add(key)
+        if key == "escape":
+            if value not in ("\\", "`"):
+                raise DockerfileError(
+                    f"line {number}: bad escape directive {value!r} (use ` or \\)"
+                )
+            self.escape = value
+            self.continuation = re.compile(re.escape(value) + r"[ \t]*\Z")
+        return True
+
+
+def _append(
+    chars: list[str], offsets: list[int], continuation: re.Pattern[str], segment: str, at: int
+) -> bool:
+    """Add one physical line's text to a logical line; True if it continues on the next line."""
+    end = continuation.search(segment)
+    if end:
+        segment = segment[: end.start()]
+    chars.append(segment)
+    offsets.extend(range(at, at + len(segment)))
+    return end is not None
+
+
+def _heredocs(args: str, escape: str) -> list[tuple[str, bool]]:
+    """The here-documents an instruction opens: (terminator, leading tabs stripped?)."""
+    if args.lstrip().startswith("["):
+        try:
+            form = json.loads(args)
+        except ValueError:
+            form = None
+        if isinstance(form, list) and all(isinstance(item, str) for item in form):
+            return []  # exec form: no here-documents
+    docs = []
+    # BuildKit's lexer keeps blanks after "<<" in the word: "<< EOF" opens a here-document too.
+    for word in _words(re.sub(r"<<[ \t]+", "<<", args), escape):
+        match = _HEREDOC.match(word)
+        if match:
+            name = re.sub(r"\\(.)|[\"']", r"\1", match.group(2))
+            if name:
+                docs.append((name, match.group(1) == "-"))
+    return docs
+
+
+def _heredoc_end(
+    physical: list[tuple[int, str]], i: int, name: str, chomp: bool, number: int
+) -> int:
+    """The index of the line after the here-document that starts at physical[i]."""
+    for j in range(i, len(physical)):
+        line = physical[j][1]
+        if (line.lstrip("\t") if chomp else line) == name:
+            return j + 1
+    raise DockerfileError(f"line {number}: here-document <<{name} has no end")
+
+
+def _words(text: str, escape: str) -> list[str]:
+    """Split on blanks outside quotes, keeping quotes and escapes (BuildKit's parseWords)."""
+    esc = re.escape(escape)
+    word = (
+        rf"(?:'[^']*(?:'|\Z)"  # single quotes: nothing is special inside
+        rf'|"(?:{esc}.|[^"{esc}])*(?:"|{esc}?\Z)'  # double quotes: the escape character works
+        rf"|{esc}.|{esc}\Z"
+        rf"|[^\s'\"{esc}])+"
+    )
+    return re.findall(word, text)
+
+
+# --- ARG and FROM ---------------------------------------------------------------------------
+
+
+def _declare(instruction: _Instruction, scope: _Scope, overrides: Mapping[str, str]) -> None:
+    words = _words(instruction.text[instruction.args_start :], instruction.escape)
+    if not words:
+        raise DockerfileError(f"line {instruction.number}: ARG without a name")
+    for word in words:
+        name, has_default, default = word.partition("=")
+        if not name:
+            raise DockerfileError(f"line {instruction.number}: ARG without a name: {word!r}")
+        scope.declared.add(name)
+        if name in overrides:
+            scope.values[name] = overrides[name]
+        elif has_default:
+            try:
+                scope.values[name] = _Expander(default, instruction.escape, scope).expand()
+            except _ExpandError as error:
+                where = f"in the default of ARG {name} on line {instruction.number}"
+                scope.values[name] = _Unknown(f"{error} ({where})")
+        # An ARG without a default keeps the value an earlier ARG line gave it, if any.
+
+
+def _from_line(
+    text: str, instruction: _Instruction, index: int, scope: _Scope, stages: set[str]
+) -> FromLine:
+    number = instruction.number
+    logical = instruction.text
+    tokens = list(_TOKEN.finditer(logical, instruction.args_start))
+    platform: str | None = None
+    while tokens and tokens[0].group().startswith("--"):
+        flag = tokens.pop(0).group()
+        if flag == "--":
+            break
+        key, has_value, value = flag[2:].partition("=")
+        if key != "platform":
+            raise DockerfileError(f"line {number}: unknown FROM flag --{key} (only --platform)")
+        if not has_value:
+            raise DockerfileError(f"line {number}: FROM --platform needs a value: --platform=<p>")
+        if platform is not None:
+            raise DockerfileError(f"line {number}: FROM has --platform twice")
+        platform = value
+    words = [token.group() for token in tokens]
+    if not words:
+        raise DockerfileError(f"line {number}: FROM without an image")
+    stage: str | None = None
+    if len(words) == 3 and words[1].lower() == "as":
+        stage = words[2]
+        if not _STAGE_NAME.match(stage.lower()):
+            raise DockerfileError(
+                f"line {number}: bad stage name {stage!r} (a letter, then letters, digits, "
+                "'.', '_' or '-')"
+            )
+    elif len(words) != 1:
+        raise DockerfileError(
+            f"line {number}: FROM takes '<image> [AS <name>]', not {' '.join(words)!r}"
+        )
+
+    token = tokens[0]
+    written = token.group()
+    try:
+        image = _Expander(written, instruction.escape, scope).expand()
+    except _ExpandError as error:
+        raise DockerfileError(f"line {number}: {error}") from None
+    if not image:
+        raise DockerfileError(f"line {number}: FROM image {written!r} is empty once expanded")
+    start = instruction.offsets[token.start()]
+    end = instruction.offsets[token.end() - 1] + 1
+    whole = _WHOLE_ARG.match(written)
+    return FromLine(
+        index=index,
+        image=image,
+        raw_image=text[start:end],
+        arg=(whole.group(1) or whole.group(2)) if whole else None,
+        stage=stage,
+        platform=platform,
+        start=start,
+        end=end,
+        is_base=image.lower() != "scratch" and image.lower() not in stages,
+    )
+
+
+# --- Variable expansion (BuildKit's shell lexer, for one word) -------------------------------
+
+
+class _ExpandError(Exception):
+    """A word cannot be expanded; the message has no line number yet."""
+
+
+@dataclass(frozen=True)
+class _Unknown:
+    """A variable that has a value at build time which we cannot know: using it is an error."""
+
+    message: str
+
+
+class _Scope:
+    """The ARGs declared before the first FROM, plus the builder's platform ARGs."""
+
+    def __init__(self, overrides: Mapping[str, str]) -> None:
+        self.declared: set[str] = set()
+        self.values: dict[str, str | _Unknown] = {}
+        for name in BUILDER_ARGS:
+            self.values[name] = (
+                overrides[name]
+                if name in overrides
+                else _Unknown(
+                    f"unknown variable ${name} is set by the builder: pass its value in build_args"
+                )
+            )
+
+    def get(self, name: str) -> str | None:
+        """The value, or None when unset; raises for values we cannot know."""
+        value = self.values.get(name)
+        if isinstance(value, _Unknown):
+            raise _ExpandError(value.message)
+        return value
+
+    def require(self, name: str) -> str:
+        value = self.get(name)
+        if value is not None:
+            return value
+        if name in self.declared:
+            raise _ExpandError(f"unknown variable ${name} has no default")
+        raise _ExpandError(f"unknown variable ${name}: no ARG {name} before the first FROM")
+
+
+class _Expander:
+    def __init__(self, word: str, escape: str, scope: _Scope) -> None:
+        self.word = word
+        self.escape = escape
+        self.scope = scope
+        self.pos = 0
+
+    def expand(self) -> str:
+        return self._until("")
+
+    def _until(self, stop: str, *, raw_escapes: bool = False) -> str:
+        """Expand up to `stop` (consumed), or to the end when `stop` is ""."""
+        word = self.word
+        out: list[str] = []
+        while self.pos < len(word):
+            ch = word[self.pos]
+            if ch == stop:
+                self.pos += 1
+                return "".join(out)
+            if ch == "'":
+                out.append(self._single_quoted())
+            elif ch == '"':
+                out.append(self._double_quoted())
+            elif ch == "$":
+                out.append(self._dollar())
+            else:
+                self.pos += 1
+                if ch == self.escape:
+                    if self.pos == len(word):
+                        break
+                    if raw_escapes:
+                        out.append(ch)
+                    ch = word[self.pos]
+                    self.pos += 1
+                out.append(ch)
+        if stop:
+            raise _ExpandError(f"missing '{stop}' in {word!r}")
+        return "".join(out)
+
+    def _single_quoted(self) -> str:
+        close = self.word.find("'", self.pos + 1)
+        if close < 0:
+            raise _ExpandError(f"unterminated single quote in {self.word!r}")
+        text = self.word[self.pos + 1 : close]
+        self.pos = close + 1
+        return text
+
+    def _double_quoted(self) -> str:
+        word = self.word
+        self.pos += 1
+        out: list[str] = []
+        while self.pos < len(word):
+            ch = word[self.pos]
+            if ch == '"':
+                self.pos += 1
+                return "".join(out)
+            if ch == "$":
+                out.append(self._dollar())
+                continue
+            self.pos += 1
+            if ch == self.escape and self.pos < len(word) and word[self.pos] in ('"', "$", ch):
+                ch = word[self.pos]
+                self.pos += 1
+            out.append(ch)
+        raise _ExpandError(f"unterminated double quote in {word!r}")
+
+    def _name(self) -> str:
+        word, start = self.word, self.pos
+        if start < len(word) and "0" <= word[start] <= "9":
+            while self.pos < len(word) and "0" <= word[self.pos] <= "9":
+                self.pos += 1
+        else:
+            while self.pos < len(word) and (word[self.pos].isalnum() or word[self.pos] == "_"):
+                self.pos += 1
+        return word[start : self.pos]
+
+    def _dollar(self) -> str:
+        word = self.word
+        self.pos += 1
+        if not word.startswith("{", self.pos):
+            name = self._name()
+            return self.scope.require(name) if name else "$"
+        self.pos += 1
+        name = self._name()
+        if self.pos == len(word):
+            raise _ExpandError(f"missing '}}' in {word!r}")
+        if not name:
+            raise _ExpandError(f"bad substitution in {word!r}")
+        op = word[self.pos]
+        self.pos += 1
+        if op == "}":
+            return self.scope.require(name)
+        colon = op == ":"
+        if colon:
+            op = word[self.pos] if self.pos < len(word) else ""
+            self.pos += 1
+        if op not in ("-", "+", "?", "#", "%") or (colon and op in ("#", "%")):
+            raise _ExpandError(f"unsupported substitution ${{{name}{':' * colon}{op}...}}")
+        argument = self._until("}", raw_escapes=op in ("#", "%"))
+        value = self.scope.get(name)
+        unset = value is None or (colon and not value)
+        if op == "-":
+            return argument if unset or value is None else value
+        if op == "+":
+            return "" if unset else argument
+        if op == "?":
+            if unset or value is None:
+                default = "is not allowed to be unset" if value is None else "must not be empty"
+                raise _ExpandError(f"{name}: {argument or default}")
+            return value
+        value = self.scope.require(name)
+        longest = argument.startswith(op)
+        return _trim(value, argument[1:] if longest else argument, op == "#", longest)
+
+
+def _trim(value: str, pattern: str, prefix: bool, longest: bool) -> str:
+    """Remove the shortest (or longest) prefix or suffix of `value` matching the glob."""
+    glob = re.compile(fnmatch.translate(pattern))
+    size = len(value)
+    for cut in range(size, -1, -1) if longest else range(size + 1):
+        part = value[:cut] if prefix else value[size - cut :]
+        if glob.fullmatch(part):
+            return value[cut:] if prefix else value[: size - cut]
+    return value

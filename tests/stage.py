@@ -1,0 +1,140 @@
+"""The end-to-end stage: the stand-ins wired together, and the real `mirror` command run against them.
+
+A test asks for the `stage` fixture, pushes images to the source with `stage.push(...)`, writes a
+config with `stage.config(...)`, runs `stage.mirror("sync", ...)` as a separate process, and
+asserts on digests at the destination, requests counted at the Docker-Hub-like front, exit codes
+and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+
+from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
+from tests.standins.hub import HubFront
+from tests.standins.images import make_image
+from tests.standins.registry import Registry, get_manifest, manifest_digest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Run:
+    """A finished `mirror` process."""
+
+    code: int
+    stdout: str
+    stderr: str
+    report: dict[str, Any] | None = None
+
+    def actions(self) -> list[str]:
+        assert self.report is not None, self.stderr
+        return [image["action"] for image in self.report["images"]]
+
+
+@dataclass
+class Stage:
+    hub: HubFront
+    source: Registry
+    dest: Registry
+    moto: Moto
+    tmp: Path
+    repo: str  # a repository path unique to the test
+    env: dict[str, str] = field(default_factory=dict)
+
+    # --- the source -----------------------------------------------------------------------------
+
+    def push(self, tag: str, *, repo: str | None = None, **kwargs: Any) -> str:
+        """Build and push an image to the source (behind the front); return its digest."""
+        return make_image(self.source.host, repo or self.repo, tag, workdir=self.tmp, **kwargs)
+
+    def source_digest(self, tag: str, *, repo: str | None = None) -> str | None:
+        return manifest_digest(self.source.url, repo or self.repo, tag)
+
+    # --- the destination ------------------------------------------------------------------------
+
+    def dest_digest(self, tag: str, *, repo: str | None = None) -> str | None:
+        return manifest_digest(self.dest.url, self.dest_repo(repo), tag, auth=self.dest_auth)
+
+    def dest_manifest(self, tag: str, *, repo: str | None = None) -> tuple[str, dict[str, Any]]:
+        return get_manifest(self.dest.url, self.dest_repo(repo), tag, auth=self.dest_auth)
+
+    def dest_repo(self, repo: str | None = None) -> str:
+        return f"mirror/{repo or self.repo}"
+
+    @property
+    def dest_auth(self) -> tuple[str, str]:
+        return (ECR_USER, ECR_PASSWORD)
+
+    def ecr_repositories(self) -> list[str]:
+        client = boto3.client("ecr", region_name="us-east-1", endpoint_url=self.moto.url)
+        return sorted(r["repositoryName"] for r in client.describe_repositories()["repositories"])
+
+    # --- config and the command -----------------------------------------------------------------
+
+    def config(self, images: Sequence[dict[str, Any]] | None = None, **sections: Any) -> Path:
+        """Write mirror.yaml: the front as source, the local registry as ECR's endpoint."""
+        document: dict[str, Any] = {
+            "source": {"registry": self.hub.host, "tls_verify": False},
+            "ecr": {
+                "region": "us-east-1",
+                "repository_prefix": "mirror",
+                "endpoint": self.dest.host,
+                "tls_verify": False,
+            },
+            "images": list(images if images is not None else []),
+        }
+        for key, value in sections.items():
+            document[key] = {**document.get(key, {}), **value}
+        path = self.tmp / "mirror.yaml"
+        path.write_text(yaml.safe_dump(document))
+        return path
+
+    def image(self, *tags: str, repo: str | None = None, **extra: Any) -> dict[str, Any]:
+        return {"source": repo or self.repo, "tags": list(tags), **extra}
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "mirror", *args]
+
+    def mirror(self, *args: str, report: bool = True, timeout: float = 120, **env: str) -> Run:
+        """Run `python -m mirror ARGS -c mirror.yaml` in its own process; read its report."""
+        report_path = self.tmp / "report.json"
+        report_path.unlink(missing_ok=True)
+        argv = list(args)
+        if "-c" not in argv and "--config" not in argv:
+            argv += ["-c", str(self.tmp / "mirror.yaml")]
+        if report and args and args[0] in ("sync", "ensure"):
+            argv += ["--report", str(report_path)]
+        completed = subprocess.run(
+            self.command(*argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.env, **env},
+            cwd=self.tmp,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        loaded = json.loads(report_path.read_text()) if report_path.exists() else None
+        return Run(completed.returncode, completed.stdout, completed.stderr, loaded)
+
+    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(*args, "-c", str(self.tmp / "mirror.yaml")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **self.env, **env},
+            cwd=self.tmp,
+            stdin=subprocess.DEVNULL,
+        )
