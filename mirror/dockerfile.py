@@ -2,11 +2,13 @@
 
 `parse` reads the text the way BuildKit's parser does, as far as FROM lines need:
 
-- parser directives at the top of the file (`# escape=`` ` makes the backtick the escape and
-  line-continuation character; `# syntax=` and `# check=` are accepted and ignored);
+- parser directives at the top of the file: `# escape=` followed by a backtick makes the
+  backtick the escape and line-continuation character (Windows images); `# syntax=` and
+  `# check=` are accepted and ignored;
 - line continuations (the escape character at the end of a line, trailing spaces allowed);
   comment lines and blank lines inside a continued instruction are dropped, as BuildKit does;
-- comments (lines whose first non-blank character is `#`) and CRLF line endings;
+- comments: lines whose first non-blank character is `#` (elsewhere `#` is plain text, so
+  `FROM ruby AS x # note` is an error, as in Docker); CRLF line endings; a byte-order mark;
 - instructions in any case (`from`, `FROM`, `Arg`);
 - here-documents (`RUN <<EOF` ... `EOF`, also on COPY and ADD), whose bodies are skipped, so a
   Python `from x import y` inside one is not taken for a FROM;
@@ -83,9 +85,7 @@ class FromLine:
 
     index: int  # 0-based position among the FROM instructions
     image: str  # the image with build args expanded: "ruby:3.3-slim"
-    raw_image: (
-        str  # the image as written in the file: "$BASE", "ruby:${V}-slim"; == text[start:end]
-    )
+    raw_image: str  # as written: "$BASE", "ruby:${V}-slim"; always == text[start:end]
     arg: str | None  # the ARG's name when the whole image is "$NAME" or "${NAME}"
     stage: str | None  # the name after AS, as written
     platform: str | None  # the --platform value as written ("$BUILDPLATFORM"), not expanded

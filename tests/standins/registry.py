@@ -1,0 +1,209 @@
+"""A real CNCF distribution registry (Debian's ``docker-registry``) on 127.0.0.1, for tests.
+
+Each :class:`Registry` writes its own ``config.yml`` under its root, stores blobs there, logs
+(level warn, no access log) to ``root/registry.log`` and listens on a free loopback port, over
+plain HTTP. With ``htpasswd=(user, password)`` it asks for HTTP Basic auth, like ECR does.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import urllib3
+
+MANIFEST_ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
+
+_HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1 (callers retry on a clash)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def bcrypt_htpasswd_line(user: str, password: str) -> str:
+    """``user:$2y$...`` from apache2-utils' ``htpasswd``; the password goes over stdin only."""
+    done = subprocess.run(
+        ["htpasswd", "-iBn", user],
+        input=password,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    line = done.stdout.strip()
+    if not line.startswith(f"{user}:$2"):
+        raise RuntimeError(f"htpasswd gave no bcrypt line: {done.stderr.strip()}")
+    return line
+
+
+class Registry:
+    """A ``docker-registry serve`` process; ``start()`` returns once ``/v2/`` answers."""
+
+    def __init__(self, root: Path, *, htpasswd: tuple[str, str] | None = None) -> None:
+        self.root = Path(root)
+        self.htpasswd = htpasswd
+        self.port = 0
+        self.log_path = self.root / "registry.log"
+        self.config_path = self.root / "config.yml"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def _write_config(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        storage = self.root / "storage"
+        storage.mkdir(exist_ok=True)
+        # JSON is YAML: no YAML library needed and no quoting surprises.
+        config: dict[str, Any] = {
+            "version": "0.1",
+            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(storage)},
+                "delete": {"enabled": True},
+                "cache": {"blobdescriptor": "inmemory"},
+            },
+            "http": {
+                "addr": self.host,
+                "secret": secrets.token_hex(16),
+                "headers": {"X-Content-Type-Options": ["nosniff"]},
+            },
+        }
+        if self.htpasswd is not None:
+            user, password = self.htpasswd
+            htpasswd_file = self.root / "htpasswd"
+            htpasswd_file.write_text(bcrypt_htpasswd_line(user, password) + "\n")
+            htpasswd_file.chmod(0o600)
+            config["auth"] = {"htpasswd": {"realm": "registry", "path": str(htpasswd_file)}}
+        self.config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+    def _answers(self) -> bool:
+        try:  # 200, or 401 when htpasswd is on: up either way
+            resp = _HTTP.request("GET", f"{self.url}/v2/", timeout=1.0)
+        except urllib3.exceptions.HTTPError:
+            return False
+        # Someone else could have taken the port: make sure a registry answered.
+        return bool(resp.headers.get("Docker-Distribution-Api-Version") == "registry/2.0")
+
+    def _launch(self, timeout: float) -> bool:
+        """Start on a fresh port; True once up, False on a port clash; raises on other failure."""
+        self.port = free_port()
+        self._write_config()
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                ["docker-registry", "serve", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._proc.wait()
+                self._proc = None
+                log_text = self.log_text()
+                if "address already in use" in log_text:
+                    return False
+                raise RuntimeError(f"docker-registry exited at start; log:\n{log_text}")
+            if self._answers():
+                return True
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(
+            f"docker-registry did not answer in {timeout} s; log:\n{self.log_text()}"
+        )
+
+    def start(self, timeout: float = 20.0) -> Registry:
+        if self._proc is not None:
+            return self
+        for _ in range(5):
+            if self._launch(timeout):
+                return self
+        raise RuntimeError(f"docker-registry found no free port; log:\n{self.log_text()}")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> Registry:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _headers(accept: str, auth: tuple[str, str] | None) -> dict[str, str]:
+    headers = {"Accept": accept}
+    if auth is not None:
+        headers.update(urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}"))
+    return headers
+
+
+def manifest_digest(
+    registry_url: str, repo: str, ref: str, *, auth: tuple[str, str] | None = None
+) -> str | None:
+    """The digest a pull of ``repo:ref`` would get (HEAD), or None if there is no such manifest."""
+    resp = _HTTP.request(
+        "HEAD", f"{registry_url}/v2/{repo}/manifests/{ref}", headers=_headers(MANIFEST_ACCEPT, auth)
+    )
+    if resp.status == 404:
+        return None
+    if resp.status != 200:
+        raise RuntimeError(f"HEAD {repo}:{ref} at {registry_url}: HTTP {resp.status}")
+    digest: str = resp.headers["Docker-Content-Digest"]
+    return digest
+
+
+def get_manifest(
+    registry_url: str, repo: str, ref: str, *, auth: tuple[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(media type, parsed manifest) of ``repo:ref``; e.g. to see which platforms an index has."""
+    resp = _HTTP.request(
+        "GET", f"{registry_url}/v2/{repo}/manifests/{ref}", headers=_headers(MANIFEST_ACCEPT, auth)
+    )
+    if resp.status != 200:
+        raise RuntimeError(f"GET {repo}:{ref} at {registry_url}: HTTP {resp.status}: {resp.data!r}")
+    media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+    body: dict[str, Any] = json.loads(resp.data)
+    return media_type, body

@@ -1,0 +1,576 @@
+"""mirror.dockerfile: FROM lines read as BuildKit reads them, and rewritten byte for byte."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from mirror import dockerfile
+from mirror.dockerfile import DockerfileError, FromLine
+
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dockerhub"
+
+Row = tuple[str, str, str | None, str | None, str | None, bool]
+
+
+def rows(lines: list[FromLine]) -> list[Row]:
+    """(image, raw_image, arg, stage, platform, is_base) per FROM line."""
+    return [(x.image, x.raw_image, x.arg, x.stage, x.platform, x.is_base) for x in lines]
+
+
+PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
+    (
+        "multi-stage, stage references, case-insensitive stage names",
+        "FROM ruby:3.3-slim AS Build\n"
+        "RUN bundle install\n"
+        "FROM build AS test\n"
+        "FROM node:20\n"
+        "FROM BUILD\n",
+        {},
+        [
+            ("ruby:3.3-slim", "ruby:3.3-slim", None, "Build", None, True),
+            ("build", "build", None, "test", None, False),
+            ("node:20", "node:20", None, None, None, True),
+            ("BUILD", "BUILD", None, None, None, False),
+        ],
+    ),
+    (
+        "only EARLIER stages count: a later one, or the stage itself, is an image",
+        "FROM later\nFROM ruby AS ruby\nFROM ruby AS later\nFROM later\n",
+        {},
+        [
+            ("later", "later", None, None, None, True),
+            ("ruby", "ruby", None, "ruby", None, True),
+            ("ruby", "ruby", None, "later", None, False),
+            ("later", "later", None, None, None, False),
+        ],
+    ),
+    (
+        "a stage named through an ARG",
+        "ARG STAGE=build\nFROM ruby AS build\nFROM ${STAGE}\n",
+        {},
+        [
+            ("ruby", "ruby", None, "build", None, True),
+            ("build", "${STAGE}", "STAGE", None, None, False),
+        ],
+    ),
+    (
+        "scratch in any case, also through an ARG",
+        "ARG EMPTY=scratch\nFROM scratch\nFROM SCRATCH AS s\nFROM $EMPTY\n",
+        {},
+        [
+            ("scratch", "scratch", None, None, None, False),
+            ("SCRATCH", "SCRATCH", None, "s", None, False),
+            ("scratch", "$EMPTY", "EMPTY", None, None, False),
+        ],
+    ),
+    (
+        "--platform is kept as written, not expanded",
+        "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\n"
+        "FROM --platform=linux/arm64 alpine:3.20\n",
+        {},
+        [
+            ("golang:1.22", "golang:1.22", None, "build", "$BUILDPLATFORM", True),
+            ("alpine:3.20", "alpine:3.20", None, None, "linux/arm64", True),
+        ],
+    ),
+    (
+        "ARG defaults: $NAME, ${NAME}, inside larger text; several per line; quotes",
+        "ARG RUBY_VERSION=3.3 NODE=node:20\n"
+        "ARG BASE=\"ruby:3.3\" SINGLE='alpine:3.20'\n"
+        "FROM $BASE\n"
+        "FROM ${NODE}\n"
+        "FROM ruby:${RUBY_VERSION}-slim\n"
+        "FROM $SINGLE\n",
+        {},
+        [
+            ("ruby:3.3", "$BASE", "BASE", None, None, True),
+            ("node:20", "${NODE}", "NODE", None, None, True),
+            ("ruby:3.3-slim", "ruby:${RUBY_VERSION}-slim", None, None, None, True),
+            ("alpine:3.20", "$SINGLE", "SINGLE", None, None, True),
+        ],
+    ),
+    (
+        "build args win over defaults and give ARGs without one a value; used as is",
+        "ARG BASE=ruby:3.3\nARG TAG\nARG RAW=x\nFROM $BASE\nFROM node:$TAG\nFROM $RAW\n",
+        {"BASE": "ruby:3.4", "TAG": "22", "RAW": "a${TAG}b"},
+        [
+            ("ruby:3.4", "$BASE", "BASE", None, None, True),
+            ("node:22", "node:$TAG", None, None, None, True),
+            ("a${TAG}b", "$RAW", "RAW", None, None, True),
+        ],
+    ),
+    (
+        "a default uses earlier ARGs; re-declaring without a default keeps the value",
+        "ARG V=3.3\nARG IMAGE=ruby:${V}-slim\nARG V\nFROM $IMAGE\nFROM ruby:$V\n",
+        {},
+        [
+            ("ruby:3.3-slim", "$IMAGE", "IMAGE", None, None, True),
+            ("ruby:3.3", "ruby:$V", None, None, None, True),
+        ],
+    ),
+    (
+        "an override also changes defaults that use it",
+        "ARG V=3.3\nARG IMAGE=ruby:${V}-slim\nFROM $IMAGE\n",
+        {"V": "3.4"},
+        [("ruby:3.4-slim", "$IMAGE", "IMAGE", None, None, True)],
+    ),
+    (
+        "ARGs after the first FROM belong to a stage: later FROMs do not see them",
+        "ARG V=1\nFROM a:$V\nARG V=2\nFROM b:$V\n",
+        {},
+        [
+            ("a:1", "a:$V", None, None, None, True),
+            ("b:1", "b:$V", None, None, None, True),
+        ],
+    ),
+    (
+        "build args for ARGs the file does not declare are ignored, as by Docker",
+        "FROM ruby:${V:-3.3}\n",
+        {"V": "3.4"},
+        [("ruby:3.3", "ruby:${V:-3.3}", None, None, None, True)],
+    ),
+    (
+        "the builder's platform ARGs need no declaration, but a value from the caller",
+        "FROM --platform=$BUILDPLATFORM tool:1-$TARGETARCH\n",
+        {"TARGETARCH": "arm64"},
+        [("tool:1-arm64", "tool:1-$TARGETARCH", None, None, "$BUILDPLATFORM", True)],
+    ),
+    (
+        "${V:-default}, ${V-default}: unset, empty and set",
+        "ARG UNSET\nARG EMPTY=\nARG SET=3.4\n"
+        "FROM ruby:${UNSET:-3.3}\n"
+        "FROM ruby:${EMPTY:-3.3}\n"
+        "FROM ruby${EMPTY-:3.3}\n"
+        "FROM ruby:${SET:-3.3}\n"
+        "FROM ruby:${NEVER_DECLARED:-3.3}\n",
+        {},
+        [
+            ("ruby:3.3", "ruby:${UNSET:-3.3}", None, None, None, True),
+            ("ruby:3.3", "ruby:${EMPTY:-3.3}", None, None, None, True),
+            ("ruby", "ruby${EMPTY-:3.3}", None, None, None, True),
+            ("ruby:3.4", "ruby:${SET:-3.3}", None, None, None, True),
+            ("ruby:3.3", "ruby:${NEVER_DECLARED:-3.3}", None, None, None, True),
+        ],
+    ),
+    (
+        "${V:+word}, nested defaults, ${V#glob} and ${V%glob}",
+        "ARG SLIM=1\nARG NO\nARG V=3.3.1\n"
+        "FROM ruby:3.3${SLIM:+-slim}${NO:+-alpine}\n"
+        "FROM ${NO:-${NO:-ruby}:${V}}\n"
+        "FROM ruby:${V%.*}\n"
+        "FROM ruby:${V%%.*}\n"
+        "FROM ruby:${V#*.}\n",
+        {},
+        [
+            ("ruby:3.3-slim", "ruby:3.3${SLIM:+-slim}${NO:+-alpine}", None, None, None, True),
+            ("ruby:3.3.1", "${NO:-${NO:-ruby}:${V}}", None, None, None, True),
+            ("ruby:3.3", "ruby:${V%.*}", None, None, None, True),
+            ("ruby:3", "ruby:${V%%.*}", None, None, None, True),
+            ("ruby:3.1", "ruby:${V#*.}", None, None, None, True),
+        ],
+    ),
+    (
+        "quotes and escapes in the image word",
+        "ARG V=3.3\nFROM \"ruby:$V\"\nFROM 'ruby:$V'\nFROM ruby:\\$V\n",
+        {},
+        [
+            ("ruby:3.3", '"ruby:$V"', None, None, None, True),
+            ("ruby:$V", "'ruby:$V'", None, None, None, True),
+            ("ruby:$V", "ruby:\\$V", None, None, None, True),
+        ],
+    ),
+    (
+        "comments, blank lines and continuations, also inside an instruction",
+        "# the base\n"
+        "  # indented comment\n"
+        "\n"
+        "FROM \\\n"
+        "  # a comment inside the instruction\n"
+        "\n"
+        "  --platform=linux/amd64 \\\n"
+        "  ruby:3.3 \\  \n"
+        "  AS build\n"
+        "RUN echo \\\n"
+        "  FROM not-an-instruction\n",
+        {},
+        [("ruby:3.3", "ruby:3.3", None, "build", "linux/amd64", True)],
+    ),
+    (
+        "instructions and AS in any case",
+        "arg V=3.3\nfrom ruby:$V as build\nFrom build As test\nfRoM node:20\n",
+        {},
+        [
+            ("ruby:3.3", "ruby:$V", None, "build", None, True),
+            ("build", "build", None, "test", None, False),
+            ("node:20", "node:20", None, None, None, True),
+        ],
+    ),
+    (
+        "# escape=` makes the backtick continue lines; a backslash is then literal",
+        "# escape=`\n"
+        "FROM mcr.microsoft.com/windows/servercore:ltsc2022 `\n"
+        "    AS build\n"
+        "RUN dir c:\\\n"
+        "FROM mcr.microsoft.com/windows/nanoserver:ltsc2022\n",
+        {},
+        [
+            (
+                "mcr.microsoft.com/windows/servercore:ltsc2022",
+                "mcr.microsoft.com/windows/servercore:ltsc2022",
+                None,
+                "build",
+                None,
+                True,
+            ),
+            (
+                "mcr.microsoft.com/windows/nanoserver:ltsc2022",
+                "mcr.microsoft.com/windows/nanoserver:ltsc2022",
+                None,
+                None,
+                None,
+                True,
+            ),
+        ],
+    ),
+    (
+        "directives: spacing and case are free; after syntax= still a directive",
+        "#  syntax = docker/dockerfile:1\n  # ESCAPE = `\nARG V=3.3\nFROM ruby:`$V `\n AS b\n",
+        {},
+        [("ruby:$V", "ruby:`$V", None, "b", None, True)],
+    ),
+    (
+        "a directive after a comment is only a comment: backslash still continues",
+        "# hello\n# escape=`\nFROM ruby:3.3 \\\n  AS build\n",
+        {},
+        [("ruby:3.3", "ruby:3.3", None, "build", None, True)],
+    ),
+    (
+        "CRLF line endings and a byte-order mark",
+        "\ufeffARG BASE=ruby:3.3\r\nFROM $BASE \\\r\n  AS build\r\nFROM node:20\r\n",
+        {},
+        [
+            ("ruby:3.3", "$BASE", "BASE", "build", None, True),
+            ("node:20", "node:20", None, None, None, True),
+        ],
+    ),
+    (
+        "here-documents are skipped: a Python `from` inside one is no FROM",
+        "FROM python:3.12\n"
+        "RUN <<EOF python3\n"
+        "from pathlib import Path\n"
+        "FROM fake:1\n"
+        "EOF\n"
+        "COPY <<-'CONF' << TWO /etc/\n"
+        "\tFROM fake:2\n"
+        "\tCONF\n"
+        "from fake:3\n"
+        "TWO\n"
+        "ONBUILD RUN <<X\n"
+        "FROM fake:4\n"
+        "X\n"
+        'RUN ["sh", "-c", "cat <<X"]\n'
+        "FROM alpine:3.20\n",
+        {},
+        [
+            ("python:3.12", "python:3.12", None, None, None, True),
+            ("alpine:3.20", "alpine:3.20", None, None, None, True),
+        ],
+    ),
+    ("an empty file has no FROM lines", "", {}, []),
+    ("comments only", "# nothing here\n\n", {}, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "build_args", "expected"),
+    [case[1:] for case in PARSE_CASES],
+    ids=[case[0] for case in PARSE_CASES],
+)
+def test_parse(text: str, build_args: dict[str, str], expected: list[Row]) -> None:
+    lines = dockerfile.parse(text, build_args)
+    assert rows(lines) == expected
+    assert [line.index for line in lines] == list(range(len(expected)))
+    for line in lines:
+        assert text[line.start : line.end] == line.raw_image
+
+
+def test_offsets_point_at_the_image_text() -> None:
+    text = "ARG B=ruby:3.3\r\nFROM --platform=$P \\\r\n   $B AS x\r\n"
+    (line,) = dockerfile.parse(text)
+    assert (line.start, line.end) == (text.index("$B"), text.index("$B") + 2)
+
+
+def test_an_image_split_by_a_continuation_spans_it() -> None:
+    text = "FROM ruby:3.\\\n3 AS x\n"
+    (line,) = dockerfile.parse(text)
+    assert (line.image, line.raw_image) == ("ruby:3.3", "ruby:3.\\\n3")
+
+
+def test_base_images_are_deduplicated_in_order_of_first_use() -> None:
+    text = (
+        "ARG NODE=node:20\n"
+        "FROM ruby:3.3 AS a\n"
+        "FROM $NODE\n"
+        "FROM scratch\n"
+        "FROM a\n"
+        "FROM ruby:3.3\n"
+        "FROM node:20 AS n\n"
+        "FROM alpine:3.20\n"
+        "FROM n\n"
+    )
+    assert dockerfile.base_images(dockerfile.parse(text)) == [
+        "ruby:3.3",
+        "node:20",
+        "alpine:3.20",
+    ]
+
+
+REWRITE_CASES: list[tuple[str, str, dict[str, str], dict[str, str], str]] = [
+    (
+        "only the image text changes: flags, stage names, comments, spacing stay",
+        "# syntax=docker/dockerfile:1\n"
+        "FROM   --platform=$BUILDPLATFORM   ruby:3.3-slim   AS build  \n"
+        "# FROM ruby:3.3-slim\n"
+        "FROM build AS test\n"
+        "FROM\tnode:20\n"
+        "FROM scratch\n",
+        {},
+        {
+            "ruby:3.3-slim": f"{ECR}/library/ruby:3.3-slim",
+            "node:20": f"{ECR}/library/node:20",
+            "build": "never/used:1",
+            "scratch": "never/used:2",
+        },
+        "# syntax=docker/dockerfile:1\n"
+        f"FROM   --platform=$BUILDPLATFORM   {ECR}/library/ruby:3.3-slim   AS build  \n"
+        "# FROM ruby:3.3-slim\n"
+        "FROM build AS test\n"
+        f"FROM\t{ECR}/library/node:20\n"
+        "FROM scratch\n",
+    ),
+    (
+        "images not in the mapping stay; a repeated image changes everywhere",
+        "FROM ruby:3.3\nFROM alpine:3.20\nFROM ruby:3.3 AS again\n",
+        {},
+        {"ruby:3.3": f"{ECR}/library/ruby:3.3"},
+        f"FROM {ECR}/library/ruby:3.3\nFROM alpine:3.20\nFROM {ECR}/library/ruby:3.3 AS again\n",
+    ),
+    (
+        "ARG images: the FROM text becomes the ECR reference, the ARG line stays",
+        'ARG BASE="ruby:3.3"\nARG V=20\nFROM ${BASE} AS base\nFROM node:${V}-slim\n',
+        {},
+        {"ruby:3.3": f"{ECR}/library/ruby:3.3", "node:20-slim": f"{ECR}/library/node:20-slim"},
+        f'ARG BASE="ruby:3.3"\nARG V=20\nFROM {ECR}/library/ruby:3.3 AS base\n'
+        f"FROM {ECR}/library/node:20-slim\n",
+    ),
+    (
+        "the mapping is keyed by the image as expanded with the build args",
+        "ARG BASE=ruby:3.3\nFROM $BASE\n",
+        {"BASE": "ruby:3.4"},
+        {"ruby:3.3": "not/this:1", "ruby:3.4": f"{ECR}/library/ruby:3.4"},
+        f"ARG BASE=ruby:3.3\nFROM {ECR}/library/ruby:3.4\n",
+    ),
+    (
+        "CRLF and continuation lines are kept",
+        "FROM --platform=$BUILDPLATFORM \\\r\n    ruby:3.3 \\\r\n    AS build\r\nRUN true\r\n",
+        {},
+        {"ruby:3.3": f"{ECR}/library/ruby:3.3"},
+        f"FROM --platform=$BUILDPLATFORM \\\r\n    {ECR}/library/ruby:3.3 \\\r\n"
+        "    AS build\r\nRUN true\r\n",
+    ),
+    (
+        "an image split by a continuation is replaced whole",
+        "FROM ruby:3.\\\n3 AS x\n",
+        {},
+        {"ruby:3.3": f"{ECR}/library/ruby:3.3"},
+        f"FROM {ECR}/library/ruby:3.3 AS x\n",
+    ),
+    (
+        "escape directive file",
+        "# escape=`\nFROM mcr.microsoft.com/windows/servercore:ltsc2022 `\n  AS build\n",
+        {},
+        {"mcr.microsoft.com/windows/servercore:ltsc2022": f"{ECR}/windows/servercore:ltsc2022"},
+        f"# escape=`\nFROM {ECR}/windows/servercore:ltsc2022 `\n  AS build\n",
+    ),
+    (
+        "here-document bodies are not touched",
+        "COPY <<EOF /Dockerfile\nFROM ruby:3.3\nEOF\nFROM ruby:3.3\n",
+        {},
+        {"ruby:3.3": f"{ECR}/library/ruby:3.3"},
+        f"COPY <<EOF /Dockerfile\nFROM ruby:3.3\nEOF\nFROM {ECR}/library/ruby:3.3\n",
+    ),
+    (
+        "an empty mapping changes nothing",
+        "FROM ruby:3.3\r\n",
+        {},
+        {},
+        "FROM ruby:3.3\r\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "build_args", "mapping", "expected"),
+    [case[1:] for case in REWRITE_CASES],
+    ids=[case[0] for case in REWRITE_CASES],
+)
+def test_rewrite(
+    text: str, build_args: dict[str, str], mapping: dict[str, str], expected: str
+) -> None:
+    assert dockerfile.rewrite(text, dockerfile.parse(text, build_args), mapping) == expected
+
+
+@pytest.mark.parametrize(
+    ("lines_from", "mapping", "message"),
+    [
+        (
+            "FROM node:20\n",
+            {"node:20": "x/node:20"},
+            "FROM #0 ('node:20') is not where it was parsed",
+        ),
+        ("FROM ruby:3.3\n", {"ruby:3.3": "ecr/ruby:3.3 AS x"}, "cannot write 'ecr/ruby:3.3 AS x'"),
+        ("FROM ruby:3.3\n", {"ruby:3.3": ""}, "cannot write ''"),
+        ("FROM ruby:3.3\n", {"ruby:3.3": "${X}"}, "cannot write '${X}'"),
+    ],
+)
+def test_rewrite_refuses(lines_from: str, mapping: dict[str, str], message: str) -> None:
+    lines = dockerfile.parse(lines_from)
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        dockerfile.rewrite("FROM ruby:3.3\n", lines, mapping)
+
+
+BUILD_ARG_CASES: list[tuple[str, str, dict[str, str], dict[str, str], list[tuple[str, str]]]] = [
+    (
+        "whole-ARG images only, each once, in order",
+        "ARG BASE=ruby:3.3\nARG NODE=node:20\nARG V=3.20\n"
+        "FROM ${NODE} AS n\nFROM $BASE\nFROM alpine:$V\nFROM $NODE\n",
+        {},
+        {
+            "ruby:3.3": f"{ECR}/library/ruby:3.3",
+            "node:20": f"{ECR}/library/node:20",
+            "alpine:3.20": f"{ECR}/library/alpine:3.20",
+        },
+        [("NODE", f"{ECR}/library/node:20"), ("BASE", f"{ECR}/library/ruby:3.3")],
+    ),
+    (
+        "unmapped images, scratch and stages give no build arg",
+        "ARG BASE=ruby:3.3\nARG EMPTY=scratch\nARG STAGE=b\n"
+        "FROM $BASE AS b\nFROM $EMPTY\nFROM $STAGE\n",
+        {},
+        {"scratch": "x/scratch:1", "b": "x/b:1"},
+        [],
+    ),
+    (
+        "the value follows the build args",
+        "ARG BASE=ruby:3.3\nFROM $BASE\n",
+        {"BASE": "ruby:3.4"},
+        {"ruby:3.4": f"{ECR}/library/ruby:3.4"},
+        [("BASE", f"{ECR}/library/ruby:3.4")],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "build_args", "mapping", "expected"),
+    [case[1:] for case in BUILD_ARG_CASES],
+    ids=[case[0] for case in BUILD_ARG_CASES],
+)
+def test_build_args(
+    text: str,
+    build_args: dict[str, str],
+    mapping: dict[str, str],
+    expected: list[tuple[str, str]],
+) -> None:
+    assert dockerfile.build_args(dockerfile.parse(text, build_args), mapping) == expected
+
+
+ERROR_CASES: list[tuple[str, dict[str, str], str]] = [
+    ("FROM\n", {}, "line 1: FROM without an image"),
+    ("# c\n\nFROM --platform=linux/amd64\n", {}, "line 3: FROM without an image"),
+    (
+        "FROM ruby:3.3 builder\n",
+        {},
+        "line 1: FROM takes '<image> [AS <name>]', not 'ruby:3.3 builder'",
+    ),
+    ("FROM ruby:3.3 AS\n", {}, "line 1: FROM takes '<image> [AS <name>]', not 'ruby:3.3 AS'"),
+    (
+        "FROM ruby AS b c\n",
+        {},
+        "line 1: FROM takes '<image> [AS <name>]', not 'ruby AS b c'",
+    ),
+    (
+        "FROM ruby AS 1st\n",
+        {},
+        "line 1: bad stage name '1st' (a letter, then letters, digits, '.', '_' or '-')",
+    ),
+    (
+        "FROM ruby:3.3 AS base # a comment only at the start of a line\n",
+        {},
+        "line 1: FROM takes '<image> [AS <name>]', not "
+        "'ruby:3.3 AS base # a comment only at the start of a line'",
+    ),
+    ("FROM --pull ruby\n", {}, "line 1: unknown FROM flag --pull (only --platform)"),
+    (
+        "FROM --platform linux/amd64 ruby\n",
+        {},
+        "line 1: FROM --platform needs a value: --platform=<p>",
+    ),
+    ("FROM --platform=a --platform=b ruby\n", {}, "line 1: FROM has --platform twice"),
+    ("ARG X\n\nFROM ruby\nFROM $X\n", {}, "line 4: unknown variable $X has no default"),
+    ("ARG X\nFROM ruby:${X}-slim\n", {}, "line 2: unknown variable $X has no default"),
+    ("ARG X\nFROM ruby:${X%.*}\n", {}, "line 2: unknown variable $X has no default"),
+    ("ARG X\nFROM \\\n  \\\n  $X\n", {}, "line 2: unknown variable $X has no default"),
+    ("ARG X\r\n\r\nFROM $X\r\n", {"Y": "1"}, "line 3: unknown variable $X has no default"),
+    ("FROM $X\n", {"X": "ruby"}, "line 1: unknown variable $X: no ARG X before the first FROM"),
+    (
+        "FROM ruby\nARG X=1\nFROM $X\n",
+        {},
+        "line 3: unknown variable $X: no ARG X before the first FROM",
+    ),
+    (
+        "FROM tool:$TARGETARCH\n",
+        {},
+        "line 1: unknown variable $TARGETARCH is set by the builder: pass its value in build_args",
+    ),
+    (
+        "ARG TARGETOS\nFROM tool:${TARGETOS:-linux}\n",
+        {},
+        "line 2: unknown variable $TARGETOS is set by the builder: pass its value in build_args",
+    ),
+    (
+        "ARG A\nARG B=x$A\nFROM $B\n",
+        {},
+        "line 3: unknown variable $A has no default (in the default of ARG B on line 2)",
+    ),
+    ("ARG X\nFROM ${X:+ruby}\n", {}, "line 2: FROM image '${X:+ruby}' is empty once expanded"),
+    ("ARG V\nFROM ruby:${V:?set_V_to_a_Ruby_version}\n", {}, "line 2: V: set_V_to_a_Ruby_version"),
+    ("ARG V\nFROM ruby:${V?}\n", {}, "line 2: V: is not allowed to be unset"),
+    ("ARG V=\nFROM ruby:${V:?}\n", {}, "line 2: V: must not be empty"),
+    ("ARG V=a\nFROM ${V/a/b}\n", {}, "line 2: unsupported substitution ${V/...}"),
+    ("ARG V=a\nFROM ${V:#a}\n", {}, "line 2: unsupported substitution ${V:#...}"),
+    ("FROM ruby:${\n", {}, "line 1: missing '}' in 'ruby:${'"),
+    ("FROM ruby:${V:-3.3\n", {}, "line 1: missing '}' in 'ruby:${V:-3.3'"),
+    ("FROM ruby:${}\n", {}, "line 1: bad substitution in 'ruby:${}'"),
+    ("FROM 'ruby\n", {}, 'line 1: unterminated single quote in "\'ruby"'),
+    ('FROM "ruby\n', {}, "line 1: unterminated double quote in '\"ruby'"),
+    ("# escape=x\nFROM ruby\n", {}, "line 1: bad escape directive 'x' (use ` or \\)"),
+    ("# escape=`\n# escape=\\\nFROM ruby\n", {}, "line 2: a second escape parser directive"),
+    ("ARG\nFROM ruby\n", {}, "line 1: ARG without a name"),
+    ("ARG A=1 =2\nFROM ruby\n", {}, "line 1: ARG without a name: '=2'"),
+    ("FROM ruby\nRUN <<EOF\necho hi\n", {}, "line 2: here-document <<EOF has no end"),
+]
+
+
+@pytest.mark.parametrize(("text", "build_args", "message"), ERROR_CASES)
+def test_errors(text: str, build_args: dict[str, str], message: str) -> None:
+    with pytest.raises(DockerfileError) as caught:
+        dockerfile.parse(text, build_args)
+    assert str(caught.value) == message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_an_unused_broken_arg_is_no_error() -> None:
+    text = "ARG A\nARG B=$A\nARG C=${D:?needed}\nFROM ruby:3.3\n"
+    assert dockerfile.base_images(dockerfile.parse(text)) == ["ruby:3.3"]

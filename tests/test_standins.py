@@ -1,0 +1,377 @@
+"""The stand-ins behave like what they stand in for: Docker Hub's front, a registry, ECR's API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+from tests.standins.aws import ECR_AUTHORIZATION_TOKEN, ECR_PASSWORD, ECR_USER, Moto
+from tests.standins.hub import SERVICE, TOO_MANY_REQUESTS, HubFront
+from tests.standins.images import (
+    make_image,
+    skopeo_policy_file,
+    write_auth_file,
+    write_oci_layout,
+)
+from tests.standins.registry import Registry, get_manifest, manifest_digest
+
+PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
+INDEX_ACCEPT = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
+
+
+def bearer(session: requests.Session, front: HubFront, repo: str) -> dict[str, str]:
+    answer = session.get(
+        f"{front.url}/token", params={"service": SERVICE, "scope": f"repository:{repo}:pull"}
+    )
+    assert answer.status_code == 200
+    return {"Authorization": f"Bearer {answer.json()['token']}", "Accept": INDEX_ACCEPT}
+
+
+def skopeo_copy(
+    src: str, dest: str, auth_file: Path, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "skopeo",
+            "--policy",
+            str(skopeo_policy_file(tmp_path)),
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--authfile",
+            str(auth_file),
+            f"docker://{src}",
+            f"docker://{dest}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def ecr_auth_file(tmp_path: Path, dest: Registry) -> Path:
+    """The auth file a mirror writes from moto's ECR token (its ``auth`` value unchanged)."""
+    ecr = boto3.client("ecr")
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    path = tmp_path / "auth.json"
+    path.write_text(json.dumps({"auths": {dest.host: {"auth": token}}}))
+    path.chmod(0o600)
+    return path
+
+
+def test_token_flow_401_then_token_then_200(
+    source_registry: Registry, hub: HubFront, repo_name: str
+) -> None:
+    digest = make_image(source_registry.host, repo_name, "1", seed="flow")
+    manifest_url = f"{hub.url}/v2/{repo_name}/manifests/1"
+    with requests.Session() as session:
+        denied = session.head(manifest_url)
+        assert denied.status_code == 401
+        assert denied.headers["WWW-Authenticate"] == (
+            f'Bearer realm="{hub.url}/token",service="{SERVICE}",'
+            f'scope="repository:{repo_name}:pull"'
+        )
+        ping = session.get(f"{hub.url}/v2/")
+        assert ping.status_code == 401
+        assert "scope=" not in ping.headers["WWW-Authenticate"]
+        assert ping.json()["errors"][0]["code"] == "UNAUTHORIZED"
+
+        headers = bearer(session, hub, repo_name)
+        head = session.head(manifest_url, headers=headers)
+        get = session.get(manifest_url, headers=headers)
+        assert head.status_code == get.status_code == 200
+        assert head.headers["Docker-Content-Digest"] == get.headers["Docker-Content-Digest"]
+        assert get.headers["Docker-Content-Digest"] == digest
+        assert "ratelimit-limit" not in get.headers  # no limit: no headers, like a paid plan
+        assert session.get(f"{hub.url}/v2/", headers=headers).status_code == 200
+
+        other = bearer(session, hub, "library/other")  # tokens are scoped to repositories
+        assert session.head(manifest_url, headers=other).status_code == 401
+        missing_repo = session.get(f"{hub.url}/v2/library/other/manifests/1", headers=other)
+        assert missing_repo.status_code == 401  # Docker Hub does not admit a repo is missing
+        assert 'error="insufficient_scope"' in missing_repo.headers["WWW-Authenticate"]
+        missing_tag = session.get(f"{hub.url}/v2/{repo_name}/manifests/2", headers=headers)
+        assert missing_tag.status_code == 404
+        assert missing_tag.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        hub.revoke_tokens()
+        assert session.head(manifest_url, headers=headers).status_code == 401
+
+    counts = hub.counts
+    assert (counts.token, counts.token_anonymous, counts.token_authenticated) == (2, 2, 0)
+    # a 401 for a bad token is in .requests only; the missing repo's 401 got past the token
+    assert (counts.manifest_head, counts.manifest_get, counts.manifest_get_ok) == (1, 3, 1)
+
+
+def test_rate_limit_spent_by_gets_only_then_429(source_registry: Registry, repo_name: str) -> None:
+    make_image(source_registry.host, repo_name, "1", seed="limit")
+    url = f"{repo_name}/manifests/1"
+    with HubFront(source_registry.url, limit=2) as front, requests.Session() as session:
+        headers = bearer(session, front, repo_name)
+
+        def ask(method: str) -> requests.Response:
+            return session.request(method, f"{front.url}/v2/{url}", headers=headers)
+
+        remaining = []
+        for method in ("HEAD", "HEAD", "GET", "HEAD", "GET", "HEAD"):
+            answer = ask(method)
+            assert answer.status_code == 200, method
+            assert answer.headers["ratelimit-limit"] == "2;w=21600"
+            assert answer.headers["docker-ratelimit-source"] == "127.0.0.1"
+            remaining.append(answer.headers["ratelimit-remaining"])
+        assert remaining == ["2;w=21600"] * 2 + ["1;w=21600"] * 2 + ["0;w=21600"] * 2
+
+        spent = ask("GET")
+        assert spent.status_code == 429
+        assert spent.json() == {
+            "errors": [{"code": "TOOMANYREQUESTS", "message": TOO_MANY_REQUESTS, "detail": None}]
+        }
+        assert spent.headers["ratelimit-remaining"] == "0;w=21600"
+        assert ask("HEAD").status_code == 200  # HEADs still work, as on Docker Hub
+        front.set_remaining(1)
+        assert ask("GET").status_code == 200
+        counts = front.counts
+    assert (counts.manifest_get, counts.manifest_get_ok, counts.status_429) == (4, 3, 1)
+    assert counts.manifest_head == 5
+    assert ("GET", f"/v2/{url}", 429) in counts.requests
+
+
+def test_token_endpoint_checks_basic_credentials(source_registry: Registry) -> None:
+    with (
+        HubFront(source_registry.url, credentials=("hubuser", "hubpass")) as front,
+        requests.Session() as session,
+    ):
+        token_url = f"{front.url}/token?service={SERVICE}&scope=repository:library/x:pull"
+        wrong = session.get(token_url, auth=("hubuser", "nope"))
+        assert wrong.status_code == 401
+        assert wrong.json() == {"details": "incorrect username or password"}
+        assert session.get(token_url, auth=("hubuser", "hubpass")).status_code == 200
+        assert session.get(token_url).status_code == 200  # anonymous still works
+        counts = front.counts
+    assert (counts.token, counts.token_authenticated, counts.token_anonymous) == (3, 1, 1)
+
+
+def test_skopeo_sends_basic_credentials_to_the_token_realm(
+    source_registry: Registry, tmp_path: Path, repo_name: str
+) -> None:
+    make_image(source_registry.host, repo_name, "1", seed="basic")
+    with HubFront(source_registry.url, credentials=("hubuser", "hubpass")) as front:
+
+        def inspect(password: str) -> subprocess.CompletedProcess[str]:
+            auth_file = write_auth_file(tmp_path / "auth.json", front.host, "hubuser", password)
+            return subprocess.run(
+                [
+                    "skopeo",
+                    "inspect",
+                    "--raw",
+                    "--tls-verify=false",
+                    "--authfile",
+                    str(auth_file),
+                    f"docker://{front.host}/{repo_name}:1",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+
+        wrong = inspect("nope")
+        assert wrong.returncode != 0
+        assert "incorrect username or password" in wrong.stderr
+        assert inspect("hubpass").returncode == 0
+        counts = front.counts
+    assert (counts.token, counts.token_authenticated, counts.token_anonymous) == (2, 1, 0)
+
+
+def test_faults_tags_pagination_and_keep_alive(
+    source_registry: Registry, hub: HubFront, repo_name: str
+) -> None:
+    for tag in ("a", "b", "c"):
+        make_image(source_registry.host, repo_name, tag, seed="tags")
+    with requests.Session() as session:
+        headers = bearer(session, hub, repo_name)
+        hub.fail_next(503, times=2)
+        statuses = [
+            session.head(f"{hub.url}/v2/{repo_name}/manifests/a", headers=headers).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [503, 503, 200]
+
+        first = session.get(f"{hub.url}/v2/{repo_name}/tags/list?n=2", headers=headers)
+        assert first.json()["tags"] == ["a", "b"]
+        assert first.links["next"]["url"].startswith(f"/v2/{repo_name}/tags/list?")
+        rest = session.get(hub.url + first.links["next"]["url"], headers=headers)
+        assert rest.json()["tags"] == ["c"]
+        assert "Link" not in rest.headers
+    assert hub.counts.tags_list == 2
+
+    hub.reset_counts()
+    errors: list[BaseException] = []
+
+    def pull_config_blobs() -> None:
+        try:
+            with requests.Session() as own:
+                hdrs = bearer(own, hub, repo_name)
+                for _ in range(5):  # one connection each: keep-alive with Content-Length
+                    manifest = own.get(f"{hub.url}/v2/{repo_name}/manifests/a", headers=hdrs)
+                    config = manifest.json()["config"]
+                    blob = own.get(f"{hub.url}/v2/{repo_name}/blobs/{config['digest']}")
+                    assert blob.status_code == 401  # no token on purpose
+                    blob = own.get(
+                        f"{hub.url}/v2/{repo_name}/blobs/{config['digest']}", headers=hdrs
+                    )
+                    assert len(blob.content) == config["size"]
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=pull_config_blobs) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    counts = hub.counts
+    assert (counts.blob_get, counts.manifest_get_ok, counts.token) == (30, 30, 6)
+    assert counts.connections == 6  # one per session: every answer kept the connection open
+
+
+def test_stop_is_prompt_with_idle_keep_alive(source_registry: Registry) -> None:
+    front = HubFront(source_registry.url).start()
+    with requests.Session() as session:
+        assert session.get(f"{front.url}/v2/").status_code == 401  # connection stays open
+        started = time.monotonic()
+        front.stop()
+        assert time.monotonic() - started < 1.0
+
+
+def test_make_image_is_deterministic(source_registry: Registry, tmp_path: Path) -> None:
+    def layout(name: str, seed: int) -> str:
+        return write_oci_layout(
+            tmp_path / name, "t", platforms=PLATFORMS, layer_sizes=(100, 200), seed=seed
+        )
+
+    assert layout("a", 1) == layout("b", 1) != layout("c", 2)
+    repo = "test/determinism"
+    pushed = make_image(source_registry.host, repo, "t", platforms=PLATFORMS, seed=1)
+    again = make_image(source_registry.host, repo, "u", platforms=PLATFORMS, seed=1)
+    assert pushed == again == manifest_digest(source_registry.url, repo, "t")
+    assert manifest_digest(source_registry.url, repo, "missing") is None
+
+    shared = [b"base layer"]
+    one = make_image(source_registry.host, repo, "b1", seed=1, base_layers=shared)
+    two = make_image(source_registry.host, repo, "b2", seed=2, base_layers=shared)
+    layers = [get_manifest(source_registry.url, repo, ref)[1]["layers"] for ref in (one, two)]
+    assert layers[0][0] == layers[1][0]
+    assert layers[0][1] != layers[1][1]
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_skopeo_copies_from_front_to_ecr_standin_keeping_the_index_digest(
+    source_registry: Registry,
+    hub: HubFront,
+    dest_registry: Registry,
+    tmp_path: Path,
+    repo_name: str,
+) -> None:
+    digest = make_image(
+        source_registry.host, repo_name, "1", platforms=PLATFORMS, layer_sizes=(512, 1024, 2048)
+    )
+    auth_file = ecr_auth_file(tmp_path, dest_registry)
+    done = skopeo_copy(
+        f"{hub.host}/{repo_name}:1", f"{dest_registry.host}/{repo_name}:1", auth_file, tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+
+    ecr_login = (ECR_USER, ECR_PASSWORD)
+    assert manifest_digest(dest_registry.url, repo_name, "1", auth=ecr_login) == digest
+    media_type, index = get_manifest(dest_registry.url, repo_name, "1", auth=ecr_login)
+    assert media_type == "application/vnd.oci.image.index.v1+json"
+    platforms = [
+        "/".join(
+            filter(
+                None,
+                (m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")),
+            )
+        )
+        for m in index["manifests"]
+    ]
+    assert platforms == list(PLATFORMS)
+    counts = hub.counts
+    assert counts.manifest_get_ok == 4  # the index and one manifest per platform
+    assert counts.blob_get == 12  # 3 layers and a config per platform
+    assert counts.token_anonymous == 1
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_skopeo_fails_when_blobs_are_cut(
+    source_registry: Registry,
+    hub: HubFront,
+    dest_registry: Registry,
+    tmp_path: Path,
+    repo_name: str,
+) -> None:
+    make_image(source_registry.host, repo_name, "1", layer_sizes=(100_000,), seed="cut")
+    hub.cut_blobs(50)
+    auth_file = ecr_auth_file(tmp_path, dest_registry)
+    done = skopeo_copy(
+        f"{hub.host}/{repo_name}:1", f"{dest_registry.host}/{repo_name}:1", auth_file, tmp_path
+    )
+    assert done.returncode != 0
+    assert "unexpected EOF" in done.stderr
+    assert hub.counts.blob_bytes == 50
+    assert manifest_digest(dest_registry.url, repo_name, "1", auth=(ECR_USER, ECR_PASSWORD)) is None
+
+
+def test_moto_token_opens_the_ecr_standin(
+    moto: Moto, dest_registry: Registry, aws_env: dict[str, str]
+) -> None:
+    data = boto3.client("ecr").get_authorization_token()["authorizationData"][0]
+    assert data["authorizationToken"] == ECR_AUTHORIZATION_TOKEN
+    user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+    assert (user, password) == (ECR_USER, ECR_PASSWORD)
+    assert data["proxyEndpoint"] == "https://123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    with requests.Session() as session:
+        assert session.get(f"{dest_registry.url}/v2/").status_code == 401
+        assert session.get(f"{dest_registry.url}/v2/", auth=(user, "wrong")).status_code == 401
+        assert session.get(f"{dest_registry.url}/v2/", auth=(user, password)).status_code == 200
+
+    secrets = boto3.client("secretsmanager")  # same server, AWS_ENDPOINT_URL_SECRETS_MANAGER
+    secrets.create_secret(Name="dockerhub", SecretString='{"username": "u"}')
+    assert secrets.get_secret_value(SecretId="dockerhub")["SecretString"] == '{"username": "u"}'
+    assert boto3.client("sts").get_caller_identity()["Account"] == "123456789012"
+    boto3.client("ecr").create_repository(repositoryName="library/ruby")
+    moto.reset()
+    assert boto3.client("ecr").describe_repositories()["repositories"] == []
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_skopeo_on_a_spent_budget_with_retry_after_zero_fails_at_once(
+    source_registry: Registry, dest_registry: Registry, tmp_path: Path, repo_name: str
+) -> None:
+    make_image(source_registry.host, repo_name, "1", seed="spent")
+    auth_file = ecr_auth_file(tmp_path, dest_registry)
+    with HubFront(source_registry.url, limit=5, retry_after=0) as front:
+        front.set_remaining(0)
+        started = time.monotonic()
+        done = skopeo_copy(
+            f"{front.host}/{repo_name}:1",
+            f"{dest_registry.host}/{repo_name}:1",
+            auth_file,
+            tmp_path,
+        )
+        elapsed = time.monotonic() - started
+        counts = front.counts
+    assert done.returncode != 0
+    assert "toomanyrequests: You have reached your pull rate limit" in done.stderr
+    assert elapsed < 5  # without Retry-After skopeo 1.9 spends 30 s on this
+    assert (counts.manifest_get, counts.status_429, counts.manifest_get_ok) == (5, 5, 0)
