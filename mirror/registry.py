@@ -28,6 +28,7 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 ACCEPT = ", ".join(MANIFEST_TYPES)
+INDEX_TYPES = MANIFEST_TYPES[:2]
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _TOKEN_MARGIN = 10.0  # seconds: renew a token this long before it expires
 
@@ -59,6 +60,12 @@ class Head:
     found: bool
     digest: str | None = None
     rate_limit: RateLimit | None = None
+    media_type: str = ""
+    size: int = 0
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
 
 
 @dataclass
@@ -154,8 +161,25 @@ class Registry:
         if response.status == 404:
             return Head(found=False, rate_limit=rate_limit)
         self._raise_for_status(response, f"{path}:{reference}")
-        digest = response.headers.get("Docker-Content-Digest")
-        return Head(found=True, digest=digest, rate_limit=rate_limit)
+        return Head(
+            found=True,
+            digest=response.headers.get("Docker-Content-Digest"),
+            rate_limit=rate_limit,
+            media_type=response.headers.get("Content-Type", "").split(";")[0].strip(),
+            size=int(response.headers.get("Content-Length") or 0),
+        )
+
+    def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:
+        """GET a manifest and parse it. On Docker Hub this costs a pull: use it on ECR only."""
+        response = self._request("GET", f"/v2/{path}/manifests/{reference}", path)
+        if response.status == 404:
+            return None
+        self._raise_for_status(response, f"{path}:{reference}")
+        try:
+            document = json.loads(response.data)
+        except ValueError:
+            raise RegistryError(f"{self.host}/{path}:{reference}: manifest is not JSON") from None
+        return document if isinstance(document, dict) else None
 
     # --- the request and its auth ----------------------------------------------------------------
 

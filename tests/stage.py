@@ -1,4 +1,4 @@
-"""The end-to-end stage: the stand-ins wired together, and the real `mirror` command run against them.
+"""The end-to-end stage: the stand-ins wired together, and the real `mirror` command run on them.
 
 A test asks for the `stage` fixture, pushes images to the source with `stage.push(...)`, writes a
 config with `stage.config(...)`, runs `stage.mirror("sync", ...)` as a separate process, and

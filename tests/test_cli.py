@@ -97,7 +97,8 @@ def test_missing_config_names_the_path(stage: Stage) -> None:
     run = stage.mirror("sync", "-c", str(stage.tmp / "absent.yaml"))
     assert (run.code, run.stderr.strip()) == (
         2,
-        f"mirror: {stage.tmp / 'absent.yaml'}: no such config file (name one with -c or $MIRROR_CONFIG)",
+        f"mirror: {stage.tmp / 'absent.yaml'}: no such config file "
+        "(name one with -c or $MIRROR_CONFIG)",
     )
 
 

@@ -98,7 +98,7 @@ def test_no_credential_in_any_argv_and_no_file_left(stage: Stage) -> None:
             for cmdline in _all_cmdlines():
                 assert ECR_PASSWORD not in cmdline
                 assert hub_password not in cmdline
-                seen_skopeo = seen_skopeo or "skopeo" in cmdline and "copy" in cmdline
+                seen_skopeo = seen_skopeo or ("skopeo" in cmdline and "copy" in cmdline)
             time.sleep(0.01)
         stdout, stderr = process.communicate()
         assert process.returncode == 0, stderr
@@ -114,7 +114,8 @@ def _all_cmdlines() -> list[str]:
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+                lines.append(raw.replace(b"\0", b" ").decode(errors="replace"))
             except OSError:
                 continue
     return lines
