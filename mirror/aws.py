@@ -1,4 +1,4 @@
-"""The one module that imports boto3: the ECR token and repositories (and, later, secrets).
+"""The one module that imports boto3: the ECR token, repositories, and Secrets Manager.
 
 boto3 finds credentials by itself (environment, profile, CodeBuild's container endpoint) and
 obeys AWS_ENDPOINT_URL_ECR, which is how tests point it at moto's server.
@@ -7,6 +7,7 @@ obeys AWS_ENDPOINT_URL_ECR, which is how tests point it at moto's server.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Ecr:
         self._login: EcrLogin | None = None
         self._lock = threading.Lock()
         self._created: set[str] = set()
+        self._mutability: dict[str, str] = {}
 
     def login(self) -> EcrLogin:
         """The registry login, fetched once and renewed before it expires."""
@@ -75,8 +77,48 @@ class Ecr:
         self._created.add(name)
         return created
 
+    def is_immutable(self, name: str) -> bool:
+        """True when the repository exists and refuses to move tags (IMMUTABLE...)."""
+        with self._lock:
+            if name not in self._mutability:
+                self._mutability[name] = self._fetch_mutability(name)
+            return self._mutability[name].startswith("IMMUTABLE")
+
+    def _fetch_mutability(self, name: str) -> str:
+        kwargs: dict[str, Any] = {"repositoryNames": [name]}
+        if self.registry_id:
+            kwargs["registryId"] = self.registry_id
+        try:
+            answer = _call(self._client.describe_repositories, f"describe {name}", **kwargs)
+        except _NotFound:
+            return ""
+        return str(answer["repositories"][0].get("imageTagMutability", "MUTABLE"))
+
+
+def secret_login(secret_id: str, *, region: str, client: Any = None) -> Login:
+    """Docker Hub credentials from Secrets Manager: a JSON secret {"username", "password"}."""
+    client = client or boto3.client("secretsmanager", region_name=region, config=_RETRIES)
+    try:
+        answer = _call(client.get_secret_value, f"read secret {secret_id}", SecretId=secret_id)
+    except _NotFound as error:
+        raise SetupError(str(error)) from None
+    try:
+        data = json.loads(answer.get("SecretString") or "")
+        username, password = data["username"], data["password"]
+    except (ValueError, KeyError, TypeError):
+        username = password = None
+    if not isinstance(username, str) or not isinstance(password, str) or not username:
+        raise SetupError(
+            f'secret {secret_id}: expected JSON with string fields "username" and "password"'
+        )
+    return Login(username, password)
+
 
 class _AlreadyExists(MirrorError):
+    pass
+
+
+class _NotFound(MirrorError):
     pass
 
 
@@ -113,6 +155,8 @@ def _translate(error: botocore.exceptions.ClientError, what: str) -> MirrorError
     message = error.response.get("Error", {}).get("Message", "") or code
     if code == "RepositoryAlreadyExistsException":
         return _AlreadyExists(message)
+    if code in ("RepositoryNotFoundException", "ResourceNotFoundException"):
+        return _NotFound(f"cannot {what}: {message}")
     if code in ("AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException"):
         return AuthError(f"cannot {what}: {code}: {message}")
     transient = code in ("ThrottlingException", "ServerException", "ServiceUnavailable")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from mirror import __version__, config, report
+from mirror import __version__, config, lock, report
 from mirror.engine import COPIED, DEFERRED, FAILED, UP_TO_DATE, Result, Task
 from mirror.errors import ConfigError, Exit, MirrorError
 from mirror.reference import BadReference, ImageRef, parse_reference
@@ -23,8 +23,9 @@ EXIT_CODES = """\
 exit codes:
   0    every image copied or already up to date
   1    at least one image failed (the others were still done)
-  2    bad command line or config, or the machine cannot run mirror
-  75   the pull rate limit was reached: nothing lost, run again later
+  2    bad command line, config or credentials, or the machine cannot run mirror
+  75   pull budget spent, rate limited (429) or another run holds the lock:
+       nothing lost, run again later
   130  interrupted by SIGINT (Ctrl-C)
   143  terminated by SIGTERM
 """
@@ -69,7 +70,9 @@ def _sync(args: argparse.Namespace) -> int:
         for image in loaded.images
         for tag in image.tags
     ]
-    result = _run(loaded, tasks, args, out=sys.stdout)
+    lock_path = Path(args.lock_file) if args.lock_file else lock.default_path(loaded.path)
+    with lock.held(lock_path):
+        result = _run(loaded, tasks, args, out=sys.stdout)
     return _exit_code(result)
 
 
@@ -103,7 +106,11 @@ def _tag(reference: ImageRef) -> str:
 def _run(
     loaded: config.Config, tasks: list[Task], args: argparse.Namespace, *, out: TextIO
 ) -> Result:
-    options = Options(jobs=args.jobs, dry_run=getattr(args, "dry_run", False))
+    options = Options(
+        jobs=args.jobs,
+        dry_run=getattr(args, "dry_run", False),
+        max_pulls=getattr(args, "max_pulls", None),
+    )
     started = time.monotonic()
     with signals_to(Stop()) as stop, engine(loaded, options, stop) as runner:
         result = runner.run(tasks)
@@ -111,6 +118,9 @@ def _run(
     for outcome in result.outcomes:
         print(report.line(outcome), file=out)
     print(report.summary_line(result, time.monotonic() - started), file=out)
+    budget = report.budget_line(result.budget)
+    if budget:
+        log.info("mirror: %s", budget)
     if args.report:
         report.write(Path(args.report), result)
     return result
@@ -170,6 +180,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only look (HEAD requests): no GET on the source, no write anywhere",
     )
+    sync.add_argument(
+        "--max-pulls",
+        type=_whole,
+        metavar="N",
+        help="spend at most N pulls on the source in this run; the rest is deferred",
+    )
+    sync.add_argument(
+        "--lock-file",
+        metavar="PATH",
+        help="lock held while syncing (default: one per config file in the temporary directory)",
+    )
     sync.set_defaults(handler=_sync)
 
     ensure = commands.add_parser(
@@ -202,6 +223,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
     return value
 
 

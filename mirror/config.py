@@ -34,10 +34,12 @@ ENV_PATH = "MIRROR_CONFIG"
 
 @dataclass(frozen=True)
 class Credentials:
-    """Where the source registry's username and password come from (never the values)."""
+    """Where the source registry's username and password come from (never the values):
+    two environment variables, or one Secrets Manager secret holding {"username", "password"}."""
 
-    username_env: str
-    password_env: str
+    username_env: str | None = None
+    password_env: str | None = None
+    secrets_manager: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 _TOP_KEYS = ("source", "ecr", "defaults", "images")
 _SOURCE_KEYS = ("registry", "tls_verify", "credentials")
-_CREDENTIAL_KEYS = ("username_env", "password_env")
+_CREDENTIAL_KEYS = ("username_env", "password_env", "secrets_manager")
 _ECR_KEYS = (
     "region",
     "registry_id",
@@ -170,7 +172,15 @@ def _parse_credentials(data: Any, where: str) -> Credentials | None:
     if data is None:
         return None
     table = _mapping(data, where, _CREDENTIAL_KEYS)
-    for key in _CREDENTIAL_KEYS:
+    if "secrets_manager" in table:
+        if "username_env" in table or "password_env" in table:
+            raise ConfigError(
+                f"{where}: give either secrets_manager or username_env and password_env, not both"
+            )
+        return Credentials(
+            secrets_manager=_string(table["secrets_manager"], f"{where}.secrets_manager")
+        )
+    for key in ("username_env", "password_env"):
         if key not in table:
             raise ConfigError(f"{where}.{key}: required (the name of an environment variable)")
     return Credentials(

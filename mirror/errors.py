@@ -35,7 +35,9 @@ class SetupError(MirrorError):
 
 
 class AuthError(MirrorError):
-    """Credentials were refused (wrong Docker Hub password, no AWS credentials...)."""
+    """Credentials refused (wrong Docker Hub password, no AWS credentials...): fix the setup."""
+
+    exit_code = Exit.USAGE
 
 
 class RegistryError(MirrorError):

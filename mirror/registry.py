@@ -181,6 +181,25 @@ class Registry:
             raise RegistryError(f"{self.host}/{path}:{reference}: manifest is not JSON") from None
         return document if isinstance(document, dict) else None
 
+    def check_login(self, path: str) -> None:
+        """Use the credentials once, up front, so a wrong password is one clear error.
+
+        Asks for a pull token for `path` (Bearer) or sends Basic to /v2/; no manifest is read.
+        """
+        if self.login is None:
+            return
+        if self._challenge is None:
+            response = self._send("GET", "/v2/", {})
+            if response.status == 401:
+                self._learn_challenge(response)
+        challenge = self._challenge
+        if challenge is not None and challenge.scheme == "bearer":
+            self._token(challenge, _scope(path))
+        elif challenge is not None and challenge.scheme == "basic":
+            response = self._send("GET", "/v2/", {"Authorization": self.login.basic()})
+            if response.status in (401, 403):
+                raise AuthError(f"{self.host}: user {self.login.username!r} was refused")
+
     # --- the request and its auth ----------------------------------------------------------------
 
     def _request(self, method: str, url_path: str, repo: str) -> urllib3.BaseHTTPResponse:

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mirror.engine import ACTIONS, FAILED, Outcome, Result
+from mirror.engine import ACTIONS, FAILED, Budget, Outcome, Result
 from mirror.registry import RateLimit
 
 
@@ -32,11 +32,17 @@ def line(outcome: Outcome) -> str:
 def summary_line(result: Result, seconds: float) -> str:
     counts = summary(result.outcomes)
     parts = ", ".join(f"{count} {action}" for action, count in counts.items()) or "nothing to do"
-    text = f"{parts} ({len(result.outcomes)} images in {seconds:.1f}s)"
-    budget = result.budget
-    if budget.start is not None and budget.last is not None:
-        text += f"; pulls left {budget.last.remaining} of {budget.last.limit}"
-    return text
+    return f"{parts} ({len(result.outcomes)} images in {seconds:.1f}s)"
+
+
+def budget_line(budget: Budget) -> str | None:
+    """`pull budget: 76 of 100 left at the start, 70 at the end` (None when not limited)."""
+    if budget.start is None or budget.last is None:
+        return None
+    return (
+        f"pull budget: {budget.start.remaining} of {budget.start.limit} left at the start, "
+        f"{budget.last.remaining} at the end"
+    )
 
 
 def short(digest: str) -> str:

@@ -20,6 +20,7 @@ from mirror.registry import Http, Login, Registry
 class Options:
     jobs: int = 4
     dry_run: bool = False
+    max_pulls: int | None = None
 
 
 def region_of(config: Config) -> str:
@@ -31,10 +32,12 @@ def region_of(config: Config) -> str:
     return region
 
 
-def source_login(credentials: Credentials | None) -> Login | None:
-    """Read the source's username and password from the environment variables named in config."""
+def source_login(credentials: Credentials | None, *, region: str) -> Login | None:
+    """The source's username and password, from the environment or Secrets Manager."""
     if credentials is None:
         return None
+    if credentials.secrets_manager:
+        return aws.secret_login(credentials.secrets_manager, region=region)
     values = []
     for key in ("username_env", "password_env"):
         name = getattr(credentials, key)
@@ -131,10 +134,11 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 @contextlib.contextmanager
 def engine(config: Config, options: Options, stop: Stop) -> Iterator[Engine]:
     """Build the engine; the private workspace with credentials is removed on every way out."""
-    login = source_login(config.source.credentials)
+    region = region_of(config)
+    login = source_login(config.source.credentials, region=region)
     if not options.dry_run:
         skopeo.probe()
-    ecr = aws.Ecr(region=region_of(config), registry_id=config.ecr.registry_id)
+    ecr = aws.Ecr(region=region, registry_id=config.ecr.registry_id)
     ecr_login = ecr.login()
     host = config.ecr.endpoint or ecr_login.host
     http = Http(pool_size=max(4, options.jobs * 2))
@@ -154,7 +158,10 @@ def engine(config: Config, options: Options, stop: Stop) -> Iterator[Engine]:
             destination_host=host,
             copier=copier,
             ensure_repository=ecr.ensure_repository if creating else _no_repository,
-            settings=Settings(jobs=options.jobs, dry_run=options.dry_run),
+            is_immutable=ecr.is_immutable,
+            settings=Settings(
+                jobs=options.jobs, dry_run=options.dry_run, max_pulls=options.max_pulls
+            ),
             stop=stop.event,
         )
 

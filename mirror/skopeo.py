@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -103,8 +104,13 @@ def copy_args(
     src_tls_verify: bool = True,
     dest_tls_verify: bool = True,
 ) -> list[str]:
-    """argv after `skopeo` for an exact copy: every platform, every digest preserved."""
+    """argv after `skopeo` for an exact copy: every platform, every digest preserved.
+
+    `--debug` is there for one line: containers/image logs "Too many requests to ..." when a
+    registry answers 429, then sleeps and retries for 30 s. We watch for it and stop skopeo.
+    """
     return [
+        "--debug",
         "--policy",
         str(policy),
         "copy",
@@ -155,14 +161,15 @@ class Skopeo:
             digestfile.unlink(missing_ok=True)
 
     def _run(self, args: list[str], *, what: str) -> None:
-        errors: list[str] = []
+        watch = _Watch()
         try:
             process = sh.Command(self.command)(
                 *args,
                 _bg=True,
                 _bg_exc=False,
                 _tty_out=False,
-                _err=errors.append,
+                _out=_discard,
+                _err=watch.line,
                 _env=_child_env(),
                 _timeout=self.timeout,
             )
@@ -173,7 +180,9 @@ class Skopeo:
         try:
             process.wait()
         except sh.ErrorReturnCode:
-            raise classify(errors, what) from None
+            if watch.rate_limited:
+                raise _rate_limited(what) from None
+            raise classify(list(watch.tail), what) from None
         except sh.TimeoutException:
             raise CopyError(f"copy timed out after {self.timeout:.0f}s", transient=True) from None
         finally:
@@ -187,6 +196,35 @@ class Skopeo:
         for process in running:
             with contextlib.suppress(ProcessLookupError, OSError):
                 process.terminate()
+
+
+class _Watch:
+    """Reads skopeo's stderr as it comes: stops it on a 429, keeps the last lines worth quoting."""
+
+    def __init__(self) -> None:
+        self.rate_limited = False
+        self.tail: deque[str] = deque(maxlen=20)
+
+    def line(self, text: str, stdin: object, process: Any) -> bool | None:
+        if _TOO_MANY in text:
+            self.rate_limited = True
+            with contextlib.suppress(ProcessLookupError, OSError):
+                process.kill()
+            return True  # no more lines wanted
+        if "level=debug" not in text:
+            self.tail.append(text)
+        return None
+
+
+def _discard(text: str) -> None:
+    return None
+
+
+def _rate_limited(what: str) -> CopyError:
+    return CopyError(f"{what}: pull rate limit reached (429 TOOMANYREQUESTS)", rate_limited=True)
+
+
+_TOO_MANY = "Too many requests to "
 
 
 def _child_env() -> dict[str, str]:
@@ -203,9 +241,7 @@ def classify(stderr_lines: list[str], what: str) -> CopyError:
     message = _last_message(stderr_lines) or "skopeo failed without a message"
     lowered = text.lower()
     if "toomanyrequests" in lowered or ("429" in lowered and "too many requests" in lowered):
-        return CopyError(
-            f"{what}: pull rate limit reached (429 TOOMANYREQUESTS)", rate_limited=True
-        )
+        return _rate_limited(what)
     transient = any(
         word in lowered
         for word in (

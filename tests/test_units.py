@@ -61,6 +61,7 @@ def test_copy_args_preserve_every_platform_and_digest(tmp_path: Path) -> None:
         dest_tls_verify=False,
     )
     assert args == [
+        "--debug",
         "--policy",
         f"{tmp_path}/policy.json",
         "copy",
@@ -149,6 +150,12 @@ class FakeRegistry:
     def __init__(self, host: str, digests: dict[str, str], *, fail: Exception | None = None):
         self.host, self.tls_verify, self.digests, self.fail = host, False, digests, fail
         self.heads: list[str] = []
+
+    def check_login(self, path: str) -> None:
+        return None
+
+    def get_manifest(self, path: str, reference: str) -> dict[str, object] | None:
+        return None
 
     def head_manifest(self, path: str, reference: str) -> Head:
         self.heads.append(f"{path}:{reference}")
