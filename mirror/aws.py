@@ -122,15 +122,15 @@ class _NotFound(MirrorError):
     pass
 
 
-def _renew_at(expires_at: Any) -> float:
-    """When to fetch a new token. An expiry already past (moto's is in 2015) is not believed:
-    the token is then kept for ECR's usual 12 hours, so a run never loops on renewing it."""
-    lifetime = _TOKEN_LIFETIME
-    if isinstance(expires_at, datetime):
+def _renew_at(expires_at: Any, *, now: float | None = None) -> float:
+    """When (time.monotonic) to fetch a new token: 15 minutes before it expires, or halfway
+    for a short-lived one. An expiry already past (moto's is in 2015) is not believed: the token
+    is then kept for ECR's usual 12 hours, so a run never loops renewing it."""
+    now = time.monotonic() if now is None else now
+    left = _TOKEN_LIFETIME
+    if isinstance(expires_at, datetime) and expires_at.timestamp() > time.time():
         left = expires_at.timestamp() - time.time()
-        if left > _REFRESH_MARGIN:
-            lifetime = left
-    return time.monotonic() + lifetime - _REFRESH_MARGIN
+    return now + max(left - _REFRESH_MARGIN, left / 2)
 
 
 def _call(method: Any, what: str, **kwargs: Any) -> Any:

@@ -232,6 +232,16 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("REGISTRY_AUTH_FILE",)}
 
 
+_TRANSIENT = (
+    "connection refused",
+    "connection reset",
+    "unexpected eof",
+    "i/o timeout",
+    "tls handshake timeout",
+    "broken pipe",
+    "context deadline exceeded",
+)
+_SERVER_ERROR = re.compile(r"\b50[0234]\b")
 _FATAL = re.compile(r'level=fatal msg="(.*)"\s*$')
 
 
@@ -242,21 +252,7 @@ def classify(stderr_lines: list[str], what: str) -> CopyError:
     lowered = text.lower()
     if "toomanyrequests" in lowered or ("429" in lowered and "too many requests" in lowered):
         return _rate_limited(what)
-    transient = any(
-        word in lowered
-        for word in (
-            "connection refused",
-            "connection reset",
-            "unexpected eof",
-            "i/o timeout",
-            "tls handshake timeout",
-            "500 internal server error",
-            "502 bad gateway",
-            "503 service unavailable",
-            "504 gateway timeout",
-            "broken pipe",
-        )
-    )
+    transient = any(word in lowered for word in _TRANSIENT) or bool(_SERVER_ERROR.search(lowered))
     return CopyError(message, transient=transient)
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import stat
 import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 
-from mirror import skopeo
+from mirror import aws, skopeo
 from mirror.engine import COPIED, DEFERRED, FAILED, UP_TO_DATE, WOULD_COPY, Engine, Settings, Task
 from mirror.errors import CopyError, RateLimited, SetupError
 from mirror.reference import BadReference, ImageRef, Repository, parse_reference
@@ -127,6 +131,14 @@ def test_workspace_is_private_and_removed() -> None:
             False,
             True,
             "reading blob sha256:1: read tcp: connection reset by peer",
+        ),
+        (
+            'level=fatal msg="reading blob sha256:1: Error fetching blob: invalid status code '
+            'from registry 500 (Internal Server Error)"\n',
+            False,
+            True,
+            "reading blob sha256:1: Error fetching blob: invalid status code from registry 500 "
+            "(Internal Server Error)",
         ),
         (
             'time="x" level=fatal msg="initializing source: manifest unknown"\n',
@@ -269,3 +281,61 @@ def test_stop_defers_everything_not_started() -> None:
     engine.stop = stop
     assert [o.action for o in engine.run([task("a")]).outcomes] == [DEFERRED]
     assert copier.copies == []
+
+
+# --- the ECR token: fetched once, renewed before expiry, never looped on -------------------------
+
+
+def _token_answer(expires_at: datetime) -> dict[str, object]:
+    return {
+        "authorizationData": [
+            {
+                "authorizationToken": base64.b64encode(b"AWS:pw").decode(),
+                "proxyEndpoint": "https://123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                "expiresAt": expires_at,
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "expires_at",
+    [datetime(2015, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(hours=12)],
+    ids=["moto-expiry-in-the-past", "twelve-hours"],
+)
+def test_ecr_token_is_fetched_once_per_run(expires_at: datetime) -> None:
+    client = boto3.client(
+        "ecr", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(client) as stub:
+        stub.add_response("get_authorization_token", _token_answer(expires_at), {})
+        ecr = aws.Ecr(region="us-east-1", client=client)
+        logins = {ecr.login() for _ in range(50)}
+        stub.assert_no_pending_responses()
+    (login,) = logins
+    assert login.host == "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    assert (login.login.username, login.login.password) == ("AWS", "pw")
+
+
+def test_ecr_token_is_renewed_before_it_expires() -> None:
+    now = 1000.0
+    twelve_hours = datetime.now(timezone.utc) + timedelta(hours=12)
+    assert aws._renew_at(twelve_hours, now=now) == pytest.approx(now + 11.75 * 3600, abs=5)
+    soon = datetime.now(timezone.utc) + timedelta(minutes=10)
+    assert aws._renew_at(soon, now=now) == pytest.approx(now + 300, abs=5)
+    past = datetime(2015, 1, 1, tzinfo=timezone.utc)
+    assert aws._renew_at(past, now=now) == pytest.approx(now + 11.75 * 3600, abs=5)
+
+
+def test_ecr_token_renewal_fetches_again() -> None:
+    client = boto3.client(
+        "ecr", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(client) as stub:
+        stub.add_response("get_authorization_token", _token_answer(datetime.now(timezone.utc)), {})
+        stub.add_response("get_authorization_token", _token_answer(datetime.now(timezone.utc)), {})
+        ecr = aws.Ecr(region="us-east-1", client=client)
+        first = ecr.login()
+        ecr._login = aws.EcrLogin(first.host, first.login, renew_at=0.0)  # as if hours passed
+        ecr.login()
+        stub.assert_no_pending_responses()

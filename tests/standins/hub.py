@@ -36,7 +36,7 @@ TOO_MANY_REQUESTS = (
     "You have reached your pull rate limit. You may increase the limit by authenticating and "
     "upgrading: https://www.docker.com/increase-rate-limit"
 )
-FAULT_KINDS = ("manifest", "blob", "token", "tags", "any")
+FAULT_KINDS = ("manifest", "manifest_get", "manifest_head", "blob", "token", "tags", "any")
 _ERROR_CODES = {
     400: "UNSUPPORTED",
     401: "UNAUTHORIZED",
@@ -270,7 +270,8 @@ class HubFront:
     def fail_next(self, status: int, *, times: int = 1, kind: str = "manifest") -> None:
         """The next ``times`` requests of ``kind`` (that passed auth) answer ``status``.
 
-        Kinds: ``manifest`` (GET and HEAD), ``blob``, ``token``, ``tags`` or ``any`` of them.
+        Kinds: ``manifest`` (GET and HEAD), ``manifest_get``, ``manifest_head``, ``blob``,
+        ``token``, ``tags`` or ``any`` of them.
         The body is Docker's error JSON (``TOOMANYREQUESTS`` for 429, ``UNAVAILABLE`` for 503,
         ``UNKNOWN`` for 500, ...); manifest answers keep their ``ratelimit-*`` headers.
         """
@@ -304,10 +305,10 @@ class HubFront:
             else:
                 self._connections.discard(conn)
 
-    def _take_fault(self, kind: str) -> int | None:
+    def _take_fault(self, *kinds: str) -> int | None:
         with self._lock:
             for fault in self._faults:
-                if fault.kind in (kind, "any"):
+                if fault.kind in (*kinds, "any"):
                     fault.times -= 1
                     if fault.times <= 0:
                         self._faults.remove(fault)
@@ -457,7 +458,7 @@ class HubFront:
                 self._counts.manifest_get += 1
             else:
                 self._counts.manifest_head += 1
-        fault = self._take_fault("manifest")
+        fault = self._take_fault("manifest", f"manifest_{method.lower()}")
         if fault is not None:
             code = _ERROR_CODES.get(fault, "UNKNOWN")
             message = TOO_MANY_REQUESTS if fault == 429 else "injected fault"

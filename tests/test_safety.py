@@ -1,0 +1,282 @@
+"""Pull budget and failure safety end to end: budgets, 429s, faults, locks, signals, credentials."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from mirror import lock
+from tests.stage import Stage
+from tests.standins.hub import HubFront
+
+
+@pytest.fixture
+def limited(stage: Stage) -> Stage:
+    """The stage with a Docker-Hub-like front that has a pull budget (100 until set)."""
+    stage.hub.stop()
+    stage.hub = HubFront(stage.source.url, limit=100).start()
+    return stage
+
+
+def three_images(stage: Stage) -> list[str]:
+    digests = [stage.push(tag, seed=tag) for tag in ("a", "b", "c")]
+    stage.config([stage.image("a", "b", "c")])
+    return digests
+
+
+def test_budget_smaller_than_the_work_copies_in_order_and_defers_the_rest(limited: Stage) -> None:
+    digests = three_images(limited)
+    limited.hub.set_remaining(2)
+    first = limited.mirror("sync")
+    assert first.code == 75, first.stderr
+    assert first.actions() == ["copied", "copied", "deferred"]
+    assert first.report is not None
+    assert first.report["images"][2]["error"] == (
+        "pull budget: needs 1, 0 left of 100; run again later"
+    )
+    assert first.report["rate_limit"] == {"limit": 100, "remaining_at_start": 2, "remaining": 0}
+    assert "pull budget: 2 of 100 left at the start, 0 at the end" in first.stderr
+    counts = limited.hub.counts
+    assert (counts.manifest_get, counts.status_429) == (2, 0)
+
+    limited.hub.reset_counts()
+    limited.hub.set_remaining(10)
+    second = limited.mirror("sync")
+    assert (second.code, second.actions()) == (0, ["up-to-date", "up-to-date", "copied"])
+    assert limited.hub.counts.manifest_get == 1
+    assert [limited.dest_digest(tag) for tag in ("a", "b", "c")] == digests
+
+
+def test_max_pulls_caps_a_run(limited: Stage) -> None:
+    three_images(limited)
+    run = limited.mirror("sync", "--max-pulls", "1")
+    assert (run.code, run.actions()) == (75, ["copied", "deferred", "deferred"])
+    assert limited.hub.counts.manifest_get == 1
+
+
+def test_multi_arch_estimate_never_runs_into_a_429(limited: Stage) -> None:
+    limited.push("m", platforms=("linux/amd64", "linux/arm64"), seed="m")
+    limited.push("s", seed="s")
+    limited.config([limited.image("m", "s")])
+    limited.hub.set_remaining(3)  # exactly the index and its two platforms
+    run = limited.mirror("sync", "--jobs", "1")
+    assert run.code == 75, run.stderr
+    assert run.actions() == ["copied", "deferred"]
+    assert limited.hub.counts.status_429 == 0
+
+
+def test_budget_zero_from_the_start_makes_no_get(limited: Stage) -> None:
+    three_images(limited)
+    limited.hub.set_remaining(0)
+    run = limited.mirror("sync")
+    assert (run.code, run.actions()) == (75, ["deferred"] * 3)
+    counts = limited.hub.counts
+    assert (counts.manifest_get, counts.blob_get, counts.manifest_head) == (0, 0, 3)
+    assert limited.dest_digest("a") is None
+
+
+def test_429_inside_a_copy_stops_at_once(limited: Stage) -> None:
+    three_images(limited)
+    limited.hub.fail_next(429, kind="manifest_get", times=100)  # budget says yes, the source no
+    run = limited.mirror("sync", "--jobs", "1")
+    assert run.code == 75, run.stderr
+    assert run.actions() == ["deferred"] * 3
+    assert run.report is not None
+    assert run.report["images"][0]["error"] == "pull rate limit reached (429); run again later"
+    # skopeo was stopped on its first 429 instead of retrying five times over 30 s,
+    # and no other copy was started after it.
+    assert limited.hub.counts.status_429 == 1
+
+
+def test_5xx_then_success(stage: Stage) -> None:
+    digest = stage.push("a", seed="a")
+    stage.config([stage.image("a")])
+    stage.hub.fail_next(503, kind="manifest_head", times=2)  # urllib3 retries the HEAD
+    stage.hub.fail_next(500, kind="blob")  # skopeo gives up; mirror retries the copy
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"])
+    assert stage.dest_digest("a") == digest
+    statuses = [status for _, _, status in stage.hub.counts.requests]
+    assert statuses.count(503) == 2 and statuses.count(500) == 1
+
+
+def test_permanent_failures_are_not_retried(stage: Stage) -> None:
+    stage.config([stage.image("nope")])
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (1, ["failed"])
+    assert stage.hub.counts.manifest_head == 1
+
+
+def test_source_cut_mid_copy_never_leaves_a_half_image(stage: Stage) -> None:
+    old = stage.push("t", seed="old", layer_sizes=(200_000,))
+    stage.config([stage.image("t")])
+    assert stage.mirror("sync").code == 0
+    new = stage.push("t", seed="new", layer_sizes=(2_000_000, 1_000_000))
+    stage.hub.cut_blobs(100_000)  # every blob GET breaks after 100 kB
+    cut = stage.mirror("sync")
+    assert (cut.code, cut.actions()) == (1, ["failed"])
+    assert cut.report is not None
+    assert "(after 3 attempts)" in cut.report["images"][0]["error"]
+    assert stage.dest_digest("t") == old  # the tag still points at the old, whole image
+    pulled = stage.tmp / "pulled"
+    assert _pull(stage, pulled) == 0  # and every blob of it is there
+
+    stage.hub.clear_faults()
+    repaired = stage.mirror("sync")
+    assert (repaired.code, repaired.actions()) == (0, ["copied"])
+    assert stage.dest_digest("t") == new
+
+
+def _pull(stage: Stage, target: Path) -> int:
+    import subprocess
+
+    from tests.standins.images import skopeo_policy_file, write_auth_file
+
+    auth = write_auth_file(stage.tmp / "pull-auth.json", stage.dest.host, *stage.dest_auth)
+    return subprocess.run(
+        [
+            "skopeo",
+            "--policy",
+            str(skopeo_policy_file(stage.tmp)),
+            "copy",
+            "--authfile",
+            str(auth),
+            "--src-tls-verify=false",
+            f"docker://{stage.dest.host}/{stage.dest_repo()}:t",
+            f"dir:{target}",
+        ],
+        capture_output=True,
+        check=False,
+    ).returncode
+
+
+def test_immutable_repository(stage: Stage) -> None:
+    client = boto3.client("ecr", region_name="us-east-1", endpoint_url=stage.moto.url)
+    client.create_repository(repositoryName=stage.dest_repo(), imageTagMutability="IMMUTABLE")
+    first = stage.push("v1", seed="one")
+    stage.config([stage.image("v1")])
+    assert stage.mirror("sync").actions() == ["copied"]
+    again = stage.mirror("sync")
+    assert (again.code, again.actions()) == (0, ["up-to-date"])
+    moved = stage.push("v1", seed="two")
+    refused = stage.mirror("sync")
+    assert (refused.code, refused.actions()) == (1, ["failed"])
+    assert refused.report is not None
+    assert refused.report["images"][0]["error"] == (
+        f"{stage.dest.host}/{stage.dest_repo()}:v1 holds {first} and the repository is "
+        f"IMMUTABLE: not overwritten with {moved}"
+    )
+    assert stage.dest_digest("v1") == first
+
+
+def test_a_second_run_exits_75_while_the_lock_is_held(stage: Stage) -> None:
+    stage.push("a", seed="a")
+    config = stage.config([stage.image("a")])
+    scratch = Path(stage.env["TMPDIR"])
+    digest = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:16]
+    default = scratch / f"mirror-{digest}.lock"
+    for path, args in (
+        (default, ()),
+        (stage.tmp / "my.lock", ("--lock-file", str(stage.tmp / "my.lock"))),
+    ):
+        with lock.held(path):
+            run = stage.mirror("sync", *args)
+            assert run.code == 75
+            assert run.stderr.strip() == (
+                f"mirror: another mirror run (PID {os.getpid()}) holds {path}; try again later"
+            )
+            assert path.read_text() == f"{os.getpid()}\n"  # the holder's file is untouched
+    assert stage.hub.counts.manifest_head == 0
+    assert stage.mirror("sync").code == 0  # free again
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_copy_stops_children_cleans_up_and_reports(
+    stage: Stage, signum: int, code: int
+) -> None:
+    stage.hub.stop()
+    stage.hub = HubFront(stage.source.url, delay=0.2).start()  # slow: the copy takes seconds
+    stage.push("a", seed="a", layer_sizes=(500_000,) * 4)
+    stage.push("b", seed="b")
+    stage.config([stage.image("a", "b")])
+    report = stage.tmp / "signal-report.json"
+    process = stage.popen("sync", "--jobs", "1", "--report", str(report))
+    scratch = stage.env["TMPDIR"]
+    deadline = time.monotonic() + 30
+    while not _skopeo_children(scratch):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "skopeo never started"
+        time.sleep(0.05)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == code, stderr
+    assert _skopeo_children(scratch) == []
+    assert [p.name for p in Path(scratch).iterdir() if not p.name.endswith(".lock")] == []
+    written = json.loads(report.read_text())
+    assert [image["action"] for image in written["images"]] == ["deferred", "deferred"]
+    assert written["images"][0]["error"] == "interrupted before it was done"
+
+
+def _skopeo_children(scratch: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "skopeo" in cmdline and scratch in cmdline:
+                found.append(pid)
+    return found
+
+
+def test_wrong_docker_hub_credentials_are_one_clear_error(stage: Stage) -> None:
+    stage.hub.stop()
+    stage.hub = HubFront(stage.source.url, credentials=("hubuser", "right")).start()
+    three_images(stage)
+    stage.config(
+        [stage.image("a", "b", "c")],
+        source={"credentials": {"username_env": "HUB_USER", "password_env": "HUB_TOKEN"}},
+    )
+    run = stage.mirror("sync", HUB_USER="hubuser", HUB_TOKEN="wrong")
+    assert run.code == 2
+    assert run.stderr.strip() == (
+        f"mirror: {stage.hub.host}: the token service refused user 'hubuser' "
+        "(check the credentials)"
+    )
+    assert "wrong" not in run.stderr + run.stdout
+    counts = stage.hub.counts
+    assert (counts.token, counts.manifest_head, counts.manifest_get) == (1, 0, 0)
+
+
+def test_credentials_from_secrets_manager(stage: Stage) -> None:
+    stage.hub.stop()
+    stage.hub = HubFront(stage.source.url, credentials=("hubuser", "s3cret-from-sm")).start()
+    digest = stage.push("a", seed="a")
+    client = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=stage.moto.url)
+    client.create_secret(
+        Name="mirror/dockerhub",
+        SecretString=json.dumps({"username": "hubuser", "password": "s3cret-from-sm"}),
+    )
+    stage.config(
+        [stage.image("a")], source={"credentials": {"secrets_manager": "mirror/dockerhub"}}
+    )
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    assert stage.dest_digest("a") == digest
+    counts = stage.hub.counts
+    assert counts.token_anonymous == 0 and counts.token_authenticated >= 2  # mirror and skopeo
+
+
+def test_missing_secret_is_a_setup_error(stage: Stage) -> None:
+    stage.config([stage.image("a")], source={"credentials": {"secrets_manager": "nope"}})
+    run = stage.mirror("sync")
+    assert run.code == 2
+    assert run.stderr.startswith("mirror: cannot read secret nope: ")
