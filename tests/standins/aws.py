@@ -19,6 +19,7 @@ Measured against moto 5.2 (boto3 1.43, region us-east-1, keys ``testing``):
 from __future__ import annotations
 
 import base64
+import logging
 from types import TracebackType
 
 import urllib3
@@ -44,6 +45,7 @@ class Moto:
 
     def start(self) -> Moto:
         if self._server is None:
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per API call
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             server.start()
             self._server = server
