@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
-from mirror import __version__, config, lock, report
+from mirror import __version__, config, dockerfile, lock, report
+from mirror.console import Console
 from mirror.engine import COPIED, DEFERRED, FAILED, UP_TO_DATE, Result, Task
 from mirror.errors import ConfigError, Exit, MirrorError
 from mirror.reference import BadReference, ImageRef, parse_reference
@@ -29,70 +32,127 @@ exit codes:
   130  interrupted by SIGINT (Ctrl-C)
   143  terminated by SIGTERM
 """
+SHARD_ENV = "MIRROR_SHARD"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    _setup_logging(verbose=args.verbose)
+    args = _parser().parse_args(argv)
+    console = Console(
+        out=sys.stdout,
+        err=sys.stderr,
+        json_lines=getattr(args, "log_format", "text") == "json",
+        quiet=getattr(args, "quiet", False),
+    )
+    _setup_debug_log(verbose=args.verbose)
     try:
-        return int(args.handler(args))
+        return int(args.handler(args, console))
     except MirrorError as error:
         log.debug("traceback", exc_info=True)
-        log.error("mirror: %s", error)
+        console.error(str(error))
         return int(error.exit_code)
     except KeyboardInterrupt:
-        log.error("mirror: interrupted")
+        console.error("interrupted")
         return int(Exit.INTERRUPTED)
     except Exception as error:  # a bug: still one line, the traceback with --verbose
         log.debug("traceback", exc_info=True)
-        log.error(
-            "mirror: internal error: %s: %s (run with -v for details)", type(error).__name__, error
-        )
+        console.error(f"internal error: {type(error).__name__}: {error} (run with -v for details)")
         return int(Exit.FAILED)
 
 
 # --- commands ------------------------------------------------------------------------------------
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(args: argparse.Namespace, console: Console) -> int:
     loaded = config.load(config.config_path(args.config))
     count = sum(len(image.tags) for image in loaded.images)
     print(f"{loaded.path}: ok ({len(loaded.images)} images, {count} tags)")
     return Exit.OK
 
 
-def _sync(args: argparse.Namespace) -> int:
+def _sync(args: argparse.Namespace, console: Console) -> int:
     loaded = config.load(config.config_path(args.config))
-    tasks = [
-        Task(ImageRef(image.source, tag), loaded.destination_repository(image), tag)
-        for image in loaded.images
-        for tag in image.tags
-    ]
+    shard = parse_shard(args.shard or os.environ.get(SHARD_ENV) or "1/1")
+    tasks = select_shard(
+        [
+            Task(ImageRef(image.source, tag), loaded.destination_repository(image), tag)
+            for image in loaded.images
+            for tag in image.tags
+        ],
+        *shard,
+    )
     lock_path = Path(args.lock_file) if args.lock_file else lock.default_path(loaded.path)
     with lock.held(lock_path):
-        result = _run(loaded, tasks, args, out=sys.stdout)
+        result = _run(loaded, tasks, args, console)
     return _exit_code(result)
 
 
-def _ensure(args: argparse.Namespace) -> int:
+def _ensure(args: argparse.Namespace, console: Console) -> int:
     loaded = config.load(config.config_path(args.config))
-    tasks = []
-    for text in args.images:
-        try:
-            reference = parse_reference(text, default_registry=loaded.source.registry)
-        except BadReference as error:
-            raise ConfigError(f"{text!r}: {error}") from None
-        repository = loaded.repository_for(reference.repository)
-        tasks.append(Task(reference, repository, _tag(reference)))
-    result = _run(loaded, tasks, args, out=sys.stderr)
-    missing = [o for o in result.outcomes if o.action not in (COPIED, UP_TO_DATE)]
-    if missing:
+    lines: list[dockerfile.FromLine] = []
+    text = ""
+    names = list(args.images)
+    if args.dockerfile:
+        text, lines = _read_dockerfile(Path(args.dockerfile), args.build_arg)
+        names += dockerfile.base_images(lines)
+    elif args.format != "refs":
+        raise ConfigError(f"--format {args.format} needs --dockerfile")
+    if not names:
+        raise ConfigError("name at least one IMAGE, or a --dockerfile with a base image")
+    tasks = _dedupe([_task(loaded, name) for name in names])
+    result = _run(loaded, tasks, args, console.moved_to_stderr())
+    if any(o.action not in (COPIED, UP_TO_DATE) for o in result.outcomes):
         return _exit_code(result)
-    for outcome in result.outcomes:
-        print(outcome.destination)
+    by_source = {str(o.task.source): o.destination for o in result.outcomes}
+    mapping = {name: by_source[str(_task(loaded, name).source)] for name in names}
+    sys.stdout.write(_ensure_output(args.format, text, lines, mapping, names))
     return Exit.OK
+
+
+def _ensure_output(
+    form: str,
+    text: str,
+    lines: list[dockerfile.FromLine],
+    mapping: dict[str, str],
+    names: list[str],
+) -> str:
+    if form == "dockerfile":
+        return dockerfile.rewrite(text, lines, mapping)
+    if form == "build-args":
+        pairs = dockerfile.build_args(lines, mapping)
+        return " ".join(f"--build-arg {name}={reference}" for name, reference in pairs) + "\n"
+    ordered = list(dict.fromkeys(mapping[name] for name in names))
+    return "".join(f"{reference}\n" for reference in ordered)
+
+
+def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[dockerfile.FromLine]]:
+    overrides = {}
+    for item in build_args:
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ConfigError(f"--build-arg {item!r}: expected NAME=VALUE")
+        overrides[name] = value
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:  # keep CRLF as it is
+            text = handle.read()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        return text, dockerfile.parse(text, overrides)
+    except dockerfile.DockerfileError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _task(loaded: config.Config, name: str) -> Task:
+    try:
+        reference = parse_reference(name, default_registry=loaded.source.registry)
+    except BadReference as error:
+        raise ConfigError(f"{name!r}: {error}") from None
+    return Task(reference, loaded.repository_for(reference.repository), _tag(reference))
+
+
+def _dedupe(tasks: list[Task]) -> list[Task]:
+    return list({task.destination(""): task for task in reversed(tasks)}.values())[::-1]
 
 
 def _tag(reference: ImageRef) -> str:
@@ -103,8 +163,26 @@ def _tag(reference: ImageRef) -> str:
     return f"{algorithm}-{hexdigits}"
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N`, 1-based: this run takes shard K of N."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise ConfigError(f"--shard / ${SHARD_ENV}: expected K/N with 1 <= K <= N, got {text!r}")
+    return int(index), int(count)
+
+
+def select_shard(tasks: list[Task], index: int, count: int) -> list[Task]:
+    """A stable split by destination reference: disjoint shards that together cover all."""
+
+    def shard_of(task: Task) -> int:
+        key = f"{task.repository}:{task.tag}".encode()
+        return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % count + 1
+
+    return [task for task in tasks if shard_of(task) == index]
+
+
 def _run(
-    loaded: config.Config, tasks: list[Task], args: argparse.Namespace, *, out: TextIO
+    loaded: config.Config, tasks: list[Task], args: argparse.Namespace, console: Console
 ) -> Result:
     options = Options(
         jobs=args.jobs,
@@ -116,13 +194,18 @@ def _run(
         result = runner.run(tasks)
     result.signum = stop.signum
     for outcome in result.outcomes:
-        print(report.line(outcome), file=out)
-    print(report.summary_line(result, time.monotonic() - started), file=out)
+        console.image(outcome)
+    console.summary(
+        report.summary_line(result, time.monotonic() - started),
+        summary=report.summary(result.outcomes),
+    )
     budget = report.budget_line(result.budget)
     if budget:
-        log.info("mirror: %s", budget)
+        console.info(budget)
     if args.report:
         report.write(Path(args.report), result)
+    if args.junit:
+        report.write_junit(Path(args.junit), result)
     return result
 
 
@@ -150,7 +233,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+    running = _running_options()
+    _sync_parser(commands, [common, running])
+    _ensure_parser(commands, [common, running])
+    validate = commands.add_parser(
+        "validate",
+        parents=[common],
+        help="check the config file",
+        description="Check the config file; exit 0 when it is valid, 2 when it is not.",
+    )
+    validate.set_defaults(handler=_validate)
+    return parser
 
+
+def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-c",
@@ -159,16 +256,34 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (default: $MIRROR_CONFIG, else ./mirror.yaml)",
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
+    return common
 
+
+def _running_options() -> argparse.ArgumentParser:
     running = argparse.ArgumentParser(add_help=False)
     running.add_argument(
         "--jobs", type=_positive, default=4, metavar="N", help="parallel checks and copies (4)"
     )
     running.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
+    running.add_argument(
+        "--junit", metavar="FILE", help="write a JUnit XML file (one test case per image)"
+    )
+    running.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default; timestamped when not on a terminal) or json, one object per line",
+    )
+    running.add_argument(
+        "-q", "--quiet", action="store_true", help="print only failures and the summary"
+    )
+    return running
 
+
+def _sync_parser(commands: argparse._SubParsersAction[Any], parents: list[Any]) -> None:
     sync = commands.add_parser(
         "sync",
-        parents=[common, running],
+        parents=parents,
         help="mirror every image in the config",
         description="Mirror every image in the config. Unchanged images are found with HEAD "
         "requests, which cost no pull, and are not copied.",
@@ -187,33 +302,51 @@ def _parser() -> argparse.ArgumentParser:
         help="spend at most N pulls on the source in this run; the rest is deferred",
     )
     sync.add_argument(
+        "--shard",
+        metavar="K/N",
+        help=f"take only shard K of N (1-based; default ${SHARD_ENV}, else 1/1): a stable "
+        "split by destination, for parallel builds",
+    )
+    sync.add_argument(
         "--lock-file",
         metavar="PATH",
         help="lock held while syncing (default: one per config file in the temporary directory)",
     )
     sync.set_defaults(handler=_sync)
 
+
+def _ensure_parser(commands: argparse._SubParsersAction[Any], parents: list[Any]) -> None:
     ensure = commands.add_parser(
         "ensure",
-        parents=[common, running],
+        parents=parents,
         help="mirror the named images if missing or stale; print their ECR references",
-        description="Mirror each IMAGE (written as after FROM in a Dockerfile) if it is missing "
-        "or stale in ECR, then print its ECR reference, one per line, in order. Uses the "
-        "config's source and ecr sections; the images need not be listed under images.",
+        description="Mirror each IMAGE (written as after FROM in a Dockerfile), and with "
+        "--dockerfile each base image its FROM lines use, if missing or stale in ECR; then print "
+        "the ECR references. Uses the config's source and ecr sections; the images need not be "
+        "listed under images. Progress goes to stderr; stdout has only the result.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ensure.add_argument("images", nargs="+", metavar="IMAGE[:TAG]")
-    ensure.set_defaults(handler=_ensure)
-
-    validate = commands.add_parser(
-        "validate",
-        parents=[common],
-        help="check the config file",
-        description="Check the config file; exit 0 when it is valid, 2 when it is not.",
+    ensure.add_argument("images", nargs="*", metavar="IMAGE[:TAG]")
+    ensure.add_argument(
+        "--dockerfile", metavar="PATH", help="also mirror the base images of this Dockerfile"
     )
-    validate.set_defaults(handler=_validate)
-    return parser
+    ensure.add_argument(
+        "--build-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a build argument for the Dockerfile's ARG defaults (repeatable)",
+    )
+    ensure.add_argument(
+        "--format",
+        choices=("refs", "dockerfile", "build-args"),
+        default="refs",
+        help="refs: one ECR reference per line, in order of first use (default); dockerfile: "
+        "the Dockerfile with its base images pointed at ECR, every other byte unchanged; "
+        "build-args: --build-arg NAME=ref for FROM lines whose whole image is an ARG",
+    )
+    ensure.set_defaults(handler=_ensure)
 
 
 def _positive(text: str) -> int:
@@ -236,9 +369,9 @@ def _whole(text: str) -> int:
     return value
 
 
-def _setup_logging(*, verbose: bool) -> None:
+def _setup_debug_log(*, verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING)
     log.propagate = False

@@ -6,10 +6,12 @@ import json
 import os
 import tempfile
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
-from mirror.engine import ACTIONS, FAILED, Budget, Outcome, Result
+from mirror.engine import ACTIONS, DEFERRED, FAILED, WOULD_COPY, Budget, Outcome, Result
 from mirror.registry import RateLimit
 
 
@@ -78,13 +80,61 @@ def _field(rate_limit: RateLimit | None, name: str) -> int | None:
 
 
 def write(path: Path, result: Result) -> None:
-    """Write the report atomically: a reader never sees half a file."""
+    """Write the JSON report atomically: a reader never sees half a file."""
+    _write_atomically(path, json.dumps(document(result), indent=2) + "\n")
+
+
+def write_junit(path: Path, result: Result) -> None:
+    """Write the JUnit XML file CodeBuild's Reports tab reads (file-format: JUNITXML)."""
+    _write_atomically(path, junit(result))
+
+
+def junit(result: Result) -> str:
+    """One test case per image: class = destination repository, name = tag, time = seconds.
+
+    failed -> <failure> with the cause; deferred and would-copy -> <skipped> with why.
+    """
+    outcomes = result.outcomes
+    suite = ElementTree.Element(
+        "testsuite",
+        name="mirror",
+        tests=str(len(outcomes)),
+        failures=str(sum(o.action == FAILED for o in outcomes)),
+        errors="0",
+        skipped=str(sum(o.action in (DEFERRED, WOULD_COPY) for o in outcomes)),
+        time=f"{sum(o.seconds for o in outcomes):.3f}",
+        timestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    for outcome in outcomes:
+        case = ElementTree.SubElement(
+            suite,
+            "testcase",
+            classname=outcome.task.repository,
+            name=outcome.task.tag,
+            time=f"{outcome.seconds:.3f}",
+        )
+        if outcome.action == FAILED:
+            failure = ElementTree.SubElement(case, "failure", message=outcome.error or "failed")
+            failure.text = f"{outcome.task.source} -> {outcome.destination}: {outcome.error}"
+        elif outcome.action in (DEFERRED, WOULD_COPY):
+            why = outcome.error if outcome.action == DEFERRED else "dry run: would copy"
+            ElementTree.SubElement(case, "skipped", message=why or outcome.action)
+        else:
+            output = ElementTree.SubElement(case, "system-out")
+            output.text = f"{outcome.action} {outcome.task.source} {outcome.digest or ''}".strip()
+    suites = ElementTree.Element("testsuites")
+    suites.append(suite)
+    ElementTree.indent(suites)
+    body = ElementTree.tostring(suites, encoding="unicode")
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'
+
+
+def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w") as handle:
-            json.dump(document(result), handle, indent=2)
-            handle.write("\n")
+            handle.write(text)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from tests.standins.images import make_image
 from tests.standins.registry import Registry, get_manifest, manifest_digest
 
 ROOT = Path(__file__).resolve().parent.parent
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
 
 @dataclass
@@ -36,6 +38,11 @@ class Run:
     stdout: str
     stderr: str
     report: dict[str, Any] | None = None
+
+    @property
+    def error(self) -> str:
+        """stderr without the timestamps mirror puts on lines when not writing to a terminal."""
+        return "\n".join(TIMESTAMP.sub("", line) for line in self.stderr.strip().splitlines())
 
     def actions(self) -> list[str]:
         assert self.report is not None, self.stderr

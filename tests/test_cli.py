@@ -57,7 +57,7 @@ def test_ensure_refuses_a_bad_reference(stage: Stage) -> None:
     stage.config()
     run = stage.mirror("ensure", "Ruby:3")
     assert run.code == 2
-    assert run.stderr.strip().splitlines() == [
+    assert run.error.splitlines() == [
         "mirror: 'Ruby:3': bad image name 'Ruby' (path parts are lowercase letters and digits, "
         "joined by '.', '_', '__' or '-')"
     ]
@@ -88,14 +88,14 @@ def test_config_errors_exit_2_with_one_line(
     args = [command, "ruby"] if command == "ensure" else [command]
     run = stage.mirror(*args)
     assert run.code == 2
-    lines = run.stderr.strip().splitlines()
+    lines = run.error.splitlines()
     assert len(lines) == 1 and "Traceback" not in run.stderr
     assert lines[0].startswith(f"mirror: {stage.tmp / 'mirror.yaml'}: {message}")
 
 
 def test_missing_config_names_the_path(stage: Stage) -> None:
     run = stage.mirror("sync", "-c", str(stage.tmp / "absent.yaml"))
-    assert (run.code, run.stderr.strip()) == (
+    assert (run.code, run.error) == (
         2,
         f"mirror: {stage.tmp / 'absent.yaml'}: no such config file "
         "(name one with -c or $MIRROR_CONFIG)",
@@ -117,7 +117,7 @@ def test_too_old_skopeo_is_refused_before_any_work(stage: Stage, tmp_path: Path)
     stage.config([stage.image("a")])
     run = stage.mirror("sync", PATH=f"{fake.parent}:{os.environ['PATH']}")
     assert run.code == 2
-    assert run.stderr.strip() == (
+    assert run.error == (
         "mirror: skopeo 1.4.1 is too old: install skopeo 1.9 or newer: `apt-get install skopeo` "
         "on Debian 12 or Ubuntu 24.04 (CodeBuild image aws/codebuild/standard:8.0); Ubuntu "
         "22.04's 1.4 is too old"
@@ -131,7 +131,7 @@ def test_missing_credential_variable_is_a_config_error(stage: Stage) -> None:
         source={"credentials": {"username_env": "HUB_USER", "password_env": "HUB_TOKEN"}},
     )
     run = stage.mirror("sync", HUB_USER="me")
-    assert (run.code, run.stderr.strip()) == (
+    assert (run.code, run.error) == (
         2,
         "mirror: source.credentials.password_env: $HUB_TOKEN is not set or empty",
     )

@@ -189,7 +189,7 @@ def test_a_second_run_exits_75_while_the_lock_is_held(stage: Stage) -> None:
         with lock.held(path):
             run = stage.mirror("sync", *args)
             assert run.code == 75
-            assert run.stderr.strip() == (
+            assert run.error == (
                 f"mirror: another mirror run (PID {os.getpid()}) holds {path}; try again later"
             )
             assert path.read_text() == f"{os.getpid()}\n"  # the holder's file is untouched
@@ -247,7 +247,7 @@ def test_wrong_docker_hub_credentials_are_one_clear_error(stage: Stage) -> None:
     )
     run = stage.mirror("sync", HUB_USER="hubuser", HUB_TOKEN="wrong")
     assert run.code == 2
-    assert run.stderr.strip() == (
+    assert run.error == (
         f"mirror: {stage.hub.host}: the token service refused user 'hubuser' "
         "(check the credentials)"
     )
@@ -279,4 +279,4 @@ def test_missing_secret_is_a_setup_error(stage: Stage) -> None:
     stage.config([stage.image("a")], source={"credentials": {"secrets_manager": "nope"}})
     run = stage.mirror("sync")
     assert run.code == 2
-    assert run.stderr.startswith("mirror: cannot read secret nope: ")
+    assert run.error.startswith("mirror: cannot read secret nope: ")
