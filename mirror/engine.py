@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from mirror.errors import MirrorError, RateLimited
 from mirror.reference import ImageRef
@@ -27,7 +27,7 @@ WOULD_COPY = "would-copy"
 DEFERRED = "deferred"
 ACTIONS = (COPIED, UP_TO_DATE, WOULD_COPY, DEFERRED, FAILED)
 INDEX_ENTRY_BYTES = 400  # about one platform's entry in an image index, to guess its platforms
-T = TypeVar("T")
+_SLICE = 0.1  # seconds the main thread waits at a time
 
 
 class Registry(Protocol):
@@ -158,7 +158,7 @@ class Engine:
     def run(self, tasks: Sequence[Task]) -> Result:
         self._check_logins(tasks)
         with ThreadPoolExecutor(max_workers=max(1, self.settings.jobs)) as pool:
-            outcomes = list(pool.map(self._check, tasks))
+            outcomes = _gather([pool.submit(self._check, task) for task in tasks])
             if not self.settings.dry_run:
                 self._copy_all(pool, [o for o in outcomes if o.action == WOULD_COPY])
         return Result(outcomes, self.budget, self._rate_limited.is_set())
@@ -241,12 +241,12 @@ class Engine:
                 outcome = queue.popleft()
                 running[pool.submit(self._copy, outcome)] = outcome
             elif running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=_SLICE, return_when=FIRST_COMPLETED)
                 for future in done:
                     running.pop(future)
             else:
                 break
-        wait(running)
+        _gather(list(running))
         for outcome in queue:
             self._defer(outcome, time.monotonic(), reason)
 
@@ -323,6 +323,15 @@ class Engine:
         outcome.error = reason or "not started"
         outcome.seconds = time.monotonic() - started
         return outcome
+
+
+def _gather(futures: list[Future[Outcome]]) -> list[Outcome]:
+    """Wait for every future in short slices: the main thread must keep running Python code,
+    because only there do signal handlers run (a SIGTERM delivered to a worker thread waits
+    for the main thread otherwise)."""
+    while wait(futures, timeout=_SLICE).not_done:
+        pass
+    return [future.result() for future in futures]
 
 
 def _fail(outcome: Outcome, message: str, started: float) -> Outcome:

@@ -137,6 +137,7 @@ class Skopeo:
         self.command = command
         self.timeout = timeout
         self._running: dict[int, Any] = {}
+        self._stopping = False
         self._lock = threading.Lock()
         self._counter = iter(range(1, 1 << 62))
 
@@ -161,6 +162,8 @@ class Skopeo:
             digestfile.unlink(missing_ok=True)
 
     def _run(self, args: list[str], *, what: str) -> None:
+        if self._stopping:
+            raise CopyError(f"{what}: not started: mirror is stopping")
         watch = _Watch()
         try:
             process = sh.Command(self.command)(
@@ -177,6 +180,8 @@ class Skopeo:
             raise CopyError(f"skopeo not found on PATH: {INSTALL_HINT}") from None
         with self._lock:
             self._running[id(process)] = process
+            if self._stopping:  # a signal came while it was being started
+                process.kill()
         try:
             process.wait()
         except sh.ErrorReturnCode:
@@ -192,6 +197,7 @@ class Skopeo:
     def terminate_all(self) -> None:
         """Stop every running skopeo (SIGTERM, then SIGKILL after a grace period)."""
         with self._lock:
+            self._stopping = True
             running = list(self._running.values())
         for process in running:
             with contextlib.suppress(ProcessLookupError, OSError):

@@ -26,6 +26,8 @@ def stage(
     """Everything an end-to-end test needs; TMPDIR is the test's own, to see what is left in it."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    yield Stage(
+    stage = Stage(
         hub, source_registry, dest_registry, moto, tmp_path, repo_name, env={"TMPDIR": str(scratch)}
     )
+    yield stage
+    stage.hub.stop()  # a test may have put its own front in

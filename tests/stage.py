@@ -61,6 +61,12 @@ class Stage:
 
     # --- the source -----------------------------------------------------------------------------
 
+    def use_hub(self, **kwargs: Any) -> HubFront:
+        """Put a new Docker-Hub-like front (a budget, credentials, a delay...) before the source."""
+        self.hub.stop()
+        self.hub = HubFront(self.source.url, **kwargs).start()
+        return self.hub
+
     def push(self, tag: str, *, repo: str | None = None, **kwargs: Any) -> str:
         """Build and push an image to the source (behind the front); return its digest."""
         return make_image(self.source.host, repo or self.repo, tag, workdir=self.tmp, **kwargs)

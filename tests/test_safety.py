@@ -14,14 +14,12 @@ import pytest
 
 from mirror import lock
 from tests.stage import Stage
-from tests.standins.hub import HubFront
 
 
 @pytest.fixture
 def limited(stage: Stage) -> Stage:
     """The stage with a Docker-Hub-like front that has a pull budget (100 until set)."""
-    stage.hub.stop()
-    stage.hub = HubFront(stage.source.url, limit=100).start()
+    stage.use_hub(limit=100)
     return stage
 
 
@@ -201,8 +199,7 @@ def test_a_second_run_exits_75_while_the_lock_is_held(stage: Stage) -> None:
 def test_signal_mid_copy_stops_children_cleans_up_and_reports(
     stage: Stage, signum: int, code: int
 ) -> None:
-    stage.hub.stop()
-    stage.hub = HubFront(stage.source.url, delay=0.2).start()  # slow: the copy takes seconds
+    stage.use_hub(delay=0.5)  # slow: each copy takes seconds
     stage.push("a", seed="a", layer_sizes=(500_000,) * 4)
     stage.push("b", seed="b")
     stage.config([stage.image("a", "b")])
@@ -210,10 +207,10 @@ def test_signal_mid_copy_stops_children_cleans_up_and_reports(
     process = stage.popen("sync", "--jobs", "1", "--report", str(report))
     scratch = stage.env["TMPDIR"]
     deadline = time.monotonic() + 30
-    while not _skopeo_children(scratch):
+    while not _skopeo_children(scratch, f"{stage.repo}:a"):  # the first copy is under way
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "skopeo never started"
-        time.sleep(0.05)
+        time.sleep(0.02)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=20)
     assert process.returncode == code, stderr
@@ -224,7 +221,7 @@ def test_signal_mid_copy_stops_children_cleans_up_and_reports(
     assert written["images"][0]["error"] == "interrupted before it was done"
 
 
-def _skopeo_children(scratch: str) -> list[str]:
+def _skopeo_children(scratch: str, argument: str = "") -> list[str]:
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -232,14 +229,13 @@ def _skopeo_children(scratch: str) -> list[str]:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if "skopeo" in cmdline and scratch in cmdline:
+            if "skopeo" in cmdline and scratch in cmdline and argument in cmdline:
                 found.append(pid)
     return found
 
 
 def test_wrong_docker_hub_credentials_are_one_clear_error(stage: Stage) -> None:
-    stage.hub.stop()
-    stage.hub = HubFront(stage.source.url, credentials=("hubuser", "right")).start()
+    stage.use_hub(credentials=("hubuser", "right"))
     three_images(stage)
     stage.config(
         [stage.image("a", "b", "c")],
@@ -257,8 +253,7 @@ def test_wrong_docker_hub_credentials_are_one_clear_error(stage: Stage) -> None:
 
 
 def test_credentials_from_secrets_manager(stage: Stage) -> None:
-    stage.hub.stop()
-    stage.hub = HubFront(stage.source.url, credentials=("hubuser", "s3cret-from-sm")).start()
+    stage.use_hub(credentials=("hubuser", "s3cret-from-sm"))
     digest = stage.push("a", seed="a")
     client = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=stage.moto.url)
     client.create_secret(

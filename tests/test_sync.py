@@ -8,7 +8,6 @@ from pathlib import Path
 
 from tests.stage import Stage
 from tests.standins.aws import ECR_PASSWORD
-from tests.standins.hub import HubFront
 
 
 def test_first_sync_copies_with_digests_preserved_and_second_spends_no_pull(stage: Stage) -> None:
@@ -85,27 +84,26 @@ def test_one_failure_does_not_stop_the_others(stage: Stage) -> None:
 def test_no_credential_in_any_argv_and_no_file_left(stage: Stage) -> None:
     """While skopeo copies, no process's command line holds the ECR or Docker Hub password."""
     hub_password = "hub-secret-7f3a"
-    with HubFront(stage.source.url, credentials=("hubuser", hub_password), delay=0.05) as front:
-        stage.hub = front
-        stage.push("big", layer_sizes=(3_000_000, 2_000_000), seed="big")
-        stage.config(
-            [stage.image("big")],
-            source={"credentials": {"username_env": "HUB_USER", "password_env": "HUB_TOKEN"}},
-        )
-        process = stage.popen("sync", HUB_USER="hubuser", HUB_TOKEN=hub_password)
-        seen_skopeo = False
-        while process.poll() is None:
-            for cmdline in _all_cmdlines():
-                assert ECR_PASSWORD not in cmdline
-                assert hub_password not in cmdline
-                seen_skopeo = seen_skopeo or ("skopeo" in cmdline and "copy" in cmdline)
-            time.sleep(0.01)
-        stdout, stderr = process.communicate()
-        assert process.returncode == 0, stderr
-        assert seen_skopeo, "the copy ended before it could be watched"
-        assert front.counts.token_anonymous == 0  # the configured credentials were used
-        for text in (stdout, stderr):
-            assert hub_password not in text and ECR_PASSWORD not in text
+    front = stage.use_hub(credentials=("hubuser", hub_password), delay=0.05)
+    stage.push("big", layer_sizes=(3_000_000, 2_000_000), seed="big")
+    stage.config(
+        [stage.image("big")],
+        source={"credentials": {"username_env": "HUB_USER", "password_env": "HUB_TOKEN"}},
+    )
+    process = stage.popen("sync", HUB_USER="hubuser", HUB_TOKEN=hub_password)
+    seen_skopeo = False
+    while process.poll() is None:
+        for cmdline in _all_cmdlines():
+            assert ECR_PASSWORD not in cmdline
+            assert hub_password not in cmdline
+            seen_skopeo = seen_skopeo or ("skopeo" in cmdline and "copy" in cmdline)
+        time.sleep(0.01)
+    stdout, stderr = process.communicate()
+    assert process.returncode == 0, stderr
+    assert seen_skopeo, "the copy ended before it could be watched"
+    assert front.counts.token_anonymous == 0  # the configured credentials were used
+    for text in (stdout, stderr):
+        assert hub_password not in text and ECR_PASSWORD not in text
     left = [p.name for p in Path(stage.env["TMPDIR"]).iterdir() if not p.name.endswith(".lock")]
     assert left == []  # the private auth directory is gone (the lock file holds only a PID)
 
