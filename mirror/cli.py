@@ -9,13 +9,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mirror import __version__, config, dockerfile, lock, report
 from mirror.console import Console
-from mirror.engine import COPIED, DEFERRED, FAILED, UP_TO_DATE, Result, Task
+from mirror.engine import COPIED, DEFERRED, FAILED, UP_TO_DATE, Engine, Result, Task
 from mirror.errors import ConfigError, Exit, MirrorError
 from mirror.reference import BadReference, ImageRef, parse_reference
 from mirror.run import Options, Stop, engine, signals_to
@@ -66,25 +67,63 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _validate(args: argparse.Namespace, console: Console) -> int:
     loaded = config.load(config.config_path(args.config))
     count = sum(len(image.tags) for image in loaded.images)
-    print(f"{loaded.path}: ok ({len(loaded.images)} images, {count} tags)")
+    rules = sum(image.rule is not None for image in loaded.images)
+    text = f"{loaded.path}: ok ({len(loaded.images)} images, {count} tags"
+    text += f", {rules} tag rules)" if rules else ")"
+    print(text)
     return Exit.OK
 
 
 def _sync(args: argparse.Namespace, console: Console) -> int:
     loaded = config.load(config.config_path(args.config))
     shard = parse_shard(args.shard or os.environ.get(SHARD_ENV) or "1/1")
-    tasks = select_shard(
-        [
-            Task(ImageRef(image.source, tag), loaded.destination_repository(image), tag)
-            for image in loaded.images
-            for tag in image.tags
-        ],
-        *shard,
-    )
     lock_path = Path(args.lock_file) if args.lock_file else lock.default_path(loaded.path)
     with lock.held(lock_path):
-        result = _run(loaded, tasks, args, console)
+        result = _run(loaded, partial(_planned_tasks, loaded, shard), args, console)
     return _exit_code(result)
+
+
+def _planned_tasks(
+    loaded: config.Config, shard: tuple[int, int], runner: Engine, console: Console
+) -> list[Task]:
+    """Every tag to mirror: the listed ones, and those tag rules choose from the source's tag
+    list (which costs no pull); then only this shard's share."""
+    tasks = []
+    for index, image in enumerate(loaded.images):
+        entries = list(image.tags)
+        if image.rule is not None:
+            entries += _resolve_rule(index, image, runner, console)
+        tasks += [_image_task(loaded, image, entry.tag, entry.digest) for entry in entries]
+    return select_shard(tasks, *shard)
+
+
+def _resolve_rule(
+    index: int, image: config.Image, runner: Engine, console: Console
+) -> list[config.TagEntry]:
+    assert image.rule is not None
+    available = runner.sources(image.source.registry).list_tags(image.source.path)
+    chosen = image.rule.select(available)
+    if chosen:
+        console.info(
+            f"images[{index}] ({image.source}): tag rule chose {len(chosen)} of "
+            f"{len(available)} tags: {', '.join(chosen)}"
+        )
+    else:
+        runner.warnings.append(
+            f"images[{index}] ({image.source}): tag rule chose no tag from {len(available)} tags"
+        )
+    return [config.TagEntry(tag) for tag in chosen]
+
+
+def _image_task(
+    loaded: config.Config, image: config.Image, tag: str, digest: str | None = None
+) -> Task:
+    return Task(
+        ImageRef(image.source, tag, digest),
+        tag,
+        tuple(loaded.destination_repository(image, target) for target in loaded.targets),
+        image.platforms,
+    )
 
 
 def _ensure(args: argparse.Namespace, console: Console) -> int:
@@ -100,7 +139,7 @@ def _ensure(args: argparse.Namespace, console: Console) -> int:
     if not names:
         raise ConfigError("name at least one IMAGE, or a --dockerfile with a base image")
     tasks = _dedupe([_task(loaded, name) for name in names])
-    result = _run(loaded, tasks, args, console.moved_to_stderr())
+    result = _run(loaded, lambda runner, console: tasks, args, console.moved_to_stderr())
     if any(o.action not in (COPIED, UP_TO_DATE) for o in result.outcomes):
         return _exit_code(result)
     by_source = {str(o.task.source): o.destination for o in result.outcomes}
@@ -148,7 +187,8 @@ def _task(loaded: config.Config, name: str) -> Task:
         reference = parse_reference(name, default_registry=loaded.source.registry)
     except BadReference as error:
         raise ConfigError(f"{name!r}: {error}") from None
-    return Task(reference, loaded.repository_for(reference.repository), _tag(reference))
+    image = loaded.image_for(reference.repository)
+    return _image_task(loaded, image, _tag(reference), reference.digest)
 
 
 def _dedupe(tasks: list[Task]) -> list[Task]:
@@ -175,14 +215,17 @@ def select_shard(tasks: list[Task], index: int, count: int) -> list[Task]:
     """A stable split by destination reference: disjoint shards that together cover all."""
 
     def shard_of(task: Task) -> int:
-        key = f"{task.repository}:{task.tag}".encode()
+        key = f"{task.repositories[0]}:{task.tag}".encode()
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % count + 1
 
     return [task for task in tasks if shard_of(task) == index]
 
 
 def _run(
-    loaded: config.Config, tasks: list[Task], args: argparse.Namespace, console: Console
+    loaded: config.Config,
+    plan: Callable[[Engine, Console], list[Task]],
+    args: argparse.Namespace,
+    console: Console,
 ) -> Result:
     options = Options(
         jobs=args.jobs,
@@ -191,7 +234,7 @@ def _run(
     )
     started = time.monotonic()
     with signals_to(Stop()) as stop, engine(loaded, options, stop) as runner:
-        result = runner.run(tasks)
+        result = runner.run(plan(runner, console))
     result.signum = stop.signum
     for outcome in result.outcomes:
         console.image(outcome)
@@ -202,6 +245,8 @@ def _run(
     budget = report.budget_line(result.budget)
     if budget:
         console.info(budget)
+    for warning in result.warnings:
+        console.warning(warning)
     if args.report:
         report.write(Path(args.report), result)
     if args.junit:

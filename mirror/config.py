@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,6 +21,7 @@ from mirror.reference import (
     DOCKER_HUB,
     BadReference,
     Repository,
+    check_digest,
     check_ecr_repository,
     check_tag,
     parse_repository,
@@ -46,7 +47,18 @@ class Credentials:
 class Source:
     registry: str = DOCKER_HUB
     tls_verify: bool = True
-    credentials: Credentials | None = None
+    credentials: Credentials | None = None  # for source.registry (and any host not listed)
+    host_credentials: tuple[tuple[str, Credentials], ...] = ()  # per registry host
+
+    def credentials_for(self, host: str) -> Credentials | None:
+        return dict(self.host_credentials).get(host, self.credentials)
+
+    def credential_hosts(self) -> dict[str, Credentials]:
+        """Every host with credentials: the listed ones, and source.registry's default."""
+        hosts = dict(self.host_credentials)
+        if self.credentials is not None:
+            hosts.setdefault(self.registry, self.credentials)
+        return hosts
 
 
 @dataclass(frozen=True)
@@ -60,34 +72,79 @@ class Ecr:
 
 
 @dataclass(frozen=True)
+class TagEntry:
+    """A listed tag; with `digest` it is pinned: exactly that digest, whatever upstream does."""
+
+    tag: str
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class TagRule:
+    """Tags chosen from the source's tag list: full-match `match`, minus `exclude`, then the
+    `newest` N by version order (numeric parts compared as numbers: 1.10.0 > 1.9.9)."""
+
+    match: str | None = None
+    exclude: str | None = None
+    newest: int | None = None
+
+    def select(self, tags: Iterable[str]) -> list[str]:
+        chosen = [
+            tag
+            for tag in tags
+            if (self.match is None or re.fullmatch(self.match, tag))
+            and not (self.exclude is not None and re.fullmatch(self.exclude, tag))
+        ]
+        chosen.sort(key=version_key, reverse=True)
+        return chosen[: self.newest] if self.newest is not None else chosen
+
+
+def version_key(tag: str) -> tuple[tuple[int, int, str], ...]:
+    """Order tags as versions: digit runs compare as numbers, other runs as text."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.findall(r"\d+|\D+", tag)
+    )
+
+
+ALL_PLATFORMS: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Image:
     source: Repository
-    tags: tuple[str, ...]
+    tags: tuple[TagEntry, ...] = ()
+    rule: TagRule | None = None  # tags chosen from the source's tag list instead of listed
     repository: str | None = None  # explicit ECR repository; None = prefix + source path
-    platforms: str = "all"
+    platforms: tuple[str, ...] = ALL_PLATFORMS  # () = all, digests preserved
 
 
 @dataclass(frozen=True)
 class Config:
     path: Path
     source: Source = field(default_factory=Source)
-    ecr: Ecr = field(default_factory=Ecr)
-    platforms: str = "all"
+    targets: tuple[Ecr, ...] = (Ecr(),)
+    platforms: tuple[str, ...] = ALL_PLATFORMS
     images: tuple[Image, ...] = ()
 
-    def destination_repository(self, image: Image) -> str:
+    @property
+    def ecr(self) -> Ecr:
+        """The first ECR target: where images are copied from the source."""
+        return self.targets[0]
+
+    def destination_repository(self, image: Image, target: Ecr | None = None) -> str:
         """The ECR repository an image lands in: explicit, or <prefix>/<path on the source>."""
         if image.repository:
             return image.repository
-        prefix = self.ecr.repository_prefix
+        prefix = (target or self.ecr).repository_prefix
         return f"{prefix}/{image.source.path}" if prefix else image.source.path
 
-    def repository_for(self, source: Repository) -> str:
-        """For `ensure`: the listed image's repository when the config has it, else the default."""
+    def image_for(self, source: Repository) -> Image:
+        """For `ensure`: the listed image when the config has it, else a default one."""
         for image in self.images:
             if image.source == source:
-                return self.destination_repository(image)
-        return self.destination_repository(Image(source, ()))
+                return image
+        return Image(source, platforms=self.platforms)
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -126,6 +183,8 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 # --- parsing -------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("source", "ecr", "defaults", "images")
+_RULE_KEYS = ("match", "exclude", "newest")
+_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?\Z")
 _SOURCE_KEYS = ("registry", "tls_verify", "credentials")
 _CREDENTIAL_KEYS = ("username_env", "password_env", "secrets_manager")
 _ECR_KEYS = (
@@ -146,11 +205,11 @@ def parse(data: Any, path: Path) -> Config:
         data = {}
     top = _mapping(data, "the file", _TOP_KEYS)
     source = _parse_source(top.get("source"), "source")
-    ecr = _parse_ecr(top.get("ecr"), "ecr")
+    targets = _parse_targets(top.get("ecr"))
     defaults = _mapping(top.get("defaults") or {}, "defaults", _DEFAULTS_KEYS)
     platforms = _platforms(defaults.get("platforms", "all"), "defaults.platforms")
     images = _parse_images(top.get("images"), source, platforms)
-    config = Config(path, source, ecr, platforms, images)
+    config = Config(path, source, targets, platforms, images)
     _check_unique_destinations(config)
     return config
 
@@ -161,16 +220,36 @@ def _parse_source(data: Any, where: str) -> Source:
     table = _mapping(data, where, _SOURCE_KEYS)
     registry = _string(table.get("registry", DOCKER_HUB), f"{where}.registry")
     _check(_host_name, registry, f"{where}.registry")
+    default, per_host = _parse_credentials(table.get("credentials"), f"{where}.credentials")
     return Source(
         registry=registry,
         tls_verify=_bool(table.get("tls_verify", True), f"{where}.tls_verify"),
-        credentials=_parse_credentials(table.get("credentials"), f"{where}.credentials"),
+        credentials=default,
+        host_credentials=tuple(sorted(per_host.items())),
     )
 
 
-def _parse_credentials(data: Any, where: str) -> Credentials | None:
+def _parse_credentials(data: Any, where: str) -> tuple[Credentials | None, dict[str, Credentials]]:
+    """The default credentials, and per registry host ones (`credentials: {"ghcr.io": {...}}`)."""
     if data is None:
-        return None
+        return None, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {_kind(data)}")
+    hosts = {key: value for key, value in data.items() if _looks_like_host(str(key))}
+    own = {key: value for key, value in data.items() if key not in hosts}
+    per_host = {
+        host: _one_credentials(value, f'{where}["{host}"]') for host, value in hosts.items()
+    }
+    for host in per_host:
+        _check(_host_name, host, f'{where}["{host}"]')
+    return (_one_credentials(own, where) if own else None), per_host
+
+
+def _looks_like_host(key: str) -> bool:
+    return "." in key or ":" in key or key == "localhost"
+
+
+def _one_credentials(data: Any, where: str) -> Credentials:
     table = _mapping(data, where, _CREDENTIAL_KEYS)
     if "secrets_manager" in table:
         if "username_env" in table or "password_env" in table:
@@ -187,6 +266,15 @@ def _parse_credentials(data: Any, where: str) -> Credentials | None:
         username_env=_env_name(table["username_env"], f"{where}.username_env"),
         password_env=_env_name(table["password_env"], f"{where}.password_env"),
     )
+
+
+def _parse_targets(data: Any) -> tuple[Ecr, ...]:
+    """`ecr:` is one target (a mapping) or several (a list): other regions, accounts, endpoints."""
+    if isinstance(data, list):
+        if not data:
+            raise ConfigError("ecr: expected a mapping or a non-empty list of targets, got a list")
+        return tuple(_parse_ecr(item, f"ecr[{index}]") for index, item in enumerate(data))
+    return (_parse_ecr(data, "ecr"),)
 
 
 def _parse_ecr(data: Any, where: str) -> Ecr:
@@ -222,7 +310,7 @@ def _parse_ecr(data: Any, where: str) -> Ecr:
     )
 
 
-def _parse_images(data: Any, source: Source, platforms: str) -> tuple[Image, ...]:
+def _parse_images(data: Any, source: Source, platforms: tuple[str, ...]) -> tuple[Image, ...]:
     if data is None:
         return ()
     if not isinstance(data, list):
@@ -232,7 +320,7 @@ def _parse_images(data: Any, source: Source, platforms: str) -> tuple[Image, ...
     )
 
 
-def _parse_image(data: Any, where: str, source: Source, platforms: str) -> Image:
+def _parse_image(data: Any, where: str, source: Source, platforms: tuple[str, ...]) -> Image:
     table = _mapping(data, where, _IMAGE_KEYS)
     for key in ("source", "tags"):
         if key not in table:
@@ -249,45 +337,101 @@ def _parse_image(data: Any, where: str, source: Source, platforms: str) -> Image
     explicit = _optional_string(table.get("repository"), f"{where}.repository")
     if explicit is not None:
         _check(check_ecr_repository, explicit, f"{where}.repository")
+    tags = table["tags"]
     return Image(
         source=repository,
-        tags=_tags(table["tags"], f"{where}.tags"),
+        tags=() if isinstance(tags, dict) else _tags(tags, f"{where}.tags"),
+        rule=_rule(tags, f"{where}.tags") if isinstance(tags, dict) else None,
         repository=explicit,
-        platforms=_platforms(table.get("platforms", platforms), f"{where}.platforms"),
+        platforms=(
+            _platforms(table["platforms"], f"{where}.platforms")
+            if "platforms" in table
+            else platforms
+        ),
     )
 
 
-def _tags(data: Any, where: str) -> tuple[str, ...]:
+def _tags(data: Any, where: str) -> tuple[TagEntry, ...]:
     if not isinstance(data, list) or not data:
-        raise ConfigError(f"{where}: expected a non-empty list of tags, got {_kind(data)}")
-    tags = []
-    for index, item in enumerate(data):
-        tag = _string(item, f"{where}[{index}]")
-        _check(check_tag, tag, f"{where}[{index}]")
-        tags.append(tag)
-    duplicates = sorted({tag for tag in tags if tags.count(tag) > 1})
+        raise ConfigError(
+            f"{where}: expected a non-empty list of tags or a rule {{match, exclude, newest}}, "
+            f"got {_kind(data)}"
+        )
+    entries = [_tag_entry(item, f"{where}[{index}]") for index, item in enumerate(data)]
+    names = [entry.tag for entry in entries]
+    duplicates = sorted({tag for tag in names if names.count(tag) > 1})
     if duplicates:
         raise ConfigError(f"{where}: tag {duplicates[0]!r} is listed twice")
-    return tuple(tags)
+    return tuple(entries)
 
 
-def _platforms(data: Any, where: str) -> str:
-    if data != "all":
-        raise ConfigError(f"{where}: expected 'all', got {data!r}")
-    return "all"
+def _tag_entry(data: Any, where: str) -> TagEntry:
+    """`TAG`, or `TAG@sha256:DIGEST` to pin that digest."""
+    text = _string(data, where)
+    tag, at, digest = text.partition("@")
+    _check(check_tag, tag, where)
+    if at:
+        _check(check_digest, digest, where)
+    return TagEntry(tag, digest or None)
+
+
+def _rule(data: Mapping[str, Any], where: str) -> TagRule:
+    table = _mapping(data, where, _RULE_KEYS)
+    if not table:
+        raise ConfigError(f"{where}: a tag rule needs match, exclude or newest")
+    patterns = {key: _regex(table.get(key), f"{where}.{key}") for key in ("match", "exclude")}
+    newest = table.get("newest")
+    if newest is not None and (
+        isinstance(newest, bool) or not isinstance(newest, int) or newest < 1
+    ):
+        raise ConfigError(
+            f"{where}.newest: expected a whole number of 1 or more, got {_kind(newest)}"
+        )
+    return TagRule(patterns["match"], patterns["exclude"], newest)
+
+
+def _regex(data: Any, where: str) -> str | None:
+    if data is None:
+        return None
+    pattern = _string(data, where)
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ConfigError(f"{where}: bad regular expression {pattern!r}: {error}") from None
+    return pattern
+
+
+def _platforms(data: Any, where: str) -> tuple[str, ...]:
+    """`all` (every platform, digests preserved) or a list like [linux/amd64, linux/arm64]."""
+    if data == "all":
+        return ALL_PLATFORMS
+    if not isinstance(data, list) or not data:
+        raise ConfigError(
+            f"{where}: expected 'all' or a list of platforms like [linux/amd64], got {_kind(data)}"
+        )
+    for index, item in enumerate(data):
+        if not isinstance(item, str) or not _PLATFORM.match(item):
+            raise ConfigError(
+                f"{where}[{index}]: expected os/arch or os/arch/variant, got {_kind(item)}"
+            )
+    if len(set(data)) != len(data):
+        raise ConfigError(f"{where}: a platform is listed twice")
+    return tuple(data)
 
 
 def _check_unique_destinations(config: Config) -> None:
-    seen: dict[tuple[str, str], int] = {}
-    for index, image in enumerate(config.images):
-        repository = config.destination_repository(image)
-        for tag in image.tags:
-            earlier = seen.setdefault((repository, tag), index)
-            if earlier != index:
-                raise ConfigError(
-                    f"images[{index}]: {repository}:{tag} is already the destination of "
-                    f"images[{earlier}]"
-                )
+    for target_index, target in enumerate(config.targets):
+        seen: dict[tuple[str, str], int] = {}
+        for index, image in enumerate(config.images):
+            repository = config.destination_repository(image, target)
+            for entry in image.tags:
+                earlier = seen.setdefault((repository, entry.tag), index)
+                if earlier != index:
+                    where = f" in ecr[{target_index}]" if len(config.targets) > 1 else ""
+                    raise ConfigError(
+                        f"images[{index}]: {repository}:{entry.tag} is already the destination "
+                        f"of images[{earlier}]{where}"
+                    )
 
 
 # --- small typed readers -------------------------------------------------------------------------

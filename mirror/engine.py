@@ -6,6 +6,8 @@ fakes and the CLI hands in the real registry client, skopeo and ECR.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import threading
@@ -14,11 +16,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from mirror.errors import MirrorError, RateLimited
 from mirror.reference import ImageRef
-from mirror.registry import Head, RateLimit
+from mirror.registry import INDEX_TYPES, Head, RateLimit
 
 COPIED = "copied"
 UP_TO_DATE = "up-to-date"
@@ -26,6 +29,10 @@ FAILED = "failed"
 WOULD_COPY = "would-copy"
 DEFERRED = "deferred"
 ACTIONS = (COPIED, UP_TO_DATE, WOULD_COPY, DEFERRED, FAILED)
+T = TypeVar("T")
+SOURCE_DIGEST = "io.github.mirror.source.digest"  # annotations on an index mirror writes
+PLATFORMS = "io.github.mirror.platforms"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 INDEX_ENTRY_BYTES = 400  # about one platform's entry in an image index, to guess its platforms
 _SLICE = 0.1  # seconds the main thread waits at a time
 
@@ -38,7 +45,13 @@ class Registry(Protocol):
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
 
+    def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None: ...
+
+    def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str: ...
+
     def check_login(self, path: str) -> None: ...
+
+    def list_tags(self, path: str) -> list[str]: ...
 
 
 class Copier(Protocol):
@@ -48,15 +61,32 @@ class Copier(Protocol):
 
 
 @dataclass(frozen=True)
+class Target:
+    """One ECR registry that receives images: its host, registry client and repository hooks."""
+
+    host: str
+    registry: Registry
+    ensure_repository: Callable[[str], object] = lambda repository: None
+    is_immutable: Callable[[str], bool] = lambda repository: False
+
+
+@dataclass(frozen=True)
 class Task:
-    """One tag to mirror: where it comes from and the ECR repository and tag it lands in."""
+    """One tag to mirror: where it comes from, and its ECR repository in each target."""
 
-    source: ImageRef
-    repository: str
+    source: ImageRef  # a tag, or a pinned digest (with the tag it is mirrored under)
     tag: str
+    repositories: tuple[str, ...]  # one per target
+    platforms: tuple[str, ...] = ()  # () = every platform, digests preserved
 
-    def destination(self, host: str) -> str:
-        return f"{host}/{self.repository}:{self.tag}"
+    def reference(self) -> str:
+        """What to copy from the source: the pinned digest, else the tag."""
+        if self.source.digest:
+            return f"{self.source.repository}@{self.source.digest}"
+        return f"{self.source.repository}:{self.source.tag}"
+
+    def destination(self, host: str, target: int = 0) -> str:
+        return f"{host}/{self.repositories[target]}:{self.tag}"
 
 
 @dataclass
@@ -64,10 +94,15 @@ class Outcome:
     task: Task
     action: str
     destination: str
+    target: int = 0
     digest: str | None = None
     error: str | None = None
     seconds: float = 0.0
-    pulls: int = 0  # the pulls a copy is expected to cost on the source
+    pulls: int = 0  # the pulls a copy from the source is expected to cost
+
+    @property
+    def repository(self) -> str:
+        return self.task.repositories[self.target]
 
 
 @dataclass
@@ -118,6 +153,7 @@ class Result:
     budget: Budget
     rate_limited: bool = False
     signum: int | None = None  # the signal that stopped the run, if one did
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -130,38 +166,41 @@ class Settings:
 
 
 class Engine:
-    """Checks and copies a list of tasks with a pool of `jobs` threads."""
+    """Checks and copies a list of tasks into one or more targets with `jobs` threads.
+
+    A changed image is pulled from the source once per run, into the first target that needs
+    it; every other target is filled from a target that has it (registry to registry, no pull).
+    """
 
     def __init__(
         self,
         *,
         sources: Callable[[str], Registry],
-        destination: Registry,
-        destination_host: str,
+        targets: Sequence[Target],
         copier: Copier,
-        ensure_repository: Callable[[str], object],
         settings: Settings,
-        is_immutable: Callable[[str], bool] = lambda repository: False,
         stop: threading.Event | None = None,
     ):
         self.sources = sources
-        self.destination = destination
-        self.destination_host = destination_host
+        self.targets = list(targets)
         self.copier = copier
-        self.ensure_repository = ensure_repository
-        self.is_immutable = is_immutable
         self.settings = settings
         self.stop = stop or threading.Event()
         self.budget = Budget(max_pulls=settings.max_pulls)
+        self.warnings: list[str] = []  # for the report: what the planning noticed
         self._rate_limited = threading.Event()
 
     def run(self, tasks: Sequence[Task]) -> Result:
         self._check_logins(tasks)
         with ThreadPoolExecutor(max_workers=max(1, self.settings.jobs)) as pool:
-            outcomes = _gather([pool.submit(self._check, task) for task in tasks])
+            per_task = _gather([pool.submit(self._check, task) for task in tasks])
             if not self.settings.dry_run:
-                self._copy_all(pool, [o for o in outcomes if o.action == WOULD_COPY])
-        return Result(outcomes, self.budget, self._rate_limited.is_set())
+                pending = [group for group in per_task if _pending(group)]
+                self._copy_all(pool, pending)
+        outcomes = [outcome for group in per_task for outcome in group]
+        return Result(
+            outcomes, self.budget, self._rate_limited.is_set(), warnings=list(self.warnings)
+        )
 
     def _check_logins(self, tasks: Sequence[Task]) -> None:
         """Try each source's credentials once: wrong ones are one error (AuthError), not N."""
@@ -173,37 +212,72 @@ class Engine:
 
     # --- phase 1: HEADs on both sides -----------------------------------------------------------
 
-    def _check(self, task: Task) -> Outcome:
+    def _check(self, task: Task) -> list[Outcome]:
         started = time.monotonic()
-        outcome = Outcome(task, WOULD_COPY, task.destination(self.destination_host))
+        outcomes = [
+            Outcome(task, WOULD_COPY, task.destination(target.host, index), index)
+            for index, target in enumerate(self.targets)
+        ]
         if self._halted():
-            return self._defer(outcome, started)
+            return [self._defer(outcome, started) for outcome in outcomes]
         try:
-            self._compare(outcome)
+            self._compare(task, outcomes)
         except RateLimited:
             self._rate_limited.set()
-            return self._defer(outcome, started)
+            return [self._defer(o, started) if o.action == WOULD_COPY else o for o in outcomes]
         except MirrorError as error:
-            return _fail(outcome, str(error), started)
-        outcome.seconds = time.monotonic() - started
-        return outcome
+            return [
+                _fail(o, str(error), started) if o.action == WOULD_COPY else o for o in outcomes
+            ]
+        for outcome in outcomes:
+            outcome.seconds = time.monotonic() - started
+        return outcomes
 
-    def _compare(self, outcome: Outcome) -> None:
-        task = outcome.task
+    def _compare(self, task: Task, outcomes: list[Outcome]) -> None:
+        heads = [
+            self.targets[o.target].registry.head_manifest(o.repository, task.tag) for o in outcomes
+        ]
+        if task.source.digest:  # a pin already in place costs no request to the source
+            pinned = Head(found=True, digest=task.source.digest)
+            if all(self._holds(task, o, pinned, h) for o, h in zip(outcomes, heads, strict=True)):
+                for outcome, head in zip(outcomes, heads, strict=True):
+                    outcome.action, outcome.digest = UP_TO_DATE, head.digest
+                return
         source = self._head_source(task)
         if not source.found:
-            raise MirrorError(f"{task.source}: tag not found on the source")
+            raise MirrorError(_not_found(task))
+        for outcome, head in zip(outcomes, heads, strict=True):
+            self._compare_one(task, outcome, source, head)
+
+    def _compare_one(self, task: Task, outcome: Outcome, source: Head, target: Head) -> None:
         outcome.digest = source.digest
-        target = self.destination.head_manifest(task.repository, task.tag)
-        if target.found and source.digest and target.digest == source.digest:
-            outcome.action = UP_TO_DATE
+        if target.found and source.digest and self._holds(task, outcome, source, target):
+            outcome.action, outcome.digest = UP_TO_DATE, target.digest
             return
-        if target.found and self.is_immutable(task.repository):
-            raise MirrorError(
+        if target.found and self.targets[outcome.target].is_immutable(outcome.repository):
+            outcome.action = FAILED
+            outcome.error = (
                 f"{outcome.destination} holds {target.digest} and the repository is IMMUTABLE: "
                 f"not overwritten with {source.digest}"
             )
-        outcome.pulls = self._estimate_pulls(task, source, target)
+            return
+        outcome.pulls = self._estimate_pulls(task, outcome, source, target)
+
+    def _holds(self, task: Task, outcome: Outcome, source: Head, target: Head) -> bool:
+        """Does the target already hold what the source has? Same digest; or, for a platform
+        subset, an index that mirror wrote from exactly this source digest (its annotation)."""
+        if not target.found:
+            return False
+        if target.digest == source.digest:
+            return True
+        if not task.platforms or not target.is_index:
+            return False
+        written = self.targets[outcome.target].registry.get_manifest(outcome.repository, task.tag)
+        annotations = (written or {}).get("annotations") or {}
+        return bool(
+            annotations.get(SOURCE_DIGEST) == source.digest
+            and annotations.get(PLATFORMS) == ",".join(task.platforms)
+        )
 
     def _head_source(self, task: Task) -> Head:
         registry = self.sources(task.source.repository.registry)
@@ -212,17 +286,18 @@ class Engine:
         self.budget.see(head.rate_limit)
         return head
 
-    def _estimate_pulls(self, task: Task, source: Head, target: Head) -> int:
-        """What copying will cost: one manifest GET, plus one per platform of an index.
-
-        The platform count comes from the previous copy in ECR when there is one (a GET there
-        is free), else from the index's size as the HEAD reported it.
-        """
+    def _estimate_pulls(self, task: Task, outcome: Outcome, source: Head, target: Head) -> int:
+        """What copying from the source will cost: one manifest GET, plus one per platform
+        copied from an index. The platform count of an index copied whole comes from the
+        previous copy in ECR when there is one (a GET there is free), else from its size."""
         if not source.is_index:
             return 1
+        if task.platforms:
+            return 1 + len(task.platforms)
         platforms = 0
         if target.found and target.is_index:
-            previous = self.destination.get_manifest(task.repository, task.tag) or {}
+            registry = self.targets[outcome.target].registry
+            previous = registry.get_manifest(outcome.repository, task.tag) or {}
             platforms = len(previous.get("manifests") or [])
         if not platforms:
             platforms = max(1, math.ceil(source.size / INDEX_ENTRY_BYTES))
@@ -230,16 +305,16 @@ class Engine:
 
     # --- phase 2: copies, admitted in order while the budget covers them ------------------------
 
-    def _copy_all(self, pool: ThreadPoolExecutor, pending: Iterable[Outcome]) -> None:
+    def _copy_all(self, pool: ThreadPoolExecutor, pending: Iterable[list[Outcome]]) -> None:
         queue = deque(pending)
-        running: dict[Future[Outcome], Outcome] = {}
+        running: dict[Future[list[Outcome]], int] = {}
         reason = None
         while queue and not self._halted():
-            reserved = sum(outcome.pulls for outcome in running.values())
-            reason = self.budget.shortfall(queue[0].pulls, reserved)
+            reserved = sum(running.values())
+            pulls = _pulls(queue[0])
+            reason = self.budget.shortfall(pulls, reserved)
             if reason is None:
-                outcome = queue.popleft()
-                running[pool.submit(self._copy, outcome)] = outcome
+                running[pool.submit(self._copy_task, queue.popleft())] = pulls
             elif running:
                 done, _ = wait(running, timeout=_SLICE, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -247,41 +322,109 @@ class Engine:
             else:
                 break
         _gather(list(running))
-        for outcome in queue:
-            self._defer(outcome, time.monotonic(), reason)
+        for group in queue:
+            for outcome in group:
+                if outcome.action == WOULD_COPY:
+                    self._defer(outcome, time.monotonic(), reason)
 
-    def _copy(self, outcome: Outcome) -> Outcome:
+    def _copy_task(self, group: list[Outcome]) -> list[Outcome]:
+        """Fill every target that needs this image: from a target that has it, else from the
+        source into the first one and from there into the rest."""
+        donor = next((o for o in group if o.action == UP_TO_DATE), None)
+        for outcome in (o for o in group if o.action == WOULD_COPY):
+            if donor is None:
+                self._attempts(outcome, self._from_source)
+                self.budget.spend(outcome.pulls)
+                if outcome.action != COPIED:
+                    return self._give_up_rest(group, outcome)
+                self._refresh_budget(outcome.task)
+                donor = outcome
+            else:
+                outcome.pulls = 0
+                self._attempts(outcome, partial(self._from_target, donor=donor))
+        return group
+
+    def _give_up_rest(self, group: list[Outcome], first: Outcome) -> list[Outcome]:
+        for outcome in group:
+            if outcome.action == WOULD_COPY:
+                outcome.action, outcome.error = first.action, first.error
+        return group
+
+    def _attempts(self, outcome: Outcome, copy: Callable[[Outcome], str]) -> None:
         started = time.monotonic()
         for attempt in range(1, self.settings.copy_attempts + 1):
             if self._halted():
                 break
             try:
-                self.ensure_repository(outcome.task.repository)
-                outcome.digest = self._copy_once(outcome.task)
+                self.targets[outcome.target].ensure_repository(outcome.repository)
+                outcome.digest = copy(outcome)
             except MirrorError as error:
                 verdict = self._verdict(error, attempt)
                 if verdict == FAILED:
-                    return _fail(outcome, _after(str(error), attempt), started)
+                    _fail(outcome, _after(str(error), attempt), started)
+                    return
                 if verdict == DEFERRED:
                     break
                 self._sleep_before(attempt + 1)
                 continue
-            finally:
-                self.budget.spend(outcome.pulls)
             outcome.action = COPIED
             outcome.seconds = time.monotonic() - started
-            self._refresh_budget(outcome.task)
-            return outcome
-        return self._defer(outcome, started)
+            return
+        self._defer(outcome, started)
 
-    def _copy_once(self, task: Task) -> str:
+    def _from_source(self, outcome: Outcome) -> str:
+        task = outcome.task
         source = self.sources(task.source.repository.registry)
+        target = self.targets[outcome.target]
+        if task.platforms:
+            return self._subset_from_source(outcome, source, target)
         return self.copier.copy(
-            str(task.source),
-            task.destination(self.destination_host),
+            task.reference(),
+            outcome.destination,
             src_tls_verify=source.tls_verify,
-            dest_tls_verify=self.destination.tls_verify,
+            dest_tls_verify=target.registry.tls_verify,
         )
+
+    def _from_target(self, outcome: Outcome, *, donor: Outcome) -> str:
+        return self.copier.copy(
+            donor.destination,
+            outcome.destination,
+            src_tls_verify=self.targets[donor.target].registry.tls_verify,
+            dest_tls_verify=self.targets[outcome.target].registry.tls_verify,
+        )
+
+    def _subset_from_source(self, outcome: Outcome, source: Registry, target: Target) -> str:
+        """Copy only the configured platforms: each platform's manifest by digest (digests
+        kept), then an index of just those, annotated with the source digest it came from."""
+        task = outcome.task
+        path = task.source.repository.path
+        raw = source.get_manifest_raw(path, task.source.digest or task.tag)
+        if raw is None:
+            raise MirrorError(_not_found(task))
+        media_type, body = raw
+        if media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
+            return self.copier.copy(
+                task.reference(),
+                outcome.destination,
+                src_tls_verify=source.tls_verify,
+                dest_tls_verify=target.registry.tls_verify,
+            )
+        index = json.loads(body)
+        chosen = choose_platforms(index.get("manifests") or [], task.platforms)
+        if not chosen:
+            raise MirrorError(
+                f"{task.source}: none of {', '.join(task.platforms)} in the source index "
+                f"(it has {', '.join(_platform_names(index.get('manifests') or []))})"
+            )
+        for child in chosen:
+            self.copier.copy(
+                f"{task.source.repository}@{child['digest']}",
+                f"{target.host}/{outcome.repository}@{child['digest']}",
+                src_tls_verify=source.tls_verify,
+                dest_tls_verify=target.registry.tls_verify,
+            )
+        written = filtered_index(index, chosen, _sha256(body), task.platforms)
+        return target.registry.put_manifest(outcome.repository, task.tag, written, OCI_INDEX)
 
     def _refresh_budget(self, task: Task) -> None:
         """Read the true budget left after a copy, with a HEAD (free) on the same image."""
@@ -325,7 +468,69 @@ class Engine:
         return outcome
 
 
-def _gather(futures: list[Future[Outcome]]) -> list[Outcome]:
+def choose_platforms(
+    manifests: list[dict[str, Any]], wanted: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The index entries for the wanted platforms. `linux/arm64` matches any variant;
+    `linux/arm/v7` only that variant. Attestations (platform unknown/unknown) are left out."""
+    chosen = []
+    for entry in manifests:
+        platform = entry.get("platform") or {}
+        os_arch = f"{platform.get('os')}/{platform.get('architecture')}"
+        full = f"{os_arch}/{platform['variant']}" if platform.get("variant") else os_arch
+        if os_arch in wanted or full in wanted:
+            chosen.append(entry)
+    return chosen
+
+
+def filtered_index(
+    index: dict[str, Any],
+    chosen: list[dict[str, Any]],
+    source_digest: str,
+    platforms: Sequence[str],
+) -> bytes:
+    """An OCI index of the chosen entries, recording where it came from in its annotations."""
+    annotations = dict(index.get("annotations") or {})
+    annotations[SOURCE_DIGEST] = source_digest
+    annotations[PLATFORMS] = ",".join(platforms)
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": chosen,
+        "annotations": annotations,
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _platform_names(manifests: list[dict[str, Any]]) -> list[str]:
+    names = []
+    for entry in manifests:
+        platform = entry.get("platform") or {}
+        name = f"{platform.get('os')}/{platform.get('architecture')}"
+        names.append(f"{name}/{platform['variant']}" if platform.get("variant") else name)
+    return names
+
+
+def _not_found(task: Task) -> str:
+    return f"{task.source}: {'digest' if task.source.digest else 'tag'} not found on the source"
+
+
+def _sha256(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _pending(group: list[Outcome]) -> bool:
+    return any(outcome.action == WOULD_COPY for outcome in group)
+
+
+def _pulls(group: list[Outcome]) -> int:
+    """A task costs pulls only when no target has it yet (then one copy from the source)."""
+    if any(outcome.action == UP_TO_DATE for outcome in group):
+        return 0
+    return next((o.pulls for o in group if o.action == WOULD_COPY), 0)
+
+
+def _gather(futures: list[Future[T]]) -> list[T]:
     """Wait for every future in short slices: the main thread must keep running Python code,
     because only there do signal handlers run (a SIGTERM delivered to a worker thread waits
     for the main thread otherwise)."""

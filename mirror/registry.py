@@ -7,6 +7,7 @@ pooled and reused across threads; tokens are cached per repository scope until t
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import threading
@@ -123,11 +124,14 @@ class Http:
         *,
         tls_verify: bool = True,
         retries: int | None = None,
+        body: bytes | None = None,
     ) -> urllib3.BaseHTTPResponse:
         pool = self._verified if tls_verify else self._unverified
         policy = _retry_policy(self.retries if retries is None else retries)
         try:
-            return pool.request(method, url, headers=headers, retries=policy, redirect=True)
+            return pool.request(
+                method, url, headers=headers, body=body, retries=policy, redirect=True
+            )
         except urllib3.exceptions.MaxRetryError as error:
             raise RegistryError(
                 f"cannot reach {_host_of(url)}: {_reason(error.reason)}", transient=True
@@ -171,15 +175,54 @@ class Registry:
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:
         """GET a manifest and parse it. On Docker Hub this costs a pull: use it on ECR only."""
+        raw = self.get_manifest_raw(path, reference)
+        if raw is None:
+            return None
+        try:
+            document = json.loads(raw[1])
+        except ValueError:
+            raise RegistryError(f"{self.host}/{path}:{reference}: manifest is not JSON") from None
+        return document if isinstance(document, dict) else None
+
+    def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None:
+        """GET a manifest as bytes with its media type (a pull on Docker Hub)."""
         response = self._request("GET", f"/v2/{path}/manifests/{reference}", path)
         if response.status == 404:
             return None
         self._raise_for_status(response, f"{path}:{reference}")
-        try:
-            document = json.loads(response.data)
-        except ValueError:
-            raise RegistryError(f"{self.host}/{path}:{reference}: manifest is not JSON") from None
-        return document if isinstance(document, dict) else None
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return media_type, bytes(response.data)
+
+    def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
+        """PUT a manifest (an image index mirror wrote); return its digest."""
+        response = self._request(
+            "PUT",
+            f"/v2/{path}/manifests/{reference}",
+            path,
+            body=body,
+            headers={"Content-Type": media_type},
+            actions="pull,push",
+        )
+        self._raise_for_status(response, f"{path}:{reference}")
+        return response.headers.get("Docker-Content-Digest") or (
+            "sha256:" + hashlib.sha256(body).hexdigest()
+        )
+
+    def list_tags(self, path: str, *, page_size: int = 1000) -> list[str]:
+        """Every tag of a repository, following the API's pagination (costs no pull)."""
+        tags: list[str] = []
+        url_path: str | None = f"/v2/{path}/tags/list?n={page_size}"
+        while url_path:
+            response = self._request("GET", url_path, path)
+            if response.status == 404:
+                raise RegistryError(f"{self.host}/{path}: repository not found", status=404)
+            self._raise_for_status(response, f"{path} (tag list)")
+            try:
+                tags += json.loads(response.data).get("tags") or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{self.host}/{path}: tag list is not JSON") from None
+            url_path = _next_page(response.headers.get("Link", ""))
+        return tags
 
     def check_login(self, path: str) -> None:
         """Use the credentials once, up front, so a wrong password is one clear error.
@@ -202,29 +245,37 @@ class Registry:
 
     # --- the request and its auth ----------------------------------------------------------------
 
-    def _request(self, method: str, url_path: str, repo: str) -> urllib3.BaseHTTPResponse:
-        headers = {"Accept": ACCEPT}
-        sent = self._authorization(repo)
+    def _request(
+        self,
+        method: str,
+        url_path: str,
+        repo: str,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        actions: str = "pull",
+    ) -> urllib3.BaseHTTPResponse:
+        headers = {"Accept": ACCEPT, **(headers or {})}
+        sent = self._authorization(repo, actions)
         if sent:
             headers["Authorization"] = sent
-        response = self._send(method, url_path, headers)
+        response = self._send(method, url_path, headers, body)
         if response.status == 401:
             self._learn_challenge(response)
             if sent and sent.startswith("Bearer "):
-                self._tokens.pop(_scope(repo), None)  # expired or revoked: fetch a new one
-            fresh = self._authorization(repo)
+                self._tokens.pop(_scope(repo, actions), None)  # expired or revoked
+            fresh = self._authorization(repo, actions)
             if fresh and fresh != sent:
                 headers["Authorization"] = fresh
-                response = self._send(method, url_path, headers)
+                response = self._send(method, url_path, headers, body)
         return response
 
     def _send(
-        self, method: str, url_path: str, headers: dict[str, str]
+        self, method: str, url_path: str, headers: dict[str, str], body: bytes | None = None
     ) -> urllib3.BaseHTTPResponse:
         scheme = self._scheme or self._detect_scheme()
-        return self._http.request(
-            method, f"{scheme}://{self.api}{url_path}", headers, tls_verify=self.tls_verify
-        )
+        url = f"{scheme}://{self.api}{url_path}"
+        return self._http.request(method, url, headers, tls_verify=self.tls_verify, body=body)
 
     def _detect_scheme(self) -> str:
         # tls_verify: false means "HTTPS without verification, else plain HTTP", as skopeo does.
@@ -247,14 +298,14 @@ class Registry:
         with self._lock:
             self._challenge = challenge
 
-    def _authorization(self, repo: str) -> str | None:
+    def _authorization(self, repo: str, actions: str = "pull") -> str | None:
         challenge = self._challenge
         if challenge is None:
             return None
         if challenge.scheme == "basic":
             return self.login.basic() if self.login else None
         if challenge.scheme == "bearer":
-            return "Bearer " + self._token(challenge, _scope(repo))
+            return "Bearer " + self._token(challenge, _scope(repo, actions))
         return None
 
     def _token(self, challenge: _Challenge, scope: str) -> str:
@@ -301,8 +352,17 @@ class Registry:
         )
 
 
-def _scope(repo: str) -> str:
-    return f"repository:{repo}:pull"
+def _scope(repo: str, actions: str = "pull") -> str:
+    return f"repository:{repo}:{actions}"
+
+
+def _next_page(link: str) -> str | None:
+    """`</v2/x/tags/list?last=t&n=100>; rel="next"` -> the path to ask next (None at the end)."""
+    match = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
+    if not match:
+        return None
+    target = match.group(1)
+    return "/" + target.split("://", 1)[1].split("/", 1)[1] if "://" in target else target
 
 
 def _read_token(body: bytes) -> tuple[str, float]:

@@ -67,6 +67,7 @@ def document(result: Result) -> dict[str, Any]:
             for outcome in result.outcomes
         ],
         "summary": summary(result.outcomes),
+        "warnings": result.warnings,
         "rate_limit": {
             "limit": _field(result.budget.start, "limit"),
             "remaining_at_start": _field(result.budget.start, "remaining"),
@@ -109,7 +110,7 @@ def junit(result: Result) -> str:
         case = ElementTree.SubElement(
             suite,
             "testcase",
-            classname=outcome.task.repository,
+            classname=outcome.repository,
             name=outcome.task.tag,
             time=f"{outcome.seconds:.3f}",
         )

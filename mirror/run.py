@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mirror import aws, skopeo
-from mirror.config import Config, Credentials
-from mirror.engine import Engine, Settings
+from mirror.config import Config, Credentials, Ecr
+from mirror.engine import Engine, Settings, Target
 from mirror.errors import ConfigError, SetupError
 from mirror.registry import Http, Login, Registry
 
@@ -23,9 +23,11 @@ class Options:
     max_pulls: int | None = None
 
 
-def region_of(config: Config) -> str:
+def region_of(config: Config, target: Ecr | None = None) -> str:
     region = (
-        config.ecr.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        (target or config.ecr).region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
     )
     if not region:
         raise SetupError("no AWS region: set ecr.region in the config, or AWS_REGION")
@@ -49,42 +51,43 @@ def source_login(credentials: Credentials | None, *, region: str) -> Login | Non
 
 
 class Sources:
-    """Source registry clients, one per host, made on first use."""
+    """Source registry clients, one per host, made on first use, each with its credentials."""
 
-    def __init__(self, config: Config, http: Http, login: Login | None):
-        self._config, self._http, self._login = config, http, login
+    def __init__(self, config: Config, http: Http, logins: dict[str, Login]):
+        self._config, self._http, self._logins = config, http, logins
         self._clients: dict[str, Registry] = {}
         self._lock = threading.Lock()
 
     def __call__(self, host: str) -> Registry:
         with self._lock:
             if host not in self._clients:
-                default = host == self._config.source.registry
                 self._clients[host] = Registry(
                     host,
                     http=self._http,
                     tls_verify=self._config.source.tls_verify,
-                    login=self._login if default else None,
+                    login=self._logins.get(host),
                 )
             return self._clients[host]
 
 
 class Copier:
-    """skopeo, with the auth file kept in step with the ECR token (renewed on long runs)."""
+    """skopeo, with the auth file kept in step with the ECR tokens (renewed on long runs)."""
 
-    def __init__(
-        self, tool: skopeo.Skopeo, ecr: aws.Ecr, logins: dict[str, Login], destination: Registry
-    ):
-        self.tool, self.ecr, self.logins, self.destination = tool, ecr, logins, destination
+    def __init__(self, tool: skopeo.Skopeo, logins: dict[str, Login], targets: list[_Target]):
+        self.tool, self.logins, self.targets = tool, logins, targets
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
-        """Fetch a new ECR token when the old one nears expiry; a no-op otherwise."""
-        login = self.ecr.login().login
+        """Fetch new ECR tokens when the old ones near expiry; a no-op otherwise."""
         with self._lock:
-            if self.logins.get(self.destination.host) != login:
-                self.logins[self.destination.host] = login
-                self.destination.login = login
+            changed = False
+            for target in self.targets:
+                login = target.ecr.login().login
+                if self.logins.get(target.host) != login:
+                    self.logins[target.host] = login
+                    target.registry.login = login
+                    changed = True
+            if changed:
                 self.tool.workspace.write_auths(self.logins)
 
     def copy(
@@ -94,6 +97,37 @@ class Copier:
         return self.tool.copy(
             source, destination, src_tls_verify=src_tls_verify, dest_tls_verify=dest_tls_verify
         )
+
+
+@dataclass
+class _Target:
+    """One configured ECR target, connected: its API client, host and registry client."""
+
+    config: Ecr
+    ecr: aws.Ecr
+    host: str
+    registry: Registry
+
+    def engine_target(self, *, dry_run: bool) -> Target:
+        creating = self.config.create_repositories and not dry_run
+        return Target(
+            host=self.host,
+            registry=self.registry,
+            ensure_repository=self.ecr.ensure_repository if creating else _no_repository,
+            is_immutable=self.ecr.is_immutable,
+        )
+
+
+def connect_targets(config: Config, http: Http) -> list[_Target]:
+    """An ECR client, token and registry client for every target (`ecr:` may be a list)."""
+    targets = []
+    for target in config.targets:
+        ecr = aws.Ecr(region=region_of(config, target), registry_id=target.registry_id)
+        login = ecr.login()
+        host = target.endpoint or login.host
+        registry = Registry(host, http=http, tls_verify=target.tls_verify, login=login.login)
+        targets.append(_Target(target, ecr, host, registry))
+    return targets
 
 
 class Stop:
@@ -135,30 +169,24 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def engine(config: Config, options: Options, stop: Stop) -> Iterator[Engine]:
     """Build the engine; the private workspace with credentials is removed on every way out."""
     region = region_of(config)
-    login = source_login(config.source.credentials, region=region)
+    source_logins = {
+        host: login
+        for host, credentials in config.source.credential_hosts().items()
+        if (login := source_login(credentials, region=region)) is not None
+    }
     if not options.dry_run:
         skopeo.probe()
-    ecr = aws.Ecr(region=region, registry_id=config.ecr.registry_id)
-    ecr_login = ecr.login()
-    host = config.ecr.endpoint or ecr_login.host
     http = Http(pool_size=max(4, options.jobs * 2))
-    destination = Registry(host, http=http, tls_verify=config.ecr.tls_verify, login=ecr_login.login)
-    logins = {host: ecr_login.login}
-    if login is not None:
-        logins[config.source.registry] = login
+    targets = connect_targets(config, http)
+    logins = {**source_logins, **{target.host: target.registry.login for target in targets}}
     with skopeo.Workspace() as workspace:
-        workspace.write_auths(logins)
+        workspace.write_auths({host: login for host, login in logins.items() if login})
         tool = skopeo.Skopeo(workspace)
         stop.on_stop(tool.terminate_all)
-        copier = Copier(tool, ecr, logins, destination)
-        creating = config.ecr.create_repositories and not options.dry_run
         yield Engine(
-            sources=Sources(config, http, login),
-            destination=destination,
-            destination_host=host,
-            copier=copier,
-            ensure_repository=ecr.ensure_repository if creating else _no_repository,
-            is_immutable=ecr.is_immutable,
+            sources=Sources(config, http, source_logins),
+            targets=[target.engine_target(dry_run=options.dry_run) for target in targets],
+            copier=Copier(tool, {h: v for h, v in logins.items() if v}, targets),
             settings=Settings(
                 jobs=options.jobs, dry_run=options.dry_run, max_pulls=options.max_pulls
             ),

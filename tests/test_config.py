@@ -46,7 +46,7 @@ def test_the_documented_example_parses(tmp_path: Path) -> None:
     loaded = load_text(tmp_path, GOOD)
     ruby, etcd = loaded.images
     assert ruby.source == Repository("docker.io", "library/ruby")
-    assert ruby.tags == ("2.7.1-slim", "3.3-slim")
+    assert ruby.tags == (config.TagEntry("2.7.1-slim"), config.TagEntry("3.3-slim"))
     assert loaded.destination_repository(ruby) == "dockerhub/library/ruby"
     assert etcd.source == Repository("quay.io", "coreos/etcd")
     assert loaded.destination_repository(etcd) == "infra/etcd"
@@ -80,10 +80,10 @@ def test_names_resolve_on_the_configured_source_registry(tmp_path: Path) -> None
 
 def test_ensure_uses_the_listed_repository(tmp_path: Path) -> None:
     loaded = load_text(tmp_path, GOOD)
-    assert loaded.repository_for(Repository("quay.io", "coreos/etcd")) == "infra/etcd"
-    assert (
-        loaded.repository_for(Repository("docker.io", "library/node")) == "dockerhub/library/node"
-    )
+    etcd = loaded.image_for(Repository("quay.io", "coreos/etcd"))
+    node = loaded.image_for(Repository("docker.io", "library/node"))
+    assert loaded.destination_repository(etcd) == "infra/etcd"
+    assert loaded.destination_repository(node) == "dockerhub/library/node"
 
 
 ERRORS = [
@@ -125,8 +125,49 @@ ERRORS = [
         "ecr.create_repositories: expected true or false, got 1 (a number)",
     ),
     (
-        "defaults: {platforms: [linux/s390x]}",
-        "defaults.platforms: expected 'all', got ['linux/s390x']",
+        "defaults: {platforms: linux/s390x}",
+        "defaults.platforms: expected 'all' or a list of platforms like [linux/amd64], "
+        "got 'linux/s390x'",
+    ),
+    (
+        "defaults: {platforms: [linux]}",
+        "defaults.platforms[0]: expected os/arch or os/arch/variant, got 'linux'",
+    ),
+    (
+        "defaults: {platforms: [linux/arm64, linux/arm64]}",
+        "defaults.platforms: a platform is listed twice",
+    ),
+    (
+        "images: [{source: ruby, tags: [a@sha256:abc]}]",
+        "images[0].tags[0]: bad digest 'sha256:abc' (expected sha256: and 64 hex digits)",
+    ),
+    (
+        "images: [{source: ruby, tags: {matches: x}}]",
+        "images[0].tags.matches: unknown key (did you mean 'match'?)",
+    ),
+    (
+        "images: [{source: ruby, tags: {}}]",
+        "images[0].tags: a tag rule needs match, exclude or newest",
+    ),
+    (
+        "images: [{source: ruby, tags: {match: '7.('}}]",
+        "images[0].tags.match: bad regular expression '7.(': missing ), unterminated subpattern "
+        "at position 2",
+    ),
+    (
+        "images: [{source: ruby, tags: {newest: 0}}]",
+        "images[0].tags.newest: expected a whole number of 1 or more, got 0 (a number)",
+    ),
+    ("ecr: []", "ecr: expected a mapping or a non-empty list of targets, got a list"),
+    ("ecr: [{region: x}, {regoin: y}]", "ecr[1].regoin: unknown key (did you mean 'region'?)"),
+    (
+        "source: {credentials: {ghcr.io: {username_env: U}}}",
+        'source.credentials["ghcr.io"].password_env: required (the name of an environment '
+        "variable)",
+    ),
+    (
+        "source: {credentials: {usernme_env: U}}",
+        "source.credentials.usernme_env: unknown key (did you mean 'username_env'?)",
     ),
     ("images: {source: ruby}", "images: expected a list of images, got a mapping"),
     ("images: [ruby]", "images[0]: expected a mapping, got 'ruby'"),
@@ -135,11 +176,13 @@ ERRORS = [
     ("images: [{source: ruby, tag: [a]}]", "images[0].tag: unknown key (did you mean 'tags'?)"),
     (
         "images: [{source: ruby, tags: '3.3'}]",
-        "images[0].tags: expected a non-empty list of tags, got '3.3'",
+        "images[0].tags: expected a non-empty list of tags or a rule {match, exclude, newest}, "
+        "got '3.3'",
     ),
     (
         "images: [{source: ruby, tags: []}]",
-        "images[0].tags: expected a non-empty list of tags, got a list",
+        "images[0].tags: expected a non-empty list of tags or a rule {match, exclude, newest}, "
+        "got a list",
     ),
     (
         "images: [{source: ruby, tags: [3.3]}]",
@@ -195,6 +238,53 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert str(caught.value).startswith(
         f"{tmp_path / 'mirror.yaml'}: line 4, column 1: YAML syntax error"
     )
+
+
+def test_tag_rules_order_by_version_not_text() -> None:
+    tags = ["1.2.0", "1.9.9", "1.10.0", "1.10.0-rc1", "latest", "2.0.0-alpine", "0.9"]
+    rule = config.TagRule(match=r"\d+\.\d+\.\d+", newest=3)
+    assert rule.select(tags) == ["1.10.0", "1.9.9", "1.2.0"]
+    assert config.TagRule(match=r"1\..*", exclude=r".*-rc\d+").select(tags) == [
+        "1.10.0",
+        "1.9.9",
+        "1.2.0",
+    ]
+    assert config.TagRule(match="nothing").select(tags) == []
+
+
+def test_pins_platforms_targets_and_per_host_credentials(tmp_path: Path) -> None:
+    loaded = load_text(
+        tmp_path,
+        f"""
+        source:
+          credentials:
+            username_env: HUB_USER
+            password_env: HUB_TOKEN
+            ghcr.io: {{secrets_manager: ghcr-pull}}
+        ecr:
+          - {{region: us-east-1, repository_prefix: hub}}
+          - {{region: eu-west-1, registry_id: "111122223333"}}
+        defaults: {{platforms: [linux/arm64]}}
+        images:
+          - source: redis
+            tags: ["7.2@sha256:{"a" * 64}", "7.0"]
+          - source: node
+            tags: {{match: '20[.].*', newest: 2}}
+            platforms: all
+        """,
+    )
+    redis, node = loaded.images
+    assert redis.tags == (config.TagEntry("7.2", "sha256:" + "a" * 64), config.TagEntry("7.0"))
+    assert redis.platforms == ("linux/arm64",) and node.platforms == ()
+    assert node.rule == config.TagRule(match="20[.].*", newest=2)
+    assert [loaded.destination_repository(redis, t) for t in loaded.targets] == [
+        "hub/library/redis",
+        "library/redis",
+    ]
+    assert loaded.source.credentials_for("ghcr.io") == config.Credentials(
+        secrets_manager="ghcr-pull"
+    )
+    assert loaded.source.credentials_for("docker.io") == config.Credentials("HUB_USER", "HUB_TOKEN")
 
 
 def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,18 @@ import pytest
 from botocore.stub import Stubber
 
 from mirror import aws, skopeo
-from mirror.engine import COPIED, DEFERRED, FAILED, UP_TO_DATE, WOULD_COPY, Engine, Settings, Task
+from mirror.engine import (
+    COPIED,
+    DEFERRED,
+    FAILED,
+    UP_TO_DATE,
+    WOULD_COPY,
+    Engine,
+    Settings,
+    Target,
+    Task,
+    choose_platforms,
+)
 from mirror.errors import CopyError, RateLimited, SetupError
 from mirror.reference import BadReference, ImageRef, Repository, parse_reference
 from mirror.registry import Head, Login, RateLimit, parse_rate_limit
@@ -169,6 +180,15 @@ class FakeRegistry:
     def get_manifest(self, path: str, reference: str) -> dict[str, object] | None:
         return None
 
+    def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None:
+        return None
+
+    def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
+        raise AssertionError("not used")
+
+    def list_tags(self, path: str) -> list[str]:
+        return []
+
     def head_manifest(self, path: str, reference: str) -> Head:
         self.heads.append(f"{path}:{reference}")
         if self.fail:
@@ -205,17 +225,15 @@ def make_engine(
     created: list[str] = []
     engine = Engine(
         sources=lambda host: source,
-        destination=destination,
-        destination_host="ecr",
+        targets=[Target("ecr", destination, ensure_repository=created.append)],
         copier=copier,
-        ensure_repository=created.append,
         settings=Settings(**{"jobs": 2, "backoff": 0.0, **kw}),  # type: ignore[arg-type]
     )
     return engine, copier, created
 
 
 def task(tag: str) -> Task:
-    return Task(ImageRef(Repository("src", "library/ruby"), tag), "hub/library/ruby", tag)
+    return Task(ImageRef(Repository("src", "library/ruby"), tag), tag, ("hub/library/ruby",))
 
 
 def test_engine_copies_what_differs_and_skips_what_matches() -> None:
@@ -339,3 +357,18 @@ def test_ecr_token_renewal_fetches_again() -> None:
         ecr._login = aws.EcrLogin(first.host, first.login, renew_at=0.0)  # as if hours passed
         ecr.login()
         stub.assert_no_pending_responses()
+
+
+def test_choose_platforms() -> None:
+    entries = [
+        {"digest": "a", "platform": {"os": "linux", "architecture": "amd64"}},
+        {"digest": "b", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        {"digest": "c", "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+        {"digest": "d", "platform": {"os": "unknown", "architecture": "unknown"}},
+    ]
+    assert [e["digest"] for e in choose_platforms(entries, ["linux/arm64"])] == ["b"]
+    assert [e["digest"] for e in choose_platforms(entries, ["linux/arm/v7", "linux/amd64"])] == [
+        "a",
+        "c",
+    ]
+    assert choose_platforms(entries, ["linux/arm/v6"]) == []
