@@ -180,19 +180,9 @@ def test_a_new_target_is_filled_from_the_first_without_a_pull(
     document = {
         "source": {"registry": stage.hub.host, "tls_verify": False},
         "ecr": [
-            {
-                "region": "us-east-1",
-                "repository_prefix": "mirror",
-                "endpoint": stage.dest.host,
-                "tls_verify": False,
-            },
-            {
-                "region": "us-east-1",
-                "registry_id": "111122223333",
-                "endpoint": second_ecr.host,
-                "tls_verify": False,
-            },
-        ],  # fmt: skip
+            _target(stage.dest.host, repository_prefix="mirror"),
+            _target(second_ecr.host, registry_id="111122223333"),
+        ],
         "images": [stage.image("a")],
     }
     (stage.tmp / "mirror.yaml").write_text(json.dumps(document))
