@@ -146,6 +146,9 @@ def _call(method: Any, what: str, **kwargs: Any) -> Any:
         raise SetupError(f"cannot {what}: no AWS region (set ecr.region or AWS_REGION)") from None
     except botocore.exceptions.ClientError as error:
         raise _translate(error, what) from None
+    except botocore.exceptions.ParamValidationError as error:
+        detail = " ".join(str(error).split())  # botocore's text spans lines
+        raise RegistryError(f"cannot {what}: {detail}") from None
     except botocore.exceptions.BotoCoreError as error:
         raise RegistryError(f"cannot {what}: {error}", transient=True) from None
 
@@ -161,3 +164,151 @@ def _translate(error: botocore.exceptions.ClientError, what: str) -> MirrorError
         return AuthError(f"cannot {what}: {code}: {message}")
     transient = code in ("ThrottlingException", "ServerException", "ServiceUnavailable")
     return RegistryError(f"cannot {what}: {code}: {message}", transient=transient)
+
+
+# --- repository settings: scan on push, tag mutability, encryption, lifecycle policy, tags -------
+
+from mirror.repo_settings import (  # noqa: E402  (appended section: aws.py is append-only)
+    ActualSettings,
+    Drift,
+    RepositorySettings,
+    create_arguments,
+)
+
+_NO_LIFECYCLE_POLICY = "LifecyclePolicyNotFoundException"
+
+
+class Repositories:
+    """Create ECR repositories with their settings, read the settings back, and fix drift.
+
+    Pass the client an `Ecr` already has (`Repositories.of(ecr)`) to share its connections and
+    retries; without one, a client for `region` is made.
+    """
+
+    def __init__(
+        self, client: Any = None, *, registry_id: str | None = None, region: str | None = None
+    ):
+        self.registry_id = registry_id
+        self._client = client or boto3.client("ecr", region_name=region, config=_RETRIES)
+        self._arns: dict[str, str] = {}
+
+    @classmethod
+    def of(cls, ecr: Ecr) -> Repositories:
+        """The repositories of `ecr`'s registry, through its client."""
+        return cls(ecr._client, registry_id=ecr.registry_id)
+
+    def create(self, name: str, settings: RepositorySettings) -> bool:
+        """Create the repository with the settings (then put its lifecycle policy, if managed);
+        False when it already exists, which is left as it is (see `actual` and `apply`)."""
+        kwargs = self._ids(repositoryName=name, **create_arguments(settings))
+        try:
+            answer = _call(
+                self._client.create_repository, f"create ECR repository {name}", **kwargs
+            )
+        except _AlreadyExists:
+            return False
+        self._arns[name] = str(answer["repository"]["repositoryArn"])
+        if settings.lifecycle_policy is not None:
+            self._put_lifecycle_policy(name, settings.lifecycle_policy)
+        return True
+
+    def actual(self, name: str) -> ActualSettings | None:
+        """What ECR reports for the repository; None when it does not exist."""
+        try:
+            answer = _call(
+                self._client.describe_repositories,
+                f"describe ECR repository {name}",
+                **self._ids(repositoryNames=[name]),
+            )
+        except _NotFound:
+            return None
+        repository = answer["repositories"][0]
+        arn = str(repository["repositoryArn"])
+        self._arns[name] = arn
+        scanning = repository.get("imageScanningConfiguration") or {}
+        encryption = repository.get("encryptionConfiguration") or {}
+        tags = _call(
+            self._client.list_tags_for_resource, f"list the tags of {name}", resourceArn=arn
+        )
+        return ActualSettings(
+            scan_on_push=bool(scanning.get("scanOnPush", False)),
+            tag_mutability=str(repository.get("imageTagMutability", "MUTABLE")),
+            encryption_type=str(encryption.get("encryptionType", "AES256")),
+            kms_key=encryption.get("kmsKey"),
+            lifecycle_policy=self._lifecycle_policy(name),
+            tags={str(tag["Key"]): str(tag["Value"]) for tag in tags.get("tags", [])},
+        )
+
+    def apply(self, name: str, drifts: list[Drift], settings: RepositorySettings) -> list[str]:
+        """Bring the fixable drifts back to `settings`; the settings changed, in drift order.
+        Unfixable drift (encryption) is left alone: it needs a new repository."""
+        wanted = {drift.setting for drift in drifts if drift.fixable}
+        changed: list[str] = []
+        if "scan_on_push" in wanted and settings.scan_on_push is not None:
+            _call(
+                self._client.put_image_scanning_configuration,
+                f"set scan on push of {name}",
+                **self._ids(
+                    repositoryName=name,
+                    imageScanningConfiguration={"scanOnPush": settings.scan_on_push},
+                ),
+            )
+            changed.append("scan_on_push")
+        if "tag_mutability" in wanted and settings.tag_mutability is not None:
+            _call(
+                self._client.put_image_tag_mutability,
+                f"set tag mutability of {name}",
+                **self._ids(repositoryName=name, imageTagMutability=settings.tag_mutability),
+            )
+            changed.append("tag_mutability")
+        if "lifecycle_policy" in wanted and settings.lifecycle_policy is not None:
+            self._put_lifecycle_policy(name, settings.lifecycle_policy)
+            changed.append("lifecycle_policy")
+        tags = [(key, value) for key, value in settings.tags if f"tags.{key}" in wanted]
+        if tags:
+            _call(
+                self._client.tag_resource,
+                f"tag ECR repository {name}",
+                resourceArn=self._arn(name),
+                tags=[{"Key": key, "Value": value} for key, value in tags],
+            )
+            changed.extend(f"tags.{key}" for key, _ in tags)
+        order = [drift.setting for drift in drifts]
+        return sorted(changed, key=order.index)
+
+    def _put_lifecycle_policy(self, name: str, text: str) -> None:
+        _call(
+            self._client.put_lifecycle_policy,
+            f"put the lifecycle policy of {name}",
+            **self._ids(repositoryName=name, lifecyclePolicyText=text),
+        )
+
+    def _lifecycle_policy(self, name: str) -> str | None:
+        def read(**kwargs: Any) -> Any:
+            # _translate knows no LifecyclePolicyNotFoundException: "no policy" is an answer.
+            try:
+                return self._client.get_lifecycle_policy(**kwargs)
+            except botocore.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") == _NO_LIFECYCLE_POLICY:
+                    return None
+                raise
+
+        answer = _call(
+            read, f"read the lifecycle policy of {name}", **self._ids(repositoryName=name)
+        )
+        return None if answer is None else str(answer["lifecyclePolicyText"])
+
+    def _arn(self, name: str) -> str:
+        if name not in self._arns:
+            answer = _call(
+                self._client.describe_repositories,
+                f"describe ECR repository {name}",
+                **self._ids(repositoryNames=[name]),
+            )
+            self._arns[name] = str(answer["repositories"][0]["repositoryArn"])
+        return self._arns[name]
+
+    def _ids(self, **kwargs: Any) -> dict[str, Any]:
+        if self.registry_id:
+            kwargs["registryId"] = self.registry_id
+        return kwargs

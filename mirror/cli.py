@@ -19,7 +19,7 @@ from mirror.console import Console
 from mirror.engine import COPIED, DEFERRED, FAILED, UP_TO_DATE, Engine, Result, Task
 from mirror.errors import ConfigError, Exit, MirrorError
 from mirror.reference import BadReference, ImageRef, parse_reference
-from mirror.run import Options, Stop, engine, signals_to
+from mirror.run import Options, RepositoryState, Stop, engine, repository_states, signals_to
 
 log = logging.getLogger("mirror")
 
@@ -265,6 +265,47 @@ def _exit_code(result: Result) -> int:
     return Exit.OK
 
 
+def _repos(args: argparse.Namespace, console: Console) -> int:
+    """List the configured repositories with their drift from the config; --apply fixes it."""
+    loaded = config.load(config.config_path(args.config))
+    states = repository_states(loaded, apply=args.apply)
+    left = 0
+    for state in states:
+        for line, problem in _repository_lines(state):
+            print(line)
+            left += problem
+    changed = sum(len(state.applied) for state in states)
+    print(
+        f"{len(states)} repositories, {left} differences left"
+        + (f", {changed} settings changed" if args.apply else "")
+    )
+    return Exit.FAILED if left else Exit.OK
+
+
+def _repository_lines(state: RepositoryState) -> list[tuple[str, bool]]:
+    """(line, still a problem) for one repository."""
+    where = f"{state.target}: {state.name}"
+    if state.missing:
+        return [
+            (f"missing     {where} (mirror creates it, with its settings, on first copy)", False)
+        ]
+    if not state.drifts:
+        return [(f"ok          {where}", False)]
+    lines = []
+    for item in state.drifts:
+        fixed = item.setting in state.applied
+        label = "fixed" if fixed else ("drift" if item.fixable else "cannot-fix")
+        note = "" if item.fixable else " (ECR cannot change it after creation)"
+        lines.append(
+            (
+                f"{label:<11} {where} {item.setting}: wanted {item.wanted}, "
+                f"ECR has {item.actual}{note}",
+                not fixed,
+            )
+        )
+    return lines
+
+
 # --- parsing -------------------------------------------------------------------------------------
 
 
@@ -282,6 +323,19 @@ def _parser() -> argparse.ArgumentParser:
     running = _running_options()
     _sync_parser(commands, [common, running])
     _ensure_parser(commands, [common, running])
+    repos = commands.add_parser(
+        "repos",
+        parents=[common],
+        help="show how the ECR repositories differ from repository_settings; --apply fixes it",
+        description="List the configured ECR repositories with the differences between their "
+        "repository_settings and what ECR has. --apply changes what ECR allows changing "
+        "(scan_on_push, tag_mutability, lifecycle_policy, tags); encryption is fixed at "
+        "creation. Exit 0 when nothing differs (after --apply), else 1.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    repos.add_argument("--apply", action="store_true", help="bring ECR in line with the config")
+    repos.set_defaults(handler=_repos)
     validate = commands.add_parser(
         "validate",
         parents=[common],

@@ -26,6 +26,7 @@ from mirror.reference import (
     check_tag,
     parse_repository,
 )
+from mirror.repo_settings import RepositorySettings, parse_settings
 
 T = TypeVar("T")
 DEFAULT_PATH = "mirror.yaml"
@@ -69,6 +70,7 @@ class Ecr:
     create_repositories: bool = True
     endpoint: str | None = None
     tls_verify: bool = True
+    repository_settings: RepositorySettings = field(default_factory=RepositorySettings)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class Image:
     rule: TagRule | None = None  # tags chosen from the source's tag list instead of listed
     repository: str | None = None  # explicit ECR repository; None = prefix + source path
     platforms: tuple[str, ...] = ALL_PLATFORMS  # () = all, digests preserved
+    repository_settings: RepositorySettings = field(default_factory=RepositorySettings)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,15 @@ class Config:
             return image.repository
         prefix = (target or self.ecr).repository_prefix
         return f"{prefix}/{image.source.path}" if prefix else image.source.path
+
+    def repository_settings(self, target: Ecr) -> dict[str, RepositorySettings]:
+        """Each configured repository of a target, with its settings (image over target)."""
+        return {
+            self.destination_repository(image, target): image.repository_settings.merged_over(
+                target.repository_settings
+            )
+            for image in self.images
+        }
 
     def image_for(self, source: Repository) -> Image:
         """For `ensure`: the listed image when the config has it, else a default one."""
@@ -194,9 +206,10 @@ _ECR_KEYS = (
     "create_repositories",
     "endpoint",
     "tls_verify",
+    "repository_settings",
 )
 _DEFAULTS_KEYS = ("platforms",)
-_IMAGE_KEYS = ("source", "tags", "repository", "platforms")
+_IMAGE_KEYS = ("source", "tags", "repository", "platforms", "repository_settings")
 
 
 def parse(data: Any, path: Path) -> Config:
@@ -205,12 +218,13 @@ def parse(data: Any, path: Path) -> Config:
         data = {}
     top = _mapping(data, "the file", _TOP_KEYS)
     source = _parse_source(top.get("source"), "source")
-    targets = _parse_targets(top.get("ecr"))
+    targets = _parse_targets(top.get("ecr"), path.parent)
     defaults = _mapping(top.get("defaults") or {}, "defaults", _DEFAULTS_KEYS)
     platforms = _platforms(defaults.get("platforms", "all"), "defaults.platforms")
-    images = _parse_images(top.get("images"), source, platforms)
+    images = _parse_images(top.get("images"), source, platforms, path.parent)
     config = Config(path, source, targets, platforms, images)
     _check_unique_destinations(config)
+    _check_shared_repository_settings(config)
     return config
 
 
@@ -268,16 +282,16 @@ def _one_credentials(data: Any, where: str) -> Credentials:
     )
 
 
-def _parse_targets(data: Any) -> tuple[Ecr, ...]:
+def _parse_targets(data: Any, base_dir: Path) -> tuple[Ecr, ...]:
     """`ecr:` is one target (a mapping) or several (a list): other regions, accounts, endpoints."""
     if isinstance(data, list):
         if not data:
             raise ConfigError("ecr: expected a mapping or a non-empty list of targets, got a list")
-        return tuple(_parse_ecr(item, f"ecr[{index}]") for index, item in enumerate(data))
-    return (_parse_ecr(data, "ecr"),)
+        return tuple(_parse_ecr(item, f"ecr[{index}]", base_dir) for index, item in enumerate(data))
+    return (_parse_ecr(data, "ecr", base_dir),)
 
 
-def _parse_ecr(data: Any, where: str) -> Ecr:
+def _parse_ecr(data: Any, where: str, base_dir: Path) -> Ecr:
     if data is None:
         return Ecr()
     table = _mapping(data, where, _ECR_KEYS)
@@ -307,20 +321,28 @@ def _parse_ecr(data: Any, where: str) -> Ecr:
         ),
         endpoint=endpoint,
         tls_verify=_bool(table.get("tls_verify", True), f"{where}.tls_verify"),
+        repository_settings=parse_settings(
+            table.get("repository_settings"), f"{where}.repository_settings", base_dir=base_dir
+        ),
     )
 
 
-def _parse_images(data: Any, source: Source, platforms: tuple[str, ...]) -> tuple[Image, ...]:
+def _parse_images(
+    data: Any, source: Source, platforms: tuple[str, ...], base_dir: Path
+) -> tuple[Image, ...]:
     if data is None:
         return ()
     if not isinstance(data, list):
         raise ConfigError(f"images: expected a list of images, got {_kind(data)}")
     return tuple(
-        _parse_image(item, f"images[{index}]", source, platforms) for index, item in enumerate(data)
+        _parse_image(item, f"images[{index}]", source, platforms, base_dir)
+        for index, item in enumerate(data)
     )
 
 
-def _parse_image(data: Any, where: str, source: Source, platforms: tuple[str, ...]) -> Image:
+def _parse_image(
+    data: Any, where: str, source: Source, platforms: tuple[str, ...], base_dir: Path
+) -> Image:
     table = _mapping(data, where, _IMAGE_KEYS)
     for key in ("source", "tags"):
         if key not in table:
@@ -347,6 +369,9 @@ def _parse_image(data: Any, where: str, source: Source, platforms: tuple[str, ..
             _platforms(table["platforms"], f"{where}.platforms")
             if "platforms" in table
             else platforms
+        ),
+        repository_settings=parse_settings(
+            table.get("repository_settings"), f"{where}.repository_settings", base_dir=base_dir
         ),
     )
 
@@ -432,6 +457,21 @@ def _check_unique_destinations(config: Config) -> None:
                         f"images[{index}]: {repository}:{entry.tag} is already the destination "
                         f"of images[{earlier}]{where}"
                     )
+
+
+def _check_shared_repository_settings(config: Config) -> None:
+    """Two images landing in one repository must not ask for different settings."""
+    for target in config.targets:
+        seen: dict[str, tuple[int, RepositorySettings]] = {}
+        for index, image in enumerate(config.images):
+            repository = config.destination_repository(image, target)
+            settings = image.repository_settings.merged_over(target.repository_settings)
+            earlier = seen.setdefault(repository, (index, settings))
+            if earlier[1] != settings:
+                raise ConfigError(
+                    f"images[{index}].repository_settings: {repository} is also the repository "
+                    f"of images[{earlier[0]}], with other settings"
+                )
 
 
 # --- small typed readers -------------------------------------------------------------------------

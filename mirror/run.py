@@ -7,13 +7,14 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mirror import aws, skopeo
 from mirror.config import Config, Credentials, Ecr
 from mirror.engine import Engine, Settings, Target
 from mirror.errors import ConfigError, SetupError
 from mirror.registry import Http, Login, Registry
+from mirror.repo_settings import Drift, RepositorySettings, drift
 
 
 @dataclass
@@ -108,14 +109,30 @@ class _Target:
     host: str
     registry: Registry
 
+    settings: dict[str, RepositorySettings]  # per configured repository
+    _created: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
     def engine_target(self, *, dry_run: bool) -> Target:
         creating = self.config.create_repositories and not dry_run
         return Target(
             host=self.host,
             registry=self.registry,
-            ensure_repository=self.ecr.ensure_repository if creating else _no_repository,
+            ensure_repository=self.ensure_repository if creating else _no_repository,
             is_immutable=self.ecr.is_immutable,
         )
+
+    def ensure_repository(self, name: str) -> None:
+        """Create the repository once, with its repository_settings when it has any."""
+        with self._lock:
+            if name in self._created:
+                return
+            settings = self.settings.get(name, self.config.repository_settings)
+            if settings.managed:
+                aws.Repositories.of(self.ecr).create(name, settings)
+            else:
+                self.ecr.ensure_repository(name)
+            self._created.add(name)
 
 
 def connect_targets(config: Config, http: Http) -> list[_Target]:
@@ -126,7 +143,7 @@ def connect_targets(config: Config, http: Http) -> list[_Target]:
         login = ecr.login()
         host = target.endpoint or login.host
         registry = Registry(host, http=http, tls_verify=target.tls_verify, login=login.login)
-        targets.append(_Target(target, ecr, host, registry))
+        targets.append(_Target(target, ecr, host, registry, config.repository_settings(target)))
     return targets
 
 
@@ -196,3 +213,33 @@ def engine(config: Config, options: Options, stop: Stop) -> Iterator[Engine]:
 
 def _no_repository(name: str) -> None:
     return None
+
+
+@dataclass
+class RepositoryState:
+    """`mirror repos`: one configured repository, what ECR has, and how it differs."""
+
+    target: str
+    name: str
+    settings: RepositorySettings
+    missing: bool
+    drifts: list[Drift]
+    applied: list[str] = field(default_factory=list)
+
+
+def repository_states(config: Config, *, apply: bool) -> list[RepositoryState]:
+    """Compare every configured repository's settings with ECR's; with `apply`, fix what
+    ECR allows changing (scanning, mutability, lifecycle policy, tags)."""
+    states = []
+    for target in config.targets:
+        ecr = aws.Ecr(region=region_of(config, target), registry_id=target.registry_id)
+        repositories = aws.Repositories.of(ecr)
+        host = target.endpoint or ecr.login().host
+        for name, settings in sorted(config.repository_settings(target).items()):
+            actual = repositories.actual(name)
+            drifts = [] if actual is None else drift(settings, actual)
+            state = RepositoryState(host, name, settings, actual is None, drifts)
+            if apply and drifts:
+                state.applied = repositories.apply(name, drifts, settings)
+            states.append(state)
+    return states
