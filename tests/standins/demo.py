@@ -60,7 +60,7 @@ def _demo(work: Path, delay: float) -> int:
             )
         config = _write_config(work, hub.host, ecr.host)
         _say(f"config {config}:\n{config.read_text()}")
-        env = _environment(moto.url, work)
+        env = environment(moto.url, work)
         for run in ("first", "second"):
             hub.reset_counts()
             _say(f"{run} run: mirror sync -c {config.name}")
@@ -101,7 +101,8 @@ def _write_config(work: Path, source: str, ecr: str) -> Path:
     return path
 
 
-def _environment(moto_url: str, work: Path) -> dict[str, str]:
+def environment(moto_url: str, work: Path) -> dict[str, str]:
+    """What `mirror` needs to run on the stand-ins: dummy AWS keys, moto as the ECR API."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
         AWS_ACCESS_KEY_ID="demo",
