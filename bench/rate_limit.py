@@ -63,25 +63,16 @@ def sync(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def budget_runs(work: Path, hub: HubFront, ecr: Registry, env: dict[str, str]) -> None:
     config = write_config(work, hub, ecr, "budget")
-    hub.set_remaining(6)
-    hub.reset_counts()
-    first = sync(config, env)
-    counts = hub.counts
-    print(
-        f"budget-limited run (6 pulls left, 8 images, 3 of them 2-platform): exit {first.returncode}"
-    )
-    print(
-        f"  manifest GETs {counts.manifest_get} (429s: {counts.status_429}), HEADs {counts.manifest_head}"
-    )
-    print("  " + first.stdout.strip().splitlines()[-1].split(" ", 1)[-1])
-    hub.set_remaining(100)
-    hub.reset_counts()
-    rerun = sync(config, env)
-    print(f"rerun after the window reset: exit {rerun.returncode}")
-    print(
-        f"  manifest GETs {counts.manifest_get} (429s: {counts.status_429}), HEADs {counts.manifest_head}"
-    )
-    print("  " + rerun.stdout.strip().splitlines()[-1].split(" ", 1)[-1])
+    for title, remaining in (
+        ("budget-limited run (6 pulls left, 8 images, 3 with 2 platforms)", 6),
+        ("rerun after the window reset (100 pulls left)", 100),
+    ):
+        hub.set_remaining(remaining)
+        hub.reset_counts()
+        done = sync(config, env)
+        print(f"{title}: exit {done.returncode}")
+        print(_counts(hub))
+        print("  " + done.stdout.strip().splitlines()[-1].split(" ", 1)[-1])
 
 
 def _counts(hub: HubFront) -> str:
