@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -195,8 +195,7 @@ class Engine:
         with ThreadPoolExecutor(max_workers=max(1, self.settings.jobs)) as pool:
             per_task = _gather([pool.submit(self._check, task) for task in tasks])
             if not self.settings.dry_run:
-                pending = [group for group in per_task if _pending(group)]
-                self._copy_all(pool, pending)
+                self._copy_all(pool, per_task)
         outcomes = [outcome for group in per_task for outcome in group]
         return Result(
             outcomes, self.budget, self._rate_limited.is_set(), warnings=list(self.warnings)
@@ -305,16 +304,19 @@ class Engine:
 
     # --- phase 2: copies, admitted in order while the budget covers them ------------------------
 
-    def _copy_all(self, pool: ThreadPoolExecutor, pending: Iterable[list[Outcome]]) -> None:
-        queue = deque(pending)
-        running: dict[Future[list[Outcome]], int] = {}
+    def _copy_all(self, pool: ThreadPoolExecutor, per_task: list[list[Outcome]]) -> None:
+        """Start jobs in order while the budget covers them. A job is the tasks that need one
+        source image: it is pulled once, and every other tag and target is filled from ECR."""
+        settled = _settled(per_task)
+        queue = deque(_jobs(per_task))
+        running: dict[Future[None], int] = {}
         reason = None
         while queue and not self._halted():
             reserved = sum(running.values())
-            pulls = _pulls(queue[0])
+            pulls = self._job_pulls(queue[0], settled)
             reason = self.budget.shortfall(pulls, reserved)
             if reason is None:
-                running[pool.submit(self._copy_task, queue.popleft())] = pulls
+                running[pool.submit(self._copy_job, queue.popleft(), settled)] = pulls
             elif running:
                 done, _ = wait(running, timeout=_SLICE, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -322,33 +324,30 @@ class Engine:
             else:
                 break
         _gather(list(running))
-        for group in queue:
-            for outcome in group:
-                if outcome.action == WOULD_COPY:
-                    self._defer(outcome, time.monotonic(), reason)
+        for job in queue:
+            for outcome in _waiting(job):
+                self._defer(outcome, time.monotonic(), reason)
 
-    def _copy_task(self, group: list[Outcome]) -> list[Outcome]:
-        """Fill every target that needs this image: from a target that has it, else from the
-        source into the first one and from there into the rest."""
-        donor = next((o for o in group if o.action == UP_TO_DATE), None)
-        for outcome in (o for o in group if o.action == WOULD_COPY):
-            if donor is None:
-                self._attempts(outcome, self._from_source)
-                self.budget.spend(outcome.pulls)
-                if outcome.action != COPIED:
-                    return self._give_up_rest(group, outcome)
-                self._refresh_budget(outcome.task)
-                donor = outcome
-            else:
-                outcome.pulls = 0
-                self._attempts(outcome, partial(self._from_target, donor=donor))
-        return group
+    def _job_pulls(self, job: list[list[Outcome]], settled: Settled) -> int:
+        first = next(_waiting(job))
+        return 0 if _donor(first, job[0], settled) else first.pulls
 
-    def _give_up_rest(self, group: list[Outcome], first: Outcome) -> list[Outcome]:
-        for outcome in group:
-            if outcome.action == WOULD_COPY:
-                outcome.action, outcome.error = first.action, first.error
-        return group
+    def _copy_job(self, job: list[list[Outcome]], settled: Settled) -> None:
+        for group in job:
+            for outcome in (o for o in group if o.action == WOULD_COPY):
+                donor = _donor(outcome, group, settled)
+                if donor is not None:
+                    outcome.pulls = 0
+                    self._attempts(outcome, partial(self._from_target, donor=donor))
+                else:
+                    self._attempts(outcome, self._from_source)
+                    self.budget.spend(outcome.pulls)
+                    if outcome.action != COPIED:
+                        _give_up(job, outcome)
+                        return
+                    self._refresh_budget(outcome.task)
+                if outcome.action == COPIED and not outcome.task.platforms:
+                    settled.setdefault((outcome.digest or "", outcome.target), outcome)
 
     def _attempts(self, outcome: Outcome, copy: Callable[[Outcome], str]) -> None:
         started = time.monotonic()
@@ -386,6 +385,14 @@ class Engine:
         )
 
     def _from_target(self, outcome: Outcome, *, donor: Outcome) -> str:
+        """Fill a target from one that has the image: in the same repository, a manifest PUT
+        under the new tag (every blob is there already); else registry to registry."""
+        if donor.target == outcome.target and donor.repository == outcome.repository:
+            registry = self.targets[outcome.target].registry
+            raw = registry.get_manifest_raw(donor.repository, donor.task.tag)
+            if raw is not None:
+                media_type, body = raw
+                return registry.put_manifest(outcome.repository, outcome.task.tag, body, media_type)
         return self.copier.copy(
             donor.destination,
             outcome.destination,
@@ -519,15 +526,50 @@ def _sha256(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-def _pending(group: list[Outcome]) -> bool:
-    return any(outcome.action == WOULD_COPY for outcome in group)
+Settled = dict[tuple[str, int], Outcome]  # (source digest, target) -> a tag that has it
 
 
-def _pulls(group: list[Outcome]) -> int:
-    """A task costs pulls only when no target has it yet (then one copy from the source)."""
-    if any(outcome.action == UP_TO_DATE for outcome in group):
-        return 0
-    return next((o.pulls for o in group if o.action == WOULD_COPY), 0)
+def _settled(per_task: list[list[Outcome]]) -> Settled:
+    """Whole images already in a target, by digest: donors for other tags of the same image."""
+    settled: Settled = {}
+    for group in per_task:
+        for outcome in group:
+            if outcome.action == UP_TO_DATE and outcome.digest and not outcome.task.platforms:
+                settled.setdefault((outcome.digest, outcome.target), outcome)
+    return settled
+
+
+def _jobs(per_task: list[list[Outcome]]) -> list[list[list[Outcome]]]:
+    """Group the tasks to copy by the source image they need (its digest), in order."""
+    jobs: dict[object, list[list[Outcome]]] = {}
+    for group in per_task:
+        waiting = [o for o in group if o.action == WOULD_COPY]
+        if not waiting:
+            continue
+        digest = waiting[0].digest
+        key: object = digest if digest and not group[0].task.platforms else id(group)
+        jobs.setdefault(key, []).append(group)
+    return list(jobs.values())
+
+
+def _waiting(job: list[list[Outcome]]) -> Iterator[Outcome]:
+    return (outcome for group in job for outcome in group if outcome.action == WOULD_COPY)
+
+
+def _donor(outcome: Outcome, group: list[Outcome], settled: Settled) -> Outcome | None:
+    """Where a target can be filled from without a pull: the same image under another tag
+    in this target, else this tag in another target."""
+    if not outcome.task.platforms and outcome.digest:
+        alias = settled.get((outcome.digest, outcome.target))
+        if alias is not None:
+            return alias
+    return next((o for o in group if o.action in (UP_TO_DATE, COPIED)), None)
+
+
+def _give_up(job: list[list[Outcome]], first: Outcome) -> None:
+    """The source copy failed or was deferred: so is every tag and target waiting on it."""
+    for outcome in _waiting(job):
+        outcome.action, outcome.error = first.action, first.error
 
 
 def _gather(futures: list[Future[T]]) -> list[T]:

@@ -118,3 +118,25 @@ def _all_cmdlines() -> list[str]:
             except OSError:
                 continue
     return lines
+
+
+def test_tags_of_one_image_cost_one_pull(stage: Stage) -> None:
+    """3.3, 3.3-slim and latest point at one image: it is pulled once, then retagged in ECR."""
+    digest = stage.push("3.3", platforms=("linux/amd64", "linux/arm64"), seed="one")
+    for alias in ("3.3-slim", "latest"):
+        stage.push(alias, platforms=("linux/amd64", "linux/arm64"), seed="one")
+    other = stage.push("3.2", seed="two")
+    stage.config([stage.image("3.3", "3.3-slim", "3.2", "latest")])
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"] * 4), run.stderr
+    assert stage.hub.counts.manifest_get_ok == 3 + 1  # the index and its 2 platforms, once
+    assert [stage.dest_digest(t) for t in ("3.3", "3.3-slim", "latest", "3.2")] == [digest] * 3 + [
+        other
+    ]
+    stage.push("edge", platforms=("linux/amd64", "linux/arm64"), seed="one")
+    stage.config([stage.image("3.3", "edge")])
+    stage.hub.reset_counts()
+    again = stage.mirror("sync")
+    assert again.actions() == ["up-to-date", "copied"]  # filled from 3.3, already in ECR
+    assert stage.hub.counts.manifest_get == 0
+    assert stage.dest_digest("edge") == digest
