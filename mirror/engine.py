@@ -188,6 +188,7 @@ class Engine:
         self.stop = stop or threading.Event()
         self.budget = Budget(max_pulls=settings.max_pulls)
         self.warnings: list[str] = []  # for the report: what the planning noticed
+        self._recheck_budget = False
         self._rate_limited = threading.Event()
 
     def run(self, tasks: Sequence[Task]) -> Result:
@@ -309,6 +310,10 @@ class Engine:
         source image: it is pulled once, and every other tag and target is filled from ECR."""
         settled = _settled(per_task)
         queue = deque(_jobs(per_task))
+        needed = sum(self._job_pulls(job, settled) for job in queue)
+        self._recheck_budget = (
+            self.budget.last is not None and self.budget.last.remaining < 2 * needed
+        )
         running: dict[Future[None], int] = {}
         reason = None
         while queue and not self._halted():
@@ -434,8 +439,9 @@ class Engine:
         return target.registry.put_manifest(outcome.repository, task.tag, written, OCI_INDEX)
 
     def _refresh_budget(self, task: Task) -> None:
-        """Read the true budget left after a copy, with a HEAD (free) on the same image."""
-        if self.budget.last is None:
+        """Read the true budget left after a copy, with a HEAD (free) on the same image: only
+        when the budget is tight (under twice what the run needs); a 429 is still caught."""
+        if not self._recheck_budget:
             return
         try:
             self._head_source(task)

@@ -157,6 +157,8 @@ class Registry:
         self._scheme: str | None = "https" if tls_verify else None
         self._challenge: _Challenge | None = None
         self._tokens: dict[str, tuple[str, float]] = {}
+        self._token_locks: dict[str, threading.Lock] = {}
+        self._first = threading.Lock()
 
     def head_manifest(self, path: str, reference: str) -> Head:
         """HEAD /v2/<path>/manifests/<reference>: the digest a pull would get, for free."""
@@ -255,7 +257,22 @@ class Registry:
         headers: dict[str, str] | None = None,
         actions: str = "pull",
     ) -> urllib3.BaseHTTPResponse:
-        headers = {"Accept": ACCEPT, **(headers or {})}
+        if self._challenge is None:
+            with self._first:  # one thread learns how this registry wants to be asked
+                return self._authorized(method, url_path, repo, body, headers or {}, actions)
+        return self._authorized(method, url_path, repo, body, headers or {}, actions)
+
+    def _authorized(  # noqa: PLR0917 - the private twin of _request, same arguments
+        self,
+        method: str,
+        url_path: str,
+        repo: str,
+        body: bytes | None,
+        extra: dict[str, str],
+        actions: str,
+    ) -> urllib3.BaseHTTPResponse:
+        """Send with the Authorization the registry asked for; on a 401 learn and retry once."""
+        headers = {"Accept": ACCEPT, **extra}
         sent = self._authorization(repo, actions)
         if sent:
             headers["Authorization"] = sent
@@ -309,10 +326,17 @@ class Registry:
         return None
 
     def _token(self, challenge: _Challenge, scope: str) -> str:
+        """A token for the scope, fetched once however many threads ask at the same time."""
+        with self._lock:
+            scope_lock = self._token_locks.setdefault(scope, threading.Lock())
+        with scope_lock:
+            cached = self._tokens.get(scope)
+            if cached and cached[1] > time.monotonic():
+                return cached[0]
+            return self._fetch_token(challenge, scope)
+
+    def _fetch_token(self, challenge: _Challenge, scope: str) -> str:
         now = time.monotonic()
-        cached = self._tokens.get(scope)
-        if cached and cached[1] > now:
-            return cached[0]
         query = urlencode({"service": challenge.service, "scope": scope})
         headers = {"Authorization": self.login.basic()} if self.login else {}
         response = self._http.request(
