@@ -159,6 +159,7 @@ class Registry:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._token_locks: dict[str, threading.Lock] = {}
         self._first = threading.Lock()
+        self._introduced = False  # a first request has been answered
 
     def head_manifest(self, path: str, reference: str) -> Head:
         """HEAD /v2/<path>/manifests/<reference>: the digest a pull would get, for free."""
@@ -257,9 +258,14 @@ class Registry:
         headers: dict[str, str] | None = None,
         actions: str = "pull",
     ) -> urllib3.BaseHTTPResponse:
-        if self._challenge is None:
+        if not self._introduced:
             with self._first:  # one thread learns how this registry wants to be asked
-                return self._authorized(method, url_path, repo, body, headers or {}, actions)
+                if not self._introduced:
+                    response = self._authorized(
+                        method, url_path, repo, body, headers or {}, actions
+                    )
+                    self._introduced = True
+                    return response
         return self._authorized(method, url_path, repo, body, headers or {}, actions)
 
     def _authorized(  # noqa: PLR0917 - the private twin of _request, same arguments
