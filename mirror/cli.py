@@ -142,7 +142,8 @@ def _ensure(args: argparse.Namespace, console: Console) -> int:
     result = _run(loaded, lambda runner, console: tasks, args, console.moved_to_stderr())
     if any(o.action not in (COPIED, UP_TO_DATE) for o in result.outcomes):
         return _exit_code(result)
-    by_source = {str(o.task.source): o.destination for o in result.outcomes}
+    # With several targets, the first one's reference: the registry builds pull from.
+    by_source = {str(o.task.source): o.destination for o in result.outcomes if o.target == 0}
     mapping = {name: by_source[str(_task(loaded, name).source)] for name in names}
     sys.stdout.write(_ensure_output(args.format, text, lines, mapping, names))
     return Exit.OK
