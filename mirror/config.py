@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mirror.errors import ConfigError
+from mirror.errors import kind as _kind
 from mirror.reference import (
     DOCKER_HUB,
     BadReference,
@@ -525,18 +526,6 @@ def _check(parse_it: Callable[[str], T], value: str, where: str) -> T:
         return parse_it(value)
     except BadReference as error:
         raise ConfigError(f"{where}: {error}") from None
-
-
-def _kind(data: Any) -> str:
-    """How a wrong value is named in a message: its value when short, else its type."""
-    if isinstance(data, bool):
-        return f"{str(data).lower()} (a boolean)"
-    if isinstance(data, (int, float)):
-        return f"{data!r} (a number)"
-    if isinstance(data, str):
-        return repr(data)
-    names = {type(None): "nothing", list: "a list", dict: "a mapping"}
-    return names.get(type(data), type(data).__name__)
 
 
 def _host_name(host: str) -> str:

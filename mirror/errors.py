@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class Exit(IntEnum):
@@ -82,3 +83,15 @@ class Interrupted(MirrorError):
     def __init__(self, signum: int):
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+
+def kind(data: Any) -> str:
+    """How a wrong config value is named in a message: its value when short, else its type."""
+    if isinstance(data, bool):
+        return f"{str(data).lower()} (a boolean)"
+    if isinstance(data, (int, float)):
+        return f"{data!r} (a number)"
+    if isinstance(data, str):
+        return repr(data)
+    names = {type(None): "nothing", list: "a list", dict: "a mapping"}
+    return names.get(type(data), type(data).__name__)

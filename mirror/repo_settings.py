@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mirror.errors import ConfigError
+from mirror.errors import kind as _kind
 
 SETTINGS_KEYS = ("scan_on_push", "tag_mutability", "encryption", "lifecycle_policy", "tags")
 ENCRYPTION_KEYS = ("type", "kms_key")
@@ -250,19 +251,6 @@ def _mapping(data: Any, where: str, allowed: Sequence[str]) -> Mapping[str, Any]
 def _quote_it(data: Any) -> str:
     """The hint for a number or boolean where YAML needs a string."""
     return " (write it in quotes)" if isinstance(data, (bool, int, float)) else ""
-
-
-def _kind(data: Any) -> str:
-    """How a wrong value is named in a message: its value when short, else its type
-    (the same words as mirror.config's)."""
-    if isinstance(data, bool):
-        return f"{str(data).lower()} (a boolean)"
-    if isinstance(data, (int, float)):
-        return f"{data!r} (a number)"
-    if isinstance(data, str):
-        return repr(data)
-    names = {type(None): "nothing", list: "a list", dict: "a mapping"}
-    return names.get(type(data), type(data).__name__)
 
 
 # --- ECR arguments and drift ---------------------------------------------------------------------
