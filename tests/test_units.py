@@ -372,3 +372,14 @@ def test_choose_platforms() -> None:
         "c",
     ]
     assert choose_platforms(entries, ["linux/arm/v6"]) == []
+
+
+def test_a_hung_skopeo_is_killed_at_its_deadline(tmp_path: Path) -> None:
+    fake = tmp_path / "skopeo"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    with skopeo.Workspace() as workspace:
+        tool = skopeo.Skopeo(workspace, command=str(fake), timeout=0.3)
+        with pytest.raises(CopyError) as caught:
+            tool.copy("a/b:c", "d/e:f", src_tls_verify=True, dest_tls_verify=True)
+    assert (str(caught.value), caught.value.transient) == ("copy timed out after 0.3 s", True)
