@@ -1,0 +1,78 @@
+"""The benchmark (bench/run.py, issue 6) runs end to end at a smoke size.
+
+Only that it completes and what it records: no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.tools import TOOLS
+
+REPO = Path(__file__).resolve().parent.parent
+PHASES = ("first", "noop", "changed")
+RUN_KEYS = {"seconds", "peak_rss_mb", "processes", "exit_code", "source"}
+SOURCE_KEYS = {"manifest_get", "manifest_head", "blob_get", "blob_bytes", "token", "connections"}
+
+
+def test_benchmark_runs_at_a_smoke_size_and_mirror_no_op_spends_no_pull(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--sizes",
+            "4",
+            "--repeats",
+            "1",
+            "--delay",
+            "0",
+            "--scale",
+            "0.01",
+            "--no-plot",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| mirror |" in done.stdout
+    assert (out / "results.md").read_text().startswith("# mirror benchmark")
+    assert not (out / "tmp").exists()  # scratch registries removed
+
+    results = json.loads((out / "results.json").read_text())
+    assert {"machine", "params", "sizes", "tools"} <= results.keys()
+    assert {"nproc", "memory_gb", "cpu_model", "kernel", "versions"} <= results["machine"].keys()
+    size = results["sizes"]["4"]
+    assert size["corpus"]["tags"] == 4
+    assert set(size["tools"]) == set(TOOLS)
+    for name in TOOLS:
+        tool = size["tools"][name]
+        assert set(PHASES) <= tool.keys()
+        runs = [tool["first"], *tool["noop"]["runs"], tool["changed"]]
+        assert len(tool["noop"]["runs"]) == 1
+        for run in runs:
+            assert run.keys() >= RUN_KEYS
+            assert run["source"].keys() >= SOURCE_KEYS
+            assert run["exit_code"] == 0
+        assert tool["first"]["source"]["manifest_get"] > 0  # it did copy from the source
+    for name in ("mirror", "mirror-j1"):
+        noop = size["tools"][name]["noop"]["runs"][0]
+        assert noop["source"]["manifest_get"] == 0
+        assert noop["source"]["blob_get"] == 0
+        assert noop["peak_rss_mb"] > 0
+    assert {
+        "noop_ratio",
+        "first_ratio",
+        "per_image_overhead_ms",
+        "mirror_peak_rss_mb",
+    } <= size["derived"].keys()
+    assert {row["target"] for row in size["targets"]} >= {"noop_ratio", "first_ratio"}
