@@ -362,7 +362,11 @@ def _common_options() -> argparse.ArgumentParser:
 def _running_options() -> argparse.ArgumentParser:
     running = argparse.ArgumentParser(add_help=False)
     running.add_argument(
-        "--jobs", type=_positive, default=4, metavar="N", help="parallel checks and copies (4)"
+        "--jobs",
+        type=_positive,
+        default=4,
+        metavar="N",
+        help="copies at once (default 4); the HEAD checks run 4*N at once, at most 32",
     )
     running.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
     running.add_argument(

@@ -158,7 +158,13 @@ class Result:
 
 @dataclass
 class Settings:
-    jobs: int = 4
+    jobs: int = 4  # copies at once
+
+    @property
+    def check_jobs(self) -> int:
+        """HEAD checks at once: cheap requests, so four per copy slot, at most 32."""
+        return min(32, 4 * max(1, self.jobs))
+
     dry_run: bool = False
     max_pulls: int | None = None
     copy_attempts: int = 3
@@ -193,9 +199,10 @@ class Engine:
 
     def run(self, tasks: Sequence[Task]) -> Result:
         self._check_logins(tasks)
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.jobs)) as pool:
-            per_task = _gather([pool.submit(self._check, task) for task in tasks])
-            if not self.settings.dry_run:
+        with ThreadPoolExecutor(max_workers=self.settings.check_jobs) as checks:
+            per_task = _gather([checks.submit(self._check, task) for task in tasks])
+        if not self.settings.dry_run:
+            with ThreadPoolExecutor(max_workers=max(1, self.settings.jobs)) as pool:
                 self._copy_all(pool, per_task)
         outcomes = [outcome for group in per_task for outcome in group]
         return Result(

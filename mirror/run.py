@@ -193,7 +193,7 @@ def engine(config: Config, options: Options, stop: Stop) -> Iterator[Engine]:
     }
     if not options.dry_run:
         skopeo.probe()
-    http = Http(pool_size=max(4, options.jobs * 2))
+    http = Http(pool_size=Settings(jobs=options.jobs).check_jobs)
     targets = connect_targets(config, http)
     logins = {**source_logins, **{target.host: target.registry.login for target in targets}}
     with skopeo.Workspace() as workspace:
