@@ -315,8 +315,6 @@ def _parser() -> argparse.ArgumentParser:
         prog="mirror",
         description="Keep container base images in Amazon ECR, copied registry to registry with "
         "skopeo; unchanged images cost no Docker Hub pull.",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -324,7 +322,8 @@ def _parser() -> argparse.ArgumentParser:
     running = _running_options()
     _sync_parser(commands, [common, running])
     _ensure_parser(commands, [common, running])
-    repos = commands.add_parser(
+    repos = _command(
+        commands,
         "repos",
         parents=[common],
         help="show how the ECR repositories differ from repository_settings; --apply fixes it",
@@ -332,8 +331,6 @@ def _parser() -> argparse.ArgumentParser:
         "repository_settings and what ECR has. --apply changes what ECR allows changing "
         "(scan_on_push, tag_mutability, lifecycle_policy, tags); encryption is fixed at "
         "creation. Exit 0 when nothing differs (after --apply), else 1.",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     repos.add_argument("--apply", action="store_true", help="bring ECR in line with the config")
     repos.set_defaults(handler=_repos)
@@ -384,15 +381,16 @@ def _running_options() -> argparse.ArgumentParser:
     return running
 
 
-def _sync_parser(commands: argparse._SubParsersAction[Any], parents: list[Any]) -> None:
-    sync = commands.add_parser(
+def _sync_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[Any]
+) -> None:
+    sync = _command(
+        commands,
         "sync",
         parents=parents,
         help="mirror every image in the config",
         description="Mirror every image in the config. Unchanged images are found with HEAD "
         "requests, which cost no pull, and are not copied.",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sync.add_argument(
         "--dry-run",
@@ -419,8 +417,11 @@ def _sync_parser(commands: argparse._SubParsersAction[Any], parents: list[Any]) 
     sync.set_defaults(handler=_sync)
 
 
-def _ensure_parser(commands: argparse._SubParsersAction[Any], parents: list[Any]) -> None:
-    ensure = commands.add_parser(
+def _ensure_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[Any]
+) -> None:
+    ensure = _command(
+        commands,
         "ensure",
         parents=parents,
         help="mirror the named images if missing or stale; print their ECR references",
@@ -428,8 +429,6 @@ def _ensure_parser(commands: argparse._SubParsersAction[Any], parents: list[Any]
         "--dockerfile each base image its FROM lines use, if missing or stale in ECR; then print "
         "the ECR references. Uses the config's source and ecr sections; the images need not be "
         "listed under images. Progress goes to stderr; stdout has only the result.",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ensure.add_argument("images", nargs="*", metavar="IMAGE[:TAG]")
     ensure.add_argument(
@@ -451,6 +450,15 @@ def _ensure_parser(commands: argparse._SubParsersAction[Any], parents: list[Any]
         "build-args: --build-arg NAME=ref for FROM lines whose whole image is an ARG",
     )
     ensure.set_defaults(handler=_ensure)
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A sub-command whose --help ends with the exit codes."""
+    return commands.add_parser(
+        name, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+    )
 
 
 def _positive(text: str) -> int:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import base64
 import logging
-from types import TracebackType
 
 import urllib3
 from moto.server import ThreadedMotoServer
+
+from tests.standins.service import Service
 
 ACCOUNT = "123456789012"
 ECR_USER = "AWS"
@@ -32,7 +33,7 @@ ECR_AUTHORIZATION_TOKEN = base64.b64encode(f"{ECR_USER}:{ECR_PASSWORD}".encode()
 REGION = "us-east-1"
 
 
-class Moto:
+class Moto(Service):
     """``ThreadedMotoServer`` on a free loopback port (``port=0`` works in moto 5)."""
 
     def __init__(self) -> None:
@@ -65,14 +66,3 @@ class Moto:
         resp = urllib3.request("POST", f"{self.url}/moto-api/reset", timeout=10, retries=False)
         if resp.status != 200:
             raise RuntimeError(f"moto reset: HTTP {resp.status}")
-
-    def __enter__(self) -> Moto:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -24,11 +24,12 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import urllib3
+
+from tests.standins.service import Service
 
 SERVICE = "hub.test"
 RATE_LIMIT_WINDOW = 21600
@@ -154,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_PATCH = do_DELETE = _not_supported
 
 
-class HubFront:
+class HubFront(Service):
     """A Docker-Hub-like registry front; see the module docstring.
 
     ``count_digest_gets=False`` spends pulls only on manifest GETs by tag. ``retry_after``
@@ -221,17 +222,6 @@ class HubFront:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._backend.clear()
-
-    def __enter__(self) -> HubFront:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -13,10 +13,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import urllib3
+
+from tests.standins.service import Service
 
 MANIFEST_ACCEPT = ", ".join(
     (
@@ -54,7 +55,7 @@ def bcrypt_htpasswd_line(user: str, password: str) -> str:
     return line
 
 
-class Registry:
+class Registry(Service):
     """A ``docker-registry serve`` process; ``start()`` returns once ``/v2/`` answers."""
 
     def __init__(self, root: Path, *, htpasswd: tuple[str, str] | None = None) -> None:
@@ -160,17 +161,6 @@ class Registry:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-
-    def __enter__(self) -> Registry:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _headers(accept: str, auth: tuple[str, str] | None) -> dict[str, str]:
