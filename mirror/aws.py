@@ -44,7 +44,6 @@ class Ecr:
         self._client = client or boto3.client("ecr", region_name=region, config=_RETRIES)
         self._login: EcrLogin | None = None
         self._lock = threading.Lock()
-        self._created: set[str] = set()
         self._mutability: dict[str, str] = {}
 
     def login(self) -> EcrLogin:
@@ -61,21 +60,6 @@ class Ecr:
         username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
         host = data["proxyEndpoint"].split("://", 1)[-1].rstrip("/")
         return EcrLogin(host, Login(username, password), _renew_at(data.get("expiresAt")))
-
-    def ensure_repository(self, name: str) -> bool:
-        """Create the repository unless it exists; True when this call created it."""
-        if name in self._created:
-            return False
-        kwargs: dict[str, Any] = {"repositoryName": name}
-        if self.registry_id:
-            kwargs["registryId"] = self.registry_id
-        try:
-            _call(self._client.create_repository, f"create ECR repository {name}", **kwargs)
-            created = True
-        except _AlreadyExists:
-            created = False
-        self._created.add(name)
-        return created
 
     def is_immutable(self, name: str) -> bool:
         """True when the repository exists and refuses to move tags (IMMUTABLE...)."""

@@ -66,7 +66,7 @@ class Target:
 
     host: str
     registry: Registry
-    ensure_repository: Callable[[str], object] = lambda repository: None
+    ensure_repository: Callable[[str], object] = lambda repository: None  # none to create
     is_immutable: Callable[[str], bool] = lambda repository: False
 
 

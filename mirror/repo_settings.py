@@ -67,11 +67,6 @@ class RepositorySettings:
             tags=tuple(sorted(tags.items())),
         )
 
-    @property
-    def managed(self) -> bool:
-        """True when at least one setting is managed."""
-        return self != RepositorySettings()
-
 
 @dataclass(frozen=True)
 class ActualSettings:

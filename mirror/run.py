@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mirror import aws, skopeo
 from mirror.config import Config, Credentials, Ecr
@@ -114,25 +114,19 @@ class _Target:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def engine_target(self, *, dry_run: bool) -> Target:
-        creating = self.config.create_repositories and not dry_run
-        return Target(
-            host=self.host,
-            registry=self.registry,
-            ensure_repository=self.ensure_repository if creating else _no_repository,
-            is_immutable=self.ecr.is_immutable,
-        )
+        target = Target(host=self.host, registry=self.registry, is_immutable=self.ecr.is_immutable)
+        if self.config.create_repositories and not dry_run:
+            target = replace(target, ensure_repository=self.ensure_repository)
+        return target
 
     def ensure_repository(self, name: str) -> None:
-        """Create the repository once, with its repository_settings when it has any."""
+        """Create the repository once, with its repository_settings (an existing one is left
+        as it is: `mirror repos` shows and fixes its drift)."""
         with self._lock:
-            if name in self._created:
-                return
-            settings = self.settings.get(name, self.config.repository_settings)
-            if settings.managed:
+            if name not in self._created:
+                settings = self.settings.get(name, self.config.repository_settings)
                 aws.Repositories.of(self.ecr).create(name, settings)
-            else:
-                self.ecr.ensure_repository(name)
-            self._created.add(name)
+                self._created.add(name)
 
 
 def connect_targets(config: Config, http: Http) -> list[_Target]:
@@ -209,10 +203,6 @@ def engine(config: Config, options: Options, stop: Stop) -> Iterator[Engine]:
             ),
             stop=stop.event,
         )
-
-
-def _no_repository(name: str) -> None:
-    return None
 
 
 @dataclass

@@ -244,7 +244,6 @@ def test_errors_name_the_given_key_path(tmp_path: Path) -> None:
 def test_nothing_given_manages_nothing(tmp_path: Path) -> None:
     assert settings_of("null", tmp_path) == RepositorySettings()
     assert settings_of("{}", tmp_path) == RepositorySettings()
-    assert not RepositorySettings().managed
     assert create_arguments(RepositorySettings()) == {}
 
 
@@ -271,7 +270,6 @@ def test_full_settings_parse(tmp_path: Path) -> None:
         lifecycle_policy=canonical_json(RULES),
         tags=(("cost-center", "42"), ("team", "platform")),
     )
-    assert settings.managed
 
 
 def test_lifecycle_file_is_relative_to_the_base_dir_and_made_canonical(tmp_path: Path) -> None:
