@@ -389,8 +389,12 @@ class Engine:
         target = self.targets[outcome.target]
         if task.platforms:
             return self._subset_from_source(outcome, source, target)
+        return self._whole_from_source(outcome, source, target)
+
+    def _whole_from_source(self, outcome: Outcome, source: Registry, target: Target) -> str:
+        """The image as it is: every platform, every digest kept."""
         return self.copier.copy(
-            task.reference(),
+            outcome.task.reference(),
             outcome.destination,
             src_tls_verify=source.tls_verify,
             dest_tls_verify=target.registry.tls_verify,
@@ -422,12 +426,7 @@ class Engine:
             raise MirrorError(_not_found(task))
         media_type, body = raw
         if media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
-            return self.copier.copy(
-                task.reference(),
-                outcome.destination,
-                src_tls_verify=source.tls_verify,
-                dest_tls_verify=target.registry.tls_verify,
-            )
+            return self._whole_from_source(outcome, source, target)
         index = json.loads(body)
         chosen = choose_platforms(index.get("manifests") or [], task.platforms)
         if not chosen:

@@ -189,15 +189,15 @@ def engine(config: Config, options: Options, stop: Stop) -> Iterator[Engine]:
         skopeo.probe()
     http = Http(pool_size=Settings(jobs=options.jobs).check_jobs)
     targets = connect_targets(config, http)
-    logins = {**source_logins, **{target.host: target.registry.login for target in targets}}
+    logins = {**source_logins, **{target.host: target.ecr.login().login for target in targets}}
     with skopeo.Workspace() as workspace:
-        workspace.write_auths({host: login for host, login in logins.items() if login})
+        workspace.write_auths(logins)
         tool = skopeo.Skopeo(workspace)
         stop.on_stop(tool.terminate_all)
         yield Engine(
             sources=Sources(config, http, source_logins),
             targets=[target.engine_target(dry_run=options.dry_run) for target in targets],
-            copier=Copier(tool, {h: v for h, v in logins.items() if v}, targets),
+            copier=Copier(tool, logins, targets),
             settings=Settings(
                 jobs=options.jobs, dry_run=options.dry_run, max_pulls=options.max_pulls
             ),
