@@ -138,13 +138,14 @@ def _ensure(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(f"--format {args.format} needs --dockerfile")
     if not names:
         raise ConfigError("name at least one IMAGE, or a --dockerfile with a base image")
-    tasks = _dedupe([_task(loaded, name) for name in names])
+    named = {name: _task(loaded, name) for name in names}
+    tasks = _dedupe(list(named.values()))
     result = _run(loaded, lambda runner, console: tasks, args, console.moved_to_stderr())
     if any(o.action not in (COPIED, UP_TO_DATE) for o in result.outcomes):
         return _exit_code(result)
     # With several targets, the first one's reference: the registry builds pull from.
-    by_source = {str(o.task.source): o.destination for o in result.outcomes if o.target == 0}
-    mapping = {name: by_source[str(_task(loaded, name).source)] for name in names}
+    done = {o.task.destination(""): o.destination for o in result.outcomes if o.target == 0}
+    mapping = {name: done[task.destination("")] for name, task in named.items()}
     sys.stdout.write(_ensure_output(args.format, text, lines, mapping, names))
     return Exit.OK
 
