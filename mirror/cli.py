@@ -1,53 +1,66 @@
-"""The `mirror` command: argument parsing, one error handler, and the documented exit codes."""
+"""The `mirror` command: parses arguments, hands the work to mirror/run.py, prints the result.
+
+One error handler; the exit codes are mirror.errors.EXIT_CODES.
+"""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
 import logging
 import os
-import signal
 import sys
-import time
-from collections.abc import Callable, Sequence
-from functools import partial
+import textwrap
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from mirror import __version__, config, dockerfile, lock, report
-from mirror.console import Console
-from mirror.engine import COPIED, DEFERRED, FAILED, UP_TO_DATE, Engine, Result, Task
-from mirror.errors import ConfigError, Exit, MirrorError
-from mirror.reference import BadReference, ImageRef, parse_reference
-from mirror.run import Options, RepositoryState, Stop, engine, repository_states, signals_to
+from mirror.console import Console, LogHandler
+from mirror.errors import EXIT_CODES, ConfigError, Exit, MirrorError
+from mirror.model import Action
+from mirror.plan import Shard, plan_names
+from mirror.repos import RepositoryState, repository_states
+from mirror.run import FixedPlanner, Options, Stop, SyncPlanner, execute, signals_to, write_reports
 
 log = logging.getLogger("mirror")
 
-EXIT_CODES = """\
-exit codes:
-  0    every image copied or already up to date
-  1    at least one image failed (the others were still done)
-  2    bad command line, config or credentials, or the machine cannot run mirror
-  75   pull budget spent, rate limited (429) or another run holds the lock:
-       nothing lost, run again later
-  130  interrupted by SIGINT (Ctrl-C)
-  143  terminated by SIGTERM
-"""
 SHARD_ENV = "MIRROR_SHARD"
+DRAIN_AFTER_SIGNAL = 2.0  # seconds a stopped run waits for a slow stdout before it leaves
+
+
+def exit_code_text() -> str:
+    """The exit-code table, as --help shows it."""
+    lines = ["exit codes:"]
+    for code, meaning in EXIT_CODES:
+        wrapped = textwrap.wrap(meaning, 72)
+        lines.append(f"  {int(code):<4} {wrapped[0]}")
+        lines += [f"       {more}" for more in wrapped[1:]]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
     console = Console(
-        out=sys.stdout,
+        out=sys.stderr if args.command == "ensure" else sys.stdout,
         err=sys.stderr,
         json_lines=getattr(args, "log_format", "text") == "json",
         quiet=getattr(args, "quiet", False),
     )
-    _setup_debug_log(verbose=args.verbose)
+    _setup_log(console, verbose=args.verbose)
+    stop = Stop()
+    with signals_to(stop) if args.command in ("sync", "ensure") else _nothing():
+        code = _handled(args, console, stop)
+        console.close()
+        if not _drained(console, stop):
+            os._exit(code)  # stdout does not drain after a signal: the report is written
+    return code
+
+
+def _handled(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     try:
-        return int(args.handler(args, console))
+        return int(args.handler(args, console, stop))
     except MirrorError as error:
         log.debug("traceback", exc_info=True)
         console.error(str(error))
@@ -57,14 +70,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(Exit.INTERRUPTED)
     except Exception as error:  # a bug: still one line, the traceback with --verbose
         log.debug("traceback", exc_info=True)
-        console.error(f"internal error: {type(error).__name__}: {error} (run with -v for details)")
-        return int(Exit.FAILED)
+        console.error(
+            f"internal error (a bug in mirror): {type(error).__name__}: {error} "
+            "(run with -v for the traceback)"
+        )
+        return int(Exit.SOFTWARE)
+
+
+def _drained(console: Console, stop: Stop) -> bool:
+    while not console.closed(0.1):
+        if stop.event.is_set():
+            return console.closed(DRAIN_AFTER_SIGNAL)
+    return True
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 # --- commands ------------------------------------------------------------------------------------
 
 
-def _validate(args: argparse.Namespace, console: Console) -> int:
+def _validate(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     loaded = config.load(config.config_path(args.config))
     count = sum(len(image.tags) for image in loaded.images)
     rules = sum(image.rule is not None for image in loaded.images)
@@ -74,60 +105,40 @@ def _validate(args: argparse.Namespace, console: Console) -> int:
     return Exit.OK
 
 
-def _sync(args: argparse.Namespace, console: Console) -> int:
-    loaded = config.load(config.config_path(args.config))
-    shard = parse_shard(args.shard or os.environ.get(SHARD_ENV) or "1/1")
+def _sync(args: argparse.Namespace, console: Console, stop: Stop) -> int:
+    options = _options(args)
+    with _reported(options):
+        shard = parse_shard(args.shard or os.environ.get(SHARD_ENV) or "1/1")
+        loaded = config.load(config.config_path(args.config))
     lock_path = Path(args.lock_file) if args.lock_file else lock.default_path(loaded.path)
-    with lock.held(lock_path):
-        result = _run(loaded, partial(_planned_tasks, loaded, shard), args, console)
-    return _exit_code(result)
+    done = execute(loaded, SyncPlanner(loaded, shard), options, console, stop, lock_path=lock_path)
+    if done.report.error:
+        console.error(done.report.error)
+    return done.exit_code
 
 
-def _planned_tasks(
-    loaded: config.Config, shard: tuple[int, int], runner: Engine, console: Console
-) -> list[Task]:
-    """Every tag to mirror: the listed ones, and those tag rules choose from the source's tag
-    list (which costs no pull); then only this shard's share."""
-    tasks = []
-    for index, image in enumerate(loaded.images):
-        entries = list(image.tags)
-        if image.rule is not None:
-            entries += _resolve_rule(index, image, runner, console)
-        tasks += [_image_task(loaded, image, entry.tag, entry.digest) for entry in entries]
-    return select_shard(tasks, *shard)
+def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
+    options = _options(args)
+    with _reported(options):
+        loaded = config.load(config.config_path(args.config))
+        names, text, lines = _ensure_names(args)
+        fixed, by_name = plan_names(loaded, names)
+    done = execute(loaded, FixedPlanner(fixed), options, console, stop)
+    if done.report.error:
+        console.error(done.report.error)
+    if done.exit_code != Exit.OK or any(
+        outcome.action not in (Action.COPIED, Action.UP_TO_DATE) for outcome in done.outcomes
+    ):
+        return done.exit_code or Exit.FAILED
+    # With several targets, the first one's reference: the registry builds pull from.
+    first = {o.order: o.destination for o in done.outcomes if o.target == 0}
+    mapping = {name: first[task.order] for name, task in by_name.items()}
+    sys.stdout.write(_ensure_output(args.format, text, lines, mapping, names))
+    sys.stdout.flush()
+    return Exit.OK
 
 
-def _resolve_rule(
-    index: int, image: config.Image, runner: Engine, console: Console
-) -> list[config.TagEntry]:
-    assert image.rule is not None
-    available = runner.sources(image.source.registry).list_tags(image.source.path)
-    chosen = image.rule.select(available)
-    if chosen:
-        console.info(
-            f"images[{index}] ({image.source}): tag rule chose {len(chosen)} of "
-            f"{len(available)} tags: {', '.join(chosen)}"
-        )
-    else:
-        runner.warnings.append(
-            f"images[{index}] ({image.source}): tag rule chose no tag from {len(available)} tags"
-        )
-    return [config.TagEntry(tag) for tag in chosen]
-
-
-def _image_task(
-    loaded: config.Config, image: config.Image, tag: str, digest: str | None = None
-) -> Task:
-    return Task(
-        ImageRef(image.source, tag, digest),
-        tag,
-        tuple(loaded.destination_repository(image, target) for target in loaded.targets),
-        image.platforms,
-    )
-
-
-def _ensure(args: argparse.Namespace, console: Console) -> int:
-    loaded = config.load(config.config_path(args.config))
+def _ensure_names(args: argparse.Namespace) -> tuple[list[str], str, list[dockerfile.FromLine]]:
     lines: list[dockerfile.FromLine] = []
     text = ""
     names = list(args.images)
@@ -138,16 +149,29 @@ def _ensure(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(f"--format {args.format} needs --dockerfile")
     if not names:
         raise ConfigError("name at least one IMAGE, or a --dockerfile with a base image")
-    named = {name: _task(loaded, name) for name in names}
-    tasks = _dedupe(list(named.values()))
-    result = _run(loaded, lambda runner, console: tasks, args, console.moved_to_stderr())
-    if any(o.action not in (COPIED, UP_TO_DATE) for o in result.outcomes):
-        return _exit_code(result)
-    # With several targets, the first one's reference: the registry builds pull from.
-    done = {o.task.destination(""): o.destination for o in result.outcomes if o.target == 0}
-    mapping = {name: done[task.destination("")] for name, task in named.items()}
-    sys.stdout.write(_ensure_output(args.format, text, lines, mapping, names))
-    return Exit.OK
+    return names, text, lines
+
+
+@contextlib.contextmanager
+def _reported(options: Options) -> Iterator[None]:
+    """A usage or config error before the run starts still leaves a report saying so."""
+    try:
+        yield
+    except MirrorError as error:
+        write_reports(report.Report((), error=str(error), exit_code=error.exit_code), options)
+        raise
+
+
+def _options(args: argparse.Namespace) -> Options:
+    """The run's options; --report and --junit are checked here, before anything is done."""
+    return Options(
+        jobs=args.jobs,
+        dry_run=getattr(args, "dry_run", False),
+        max_pulls=getattr(args, "max_pulls", None),
+        timeout=args.timeout,
+        report=report.usable(Path(args.report), "--report") if args.report else None,
+        junit=report.usable(Path(args.junit), "--junit") if args.junit else None,
+    )
 
 
 def _ensure_output(
@@ -184,90 +208,15 @@ def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[docke
         raise ConfigError(f"{path}: {error}") from None
 
 
-def _task(loaded: config.Config, name: str) -> Task:
-    try:
-        reference = parse_reference(name, default_registry=loaded.source.registry)
-    except BadReference as error:
-        raise ConfigError(f"{name!r}: {error}") from None
-    image = loaded.image_for(reference.repository)
-    return _image_task(loaded, image, _tag(reference), reference.digest)
-
-
-def _dedupe(tasks: list[Task]) -> list[Task]:
-    return list({task.destination(""): task for task in reversed(tasks)}.values())[::-1]
-
-
-def _tag(reference: ImageRef) -> str:
-    """The destination tag: the source's, or for a digest-only name `sha256-<hex>`."""
-    if reference.tag:
-        return reference.tag
-    algorithm, _, hexdigits = (reference.digest or "").partition(":")
-    return f"{algorithm}-{hexdigits}"
-
-
-def parse_shard(text: str) -> tuple[int, int]:
+def parse_shard(text: str) -> Shard:
     """`K/N`, 1-based: this run takes shard K of N."""
     index, _, count = text.partition("/")
     if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
         raise ConfigError(f"--shard / ${SHARD_ENV}: expected K/N with 1 <= K <= N, got {text!r}")
-    return int(index), int(count)
+    return Shard(int(index), int(count))
 
 
-def select_shard(tasks: list[Task], index: int, count: int) -> list[Task]:
-    """A stable split by destination reference: disjoint shards that together cover all."""
-
-    def shard_of(task: Task) -> int:
-        key = f"{task.repositories[0]}:{task.tag}".encode()
-        return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % count + 1
-
-    return [task for task in tasks if shard_of(task) == index]
-
-
-def _run(
-    loaded: config.Config,
-    plan: Callable[[Engine, Console], list[Task]],
-    args: argparse.Namespace,
-    console: Console,
-) -> Result:
-    options = Options(
-        jobs=args.jobs,
-        dry_run=getattr(args, "dry_run", False),
-        max_pulls=getattr(args, "max_pulls", None),
-    )
-    started = time.monotonic()
-    with signals_to(Stop()) as stop, engine(loaded, options, stop) as runner:
-        result = runner.run(plan(runner, console))
-    result.signum = stop.signum
-    for outcome in result.outcomes:
-        console.image(outcome)
-    console.summary(
-        report.summary_line(result, time.monotonic() - started),
-        summary=report.summary(result.outcomes),
-    )
-    budget = report.budget_line(result.budget)
-    if budget:
-        console.info(budget)
-    for warning in result.warnings:
-        console.warning(warning)
-    if args.report:
-        report.write(Path(args.report), result)
-    if args.junit:
-        report.write_junit(Path(args.junit), result)
-    return result
-
-
-def _exit_code(result: Result) -> int:
-    if result.signum is not None:
-        return Exit.INTERRUPTED if result.signum == signal.SIGINT else Exit.TERMINATED
-    actions = {outcome.action for outcome in result.outcomes}
-    if FAILED in actions:
-        return Exit.FAILED
-    if DEFERRED in actions:
-        return Exit.TRY_LATER
-    return Exit.OK
-
-
-def _repos(args: argparse.Namespace, console: Console) -> int:
+def _repos(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     """List the configured repositories with their drift from the config; --apply fixes it."""
     loaded = config.load(config.config_path(args.config))
     states = repository_states(loaded, apply=args.apply)
@@ -316,6 +265,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="mirror",
         description="Keep container base images in Amazon ECR, copied registry to registry with "
         "skopeo; unchanged images cost no Docker Hub pull.",
+        epilog=exit_code_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -335,7 +286,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     repos.add_argument("--apply", action="store_true", help="bring ECR in line with the config")
     repos.set_defaults(handler=_repos)
-    validate = commands.add_parser(
+    validate = _command(
+        commands,
         "validate",
         parents=[common],
         help="check the config file",
@@ -353,7 +305,14 @@ def _common_options() -> argparse.ArgumentParser:
         metavar="FILE",
         help="config file (default: $MIRROR_CONFIG, else ./mirror.yaml)",
     )
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug log on stderr: every registry request (method, host, path, status, ms), "
+        "token requests (scope), skopeo command lines, retries and why, budget decisions; "
+        "tracebacks. Never a credential",
+    )
     return common
 
 
@@ -365,6 +324,14 @@ def _running_options() -> argparse.ArgumentParser:
         default=4,
         metavar="N",
         help="copies at once (default 4); the HEAD checks run 4*N at once, at most 32",
+    )
+    running.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="the most a registry request may take, retries included (default 30); a host "
+        "that does not answer in time is not asked again in this run",
     )
     running.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
     running.add_argument(
@@ -391,7 +358,8 @@ def _sync_parser(
         parents=parents,
         help="mirror every image in the config",
         description="Mirror every image in the config. Unchanged images are found with HEAD "
-        "requests, which cost no pull, and are not copied.",
+        "requests, which cost no pull, and are not copied. One line per image as it settles; "
+        "on a terminal, a status line on stderr.",
     )
     sync.add_argument(
         "--dry-run",
@@ -402,7 +370,7 @@ def _sync_parser(
         "--max-pulls",
         type=_whole,
         metavar="N",
-        help="spend at most N pulls on the source in this run; the rest is deferred",
+        help="spend at most N pulls on the sources in this run; the rest is deferred",
     )
     sync.add_argument(
         "--shard",
@@ -413,7 +381,8 @@ def _sync_parser(
     sync.add_argument(
         "--lock-file",
         metavar="PATH",
-        help="lock held while syncing (default: one per config file in the temporary directory)",
+        help="lock held while syncing (default: one per config file in the temporary "
+        "directory); an existing file that is not a mirror lock is refused, never changed",
     )
     sync.set_defaults(handler=_sync)
 
@@ -458,7 +427,10 @@ def _command(
 ) -> argparse.ArgumentParser:
     """A sub-command whose --help ends with the exit codes."""
     return commands.add_parser(
-        name, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+        name,
+        epilog=exit_code_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
     )
 
 
@@ -482,9 +454,17 @@ def _whole(text: str) -> int:
     return value
 
 
-def _setup_debug_log(*, verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.handlers[:] = [handler]
+def _seconds(text: str) -> float:
+    try:
+        value = float(text) if text.isascii() else 0.0
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, got {text!r}")
+    return value
+
+
+def _setup_log(console: Console, *, verbose: bool) -> None:
+    log.handlers[:] = [LogHandler(console)]
     log.setLevel(logging.DEBUG if verbose else logging.WARNING)
     log.propagate = False

@@ -1,21 +1,102 @@
 """What a person (or CodeBuild's log, or cron's mail) reads while mirror runs.
 
-Text by default, one JSON object per line with `--log-format json`. Lines carry an ISO-8601
-timestamp when the output is not a terminal (cron, CodeBuild, systemd) or in JSON. `--quiet`
-keeps only failures, errors and the summary.
+One line per image on stdout the moment its outcome is known, in the order they finish; the
+summary last. Text by default, one JSON object per line with `--log-format json`. Text lines
+carry an ISO-8601 timestamp when not on a terminal (cron, CodeBuild, systemd). `--quiet` keeps
+only failures, errors and the summary. On a terminal, one status line on stderr is redrawn in
+place and removed at the end; never on anything else.
+
+One writer thread does all the writing, so a slow reader of stdout never holds up the work,
+and a run told to stop can give up on a stdout that does not drain.
+Text from outside (registry and skopeo messages) is printed on one line: control and format
+characters are escaped, so a message cannot forge lines that look like mirror's own.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import queue
+import shutil
+import threading
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from mirror.engine import FAILED, Outcome
-from mirror.report import line
+from mirror.model import Action, Outcome
+from mirror.pipeline import Progress
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_LABELS = (
+    (Action.COPIED, "copied"),
+    (Action.UP_TO_DATE, "up to date"),
+    (Action.WOULD_COPY, "would copy"),
+    (Action.DEFERRED, "deferred"),
+    (Action.FAILED, "failed"),
+)
+
+
+def one_line(text: str) -> str:
+    """`text` with control and format characters escaped (`\\n`, `\\x1b`, `\\u202e`)."""
+    if text.isprintable():
+        return text
+    return "".join(_escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    if char.isprintable() or char == " ":
+        return char
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return char
+
+
+def short(digest: str) -> str:
+    algorithm, _, hexdigits = digest.partition(":")
+    return f"{algorithm}:{hexdigits[:12]}"
+
+
+def image_line(outcome: Outcome) -> str:
+    """`copied      docker.io/library/ruby:3.3 -> host/repo:3.3  sha256:0123456789ab  1.2s`"""
+    text = f"{outcome.action.value:<11} {outcome.source} -> {outcome.destination}"
+    digest = shown_digest(outcome)
+    if digest:
+        text += f"  {short(digest)}"
+    text += f"  {outcome.seconds:.1f}s"
+    if outcome.error:
+        text += f"  {outcome.error}"
+    return one_line(text)
+
+
+def shown_digest(outcome: Outcome) -> str | None:
+    """The digest a line shows: what the target holds, or (would-copy) what it would get."""
+    if outcome.action in (Action.COPIED, Action.UP_TO_DATE):
+        return outcome.destination_digest
+    if outcome.action == Action.WOULD_COPY:
+        return outcome.source_digest
+    return None
+
+
+def status_line(progress: Progress) -> str:
+    """`[37/400] 12 copied · 25 up to date · 1 failed · 3 running · 41 pulls left`"""
+    parts = [f"[{progress.done}/{progress.total}]"]
+    for action, label in _LABELS:
+        count = progress.counts.get(action, 0)
+        if count or action in (Action.COPIED, Action.UP_TO_DATE):
+            parts.append(f"{count} {label}")
+    if progress.running:
+        parts.append(f"{progress.running} running")
+    if progress.pulls_left is not None:
+        parts.append(f"{progress.pulls_left} pulls left")
+    return parts[0] + " " + " · ".join(parts[1:])
 
 
 class Console:
+    """The lines of a run; safe to call from any thread. `close()` at the end."""
+
     def __init__(
         self,
         *,
@@ -24,39 +105,51 @@ class Console:
         json_lines: bool = False,
         timestamps: bool | None = None,
         quiet: bool = False,
+        status: bool | None = None,
     ):
         self.out, self.err = out, err
         self.json_lines = json_lines
         self.timestamps = (not _is_terminal(out)) if timestamps is None else timestamps
         self.quiet = quiet
+        self.status = (_is_terminal(err) and not json_lines) if status is None else status
+        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._shown = ""  # the status line now on the terminal
+        self._progress: Progress | None = None
+        self._drawn = threading.Event()
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_all, name="console", daemon=True)
+        self._writer.start()
 
-    def moved_to_stderr(self) -> Console:
-        """The same console writing its lines to stderr (for `ensure`, whose stdout is data)."""
-        return Console(
-            out=self.err,
-            err=self.err,
-            json_lines=self.json_lines,
-            timestamps=self.timestamps,
-            quiet=self.quiet,
-        )
+    # --- a run's events -------------------------------------------------------------------------
 
-    def image(self, outcome: Outcome) -> None:
+    def settled(self, outcome: Outcome) -> None:
         """One line per image: action, source -> destination, short digest, seconds, error."""
-        failed = outcome.action == FAILED
+        failed = outcome.action == Action.FAILED
         if self.quiet and not failed:
             return
         self._emit(
             self.out,
             "error" if failed else "info",
-            line(outcome),
+            image_line(outcome),
             event="image",
-            source=str(outcome.task.source),
+            source=outcome.source,
             destination=outcome.destination,
-            action=outcome.action,
-            digest=outcome.digest,
+            action=outcome.action.value,
+            source_digest=outcome.source_digest,
+            destination_digest=outcome.destination_digest,
             error=outcome.error,
             seconds=round(outcome.seconds, 3),
         )
+
+    def progress(self, progress: Progress) -> None:
+        """Redraw the status line (terminals only)."""
+        if not self.status:
+            return
+        with self._lock:
+            self._progress = progress
+        self._queue.put(("status", None))
 
     def summary(self, text: str, **fields: Any) -> None:
         self._emit(self.out, "info", text, event="summary", **fields)
@@ -71,17 +164,88 @@ class Console:
     def error(self, text: str) -> None:
         self._emit(self.err, "error", f"mirror: {text}")
 
+    def debug(self, text: str) -> None:
+        self._emit(self.err, "debug", f"mirror: {text}")
+
+    def close(self) -> None:
+        """No more lines: write what is queued, then remove the status line."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        self._queue.put(("close", None))
+
+    def closed(self, timeout: float | None = None) -> bool:
+        """Wait for `close()` to be done; False if the stream did not drain in `timeout`."""
+        return self._done.wait(timeout)
+
+    # --- writing --------------------------------------------------------------------------------
+
     def _emit(self, stream: TextIO, level: str, text: str, **fields: Any) -> None:
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if self.json_lines:
-            stream.write(
-                json.dumps({"time": now, "level": level, "message": text, **fields}) + "\n"
-            )
-        elif self.timestamps:
-            stream.write(f"{now} {text}\n")
+            line = json.dumps({"time": now, "level": level, "message": text, **fields})
         else:
-            stream.write(f"{text}\n")
-        stream.flush()
+            line = one_line(text)
+            if self.timestamps:
+                line = f"{now} {line}"
+        self._queue.put(("line", (stream, line)))
+
+    def _write_all(self) -> None:
+        while True:
+            kind, item = self._queue.get()
+            try:
+                if kind == "line":
+                    stream, line = item
+                    self._clear_status()
+                    _put(stream, line + "\n")
+                    self._draw_status()
+                elif kind == "status":
+                    self._draw_status()
+                else:  # close
+                    self._clear_status()
+                    self._done.set()
+                    return
+            except (OSError, ValueError):  # a closed or broken stream: nothing more to say
+                continue
+
+    def _draw_status(self) -> None:
+        if not self.status:
+            return
+        with self._lock:
+            progress = self._progress
+        if progress is None:
+            return
+        width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+        text = status_line(progress)[:width]
+        if text != self._shown:
+            _put(self.err, "\r\x1b[K" + text)
+            self._shown = text
+
+    def _clear_status(self) -> None:
+        if self._shown:
+            _put(self.err, "\r\x1b[K")
+            self._shown = ""
+
+
+class LogHandler(logging.Handler):
+    """Routes mirror's debug log (`-v`) through the console, so it shares its format."""
+
+    def __init__(self, console: Console):
+        super().__init__(logging.DEBUG)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say = self.console.warning if record.levelno >= logging.WARNING else self.console.debug
+        say(record.getMessage())
+        if record.exc_info:
+            for line in logging.Formatter().formatException(record.exc_info).splitlines():
+                say(line)
+
+
+def _put(stream: TextIO, text: str) -> None:
+    stream.write(text)
+    stream.flush()
 
 
 def _is_terminal(stream: TextIO) -> bool:

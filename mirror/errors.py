@@ -1,4 +1,4 @@
-"""The exception tree and the exit codes: one place, documented in README and --help."""
+"""The exception tree and the exit codes: one table, shown by --help and checked against README."""
 
 from __future__ import annotations
 
@@ -7,14 +7,35 @@ from typing import Any
 
 
 class Exit(IntEnum):
-    """Process exit codes. README's "Exit codes" table mirrors this."""
+    """Process exit codes; EXIT_CODES says what each means."""
 
-    OK = 0  # every image copied or already up to date
-    FAILED = 1  # at least one image failed; the others were still done
-    USAGE = 2  # bad command line or bad config: nothing was done
-    TRY_LATER = 75  # rate limited or another run holds the lock: nothing lost, run again later
-    INTERRUPTED = 130  # SIGINT (Ctrl-C)
-    TERMINATED = 143  # SIGTERM (cron kill, CodeBuild timeout)
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    SOFTWARE = 70  # sysexits' EX_SOFTWARE: a bug in mirror
+    TRY_LATER = 75  # sysexits' EX_TEMPFAIL: systemd units and cron wrappers treat it as "later"
+    INTERRUPTED = 130  # 128 + SIGINT
+    TERMINATED = 143  # 128 + SIGTERM
+
+
+EXIT_CODES: tuple[tuple[Exit, str], ...] = (
+    (Exit.OK, "every image copied or already up to date"),
+    (Exit.FAILED, "at least one image failed; the others were still done"),
+    (
+        Exit.USAGE,
+        "bad command line, config, output path or credentials, or the machine cannot run "
+        "mirror: nothing was done",
+    ),
+    (Exit.SOFTWARE, "a bug in mirror (the message says so; -v shows the traceback)"),
+    (
+        Exit.TRY_LATER,
+        "try again later, nothing lost: a source's pull budget is spent or it answered 429 "
+        "(its images are deferred), or another run holds the lock",
+    ),
+    (Exit.INTERRUPTED, "interrupted by SIGINT (Ctrl-C); the report says what was done"),
+    (Exit.TERMINATED, "terminated by SIGTERM; the report says what was done"),
+)
+"""Every exit code and its meaning, in order. When images both failed and were deferred, 1."""
 
 
 class MirrorError(Exception):
@@ -54,35 +75,45 @@ class RegistryError(MirrorError):
 
 
 class RateLimited(RegistryError):
-    """The source answered 429 TOOMANYREQUESTS: stop pulling, run again later."""
+    """A source registry answered 429 TOOMANYREQUESTS: stop pulling from it, run again later."""
 
     exit_code = Exit.TRY_LATER
 
-    def __init__(self, message: str = "pull rate limit reached (429 TOOMANYREQUESTS)"):
-        super().__init__(message, status=429)
+    def __init__(
+        self, host: str = "", message: str = "pull rate limit reached (429 TOOMANYREQUESTS)"
+    ):
+        super().__init__(f"{host}: {message}" if host else message, status=429)
+        self.host = host
+
+
+class Stopped(RegistryError):
+    """mirror is stopping (SIGINT or SIGTERM): the request was not made or was cut off."""
+
+    def __init__(self) -> None:
+        super().__init__("mirror is stopping")
 
 
 class CopyError(MirrorError):
     """skopeo failed to copy one image."""
 
-    def __init__(self, message: str, *, transient: bool = False, rate_limited: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool = False,
+        rate_limited: bool = False,
+        host: str = "",
+    ):
         super().__init__(message)
         self.transient = transient
         self.rate_limited = rate_limited
+        self.host = host  # the registry that answered 429, when skopeo named it
 
 
 class LockHeld(MirrorError):
     """Another mirror run holds the lock."""
 
     exit_code = Exit.TRY_LATER
-
-
-class Interrupted(MirrorError):
-    """SIGINT or SIGTERM arrived: stop starting work, clean up, report."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by signal {signum}")
-        self.signum = signum
 
 
 def kind(data: Any) -> str:

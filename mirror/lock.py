@@ -1,4 +1,12 @@
-"""One run at a time per config: an exclusive, non-blocking flock on a file holding the PID."""
+"""One run at a time per config: an exclusive, non-blocking flock on a lock file.
+
+The lock file's content is written once, when mirror creates it (whole, by linking a finished
+file into place), and never again: the holder's PID is read from the kernel (/proc/locks), not
+from the file. An existing file that is not a mirror lock file is refused, never truncated, so
+a `--lock-file` that names the config by mistake costs nothing. An empty file is taken as it
+is (`install -m 0644 /dev/null sync.lock` makes a good lock); so is the PID-only content
+earlier versions wrote.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +14,16 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mirror.errors import LockHeld
+from mirror.errors import ConfigError, LockHeld
+
+MARK = b"mirror lock file: held with flock(2) while a mirror run syncs; safe to delete\n"
+_LEGACY = re.compile(rb"\d*\n?\Z")  # what mirror 0.1 wrote: its PID
 
 
 def default_path(config_path: Path) -> Path:
@@ -20,26 +33,83 @@ def default_path(config_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def held(path: Path) -> Iterator[None]:
-    """Hold the lock for the block, or raise LockHeld at once naming the holder's PID.
-
-    The file is opened without truncating, so a refused second run disturbs nothing; the
-    kernel drops the lock when the holder exits, however it exits.
-    """
+def held(path: Path, *, option: str = "--lock-file") -> Iterator[None]:
+    """Hold the lock for the block. Raises LockHeld (exit 75) at once, naming the holder's
+    PID, when another run holds it; ConfigError (exit 2) when the path cannot be a lock."""
+    descriptor = _open(path, option)
     try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as error:
-        raise LockHeld(f"cannot open lock file {path}: {error.strerror}") from None
-    try:
+        _check_content(descriptor, path, option)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise LockHeld(
-                f"another mirror run (PID {holder}) holds {path}; try again later"
-            ) from None
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+            holder = holder_pid(descriptor)
+            who = f"PID {holder}" if holder else "another process"
+            raise LockHeld(f"another mirror run ({who}) holds {path}; try again later") from None
         yield
     finally:
         os.close(descriptor)
+
+
+def _open(path: Path, option: str) -> int:
+    for _ in range(3):
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            _create(path, option)
+        except OSError as error:
+            raise ConfigError(f"{option} {path}: cannot open: {error.strerror}") from None
+    raise ConfigError(f"{option} {path}: keeps disappearing")
+
+
+def _create(path: Path, option: str) -> None:
+    """Put a finished lock file in place, or leave one another run just made."""
+    if not path.parent.is_dir():
+        raise ConfigError(f"{option} {path}: directory {path.parent} does not exist")
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as error:
+        raise ConfigError(f"{option} {path}: cannot create it: {error.strerror}") from None
+    try:
+        os.write(descriptor, MARK)
+        os.fchmod(descriptor, 0o644)
+        os.close(descriptor)
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    except OSError as error:
+        raise ConfigError(f"{option} {path}: cannot create it: {error.strerror}") from None
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def _check_content(descriptor: int, path: Path, option: str) -> None:
+    mode = os.fstat(descriptor).st_mode
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"{option} {path}: is a directory; name a file in it")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{option} {path}: not a regular file")
+    content = os.pread(descriptor, len(MARK) + 1, 0)
+    if content != MARK and not _LEGACY.match(content):
+        raise ConfigError(
+            f"{option} {path}: exists and is not a mirror lock file; name another path "
+            "(mirror never writes into a file it did not create)"
+        )
+
+
+def holder_pid(descriptor: int) -> int | None:
+    """The PID holding a flock on the open file, from /proc/locks (None when unknown)."""
+    info = os.fstat(descriptor)
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    holders = {}  # where -> pid, for the flocks held (not waited for)
+    for line in lines:
+        fields = line.split()
+        if "->" not in fields and len(fields) >= 6 and fields[1] == "FLOCK":
+            holders[fields[5]] = fields[4]
+    pid = holders.get(device) or next(
+        (pid for where, pid in holders.items() if where.endswith(f":{info.st_ino}")), None
+    )
+    return int(pid) if pid and pid.isascii() and pid.isdecimal() else None

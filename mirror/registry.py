@@ -1,7 +1,8 @@
-"""The one module that speaks HTTP to registries: manifest HEADs, token flow, rate-limit headers.
+"""The registry API (OCI distribution) over mirror/http.py: token flow, manifests, tags, budgets.
 
-A HEAD on a manifest costs no Docker Hub pull, so change detection lives here. Connections are
-pooled and reused across threads; tokens are cached per repository scope until they expire.
+A HEAD on a manifest costs no Docker Hub pull, so change detection lives here. Tokens are
+cached per repository scope until they expire. Every request goes through `Http`, which bounds
+it in time, retries it and gives up on a host that does not answer.
 """
 
 from __future__ import annotations
@@ -9,37 +10,45 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import urllib3
-from urllib3.util import Retry, Timeout
-
 from mirror.errors import AuthError, RateLimited, RegistryError
+from mirror.http import Http, Response
 from mirror.reference import api_host
 
-MANIFEST_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
-ACCEPT = ", ".join(MANIFEST_TYPES)
-INDEX_TYPES = MANIFEST_TYPES[:2]
+log = logging.getLogger("mirror")
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+ACCEPT = ", ".join(MANIFEST_TYPES)  # FACTS.md: what a pull accepts, so HEAD gets its digest
+MAX_TAG_PAGES = 1000  # a tags list longer than this many pages is cut, with a warning
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+_FIRST_NUMBER = re.compile(r"\s*(\d{1,18})\b")
 _TOKEN_MARGIN = 10.0  # seconds: renew a token this long before it expires
 
 
 @dataclass(frozen=True)
 class Login:
-    """A username and password for one registry; the password never shows in a repr."""
+    """A username and password for one registry; neither ever shows in a repr or a message.
 
-    username: str
+    `origin` says where they came from ("$DOCKERHUB_USERNAME and $DOCKERHUB_TOKEN"), for
+    messages: a message names the origin, never a value.
+    """
+
+    username: str = field(repr=False)
     password: str = field(repr=False)
+    origin: str = "the configured credentials"
 
     def basic(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
@@ -56,7 +65,7 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class Head:
-    """What a manifest HEAD told: whether the tag exists, its digest, and the budget left."""
+    """What a manifest HEAD told: whether it exists, its digest, size, type and the budget."""
 
     found: bool
     digest: str | None = None
@@ -69,6 +78,14 @@ class Head:
         return self.media_type in INDEX_TYPES
 
 
+@dataclass(frozen=True)
+class TagList:
+    """A repository's tags; `warning` says why the list may be incomplete."""
+
+    tags: tuple[str, ...]
+    warning: str | None = None
+
+
 @dataclass
 class _Challenge:
     scheme: str  # "bearer" or "basic"
@@ -76,70 +93,25 @@ class _Challenge:
     service: str = ""
 
 
-def parse_rate_limit(headers: Any) -> RateLimit | None:
-    """`ratelimit-limit: 100;w=21600` and `ratelimit-remaining: 76;w=21600`; absent = unlimited."""
+def parse_rate_limit(headers: Mapping[str, str], *, host: str = "") -> RateLimit | None:
+    """`ratelimit-limit: 100;w=21600` and `ratelimit-remaining: 76;w=21600`; absent = unlimited.
+
+    Docker Hub also sends a list form (`100, 100;w=21600`): the first number counts. A header
+    that carries no number (`;w=21600`, seen in the wild) is logged and read as no limit.
+    """
     limit, remaining = headers.get("ratelimit-limit"), headers.get("ratelimit-remaining")
     if limit is None or remaining is None:
         return None
-    try:
-        return RateLimit(int(limit.split(";")[0]), int(remaining.split(";")[0]))
-    except ValueError:
+    numbers = [_FIRST_NUMBER.match(value) for value in (limit, remaining)]
+    if numbers[0] is None or numbers[1] is None:
+        log.debug(
+            "%s: rate-limit headers without a number (limit %r, remaining %r): no budget known",
+            host,
+            limit,
+            remaining,
+        )
         return None
-
-
-def _retry_policy(retries: int) -> Retry:
-    # Transient faults only; 429 is never retried here: the caller stops pulling instead.
-    return Retry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        status_forcelist=(500, 502, 503, 504),
-        allowed_methods=("HEAD", "GET"),
-        backoff_factor=0.3,
-        backoff_jitter=0.3,
-        backoff_max=5.0,
-        raise_on_status=False,
-        respect_retry_after_header=False,
-    )
-
-
-class Http:
-    """The shared connection pool; one per run, safe to use from many threads."""
-
-    def __init__(self, *, retries: int = 3, timeout: float = 30.0, pool_size: int = 8):
-        self.retries = retries
-        self._verified = urllib3.PoolManager(
-            maxsize=pool_size, timeout=Timeout(connect=10.0, read=timeout)
-        )
-        self._unverified = urllib3.PoolManager(
-            maxsize=pool_size, timeout=Timeout(connect=10.0, read=timeout), cert_reqs="CERT_NONE"
-        )
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        *,
-        tls_verify: bool = True,
-        retries: int | None = None,
-        body: bytes | None = None,
-    ) -> urllib3.BaseHTTPResponse:
-        pool = self._verified if tls_verify else self._unverified
-        policy = _retry_policy(self.retries if retries is None else retries)
-        try:
-            return pool.request(
-                method, url, headers=headers, body=body, retries=policy, redirect=True
-            )
-        except urllib3.exceptions.MaxRetryError as error:
-            raise RegistryError(
-                f"cannot reach {_host_of(url)}: {_reason(error.reason)}", transient=True
-            ) from None
-        except urllib3.exceptions.HTTPError as error:
-            raise RegistryError(
-                f"cannot reach {_host_of(url)}: {_reason(error)}", transient=True
-            ) from None
+    return RateLimit(int(numbers[0].group(1)), int(numbers[1].group(1)))
 
 
 class Registry:
@@ -159,12 +131,12 @@ class Registry:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._token_locks: dict[str, threading.Lock] = {}
         self._first = threading.Lock()
-        self._introduced = False  # a first request has been answered
+        self._introduced = False  # a first request has been made: the challenge is known
 
     def head_manifest(self, path: str, reference: str) -> Head:
         """HEAD /v2/<path>/manifests/<reference>: the digest a pull would get, for free."""
         response = self._request("HEAD", f"/v2/{path}/manifests/{reference}", path)
-        rate_limit = parse_rate_limit(response.headers)
+        rate_limit = parse_rate_limit(response.headers, host=self.host)
         if response.status == 404:
             return Head(found=False, rate_limit=rate_limit)
         self._raise_for_status(response, f"{path}:{reference}")
@@ -172,7 +144,7 @@ class Registry:
             found=True,
             digest=response.headers.get("Docker-Content-Digest"),
             rate_limit=rate_limit,
-            media_type=response.headers.get("Content-Type", "").split(";")[0].strip(),
+            media_type=_media_type(response),
             size=int(response.headers.get("Content-Length") or 0),
         )
 
@@ -193,8 +165,7 @@ class Registry:
         if response.status == 404:
             return None
         self._raise_for_status(response, f"{path}:{reference}")
-        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        return media_type, bytes(response.data)
+        return _media_type(response), response.data
 
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
         """PUT a manifest (an image index mirror wrote); return its digest."""
@@ -207,25 +178,41 @@ class Registry:
             actions="pull,push",
         )
         self._raise_for_status(response, f"{path}:{reference}")
-        return response.headers.get("Docker-Content-Digest") or (
-            "sha256:" + hashlib.sha256(body).hexdigest()
-        )
+        return response.headers.get("Docker-Content-Digest") or sha256(body)
 
-    def list_tags(self, path: str, *, page_size: int = 1000) -> list[str]:
-        """Every tag of a repository, following the API's pagination (costs no pull)."""
-        tags: list[str] = []
-        url_path: str | None = f"/v2/{path}/tags/list?n={page_size}"
-        while url_path:
+    def list_tags(
+        self, path: str, *, page_size: int = 1000, max_pages: int = MAX_TAG_PAGES
+    ) -> TagList:
+        """Every tag of a repository, following the API's pagination (costs no pull).
+
+        Stops, with a warning in the TagList, on a `next` link to a page already read (a
+        loop) and after `max_pages` pages.
+        """
+        tags: dict[str, None] = {}
+        url_path = f"/v2/{path}/tags/list?n={page_size}"
+        read: set[str] = set()
+        for _ in range(max_pages):
+            read.add(url_path)
             response = self._request("GET", url_path, path)
             if response.status == 404:
                 raise RegistryError(f"{self.host}/{path}: repository not found", status=404)
             self._raise_for_status(response, f"{path} (tag list)")
-            try:
-                tags += json.loads(response.data).get("tags") or []
-            except (ValueError, AttributeError):
-                raise RegistryError(f"{self.host}/{path}: tag list is not JSON") from None
-            url_path = _next_page(response.headers.get("Link", ""))
-        return tags
+            tags.update(dict.fromkeys(_tags_of(response.data, f"{self.host}/{path}")))
+            following = _next_page(response.headers.get("Link", ""))
+            if following is None:
+                return TagList(tuple(tags))
+            if following in read:
+                return TagList(
+                    tuple(tags),
+                    f"the tags list of {self.host}/{path} links back to a page already read "
+                    f"({following}): stopped after {len(read)} pages, {len(tags)} tags",
+                )
+            url_path = following
+        return TagList(
+            tuple(tags),
+            f"the tags list of {self.host}/{path} has more than {max_pages} pages: "
+            f"only the first {len(tags)} tags were read",
+        )
 
     def check_login(self, path: str) -> None:
         """Use the credentials once, up front, so a wrong password is one clear error.
@@ -244,7 +231,7 @@ class Registry:
         elif challenge is not None and challenge.scheme == "basic":
             response = self._send("GET", "/v2/", {"Authorization": self.login.basic()})
             if response.status in (401, 403):
-                raise AuthError(f"{self.host}: user {self.login.username!r} was refused")
+                raise AuthError(f"{self.host}: {self.login.origin} were refused")
 
     # --- the request and its auth ----------------------------------------------------------------
 
@@ -257,16 +244,16 @@ class Registry:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         actions: str = "pull",
-    ) -> urllib3.BaseHTTPResponse:
-        if not self._introduced:
-            with self._first:  # one thread learns how this registry wants to be asked
-                if not self._introduced:
-                    response = self._authorized(
-                        method, url_path, repo, body, headers or {}, actions
-                    )
-                    self._introduced = True
-                    return response
-        return self._authorized(method, url_path, repo, body, headers or {}, actions)
+    ) -> Response:
+        if self._introduced:
+            return self._authorized(method, url_path, repo, body, headers or {}, actions)
+        with self._first:  # one thread learns how this registry wants to be asked
+            if self._introduced:
+                return self._authorized(method, url_path, repo, body, headers or {}, actions)
+            try:
+                return self._authorized(method, url_path, repo, body, headers or {}, actions)
+            finally:
+                self._introduced = True  # also after a failure: never one at a time
 
     def _authorized(  # noqa: PLR0917 - the private twin of _request, same arguments
         self,
@@ -276,7 +263,7 @@ class Registry:
         body: bytes | None,
         extra: dict[str, str],
         actions: str,
-    ) -> urllib3.BaseHTTPResponse:
+    ) -> Response:
         """Send with the Authorization the registry asked for; on a 401 learn and retry once."""
         headers = {"Accept": ACCEPT, **extra}
         sent = self._authorization(repo, actions)
@@ -295,7 +282,7 @@ class Registry:
 
     def _send(
         self, method: str, url_path: str, headers: dict[str, str], body: bytes | None = None
-    ) -> urllib3.BaseHTTPResponse:
+    ) -> Response:
         scheme = self._scheme or self._detect_scheme()
         url = f"{scheme}://{self.api}{url_path}"
         return self._http.request(method, url, headers, tls_verify=self.tls_verify, body=body)
@@ -305,14 +292,16 @@ class Registry:
         with self._lock:
             if self._scheme is None:
                 try:
-                    url = f"https://{self.api}/v2/"
-                    self._http.request("GET", url, {}, tls_verify=False, retries=0)
+                    self._http.request(
+                        "GET", f"https://{self.api}/v2/", {}, tls_verify=False, probe=True
+                    )
                     self._scheme = "https"
                 except RegistryError:
                     self._scheme = "http"
+                log.debug("%s: speaking %s", self.host, self._scheme)
             return self._scheme
 
-    def _learn_challenge(self, response: urllib3.BaseHTTPResponse) -> None:
+    def _learn_challenge(self, response: Response) -> None:
         """Remember how the registry wants to be asked (WWW-Authenticate: Bearer or Basic)."""
         header = response.headers.get("WWW-Authenticate", "")
         scheme, _, rest = header.partition(" ")
@@ -345,14 +334,20 @@ class Registry:
         now = time.monotonic()
         query = urlencode({"service": challenge.service, "scope": scope})
         headers = {"Authorization": self.login.basic()} if self.login else {}
+        who = self.login.origin if self.login else "anonymous access"
+        log.debug(
+            "%s: token for %s (%s)",
+            self.host,
+            scope,
+            "anonymous" if not self.login else "with credentials",
+        )
         response = self._http.request(
             "GET", f"{challenge.realm}?{query}", headers, tls_verify=self.tls_verify
         )
         if response.status in (401, 403):
-            who = f"user {self.login.username!r}" if self.login else "anonymous access"
             raise AuthError(f"{self.host}: the token service refused {who} (check the credentials)")
         if response.status == 429:
-            raise RateLimited()
+            raise RateLimited(self.host)
         if response.status != 200:
             raise RegistryError(
                 f"{self.host}: token service answered HTTP {response.status}",
@@ -363,12 +358,12 @@ class Registry:
         self._tokens[scope] = (token, now + max(lifetime - _TOKEN_MARGIN, 1.0))
         return token
 
-    def _raise_for_status(self, response: urllib3.BaseHTTPResponse, what: str) -> None:
+    def _raise_for_status(self, response: Response, what: str) -> None:
         status = response.status
         if status < 300:
             return
         if status == 429:
-            raise RateLimited()
+            raise RateLimited(self.host)
         if status in (401, 403):
             raise RegistryError(
                 f"{self.host}/{what}: access denied (HTTP {status}): the repository does not "
@@ -382,8 +377,26 @@ class Registry:
         )
 
 
+def sha256(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _media_type(response: Response) -> str:
+    return response.headers.get("Content-Type", "").split(";")[0].strip()
+
+
 def _scope(repo: str, actions: str = "pull") -> str:
     return f"repository:{repo}:{actions}"
+
+
+def _tags_of(body: bytes, where: str) -> list[str]:
+    try:
+        tags = json.loads(body).get("tags") or []
+    except (ValueError, AttributeError):
+        raise RegistryError(f"{where}: the tags list is not JSON") from None
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise RegistryError(f"{where}: the tags list is not a list of strings")
+    return tags
 
 
 def _next_page(link: str) -> str | None:
@@ -407,20 +420,10 @@ def _read_token(body: bytes) -> tuple[str, float]:
     return token, lifetime
 
 
-def _error_detail(response: urllib3.BaseHTTPResponse) -> str:
+def _error_detail(response: Response) -> str:
     try:
         errors = json.loads(response.data or b"{}").get("errors") or []
         first = errors[0]
         return f" {first.get('code', '')}: {first.get('message', '')}".rstrip(": ")
     except (ValueError, AttributeError, IndexError, TypeError):
         return ""
-
-
-def _host_of(url: str) -> str:
-    return url.split("://", 1)[-1].split("/", 1)[0]
-
-
-def _reason(error: BaseException | None) -> str:
-    text = str(error) if error else "unknown error"
-    # urllib3 wraps: "<urllib3.connection.HTTPConnection object at 0x..>: Failed to establish..."
-    return re.sub(r"<[^>]+>: ", "", text)

@@ -1,4 +1,9 @@
-"""What a run tells: one console line per image, a summary line, and the JSON report file."""
+"""What a run leaves behind: the summary line, the JSON report and the JUnit file.
+
+Every run that gets past argument parsing writes them (when asked), also when it stops early:
+then `error` says why and the images not done are `deferred` or `failed`. Entries keep config
+order, whatever order the work finished in. Files are replaced atomically.
+"""
 
 from __future__ import annotations
 
@@ -6,123 +11,117 @@ import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from mirror.engine import ACTIONS, DEFERRED, FAILED, WOULD_COPY, Budget, Outcome, Result
-from mirror.registry import RateLimit
+from mirror.console import one_line
+from mirror.errors import ConfigError
+from mirror.model import Action, Outcome
+from mirror.schedule import HostBudget
 
 
-def summary(outcomes: list[Outcome]) -> dict[str, int]:
+@dataclass(frozen=True)
+class Report:
+    """One run, as the report and the JUnit file tell it."""
+
+    outcomes: Sequence[Outcome]  # config order
+    budgets: Sequence[HostBudget] = ()
+    warnings: Sequence[str] = ()
+    error: str | None = None  # why the run stopped early, if it did
+    exit_code: int = 0
+    seconds: float = 0.0
+
+
+def summary(outcomes: Sequence[Outcome]) -> dict[str, int]:
     counts = Counter(outcome.action for outcome in outcomes)
-    return {action: counts[action] for action in ACTIONS if counts[action]}
+    return {action.value: counts[action] for action in Action if counts[action]}
 
 
-def line(outcome: Outcome) -> str:
-    """`copied      docker.io/library/ruby:3.3 -> host/repo:3.3  sha256:0123456789ab  1.2s`"""
-    text = f"{outcome.action:<11} {outcome.task.source} -> {outcome.destination}"
-    if outcome.digest and outcome.action != FAILED:
-        text += f"  {short(outcome.digest)}"
-    text += f"  {outcome.seconds:.1f}s"
-    if outcome.error:
-        text += f"  {outcome.error}"
-    return text
-
-
-def summary_line(result: Result, seconds: float) -> str:
-    counts = summary(result.outcomes)
+def summary_line(report: Report) -> str:
+    """`2 copied, 5 up-to-date (7 images in 3.1s)`"""
+    counts = summary(report.outcomes)
     parts = ", ".join(f"{count} {action}" for action, count in counts.items()) or "nothing to do"
-    return f"{parts} ({len(result.outcomes)} images in {seconds:.1f}s)"
+    return f"{parts} ({len(report.outcomes)} images in {report.seconds:.1f}s)"
 
 
-def budget_line(budget: Budget) -> str | None:
-    """`pull budget: 76 of 100 left at the start, 70 at the end` (None when not limited)."""
-    if budget.start is None or budget.last is None:
-        return None
-    return (
-        f"pull budget: {budget.start.remaining} of {budget.start.limit} left at the start, "
-        f"{budget.last.remaining} at the end"
-    )
+def budget_lines(budgets: Sequence[HostBudget]) -> list[str]:
+    """`pull budget of docker.io: 76 of 100 left at the start, 70 at the end` per limited host."""
+    return [
+        f"pull budget of {budget.host}: {budget.start.remaining} of {budget.start.limit} left at "
+        f"the start, {budget.last.remaining} at the end"
+        for budget in budgets
+        if budget.start is not None and budget.last is not None
+    ]
 
 
-def short(digest: str) -> str:
-    algorithm, _, hexdigits = digest.partition(":")
-    return f"{algorithm}:{hexdigits[:12]}"
-
-
-def document(result: Result) -> dict[str, Any]:
-    """The JSON report: images, summary, and the pull budget seen at the start and the end."""
+def document(report: Report) -> dict[str, Any]:
+    """The JSON report (README's "The report" documents every field)."""
     return {
+        "exit_code": report.exit_code,
+        "error": report.error,
         "images": [
             {
-                "source": str(outcome.task.source),
+                "source": outcome.source,
                 "destination": outcome.destination,
-                "action": outcome.action,
-                "digest": outcome.digest,
+                "action": outcome.action.value,
+                "source_digest": outcome.source_digest,
+                "destination_digest": outcome.destination_digest,
                 "error": outcome.error,
                 "seconds": round(outcome.seconds, 3),
             }
-            for outcome in result.outcomes
+            for outcome in report.outcomes
         ],
-        "summary": summary(result.outcomes),
-        "warnings": result.warnings,
+        "summary": summary(report.outcomes),
+        "warnings": list(report.warnings),
         "rate_limit": {
-            "limit": _field(result.budget.start, "limit"),
-            "remaining_at_start": _field(result.budget.start, "remaining"),
-            "remaining": _field(result.budget.last, "remaining"),
+            budget.host: {
+                "limit": None if budget.start is None else budget.start.limit,
+                "remaining_at_start": None if budget.start is None else budget.start.remaining,
+                "remaining": None if budget.last is None else budget.last.remaining,
+                "spent": budget.spent,
+                "rate_limited": budget.limited,
+            }
+            for budget in report.budgets
         },
+        "seconds": round(report.seconds, 3),
     }
 
 
-def _field(rate_limit: RateLimit | None, name: str) -> int | None:
-    return None if rate_limit is None else int(getattr(rate_limit, name))
-
-
-def write(path: Path, result: Result) -> None:
+def write(path: Path, report: Report) -> None:
     """Write the JSON report atomically: a reader never sees half a file."""
-    _write_atomically(path, json.dumps(document(result), indent=2) + "\n")
+    _write_atomically(path, json.dumps(document(report), indent=2) + "\n")
 
 
-def write_junit(path: Path, result: Result) -> None:
+def write_junit(path: Path, report: Report) -> None:
     """Write the JUnit XML file CodeBuild's Reports tab reads (file-format: JUNITXML)."""
-    _write_atomically(path, junit(result))
+    _write_atomically(path, junit(report))
 
 
-def junit(result: Result) -> str:
-    """One test case per image: class = destination repository, name = tag, time = seconds.
+def junit(report: Report) -> str:
+    """One test case per image and target: class = destination repository, name = tag.
 
-    failed -> <failure> with the cause; deferred and would-copy -> <skipped> with why.
+    failed -> <failure> with the cause; deferred and would-copy -> <skipped> with why. A run
+    that stopped early says why in the suite's <system-err>.
     """
-    outcomes = result.outcomes
+    outcomes = report.outcomes
     suite = ElementTree.Element(
         "testsuite",
         name="mirror",
         tests=str(len(outcomes)),
-        failures=str(sum(o.action == FAILED for o in outcomes)),
+        failures=str(sum(o.action == Action.FAILED for o in outcomes)),
         errors="0",
-        skipped=str(sum(o.action in (DEFERRED, WOULD_COPY) for o in outcomes)),
+        skipped=str(sum(o.action in (Action.DEFERRED, Action.WOULD_COPY) for o in outcomes)),
         time=f"{sum(o.seconds for o in outcomes):.3f}",
         timestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     )
     for outcome in outcomes:
-        case = ElementTree.SubElement(
-            suite,
-            "testcase",
-            classname=outcome.repository,
-            name=outcome.task.tag,
-            time=f"{outcome.seconds:.3f}",
-        )
-        if outcome.action == FAILED:
-            failure = ElementTree.SubElement(case, "failure", message=outcome.error or "failed")
-            failure.text = f"{outcome.task.source} -> {outcome.destination}: {outcome.error}"
-        elif outcome.action in (DEFERRED, WOULD_COPY):
-            why = outcome.error if outcome.action == DEFERRED else "dry run: would copy"
-            ElementTree.SubElement(case, "skipped", message=why or outcome.action)
-        else:
-            output = ElementTree.SubElement(case, "system-out")
-            output.text = f"{outcome.action} {outcome.task.source} {outcome.digest or ''}".strip()
+        _case(suite, outcome)
+    if report.error:
+        ElementTree.SubElement(suite, "system-err").text = one_line(report.error)
     suites = ElementTree.Element("testsuites")
     suites.append(suite)
     ElementTree.indent(suites)
@@ -130,8 +129,50 @@ def junit(result: Result) -> str:
     return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'
 
 
+def _case(suite: ElementTree.Element, outcome: Outcome) -> None:
+    case = ElementTree.SubElement(
+        suite,
+        "testcase",
+        classname=outcome.repository,
+        name=outcome.tag or "(tag rule)",
+        time=f"{outcome.seconds:.3f}",
+    )
+    error = one_line(outcome.error or "")  # XML cannot hold most control characters
+    if outcome.action == Action.FAILED:
+        failure = ElementTree.SubElement(case, "failure", message=error or "failed")
+        failure.text = f"{outcome.source} -> {outcome.destination}: {error}"
+    elif outcome.action in (Action.DEFERRED, Action.WOULD_COPY):
+        why = error if outcome.action == Action.DEFERRED else "dry run: would copy"
+        ElementTree.SubElement(case, "skipped", message=why or outcome.action.value)
+    else:
+        output = ElementTree.SubElement(case, "system-out")
+        output.text = (
+            f"{outcome.action} {outcome.source} {outcome.destination_digest or ''}".strip()
+        )
+
+
+def usable(path: Path, option: str) -> Path:
+    """Check, before anything is done, that a report can be written at `path` (by making and
+    removing a file beside it); return the path to write (symbolic links followed). Raises
+    ConfigError (exit 2) naming the option and the problem."""
+    resolved = path.resolve()
+    where = f"{option} {path}"
+    if resolved.is_dir():
+        raise ConfigError(f"{where}: is a directory; name a file")
+    if resolved.exists() and not resolved.is_file():
+        raise ConfigError(f"{where}: not a regular file")
+    if not resolved.parent.is_dir():
+        raise ConfigError(f"{where}: directory {resolved.parent} does not exist")
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=resolved.parent, prefix=f".{resolved.name}.")
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot write in {resolved.parent}: {error.strerror}") from None
+    os.close(descriptor)
+    os.unlink(probe)
+    return resolved
+
+
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w") as handle:

@@ -1,167 +1,115 @@
-"""The composition root: turns a Config into a ready Engine with the real boundaries plugged in."""
+"""A run of `sync` or `ensure`, from the loaded config to the report, whatever happens on the way.
+
+    connect -> plan (tag lists) -> check -> schedule -> transfer -> report
+
+Every run writes its report (and JUnit file) when asked, also when it stops early: on an
+error, the images not done are `failed` (or `deferred`, for "try again later" errors) with
+the error; on SIGTERM or SIGINT, `deferred`. The report is written before the last lines are
+printed, so a reader of stdout that is slow or gone can delay the exit, not lose the report.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
+import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
-from mirror import aws, skopeo
-from mirror.config import Config, Credentials, Ecr
-from mirror.engine import Engine, Settings, Target
-from mirror.errors import ConfigError, SetupError
-from mirror.registry import Http, Login, Registry
-from mirror.repo_settings import Drift, RepositorySettings, drift
+from mirror import connect, lock, report
+from mirror.config import Config
+from mirror.errors import Exit, MirrorError, RateLimited
+from mirror.model import Action, Outcome
+from mirror.pipeline import Pipeline, Result, Settings, Sink
+from mirror.plan import Plan, Shard, Unresolved, plan, rule_images
+from mirror.registry import TagList
+from mirror.schedule import Budgets
+from mirror.transfer import Retry
+from mirror.workers import Workers, wait_all
+
+log = logging.getLogger("mirror")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     jobs: int = 4
     dry_run: bool = False
     max_pulls: int | None = None
+    timeout: float = 30.0  # seconds for each registry request, retries included
+    report: Path | None = None
+    junit: Path | None = None
+    retry: Retry = field(default_factory=Retry)
 
 
-def region_of(config: Config, target: Ecr | None = None) -> str:
-    region = (
-        (target or config.ecr).region
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-    )
-    if not region:
-        raise SetupError("no AWS region: set ecr.region in the config, or AWS_REGION")
-    return region
+class Console(Sink, Protocol):
+    def info(self, text: str) -> None: ...
+
+    def warning(self, text: str) -> None: ...
+
+    def summary(self, text: str, **fields: Any) -> None: ...
 
 
-def source_login(credentials: Credentials | None, *, region: str) -> Login | None:
-    """The source's username and password, from the environment or Secrets Manager."""
-    if credentials is None:
-        return None
-    if credentials.secrets_manager:
-        return aws.secret_login(credentials.secrets_manager, region=region)
-    values = []
-    for key in ("username_env", "password_env"):
-        name = getattr(credentials, key)
-        value = os.environ.get(name)
-        if not value:
-            raise ConfigError(f"source.credentials.{key}: ${name} is not set or empty")
-        values.append(value)
-    return Login(values[0], values[1])
+class Bug(MirrorError):
+    """An exception mirror did not expect, as the report tells it."""
+
+    exit_code = Exit.SOFTWARE
+
+    def __init__(self, error: Exception):
+        super().__init__(f"internal error (a bug in mirror): {type(error).__name__}: {error}")
 
 
-class Sources:
-    """Source registry clients, one per host, made on first use, each with its credentials."""
-
-    def __init__(self, config: Config, http: Http, logins: dict[str, Login]):
-        self._config, self._http, self._logins = config, http, logins
-        self._clients: dict[str, Registry] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, host: str) -> Registry:
-        with self._lock:
-            if host not in self._clients:
-                self._clients[host] = Registry(
-                    host,
-                    http=self._http,
-                    tls_verify=self._config.source.tls_verify,
-                    login=self._logins.get(host),
-                )
-            return self._clients[host]
-
-
-class Copier:
-    """skopeo, with the auth file kept in step with the ECR tokens (renewed on long runs)."""
-
-    def __init__(self, tool: skopeo.Skopeo, logins: dict[str, Login], targets: list[_Target]):
-        self.tool, self.logins, self.targets = tool, logins, targets
-        self._lock = threading.Lock()
-
-    def refresh(self) -> None:
-        """Fetch new ECR tokens when the old ones near expiry; a no-op otherwise."""
-        with self._lock:
-            changed = False
-            for target in self.targets:
-                login = target.ecr.login().login
-                if self.logins.get(target.host) != login:
-                    self.logins[target.host] = login
-                    target.registry.login = login
-                    changed = True
-            if changed:
-                self.tool.workspace.write_auths(self.logins)
-
-    def copy(
-        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
-    ) -> str:
-        self.refresh()
-        return self.tool.copy(
-            source, destination, src_tls_verify=src_tls_verify, dest_tls_verify=dest_tls_verify
-        )
-
-
-@dataclass
-class _Target:
-    """One configured ECR target, connected: its API client, host and registry client."""
-
-    config: Ecr
-    ecr: aws.Ecr
-    host: str
-    registry: Registry
-
-    settings: dict[str, RepositorySettings]  # per configured repository
-    _created: set[str] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def engine_target(self, *, dry_run: bool) -> Target:
-        target = Target(host=self.host, registry=self.registry, is_immutable=self.ecr.is_immutable)
-        if self.config.create_repositories and not dry_run:
-            target = replace(target, ensure_repository=self.ensure_repository)
-        return target
-
-    def ensure_repository(self, name: str) -> None:
-        """Create the repository once, with its repository_settings (an existing one is left
-        as it is: `mirror repos` shows and fixes its drift)."""
-        with self._lock:
-            if name not in self._created:
-                settings = self.settings.get(name, self.config.repository_settings)
-                aws.Repositories.of(self.ecr).create(name, settings)
-                self._created.add(name)
-
-
-def connect_targets(config: Config, http: Http) -> list[_Target]:
-    """An ECR client, token and registry client for every target (`ecr:` may be a list)."""
-    targets = []
-    for target in config.targets:
-        ecr = aws.Ecr(region=region_of(config, target), registry_id=target.registry_id)
-        login = ecr.login()
-        host = target.endpoint or login.host
-        registry = Registry(host, http=http, tls_verify=target.tls_verify, login=login.login)
-        targets.append(_Target(target, ecr, host, registry, config.repository_settings(target)))
-    return targets
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM during set-up: unwinds whatever the main thread was waiting for."""
 
 
 class Stop:
-    """Set by SIGINT or SIGTERM: the engine starts nothing new, running copies are stopped."""
+    """Set by SIGINT or SIGTERM: nothing new starts, what runs is cut off, the report is
+    written. During set-up (`raising`), the signal also unwinds the main thread."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
         self._callbacks: list[Callable[[], None]] = []
+        self._raising = False
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
+        if self.event.is_set():
+            callback()
 
     def handle(self, signum: int, frame: object = None) -> None:
+        first = self.signum is None
         self.signum = self.signum or signum
         self.event.set()
         for callback in self._callbacks:
             callback()
+        if first and self._raising:
+            raise Interrupted
+
+    @contextlib.contextmanager
+    def raising(self) -> Iterator[None]:
+        self._raising = True
+        try:
+            if self.event.is_set():
+                raise Interrupted
+            yield
+        finally:
+            self._raising = False
+
+    @property
+    def exit_code(self) -> int | None:
+        if self.signum is None:
+            return None
+        return Exit.INTERRUPTED if self.signum == signal.SIGINT else Exit.TERMINATED
 
 
 @contextlib.contextmanager
 def signals_to(stop: Stop) -> Iterator[Stop]:
-    """Route SIGINT and SIGTERM to `stop` for the duration of a run (main thread only)."""
+    """Route SIGINT and SIGTERM to `stop` for the duration of a command (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -176,60 +124,224 @@ def signals_to(stop: Stop) -> Iterator[Stop]:
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-@contextlib.contextmanager
-def engine(config: Config, options: Options, stop: Stop) -> Iterator[Engine]:
-    """Build the engine; the private workspace with credentials is removed on every way out."""
-    region = region_of(config)
-    source_logins = {
-        host: login
-        for host, credentials in config.source.credential_hosts().items()
-        if (login := source_login(credentials, region=region)) is not None
-    }
-    if not options.dry_run:
-        skopeo.probe()
-    http = Http(pool_size=Settings(jobs=options.jobs).check_jobs)
-    targets = connect_targets(config, http)
-    logins = {**source_logins, **{target.host: target.ecr.login().login for target in targets}}
-    with skopeo.Workspace() as workspace:
-        workspace.write_auths(logins)
-        tool = skopeo.Skopeo(workspace)
-        stop.on_stop(tool.terminate_all)
-        yield Engine(
-            sources=Sources(config, http, source_logins),
-            targets=[target.engine_target(dry_run=options.dry_run) for target in targets],
-            copier=Copier(tool, logins, targets),
-            settings=Settings(
-                jobs=options.jobs, dry_run=options.dry_run, max_pulls=options.max_pulls
-            ),
-            stop=stop.event,
-        )
+class Planner(Protocol):
+    """How a command turns its config (and the source's tag lists) into a plan."""
+
+    def static(self, hosts: Sequence[str], error: Unresolved) -> Plan:
+        """The plan as far as it is known without asking a registry (tag rules: `error`)."""
+
+    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan: ...
+
+
+@dataclass(frozen=True)
+class SyncPlanner:
+    """`mirror sync`: the config's images; tag rules resolved from the source's tag lists."""
+
+    config: Config
+    shard: Shard = field(default_factory=Shard)
+
+    def static(self, hosts: Sequence[str], error: Unresolved) -> Plan:
+        rules = {index: error for index, _ in rule_images(self.config)}
+        return plan(self.config, rules, hosts=hosts, shard=self.shard)
+
+    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan:
+        rules = rule_images(self.config)
+        answers: dict[int, TagList | Unresolved] = {}
+        with Workers(min(8, len(rules)), "tags") as workers:
+            futures = {
+                workers.submit(
+                    session.sources(image.source.registry).list_tags, image.source.path
+                ): index
+                for index, image in rules
+            }
+            wait_all(futures, until=stop.event.is_set)
+            for future, index in futures.items():
+                if future.done():
+                    answers[index] = _answer(future.exception() or future.result())
+        return plan(self.config, answers, hosts=hosts, shard=self.shard)
+
+
+def _answer(result: TagList | BaseException) -> TagList | Unresolved:
+    if isinstance(result, TagList):
+        return result
+    if isinstance(result, RateLimited):
+        return Unresolved(f"tag rule: {result}; run again later", Action.DEFERRED)
+    if isinstance(result, MirrorError):
+        return Unresolved(f"tag rule: {result}")
+    raise result
+
+
+@dataclass(frozen=True)
+class FixedPlanner:
+    """`mirror ensure`: a plan known in advance (the named images)."""
+
+    fixed: Plan
+
+    def static(self, hosts: Sequence[str], error: Unresolved) -> Plan:
+        return self.fixed
+
+    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan:
+        return self.fixed
 
 
 @dataclass
-class RepositoryState:
-    """`mirror repos`: one configured repository, what ECR has, and how it differs."""
+class Run:
+    """What a finished run tells the command: its report and exit code."""
 
-    target: str
-    name: str
-    settings: RepositorySettings
-    missing: bool
-    drifts: list[Drift]
-    applied: list[str] = field(default_factory=list)
+    report: report.Report
+    exit_code: int
+    outcomes: list[Outcome] = field(default_factory=list)
 
 
-def repository_states(config: Config, *, apply: bool) -> list[RepositoryState]:
-    """Compare every configured repository's settings with ECR's; with `apply`, fix what
-    ECR allows changing (scanning, mutability, lifecycle policy, tags)."""
-    states = []
-    for target in config.targets:
-        ecr = aws.Ecr(region=region_of(config, target), registry_id=target.registry_id)
-        repositories = aws.Repositories.of(ecr)
-        host = target.endpoint or ecr.login().host
-        for name, settings in sorted(config.repository_settings(target).items()):
-            actual = repositories.actual(name)
-            drifts = [] if actual is None else drift(settings, actual)
-            state = RepositoryState(host, name, settings, actual is None, drifts)
-            if apply and drifts:
-                state.applied = repositories.apply(name, drifts, settings)
-            states.append(state)
-    return states
+def execute(
+    config: Config,
+    planner: Planner,
+    options: Options,
+    console: Console,
+    stop: Stop,
+    *,
+    lock_path: Path | None = None,
+) -> Run:
+    """Run the steps, holding `lock_path` meanwhile; always end with the report written."""
+    return _Execution(config, planner, options, console, stop).run(lock_path)
+
+
+@dataclass
+class _Execution:
+    config: Config
+    planner: Planner
+    options: Options
+    console: Console
+    stop: Stop
+    started: float = field(default_factory=time.monotonic)
+    known: Plan | None = None
+    result: Result | None = None
+    error: MirrorError | None = None
+
+    def __post_init__(self) -> None:
+        self.budgets = Budgets(self.options.max_pulls)
+
+    def run(self, lock_path: Path | None) -> Run:
+        try:
+            self._steps(lock_path)
+        except MirrorError as error:
+            self.error = error
+        except Interrupted:
+            pass
+        except Exception as bug:  # still a report; then the CLI says "internal error"
+            self.error = Bug(bug)
+            self._finish()
+            raise
+        return self._finish()
+
+    def _steps(self, lock_path: Path | None) -> None:
+        options = self.options
+        with contextlib.ExitStack() as stack:
+            with self.stop.raising():
+                if lock_path is not None:
+                    stack.enter_context(lock.held(lock_path))
+                session = stack.enter_context(
+                    connect.session(
+                        self.config,
+                        jobs=options.jobs,
+                        dry_run=options.dry_run,
+                        timeout=options.timeout,
+                    )
+                )
+            self.stop.on_stop(session.stop)
+            hosts = [target.host for target in session.targets]
+            _check_logins(session, self.planner.static(hosts, Unresolved("")))
+            self.known = self.planner.resolve(session, self.stop, hosts)
+            _say_plan(self.known, self.console)
+            pipeline = Pipeline(
+                sources=session.sources,
+                targets=session.targets,
+                copier=session.copier,
+                budgets=self.budgets,
+                settings=Settings(jobs=options.jobs, dry_run=options.dry_run, retry=options.retry),
+                stop=self.stop.event,
+                sink=self.console,
+            )
+            self.result = pipeline.run(self.known)
+
+    def _finish(self) -> Run:
+        if self.result is not None:
+            outcomes, warnings = self.result.outcomes, self.result.warnings
+        else:
+            outcomes, warnings = self._unfinished(), []
+            for outcome in outcomes:
+                self.console.settled(outcome)
+        code = _exit_code(outcomes, self.error, self.stop)
+        done = report.Report(
+            outcomes,
+            self.budgets.snapshot(),
+            warnings,
+            error=None if self.error is None else str(self.error),
+            exit_code=code,
+            seconds=time.monotonic() - self.started,
+        )
+        write_reports(done, self.options)
+        for line in report.budget_lines(done.budgets):
+            self.console.info(line)
+        self.console.summary(report.summary_line(done), summary=report.summary(outcomes))
+        return Run(done, code, outcomes)
+
+    def _unfinished(self) -> list[Outcome]:
+        """Every entry of a run that stopped before its pipeline: failed or deferred, with why."""
+        error = self.error
+        action = Action.FAILED
+        if error is None or error.exit_code == Exit.TRY_LATER:
+            action = Action.DEFERRED
+        why = str(error) if error is not None else "interrupted before it was done"
+        hosts = connect.hosts(self.config)
+        shown = self.known or self.planner.static(
+            hosts, Unresolved(f"tag rule not resolved: {why}", action)
+        )
+        outcomes = list(shown.outcomes)
+        for task in shown.tasks:
+            for number, host in enumerate(hosts):
+                where = (
+                    task.destination(host, number)
+                    if host
+                    else f"{task.repositories[number]}:{task.tag}"
+                )
+                outcomes.append(Outcome.of(task, number, where, action, error=why))
+        return sorted(outcomes, key=lambda outcome: outcome.sort_key)
+
+
+def _check_logins(session: connect.Session, known: Plan) -> None:
+    """Try each source's credentials once, before any image: wrong ones are one error."""
+    first: dict[str, str] = {}
+    for task in known.tasks:
+        first.setdefault(task.source.repository.registry, task.source.repository.path)
+    for host, path in first.items():
+        session.sources(host).check_login(path)
+
+
+def _say_plan(known: Plan, console: Console) -> None:
+    for note in known.notes:
+        console.info(note)
+    for warning in known.warnings:
+        console.warning(warning)
+    if not known.tasks and not known.outcomes:
+        console.warning("nothing to mirror: the config lists no images")
+
+
+def _exit_code(outcomes: Sequence[Outcome], error: MirrorError | None, stop: Stop) -> int:
+    if stop.exit_code is not None:
+        return stop.exit_code
+    if error is not None:
+        return error.exit_code
+    actions = {outcome.action for outcome in outcomes}
+    if Action.FAILED in actions:
+        return Exit.FAILED
+    if Action.DEFERRED in actions:
+        return Exit.TRY_LATER
+    return Exit.OK
+
+
+def write_reports(done: report.Report, options: Options) -> None:
+    if options.report is not None:
+        report.write(options.report, done)
+    if options.junit is not None:
+        report.write_junit(options.junit, done)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,12 +27,16 @@ import sh
 from mirror.errors import CopyError, SetupError
 from mirror.registry import Login
 
+log = logging.getLogger("mirror")
+
 MIN_VERSION = (1, 9)
 INSTALL_HINT = (
     "install skopeo 1.9 or newer: `apt-get install skopeo` on Debian 12 or Ubuntu 24.04 "
     "(CodeBuild image aws/codebuild/standard:8.0); Ubuntu 22.04's 1.4 is too old"
 )
 _POLICY = {"default": [{"type": "insecureAcceptAnything"}]}
+WORKSPACE_PREFIX = "mirror-"
+OWNER = "owner"
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -62,12 +67,17 @@ def parse_version(output: str) -> tuple[int, ...]:
 
 
 class Workspace:
-    """A private directory (0700) holding skopeo's signature policy and auth file (0600)."""
+    """A private directory (0700) holding skopeo's signature policy and auth file (0600).
 
-    def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="mirror-"))
+    It is removed on every way out but SIGKILL; it names its owner (PID and process start
+    time) so that the next run can remove what a killed one left (`remove_leftovers`).
+    """
+
+    def __init__(self, *, parent: Path | None = None) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX, dir=parent))
         self.policy = self.path / "policy.json"
         self.authfile = self.path / "auth.json"
+        (self.path / OWNER).write_text(f"{os.getpid()} {_started(os.getpid())}\n")
         self.policy.write_text(json.dumps(_POLICY))
         self.write_auths({})
 
@@ -96,6 +106,45 @@ class Workspace:
         tb: TracebackType | None,
     ) -> None:
         self.remove()
+
+
+def remove_leftovers(parent: Path | None = None) -> list[Path]:
+    """Remove the workspaces (credentials included) of mirror runs that were killed: ours
+    (same user), with an owner file naming a process that is gone. Returns what it removed."""
+    removed = []
+    for path in Path(parent or tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}*"):
+        try:
+            if not path.is_dir() or path.is_symlink() or path.stat().st_uid != os.getuid():
+                continue
+            pid_text, _, started = (path / OWNER).read_text().strip().partition(" ")
+        except OSError:
+            continue
+        if pid_text.isdecimal() and not _alive(int(pid_text), started):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int, started: str) -> bool:
+    """Is process `pid` the one that started at `started` still running? (A PID can be reused.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process by now: not ours to judge
+    now = _started(pid)
+    return not (now and started and now != started)
+
+
+def _started(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or ""."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
 
 
 def copy_args(
@@ -169,6 +218,7 @@ class Skopeo:
         if self._stopping:
             raise CopyError(f"{what}: not started: mirror is stopping")
         watch = _Watch()
+        log.debug("running %s %s", self.command, " ".join(args))  # argv holds no secret
         try:
             process = sh.Command(self.command)(
                 *args,
@@ -177,7 +227,7 @@ class Skopeo:
                 _tty_out=False,
                 _out=_discard,
                 _err=watch.line,
-                _env=_child_env(),
+                _env=child_env(os.environ),
             )
         except sh.CommandNotFound:
             raise CopyError(f"skopeo not found on PATH: {INSTALL_HINT}") from None
@@ -190,7 +240,7 @@ class Skopeo:
                 process.wait()
         except sh.ErrorReturnCode:
             if watch.rate_limited:
-                raise _rate_limited(what) from None
+                raise _rate_limited(what, watch.host) from None
             if timer.fired:
                 raise CopyError(
                     f"copy timed out after {self.timeout:g} s", transient=True
@@ -237,11 +287,13 @@ class _Watch:
 
     def __init__(self) -> None:
         self.rate_limited = False
+        self.host = ""  # the registry that answered 429
         self.tail: deque[str] = deque(maxlen=20)
 
     def line(self, text: str, stdin: object, process: Any) -> bool | None:
         if _TOO_MANY in text:
             self.rate_limited = True
+            self.host = too_many_requests_host(text)
             with contextlib.suppress(ProcessLookupError, OSError):
                 process.kill()
             return True  # no more lines wanted
@@ -250,20 +302,59 @@ class _Watch:
         return None
 
 
+def too_many_requests_host(line: str) -> str:
+    """The host in containers/image's `Too many requests to <URL>: sleeping for N seconds
+    before next attempt` debug line ("" if the line names none)."""
+    match = _TOO_MANY_URL.search(line)
+    return match.group(1) if match else ""
+
+
 def _discard(text: str) -> None:
     return None
 
 
-def _rate_limited(what: str) -> CopyError:
-    return CopyError(f"{what}: pull rate limit reached (429 TOOMANYREQUESTS)", rate_limited=True)
+def _rate_limited(what: str, host: str = "") -> CopyError:
+    who = f" by {host}" if host else ""
+    return CopyError(
+        f"{what}: rate limited{who} (429 TOOMANYREQUESTS)", rate_limited=True, host=host
+    )
 
 
 _TOO_MANY = "Too many requests to "
+_TOO_MANY_URL = re.compile(r"Too many requests to \w+://([^/\s:]+(?::\d+)?)")
 
 
-def _child_env() -> dict[str, str]:
-    # The auth file is given on argv (its path, not its content); nothing else may leak in.
-    return {k: v for k, v in os.environ.items() if k not in ("REGISTRY_AUTH_FILE",)}
+CHILD_ENV = (
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_CACHE_HOME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",  # Go's TLS trust store, for a proxy or registry with a private CA
+    "SSL_CERT_DIR",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+)
+"""The variables a skopeo child gets (and LC_*): what it needs to run, reach a registry
+(proxies, CA certificates) and find its files. Nothing else: no AWS key, no Docker Hub token
+reaches it; credentials come only through the auth file."""
+
+
+def child_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in CHILD_ENV or name.startswith("LC_")
+    }
 
 
 _TRANSIENT = (

@@ -137,7 +137,9 @@ def test_junit_marks_failures_and_deferrals(stage: Stage) -> None:
     )
     skipped = cases["later"].find("skipped")
     assert skipped is not None
-    assert skipped.get("message") == "pull budget: needs 1, 0 left of 100; run again later"
+    assert skipped.get("message") == (
+        f"{stage.hub.host}: pull budget: needs 1, 0 left of 100; run again later"
+    )
     assert cases["ok"].find("failure") is None and cases["ok"].find("skipped") is None
     assert float(cases["ok"].get("time") or "0") > 0
 

@@ -36,11 +36,20 @@ def test_budget_smaller_than_the_work_copies_in_order_and_defers_the_rest(limite
     assert first.code == 75, first.stderr
     assert first.actions() == ["copied", "copied", "deferred"]
     assert first.report is not None
+    host = limited.hub.host
     assert first.report["images"][2]["error"] == (
-        "pull budget: needs 1, 0 left of 100; run again later"
+        f"{host}: pull budget: needs 1, 0 left of 100; run again later"
     )
-    assert first.report["rate_limit"] == {"limit": 100, "remaining_at_start": 2, "remaining": 0}
-    assert "pull budget: 2 of 100 left at the start, 0 at the end" in first.stderr
+    assert first.report["rate_limit"] == {
+        host: {
+            "limit": 100,
+            "remaining_at_start": 2,
+            "remaining": 0,
+            "spent": 2,
+            "rate_limited": None,
+        }
+    }
+    assert f"pull budget of {host}: 2 of 100 left at the start, 0 at the end" in first.stderr
     counts = limited.hub.counts
     assert (counts.manifest_get, counts.status_429) == (2, 0)
 
@@ -87,7 +96,9 @@ def test_429_inside_a_copy_stops_at_once(limited: Stage) -> None:
     assert run.code == 75, run.stderr
     assert run.actions() == ["deferred"] * 3
     assert run.report is not None
-    assert run.report["images"][0]["error"] == "pull rate limit reached (429); run again later"
+    assert run.report["images"][0]["error"] == (
+        f"{limited.hub.host}: pull rate limit reached (429); run again later"
+    )
     # skopeo was stopped on its first 429 instead of retrying five times over 30 s,
     # and no other copy was started after it.
     assert limited.hub.counts.status_429 == 1
@@ -168,8 +179,8 @@ def test_immutable_repository(stage: Stage) -> None:
     assert (refused.code, refused.actions()) == (1, ["failed"])
     assert refused.report is not None
     assert refused.report["images"][0]["error"] == (
-        f"{stage.dest.host}/{stage.dest_repo()}:v1 holds {first} and the repository is "
-        f"IMMUTABLE: not overwritten with {moved}"
+        f"{stage.dest.host}/{stage.dest_repo()}:v1 holds {first} and the tag is immutable "
+        f"in {stage.dest_repo()}: not overwritten with {moved}"
     )
     assert stage.dest_digest("v1") == first
 
@@ -190,7 +201,7 @@ def test_a_second_run_exits_75_while_the_lock_is_held(stage: Stage) -> None:
             assert run.error == (
                 f"mirror: another mirror run (PID {os.getpid()}) holds {path}; try again later"
             )
-            assert path.read_text() == f"{os.getpid()}\n"  # the holder's file is untouched
+            assert path.read_bytes() == lock.MARK  # the holder's file is untouched
     assert stage.hub.counts.manifest_head == 0
     assert stage.mirror("sync").code == 0  # free again
 
@@ -241,13 +252,15 @@ def test_wrong_docker_hub_credentials_are_one_clear_error(stage: Stage) -> None:
         [stage.image("a", "b", "c")],
         source={"credentials": {"username_env": "HUB_USER", "password_env": "HUB_TOKEN"}},
     )
-    run = stage.mirror("sync", HUB_USER="hubuser", HUB_TOKEN="wrong")
+    run = stage.mirror("sync", HUB_USER="hubuser", HUB_TOKEN="Sekr1t-Wr0ng")
     assert run.code == 2
     assert run.error == (
-        f"mirror: {stage.hub.host}: the token service refused user 'hubuser' "
-        "(check the credentials)"
+        f"mirror: {stage.hub.host}: the token service refused the credentials from $HUB_USER "
+        "and $HUB_TOKEN (check the credentials)"
     )
-    assert "wrong" not in run.stderr + run.stdout
+    assert "Sekr1t-Wr0ng" not in run.stderr + run.stdout
+    assert "hubuser" not in run.stderr + run.stdout
+    assert run.actions() == ["failed"] * 3  # the report tells this run, not an earlier one
     counts = stage.hub.counts
     assert (counts.token, counts.manifest_head, counts.manifest_get) == (1, 0, 0)
 

@@ -29,7 +29,8 @@ def test_first_sync_copies_with_digests_preserved_and_second_spends_no_pull(stag
         "source": f"{stage.hub.host}/{stage.repo}:single",
         "destination": f"{stage.dest.host}/{stage.dest_repo()}:single",
         "action": "copied",
-        "digest": single,
+        "source_digest": single,
+        "destination_digest": single,
         "error": None,
         "seconds": first.report["images"][0]["seconds"],
     }

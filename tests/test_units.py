@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import stat
-import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,21 +12,10 @@ import pytest
 from botocore.stub import Stubber
 
 from mirror import aws, skopeo
-from mirror.engine import (
-    COPIED,
-    DEFERRED,
-    FAILED,
-    UP_TO_DATE,
-    WOULD_COPY,
-    Engine,
-    Settings,
-    Target,
-    Task,
-    choose_platforms,
-)
-from mirror.errors import CopyError, RateLimited, SetupError
-from mirror.reference import BadReference, ImageRef, Repository, parse_reference
-from mirror.registry import Head, Login, RateLimit, parse_rate_limit
+from mirror.errors import CopyError, SetupError
+from mirror.reference import BadReference, parse_reference
+from mirror.registry import Login, RateLimit, parse_rate_limit
+from mirror.transfer import choose_platforms
 
 
 @pytest.mark.parametrize(
@@ -135,7 +123,7 @@ def test_workspace_is_private_and_removed() -> None:
             'h/r: toomanyrequests: You have reached your pull rate limit."\n',
             True,
             False,
-            "r:t: pull rate limit reached (429 TOOMANYREQUESTS)",
+            "r:t: rate limited (429 TOOMANYREQUESTS)",
         ),
         (
             'level=fatal msg="reading blob sha256:1: read tcp: connection reset by peer"\n',
@@ -164,141 +152,6 @@ def test_skopeo_errors_in_plain_words(
 ) -> None:
     error = skopeo.classify([stderr], "r:t")
     assert (error.rate_limited, error.transient, str(error)) == (rate_limited, transient, message)
-
-
-# --- the engine, with fake boundaries -------------------------------------------------------------
-
-
-class FakeRegistry:
-    def __init__(self, host: str, digests: dict[str, str], *, fail: Exception | None = None):
-        self.host, self.tls_verify, self.digests, self.fail = host, False, digests, fail
-        self.heads: list[str] = []
-
-    def check_login(self, path: str) -> None:
-        return None
-
-    def get_manifest(self, path: str, reference: str) -> dict[str, object] | None:
-        return None
-
-    def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None:
-        return None
-
-    def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
-        raise AssertionError("not used")
-
-    def list_tags(self, path: str) -> list[str]:
-        return []
-
-    def head_manifest(self, path: str, reference: str) -> Head:
-        self.heads.append(f"{path}:{reference}")
-        if self.fail:
-            raise self.fail
-        digest = self.digests.get(f"{path}:{reference}")
-        return Head(found=digest is not None, digest=digest, rate_limit=RateLimit(10, 9))
-
-
-class FakeCopier:
-    def __init__(self, source: FakeRegistry, destination: FakeRegistry, errors: list[Exception]):
-        self.source, self.destination, self.errors = source, destination, errors
-        self.copies: list[str] = []
-
-    def copy(
-        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
-    ) -> str:
-        self.copies.append(source)
-        if self.errors:
-            raise self.errors.pop(0)
-        path_tag = source.split("/", 1)[1]
-        digest = self.source.digests[path_tag]
-        self.destination.digests[destination.split("/", 1)[1]] = digest
-        return digest
-
-
-def make_engine(
-    source: FakeRegistry,
-    destination: FakeRegistry,
-    *,
-    errors: list[Exception] | None = None,
-    **kw: object,
-) -> tuple[Engine, FakeCopier, list[str]]:
-    copier = FakeCopier(source, destination, errors or [])
-    created: list[str] = []
-    engine = Engine(
-        sources=lambda host: source,
-        targets=[Target("ecr", destination, ensure_repository=created.append)],
-        copier=copier,
-        settings=Settings(**{"jobs": 2, "backoff": 0.0, **kw}),  # type: ignore[arg-type]
-    )
-    return engine, copier, created
-
-
-def task(tag: str) -> Task:
-    return Task(ImageRef(Repository("src", "library/ruby"), tag), tag, ("hub/library/ruby",))
-
-
-def test_engine_copies_what_differs_and_skips_what_matches() -> None:
-    source = FakeRegistry("src", {"library/ruby:a": "sha256:1", "library/ruby:b": "sha256:2"})
-    destination = FakeRegistry("ecr", {"hub/library/ruby:a": "sha256:1"})
-    engine, copier, created = make_engine(source, destination)
-    result = engine.run([task("a"), task("b")])
-    assert [(o.action, o.digest) for o in result.outcomes] == [
-        (UP_TO_DATE, "sha256:1"),
-        (COPIED, "sha256:2"),
-    ]
-    assert copier.copies == ["src/library/ruby:b"]
-    assert created == ["hub/library/ruby"]
-    assert result.budget.start == RateLimit(10, 9)
-
-
-def test_dry_run_copies_nothing() -> None:
-    source = FakeRegistry("src", {"library/ruby:a": "sha256:1"})
-    engine, copier, created = make_engine(source, FakeRegistry("ecr", {}), dry_run=True)
-    assert [o.action for o in engine.run([task("a")]).outcomes] == [WOULD_COPY]
-    assert (copier.copies, created) == ([], [])
-
-
-def test_missing_tag_fails_only_that_image() -> None:
-    source = FakeRegistry("src", {"library/ruby:a": "sha256:1"})
-    engine, _, _ = make_engine(source, FakeRegistry("ecr", {}))
-    outcomes = engine.run([task("gone"), task("a")]).outcomes
-    assert [o.action for o in outcomes] == [FAILED, COPIED]
-    assert outcomes[0].error == "src/library/ruby:gone: tag not found on the source"
-
-
-def test_transient_copy_errors_are_retried_then_fail() -> None:
-    source = FakeRegistry("src", {"library/ruby:a": "sha256:1", "library/ruby:b": "sha256:2"})
-    reset = CopyError("connection reset", transient=True)
-    engine, copier, _ = make_engine(source, FakeRegistry("ecr", {}), errors=[reset], jobs=1)
-    assert [o.action for o in engine.run([task("a")]).outcomes] == [COPIED]
-    assert len(copier.copies) == 2
-    engine, copier, _ = make_engine(source, FakeRegistry("ecr", {}), errors=[reset] * 3)
-    outcome = engine.run([task("b")]).outcomes[0]
-    assert (outcome.action, outcome.error) == (FAILED, "connection reset (after 3 attempts)")
-
-
-def test_permanent_copy_errors_fail_at_once() -> None:
-    source = FakeRegistry("src", {"library/ruby:a": "sha256:1"})
-    engine, copier, _ = make_engine(source, FakeRegistry("ecr", {}), errors=[CopyError("denied")])
-    assert engine.run([task("a")]).outcomes[0].error == "denied"
-    assert len(copier.copies) == 1
-
-
-def test_rate_limit_defers_the_rest() -> None:
-    source = FakeRegistry("src", {}, fail=RateLimited())
-    engine, copier, _ = make_engine(source, FakeRegistry("ecr", {}))
-    result = engine.run([task("a"), task("b")])
-    assert [o.action for o in result.outcomes] == [DEFERRED, DEFERRED]
-    assert result.rate_limited and copier.copies == []
-
-
-def test_stop_defers_everything_not_started() -> None:
-    source = FakeRegistry("src", {"library/ruby:a": "sha256:1"})
-    stop = threading.Event()
-    stop.set()
-    engine, copier, _ = make_engine(source, FakeRegistry("ecr", {}))
-    engine.stop = stop
-    assert [o.action for o in engine.run([task("a")]).outcomes] == [DEFERRED]
-    assert copier.copies == []
 
 
 # --- the ECR token: fetched once, renewed before expiry, never looped on -------------------------

@@ -1,0 +1,200 @@
+"""The composition root: a Config becomes connected boundaries (registries, ECR, skopeo).
+
+Everything here is wiring; the steps of a run (mirror/plan.py, check.py, schedule.py,
+transfer.py, pipeline.py) know only the small protocols they are handed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from mirror import aws, skopeo
+from mirror.check import Target
+from mirror.config import Config, Credentials, Ecr
+from mirror.errors import ConfigError, SetupError
+from mirror.http import Http, Policy
+from mirror.registry import Login, Registry
+from mirror.repo_settings import RepositorySettings
+
+
+def region_of(config: Config, target: Ecr | None = None) -> str:
+    region = (
+        (target or config.ecr).region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+    )
+    if not region:
+        raise SetupError("no AWS region: set ecr.region in the config, or AWS_REGION")
+    return region
+
+
+def source_login(credentials: Credentials | None, *, region: str, where: str) -> Login | None:
+    """The source's username and password, from the environment or Secrets Manager.
+    `where` is the credentials' key path, for messages (which never hold a value)."""
+    if credentials is None:
+        return None
+    if credentials.secrets_manager:
+        return aws.secret_login(credentials.secrets_manager, region=region)
+    values = []
+    for key in ("username_env", "password_env"):
+        name = getattr(credentials, key)
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigError(f"{where}.{key}: ${name} is not set or empty")
+        values.append(value)
+    origin = f"the credentials from ${credentials.username_env} and ${credentials.password_env}"
+    return Login(values[0], values[1], origin)
+
+
+class Sources:
+    """Source registry clients, one per host, made on first use, each with its credentials."""
+
+    def __init__(self, config: Config, http: Http, logins: dict[str, Login]):
+        self._config, self._http, self._logins = config, http, logins
+        self._clients: dict[str, Registry] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str) -> Registry:
+        with self._lock:
+            if host not in self._clients:
+                self._clients[host] = Registry(
+                    host,
+                    http=self._http,
+                    tls_verify=self._config.source.tls_verify,
+                    login=self._logins.get(host),
+                )
+            return self._clients[host]
+
+
+@dataclass
+class _Target:
+    """One configured ECR target, connected: its API client, host and registry client."""
+
+    config: Ecr
+    ecr: aws.Ecr
+    host: str
+    registry: Registry
+    settings: dict[str, RepositorySettings]  # per configured repository
+    _created: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def step_target(self, *, dry_run: bool) -> Target:
+        target = Target(
+            host=self.host,
+            registry=self.registry,
+            is_immutable=lambda repository, tag: self.ecr.is_immutable(repository),
+        )
+        if self.config.create_repositories and not dry_run:
+            target = replace(target, ensure_repository=self.ensure_repository)
+        return target
+
+    def ensure_repository(self, name: str) -> None:
+        """Create the repository once, with its repository_settings (an existing one is left
+        as it is: `mirror repos` shows and fixes its drift)."""
+        with self._lock:
+            if name not in self._created:
+                settings = self.settings.get(name, self.config.repository_settings)
+                aws.Repositories.of(self.ecr).create(name, settings)
+                self._created.add(name)
+
+
+class Copier:
+    """skopeo, with the auth file kept in step with the ECR tokens (renewed on long runs)."""
+
+    def __init__(self, tool: skopeo.Skopeo, logins: dict[str, Login], targets: list[_Target]):
+        self.tool, self.logins, self.targets = tool, logins, targets
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Fetch new ECR tokens when the old ones near expiry; a no-op otherwise."""
+        with self._lock:
+            changed = False
+            for target in self.targets:
+                login = target.ecr.login().login
+                if self.logins.get(target.host) != login:
+                    self.logins[target.host] = login
+                    target.registry.login = login
+                    changed = True
+            if changed:
+                self.tool.workspace.write_auths(self.logins)
+
+    def copy(
+        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+    ) -> str:
+        self.refresh()
+        return self.tool.copy(
+            source, destination, src_tls_verify=src_tls_verify, dest_tls_verify=dest_tls_verify
+        )
+
+
+@dataclass
+class Session:
+    """A run's connected boundaries. `stop()` cuts off every request and skopeo in flight."""
+
+    sources: Sources
+    targets: list[Target]
+    copier: Copier
+    http: Http
+    tool: skopeo.Skopeo
+
+    def stop(self) -> None:
+        self.http.stop()
+        self.tool.terminate_all()
+
+
+def hosts(config: Config) -> list[str]:
+    """Each target's registry host as far as the config alone tells (for early reports)."""
+    return [target.endpoint or "" for target in config.targets]
+
+
+@contextlib.contextmanager
+def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iterator[Session]:
+    """Connect everything; the private workspace with credentials is removed on every way out."""
+    skopeo.remove_leftovers()
+    region = region_of(config)
+    source_logins = {
+        host: login
+        for host, credentials in config.source.credential_hosts().items()
+        if (
+            login := source_login(
+                credentials, region=region, where=_credentials_where(config, host)
+            )
+        )
+        is not None
+    }
+    if not dry_run:
+        skopeo.probe()
+    http = Http(policy=Policy(timeout=timeout), pool_size=min(32, 4 * max(1, jobs)))
+    targets = _connect_targets(config, http)
+    logins = {**source_logins, **{target.host: target.ecr.login().login for target in targets}}
+    with skopeo.Workspace() as workspace:
+        workspace.write_auths(logins)
+        tool = skopeo.Skopeo(workspace)
+        yield Session(
+            sources=Sources(config, http, source_logins),
+            targets=[target.step_target(dry_run=dry_run) for target in targets],
+            copier=Copier(tool, logins, targets),
+            http=http,
+            tool=tool,
+        )
+
+
+def _credentials_where(config: Config, host: str) -> str:
+    listed = dict(config.source.host_credentials)
+    return f'source.credentials["{host}"]' if host in listed else "source.credentials"
+
+
+def _connect_targets(config: Config, http: Http) -> list[_Target]:
+    """An ECR client, token and registry client for every target (`ecr:` may be a list)."""
+    targets = []
+    for target in config.targets:
+        ecr = aws.Ecr(region=region_of(config, target), registry_id=target.registry_id)
+        login = ecr.login()
+        host = target.endpoint or login.host
+        registry = Registry(host, http=http, tls_verify=target.tls_verify, login=login.login)
+        targets.append(_Target(target, ecr, host, registry, config.repository_settings(target)))
+    return targets

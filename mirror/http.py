@@ -1,0 +1,487 @@
+"""Bounded HTTP for the registry client: every request ends by its deadline, whatever the peer does.
+
+Layers, bottom up (as in go-containerregistry's transport): urllib3's pooled connections; a
+watchdog that cuts a connection off at the request's deadline or when the run stops (a socket
+timeout alone bounds each read, not the request: a peer trickling a byte every few seconds
+would keep it alive for ever); the retry policy; and a per-host breaker: once a host has proved
+unreachable or unresponsive (after its retries), later requests to it fail at once with that
+cause instead of each waiting out the time-out.
+
+Proxies are chosen per URL from HTTPS_PROXY, HTTP_PROXY and NO_PROXY (and the lower-case
+forms) by the rules of Go's net/http, which skopeo uses, so both reach a registry the same way.
+
+This module and mirror/registry.py are the only ones that speak HTTP to registries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from mirror.errors import RegistryError, Stopped
+
+log = logging.getLogger("mirror")
+
+RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+_CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How hard a request tries: its whole deadline (all attempts) and its attempts.
+
+    Connection failures and 500/502/503/504 on a request that may be repeated are retried,
+    with exponential backoff from `backoff` seconds and ±50 % jitter, while the deadline
+    allows. A request cut off at its deadline is not retried: the deadline is spent.
+    """
+
+    timeout: float = 30.0  # seconds for the whole request, every attempt included
+    attempts: int = 3
+    backoff: float = 0.3
+
+
+@dataclass(frozen=True)
+class Response:
+    """A whole answer: status, headers (case-insensitive) and body."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: bytes
+
+
+# --- the watchdog --------------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+@dataclass(eq=False)
+class _Call:
+    """One attempt in flight on one thread: the connection it uses, once it has one."""
+
+    deadline: float
+    connection: Any = None
+    cut: str | None = None  # why the watchdog cut it off: "deadline" or "stopped"
+
+
+class _Watched:
+    """Mixed into urllib3's connections: tells the current call which connection it uses."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        call: _Call | None = getattr(_local, "call", None)
+        if call is not None:
+            call.connection = self
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOL_CLASSES = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Watchdog:
+    """One thread that shuts down the socket of every call past its deadline (or all, on stop)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: set[_Call] = set()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    @contextlib.contextmanager
+    def watching(self, deadline: float) -> Iterator[_Call]:
+        call = _Call(deadline)
+        with self._lock:
+            if self._stopping:
+                raise Stopped
+            self._calls.add(call)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="http-watchdog", daemon=True)
+                self._thread.start()
+        self._wake.set()
+        _local.call = call
+        try:
+            yield call
+        finally:
+            _local.call = None
+            with self._lock:
+                self._calls.discard(call)
+
+    def stop(self) -> None:
+        """Cut off every call in flight; later calls raise Stopped."""
+        with self._lock:
+            self._stopping = True
+            calls = list(self._calls)
+        for call in calls:
+            _cut(call, "stopped")
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                late = [call for call in self._calls if call.deadline <= now and not call.cut]
+                upcoming = [call.deadline for call in self._calls if call.deadline > now]
+                if self._stopping and not self._calls:
+                    return
+            for call in late:
+                _cut(call, "deadline")
+            self._wake.wait(min([*upcoming, now + 1.0]) - now)
+            self._wake.clear()
+
+
+def _cut(call: _Call, why: str) -> None:
+    call.cut = call.cut or why
+    sock = getattr(call.connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+# --- proxies -------------------------------------------------------------------------------------
+
+
+def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
+    """The proxy URL a request to `url` goes through, by Go's rules (net/http's
+    ProxyFromEnvironment, golang.org/x/net/http/httpproxy), which skopeo follows:
+
+    - https URLs use HTTPS_PROXY, http URLs HTTP_PROXY (the first non-empty of the upper- and
+      lower-case names); a value without a scheme is taken as http://;
+    - never for localhost or a loopback address;
+    - NO_PROXY: comma-separated; `*` matches all; an IP or CIDR matches addresses; `name`
+      matches the name and its subdomains, `.name` and `*.name` only subdomains; an entry
+      with `:port` matches that port only.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    name = "HTTPS_PROXY" if parts.scheme == "https" else "HTTP_PROXY"
+    proxy = _env_any(environ, name, name.lower())
+    if not proxy:
+        return None
+    host = parts.hostname.lower()
+    port = str(parts.port or (443 if parts.scheme == "https" else 80))
+    if not _use_proxy(host, port, _env_any(environ, "NO_PROXY", "no_proxy")):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _env_any(environ: Mapping[str, str], *names: str) -> str:
+    return next((environ[name] for name in names if environ.get(name)), "")
+
+
+def _use_proxy(host: str, port: str, no_proxy: str) -> bool:
+    ip = _ip(host)
+    if host == "localhost" or (ip is not None and ip.is_loopback):
+        return False
+    for entry in (part.strip().lower() for part in no_proxy.split(",")):
+        if entry and _bypasses(entry, host, port, ip):
+            return False
+    return True
+
+
+def _bypasses(
+    entry: str,
+    host: str,
+    port: str,
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+) -> bool:
+    if entry == "*":
+        return True
+    if "/" in entry:
+        with contextlib.suppress(ValueError):
+            return ip is not None and ip in ipaddress.ip_network(entry, strict=False)
+        return False
+    name, entry_port = _split_port(entry)
+    if not name:
+        return False
+    entry_ip = _ip(name.strip("[]"))
+    if entry_ip is not None:
+        return ip == entry_ip and entry_port in ("", port)
+    whole = not name.startswith((".", "*."))
+    suffix = "." + name.lstrip("*").lstrip(".")
+    return (host.endswith(suffix) or (whole and host == suffix[1:])) and entry_port in ("", port)
+
+
+def _split_port(entry: str) -> tuple[str, str]:
+    if entry.startswith("["):
+        name, _, rest = entry[1:].partition("]")
+        return name, rest.removeprefix(":")
+    if entry.count(":") == 1:
+        name, _, port = entry.partition(":")
+        return name, port
+    return entry, ""
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Managers:
+    """urllib3 pool managers: direct, and one per proxy, each verified or not."""
+
+    size: int
+    direct: dict[bool, urllib3.PoolManager] = field(default_factory=dict)
+    proxied: dict[tuple[str, bool], urllib3.ProxyManager] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, proxy: str | None, verify: bool) -> urllib3.PoolManager:
+        certificates = "CERT_REQUIRED" if verify else "CERT_NONE"
+        with self.lock:
+            if proxy is None:
+                if verify not in self.direct:
+                    manager = urllib3.PoolManager(maxsize=self.size, cert_reqs=certificates)
+                    self.direct[verify] = _watched(manager)
+                return self.direct[verify]
+            if (proxy, verify) not in self.proxied:
+                manager = urllib3.ProxyManager(
+                    _without_userinfo(proxy),
+                    proxy_headers=_proxy_headers(proxy),
+                    maxsize=self.size,
+                    cert_reqs=certificates,
+                )
+                self.proxied[(proxy, verify)] = _watched(manager)
+            return self.proxied[(proxy, verify)]
+
+
+def _watched(manager: Any) -> Any:
+    manager.pool_classes_by_scheme = _POOL_CLASSES
+    return manager
+
+
+def _without_userinfo(proxy: str) -> str:
+    parts = urlsplit(proxy)
+    netloc = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _proxy_headers(proxy: str) -> dict[str, str]:
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return {}
+    auth = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return dict(urllib3.make_headers(proxy_basic_auth=auth))
+
+
+class Http:
+    """Requests with a deadline, retries, a breaker per host and a stop switch; thread-safe.
+
+    One per run. `environ` gives the proxy variables (default: the process environment).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Policy | None = None,
+        pool_size: int = 8,
+        environ: Mapping[str, str] | None = None,
+    ):
+        self.policy = policy or Policy()
+        self._environ = dict(os.environ if environ is None else environ)
+        self._managers = _Managers(pool_size)
+        self._watchdog = _Watchdog()
+        self._down: dict[str, str] = {}  # host -> why it was given up on
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        """Cut off every request in flight; every later request raises Stopped at once."""
+        self._watchdog.stop()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        tls_verify: bool = True,
+        body: bytes | None = None,
+        probe: bool = False,
+    ) -> Response:
+        """Send and read the whole answer, retrying as the policy says.
+
+        Raises RegistryError (transient) when the host cannot be reached or does not answer
+        in time; Stopped when the run is stopping. `probe`: a request expected to fail
+        (a TLS probe): one attempt, and its failure does not count against the host.
+        """
+        host = _host_of(url)
+        with self._lock:
+            down = self._down.get(host)
+        if down is not None:
+            raise RegistryError(f"{host}: {down} (an earlier request; not tried again in this run)")
+        call = _Request(
+            method,
+            url,
+            dict(headers or {}),
+            body,
+            time.monotonic() + self.policy.timeout,
+            self._managers.get(proxy_for(url, self._environ), tls_verify),
+        )
+        attempts = 1 if probe else self.policy.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._attempt(call)
+            except _Stopping:
+                raise Stopped from None
+            except _Failed as failure:
+                if probe or failure.final or not self._retry(call, attempt, attempts, failure.why):
+                    if not probe:
+                        self._give_up_on(host, failure.why)
+                    raise RegistryError(f"{host}: {failure.why}", transient=True) from None
+                self._pause(attempt, call.deadline)
+                continue
+            retried = response.status in RETRIED_STATUSES and _repeatable(method)
+            if retried and self._retry(call, attempt, attempts, f"HTTP {response.status}"):
+                self._pause(attempt, call.deadline)
+                continue
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _attempt(self, call: _Request) -> Response:
+        started = time.monotonic()
+        left = call.deadline - started
+        if left <= 0:
+            raise _Failed(f"no answer within {self.policy.timeout:g} s", final=True)
+        timeout = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, left), read=left)
+        with self._watchdog.watching(call.deadline) as watched:
+            try:
+                raw = call.manager.request(
+                    call.method,
+                    call.url,
+                    headers=call.headers,
+                    body=call.body,
+                    retries=False,
+                    redirect=True,
+                    timeout=timeout,
+                )
+            except urllib3.exceptions.HTTPError as error:
+                raise self._failure(watched, error, call, started) from None
+        log.debug("%s %s -> %d in %d ms", call.method, _shown(call.url), raw.status, _ms(started))
+        return Response(raw.status, raw.headers, bytes(raw.data))
+
+    def _failure(
+        self, watched: _Call, error: urllib3.exceptions.HTTPError, call: _Request, started: float
+    ) -> _Failed:
+        if watched.cut == "stopped":
+            return _Stopping()
+        if watched.cut == "deadline" or isinstance(error, urllib3.exceptions.ReadTimeoutError):
+            why, final = f"no answer within {self.policy.timeout:g} s", True
+        else:
+            why, final = _reason(error), False
+        log.debug("%s %s failed after %d ms: %s", call.method, _shown(call.url), _ms(started), why)
+        return _Failed(why, final=final)
+
+    def _retry(self, call: _Request, attempt: int, attempts: int, why: str) -> bool:
+        if attempt >= attempts:
+            return False
+        log.debug(
+            "retrying %s %s (attempt %d of %d): %s",
+            call.method,
+            _shown(call.url),
+            attempt + 1,
+            attempts,
+            why,
+        )
+        return True
+
+    def _pause(self, attempt: int, deadline: float) -> None:
+        delay = self.policy.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # noqa: S311
+        time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+
+    def _give_up_on(self, host: str, why: str) -> None:
+        with self._lock:
+            if host not in self._down:
+                log.debug("%s: giving up on it for this run: %s", host, why)
+                self._down[host] = why
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+    deadline: float  # time.monotonic() by which the whole request, retries included, ends
+    manager: Any  # the urllib3 pool manager (direct or through a proxy)
+
+
+class _Failed(Exception):
+    def __init__(self, why: str, *, final: bool):
+        super().__init__(why)
+        self.why, self.final = why, final
+
+
+class _Stopping(_Failed):
+    def __init__(self) -> None:
+        super().__init__("mirror is stopping", final=True)
+
+
+def _repeatable(method: str) -> bool:
+    return method in ("GET", "HEAD", "PUT")
+
+
+def _host_of(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+def _shown(url: str) -> str:
+    """The URL as logged: host and path with query (they hold no secret), no scheme."""
+    return url.split("://", 1)[-1]
+
+
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+def _reason(error: BaseException) -> str:
+    """urllib3's error in plain words, without object reprs."""
+    for kind, words in _REASONS:
+        if isinstance(error, kind):
+            if kind is urllib3.exceptions.NewConnectionError and "refused" not in str(error):
+                return "cannot connect: " + str(error).split(": ", 1)[-1]
+            return words or f"{type(error).__name__}: {error}"
+    return str(error) or type(error).__name__
+
+
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (urllib3.exceptions.NameResolutionError, "cannot resolve the host name (Failed to resolve)"),
+    (urllib3.exceptions.NewConnectionError, "connection refused"),
+    (urllib3.exceptions.ConnectTimeoutError, "connection timed out"),
+    (urllib3.exceptions.SSLError, ""),
+    (urllib3.exceptions.ProxyError, ""),
+    (urllib3.exceptions.ProtocolError, "connection closed without an answer"),
+)

@@ -1,0 +1,300 @@
+"""The run's steps 2 to 4 wired together: check every task, schedule the copies, transfer them.
+
+Each entry's outcome goes to the sink the moment it is known (an unchanged image during the
+checks, a copy when it ends), so a long run shows its progress and a killed one has printed
+what it did. The main thread only waits, in short slices: signal handlers run there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from mirror.check import INTERRUPTED, Checker, Registry, Target
+from mirror.errors import MirrorError, RateLimited
+from mirror.model import Action, Outcome, Pending, Task
+from mirror.plan import Plan
+from mirror.schedule import Budgets, Job, Queue, jobs
+from mirror.transfer import Copier, Holdings, Retry, Transfer
+from mirror.workers import Workers, wait_all, wait_any
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    jobs: int = 4  # copies at once
+    dry_run: bool = False
+    retry: Retry = field(default_factory=Retry)
+    grace: float = 5.0  # seconds to wait for work in flight once stopped
+
+    @property
+    def check_jobs(self) -> int:
+        """HEAD checks at once: cheap requests, so four per copy slot, at most 32."""
+        return min(32, 4 * max(1, self.jobs))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is: entries settled by action, out of `total`; copies running; pulls left."""
+
+    total: int
+    counts: Mapping[Action, int]
+    running: int = 0
+    pulls_left: int | None = None
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+
+class Sink(Protocol):
+    """Who hears of a run as it goes (the console)."""
+
+    def settled(self, outcome: Outcome) -> None: ...
+
+    def progress(self, progress: Progress) -> None: ...
+
+
+@dataclass
+class Result:
+    outcomes: list[Outcome]  # in config order
+    budgets: Budgets
+    warnings: list[str] = field(default_factory=list)
+
+
+class Collector:
+    """Every entry's outcome, exactly once (the first wins); passes each on to the sink."""
+
+    def __init__(self, total: int, sink: Sink, budgets: Budgets):
+        self.total = total
+        self.sink = sink
+        self.budgets = budgets
+        self.running = 0
+        self._outcomes: dict[tuple[tuple[int, int], int], Outcome] = {}
+        self._counts: Counter[Action] = Counter()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def add(self, outcome: Outcome) -> None:
+        key = (outcome.order, outcome.target)
+        with self._lock:
+            if self._closed or key in self._outcomes:
+                return
+            self._outcomes[key] = outcome
+            self._counts[outcome.action] += 1
+            self.sink.settled(outcome)
+        self.report()
+
+    def has(self, order: tuple[int, int], target: int) -> bool:
+        with self._lock:
+            return (order, target) in self._outcomes
+
+    def set_running(self, running: int) -> None:
+        self.running = running
+        self.report()
+
+    def report(self) -> None:
+        with self._lock:
+            counts = dict(self._counts)
+        self.sink.progress(Progress(self.total, counts, self.running, self.budgets.pulls_left()))
+
+    def close(self) -> list[Outcome]:
+        """No more outcomes are taken; the ones taken, in config and target order."""
+        with self._lock:
+            self._closed = True
+            return sorted(self._outcomes.values(), key=lambda outcome: outcome.sort_key)
+
+
+class Pipeline:
+    """Checks, schedules and transfers the tasks of a plan into every target."""
+
+    def __init__(
+        self,
+        *,
+        sources: Callable[[str], Registry],
+        targets: Sequence[Target],
+        copier: Copier,
+        budgets: Budgets,
+        settings: Settings,
+        stop: threading.Event,
+        sink: Sink,
+    ):
+        self.sources = sources
+        self.targets = list(targets)
+        self.copier = copier
+        self.budgets = budgets
+        self.settings = settings
+        self.stop = stop
+        self.sink = sink
+        self.holdings = Holdings()
+        self._grace_end: float | None = None
+
+    def run(self, plan: Plan) -> Result:
+        total = len(plan.tasks) * len(self.targets) + len(plan.outcomes)
+        collector = Collector(total, self.sink, self.budgets)
+        for outcome in plan.outcomes:
+            collector.add(outcome)
+        pendings = self._check(plan.tasks, collector)
+        if pendings and not self.settings.dry_run:
+            self._transfer(pendings, collector)
+            self._read_budgets(pendings)
+        self._settle_the_rest(plan.tasks, collector)
+        return Result(collector.close(), self.budgets, list(plan.warnings))
+
+    # --- step 2: checks -------------------------------------------------------------------------
+
+    def _check(self, tasks: Sequence[Task], collector: Collector) -> list[Pending]:
+        checker = Checker(
+            sources=self.sources, targets=self.targets, limits=self.budgets, stop=self.stop
+        )
+        pendings: list[Pending] = []
+        with Workers(self.settings.check_jobs, "check") as workers:
+            waiting: dict[Future[list[Outcome | Pending]], Task] = {
+                workers.submit(checker.check, task): task for task in tasks
+            }
+            while waiting:
+                done = self._finished(waiting)
+                for future in done:
+                    task = waiting.pop(future)
+                    for item in future.result():
+                        self._take(task, item, collector, pendings)
+                if self.stop.is_set():
+                    break  # what did not finish in the grace period is deferred
+        return pendings
+
+    def _take(
+        self, task: Task, item: Outcome | Pending, collector: Collector, pendings: list[Pending]
+    ) -> None:
+        if isinstance(item, Outcome):
+            self.holdings.add(item, whole=not task.platforms)
+            collector.add(item)
+        elif self.settings.dry_run:
+            collector.add(Outcome.settled(item, Action.WOULD_COPY))
+        else:
+            pendings.append(item)
+
+    # --- steps 3 and 4: schedule and transfer ---------------------------------------------------
+
+    def _transfer(self, pendings: list[Pending], collector: Collector) -> None:
+        queue = Queue(jobs(pendings), self.budgets)
+        needed = Counter[str]()
+        for job in queue.waiting:
+            needed[job.host] += job.lead.pulls
+        transfer = Transfer(
+            sources=self.sources,
+            targets=self.targets,
+            copier=self.copier,
+            budgets=self.budgets,
+            holdings=self.holdings,
+            emit=collector.add,
+            stop=self.stop,
+            retry=self.settings.retry,
+            recheck=lambda pending: self._recheck(pending, needed),
+        )
+        running: dict[Future[None], tuple[Job, int]] = {}
+        with Workers(self.settings.jobs, "copy") as workers:
+            while queue.waiting and not self.stop.is_set():
+                admitted = None
+                if len(running) < self.settings.jobs:
+                    costs = {id(waiting): self._cost(waiting) for waiting in queue.waiting}
+                    admitted = queue.next(self._reserved(running), costs)
+                if admitted is not None:
+                    running[workers.submit(transfer.run, admitted)] = (
+                        admitted,
+                        costs[id(admitted)],
+                    )
+                elif not running:
+                    break
+                else:
+                    for future in self._finished(running):
+                        del running[future]
+                        future.result()  # a bug in a job surfaces here
+                collector.set_running(len(running))
+            for future in self._finished(running, every=True):
+                future.result()
+        collector.set_running(0)
+        for job, reason in queue.left():
+            why = INTERRUPTED if self.stop.is_set() else reason
+            for pending in job.pendings():
+                collector.add(Outcome.settled(pending, Action.DEFERRED, error=why))
+
+    def _cost(self, job: Job) -> int:
+        """A job whose image a target already has costs no pull."""
+        return 0 if self.holdings.donor(job.lead) is not None else job.lead.pulls
+
+    def _recheck(self, pending: Pending, needed: Mapping[str, int]) -> None:
+        """Read the true budget left after a copy, with a HEAD (free) on the same image: only
+        when the budget is tight (under twice what the run needs); a 429 is still caught."""
+        host = pending.task.source.repository.registry
+        if self.budgets.tight(host, needed.get(host, 0)):
+            self._read_budget(pending.task)
+
+    def _read_budgets(self, pendings: list[Pending]) -> None:
+        """After every copy has finished, the budget each source reports now (one free HEAD
+        per host that was pulled from), so the figures at the end are the source's own."""
+        if self.stop.is_set():
+            return
+        last: dict[str, Task] = {}
+        for pending in pendings:
+            last[pending.task.source.repository.registry] = pending.task
+        for budget in self.budgets.snapshot():
+            if budget.spent and budget.last is not None and budget.host in last:
+                self._read_budget(last[budget.host])
+
+    def _read_budget(self, task: Task) -> None:
+        host = task.source.repository.registry
+        try:
+            head = self.sources(host).head_manifest(
+                task.source.repository.path, task.source_reference
+            )
+        except RateLimited as error:
+            self.budgets.limited(host, f"{error}; run again later")
+            return
+        except MirrorError:
+            return  # the estimate stands
+        self.budgets.see(host, head.rate_limit)
+
+    # --- the end --------------------------------------------------------------------------------
+
+    def _finished(
+        self, futures: Mapping[Future[T], object], *, every: bool = False
+    ) -> set[Future[T]]:
+        """The futures done: at least one (all with `every`). Once stopped, the work in flight
+        gets `grace` seconds in all; what has not finished then is given up on."""
+        if not self.stop.is_set():
+            if every:
+                wait_all(futures)
+                return set(futures)
+            return wait_any(futures, self.stop)
+        if self._grace_end is None:
+            self._grace_end = time.monotonic() + self.settings.grace
+        end = self._grace_end
+        wait_all(futures, until=lambda: time.monotonic() >= end)
+        return {future for future in futures if future.done()}
+
+    @staticmethod
+    def _reserved(running: Mapping[Future[None], tuple[Job, int]]) -> dict[str, int]:
+        reserved = Counter[str]()
+        for job, pulls in running.values():
+            reserved[job.host] += pulls
+        return dict(reserved)
+
+    def _settle_the_rest(self, tasks: Sequence[Task], collector: Collector) -> None:
+        """Anything without an outcome (work given up on after a stop) is deferred."""
+        for task in tasks:
+            for number, target in enumerate(self.targets):
+                if not collector.has(task.order, number):
+                    outcome = Outcome.of(
+                        task,
+                        number,
+                        task.destination(target.host, number),
+                        Action.DEFERRED,
+                        error=INTERRUPTED,
+                    )
+                    collector.add(outcome)

@@ -1,0 +1,174 @@
+"""Step 1, plan: the config and the source's tag lists -> the tasks of a run. Pure: no I/O.
+
+Tag rules need the source's tag list; the caller reads those (`rule_images` says which) and
+hands in what each answered: a TagList, or the error in plain words. An image whose list could
+not be read becomes one `failed` outcome, and the rest of the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mirror.config import Config, Image, TagEntry
+from mirror.errors import ConfigError
+from mirror.model import Action, Outcome, Task
+from mirror.reference import BadReference, ImageRef, parse_reference
+from mirror.registry import TagList
+
+NOT_RESOLVED = "its tag rule was not resolved: the run stopped first"
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """Why a tag rule's list could not be read, and what that makes of the image."""
+
+    error: str
+    action: Action = Action.FAILED  # DEFERRED when the source said "later" (429)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The tasks of a run, in config order, and what planning found on the way."""
+
+    tasks: tuple[Task, ...]
+    outcomes: tuple[Outcome, ...] = ()  # images settled by planning: unresolvable tag rules
+    warnings: tuple[str, ...] = ()  # for the log and the report
+    notes: tuple[str, ...] = ()  # what each tag rule chose, for the log
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (1-based): a stable split by destination repository and tag."""
+
+    index: int = 1
+    count: int = 1
+
+    def takes(self, key: str) -> bool:
+        if self.count == 1:
+            return True
+        number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+        return number % self.count + 1 == self.index
+
+
+def rule_images(config: Config) -> list[tuple[int, Image]]:
+    """The images whose tags come from a tag rule, with their index in the config."""
+    return [(index, image) for index, image in enumerate(config.images) if image.rule is not None]
+
+
+def plan(
+    config: Config,
+    tag_lists: Mapping[int, TagList | Unresolved],
+    *,
+    hosts: Sequence[str],
+    shard: Shard = Shard(),
+) -> Plan:
+    """The run's tasks: the listed tags, and those each tag rule chooses from its tag list.
+
+    `tag_lists` maps an image index to its source's tag list or to why it could not be read;
+    a rule image missing from it was not reached (the run stopped) and is `deferred`.
+    `hosts` are the targets' registry hosts, for the destinations of such images.
+    """
+    tasks: list[Task] = []
+    outcomes: list[Outcome] = []
+    warnings: list[str] = []
+    notes: list[str] = []
+    for index, image in enumerate(config.images):
+        entries = list(image.tags)
+        if image.rule is not None:
+            answer = tag_lists.get(index)
+            if not isinstance(answer, TagList):
+                outcomes += _unresolved(config, index, image, hosts, answer)
+                continue
+            chosen = image.rule.select(answer.tags)
+            where = f"images[{index}] ({image.source})"
+            if answer.warning:
+                warnings.append(f"{where}: {answer.warning}")
+            if chosen:
+                notes.append(
+                    f"{where}: tag rule chose {len(chosen)} of {len(answer.tags)} tags: "
+                    + ", ".join(chosen)
+                )
+            else:
+                warnings.append(f"{where}: tag rule chose no tag from {len(answer.tags)} tags")
+            entries += [TagEntry(tag) for tag in chosen]
+        tasks += [
+            image_task(config, image, entry.tag, entry.digest, order=(index, position))
+            for position, entry in enumerate(entries)
+        ]
+    return Plan(
+        tuple(task for task in tasks if shard.takes(_shard_key(task))),
+        tuple(o for o in outcomes if shard.takes(o.repository)),
+        tuple(warnings),
+        tuple(notes),
+    )
+
+
+def plan_names(config: Config, names: Sequence[str]) -> tuple[Plan, dict[str, Task]]:
+    """`mirror ensure`: a task per distinct image among `names` (written as after FROM), and
+    which task each name maps to. Raises ConfigError naming a name that is not a reference."""
+    by_name: dict[str, Task] = {}
+    tasks: dict[tuple[str, str], Task] = {}
+    for position, name in enumerate(names):
+        try:
+            reference = parse_reference(name, default_registry=config.source.registry)
+        except BadReference as error:
+            raise ConfigError(f"{name!r}: {error}") from None
+        image = config.image_for(reference.repository)
+        task = image_task(config, image, _tag(reference), reference.digest, order=(position, 0))
+        key = (task.repositories[0], task.tag)
+        by_name[name] = tasks.setdefault(key, task)
+    return Plan(tuple(tasks.values())), by_name
+
+
+def image_task(
+    config: Config,
+    image: Image,
+    tag: str,
+    digest: str | None = None,
+    *,
+    order: tuple[int, int] = (0, 0),
+) -> Task:
+    return Task(
+        ImageRef(image.source, tag, digest),
+        tag,
+        tuple(config.destination_repository(image, target) for target in config.targets),
+        image.platforms,
+        order,
+    )
+
+
+def _unresolved(
+    config: Config, index: int, image: Image, hosts: Sequence[str], answer: Unresolved | None
+) -> list[Outcome]:
+    answer = answer or Unresolved(NOT_RESOLVED, Action.DEFERRED)
+    outcomes = []
+    for number, target in enumerate(config.targets):
+        repository = config.destination_repository(image, target)
+        host = hosts[number] if number < len(hosts) else ""
+        outcomes.append(
+            Outcome(
+                source=str(image.source),
+                destination=f"{host}/{repository}" if host else repository,
+                repository=repository,
+                tag=None,
+                action=answer.action,
+                error=answer.error,
+                target=number,
+                order=(index, 0),
+            )
+        )
+    return outcomes
+
+
+def _shard_key(task: Task) -> str:
+    return f"{task.repositories[0]}:{task.tag}"
+
+
+def _tag(reference: ImageRef) -> str:
+    """The destination tag: the source's, or for a digest-only name `sha256-<hex>`."""
+    if reference.tag:
+        return reference.tag
+    algorithm, _, hexdigits = (reference.digest or "").partition(":")
+    return f"{algorithm}-{hexdigits}"

@@ -1,0 +1,40 @@
+"""`mirror repos`: each configured ECR repository's settings against what ECR has, and fixes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mirror import aws
+from mirror.config import Config
+from mirror.connect import region_of
+from mirror.repo_settings import Drift, RepositorySettings, drift
+
+
+@dataclass
+class RepositoryState:
+    """`mirror repos`: one configured repository, what ECR has, and how it differs."""
+
+    target: str
+    name: str
+    settings: RepositorySettings
+    missing: bool
+    drifts: list[Drift]
+    applied: list[str] = field(default_factory=list)
+
+
+def repository_states(config: Config, *, apply: bool) -> list[RepositoryState]:
+    """Compare every configured repository's settings with ECR's; with `apply`, fix what
+    ECR allows changing (scanning, mutability, lifecycle policy, tags)."""
+    states = []
+    for target in config.targets:
+        ecr = aws.Ecr(region=region_of(config, target), registry_id=target.registry_id)
+        repositories = aws.Repositories.of(ecr)
+        host = target.endpoint or ecr.login().host
+        for name, settings in sorted(config.repository_settings(target).items()):
+            actual = repositories.actual(name)
+            drifts = [] if actual is None else drift(settings, actual)
+            state = RepositoryState(host, name, settings, actual is None, drifts)
+            if apply and drifts:
+                state.applied = repositories.apply(name, drifts, settings)
+            states.append(state)
+    return states

@@ -1,0 +1,179 @@
+"""Step 3, schedule: which pending copies start, and when, within each source's pull budget.
+
+Budgets belong to a registry host: Docker Hub's headers say nothing about quay.io's, and a
+429 from one source defers only that source's images. `--max-pulls` caps the whole run.
+Pending copies that need one source image (alias tags, other targets) form one job: the image
+is pulled once, and everything else is filled from a target that has it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from mirror.model import Pending
+from mirror.registry import RateLimit
+
+log = logging.getLogger("mirror")
+
+
+@dataclass(frozen=True)
+class HostBudget:
+    """One source host's budget as seen in this run (a snapshot)."""
+
+    host: str
+    start: RateLimit | None = None  # the first figures the host sent
+    last: RateLimit | None = None  # the latest, lowered by the pulls spent since
+    spent: int = 0  # pulls spent by copies from this host, retries included
+    limited: str | None = None  # why the host is off limits for the rest of the run (a 429)
+
+
+class Budgets:
+    """The pull budget of every source host, and --max-pulls; thread-safe."""
+
+    def __init__(self, max_pulls: int | None = None):
+        self.max_pulls = max_pulls
+        self._hosts: dict[str, HostBudget] = {}
+        self._lock = threading.Lock()
+
+    def see(self, host: str, rate_limit: RateLimit | None) -> None:
+        """Take in what a source's headers said (None: it sent no limit)."""
+        if rate_limit is None:
+            return
+        with self._lock:
+            budget = self._get(host)
+            self._hosts[host] = HostBudget(
+                host, budget.start or rate_limit, rate_limit, budget.spent, budget.limited
+            )
+
+    def spend(self, host: str, pulls: int) -> None:
+        with self._lock:
+            budget = self._get(host)
+            last = budget.last
+            if last is not None:
+                last = RateLimit(last.limit, max(0, last.remaining - pulls))
+            self._hosts[host] = HostBudget(
+                host, budget.start, last, budget.spent + pulls, budget.limited
+            )
+
+    def limited(self, host: str, why: str) -> None:
+        """The host answered 429: start nothing more from it in this run."""
+        with self._lock:
+            budget = self._get(host)
+            if budget.limited is None:
+                log.debug("%s: no more pulls in this run: %s", host, why)
+                self._hosts[host] = HostBudget(host, budget.start, budget.last, budget.spent, why)
+
+    def blocked(self, host: str) -> str | None:
+        """Why nothing more may come from `host` in this run (None: it may)."""
+        with self._lock:
+            return self._get(host).limited
+
+    def shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None:
+        """Why `pulls` more from `host` cannot be spent now, with `reserved` promised to the
+        copies running (per host); None when they can."""
+        with self._lock:
+            budget = self._get(host)
+            if budget.limited:
+                return budget.limited
+            spent = sum(b.spent for b in self._hosts.values())
+            if (
+                self.max_pulls is not None
+                and spent + sum(reserved.values()) + pulls > self.max_pulls
+            ):
+                return f"--max-pulls {self.max_pulls} reached; run again later"
+            last = budget.last
+            left = None if last is None else last.remaining - reserved.get(host, 0)
+            if last is not None and left is not None and left < pulls:
+                return (
+                    f"{host}: pull budget: needs {pulls}, {left} left of {last.limit}; "
+                    "run again later"
+                )
+        return None
+
+    def tight(self, host: str, needed: int) -> bool:
+        """Is the host's budget under twice what the run still needs from it?"""
+        with self._lock:
+            last = self._get(host).last
+        return last is not None and last.remaining < 2 * needed
+
+    def snapshot(self) -> list[HostBudget]:
+        with self._lock:
+            return sorted(self._hosts.values(), key=lambda budget: budget.host)
+
+    def pulls_left(self) -> int | None:
+        """The pulls left over every host that reported a limit (None: none did)."""
+        known = [b.last.remaining for b in self.snapshot() if b.last is not None]
+        return sum(known) if known else None
+
+    def _get(self, host: str) -> HostBudget:
+        return self._hosts.get(host) or HostBudget(host)
+
+
+@dataclass(frozen=True)
+class Job:
+    """The pending copies that need one source image, grouped by task, in config order."""
+
+    groups: tuple[tuple[Pending, ...], ...]
+
+    @property
+    def lead(self) -> Pending:
+        return self.groups[0][0]
+
+    @property
+    def host(self) -> str:
+        return self.lead.task.source.repository.registry
+
+    def pendings(self) -> list[Pending]:
+        return [pending for group in self.groups for pending in group]
+
+
+def jobs(pendings: Iterable[Pending]) -> list[Job]:
+    """Group pending copies by the source image they need (its digest), in order. A platform
+    subset is its own job: its index is written for that tag only."""
+    by_task: dict[tuple[int, int], list[Pending]] = {}
+    for pending in sorted(pendings, key=lambda p: (p.task.order, p.target)):
+        by_task.setdefault(pending.task.order, []).append(pending)
+    grouped: dict[object, list[tuple[Pending, ...]]] = {}
+    for group in by_task.values():
+        first = group[0]
+        key: object = (
+            (first.task.source.repository, first.source_digest)
+            if first.source_digest and not first.task.platforms
+            else first.task.order
+        )
+        grouped.setdefault(key, []).append(tuple(group))
+    return [Job(tuple(groups)) for groups in grouped.values()]
+
+
+@dataclass
+class Queue:
+    """Jobs waiting to start, in order; the first one the budgets admit goes next.
+
+    A job whose lead can be filled from a target (`free` says which) costs no pull.
+    """
+
+    waiting: list[Job]
+    budgets: Budgets
+    reasons: dict[int, str] = field(default_factory=dict)  # why a job could not start
+
+    def next(self, reserved: dict[str, int], cost: dict[int, int]) -> Job | None:
+        """Take the first job whose pulls fit its host's budget now; None if none fits.
+        `cost` is each job's pulls (by id); `reserved`, the running copies' pulls by host."""
+        for job in self.waiting:
+            reason = self.budgets.shortfall(job.host, cost[id(job)], reserved)
+            if reason is None:
+                self.waiting.remove(job)
+                self.reasons.pop(id(job), None)
+                log.debug(
+                    "starting %s (%d pulls from %s)", job.lead.task.source, cost[id(job)], job.host
+                )
+                return job
+            self.reasons[id(job)] = reason
+        return None
+
+    def left(self) -> Sequence[tuple[Job, str]]:
+        """The jobs that never started, each with why."""
+        return [(job, self.reasons.get(id(job), "not started")) for job in self.waiting]

@@ -1,0 +1,307 @@
+"""Step 4, transfer: run a job's copies with skopeo, or fill a target from one that has the image.
+
+A job's image is pulled from the source once, into the first target that needs it; every other
+tag and target is filled registry to registry (a manifest PUT in the same repository, else a
+skopeo copy between ECR registries), which costs no pull.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+from mirror.check import INTERRUPTED, PLATFORMS, SOURCE_DIGEST, Registry, Target
+from mirror.errors import CopyError, MirrorError, RateLimited, Stopped
+from mirror.model import Action, Outcome, Pending
+from mirror.registry import INDEX_TYPES, OCI_INDEX
+from mirror.schedule import Budgets, Job
+
+log = logging.getLogger("mirror")
+
+
+class Copier(Protocol):
+    def copy(
+        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+    ) -> str: ...
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a whole image already is: a tag in a target."""
+
+    target: int
+    repository: str
+    tag: str
+    reference: str  # host/repository:tag
+
+
+class Holdings:
+    """Where each image is in the targets, as the run learns it: donors for the copies left."""
+
+    def __init__(self) -> None:
+        self._by_digest: dict[tuple[str, int], Place] = {}  # whole images, by digest and target
+        self._by_task: dict[tuple[int, int], list[Place]] = {}  # any image, by task
+        self._lock = threading.Lock()
+
+    def add(self, outcome: Outcome, *, whole: bool) -> None:
+        """Record an up-to-date or copied outcome (`whole`: every platform, digests kept)."""
+        if outcome.tag is None or outcome.action not in (Action.UP_TO_DATE, Action.COPIED):
+            return
+        place = Place(outcome.target, outcome.repository, outcome.tag, outcome.destination)
+        with self._lock:
+            if whole and outcome.destination_digest:
+                self._by_digest.setdefault((outcome.destination_digest, outcome.target), place)
+            self._by_task.setdefault(outcome.order, []).append(place)
+
+    def donor(self, pending: Pending) -> Place | None:
+        """The same image under another tag in this target (whole images only), else this
+        tag in another target."""
+        with self._lock:
+            if not pending.task.platforms:
+                alias = self._by_digest.get((pending.source_digest, pending.target))
+                if alias is not None:
+                    return alias
+            places = self._by_task.get(pending.task.order, [])
+            return places[0] if places else None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a copy is retried: transient failures, `attempts` in all, from `backoff` seconds."""
+
+    attempts: int = 3
+    backoff: float = 1.0
+
+
+class Transfer:
+    """Runs jobs; each settled copy goes to `emit` as soon as it is known. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        sources: Callable[[str], Registry],
+        targets: Sequence[Target],
+        copier: Copier,
+        budgets: Budgets,
+        holdings: Holdings,
+        emit: Callable[[Outcome], None],
+        stop: threading.Event,
+        retry: Retry = Retry(),
+        recheck: Callable[[Pending], None] = lambda pending: None,
+    ):
+        self.sources = sources
+        self.targets = list(targets)
+        self.copier = copier
+        self.budgets = budgets
+        self.holdings = holdings
+        self.emit = emit
+        self.stop = stop
+        self.retry = retry
+        self.recheck = recheck  # reads the true budget after a copy from the source
+
+    def run(self, job: Job) -> None:
+        """Copy the job's image once from the source, then fill the rest from the targets."""
+        pendings = job.pendings()
+        for position, pending in enumerate(pendings):
+            donor = self.holdings.donor(pending)
+            if donor is not None:
+                outcome = self._attempts(pending, partial(self._from_target, donor=donor))
+            else:
+                outcome = self._attempts(pending, self._from_source, pulls=pending.pulls)
+            self.emit(outcome)
+            self.holdings.add(outcome, whole=not pending.task.platforms)
+            if donor is None and outcome.action != Action.COPIED:
+                for rest in pendings[position + 1 :]:  # they needed that copy
+                    self.emit(Outcome.settled(rest, outcome.action, error=outcome.error))
+                return
+            if donor is None:
+                self.recheck(pending)
+
+    # --- attempts ------------------------------------------------------------------------------
+
+    def _attempts(
+        self, pending: Pending, copy: Callable[[Pending], str], *, pulls: int = 0
+    ) -> Outcome:
+        started = time.monotonic()
+        host = pending.task.source.repository.registry
+        for attempt in range(1, self.retry.attempts + 1):
+            if self.stop.is_set():
+                break
+            blocked = self.budgets.blocked(host) if pulls else None
+            if blocked:  # the source said 429 since this job started
+                return _settle(pending, Action.DEFERRED, blocked, started)
+            try:
+                self.targets[pending.target].ensure_repository(pending.repository)
+                try:
+                    digest = copy(pending)
+                finally:
+                    if pulls:  # every attempt GETs the manifests again
+                        self.budgets.spend(host, pulls)
+            except MirrorError as error:
+                verdict = self._verdict(error, host, attempt)
+                if verdict is Action.FAILED:
+                    return _settle(pending, Action.FAILED, _after(str(error), attempt), started)
+                if verdict is Action.DEFERRED:
+                    return _settle(
+                        pending, Action.DEFERRED, self._deferred_why(error, host), started
+                    )
+                self._pause(attempt, str(error))
+                continue
+            return Outcome.of(
+                pending.task,
+                pending.target,
+                pending.destination,
+                Action.COPIED,
+                source_digest=pending.source_digest,
+                destination_digest=digest,
+                seconds=time.monotonic() - started,
+            )
+        return _settle(pending, Action.DEFERRED, INTERRUPTED, started)
+
+    def _verdict(self, error: MirrorError, host: str, attempt: int) -> Action | None:
+        """After a failed attempt: DEFERRED (stopped or rate limited), FAILED, or None: retry."""
+        if self.stop.is_set() or isinstance(error, Stopped):
+            return Action.DEFERRED  # we stopped skopeo ourselves
+        if isinstance(error, RateLimited) or (isinstance(error, CopyError) and error.rate_limited):
+            self.budgets.limited(host, f"{host}: pull rate limit reached (429); run again later")
+            return Action.DEFERRED
+        if getattr(error, "transient", False) and attempt < self.retry.attempts:
+            return None
+        return Action.FAILED
+
+    def _deferred_why(self, error: MirrorError, host: str) -> str:
+        if self.stop.is_set() or isinstance(error, Stopped):
+            return INTERRUPTED
+        return self.budgets.blocked(host) or str(error)
+
+    def _pause(self, attempt: int, why: str) -> None:
+        delay = self.retry.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # noqa: S311
+        log.debug("copy attempt %d failed (%s); retrying in %.1f s", attempt, why, delay)
+        self.stop.wait(delay)
+
+    # --- the copies ------------------------------------------------------------------------------
+
+    def _from_source(self, pending: Pending) -> str:
+        source = self.sources(pending.task.source.repository.registry)
+        target = self.targets[pending.target]
+        if pending.task.platforms:
+            return self._subset_from_source(pending, source, target)
+        return self._whole_from_source(pending, source, target)
+
+    def _whole_from_source(self, pending: Pending, source: Registry, target: Target) -> str:
+        """The image as it is: every platform, every digest kept."""
+        return self.copier.copy(
+            pending.task.copy_reference(),
+            pending.destination,
+            src_tls_verify=source.tls_verify,
+            dest_tls_verify=target.registry.tls_verify,
+        )
+
+    def _from_target(self, pending: Pending, *, donor: Place) -> str:
+        """Fill a target from one that has the image: in the same repository, a manifest PUT
+        under the new tag (every blob is there already); else registry to registry."""
+        target = self.targets[pending.target]
+        if donor.target == pending.target and donor.repository == pending.repository:
+            raw = target.registry.get_manifest_raw(donor.repository, donor.tag)
+            if raw is not None:
+                media_type, body = raw
+                return target.registry.put_manifest(
+                    pending.repository, pending.task.tag, body, media_type
+                )
+        return self.copier.copy(
+            donor.reference,
+            pending.destination,
+            src_tls_verify=self.targets[donor.target].registry.tls_verify,
+            dest_tls_verify=target.registry.tls_verify,
+        )
+
+    def _subset_from_source(self, pending: Pending, source: Registry, target: Target) -> str:
+        """Copy only the configured platforms: each platform's manifest by digest (digests
+        kept), then an index of just those, annotated with the source digest it came from."""
+        task = pending.task
+        raw = source.get_manifest_raw(task.source.repository.path, task.source_reference)
+        if raw is None:
+            what = "digest" if task.source.digest else "tag"
+            raise MirrorError(f"{task.source}: {what} not found on the source")
+        media_type, body = raw
+        if media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
+            return self._whole_from_source(pending, source, target)
+        index = json.loads(body)
+        chosen = choose_platforms(index.get("manifests") or [], task.platforms)
+        if not chosen:
+            raise MirrorError(
+                f"{task.source}: none of {', '.join(task.platforms)} in the source index "
+                f"(it has {', '.join(platform_names(index.get('manifests') or []))})"
+            )
+        for child in chosen:
+            self.copier.copy(
+                f"{task.source.repository}@{child['digest']}",
+                f"{target.host}/{pending.repository}@{child['digest']}",
+                src_tls_verify=source.tls_verify,
+                dest_tls_verify=target.registry.tls_verify,
+            )
+        written = filtered_index(index, chosen, _sha256(body), task.platforms)
+        return target.registry.put_manifest(pending.repository, task.tag, written, OCI_INDEX)
+
+
+def choose_platforms(
+    manifests: list[dict[str, Any]], wanted: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The index entries for the wanted platforms. `linux/arm64` matches any variant;
+    `linux/arm/v7` only that variant. Attestations (platform unknown/unknown) are left out."""
+    chosen = []
+    for entry in manifests:
+        platform = entry.get("platform") or {}
+        os_arch = f"{platform.get('os')}/{platform.get('architecture')}"
+        full = f"{os_arch}/{platform['variant']}" if platform.get("variant") else os_arch
+        if os_arch in wanted or full in wanted:
+            chosen.append(entry)
+    return chosen
+
+
+def filtered_index(
+    index: dict[str, Any],
+    chosen: list[dict[str, Any]],
+    source_digest: str,
+    platforms: Sequence[str],
+) -> bytes:
+    """An OCI index of the chosen entries, recording where it came from in its annotations."""
+    annotations = dict(index.get("annotations") or {})
+    annotations[SOURCE_DIGEST] = source_digest
+    annotations[PLATFORMS] = ",".join(platforms)
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": chosen,
+        "annotations": annotations,
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def platform_names(manifests: list[dict[str, Any]]) -> list[str]:
+    names = []
+    for entry in manifests:
+        platform = entry.get("platform") or {}
+        name = f"{platform.get('os')}/{platform.get('architecture')}"
+        names.append(f"{name}/{platform['variant']}" if platform.get("variant") else name)
+    return names
+
+
+def _sha256(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _settle(pending: Pending, action: Action, error: str, started: float) -> Outcome:
+    return Outcome.settled(pending, action, error=error, seconds=time.monotonic() - started)
+
+
+def _after(message: str, attempts: int) -> str:
+    return f"{message} (after {attempts} attempts)" if attempts > 1 else message

@@ -1,0 +1,92 @@
+"""A small pool of daemon threads, and a way to wait that keeps signal handlers running.
+
+Why not ThreadPoolExecutor: its threads are joined when the interpreter exits, so one request
+stuck in a connect would hold a stopping run open. These threads are daemons: a run that was
+told to stop waits for its work a few seconds at most, then leaves.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+SLICE = 0.1  # seconds the main thread waits at a time: signal handlers run between slices
+
+
+class Workers:
+    """Up to `size` daemon threads, started as work arrives."""
+
+    def __init__(self, size: int, name: str):
+        self.size = max(1, size)
+        self.name = name
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, function: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((future, lambda: function(*args)))
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # an idle thread takes it
+            elif len(self._threads) < self.size:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self.name}-{len(self._threads) + 1}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def close(self) -> None:
+        """No more work: idle threads end (running ones end after their task)."""
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, call = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as error:
+                    future.set_exception(error)
+            with self._lock:
+                self._idle += 1
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_any(
+    futures: Iterable[Future[Any]], stop: threading.Event | None = None
+) -> set[Future[Any]]:
+    """Wait until one of `futures` is done (or `stop` is set); return those done."""
+    pending = set(futures)
+    while pending:
+        done, _ = wait(pending, timeout=SLICE, return_when=FIRST_COMPLETED)
+        if done or (stop is not None and stop.is_set()):
+            return set(done)
+    return set()
+
+
+def wait_all(futures: Iterable[Future[Any]], *, until: Callable[[], bool] = lambda: False) -> bool:
+    """Wait in short slices until every future is done (True) or `until()` says stop (False)."""
+    pending = set(futures)
+    while pending:
+        _, pending = wait(pending, timeout=SLICE)
+        if pending and until():
+            return False
+    return True
