@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with signals_to(stop) if args.command in ("sync", "ensure") else _nothing():
         code = _handled(args, console, stop)
         console.close()
-        if not _drained(console, stop):
+        drained = _drained(console, stop)
+        code = stop.exit_code or code  # a signal while the last lines were written counts too
+        if not drained:
             os._exit(code)  # stdout does not drain after a signal: the report is written
     return code
 

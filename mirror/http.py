@@ -342,7 +342,9 @@ class Http:
         with self._lock:
             down = self._down.get(host)
         if down is not None:
-            raise RegistryError(f"{host}: {down} (an earlier request; not tried again in this run)")
+            raise RegistryError(
+                f"{host}: {down} (on an earlier request; not asked again in this run)"
+            )
         call = _Request(
             method,
             url,
@@ -390,6 +392,9 @@ class Http:
                 )
             except urllib3.exceptions.HTTPError as error:
                 raise self._failure(watched, error, call, started) from None
+            if watched.cut:  # an answer cut short can look whole (headers end at EOF)
+                cut = urllib3.exceptions.ProtocolError("cut off")
+                raise self._failure(watched, cut, call, started)
         log.debug("%s %s -> %d in %d ms", call.method, _shown(call.url), raw.status, _ms(started))
         return Response(raw.status, raw.headers, bytes(raw.data))
 

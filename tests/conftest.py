@@ -31,3 +31,16 @@ def stage(
     )
     yield stage
     stage.hub.stop()  # a test may have put its own front in
+
+
+STAND_INS = frozenset({"stage", "hub", "source_registry", "dest_registry", "moto", "aws_env"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use a stand-in (a registry, the Docker-Hub-like front, moto) or run the
+    `mirror` command are end to end: marked `e2e`. `pytest -m "not e2e"` runs the rest, the
+    pure tests, in seconds."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & STAND_INS or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.e2e)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.tools import TOOLS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -18,6 +20,7 @@ RUN_KEYS = {"seconds", "peak_rss_mb", "processes", "exit_code", "source"}
 SOURCE_KEYS = {"manifest_get", "manifest_head", "blob_get", "blob_bytes", "token", "connections"}
 
 
+@pytest.mark.e2e
 def test_benchmark_runs_at_a_smoke_size_and_mirror_no_op_spends_no_pull(tmp_path: Path) -> None:
     out = tmp_path / "results"
     done = subprocess.run(

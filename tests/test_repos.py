@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import boto3
 
@@ -24,7 +25,7 @@ LIFECYCLE = {
 }
 
 
-def _ecr(stage: Stage) -> object:
+def _ecr(stage: Stage) -> Any:
     return boto3.client("ecr", region_name="us-east-1", endpoint_url=stage.moto.url)
 
 
@@ -48,13 +49,13 @@ def test_settings_applied_at_creation_and_drift_repaired(stage: Stage) -> None:
     client = _ecr(stage)
     (repository,) = client.describe_repositories(repositoryNames=[stage.dest_repo()])[
         "repositories"
-    ]  # type: ignore[attr-defined]
+    ]
     assert repository["imageScanningConfiguration"] == {"scanOnPush": True}
     assert repository["imageTagMutability"] == "IMMUTABLE"
     assert repository["encryptionConfiguration"]["encryptionType"] == "AES256"
-    policy = client.get_lifecycle_policy(repositoryName=stage.dest_repo())  # type: ignore[attr-defined]
+    policy = client.get_lifecycle_policy(repositoryName=stage.dest_repo())
     assert json.loads(policy["lifecyclePolicyText"]) == LIFECYCLE
-    tags = client.list_tags_for_resource(resourceArn=repository["repositoryArn"])["tags"]  # type: ignore[attr-defined]
+    tags = client.list_tags_for_resource(resourceArn=repository["repositoryArn"])["tags"]
     assert sorted((t["Key"], t["Value"]) for t in tags) == [
         ("cost-center", "42"),
         ("team", "platform"),
@@ -64,8 +65,8 @@ def test_settings_applied_at_creation_and_drift_repaired(stage: Stage) -> None:
     assert clean.code == 0, clean.stderr
     assert f"ok          {stage.dest.host}: {stage.dest_repo()}" in clean.stdout
 
-    client.put_image_tag_mutability(repositoryName=stage.dest_repo(), imageTagMutability="MUTABLE")  # type: ignore[attr-defined]
-    client.put_image_scanning_configuration(  # type: ignore[attr-defined]
+    client.put_image_tag_mutability(repositoryName=stage.dest_repo(), imageTagMutability="MUTABLE")
+    client.put_image_scanning_configuration(
         repositoryName=stage.dest_repo(), imageScanningConfiguration={"scanOnPush": False}
     )
     drifted = stage.mirror("repos")
@@ -81,7 +82,7 @@ def test_settings_applied_at_creation_and_drift_repaired(stage: Stage) -> None:
     assert "1 repositories, 0 differences left, 2 settings changed" in fixed.stdout
     (repository,) = client.describe_repositories(repositoryNames=[stage.dest_repo()])[
         "repositories"
-    ]  # type: ignore[attr-defined]
+    ]
     assert repository["imageTagMutability"] == "IMMUTABLE"
     assert repository["imageScanningConfiguration"] == {"scanOnPush": True}
 
@@ -91,7 +92,7 @@ def test_repos_reports_missing_repositories_and_encryption_it_cannot_fix(stage: 
         [stage.image("a"), {"source": f"{stage.repo}-other", "tags": ["a"]}],
         ecr={"repository_settings": {"encryption": {"type": "KMS"}}},
     )
-    _ecr(stage).create_repository(repositoryName=stage.dest_repo())  # type: ignore[attr-defined]
+    _ecr(stage).create_repository(repositoryName=stage.dest_repo())
     run = stage.mirror("repos", "--apply")
     assert run.code == 1
     assert (
