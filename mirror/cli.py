@@ -128,12 +128,12 @@ def _image_task(
 
 def _ensure(args: argparse.Namespace, console: Console) -> int:
     loaded = config.load(config.config_path(args.config))
-    lines: list[dockerfile.FromLine] = []
+    uses: list[dockerfile.ImageUse] = []
     text = ""
     names = list(args.images)
     if args.dockerfile:
-        text, lines = _read_dockerfile(Path(args.dockerfile), args.build_arg)
-        names += dockerfile.base_images(lines)
+        text, uses = _read_dockerfile(Path(args.dockerfile), args.build_arg)
+        names += dockerfile.images(uses)
     elif args.format != "refs":
         raise ConfigError(f"--format {args.format} needs --dockerfile")
     if not names:
@@ -146,27 +146,27 @@ def _ensure(args: argparse.Namespace, console: Console) -> int:
     # With several targets, the first one's reference: the registry builds pull from.
     done = {o.task.destination(""): o.destination for o in result.outcomes if o.target == 0}
     mapping = {name: done[task.destination("")] for name, task in named.items()}
-    sys.stdout.write(_ensure_output(args.format, text, lines, mapping, names))
+    sys.stdout.write(_ensure_output(args.format, text, uses, mapping, names))
     return Exit.OK
 
 
 def _ensure_output(
     form: str,
     text: str,
-    lines: list[dockerfile.FromLine],
+    uses: list[dockerfile.ImageUse],
     mapping: dict[str, str],
     names: list[str],
 ) -> str:
     if form == "dockerfile":
-        return dockerfile.rewrite(text, lines, mapping)
+        return dockerfile.rewrite(text, uses, mapping)
     if form == "build-args":
-        pairs = dockerfile.build_args(lines, mapping)
+        pairs = dockerfile.build_args(uses, mapping)
         return " ".join(f"--build-arg {name}={reference}" for name, reference in pairs) + "\n"
     ordered = list(dict.fromkeys(mapping[name] for name in names))
     return "".join(f"{reference}\n" for reference in ordered)
 
 
-def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[dockerfile.FromLine]]:
+def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[dockerfile.ImageUse]]:
     overrides = {}
     for item in build_args:
         name, equals, value = item.partition("=")

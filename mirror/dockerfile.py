@@ -1,6 +1,16 @@
-"""A Dockerfile's FROM lines: which base images a build pulls, and how to point them at ECR.
+"""Every image a Dockerfile makes BuildKit pull, and how to point each one at ECR.
 
-`parse` reads the text the way BuildKit's parser does, as far as FROM lines need:
+`parse` reads the text the way BuildKit does (moby/buildkit, frontend/dockerfile/), as far as
+the images it pulls need, and returns one `ImageUse` per place that pulls an image:
+
+- `from`: `FROM` images, expanded with the ARGs before the first `FROM` (below); not `scratch`
+  and not the name of an earlier stage;
+
+The flags of `FROM` are read as BuildKit's `extractBuilderFlags` reads them: words starting
+with `--` at the start of the arguments, quotes (`'` or `"`) removed and the escape character
+applied, `--` ending them.
+
+The text is read as BuildKit's parser reads it:
 
 - parser directives at the top of the file: `# escape=` followed by a backtick makes the
   backtick the escape and line-continuation character (Windows images); `# syntax=` and
@@ -27,7 +37,11 @@ The caller's build args name only ARGs the Dockerfile declares before the first 
 Docker (others are ignored), except the builder's platform ARGs, which need no declaration.
 `${NAME/pattern/replacement}` is not supported (a `DockerfileError` says so).
 
-Offsets (`FromLine.start`, `FromLine.end`) count characters of the `str` given to `parse`. To
+Not followed, because they come from the build command rather than the file:
+`--build-context NAME=...` (it replaces an image or a stage), and the `ONBUILD` triggers of
+base images.
+
+Offsets (`ImageUse.start`, `ImageUse.end`) count characters of the `str` given to `parse`. To
 keep CRLF line endings when rewriting a file, read it with `newline=""`
 (`path.read_text(newline="")` is Python 3.13+; `open(path, newline="")` works everywhere):
 the default universal-newline reading turns CRLF into LF.
@@ -40,13 +54,15 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "BUILDER_ARGS",
     "DockerfileError",
-    "FromLine",
-    "base_images",
+    "ImageUse",
+    "Kind",
     "build_args",
+    "images",
     "parse",
     "rewrite",
 ]
@@ -65,14 +81,19 @@ BUILDER_ARGS = frozenset(
     }
 )
 
-_DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*\Z")
+# BuildKit's directive regexp; Go's \s is [\t\n\f\r ].
+_DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
 _DIRECTIVES = frozenset({"escape", "syntax", "check"})
 _TOKEN = re.compile(r"[^\t\v\f\r ]+")  # BuildKit splits instruction arguments on [\t\v\f\r ]+
+_SPACE = "\t\n\v\f\r \x85\xa0"  # Go's unicode.IsSpace, which extractBuilderFlags splits flags on
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9._-]*\Z")
+_STAGE_INDEX = re.compile(r"[+-]?[0-9]+\Z")  # what Go's strconv.Atoi reads as a number
 _WHOLE_ARG = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})\Z")
 _HEREDOC = re.compile(r"[0-9]*<<(-?)([^<]+)\Z")
 _HEREDOC_COMMANDS = frozenset({"run", "copy", "add"})
 _REFERENCE_CHARS = re.compile(r"[A-Za-z0-9._:/@+-]+\Z")
+
+Kind = Literal["from"]
 
 
 class DockerfileError(ValueError):
@@ -80,87 +101,85 @@ class DockerfileError(ValueError):
 
 
 @dataclass(frozen=True)
-class FromLine:
-    """One FROM instruction."""
+class ImageUse:
+    """One place in a Dockerfile that makes the build pull an image."""
 
-    index: int  # 0-based position among the FROM instructions
-    image: str  # the image with build args expanded: "ruby:3.3-slim"
-    raw_image: str  # as written: "$BASE", "ruby:${V}-slim"; always == text[start:end]
-    arg: str | None  # the ARG's name when the whole image is "$NAME" or "${NAME}"
-    stage: str | None  # the name after AS, as written
-    platform: str | None  # the --platform value as written ("$BUILDPLATFORM"), not expanded
-    start: int  # offset of raw_image in the text
-    end: int  # offset just after raw_image
-    is_base: bool  # False for scratch and for references to earlier stages
+    kind: Kind  # "from" image
+    line: int  # 1-based line of the instruction
+    image: str  # as the build pulls it: "ruby:3.3-slim", with FROM's build args expanded
+    raw: str  # as written, always == text[start:end]: "$BASE", "ruby:${V}-slim"
+    start: int  # offset of raw in the text
+    end: int  # offset just after raw
+    # The build arg that can stand for the image without editing the file: NAME for a FROM
+    # whose whole image is "$NAME" or "${NAME}".
+    arg: str | None = None
 
 
-def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[FromLine]:
-    """Every FROM instruction of a Dockerfile, in order, with its image expanded.
+def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[ImageUse]:
+    """Every place in a Dockerfile that pulls an image.
 
+    FROM images, in file order.
     `build_args` are the values `docker build --build-arg` would get; they win over ARG defaults.
-    Raises DockerfileError, whose message names the line, for what Docker would refuse and for
-    images that cannot be known (see the module docstring).
+    Raises DockerfileError, whose message names the line, for what BuildKit would refuse and
+    for images that cannot be known (see the module docstring).
     """
-    overrides = dict(build_args or {})
-    scope = _Scope(overrides)
-    stages: set[str] = set()
-    lines: list[FromLine] = []
-    for instruction in _instructions(text):
-        if instruction.command == "from":
-            line = _from_line(text, instruction, len(lines), scope, stages)
-            if line.stage is not None:
-                stages.add(line.stage.lower())
-            lines.append(line)
-        elif instruction.command == "arg" and not lines:
-            _declare(instruction, scope, overrides)
-    return lines
+    physical = _physical_lines(text)
+    instructions = list(_instructions(physical))
+    froms = {i.number: _split_from(i) for i in instructions if i.command == "from"}
+    build = _Build(text, dict(build_args or {}), froms)
+    uses: list[ImageUse] = []
+    for instruction in instructions:
+        uses += build.step(instruction)
+    return uses
 
 
-def base_images(lines: Sequence[FromLine]) -> list[str]:
-    """The real base images (not scratch, not stages), each once, in order of first use.
+def images(uses: Sequence[ImageUse]) -> list[str]:
+    """The images, each once, in order of first use.
 
     Images are compared as written after expansion: "ruby:3.3" and "docker.io/library/ruby:3.3"
     are two entries here.
     """
-    return list(dict.fromkeys(line.image for line in lines if line.is_base))
+    return list(dict.fromkeys(use.image for use in uses))
 
 
-def rewrite(text: str, lines: Sequence[FromLine], mapping: Mapping[str, str]) -> str:
-    """`text` with the image of each base FROM line whose image is in `mapping` replaced.
+def rewrite(text: str, uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> str:
+    """`text` with the image text of each use whose image is in `mapping` replaced.
 
     Only the image text changes: flags, stage names, comments, spacing, line continuations and
-    line endings stay byte for byte. A FROM whose image is an ARG ("FROM $BASE") is rewritten
-    too: the variable is replaced by the mapped reference, so the build no longer depends on the
-    ARG (`build_args` gives the --build-arg values for the other way: leaving the file as is).
-    `lines` must come from `parse(text)`; ValueError if they do not fit the text, or if a mapped
-    value is not an image reference that can be written into a FROM line as is.
+    line endings stay byte for byte. An image written as an ARG ("FROM $BASE") is replaced by
+    the mapped reference, so the build no longer depends on the ARG (`build_args` gives the
+    --build-arg values for the other way: leaving the file as is). `uses` must come from
+    `parse(text)`; ValueError if they do not fit the text, or if a mapped value is not an
+    image reference that can be written in their place as is.
     """
     pieces: list[str] = []
     cursor = 0
-    for line in sorted(lines, key=lambda line: line.start):
-        if not line.is_base or line.image not in mapping:
+    for use in sorted(uses, key=lambda use: use.start):
+        if use.image not in mapping:
             continue
-        if line.start < cursor or text[line.start : line.end] != line.raw_image:
-            raise ValueError(f"FROM #{line.index} ({line.raw_image!r}) is not where it was parsed")
-        new = mapping[line.image]
+        if use.start < cursor or text[use.start : use.end] != use.raw:
+            raise ValueError(f"line {use.line}: {use.raw!r} is not where parse found it")
+        new = mapping[use.image]
         if not _REFERENCE_CHARS.match(new):
-            raise ValueError(f"cannot write {new!r} into a FROM line as an image reference")
-        pieces += (text[cursor : line.start], new)
-        cursor = line.end
+            raise ValueError(f"cannot write {new!r} as an image reference")
+        if _STAGE_NAME.match(new) or _STAGE_INDEX.match(new):
+            raise ValueError(f"cannot write {new!r} as an image reference: it reads as a stage")
+        pieces += (text[cursor : use.start], new)
+        cursor = use.end
     pieces.append(text[cursor:])
     return "".join(pieces)
 
 
-def build_args(lines: Sequence[FromLine], mapping: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(ARG name, new reference) for base FROM lines whose whole image is one ARG and is mapped.
+def build_args(uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(ARG name, new reference) for mapped FROM images that are one whole ARG.
 
     Passing these as --build-arg builds from the mapped images without editing the file. Each
     pair once, in order of first use.
     """
     pairs = (
-        (line.arg, mapping[line.image])
-        for line in lines
-        if line.is_base and line.arg is not None and line.image in mapping
+        (use.arg, mapping[use.image])
+        for use in uses
+        if use.arg is not None and use.image in mapping
     )
     return list(dict.fromkeys(pairs))
 
@@ -178,14 +197,18 @@ class _Instruction:
     escape: str
 
 
-def _instructions(text: str) -> Iterator[_Instruction]:
-    """The Dockerfile's instructions, as BuildKit's parser splits them into logical lines."""
-    physical: list[tuple[int, str]] = []  # (offset, line without its line ending)
+def _physical_lines(text: str) -> list[tuple[int, str]]:
+    """(offset, line without its line ending) for each line of the text."""
+    physical = []
     offset = 0
     for piece in text.split("\n"):
         physical.append((offset, piece.rstrip("\r")))
         offset += len(piece) + 1
+    return physical
 
+
+def _instructions(physical: list[tuple[int, str]]) -> Iterator[_Instruction]:
+    """The Dockerfile's instructions, as BuildKit's parser splits them into logical lines."""
     directives = _Directives()
     i = 0
     while i < len(physical):
@@ -235,11 +258,11 @@ class _Directives:
         """Take in a line with its leading blanks removed; True if it is a parser directive."""
         if not self.reading:
             return False
-        match = _DIRECTIVE.match(body)
-        if not match or match.group(1).lower() not in _DIRECTIVES:
+        directive = _directive(body, "#")
+        if directive is None:
             self.reading = False  # a comment, a blank line or an instruction ends directives
             return False
-        key, value = match.group(1).lower(), match.group(2)
+        key, value, _ = directive
         if key in self.seen:
             raise DockerfileError(f"line {number}: a second {key} parser directive")
         self.seen.add(key)
@@ -251,6 +274,19 @@ class _Directives:
             self.escape = value
             self.continuation = re.compile(re.escape(value) + r"[ \t]*\Z")
         return True
+
+
+def _directive(line: str, prefix: str) -> tuple[str, str, int] | None:
+    """(key in lower case, value, where the value starts in `line`) if `line` is a parser
+    directive written after `prefix`, as BuildKit's DirectiveParser.ParseLine reads one."""
+    if not line.startswith(prefix):
+        return None
+    rest = line[len(prefix) :]
+    body = rest.lstrip()
+    match = _DIRECTIVE.match(body)
+    if not match or match.group(1).lower() not in _DIRECTIVES:
+        return None
+    return match.group(1).lower(), match.group(2), len(line) - len(body) + match.start(2)
 
 
 def _append(
@@ -308,7 +344,103 @@ def _words(text: str, escape: str) -> list[str]:
     return re.findall(word, text)
 
 
-# --- ARG and FROM ---------------------------------------------------------------------------
+# --- The build: stages, ARGs, and the images instructions pull ------------------------------
+
+
+@dataclass(frozen=True)
+class _From:
+    """A FROM instruction's words, checked as BuildKit's parser checks them."""
+
+    image: tuple[int, int]  # where the image word is in the instruction's text
+    stage: str | None  # the name after AS, as written
+
+
+class _Build:
+    """Walks the instructions in order, keeping what the images of the next one depend on."""
+
+    def __init__(self, text: str, overrides: dict[str, str], froms: dict[int, _From]) -> None:
+        self.text = text
+        self.overrides = overrides
+        self.froms = froms
+        self.scope = _Scope(overrides)
+        self.earlier: dict[str, int] = {}  # stage names so far, the only ones FROM can use
+        self.stage = -1
+
+    def step(self, instruction: _Instruction) -> list[ImageUse]:
+        command = instruction.command
+        if command == "arg" and self.stage < 0:
+            _declare(instruction, self.scope, self.overrides)
+        elif command == "from":
+            return self._from(instruction, self.froms[instruction.number])
+        return []
+
+    def _from(self, instruction: _Instruction, words: _From) -> list[ImageUse]:
+        number = instruction.number
+        start, end = words.image
+        written = instruction.text[start:end]
+        try:
+            image = _Expander(written, instruction.escape, self.scope).expand()
+        except _ExpandError as error:
+            raise DockerfileError(f"line {number}: {error}") from None
+        if not image:
+            raise DockerfileError(f"line {number}: FROM image {written!r} is empty once expanded")
+        uses: list[ImageUse] = []
+        if image.lower() not in self.earlier and not _is_scratch(image):
+            whole = _WHOLE_ARG.match(written)
+            arg = (whole.group(1) or whole.group(2)) if whole else None
+            uses = [self._use("from", instruction, image, (start, end), arg)]
+        self.stage += 1
+        if words.stage is not None:
+            self.earlier[words.stage.lower()] = self.stage
+        return uses
+
+    def _use(
+        self,
+        kind: Kind,
+        instruction: _Instruction,
+        image: str,
+        span: tuple[int, int],
+        arg: str | None = None,
+    ) -> ImageUse:
+        """An ImageUse for the image written at `span` of the instruction's text."""
+        start = instruction.offsets[span[0]]
+        end = instruction.offsets[span[1] - 1] + 1
+        return ImageUse(kind, instruction.number, image, self.text[start:end], start, end, arg)
+
+
+def _is_scratch(image: str) -> bool:
+    return image.lower() == "scratch"
+
+
+def _split_from(instruction: _Instruction) -> _From:
+    number = instruction.number
+    flags, rest = _flags(instruction, instruction.args_start)
+    for index, flag in enumerate(flags):
+        if flag.name != "platform":
+            raise DockerfileError(
+                f"line {number}: unknown FROM flag --{flag.name} (only --platform)"
+            )
+        if flag.value is None:
+            raise DockerfileError(f"line {number}: FROM --platform needs a value: --platform=<p>")
+        if index:
+            raise DockerfileError(f"line {number}: FROM has --platform twice")
+    tokens = list(_TOKEN.finditer(instruction.text, rest))
+    words = [token.group() for token in tokens]
+    if not words:
+        raise DockerfileError(f"line {number}: FROM without an image")
+    stage: str | None = None
+    if len(words) == 3 and words[1].lower() == "as":
+        stage = words[2]
+        if not _STAGE_NAME.match(stage.lower()):
+            raise DockerfileError(
+                f"line {number}: bad stage name {stage!r} (a letter, then letters, digits, "
+                "'.', '_' or '-')"
+            )
+    elif len(words) != 1:
+        raise DockerfileError(
+            f"line {number}: FROM takes '<image> [AS <name>]', not {' '.join(words)!r}"
+        )
+    return _From(tokens[0].span(), stage)
 
 
 def _declare(instruction: _Instruction, scope: _Scope, overrides: Mapping[str, str]) -> None:
@@ -331,63 +463,67 @@ def _declare(instruction: _Instruction, scope: _Scope, overrides: Mapping[str, s
         # An ARG without a default keeps the value an earlier ARG line gave it, if any.
 
 
-def _from_line(
-    text: str, instruction: _Instruction, index: int, scope: _Scope, stages: set[str]
-) -> FromLine:
-    number = instruction.number
-    logical = instruction.text
-    tokens = list(_TOKEN.finditer(logical, instruction.args_start))
-    platform: str | None = None
-    while tokens and tokens[0].group().startswith("--"):
-        flag = tokens.pop(0).group()
-        if flag == "--":
-            break
-        key, has_value, value = flag[2:].partition("=")
-        if key != "platform":
-            raise DockerfileError(f"line {number}: unknown FROM flag --{key} (only --platform)")
-        if not has_value:
-            raise DockerfileError(f"line {number}: FROM --platform needs a value: --platform=<p>")
-        if platform is not None:
-            raise DockerfileError(f"line {number}: FROM has --platform twice")
-        platform = value
-    words = [token.group() for token in tokens]
-    if not words:
-        raise DockerfileError(f"line {number}: FROM without an image")
-    stage: str | None = None
-    if len(words) == 3 and words[1].lower() == "as":
-        stage = words[2]
-        if not _STAGE_NAME.match(stage.lower()):
-            raise DockerfileError(
-                f"line {number}: bad stage name {stage!r} (a letter, then letters, digits, "
-                "'.', '_' or '-')"
-            )
-    elif len(words) != 1:
-        raise DockerfileError(
-            f"line {number}: FROM takes '<image> [AS <name>]', not {' '.join(words)!r}"
-        )
+# --- Flags ----------------------------------------------------------------------------------
 
-    token = tokens[0]
-    written = token.group()
-    try:
-        image = _Expander(written, instruction.escape, scope).expand()
-    except _ExpandError as error:
-        raise DockerfileError(f"line {number}: {error}") from None
-    if not image:
-        raise DockerfileError(f"line {number}: FROM image {written!r} is empty once expanded")
-    start = instruction.offsets[token.start()]
-    end = instruction.offsets[token.end() - 1] + 1
-    whole = _WHOLE_ARG.match(written)
-    return FromLine(
-        index=index,
-        image=image,
-        raw_image=text[start:end],
-        arg=(whole.group(1) or whole.group(2)) if whole else None,
-        stage=stage,
-        platform=platform,
-        start=start,
-        end=end,
-        is_base=image.lower() != "scratch" and image.lower() not in stages,
-    )
+
+@dataclass(frozen=True)
+class _Word:
+    """A flag word as BuildKit's extractBuilderFlags reads it: quotes removed, escapes applied."""
+
+    text: str  # "--platform=linux/amd64" for --platform="linux/amd64"
+    end: int  # where the word ends in the instruction's text
+
+
+@dataclass(frozen=True)
+class _Flag:
+    word: _Word
+    name: str  # "platform" for --platform=x
+    value: str | None  # None when the word has no "="
+
+
+def _flags(instruction: _Instruction, at: int) -> tuple[list[_Flag], int]:
+    """The --flags at `at` in the instruction's text, and where its other arguments start."""
+    words, rest = _flag_words(instruction.text, at, instruction.escape)
+    flags = []
+    for word in words:
+        name, equals, value = word.text[2:].partition("=")
+        flags.append(_Flag(word, name, value if equals else None))
+    return flags, rest
+
+
+def _flag_words(line: str, pos: int, escape: str) -> tuple[list[_Word], int]:
+    """BuildKit's extractBuilderFlags: the words starting with "--" before the other arguments."""
+    words: list[_Word] = []
+    while True:
+        while pos < len(line) and line[pos] in _SPACE:
+            pos += 1
+        if not line.startswith("--", pos):
+            return words, pos
+        word = _flag_word(line, pos, escape)
+        pos = word.end
+        if word.text == "--":  # the end of the flags
+            return words, pos
+        words.append(word)
+
+
+def _flag_word(line: str, pos: int, escape: str) -> _Word:
+    chars: list[str] = []
+    quote = ""
+    while pos < len(line):
+        ch = line[pos]
+        if not quote and ch in _SPACE:
+            break
+        if (not quote and ch in "'\"") or ch == quote:
+            quote = "" if quote else ch
+            pos += 1
+        elif ch == escape and pos + 1 == len(line):
+            quote = ""  # an escape character at the very end is dropped
+            pos += 1
+        else:
+            size = 2 if ch == escape else 1
+            chars.append(line[pos + size - 1])
+            pos += size
+    return _Word("".join(chars), pos)
 
 
 # --- Variable expansion (BuildKit's shell lexer, for one word) -------------------------------

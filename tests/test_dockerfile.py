@@ -1,4 +1,5 @@
-"""mirror.dockerfile: FROM lines read as BuildKit reads them, and rewritten byte for byte."""
+"""mirror.dockerfile: the images of FROM lines, read as BuildKit reads them, and rewritten byte
+for byte."""
 
 from __future__ import annotations
 
@@ -7,19 +8,19 @@ import re
 import pytest
 
 from mirror import dockerfile
-from mirror.dockerfile import DockerfileError, FromLine
+from mirror.dockerfile import DockerfileError, ImageUse
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dockerhub"
 
-Row = tuple[str, str, str | None, str | None, str | None, bool]
+Row = tuple[str, int, str, str, str | None]
 
 
-def rows(lines: list[FromLine]) -> list[Row]:
-    """(image, raw_image, arg, stage, platform, is_base) per FROM line."""
-    return [(x.image, x.raw_image, x.arg, x.stage, x.platform, x.is_base) for x in lines]
+def rows(uses: list[ImageUse]) -> list[Row]:
+    """(kind, line, image, raw, arg) per use."""
+    return [(use.kind, use.line, use.image, use.raw, use.arg) for use in uses]
 
 
-PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
+FROM_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
     (
         "multi-stage, stage references, case-insensitive stage names",
         "FROM ruby:3.3-slim AS Build\n"
@@ -29,51 +30,43 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
         "FROM BUILD\n",
         {},
         [
-            ("ruby:3.3-slim", "ruby:3.3-slim", None, "Build", None, True),
-            ("build", "build", None, "test", None, False),
-            ("node:20", "node:20", None, None, None, True),
-            ("BUILD", "BUILD", None, None, None, False),
+            ("from", 1, "ruby:3.3-slim", "ruby:3.3-slim", None),
+            ("from", 4, "node:20", "node:20", None),
         ],
     ),
     (
         "only EARLIER stages count: a later one, or the stage itself, is an image",
         "FROM later\nFROM ruby AS ruby\nFROM ruby AS later\nFROM later\n",
         {},
-        [
-            ("later", "later", None, None, None, True),
-            ("ruby", "ruby", None, "ruby", None, True),
-            ("ruby", "ruby", None, "later", None, False),
-            ("later", "later", None, None, None, False),
-        ],
+        [("from", 1, "later", "later", None), ("from", 2, "ruby", "ruby", None)],
     ),
     (
         "a stage named through an ARG",
         "ARG STAGE=build\nFROM ruby AS build\nFROM ${STAGE}\n",
         {},
-        [
-            ("ruby", "ruby", None, "build", None, True),
-            ("build", "${STAGE}", "STAGE", None, None, False),
-        ],
+        [("from", 2, "ruby", "ruby", None)],
     ),
     (
-        "scratch in any case, also through an ARG",
+        "scratch in any case, also through an ARG, is no image",
         "ARG EMPTY=scratch\nFROM scratch\nFROM SCRATCH AS s\nFROM $EMPTY\n",
         {},
-        [
-            ("scratch", "scratch", None, None, None, False),
-            ("SCRATCH", "SCRATCH", None, "s", None, False),
-            ("scratch", "$EMPTY", "EMPTY", None, None, False),
-        ],
+        [],
     ),
     (
-        "--platform is kept as written, not expanded",
+        "--platform is not part of the image",
         "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\n"
         "FROM --platform=linux/arm64 alpine:3.20\n",
         {},
         [
-            ("golang:1.22", "golang:1.22", None, "build", "$BUILDPLATFORM", True),
-            ("alpine:3.20", "alpine:3.20", None, None, "linux/arm64", True),
+            ("from", 1, "golang:1.22", "golang:1.22", None),
+            ("from", 2, "alpine:3.20", "alpine:3.20", None),
         ],
+    ),
+    (
+        "flags are read as BuildKit reads them: quotes may hold blanks, -- ends them",
+        'FROM --platform="linux/amd64 " ruby:3.3\nFROM -- node:20\n',
+        {},
+        [("from", 1, "ruby:3.3", "ruby:3.3", None), ("from", 2, "node:20", "node:20", None)],
     ),
     (
         "ARG defaults: $NAME, ${NAME}, inside larger text; several per line; quotes",
@@ -85,10 +78,10 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
         "FROM $SINGLE\n",
         {},
         [
-            ("ruby:3.3", "$BASE", "BASE", None, None, True),
-            ("node:20", "${NODE}", "NODE", None, None, True),
-            ("ruby:3.3-slim", "ruby:${RUBY_VERSION}-slim", None, None, None, True),
-            ("alpine:3.20", "$SINGLE", "SINGLE", None, None, True),
+            ("from", 3, "ruby:3.3", "$BASE", "BASE"),
+            ("from", 4, "node:20", "${NODE}", "NODE"),
+            ("from", 5, "ruby:3.3-slim", "ruby:${RUBY_VERSION}-slim", None),
+            ("from", 6, "alpine:3.20", "$SINGLE", "SINGLE"),
         ],
     ),
     (
@@ -96,9 +89,9 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
         "ARG BASE=ruby:3.3\nARG TAG\nARG RAW=x\nFROM $BASE\nFROM node:$TAG\nFROM $RAW\n",
         {"BASE": "ruby:3.4", "TAG": "22", "RAW": "a${TAG}b"},
         [
-            ("ruby:3.4", "$BASE", "BASE", None, None, True),
-            ("node:22", "node:$TAG", None, None, None, True),
-            ("a${TAG}b", "$RAW", "RAW", None, None, True),
+            ("from", 4, "ruby:3.4", "$BASE", "BASE"),
+            ("from", 5, "node:22", "node:$TAG", None),
+            ("from", 6, "a${TAG}b", "$RAW", "RAW"),
         ],
     ),
     (
@@ -106,36 +99,33 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
         "ARG V=3.3\nARG IMAGE=ruby:${V}-slim\nARG V\nFROM $IMAGE\nFROM ruby:$V\n",
         {},
         [
-            ("ruby:3.3-slim", "$IMAGE", "IMAGE", None, None, True),
-            ("ruby:3.3", "ruby:$V", None, None, None, True),
+            ("from", 4, "ruby:3.3-slim", "$IMAGE", "IMAGE"),
+            ("from", 5, "ruby:3.3", "ruby:$V", None),
         ],
     ),
     (
         "an override also changes defaults that use it",
         "ARG V=3.3\nARG IMAGE=ruby:${V}-slim\nFROM $IMAGE\n",
         {"V": "3.4"},
-        [("ruby:3.4-slim", "$IMAGE", "IMAGE", None, None, True)],
+        [("from", 3, "ruby:3.4-slim", "$IMAGE", "IMAGE")],
     ),
     (
         "ARGs after the first FROM belong to a stage: later FROMs do not see them",
         "ARG V=1\nFROM a:$V\nARG V=2\nFROM b:$V\n",
         {},
-        [
-            ("a:1", "a:$V", None, None, None, True),
-            ("b:1", "b:$V", None, None, None, True),
-        ],
+        [("from", 2, "a:1", "a:$V", None), ("from", 4, "b:1", "b:$V", None)],
     ),
     (
         "build args for ARGs the file does not declare are ignored, as by Docker",
         "FROM ruby:${V:-3.3}\n",
         {"V": "3.4"},
-        [("ruby:3.3", "ruby:${V:-3.3}", None, None, None, True)],
+        [("from", 1, "ruby:3.3", "ruby:${V:-3.3}", None)],
     ),
     (
         "the builder's platform ARGs need no declaration, but a value from the caller",
         "FROM --platform=$BUILDPLATFORM tool:1-$TARGETARCH\n",
         {"TARGETARCH": "arm64"},
-        [("tool:1-arm64", "tool:1-$TARGETARCH", None, None, "$BUILDPLATFORM", True)],
+        [("from", 1, "tool:1-arm64", "tool:1-$TARGETARCH", None)],
     ),
     (
         "${V:-default}, ${V-default}: unset, empty and set",
@@ -147,11 +137,11 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
         "FROM ruby:${NEVER_DECLARED:-3.3}\n",
         {},
         [
-            ("ruby:3.3", "ruby:${UNSET:-3.3}", None, None, None, True),
-            ("ruby:3.3", "ruby:${EMPTY:-3.3}", None, None, None, True),
-            ("ruby", "ruby${EMPTY-:3.3}", None, None, None, True),
-            ("ruby:3.4", "ruby:${SET:-3.3}", None, None, None, True),
-            ("ruby:3.3", "ruby:${NEVER_DECLARED:-3.3}", None, None, None, True),
+            ("from", 4, "ruby:3.3", "ruby:${UNSET:-3.3}", None),
+            ("from", 5, "ruby:3.3", "ruby:${EMPTY:-3.3}", None),
+            ("from", 6, "ruby", "ruby${EMPTY-:3.3}", None),
+            ("from", 7, "ruby:3.4", "ruby:${SET:-3.3}", None),
+            ("from", 8, "ruby:3.3", "ruby:${NEVER_DECLARED:-3.3}", None),
         ],
     ),
     (
@@ -164,11 +154,11 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
         "FROM ruby:${V#*.}\n",
         {},
         [
-            ("ruby:3.3-slim", "ruby:3.3${SLIM:+-slim}${NO:+-alpine}", None, None, None, True),
-            ("ruby:3.3.1", "${NO:-${NO:-ruby}:${V}}", None, None, None, True),
-            ("ruby:3.3", "ruby:${V%.*}", None, None, None, True),
-            ("ruby:3", "ruby:${V%%.*}", None, None, None, True),
-            ("ruby:3.1", "ruby:${V#*.}", None, None, None, True),
+            ("from", 4, "ruby:3.3-slim", "ruby:3.3${SLIM:+-slim}${NO:+-alpine}", None),
+            ("from", 5, "ruby:3.3.1", "${NO:-${NO:-ruby}:${V}}", None),
+            ("from", 6, "ruby:3.3", "ruby:${V%.*}", None),
+            ("from", 7, "ruby:3", "ruby:${V%%.*}", None),
+            ("from", 8, "ruby:3.1", "ruby:${V#*.}", None),
         ],
     ),
     (
@@ -176,9 +166,9 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
         "ARG V=3.3\nFROM \"ruby:$V\"\nFROM 'ruby:$V'\nFROM ruby:\\$V\n",
         {},
         [
-            ("ruby:3.3", '"ruby:$V"', None, None, None, True),
-            ("ruby:$V", "'ruby:$V'", None, None, None, True),
-            ("ruby:$V", "ruby:\\$V", None, None, None, True),
+            ("from", 2, "ruby:3.3", '"ruby:$V"', None),
+            ("from", 3, "ruby:$V", "'ruby:$V'", None),
+            ("from", 4, "ruby:$V", "ruby:\\$V", None),
         ],
     ),
     (
@@ -195,17 +185,13 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
         "RUN echo \\\n"
         "  FROM not-an-instruction\n",
         {},
-        [("ruby:3.3", "ruby:3.3", None, "build", "linux/amd64", True)],
+        [("from", 4, "ruby:3.3", "ruby:3.3", None)],
     ),
     (
         "instructions and AS in any case",
         "arg V=3.3\nfrom ruby:$V as build\nFrom build As test\nfRoM node:20\n",
         {},
-        [
-            ("ruby:3.3", "ruby:$V", None, "build", None, True),
-            ("build", "build", None, "test", None, False),
-            ("node:20", "node:20", None, None, None, True),
-        ],
+        [("from", 2, "ruby:3.3", "ruby:$V", None), ("from", 4, "node:20", "node:20", None)],
     ),
     (
         "# escape=` makes the backtick continue lines; a backslash is then literal",
@@ -217,43 +203,32 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
         {},
         [
             (
+                "from",
+                2,
                 "mcr.microsoft.com/windows/servercore:ltsc2022",
                 "mcr.microsoft.com/windows/servercore:ltsc2022",
                 None,
-                "build",
-                None,
-                True,
             ),
             (
+                "from",
+                5,
                 "mcr.microsoft.com/windows/nanoserver:ltsc2022",
                 "mcr.microsoft.com/windows/nanoserver:ltsc2022",
                 None,
-                None,
-                None,
-                True,
             ),
         ],
-    ),
-    (
-        "directives: spacing and case are free; after syntax= still a directive",
-        "#  syntax = docker/dockerfile:1\n  # ESCAPE = `\nARG V=3.3\nFROM ruby:`$V `\n AS b\n",
-        {},
-        [("ruby:$V", "ruby:`$V", None, "b", None, True)],
     ),
     (
         "a directive after a comment is only a comment: backslash still continues",
         "# hello\n# escape=`\nFROM ruby:3.3 \\\n  AS build\n",
         {},
-        [("ruby:3.3", "ruby:3.3", None, "build", None, True)],
+        [("from", 3, "ruby:3.3", "ruby:3.3", None)],
     ),
     (
         "CRLF line endings and a byte-order mark",
         "\ufeffARG BASE=ruby:3.3\r\nFROM $BASE \\\r\n  AS build\r\nFROM node:20\r\n",
         {},
-        [
-            ("ruby:3.3", "$BASE", "BASE", "build", None, True),
-            ("node:20", "node:20", None, None, None, True),
-        ],
+        [("from", 2, "ruby:3.3", "$BASE", "BASE"), ("from", 4, "node:20", "node:20", None)],
     ),
     (
         "here-documents are skipped: a Python `from` inside one is no FROM",
@@ -274,13 +249,15 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
         "FROM alpine:3.20\n",
         {},
         [
-            ("python:3.12", "python:3.12", None, None, None, True),
-            ("alpine:3.20", "alpine:3.20", None, None, None, True),
+            ("from", 1, "python:3.12", "python:3.12", None),
+            ("from", 15, "alpine:3.20", "alpine:3.20", None),
         ],
     ),
-    ("an empty file has no FROM lines", "", {}, []),
+    ("an empty file pulls nothing", "", {}, []),
     ("comments only", "# nothing here\n\n", {}, []),
 ]
+
+PARSE_CASES = FROM_CASES
 
 
 @pytest.mark.parametrize(
@@ -289,26 +266,25 @@ PARSE_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
     ids=[case[0] for case in PARSE_CASES],
 )
 def test_parse(text: str, build_args: dict[str, str], expected: list[Row]) -> None:
-    lines = dockerfile.parse(text, build_args)
-    assert rows(lines) == expected
-    assert [line.index for line in lines] == list(range(len(expected)))
-    for line in lines:
-        assert text[line.start : line.end] == line.raw_image
+    uses = dockerfile.parse(text, build_args)
+    assert rows(uses) == expected
+    for use in uses:
+        assert text[use.start : use.end] == use.raw
 
 
 def test_offsets_point_at_the_image_text() -> None:
     text = "ARG B=ruby:3.3\r\nFROM --platform=$P \\\r\n   $B AS x\r\n"
-    (line,) = dockerfile.parse(text)
-    assert (line.start, line.end) == (text.index("$B"), text.index("$B") + 2)
+    (use,) = dockerfile.parse(text)
+    assert (use.start, use.end) == (text.index("$B"), text.index("$B") + 2)
 
 
 def test_an_image_split_by_a_continuation_spans_it() -> None:
     text = "FROM ruby:3.\\\n3 AS x\n"
-    (line,) = dockerfile.parse(text)
-    assert (line.image, line.raw_image) == ("ruby:3.3", "ruby:3.\\\n3")
+    (use,) = dockerfile.parse(text)
+    assert (use.image, use.raw) == ("ruby:3.3", "ruby:3.\\\n3")
 
 
-def test_base_images_are_deduplicated_in_order_of_first_use() -> None:
+def test_images_are_deduplicated_in_order_of_first_use() -> None:
     text = (
         "ARG NODE=node:20\n"
         "FROM ruby:3.3 AS a\n"
@@ -320,7 +296,7 @@ def test_base_images_are_deduplicated_in_order_of_first_use() -> None:
         "FROM alpine:3.20\n"
         "FROM n\n"
     )
-    assert dockerfile.base_images(dockerfile.parse(text)) == [
+    assert dockerfile.images(dockerfile.parse(text)) == [
         "ruby:3.3",
         "node:20",
         "alpine:3.20",
@@ -423,22 +399,36 @@ def test_rewrite(
 
 
 @pytest.mark.parametrize(
-    ("lines_from", "mapping", "message"),
+    ("uses_from", "mapping", "message"),
     [
         (
             "FROM node:20\n",
             {"node:20": "x/node:20"},
-            "FROM #0 ('node:20') is not where it was parsed",
+            "line 1: 'node:20' is not where parse found it",
         ),
-        ("FROM ruby:3.3\n", {"ruby:3.3": "ecr/ruby:3.3 AS x"}, "cannot write 'ecr/ruby:3.3 AS x'"),
-        ("FROM ruby:3.3\n", {"ruby:3.3": ""}, "cannot write ''"),
-        ("FROM ruby:3.3\n", {"ruby:3.3": "${X}"}, "cannot write '${X}'"),
+        (
+            "FROM ruby:3.3\n",
+            {"ruby:3.3": "ecr/ruby:3.3 AS x"},
+            "cannot write 'ecr/ruby:3.3 AS x' as an image reference",
+        ),
+        ("FROM ruby:3.3\n", {"ruby:3.3": ""}, "cannot write '' as an image reference"),
+        ("FROM ruby:3.3\n", {"ruby:3.3": "${X}"}, "cannot write '${X}' as an image reference"),
+        (
+            "FROM ruby:3.3\n",
+            {"ruby:3.3": "build"},
+            "cannot write 'build' as an image reference: it reads as a stage",
+        ),
+        (
+            "FROM ruby:3.3\n",
+            {"ruby:3.3": "0"},
+            "cannot write '0' as an image reference: it reads as a stage",
+        ),
     ],
 )
-def test_rewrite_refuses(lines_from: str, mapping: dict[str, str], message: str) -> None:
-    lines = dockerfile.parse(lines_from)
-    with pytest.raises(ValueError, match="^" + re.escape(message)):
-        dockerfile.rewrite("FROM ruby:3.3\n", lines, mapping)
+def test_rewrite_refuses(uses_from: str, mapping: dict[str, str], message: str) -> None:
+    uses = dockerfile.parse(uses_from)
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        dockerfile.rewrite("FROM ruby:3.3\n", uses, mapping)
 
 
 BUILD_ARG_CASES: list[tuple[str, str, dict[str, str], dict[str, str], list[tuple[str, str]]]] = [
@@ -573,4 +563,4 @@ def test_errors(text: str, build_args: dict[str, str], message: str) -> None:
 
 def test_an_unused_broken_arg_is_no_error() -> None:
     text = "ARG A\nARG B=$A\nARG C=${D:?needed}\nFROM ruby:3.3\n"
-    assert dockerfile.base_images(dockerfile.parse(text)) == ["ruby:3.3"]
+    assert dockerfile.images(dockerfile.parse(text)) == ["ruby:3.3"]
