@@ -3,6 +3,16 @@
 `parse` reads the text the way BuildKit does (moby/buildkit, frontend/dockerfile/), as far as
 the images it pulls need, and returns one `ImageUse` per place that pulls an image:
 
+- `syntax`: the `# syntax=IMAGE` parser directive, found as `parser.DetectSyntax` finds it: after
+  an optional byte-order mark and an optional `#!` first line, in the run of directive lines at
+  the very top, each starting with `#` in its first column (`  # syntax=x` is not one) and
+  naming `syntax`, `escape` or `check` in any case, with blanks around `=` allowed; the first
+  other line (a comment, a blank line, an instruction, an unknown or repeated key) ends the run,
+  and a `# syntax=` after it is an ordinary comment. The image is the value up to its first
+  space. Failing `#`, BuildKit tries the same at the top with `//` in place of `#`, then the
+  whole file as a JSON object with a "syntax" key; the `//` form is followed, the JSON form is
+  an error (it is not a Dockerfile). `frontend/dockerfile/builder/build.go` then pulls that
+  image and hands it the build;
 - `from`: `FROM` images, expanded with the ARGs before the first `FROM` (below); not `scratch`
   and not the name of an earlier stage;
 
@@ -13,8 +23,9 @@ applied, `--` ending them.
 The text is read as BuildKit's parser reads it:
 
 - parser directives at the top of the file: `# escape=` followed by a backtick makes the
-  backtick the escape and line-continuation character (Windows images); `# syntax=` and
-  `# check=` are accepted and ignored;
+  backtick the escape and line-continuation character (Windows images). Here leading blanks
+  are allowed (`parser.Parse` strips them, `DetectSyntax` does not), and a `#!` first line
+  ends the directives;
 - line continuations (the escape character at the end of a line, trailing spaces allowed);
   comment lines and blank lines inside a continued instruction are dropped, as BuildKit does;
 - comments: lines whose first non-blank character is `#` (elsewhere `#` is plain text, so
@@ -37,8 +48,9 @@ The caller's build args name only ARGs the Dockerfile declares before the first 
 Docker (others are ignored), except the builder's platform ARGs, which need no declaration.
 `${NAME/pattern/replacement}` is not supported (a `DockerfileError` says so).
 
-Not followed, because they come from the build command rather than the file:
-`--build-context NAME=...` (it replaces an image or a stage), and the `ONBUILD` triggers of
+Not followed, because they come from the build command rather than the file: the
+`BUILDKIT_SYNTAX` build arg (it replaces the syntax directive), `--build-context NAME=...`
+(it replaces an image or a stage), and the `ONBUILD` triggers of
 base images.
 
 Offsets (`ImageUse.start`, `ImageUse.end`) count characters of the `str` given to `parse`. To
@@ -81,6 +93,9 @@ BUILDER_ARGS = frozenset(
     }
 )
 
+# The build arg BuildKit takes, when given, as the frontend image instead of the syntax directive.
+_SYNTAX_ARG = "BUILDKIT_SYNTAX"
+
 # BuildKit's directive regexp; Go's \s is [\t\n\f\r ].
 _DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
 _DIRECTIVES = frozenset({"escape", "syntax", "check"})
@@ -93,7 +108,7 @@ _HEREDOC = re.compile(r"[0-9]*<<(-?)([^<]+)\Z")
 _HEREDOC_COMMANDS = frozenset({"run", "copy", "add"})
 _REFERENCE_CHARS = re.compile(r"[A-Za-z0-9._:/@+-]+\Z")
 
-Kind = Literal["from"]
+Kind = Literal["syntax", "from"]
 
 
 class DockerfileError(ValueError):
@@ -104,21 +119,21 @@ class DockerfileError(ValueError):
 class ImageUse:
     """One place in a Dockerfile that makes the build pull an image."""
 
-    kind: Kind  # "from" image
-    line: int  # 1-based line of the instruction
+    kind: Kind  # "syntax" directive, "from" image
+    line: int  # 1-based line of the directive or instruction
     image: str  # as the build pulls it: "ruby:3.3-slim", with FROM's build args expanded
     raw: str  # as written, always == text[start:end]: "$BASE", "ruby:${V}-slim"
     start: int  # offset of raw in the text
     end: int  # offset just after raw
     # The build arg that can stand for the image without editing the file: NAME for a FROM
-    # whose whole image is "$NAME" or "${NAME}".
+    # whose whole image is "$NAME" or "${NAME}", BUILDKIT_SYNTAX for the syntax directive.
     arg: str | None = None
 
 
 def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[ImageUse]:
     """Every place in a Dockerfile that pulls an image.
 
-    FROM images, in file order.
+    The syntax directive comes first, then FROM images in file order.
     `build_args` are the values `docker build --build-arg` would get; they win over ARG defaults.
     Raises DockerfileError, whose message names the line, for what BuildKit would refuse and
     for images that cannot be known (see the module docstring).
@@ -127,7 +142,8 @@ def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[ImageU
     instructions = list(_instructions(physical))
     froms = {i.number: _split_from(i) for i in instructions if i.command == "from"}
     build = _Build(text, dict(build_args or {}), froms)
-    uses: list[ImageUse] = []
+    syntax = _syntax_use(text, physical)
+    uses = [syntax] if syntax else []
     for instruction in instructions:
         uses += build.step(instruction)
     return uses
@@ -145,12 +161,13 @@ def images(uses: Sequence[ImageUse]) -> list[str]:
 def rewrite(text: str, uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> str:
     """`text` with the image text of each use whose image is in `mapping` replaced.
 
-    Only the image text changes: flags, stage names, comments, spacing, line continuations and
-    line endings stay byte for byte. An image written as an ARG ("FROM $BASE") is replaced by
-    the mapped reference, so the build no longer depends on the ARG (`build_args` gives the
-    --build-arg values for the other way: leaving the file as is). `uses` must come from
-    `parse(text)`; ValueError if they do not fit the text, or if a mapped value is not an
-    image reference that can be written in their place as is.
+    Only the image text changes: the syntax directive's image, a FROM image. Flags, stage
+    names, comments, spacing, line continuations and line endings stay byte for byte. An image
+    written as an ARG ("FROM $BASE") is replaced by the mapped reference, so the build no
+    longer depends on the ARG (`build_args` gives the --build-arg values for the other way:
+    leaving the file as is). `uses` must come from `parse(text)`; ValueError if they do not fit
+    the text, or if a mapped value is not an image reference that can be written in their
+    place as is.
     """
     pieces: list[str] = []
     cursor = 0
@@ -162,7 +179,7 @@ def rewrite(text: str, uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> 
         new = mapping[use.image]
         if not _REFERENCE_CHARS.match(new):
             raise ValueError(f"cannot write {new!r} as an image reference")
-        if _STAGE_NAME.match(new) or _STAGE_INDEX.match(new):
+        if use.kind == "from" and (_STAGE_NAME.match(new) or _STAGE_INDEX.match(new)):
             raise ValueError(f"cannot write {new!r} as an image reference: it reads as a stage")
         pieces += (text[cursor : use.start], new)
         cursor = use.end
@@ -171,10 +188,13 @@ def rewrite(text: str, uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> 
 
 
 def build_args(uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(ARG name, new reference) for mapped FROM images that are one whole ARG.
+    """(build arg, new reference) for mapped uses whose image a build arg can replace.
 
-    Passing these as --build-arg builds from the mapped images without editing the file. Each
-    pair once, in order of first use.
+    That is ARGs that are a FROM's whole image, and BUILDKIT_SYNTAX for the syntax directive
+    (BuildKit then pulls the frontend image it names instead; any words after the image in
+    the directive are left out, as BuildKit's own frontend ignores them). Passing these as
+    --build-arg builds from the mapped images without editing the file. Each pair once, in
+    order of first use.
     """
     pairs = (
         (use.arg, mapping[use.image])
@@ -342,6 +362,43 @@ def _words(text: str, escape: str) -> list[str]:
         rf"|[^\s'\"{esc}])+"
     )
     return re.findall(word, text)
+
+
+# --- The syntax directive -------------------------------------------------------------------
+
+
+def _syntax_use(text: str, physical: list[tuple[int, str]]) -> ImageUse | None:
+    """The frontend image the build pulls, found as BuildKit's parser.DetectSyntax finds it."""
+    lines = [(number, offset, line) for number, (offset, line) in enumerate(physical, start=1)]
+    number, offset, line = lines[0]
+    if line.startswith("\ufeff"):
+        lines[0] = (number, offset + 1, line[1:])
+    if lines[0][2].startswith("#!"):
+        del lines[0]  # a shebang line is skipped
+    for prefix in ("#", "//"):
+        seen: set[str] = set()
+        for number, offset, line in lines:
+            directive = _directive(line, prefix)
+            if directive is None or directive[0] in seen:
+                break
+            key, value, at = directive
+            if key == "syntax":
+                image = value.split(" ", 1)[0]  # words after it are arguments for the frontend
+                start, end = offset + at, offset + at + len(image)
+                return ImageUse("syntax", number, image, image, start, end, _SYNTAX_ARG)
+            seen.add(key)
+    if lines:
+        number, offset, _ = lines[0]
+        try:
+            document = json.loads(text[offset:])
+        except ValueError:
+            document = None
+        if isinstance(document, dict) and isinstance(document.get("syntax"), str):
+            raise DockerfileError(
+                f'line {number}: a JSON file with a "syntax" key is built by that frontend '
+                f"({document['syntax']!r}), not read as a Dockerfile"
+            )
+    return None
 
 
 # --- The build: stages, ARGs, and the images instructions pull ------------------------------

@@ -1,5 +1,5 @@
-"""mirror.dockerfile: the images of FROM lines, read as BuildKit reads them, and rewritten byte
-for byte."""
+"""mirror.dockerfile: the images a Dockerfile pulls, read as BuildKit reads them, and rewritten
+byte for byte."""
 
 from __future__ import annotations
 
@@ -257,7 +257,87 @@ FROM_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
     ("comments only", "# nothing here\n\n", {}, []),
 ]
 
-PARSE_CASES = FROM_CASES
+SYNTAX = "BUILDKIT_SYNTAX"
+
+SYNTAX_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
+    (
+        "# syntax= pulls the frontend image",
+        "# syntax=docker/dockerfile:1\nFROM ruby:3.3\n",
+        {},
+        [
+            ("syntax", 1, "docker/dockerfile:1", "docker/dockerfile:1", SYNTAX),
+            ("from", 2, "ruby:3.3", "ruby:3.3", None),
+        ],
+    ),
+    (
+        "key in any case, blanks around '=', after escape and check directives",
+        "# escape=`\n# check=skip=all\n#  SYNTAX =  docker/dockerfile:1.7  \nFROM ruby\n",
+        {},
+        [
+            ("syntax", 3, "docker/dockerfile:1.7", "docker/dockerfile:1.7", SYNTAX),
+            ("from", 4, "ruby", "ruby", None),
+        ],
+    ),
+    (
+        "the image is the value up to its first space; the rest is for the frontend",
+        "# syntax=example/frontend:2 --debug\nFROM ruby\n",
+        {},
+        [
+            ("syntax", 1, "example/frontend:2", "example/frontend:2", SYNTAX),
+            ("from", 2, "ruby", "ruby", None),
+        ],
+    ),
+    (
+        "a byte-order mark, CRLF, and a #! first line are skipped",
+        "\ufeff#!/usr/bin/env buildctl\r\n# syntax=docker/dockerfile:1\r\nFROM ruby\r\n",
+        {},
+        [
+            ("syntax", 2, "docker/dockerfile:1", "docker/dockerfile:1", SYNTAX),
+            ("from", 3, "ruby", "ruby", None),
+        ],
+    ),
+    (
+        "BuildKit's other form: // at the top",
+        "// syntax=docker/dockerfile:1\nFROM ruby\n",
+        {},
+        [
+            ("syntax", 1, "docker/dockerfile:1", "docker/dockerfile:1", SYNTAX),
+            ("from", 2, "ruby", "ruby", None),
+        ],
+    ),
+    (
+        "after a comment: only a comment",
+        "# the build\n# syntax=docker/dockerfile:1\nFROM ruby\n",
+        {},
+        [("from", 3, "ruby", "ruby", None)],
+    ),
+    (
+        "after a blank line: only a comment",
+        "\n# syntax=docker/dockerfile:1\nFROM ruby\n",
+        {},
+        [("from", 3, "ruby", "ruby", None)],
+    ),
+    (
+        "after an unknown directive: only a comment",
+        "# foo=bar\n# syntax=docker/dockerfile:1\nFROM ruby\n",
+        {},
+        [("from", 3, "ruby", "ruby", None)],
+    ),
+    (
+        "after an instruction: only a comment",
+        "FROM ruby\n# syntax=docker/dockerfile:1\n",
+        {},
+        [("from", 1, "ruby", "ruby", None)],
+    ),
+    (
+        "with blanks before '#': not for DetectSyntax (the parser still takes it as a directive)",
+        "  # syntax=docker/dockerfile:1\n# escape=`\nFROM ruby `\n AS b\n",
+        {},
+        [("from", 3, "ruby", "ruby", None)],
+    ),
+]
+
+PARSE_CASES = FROM_CASES + SYNTAX_CASES
 
 
 @pytest.mark.parametrize(
@@ -286,6 +366,7 @@ def test_an_image_split_by_a_continuation_spans_it() -> None:
 
 def test_images_are_deduplicated_in_order_of_first_use() -> None:
     text = (
+        "# syntax=docker/dockerfile:1\n"
         "ARG NODE=node:20\n"
         "FROM ruby:3.3 AS a\n"
         "FROM $NODE\n"
@@ -297,6 +378,7 @@ def test_images_are_deduplicated_in_order_of_first_use() -> None:
         "FROM n\n"
     )
     assert dockerfile.images(dockerfile.parse(text)) == [
+        "docker/dockerfile:1",
         "ruby:3.3",
         "node:20",
         "alpine:3.20",
@@ -378,11 +460,18 @@ REWRITE_CASES: list[tuple[str, str, dict[str, str], dict[str, str], str]] = [
         f"COPY <<EOF /Dockerfile\nFROM ruby:3.3\nEOF\nFROM {ECR}/library/ruby:3.3\n",
     ),
     (
+        "the syntax directive: only its image; the frontend's arguments stay",
+        "#syntax = example/frontend:2 --debug\nFROM ruby\n",
+        {},
+        {"example/frontend:2": f"{ECR}/example/frontend:2"},
+        f"#syntax = {ECR}/example/frontend:2 --debug\nFROM ruby\n",
+    ),
+    (
         "an empty mapping changes nothing",
-        "FROM ruby:3.3\r\n",
+        "# syntax=docker/dockerfile:1\r\nFROM ruby:3.3\r\n",
         {},
         {},
-        "FROM ruby:3.3\r\n",
+        "# syntax=docker/dockerfile:1\r\nFROM ruby:3.3\r\n",
     ),
 ]
 
@@ -458,6 +547,13 @@ BUILD_ARG_CASES: list[tuple[str, str, dict[str, str], dict[str, str], list[tuple
         {"BASE": "ruby:3.4"},
         {"ruby:3.4": f"{ECR}/library/ruby:3.4"},
         [("BASE", f"{ECR}/library/ruby:3.4")],
+    ),
+    (
+        "the syntax directive's image goes in BUILDKIT_SYNTAX, without the frontend's arguments",
+        "# syntax=example/frontend:2 --debug\nFROM ruby\n",
+        {},
+        {"example/frontend:2": f"{ECR}/example/frontend:2", "ruby": f"{ECR}/library/ruby"},
+        [("BUILDKIT_SYNTAX", f"{ECR}/example/frontend:2")],
     ),
 ]
 
@@ -547,9 +643,20 @@ ERROR_CASES: list[tuple[str, dict[str, str], str]] = [
     ('FROM "ruby\n', {}, "line 1: unterminated double quote in '\"ruby'"),
     ("# escape=x\nFROM ruby\n", {}, "line 1: bad escape directive 'x' (use ` or \\)"),
     ("# escape=`\n# escape=\\\nFROM ruby\n", {}, "line 2: a second escape parser directive"),
+    (
+        "# syntax=docker/dockerfile:1\n# SYNTAX=other/frontend:1\nFROM ruby\n",
+        {},
+        "line 2: a second syntax parser directive",
+    ),
     ("ARG\nFROM ruby\n", {}, "line 1: ARG without a name"),
     ("ARG A=1 =2\nFROM ruby\n", {}, "line 1: ARG without a name: '=2'"),
     ("FROM ruby\nRUN <<EOF\necho hi\n", {}, "line 2: here-document <<EOF has no end"),
+    (
+        '{"syntax": "example/frontend:2"}\n',
+        {},
+        'line 1: a JSON file with a "syntax" key is built by that frontend '
+        "('example/frontend:2'), not read as a Dockerfile",
+    ),
 ]
 
 
