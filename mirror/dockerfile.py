@@ -15,10 +15,24 @@ the images it pulls need, and returns one `ImageUse` per place that pulls an ima
   image and hands it the build;
 - `from`: `FROM` images, expanded with the ARGs before the first `FROM` (below); not `scratch`
   and not the name of an earlier stage;
+- `copy`: `COPY --from=IMAGE`. As in `dockerfile2llb/convert.go` (`toCommand`), a value is a
+  stage if any stage of the file has that name (case-insensitive; a stage defined later is
+  still a stage, and the build then fails), else a stage index if it is a number, else an
+  image. BuildKit does not expand variables there: `--from=$X` (and quotes or escapes that
+  would change the word) fails the build, and `parse` says so. `ADD` has no `--from`;
+- `mount`: `RUN --mount=...,from=IMAGE,...`. The `--mount` value is CSV (`go-csvvalue`: `"`
+  quotes a field, `""` is a quote in it, a bare `"` is an error); keys are case-insensitive, the
+  last `from=` wins. BuildKit resolves the `from` of every mount whatever its `type` (bind by
+  default, cache, tmpfs, ssh: `convert_runmount.go`, `detectRunMount`), as a stage name else an
+  image: there is no stage index here, so `from=0` is an error in `parse` rather than an image
+  named "0". A `$` in `from` (except as its last character) fails the build
+  (`commands_runmount.go`, `parseMount`), and `parse` says so. `source`/`src`,
+  `target`/`dst`/`destination` and the other keys do not change which image is pulled.
 
-The flags of `FROM` are read as BuildKit's `extractBuilderFlags` reads them: words starting
-with `--` at the start of the arguments, quotes (`'` or `"`) removed and the escape character
-applied, `--` ending them.
+The flags of `FROM`, `COPY` and `RUN` are read as BuildKit's `extractBuilderFlags` reads them:
+words starting with `--` at the start of the arguments, quotes (`'` or `"`) removed and the
+escape character applied, `--` ending them. `--from` twice, or `--from`/`--mount` without `=`,
+are errors, as in BuildKit.
 
 The text is read as BuildKit's parser reads it:
 
@@ -32,7 +46,7 @@ The text is read as BuildKit's parser reads it:
   `FROM ruby AS x # note` is an error, as in Docker); CRLF line endings; a byte-order mark;
 - instructions in any case (`from`, `FROM`, `Arg`);
 - here-documents (`RUN <<EOF` ... `EOF`, also on COPY and ADD), whose bodies are skipped, so a
-  Python `from x import y` inside one is not taken for a FROM;
+  Python `from x import y` or a `COPY --from=x` inside one is not taken for an instruction;
 - `ARG` lines before the first FROM (the only ones FROM lines can use), several per line, with
   quoted values; a default may use the ARGs declared before it. A caller-supplied build arg wins
   over the default, and is used as is (not expanded), as with `docker build --build-arg`;
@@ -104,11 +118,15 @@ _SPACE = "\t\n\v\f\r \x85\xa0"  # Go's unicode.IsSpace, which extractBuilderFlag
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9._-]*\Z")
 _STAGE_INDEX = re.compile(r"[+-]?[0-9]+\Z")  # what Go's strconv.Atoi reads as a number
 _WHOLE_ARG = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})\Z")
+# What BuildKit's shell lexer would change in a word even with no variables set.
+_SHELL_SPECIAL = re.compile(r"['\"]|\$[{@*#?$!\w-]")
 _HEREDOC = re.compile(r"[0-9]*<<(-?)([^<]+)\Z")
 _HEREDOC_COMMANDS = frozenset({"run", "copy", "add"})
 _REFERENCE_CHARS = re.compile(r"[A-Za-z0-9._:/@+-]+\Z")
+_ALIAS_STAGE = "FROM $NAME AS name, with ARG NAME before the first FROM"
+_UNQUOTABLE = "its quotes leave no place to write another image; quote the whole image or nothing"
 
-Kind = Literal["syntax", "from"]
+Kind = Literal["syntax", "from", "copy", "mount"]
 
 
 class DockerfileError(ValueError):
@@ -119,7 +137,7 @@ class DockerfileError(ValueError):
 class ImageUse:
     """One place in a Dockerfile that makes the build pull an image."""
 
-    kind: Kind  # "syntax" directive, "from" image
+    kind: Kind  # "syntax" directive, "from" image, "copy" --from, "mount" from=
     line: int  # 1-based line of the directive or instruction
     image: str  # as the build pulls it: "ruby:3.3-slim", with FROM's build args expanded
     raw: str  # as written, always == text[start:end]: "$BASE", "ruby:${V}-slim"
@@ -133,7 +151,8 @@ class ImageUse:
 def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[ImageUse]:
     """Every place in a Dockerfile that pulls an image.
 
-    The syntax directive comes first, then FROM images in file order.
+    The syntax directive comes first, then FROM, COPY --from and RUN --mount from= images in
+    file order.
     `build_args` are the values `docker build --build-arg` would get; they win over ARG defaults.
     Raises DockerfileError, whose message names the line, for what BuildKit would refuse and
     for images that cannot be known (see the module docstring).
@@ -161,13 +180,13 @@ def images(uses: Sequence[ImageUse]) -> list[str]:
 def rewrite(text: str, uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> str:
     """`text` with the image text of each use whose image is in `mapping` replaced.
 
-    Only the image text changes: the syntax directive's image, a FROM image. Flags, stage
-    names, comments, spacing, line continuations and line endings stay byte for byte. An image
-    written as an ARG ("FROM $BASE") is replaced by the mapped reference, so the build no
-    longer depends on the ARG (`build_args` gives the --build-arg values for the other way:
-    leaving the file as is). `uses` must come from `parse(text)`; ValueError if they do not fit
-    the text, or if a mapped value is not an image reference that can be written in their
-    place as is.
+    Only the image text changes: the syntax directive's image, a FROM image, the value of
+    --from, the value of a mount's from=. Flags, quotes around them, stage names, comments,
+    spacing, line continuations and line endings stay byte for byte. An image written as an
+    ARG ("FROM $BASE") is replaced by the mapped reference, so the build no longer depends on
+    the ARG (`build_args` gives the --build-arg values for the other way: leaving the file as
+    is). `uses` must come from `parse(text)`; ValueError if they do not fit the text, or if a
+    mapped value is not an image reference that can be written in their place as is.
     """
     pieces: list[str] = []
     cursor = 0
@@ -179,7 +198,7 @@ def rewrite(text: str, uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> 
         new = mapping[use.image]
         if not _REFERENCE_CHARS.match(new):
             raise ValueError(f"cannot write {new!r} as an image reference")
-        if use.kind == "from" and (_STAGE_NAME.match(new) or _STAGE_INDEX.match(new)):
+        if use.kind != "syntax" and (_STAGE_NAME.match(new) or _STAGE_INDEX.match(new)):
             raise ValueError(f"cannot write {new!r} as an image reference: it reads as a stage")
         pieces += (text[cursor : use.start], new)
         cursor = use.end
@@ -420,6 +439,11 @@ class _Build:
         self.overrides = overrides
         self.froms = froms
         self.scope = _Scope(overrides)
+        # Every stage name of the file: COPY --from and mount from= look names up among all.
+        self.names = {f.stage.lower() for f in froms.values() if f.stage is not None}
+        # BuildKit's list of stages, which --from=<index> indexes: one per FROM, then one per
+        # COPY --from or mount that is not a stage, in file order (convert.go, addState).
+        self.sources = len(froms)
         self.earlier: dict[str, int] = {}  # stage names so far, the only ones FROM can use
         self.stage = -1
 
@@ -429,6 +453,10 @@ class _Build:
             _declare(instruction, self.scope, self.overrides)
         elif command == "from":
             return self._from(instruction, self.froms[instruction.number])
+        elif command == "copy":
+            return self._copy(instruction)
+        elif command == "run":
+            return self._run(instruction)
         return []
 
     def _from(self, instruction: _Instruction, words: _From) -> list[ImageUse]:
@@ -449,6 +477,59 @@ class _Build:
         self.stage += 1
         if words.stage is not None:
             self.earlier[words.stage.lower()] = self.stage
+        return uses
+
+    def _copy(self, instruction: _Instruction) -> list[ImageUse]:
+        number = instruction.number
+        flags = [f for f in _flags(instruction, instruction.args_start)[0] if f.name == "from"]
+        if not flags:
+            return []
+        if len(flags) > 1:
+            raise DockerfileError(f"line {number}: COPY has --from twice")
+        flag = flags[0]
+        if flag.value is None:
+            raise DockerfileError(f"line {number}: COPY --from needs a value: --from=<image>")
+        value = flag.value
+        if not value:
+            return []  # --from= copies from the build context
+        if _SHELL_SPECIAL.search(value) or instruction.escape in value:
+            raise DockerfileError(
+                f"line {number}: COPY --from={value}: BuildKit expands no variables or quotes "
+                f"in --from; copy from a stage instead ({_ALIAS_STAGE})"
+            )
+        if _STAGE_INDEX.match(value):
+            index = int(value)
+            if not 0 <= index < self.sources:
+                raise DockerfileError(
+                    f"line {number}: COPY --from={value}: there is no stage {index}"
+                )
+            return []
+        if value.lower() in self.names:
+            return []
+        self.sources += 1
+        if _is_scratch(value):
+            return []
+        span = flag.word.raw_span(flag.value_at, len(flag.word.text))
+        if span is None:
+            raise DockerfileError(f"line {number}: COPY --from={value}: {_UNQUOTABLE}")
+        return [self._use("copy", instruction, value, span)]
+
+    def _run(self, instruction: _Instruction) -> list[ImageUse]:
+        number = instruction.number
+        uses: list[ImageUse] = []
+        for flag in _flags(instruction, instruction.args_start)[0]:
+            if flag.name != "mount":
+                continue
+            if flag.value is None:
+                raise DockerfileError(f"line {number}: RUN --mount needs a value: --mount=<opts>")
+            source = _mount_from(flag, number)
+            if source is not None and source[0].lower() in self.names:
+                continue
+            self.sources += 1
+            if source is None or _is_scratch(source[0]):
+                continue  # no from=: BuildKit counts it as scratch
+            image, span = source
+            uses.append(self._use("mount", instruction, image, span))
         return uses
 
     def _use(
@@ -520,22 +601,44 @@ def _declare(instruction: _Instruction, scope: _Scope, overrides: Mapping[str, s
         # An ARG without a default keeps the value an earlier ARG line gave it, if any.
 
 
-# --- Flags ----------------------------------------------------------------------------------
+# --- Flags and mount options, with where each character is written ---------------------------
 
 
 @dataclass(frozen=True)
 class _Word:
     """A flag word as BuildKit's extractBuilderFlags reads it: quotes removed, escapes applied."""
 
-    text: str  # "--platform=linux/amd64" for --platform="linux/amd64"
-    end: int  # where the word ends in the instruction's text
+    text: str  # "--from=busybox:1.36" for --from="busybox:1.36"
+    spans: list[tuple[int, int]]  # spans[i]: where text[i] is written (with its escape character)
+    quotes: list[str]  # quotes[p - start]: the quote open before position p ("" if none)
+    start: int  # where the word is in the instruction's text
+    end: int
+
+    def raw_span(self, a: int, b: int) -> tuple[int, int] | None:
+        """Where text[a:b] is written, such that plain text written there instead reads back as
+        itself: quotes that open or close inside are taken in. None if there is no such span."""
+        covered = {p for start, end in self.spans for p in range(start, end)}
+        backs = [self.spans[a][0]]
+        while backs[-1] > self.start and backs[-1] - 1 not in covered:
+            backs.append(backs[-1] - 1)  # a quote character, just before
+        ahead = [self.spans[b - 1][1]]
+        while ahead[-1] < self.end and ahead[-1] not in covered:
+            ahead.append(ahead[-1] + 1)  # a quote character, just after
+        candidates = sorted(
+            ((i + j, back, end) for i, back in enumerate(backs) for j, end in enumerate(ahead)),
+        )
+        for _, back, end in candidates:
+            if self.quotes[back - self.start] == self.quotes[end - self.start]:
+                return back, end
+        return None
 
 
 @dataclass(frozen=True)
 class _Flag:
     word: _Word
-    name: str  # "platform" for --platform=x
+    name: str  # "from" for --from=x
     value: str | None  # None when the word has no "="
+    value_at: int  # where the value starts in word.text
 
 
 def _flags(instruction: _Instruction, at: int) -> tuple[list[_Flag], int]:
@@ -544,7 +647,7 @@ def _flags(instruction: _Instruction, at: int) -> tuple[list[_Flag], int]:
     flags = []
     for word in words:
         name, equals, value = word.text[2:].partition("=")
-        flags.append(_Flag(word, name, value if equals else None))
+        flags.append(_Flag(word, name, value if equals else None, len(name) + 3))
     return flags, rest
 
 
@@ -564,12 +667,16 @@ def _flag_words(line: str, pos: int, escape: str) -> tuple[list[_Word], int]:
 
 
 def _flag_word(line: str, pos: int, escape: str) -> _Word:
+    start = pos
     chars: list[str] = []
+    spans: list[tuple[int, int]] = []
+    quotes: list[str] = []
     quote = ""
     while pos < len(line):
         ch = line[pos]
         if not quote and ch in _SPACE:
             break
+        quotes.append(quote)
         if (not quote and ch in "'\"") or ch == quote:
             quote = "" if quote else ch
             pos += 1
@@ -578,9 +685,92 @@ def _flag_word(line: str, pos: int, escape: str) -> _Word:
             pos += 1
         else:
             size = 2 if ch == escape else 1
+            if size == 2:
+                quotes.append(quote)
             chars.append(line[pos + size - 1])
+            spans.append((pos, pos + size))
             pos += size
-    return _Word("".join(chars), pos)
+    quotes.append(quote)
+    return _Word("".join(chars), spans, quotes, start, pos)
+
+
+def _mount_from(flag: _Flag, number: int) -> tuple[str, tuple[int, int]] | None:
+    """The image or stage a --mount names with from=, and where it is written; None if none."""
+    assert flag.value is not None
+    try:
+        fields = _csv_fields(flag.value)
+    except _CsvError as error:
+        raise DockerfileError(f"line {number}: RUN --mount={flag.value}: {error}") from None
+    found: tuple[str, list[tuple[int, int]]] | None = None
+    for text, spans in fields:
+        key, equals, value = text.partition("=")
+        if equals and key.lower() == "from":
+            found = value, spans[len(key) + 1 :]  # the last from= wins
+    if found is None or not found[0]:
+        return None
+    value, spans = found
+    dollar = value.find("$")
+    if dollar not in (-1, len(value) - 1):
+        raise DockerfileError(
+            f"line {number}: RUN --mount from={value}: BuildKit expands no variables in a "
+            f"mount's from; mount a stage instead ({_ALIAS_STAGE})"
+        )
+    if _STAGE_INDEX.match(value):
+        raise DockerfileError(
+            f"line {number}: RUN --mount from={value}: a mount takes a stage name, not an index "
+            f"(BuildKit would pull an image named {value!r})"
+        )
+    a = flag.value_at + spans[0][0]
+    b = flag.value_at + spans[-1][1]
+    span = flag.word.raw_span(a, b)
+    if span is None:
+        raise DockerfileError(f"line {number}: RUN --mount from={value}: {_UNQUOTABLE}")
+    return value, span
+
+
+class _CsvError(Exception):
+    pass
+
+
+def _csv_fields(value: str) -> list[tuple[str, list[tuple[int, int]]]]:
+    """go-csvvalue's Fields: each field, with where each of its characters is in `value`."""
+    if not value:
+        raise _CsvError("no mount options")
+    fields = []
+    pos = 0
+    while True:
+        if not value.startswith('"', pos):
+            comma = value.find(",", pos)
+            end = len(value) if comma < 0 else comma
+            if '"' in value[pos:end]:
+                raise _CsvError('a bare " in a field not in quotes')
+            fields.append((value[pos:end], [(i, i + 1) for i in range(pos, end)]))
+            if comma < 0:
+                return fields
+            pos = comma + 1
+            continue
+        chars: list[str] = []
+        spans: list[tuple[int, int]] = []
+        pos += 1
+        while True:
+            close = value.find('"', pos)
+            if close < 0:
+                raise _CsvError('a " opens a field and none closes it')
+            chars += value[pos:close]
+            spans += [(i, i + 1) for i in range(pos, close)]
+            if value.startswith('""', close):
+                chars.append('"')
+                spans.append((close, close + 2))
+                pos = close + 2
+                continue
+            pos = close + 1
+            break
+        fields.append(("".join(chars), spans))
+        if pos == len(value):
+            return fields
+        if value[pos] != ",":
+            raise _CsvError('a " inside a field in quotes (write "" for one)')
+        pos += 1
 
 
 # --- Variable expansion (BuildKit's shell lexer, for one word) -------------------------------

@@ -337,7 +337,132 @@ SYNTAX_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
     ),
 ]
 
-PARSE_CASES = FROM_CASES + SYNTAX_CASES
+COPY_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
+    (
+        "COPY --from: an image, a stage name in any case, a stage index, scratch, the context",
+        "FROM golang:1.22 AS build\n"
+        "FROM alpine:3.20\n"
+        "COPY --from=busybox:1.36 /bin/busybox /bin/\n"
+        "COPY --from=Build /out /out\n"
+        "COPY --from=0 /out /out\n"
+        "COPY --from=scratch / /\n"
+        "COPY --from= . /src\n"
+        "copy --link --from=nginx:1.27 --chmod=644 /etc/nginx /etc/nginx\n",
+        {},
+        [
+            ("from", 1, "golang:1.22", "golang:1.22", None),
+            ("from", 2, "alpine:3.20", "alpine:3.20", None),
+            ("copy", 3, "busybox:1.36", "busybox:1.36", None),
+            ("copy", 8, "nginx:1.27", "nginx:1.27", None),
+        ],
+    ),
+    (
+        "a stage defined later is still a stage, for COPY (BuildKit then refuses to build it)",
+        "FROM alpine\nCOPY --from=later / /\nFROM alpine AS later\n",
+        {},
+        [("from", 1, "alpine", "alpine", None), ("from", 3, "alpine", "alpine", None)],
+    ),
+    (
+        "quotes around the value are removed (raw is inside them), escapes applied",
+        "FROM alpine\n"
+        'COPY --from="busybox:1.36" / /\n'
+        "COPY --'from'=nginx:1.27 / /\n"
+        "COPY --from=redis\\:7 / /\n",
+        {},
+        [
+            ("from", 1, "alpine", "alpine", None),
+            ("copy", 2, "busybox:1.36", "busybox:1.36", None),
+            ("copy", 3, "nginx:1.27", "nginx:1.27", None),
+            ("copy", 4, "redis:7", "redis\\:7", None),
+        ],
+    ),
+    (
+        "--from inside a continued line, CRLF",
+        "FROM alpine\r\nCOPY --chown=0:0 \\\r\n  --from=busybox:1.36 \\\r\n  / /\r\n",
+        {},
+        [("from", 1, "alpine", "alpine", None), ("copy", 2, "busybox:1.36", "busybox:1.36", None)],
+    ),
+    (
+        "only flags (starting with --, before the arguments) count; ADD has no --from",
+        "FROM alpine\n"
+        "COPY a --from=busybox /\n"
+        "COPY -- --from=busybox /\n"
+        "COPY '--from=busybox' / /\n"
+        "ADD --from=busybox / /\n",
+        {},
+        [("from", 1, "alpine", "alpine", None)],
+    ),
+    (
+        "stage indexes count FROMs, then each image or scratch a COPY or mount names",
+        "FROM alpine\nCOPY --from=busybox / /\nRUN --mount=target=/x true\nCOPY --from=2 / /\n",
+        {},
+        [("from", 1, "alpine", "alpine", None), ("copy", 2, "busybox", "busybox", None)],
+    ),
+]
+
+MOUNT_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
+    (
+        "RUN --mount from=: every type but secret; a stage in any case; no from; scratch",
+        "FROM golang:1.22 AS build\n"
+        "RUN --mount=type=bind,from=tool:3,source=/t,target=/t \\\n"
+        "    --mount=type=cache,target=/root/.cache,from=alpine:3.20 \\\n"
+        "    --mount=from=python:3.12,target=/py \\\n"
+        "    --mount=type=tmpfs,target=/tmp,from=debian:12 \\\n"
+        "    --network=none go build\n"
+        "RUN --mount=from=BUILD,target=/b --mount=type=cache,target=/c --mount=from=scratch true\n",
+        {},
+        [
+            ("from", 1, "golang:1.22", "golang:1.22", None),
+            ("mount", 2, "tool:3", "tool:3", None),
+            ("mount", 2, "alpine:3.20", "alpine:3.20", None),
+            ("mount", 2, "python:3.12", "python:3.12", None),
+            ("mount", 2, "debian:12", "debian:12", None),
+        ],
+    ),
+    (
+        "CSV: keys in any case, quoted fields, quotes around the flag, the last from= wins",
+        "FROM alpine\n"
+        "RUN --mount=type=bind,FROM=tool:3,target=/t true\n"
+        "RUN --mount='type=bind,\"from=tool:4\",target=/t' true\n"
+        'RUN --mount="type=bind,from=tool:5,target=/t" true\n'
+        "RUN --mount=from=tool:6,from=tool:7 true\n"
+        'RUN --mount=type=bind,from="tool:8",target=/t true\n',
+        {},
+        [
+            ("from", 1, "alpine", "alpine", None),
+            ("mount", 2, "tool:3", "tool:3", None),
+            ("mount", 3, "tool:4", "tool:4", None),
+            ("mount", 4, "tool:5", "tool:5", None),
+            ("mount", 5, "tool:7", "tool:7", None),
+            ("mount", 6, "tool:8", "tool:8", None),
+        ],
+    ),
+    (
+        "a $ as the last character of from= is no variable",
+        "FROM alpine\nRUN --mount=from=tool$ true\n",
+        {},
+        [("from", 1, "alpine", "alpine", None), ("mount", 2, "tool$", "tool$", None)],
+    ),
+]
+
+HEREDOC_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
+    (
+        "COPY --from= and # syntax= inside here-documents are text",
+        "FROM alpine\n"
+        "COPY <<EOF /Dockerfile\n"
+        "# syntax=docker/dockerfile:1\n"
+        "COPY --from=busybox / /\n"
+        "RUN --mount=from=tool,target=/t true\n"
+        "EOF\n"
+        "RUN <<'SH'\n"
+        "docker build --build-arg X=COPY --from=busybox .\n"
+        "SH\n",
+        {},
+        [("from", 1, "alpine", "alpine", None)],
+    ),
+]
+
+PARSE_CASES = FROM_CASES + SYNTAX_CASES + COPY_CASES + MOUNT_CASES + HEREDOC_CASES
 
 
 @pytest.mark.parametrize(
@@ -353,15 +478,17 @@ def test_parse(text: str, build_args: dict[str, str], expected: list[Row]) -> No
 
 
 def test_offsets_point_at_the_image_text() -> None:
-    text = "ARG B=ruby:3.3\r\nFROM --platform=$P \\\r\n   $B AS x\r\n"
-    (use,) = dockerfile.parse(text)
-    assert (use.start, use.end) == (text.index("$B"), text.index("$B") + 2)
+    text = "ARG B=ruby:3.3\r\nFROM --platform=$P \\\r\n   $B AS x\r\nCOPY --from='a:1' / /\r\n"
+    from_use, copy_use = dockerfile.parse(text)
+    assert (from_use.start, from_use.end) == (text.index("$B"), text.index("$B") + 2)
+    assert (copy_use.start, copy_use.end) == (text.index("a:1"), text.index("a:1") + 3)
 
 
 def test_an_image_split_by_a_continuation_spans_it() -> None:
-    text = "FROM ruby:3.\\\n3 AS x\n"
-    (use,) = dockerfile.parse(text)
-    assert (use.image, use.raw) == ("ruby:3.3", "ruby:3.\\\n3")
+    text = "FROM ruby:3.\\\n3 AS x\nCOPY --from=busy\\\nbox:1 / /\n"
+    from_use, copy_use = dockerfile.parse(text)
+    assert (from_use.image, from_use.raw) == ("ruby:3.3", "ruby:3.\\\n3")
+    assert (copy_use.image, copy_use.raw) == ("busybox:1", "busy\\\nbox:1")
 
 
 def test_images_are_deduplicated_in_order_of_first_use() -> None:
@@ -369,20 +496,123 @@ def test_images_are_deduplicated_in_order_of_first_use() -> None:
         "# syntax=docker/dockerfile:1\n"
         "ARG NODE=node:20\n"
         "FROM ruby:3.3 AS a\n"
+        "COPY --from=node:20 / /\n"
         "FROM $NODE\n"
         "FROM scratch\n"
         "FROM a\n"
+        "RUN --mount=from=ruby:3.3,target=/r --mount=from=busybox,target=/b true\n"
         "FROM ruby:3.3\n"
-        "FROM node:20 AS n\n"
         "FROM alpine:3.20\n"
-        "FROM n\n"
     )
     assert dockerfile.images(dockerfile.parse(text)) == [
         "docker/dockerfile:1",
         "ruby:3.3",
         "node:20",
+        "busybox",
         "alpine:3.20",
     ]
+
+
+# --- One Dockerfile with every kind of image reference ----------------------------------------
+
+ALL_KINDS = (
+    "# syntax=docker/dockerfile:1.7\r\n"
+    "# check=error=true\r\n"
+    "ARG GO=golang:1.22\r\n"
+    "ARG ALPINE_VERSION=3.20\r\n"
+    "FROM --platform=$BUILDPLATFORM ${GO} AS build\r\n"
+    "COPY --from=busybox:1.36 /bin/busybox /usr/local/bin/\r\n"
+    "RUN --mount=type=cache,target=/root/.cache/go-build \\\r\n"
+    "    --mount=type=bind,from=golangci/golangci-lint:v1.59,source=/usr/bin/golangci-lint,"
+    "target=/usr/bin/golangci-lint \\\r\n"
+    "    go build -o /out/app .\r\n"
+    "COPY <<EOF /src/Dockerfile.example\r\n"
+    "# syntax=not/pulled:1\r\n"
+    "COPY --from=not-pulled:2 / /\r\n"
+    "EOF\r\n"
+    "FROM alpine:${ALPINE_VERSION} AS runtime\r\n"
+    "COPY --from=build /out/app /usr/local/bin/app\r\n"
+    "COPY --from=0 /src/Dockerfile.example /\r\n"
+    "RUN --mount=type=cache,from=alpine:3.20,target=/var/cache/apk \\\r\n"
+    "    --mount=from=BUILD,source=/out,target=/mnt \\\r\n"
+    '    --mount="type=bind,from=node:20-alpine,source=/usr/local/bin/node,target=/node" \\\r\n'
+    "    apk add ca-certificates\r\n"
+    "FROM runtime\r\n"
+    'COPY --from="nginx:1.27" /etc/nginx/mime.types /etc/\r\n'
+)
+
+
+def ecr(image: str) -> str:
+    """Where mirror puts a Docker Hub image: official images under library/."""
+    return f"{ECR}/{image}" if "/" in image else f"{ECR}/library/{image}"
+
+
+def test_a_dockerfile_with_every_kind_of_image_reference() -> None:
+    uses = dockerfile.parse(ALL_KINDS)
+    assert rows(uses) == [
+        ("syntax", 1, "docker/dockerfile:1.7", "docker/dockerfile:1.7", "BUILDKIT_SYNTAX"),
+        ("from", 5, "golang:1.22", "${GO}", "GO"),
+        ("copy", 6, "busybox:1.36", "busybox:1.36", None),
+        (
+            "mount",
+            7,
+            "golangci/golangci-lint:v1.59",
+            "golangci/golangci-lint:v1.59",
+            None,
+        ),
+        ("from", 14, "alpine:3.20", "alpine:${ALPINE_VERSION}", None),
+        ("mount", 17, "alpine:3.20", "alpine:3.20", None),
+        ("mount", 17, "node:20-alpine", "node:20-alpine", None),
+        ("copy", 22, "nginx:1.27", "nginx:1.27", None),
+    ]
+    images = dockerfile.images(uses)
+    assert images == [
+        "docker/dockerfile:1.7",
+        "golang:1.22",
+        "busybox:1.36",
+        "golangci/golangci-lint:v1.59",
+        "alpine:3.20",
+        "node:20-alpine",
+        "nginx:1.27",
+    ]
+    mapping = {image: ecr(image) for image in images}
+    assert dockerfile.rewrite(ALL_KINDS, uses, mapping) == (
+        f"# syntax={ECR}/docker/dockerfile:1.7\r\n"
+        "# check=error=true\r\n"
+        "ARG GO=golang:1.22\r\n"
+        "ARG ALPINE_VERSION=3.20\r\n"
+        f"FROM --platform=$BUILDPLATFORM {ECR}/library/golang:1.22 AS build\r\n"
+        f"COPY --from={ECR}/library/busybox:1.36 /bin/busybox /usr/local/bin/\r\n"
+        "RUN --mount=type=cache,target=/root/.cache/go-build \\\r\n"
+        f"    --mount=type=bind,from={ECR}/golangci/golangci-lint:v1.59,"
+        "source=/usr/bin/golangci-lint,target=/usr/bin/golangci-lint \\\r\n"
+        "    go build -o /out/app .\r\n"
+        "COPY <<EOF /src/Dockerfile.example\r\n"
+        "# syntax=not/pulled:1\r\n"
+        "COPY --from=not-pulled:2 / /\r\n"
+        "EOF\r\n"
+        f"FROM {ECR}/library/alpine:3.20 AS runtime\r\n"
+        "COPY --from=build /out/app /usr/local/bin/app\r\n"
+        "COPY --from=0 /src/Dockerfile.example /\r\n"
+        f"RUN --mount=type=cache,from={ECR}/library/alpine:3.20,target=/var/cache/apk \\\r\n"
+        "    --mount=from=BUILD,source=/out,target=/mnt \\\r\n"
+        f'    --mount="type=bind,from={ECR}/library/node:20-alpine,'
+        'source=/usr/local/bin/node,target=/node" \\\r\n'
+        "    apk add ca-certificates\r\n"
+        "FROM runtime\r\n"
+        f'COPY --from="{ECR}/library/nginx:1.27" /etc/nginx/mime.types /etc/\r\n'
+    )
+    assert dockerfile.build_args(uses, mapping) == [
+        ("BUILDKIT_SYNTAX", f"{ECR}/docker/dockerfile:1.7"),
+        ("GO", f"{ECR}/library/golang:1.22"),
+    ]
+
+
+def test_the_rewritten_dockerfile_pulls_only_the_mapped_references() -> None:
+    uses = dockerfile.parse(ALL_KINDS)
+    mapping = {image: ecr(image) for image in dockerfile.images(uses)}
+    rewritten = dockerfile.parse(dockerfile.rewrite(ALL_KINDS, uses, mapping))
+    assert dockerfile.images(rewritten) == list(mapping.values())
 
 
 REWRITE_CASES: list[tuple[str, str, dict[str, str], dict[str, str], str]] = [
@@ -410,10 +640,11 @@ REWRITE_CASES: list[tuple[str, str, dict[str, str], dict[str, str], str]] = [
     ),
     (
         "images not in the mapping stay; a repeated image changes everywhere",
-        "FROM ruby:3.3\nFROM alpine:3.20\nFROM ruby:3.3 AS again\n",
+        "FROM ruby:3.3\nFROM alpine:3.20\nFROM ruby:3.3 AS again\nCOPY --from=ruby:3.3 / /\n",
         {},
         {"ruby:3.3": f"{ECR}/library/ruby:3.3"},
-        f"FROM {ECR}/library/ruby:3.3\nFROM alpine:3.20\nFROM {ECR}/library/ruby:3.3 AS again\n",
+        f"FROM {ECR}/library/ruby:3.3\nFROM alpine:3.20\nFROM {ECR}/library/ruby:3.3 AS again\n"
+        f"COPY --from={ECR}/library/ruby:3.3 / /\n",
     ),
     (
         "ARG images: the FROM text becomes the ECR reference, the ARG line stays",
@@ -446,18 +677,24 @@ REWRITE_CASES: list[tuple[str, str, dict[str, str], dict[str, str], str]] = [
         f"FROM {ECR}/library/ruby:3.3 AS x\n",
     ),
     (
-        "escape directive file",
-        "# escape=`\nFROM mcr.microsoft.com/windows/servercore:ltsc2022 `\n  AS build\n",
+        "escape directive file, with an escape in --from",
+        "# escape=`\nFROM mcr.microsoft.com/windows/servercore:ltsc2022 `\n  AS build\n"
+        "COPY --from=mcr.microsoft.com/windows/nanoserver`:ltsc2022 / /\n",
         {},
-        {"mcr.microsoft.com/windows/servercore:ltsc2022": f"{ECR}/windows/servercore:ltsc2022"},
-        f"# escape=`\nFROM {ECR}/windows/servercore:ltsc2022 `\n  AS build\n",
+        {
+            "mcr.microsoft.com/windows/servercore:ltsc2022": f"{ECR}/windows/servercore:ltsc2022",
+            "mcr.microsoft.com/windows/nanoserver:ltsc2022": f"{ECR}/windows/nanoserver:ltsc2022",
+        },
+        f"# escape=`\nFROM {ECR}/windows/servercore:ltsc2022 `\n  AS build\n"
+        f"COPY --from={ECR}/windows/nanoserver:ltsc2022 / /\n",
     ),
     (
         "here-document bodies are not touched",
-        "COPY <<EOF /Dockerfile\nFROM ruby:3.3\nEOF\nFROM ruby:3.3\n",
+        "COPY <<EOF /Dockerfile\nFROM ruby:3.3\nCOPY --from=ruby:3.3 / /\nEOF\nFROM ruby:3.3\n",
         {},
         {"ruby:3.3": f"{ECR}/library/ruby:3.3"},
-        f"COPY <<EOF /Dockerfile\nFROM ruby:3.3\nEOF\nFROM {ECR}/library/ruby:3.3\n",
+        "COPY <<EOF /Dockerfile\nFROM ruby:3.3\nCOPY --from=ruby:3.3 / /\nEOF\n"
+        f"FROM {ECR}/library/ruby:3.3\n",
     ),
     (
         "the syntax directive: only its image; the frontend's arguments stay",
@@ -467,11 +704,33 @@ REWRITE_CASES: list[tuple[str, str, dict[str, str], dict[str, str], str]] = [
         f"#syntax = {ECR}/example/frontend:2 --debug\nFROM ruby\n",
     ),
     (
+        "quotes that open or close inside the image are taken in with it",
+        "FROM a\n"
+        'COPY --from=busy"box" / /\n'
+        'COPY --from="busy"box / /\n'
+        'COPY --"from=busybox" / /\n'
+        'RUN --mount=type=bind,from=busy"box",target=/x true\n',
+        {},
+        {"busybox": f"{ECR}/library/busybox"},
+        "FROM a\n"
+        f"COPY --from={ECR}/library/busybox / /\n"
+        f"COPY --from={ECR}/library/busybox / /\n"
+        f'COPY --"from={ECR}/library/busybox" / /\n'
+        f"RUN --mount=type=bind,from={ECR}/library/busybox,target=/x true\n",
+    ),
+    (
+        "a CSV field in quotes inside a flag in quotes",
+        "FROM a\nRUN --mount='type=bind,\"from=tool:4\",target=/t' true\n",
+        {},
+        {"tool:4": f"{ECR}/library/tool:4"},
+        f"FROM a\nRUN --mount='type=bind,\"from={ECR}/library/tool:4\",target=/t' true\n",
+    ),
+    (
         "an empty mapping changes nothing",
-        "# syntax=docker/dockerfile:1\r\nFROM ruby:3.3\r\n",
+        "# syntax=docker/dockerfile:1\r\nFROM ruby:3.3\r\nCOPY --from=busybox / /\r\n",
         {},
         {},
-        "# syntax=docker/dockerfile:1\r\nFROM ruby:3.3\r\n",
+        "# syntax=docker/dockerfile:1\r\nFROM ruby:3.3\r\nCOPY --from=busybox / /\r\n",
     ),
 ]
 
@@ -550,9 +809,13 @@ BUILD_ARG_CASES: list[tuple[str, str, dict[str, str], dict[str, str], list[tuple
     ),
     (
         "the syntax directive's image goes in BUILDKIT_SYNTAX, without the frontend's arguments",
-        "# syntax=example/frontend:2 --debug\nFROM ruby\n",
+        "# syntax=example/frontend:2 --debug\nFROM ruby\nCOPY --from=busybox / /\n",
         {},
-        {"example/frontend:2": f"{ECR}/example/frontend:2", "ruby": f"{ECR}/library/ruby"},
+        {
+            "example/frontend:2": f"{ECR}/example/frontend:2",
+            "ruby": f"{ECR}/library/ruby",
+            "busybox": f"{ECR}/library/busybox",
+        },
         [("BUILDKIT_SYNTAX", f"{ECR}/example/frontend:2")],
     ),
 ]
@@ -571,6 +834,9 @@ def test_build_args(
 ) -> None:
     assert dockerfile.build_args(dockerfile.parse(text, build_args), mapping) == expected
 
+
+VARIABLE_ADVICE = "FROM $NAME AS name, with ARG NAME before the first FROM"
+UNQUOTABLE = "its quotes leave no place to write another image; quote the whole image or nothing"
 
 ERROR_CASES: list[tuple[str, dict[str, str], str]] = [
     ("FROM\n", {}, "line 1: FROM without an image"),
@@ -656,6 +922,77 @@ ERROR_CASES: list[tuple[str, dict[str, str], str]] = [
         {},
         'line 1: a JSON file with a "syntax" key is built by that frontend '
         "('example/frontend:2'), not read as a Dockerfile",
+    ),
+    # COPY --from
+    (
+        "ARG TOOL=busybox\nFROM alpine\nCOPY --from=$TOOL / /\n",
+        {},
+        "line 3: COPY --from=$TOOL: BuildKit expands no variables or quotes in --from; "
+        f"copy from a stage instead ({VARIABLE_ADVICE})",
+    ),
+    (
+        "FROM alpine\nCOPY --from=${TOOL:-busybox} / /\n",
+        {},
+        "line 2: COPY --from=${TOOL:-busybox}: BuildKit expands no variables or quotes in "
+        f"--from; copy from a stage instead ({VARIABLE_ADVICE})",
+    ),
+    (
+        "FROM alpine\nCOPY --from='\"busybox\"' / /\n",
+        {},
+        'line 2: COPY --from="busybox": BuildKit expands no variables or quotes in --from; '
+        f"copy from a stage instead ({VARIABLE_ADVICE})",
+    ),
+    ("FROM alpine\nCOPY --from=a --from=b / /\n", {}, "line 2: COPY has --from twice"),
+    (
+        "FROM alpine\nCOPY --from busybox / /\n",
+        {},
+        "line 2: COPY --from needs a value: --from=<image>",
+    ),
+    ("FROM alpine\nCOPY --from=1 / /\n", {}, "line 2: COPY --from=1: there is no stage 1"),
+    ("FROM alpine\nCOPY --from=-1 / /\n", {}, "line 2: COPY --from=-1: there is no stage -1"),
+    (
+        "FROM alpine\nCOPY --from=busybox / /\nRUN --mount=target=/x true\nCOPY --from=3 / /\n",
+        {},
+        "line 4: COPY --from=3: there is no stage 3",
+    ),
+    # RUN --mount
+    (
+        "ARG TOOL=tool:3\nFROM alpine\nRUN --mount=from=$TOOL,target=/t true\n",
+        {},
+        "line 3: RUN --mount from=$TOOL: BuildKit expands no variables in a mount's from; "
+        f"mount a stage instead ({VARIABLE_ADVICE})",
+    ),
+    (
+        "FROM alpine\nRUN --mount=from=0,target=/t true\n",
+        {},
+        "line 2: RUN --mount from=0: a mount takes a stage name, not an index "
+        "(BuildKit would pull an image named '0')",
+    ),
+    (
+        "FROM alpine\nRUN --mount true\n",
+        {},
+        "line 2: RUN --mount needs a value: --mount=<opts>",
+    ),
+    ("FROM alpine\nRUN --mount= true\n", {}, "line 2: RUN --mount=: no mount options"),
+    (
+        'FROM alpine\nRUN --mount=type=bind,from=a\\"b true\n',
+        {},
+        'line 2: RUN --mount=type=bind,from=a"b: a bare " in a field not in quotes',
+    ),
+    (
+        "FROM alpine\nRUN --mount='type=bind,\"from=tool' true\n",
+        {},
+        'line 2: RUN --mount=type=bind,"from=tool: a " opens a field and none closes it',
+    ),
+    (
+        "FROM alpine\nRUN --mount='\"from=tool\"x' true\n",
+        {},
+        'line 2: RUN --mount="from=tool"x: a " inside a field in quotes (write "" for one)',
+    ),
+    (
+        'FROM alpine\nRUN --mount=type=bind,"from=busy"box,target=/x true\n',
+        {},
+        f"line 2: RUN --mount from=busybox: {UNQUOTABLE}",
     ),
 ]
 
