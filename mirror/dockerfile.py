@@ -34,6 +34,13 @@ words starting with `--` at the start of the arguments, quotes (`'` or `"`) remo
 escape character applied, `--` ending them. `--from` twice, or `--from`/`--mount` without `=`,
 are errors, as in BuildKit.
 
+`ONBUILD COPY --from=...` and `ONBUILD RUN --mount=...,from=...` run in a build whose stage is
+`FROM` the stage holding them, so they are images of this build when a later stage of this
+file is `FROM` that stage (`resolveStages` runs the triggers of a stage's base stage); they are
+reported there, resolved as above. Triggers of a stage nothing here builds on run only in
+other builds, where a `--from` name means a stage of *that* Dockerfile (BuildKit's
+documentation says so): they are not reported, since what they name cannot be known here.
+
 The text is read as BuildKit's parser reads it:
 
 - parser directives at the top of the file: `# escape=` followed by a backtick makes the
@@ -64,8 +71,7 @@ Docker (others are ignored), except the builder's platform ARGs, which need no d
 
 Not followed, because they come from the build command rather than the file: the
 `BUILDKIT_SYNTAX` build arg (it replaces the syntax directive), `--build-context NAME=...`
-(it replaces an image or a stage), and the `ONBUILD` triggers of
-base images.
+(it replaces an image or a stage), and `ONBUILD` triggers inside base images.
 
 Offsets (`ImageUse.start`, `ImageUse.end`) count characters of the `str` given to `parse`. To
 keep CRLF line endings when rewriting a file, read it with `newline=""`
@@ -138,7 +144,7 @@ class ImageUse:
     """One place in a Dockerfile that makes the build pull an image."""
 
     kind: Kind  # "syntax" directive, "from" image, "copy" --from, "mount" from=
-    line: int  # 1-based line of the directive or instruction
+    line: int  # 1-based line of the directive or instruction (of the ONBUILD, for its trigger)
     image: str  # as the build pulls it: "ruby:3.3-slim", with FROM's build args expanded
     raw: str  # as written, always == text[start:end]: "$BASE", "ruby:${V}-slim"
     start: int  # offset of raw in the text
@@ -152,7 +158,7 @@ def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[ImageU
     """Every place in a Dockerfile that pulls an image.
 
     The syntax directive comes first, then FROM, COPY --from and RUN --mount from= images in
-    file order.
+    file order, and the images of a stage's ONBUILD triggers where a FROM builds on it.
     `build_args` are the values `docker build --build-arg` would get; they win over ARG defaults.
     Raises DockerfileError, whose message names the line, for what BuildKit would refuse and
     for images that cannot be known (see the module docstring).
@@ -446,6 +452,8 @@ class _Build:
         self.sources = len(froms)
         self.earlier: dict[str, int] = {}  # stage names so far, the only ones FROM can use
         self.stage = -1
+        self.triggers: list[list[_Instruction]] = []  # ONBUILD COPY/RUN of each stage
+        self.triggered: set[int] = set()
 
     def step(self, instruction: _Instruction) -> list[ImageUse]:
         command = instruction.command
@@ -454,9 +462,11 @@ class _Build:
         elif command == "from":
             return self._from(instruction, self.froms[instruction.number])
         elif command == "copy":
-            return self._copy(instruction)
+            return self._copy(instruction, instruction.args_start, trigger=False)
         elif command == "run":
-            return self._run(instruction)
+            return self._run(instruction, instruction.args_start, trigger=False)
+        elif command == "onbuild" and self.stage >= 0:
+            self.triggers[self.stage].append(instruction)
         return []
 
     def _from(self, instruction: _Instruction, words: _From) -> list[ImageUse]:
@@ -469,19 +479,38 @@ class _Build:
             raise DockerfileError(f"line {number}: {error}") from None
         if not image:
             raise DockerfileError(f"line {number}: FROM image {written!r} is empty once expanded")
+        base = self.earlier.get(image.lower())
         uses: list[ImageUse] = []
-        if image.lower() not in self.earlier and not _is_scratch(image):
+        if base is not None:
+            uses = self._trigger(base)
+        elif not _is_scratch(image):
             whole = _WHOLE_ARG.match(written)
             arg = (whole.group(1) or whole.group(2)) if whole else None
             uses = [self._use("from", instruction, image, (start, end), arg)]
         self.stage += 1
+        self.triggers.append([])
         if words.stage is not None:
             self.earlier[words.stage.lower()] = self.stage
         return uses
 
-    def _copy(self, instruction: _Instruction) -> list[ImageUse]:
+    def _trigger(self, stage: int) -> list[ImageUse]:
+        """The images of the ONBUILD triggers of `stage`, which run in a stage built on it."""
+        if stage in self.triggered:
+            return []  # the same text pulls the same images
+        self.triggered.add(stage)
+        uses: list[ImageUse] = []
+        for instruction in self.triggers[stage]:
+            trigger = _TOKEN.search(instruction.text, instruction.args_start)
+            command = trigger.group().lower() if trigger else ""
+            if trigger and command == "copy":
+                uses += self._copy(instruction, trigger.end(), trigger=True)
+            elif trigger and command == "run":
+                uses += self._run(instruction, trigger.end(), trigger=True)
+        return uses
+
+    def _copy(self, instruction: _Instruction, at: int, *, trigger: bool) -> list[ImageUse]:
         number = instruction.number
-        flags = [f for f in _flags(instruction, instruction.args_start)[0] if f.name == "from"]
+        flags = [f for f in _flags(instruction, at)[0] if f.name == "from"]
         if not flags:
             return []
         if len(flags) > 1:
@@ -499,14 +528,15 @@ class _Build:
             )
         if _STAGE_INDEX.match(value):
             index = int(value)
-            if not 0 <= index < self.sources:
+            if not trigger and not 0 <= index < self.sources:
                 raise DockerfileError(
                     f"line {number}: COPY --from={value}: there is no stage {index}"
                 )
             return []
         if value.lower() in self.names:
             return []
-        self.sources += 1
+        if not trigger:  # triggers run after every other instruction has had its place
+            self.sources += 1
         if _is_scratch(value):
             return []
         span = flag.word.raw_span(flag.value_at, len(flag.word.text))
@@ -514,10 +544,10 @@ class _Build:
             raise DockerfileError(f"line {number}: COPY --from={value}: {_UNQUOTABLE}")
         return [self._use("copy", instruction, value, span)]
 
-    def _run(self, instruction: _Instruction) -> list[ImageUse]:
+    def _run(self, instruction: _Instruction, at: int, *, trigger: bool) -> list[ImageUse]:
         number = instruction.number
         uses: list[ImageUse] = []
-        for flag in _flags(instruction, instruction.args_start)[0]:
+        for flag in _flags(instruction, at)[0]:
             if flag.name != "mount":
                 continue
             if flag.value is None:
@@ -525,7 +555,8 @@ class _Build:
             source = _mount_from(flag, number)
             if source is not None and source[0].lower() in self.names:
                 continue
-            self.sources += 1
+            if not trigger:
+                self.sources += 1
             if source is None or _is_scratch(source[0]):
                 continue  # no from=: BuildKit counts it as scratch
             image, span = source

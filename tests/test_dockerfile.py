@@ -445,6 +445,29 @@ MOUNT_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
     ),
 ]
 
+ONBUILD_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
+    (
+        "ONBUILD triggers of a stage another stage builds on run in this build, once",
+        "FROM alpine AS base\n"
+        "ONBUILD COPY --from=busybox:1.36 /bin/busybox /bin/\n"
+        "ONBUILD RUN --mount=from=tool:3,target=/t --mount=from=base,target=/b true\n"
+        "FROM base AS one\n"
+        "FROM base AS two\n",
+        {},
+        [
+            ("from", 1, "alpine", "alpine", None),
+            ("copy", 2, "busybox:1.36", "busybox:1.36", None),
+            ("mount", 3, "tool:3", "tool:3", None),
+        ],
+    ),
+    (
+        "triggers for other builds, where --from may name their stages, are not followed",
+        "FROM alpine\nONBUILD COPY --from=build /app /app\nONBUILD RUN --mount=from=$X true\n",
+        {},
+        [("from", 1, "alpine", "alpine", None)],
+    ),
+]
+
 HEREDOC_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
     (
         "COPY --from= and # syntax= inside here-documents are text",
@@ -462,7 +485,7 @@ HEREDOC_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
     ),
 ]
 
-PARSE_CASES = FROM_CASES + SYNTAX_CASES + COPY_CASES + MOUNT_CASES + HEREDOC_CASES
+PARSE_CASES = FROM_CASES + SYNTAX_CASES + COPY_CASES + MOUNT_CASES + ONBUILD_CASES + HEREDOC_CASES
 
 
 @pytest.mark.parametrize(
@@ -724,6 +747,14 @@ REWRITE_CASES: list[tuple[str, str, dict[str, str], dict[str, str], str]] = [
         {},
         {"tool:4": f"{ECR}/library/tool:4"},
         f"FROM a\nRUN --mount='type=bind,\"from={ECR}/library/tool:4\",target=/t' true\n",
+    ),
+    (
+        "an ONBUILD trigger that runs in this build",
+        "FROM alpine AS base\nONBUILD COPY --from=busybox / /\nFROM base\n",
+        {},
+        {"busybox": f"{ECR}/library/busybox", "alpine": f"{ECR}/library/alpine"},
+        f"FROM {ECR}/library/alpine AS base\nONBUILD COPY --from={ECR}/library/busybox / /\n"
+        "FROM base\n",
     ),
     (
         "an empty mapping changes nothing",
@@ -993,6 +1024,13 @@ ERROR_CASES: list[tuple[str, dict[str, str], str]] = [
         'FROM alpine\nRUN --mount=type=bind,"from=busy"box,target=/x true\n',
         {},
         f"line 2: RUN --mount from=busybox: {UNQUOTABLE}",
+    ),
+    # ONBUILD triggers that run here are checked like the rest
+    (
+        "FROM alpine AS base\nONBUILD COPY --from=$X / /\nFROM base\n",
+        {},
+        "line 2: COPY --from=$X: BuildKit expands no variables or quotes in --from; "
+        f"copy from a stage instead ({VARIABLE_ADVICE})",
     ),
 ]
 
