@@ -9,6 +9,7 @@ import pytest
 
 from mirror import dockerfile
 from mirror.dockerfile import DockerfileError, ImageUse
+from tests.stage import Stage
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dockerhub"
 
@@ -1046,3 +1047,53 @@ def test_errors(text: str, build_args: dict[str, str], message: str) -> None:
 def test_an_unused_broken_arg_is_no_error() -> None:
     text = "ARG A\nARG B=$A\nARG C=${D:?needed}\nFROM ruby:3.3\n"
     assert dockerfile.images(dockerfile.parse(text)) == ["ruby:3.3"]
+
+
+# --- End to end: `mirror ensure --dockerfile` on the stand-ins --------------------------------
+
+EVERY_KIND = """\
+# syntax={repo}:frontend
+ARG BASE={repo}:base
+FROM ${{BASE}} AS build
+COPY --from={repo}:tool /bin/tool /bin/
+RUN --mount=type=cache,target=/root/.cache \\
+    --mount=type=bind,from={repo}:lint,target=/lint true
+FROM build
+COPY --from=build /out /out
+"""
+
+
+def test_ensure_mirrors_and_rewrites_every_kind_of_image(stage: Stage) -> None:
+    for tag in ("frontend", "base", "tool", "lint"):
+        stage.push(tag, seed=tag)
+    stage.config()
+    text = EVERY_KIND.format(repo=stage.repo)
+    (stage.tmp / "Dockerfile").write_text(text)
+    path = str(stage.tmp / "Dockerfile")
+    destination = f"{stage.dest.host}/{stage.dest_repo()}"
+
+    refs = stage.mirror("ensure", "--dockerfile", path)
+    assert refs.code == 0, refs.stderr
+    assert refs.stdout.splitlines() == [
+        f"{destination}:{tag}" for tag in ("frontend", "base", "tool", "lint")
+    ]
+    assert refs.actions() == ["copied"] * 4
+
+    rewritten = stage.mirror("ensure", "--dockerfile", path, "--format", "dockerfile")
+    assert rewritten.code == 0, rewritten.stderr
+    assert rewritten.stdout == (
+        f"# syntax={destination}:frontend\n"
+        f"ARG BASE={stage.repo}:base\n"
+        f"FROM {destination}:base AS build\n"
+        f"COPY --from={destination}:tool /bin/tool /bin/\n"
+        "RUN --mount=type=cache,target=/root/.cache \\\n"
+        f"    --mount=type=bind,from={destination}:lint,target=/lint true\n"
+        "FROM build\n"
+        "COPY --from=build /out /out\n"
+    )
+
+    args = stage.mirror("ensure", "--dockerfile", path, "--format", "build-args")
+    assert args.code == 0, args.stderr
+    assert args.stdout == (
+        f"--build-arg BUILDKIT_SYNTAX={destination}:frontend --build-arg BASE={destination}:base\n"
+    )
