@@ -140,13 +140,13 @@ def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     return Exit.OK
 
 
-def _ensure_names(args: argparse.Namespace) -> tuple[list[str], str, list[dockerfile.FromLine]]:
-    lines: list[dockerfile.FromLine] = []
+def _ensure_names(args: argparse.Namespace) -> tuple[list[str], str, list[dockerfile.ImageUse]]:
+    lines: list[dockerfile.ImageUse] = []
     text = ""
     names = list(args.images)
     if args.dockerfile:
         text, lines = _read_dockerfile(Path(args.dockerfile), args.build_arg)
-        names += dockerfile.base_images(lines)
+        names += dockerfile.images(lines)
     elif args.format != "refs":
         raise ConfigError(f"--format {args.format} needs --dockerfile")
     if not names:
@@ -179,7 +179,7 @@ def _options(args: argparse.Namespace) -> Options:
 def _ensure_output(
     form: str,
     text: str,
-    lines: list[dockerfile.FromLine],
+    lines: list[dockerfile.ImageUse],
     mapping: dict[str, str],
     names: list[str],
 ) -> str:
@@ -192,7 +192,7 @@ def _ensure_output(
     return "".join(f"{reference}\n" for reference in ordered)
 
 
-def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[dockerfile.FromLine]]:
+def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[dockerfile.ImageUse]]:
     overrides = {}
     for item in build_args:
         name, equals, value = item.partition("=")
@@ -398,13 +398,16 @@ def _ensure_parser(
         parents=parents,
         help="mirror the named images if missing or stale; print their ECR references",
         description="Mirror each IMAGE (written as after FROM in a Dockerfile), and with "
-        "--dockerfile each base image its FROM lines use, if missing or stale in ECR; then print "
+        "--dockerfile each image the build pulls, if missing or stale in ECR; then print "
         "the ECR references. Uses the config's source and ecr sections; the images need not be "
         "listed under images. Progress goes to stderr; stdout has only the result.",
     )
     ensure.add_argument("images", nargs="*", metavar="IMAGE[:TAG]")
     ensure.add_argument(
-        "--dockerfile", metavar="PATH", help="also mirror the base images of this Dockerfile"
+        "--dockerfile",
+        metavar="PATH",
+        help="also mirror every image this Dockerfile pulls: the # syntax= frontend, FROM, "
+        "COPY --from and RUN --mount from= images",
     )
     ensure.add_argument(
         "--build-arg",
@@ -418,8 +421,9 @@ def _ensure_parser(
         choices=("refs", "dockerfile", "build-args"),
         default="refs",
         help="refs: one ECR reference per line, in order of first use (default); dockerfile: "
-        "the Dockerfile with its base images pointed at ECR, every other byte unchanged; "
-        "build-args: --build-arg NAME=ref for FROM lines whose whole image is an ARG",
+        "the Dockerfile with every image it pulls pointed at ECR, every other byte unchanged; "
+        "build-args: --build-arg NAME=ref for images written as a whole ARG (and "
+        "BUILDKIT_SYNTAX for the # syntax= frontend)",
     )
     ensure.set_defaults(handler=_ensure)
 

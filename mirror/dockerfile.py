@@ -1,17 +1,59 @@
-"""A Dockerfile's FROM lines: which base images a build pulls, and how to point them at ECR.
+"""Every image a Dockerfile makes BuildKit pull, and how to point each one at ECR.
 
-`parse` reads the text the way BuildKit's parser does, as far as FROM lines need:
+`parse` reads the text the way BuildKit does (moby/buildkit, frontend/dockerfile/), as far as
+the images it pulls need, and returns one `ImageUse` per place that pulls an image:
+
+- `syntax`: the `# syntax=IMAGE` parser directive, found as `parser.DetectSyntax` finds it: after
+  an optional byte-order mark and an optional `#!` first line, in the run of directive lines at
+  the very top, each starting with `#` in its first column (`  # syntax=x` is not one) and
+  naming `syntax`, `escape` or `check` in any case, with blanks around `=` allowed; the first
+  other line (a comment, a blank line, an instruction, an unknown or repeated key) ends the run,
+  and a `# syntax=` after it is an ordinary comment. The image is the value up to its first
+  space. Failing `#`, BuildKit tries the same at the top with `//` in place of `#`, then the
+  whole file as a JSON object with a "syntax" key; the `//` form is followed, the JSON form is
+  an error (it is not a Dockerfile). `frontend/dockerfile/builder/build.go` then pulls that
+  image and hands it the build;
+- `from`: `FROM` images, expanded with the ARGs before the first `FROM` (below); not `scratch`
+  and not the name of an earlier stage;
+- `copy`: `COPY --from=IMAGE`. As in `dockerfile2llb/convert.go` (`toCommand`), a value is a
+  stage if any stage of the file has that name (case-insensitive; a stage defined later is
+  still a stage, and the build then fails), else a stage index if it is a number, else an
+  image. BuildKit does not expand variables there: `--from=$X` (and quotes or escapes that
+  would change the word) fails the build, and `parse` says so. `ADD` has no `--from`;
+- `mount`: `RUN --mount=...,from=IMAGE,...`. The `--mount` value is CSV (`go-csvvalue`: `"`
+  quotes a field, `""` is a quote in it, a bare `"` is an error); keys are case-insensitive, the
+  last `from=` wins. BuildKit resolves the `from` of every mount whatever its `type` (bind by
+  default, cache, tmpfs, ssh: `convert_runmount.go`, `detectRunMount`), as a stage name else an
+  image: there is no stage index here, so `from=0` is an error in `parse` rather than an image
+  named "0". A `$` in `from` (except as its last character) fails the build
+  (`commands_runmount.go`, `parseMount`), and `parse` says so. `source`/`src`,
+  `target`/`dst`/`destination` and the other keys do not change which image is pulled.
+
+The flags of `FROM`, `COPY` and `RUN` are read as BuildKit's `extractBuilderFlags` reads them:
+words starting with `--` at the start of the arguments, quotes (`'` or `"`) removed and the
+escape character applied, `--` ending them. `--from` twice, or `--from`/`--mount` without `=`,
+are errors, as in BuildKit.
+
+`ONBUILD COPY --from=...` and `ONBUILD RUN --mount=...,from=...` run in a build whose stage is
+`FROM` the stage holding them, so they are images of this build when a later stage of this
+file is `FROM` that stage (`resolveStages` runs the triggers of a stage's base stage); they are
+reported there, resolved as above. Triggers of a stage nothing here builds on run only in
+other builds, where a `--from` name means a stage of *that* Dockerfile (BuildKit's
+documentation says so): they are not reported, since what they name cannot be known here.
+
+The text is read as BuildKit's parser reads it:
 
 - parser directives at the top of the file: `# escape=` followed by a backtick makes the
-  backtick the escape and line-continuation character (Windows images); `# syntax=` and
-  `# check=` are accepted and ignored;
+  backtick the escape and line-continuation character (Windows images). Here leading blanks
+  are allowed (`parser.Parse` strips them, `DetectSyntax` does not), and a `#!` first line
+  ends the directives;
 - line continuations (the escape character at the end of a line, trailing spaces allowed);
   comment lines and blank lines inside a continued instruction are dropped, as BuildKit does;
 - comments: lines whose first non-blank character is `#` (elsewhere `#` is plain text, so
   `FROM ruby AS x # note` is an error, as in Docker); CRLF line endings; a byte-order mark;
 - instructions in any case (`from`, `FROM`, `Arg`);
 - here-documents (`RUN <<EOF` ... `EOF`, also on COPY and ADD), whose bodies are skipped, so a
-  Python `from x import y` inside one is not taken for a FROM;
+  Python `from x import y` or a `COPY --from=x` inside one is not taken for an instruction;
 - `ARG` lines before the first FROM (the only ones FROM lines can use), several per line, with
   quoted values; a default may use the ARGs declared before it. A caller-supplied build arg wins
   over the default, and is used as is (not expanded), as with `docker build --build-arg`;
@@ -27,7 +69,11 @@ The caller's build args name only ARGs the Dockerfile declares before the first 
 Docker (others are ignored), except the builder's platform ARGs, which need no declaration.
 `${NAME/pattern/replacement}` is not supported (a `DockerfileError` says so).
 
-Offsets (`FromLine.start`, `FromLine.end`) count characters of the `str` given to `parse`. To
+Not followed, because they come from the build command rather than the file: the
+`BUILDKIT_SYNTAX` build arg (it replaces the syntax directive), `--build-context NAME=...`
+(it replaces an image or a stage), and `ONBUILD` triggers inside base images.
+
+Offsets (`ImageUse.start`, `ImageUse.end`) count characters of the `str` given to `parse`. To
 keep CRLF line endings when rewriting a file, read it with `newline=""`
 (`path.read_text(newline="")` is Python 3.13+; `open(path, newline="")` works everywhere):
 the default universal-newline reading turns CRLF into LF.
@@ -40,13 +86,15 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "BUILDER_ARGS",
     "DockerfileError",
-    "FromLine",
-    "base_images",
+    "ImageUse",
+    "Kind",
     "build_args",
+    "images",
     "parse",
     "rewrite",
 ]
@@ -65,14 +113,26 @@ BUILDER_ARGS = frozenset(
     }
 )
 
-_DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*\Z")
+# The build arg BuildKit takes, when given, as the frontend image instead of the syntax directive.
+_SYNTAX_ARG = "BUILDKIT_SYNTAX"
+
+# BuildKit's directive regexp; Go's \s is [\t\n\f\r ].
+_DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
 _DIRECTIVES = frozenset({"escape", "syntax", "check"})
 _TOKEN = re.compile(r"[^\t\v\f\r ]+")  # BuildKit splits instruction arguments on [\t\v\f\r ]+
+_SPACE = "\t\n\v\f\r \x85\xa0"  # Go's unicode.IsSpace, which extractBuilderFlags splits flags on
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9._-]*\Z")
+_STAGE_INDEX = re.compile(r"[+-]?[0-9]+\Z")  # what Go's strconv.Atoi reads as a number
 _WHOLE_ARG = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})\Z")
+# What BuildKit's shell lexer would change in a word even with no variables set.
+_SHELL_SPECIAL = re.compile(r"['\"]|\$[{@*#?$!\w-]")
 _HEREDOC = re.compile(r"[0-9]*<<(-?)([^<]+)\Z")
 _HEREDOC_COMMANDS = frozenset({"run", "copy", "add"})
 _REFERENCE_CHARS = re.compile(r"[A-Za-z0-9._:/@+-]+\Z")
+_ALIAS_STAGE = "FROM $NAME AS name, with ARG NAME before the first FROM"
+_UNQUOTABLE = "its quotes leave no place to write another image; quote the whole image or nothing"
+
+Kind = Literal["syntax", "from", "copy", "mount"]
 
 
 class DockerfileError(ValueError):
@@ -80,87 +140,91 @@ class DockerfileError(ValueError):
 
 
 @dataclass(frozen=True)
-class FromLine:
-    """One FROM instruction."""
+class ImageUse:
+    """One place in a Dockerfile that makes the build pull an image."""
 
-    index: int  # 0-based position among the FROM instructions
-    image: str  # the image with build args expanded: "ruby:3.3-slim"
-    raw_image: str  # as written: "$BASE", "ruby:${V}-slim"; always == text[start:end]
-    arg: str | None  # the ARG's name when the whole image is "$NAME" or "${NAME}"
-    stage: str | None  # the name after AS, as written
-    platform: str | None  # the --platform value as written ("$BUILDPLATFORM"), not expanded
-    start: int  # offset of raw_image in the text
-    end: int  # offset just after raw_image
-    is_base: bool  # False for scratch and for references to earlier stages
+    kind: Kind  # "syntax" directive, "from" image, "copy" --from, "mount" from=
+    line: int  # 1-based line of the directive or instruction (of the ONBUILD, for its trigger)
+    image: str  # as the build pulls it: "ruby:3.3-slim", with FROM's build args expanded
+    raw: str  # as written, always == text[start:end]: "$BASE", "ruby:${V}-slim"
+    start: int  # offset of raw in the text
+    end: int  # offset just after raw
+    # The build arg that can stand for the image without editing the file: NAME for a FROM
+    # whose whole image is "$NAME" or "${NAME}", BUILDKIT_SYNTAX for the syntax directive.
+    arg: str | None = None
 
 
-def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[FromLine]:
-    """Every FROM instruction of a Dockerfile, in order, with its image expanded.
+def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[ImageUse]:
+    """Every place in a Dockerfile that pulls an image.
 
+    The syntax directive comes first, then FROM, COPY --from and RUN --mount from= images in
+    file order, and the images of a stage's ONBUILD triggers where a FROM builds on it.
     `build_args` are the values `docker build --build-arg` would get; they win over ARG defaults.
-    Raises DockerfileError, whose message names the line, for what Docker would refuse and for
-    images that cannot be known (see the module docstring).
+    Raises DockerfileError, whose message names the line, for what BuildKit would refuse and
+    for images that cannot be known (see the module docstring).
     """
-    overrides = dict(build_args or {})
-    scope = _Scope(overrides)
-    stages: set[str] = set()
-    lines: list[FromLine] = []
-    for instruction in _instructions(text):
-        if instruction.command == "from":
-            line = _from_line(text, instruction, len(lines), scope, stages)
-            if line.stage is not None:
-                stages.add(line.stage.lower())
-            lines.append(line)
-        elif instruction.command == "arg" and not lines:
-            _declare(instruction, scope, overrides)
-    return lines
+    physical = _physical_lines(text)
+    instructions = list(_instructions(physical))
+    froms = {i.number: _split_from(i) for i in instructions if i.command == "from"}
+    build = _Build(text, dict(build_args or {}), froms)
+    syntax = _syntax_use(text, physical)
+    uses = [syntax] if syntax else []
+    for instruction in instructions:
+        uses += build.step(instruction)
+    return uses
 
 
-def base_images(lines: Sequence[FromLine]) -> list[str]:
-    """The real base images (not scratch, not stages), each once, in order of first use.
+def images(uses: Sequence[ImageUse]) -> list[str]:
+    """The images, each once, in order of first use.
 
     Images are compared as written after expansion: "ruby:3.3" and "docker.io/library/ruby:3.3"
     are two entries here.
     """
-    return list(dict.fromkeys(line.image for line in lines if line.is_base))
+    return list(dict.fromkeys(use.image for use in uses))
 
 
-def rewrite(text: str, lines: Sequence[FromLine], mapping: Mapping[str, str]) -> str:
-    """`text` with the image of each base FROM line whose image is in `mapping` replaced.
+def rewrite(text: str, uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> str:
+    """`text` with the image text of each use whose image is in `mapping` replaced.
 
-    Only the image text changes: flags, stage names, comments, spacing, line continuations and
-    line endings stay byte for byte. A FROM whose image is an ARG ("FROM $BASE") is rewritten
-    too: the variable is replaced by the mapped reference, so the build no longer depends on the
-    ARG (`build_args` gives the --build-arg values for the other way: leaving the file as is).
-    `lines` must come from `parse(text)`; ValueError if they do not fit the text, or if a mapped
-    value is not an image reference that can be written into a FROM line as is.
+    Only the image text changes: the syntax directive's image, a FROM image, the value of
+    --from, the value of a mount's from=. Flags, quotes around them, stage names, comments,
+    spacing, line continuations and line endings stay byte for byte. An image written as an
+    ARG ("FROM $BASE") is replaced by the mapped reference, so the build no longer depends on
+    the ARG (`build_args` gives the --build-arg values for the other way: leaving the file as
+    is). `uses` must come from `parse(text)`; ValueError if they do not fit the text, or if a
+    mapped value is not an image reference that can be written in their place as is.
     """
     pieces: list[str] = []
     cursor = 0
-    for line in sorted(lines, key=lambda line: line.start):
-        if not line.is_base or line.image not in mapping:
+    for use in sorted(uses, key=lambda use: use.start):
+        if use.image not in mapping:
             continue
-        if line.start < cursor or text[line.start : line.end] != line.raw_image:
-            raise ValueError(f"FROM #{line.index} ({line.raw_image!r}) is not where it was parsed")
-        new = mapping[line.image]
+        if use.start < cursor or text[use.start : use.end] != use.raw:
+            raise ValueError(f"line {use.line}: {use.raw!r} is not where parse found it")
+        new = mapping[use.image]
         if not _REFERENCE_CHARS.match(new):
-            raise ValueError(f"cannot write {new!r} into a FROM line as an image reference")
-        pieces += (text[cursor : line.start], new)
-        cursor = line.end
+            raise ValueError(f"cannot write {new!r} as an image reference")
+        if use.kind != "syntax" and (_STAGE_NAME.match(new) or _STAGE_INDEX.match(new)):
+            raise ValueError(f"cannot write {new!r} as an image reference: it reads as a stage")
+        pieces += (text[cursor : use.start], new)
+        cursor = use.end
     pieces.append(text[cursor:])
     return "".join(pieces)
 
 
-def build_args(lines: Sequence[FromLine], mapping: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(ARG name, new reference) for base FROM lines whose whole image is one ARG and is mapped.
+def build_args(uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(build arg, new reference) for mapped uses whose image a build arg can replace.
 
-    Passing these as --build-arg builds from the mapped images without editing the file. Each
-    pair once, in order of first use.
+    That is ARGs that are a FROM's whole image, and BUILDKIT_SYNTAX for the syntax directive
+    (BuildKit then pulls the frontend image it names instead; any words after the image in
+    the directive are left out, as BuildKit's own frontend ignores them). Passing these as
+    --build-arg builds from the mapped images without editing the file. Each pair once, in
+    order of first use.
     """
     pairs = (
-        (line.arg, mapping[line.image])
-        for line in lines
-        if line.is_base and line.arg is not None and line.image in mapping
+        (use.arg, mapping[use.image])
+        for use in uses
+        if use.arg is not None and use.image in mapping
     )
     return list(dict.fromkeys(pairs))
 
@@ -178,14 +242,18 @@ class _Instruction:
     escape: str
 
 
-def _instructions(text: str) -> Iterator[_Instruction]:
-    """The Dockerfile's instructions, as BuildKit's parser splits them into logical lines."""
-    physical: list[tuple[int, str]] = []  # (offset, line without its line ending)
+def _physical_lines(text: str) -> list[tuple[int, str]]:
+    """(offset, line without its line ending) for each line of the text."""
+    physical = []
     offset = 0
     for piece in text.split("\n"):
         physical.append((offset, piece.rstrip("\r")))
         offset += len(piece) + 1
+    return physical
 
+
+def _instructions(physical: list[tuple[int, str]]) -> Iterator[_Instruction]:
+    """The Dockerfile's instructions, as BuildKit's parser splits them into logical lines."""
     directives = _Directives()
     i = 0
     while i < len(physical):
@@ -235,11 +303,11 @@ class _Directives:
         """Take in a line with its leading blanks removed; True if it is a parser directive."""
         if not self.reading:
             return False
-        match = _DIRECTIVE.match(body)
-        if not match or match.group(1).lower() not in _DIRECTIVES:
+        directive = _directive(body, "#")
+        if directive is None:
             self.reading = False  # a comment, a blank line or an instruction ends directives
             return False
-        key, value = match.group(1).lower(), match.group(2)
+        key, value, _ = directive
         if key in self.seen:
             raise DockerfileError(f"line {number}: a second {key} parser directive")
         self.seen.add(key)
@@ -251,6 +319,19 @@ class _Directives:
             self.escape = value
             self.continuation = re.compile(re.escape(value) + r"[ \t]*\Z")
         return True
+
+
+def _directive(line: str, prefix: str) -> tuple[str, str, int] | None:
+    """(key in lower case, value, where the value starts in `line`) if `line` is a parser
+    directive written after `prefix`, as BuildKit's DirectiveParser.ParseLine reads one."""
+    if not line.startswith(prefix):
+        return None
+    rest = line[len(prefix) :]
+    body = rest.lstrip()
+    match = _DIRECTIVE.match(body)
+    if not match or match.group(1).lower() not in _DIRECTIVES:
+        return None
+    return match.group(1).lower(), match.group(2), len(line) - len(body) + match.start(2)
 
 
 def _append(
@@ -308,7 +389,227 @@ def _words(text: str, escape: str) -> list[str]:
     return re.findall(word, text)
 
 
-# --- ARG and FROM ---------------------------------------------------------------------------
+# --- The syntax directive -------------------------------------------------------------------
+
+
+def _syntax_use(text: str, physical: list[tuple[int, str]]) -> ImageUse | None:
+    """The frontend image the build pulls, found as BuildKit's parser.DetectSyntax finds it."""
+    lines = [(number, offset, line) for number, (offset, line) in enumerate(physical, start=1)]
+    number, offset, line = lines[0]
+    if line.startswith("\ufeff"):
+        lines[0] = (number, offset + 1, line[1:])
+    if lines[0][2].startswith("#!"):
+        del lines[0]  # a shebang line is skipped
+    for prefix in ("#", "//"):
+        seen: set[str] = set()
+        for number, offset, line in lines:
+            directive = _directive(line, prefix)
+            if directive is None or directive[0] in seen:
+                break
+            key, value, at = directive
+            if key == "syntax":
+                image = value.split(" ", 1)[0]  # words after it are arguments for the frontend
+                start, end = offset + at, offset + at + len(image)
+                return ImageUse("syntax", number, image, image, start, end, _SYNTAX_ARG)
+            seen.add(key)
+    if lines:
+        number, offset, _ = lines[0]
+        try:
+            document = json.loads(text[offset:])
+        except ValueError:
+            document = None
+        if isinstance(document, dict) and isinstance(document.get("syntax"), str):
+            raise DockerfileError(
+                f'line {number}: a JSON file with a "syntax" key is built by that frontend '
+                f"({document['syntax']!r}), not read as a Dockerfile"
+            )
+    return None
+
+
+# --- The build: stages, ARGs, and the images instructions pull ------------------------------
+
+
+@dataclass(frozen=True)
+class _From:
+    """A FROM instruction's words, checked as BuildKit's parser checks them."""
+
+    image: tuple[int, int]  # where the image word is in the instruction's text
+    stage: str | None  # the name after AS, as written
+
+
+class _Build:
+    """Walks the instructions in order, keeping what the images of the next one depend on."""
+
+    def __init__(self, text: str, overrides: dict[str, str], froms: dict[int, _From]) -> None:
+        self.text = text
+        self.overrides = overrides
+        self.froms = froms
+        self.scope = _Scope(overrides)
+        # Every stage name of the file: COPY --from and mount from= look names up among all.
+        self.names = {f.stage.lower() for f in froms.values() if f.stage is not None}
+        # BuildKit's list of stages, which --from=<index> indexes: one per FROM, then one per
+        # COPY --from or mount that is not a stage, in file order (convert.go, addState).
+        self.sources = len(froms)
+        self.earlier: dict[str, int] = {}  # stage names so far, the only ones FROM can use
+        self.stage = -1
+        self.triggers: list[list[_Instruction]] = []  # ONBUILD COPY/RUN of each stage
+        self.triggered: set[int] = set()
+
+    def step(self, instruction: _Instruction) -> list[ImageUse]:
+        command = instruction.command
+        if command == "arg" and self.stage < 0:
+            _declare(instruction, self.scope, self.overrides)
+        elif command == "from":
+            return self._from(instruction, self.froms[instruction.number])
+        elif command == "copy":
+            return self._copy(instruction, instruction.args_start, trigger=False)
+        elif command == "run":
+            return self._run(instruction, instruction.args_start, trigger=False)
+        elif command == "onbuild" and self.stage >= 0:
+            self.triggers[self.stage].append(instruction)
+        return []
+
+    def _from(self, instruction: _Instruction, words: _From) -> list[ImageUse]:
+        number = instruction.number
+        start, end = words.image
+        written = instruction.text[start:end]
+        try:
+            image = _Expander(written, instruction.escape, self.scope).expand()
+        except _ExpandError as error:
+            raise DockerfileError(f"line {number}: {error}") from None
+        if not image:
+            raise DockerfileError(f"line {number}: FROM image {written!r} is empty once expanded")
+        base = self.earlier.get(image.lower())
+        uses: list[ImageUse] = []
+        if base is not None:
+            uses = self._trigger(base)
+        elif not _is_scratch(image):
+            whole = _WHOLE_ARG.match(written)
+            arg = (whole.group(1) or whole.group(2)) if whole else None
+            uses = [self._use("from", instruction, image, (start, end), arg)]
+        self.stage += 1
+        self.triggers.append([])
+        if words.stage is not None:
+            self.earlier[words.stage.lower()] = self.stage
+        return uses
+
+    def _trigger(self, stage: int) -> list[ImageUse]:
+        """The images of the ONBUILD triggers of `stage`, which run in a stage built on it."""
+        if stage in self.triggered:
+            return []  # the same text pulls the same images
+        self.triggered.add(stage)
+        uses: list[ImageUse] = []
+        for instruction in self.triggers[stage]:
+            trigger = _TOKEN.search(instruction.text, instruction.args_start)
+            command = trigger.group().lower() if trigger else ""
+            if trigger and command == "copy":
+                uses += self._copy(instruction, trigger.end(), trigger=True)
+            elif trigger and command == "run":
+                uses += self._run(instruction, trigger.end(), trigger=True)
+        return uses
+
+    def _copy(self, instruction: _Instruction, at: int, *, trigger: bool) -> list[ImageUse]:
+        number = instruction.number
+        flags = [f for f in _flags(instruction, at)[0] if f.name == "from"]
+        if not flags:
+            return []
+        if len(flags) > 1:
+            raise DockerfileError(f"line {number}: COPY has --from twice")
+        flag = flags[0]
+        if flag.value is None:
+            raise DockerfileError(f"line {number}: COPY --from needs a value: --from=<image>")
+        value = flag.value
+        if not value:
+            return []  # --from= copies from the build context
+        if _SHELL_SPECIAL.search(value) or instruction.escape in value:
+            raise DockerfileError(
+                f"line {number}: COPY --from={value}: BuildKit expands no variables or quotes "
+                f"in --from; copy from a stage instead ({_ALIAS_STAGE})"
+            )
+        if _STAGE_INDEX.match(value):
+            index = int(value)
+            if not trigger and not 0 <= index < self.sources:
+                raise DockerfileError(
+                    f"line {number}: COPY --from={value}: there is no stage {index}"
+                )
+            return []
+        if value.lower() in self.names:
+            return []
+        if not trigger:  # triggers run after every other instruction has had its place
+            self.sources += 1
+        if _is_scratch(value):
+            return []
+        span = flag.word.raw_span(flag.value_at, len(flag.word.text))
+        if span is None:
+            raise DockerfileError(f"line {number}: COPY --from={value}: {_UNQUOTABLE}")
+        return [self._use("copy", instruction, value, span)]
+
+    def _run(self, instruction: _Instruction, at: int, *, trigger: bool) -> list[ImageUse]:
+        number = instruction.number
+        uses: list[ImageUse] = []
+        for flag in _flags(instruction, at)[0]:
+            if flag.name != "mount":
+                continue
+            if flag.value is None:
+                raise DockerfileError(f"line {number}: RUN --mount needs a value: --mount=<opts>")
+            source = _mount_from(flag, number)
+            if source is not None and source[0].lower() in self.names:
+                continue
+            if not trigger:
+                self.sources += 1
+            if source is None or _is_scratch(source[0]):
+                continue  # no from=: BuildKit counts it as scratch
+            image, span = source
+            uses.append(self._use("mount", instruction, image, span))
+        return uses
+
+    def _use(
+        self,
+        kind: Kind,
+        instruction: _Instruction,
+        image: str,
+        span: tuple[int, int],
+        arg: str | None = None,
+    ) -> ImageUse:
+        """An ImageUse for the image written at `span` of the instruction's text."""
+        start = instruction.offsets[span[0]]
+        end = instruction.offsets[span[1] - 1] + 1
+        return ImageUse(kind, instruction.number, image, self.text[start:end], start, end, arg)
+
+
+def _is_scratch(image: str) -> bool:
+    return image.lower() == "scratch"
+
+
+def _split_from(instruction: _Instruction) -> _From:
+    number = instruction.number
+    flags, rest = _flags(instruction, instruction.args_start)
+    for index, flag in enumerate(flags):
+        if flag.name != "platform":
+            raise DockerfileError(
+                f"line {number}: unknown FROM flag --{flag.name} (only --platform)"
+            )
+        if flag.value is None:
+            raise DockerfileError(f"line {number}: FROM --platform needs a value: --platform=<p>")
+        if index:
+            raise DockerfileError(f"line {number}: FROM has --platform twice")
+    tokens = list(_TOKEN.finditer(instruction.text, rest))
+    words = [token.group() for token in tokens]
+    if not words:
+        raise DockerfileError(f"line {number}: FROM without an image")
+    stage: str | None = None
+    if len(words) == 3 and words[1].lower() == "as":
+        stage = words[2]
+        if not _STAGE_NAME.match(stage.lower()):
+            raise DockerfileError(
+                f"line {number}: bad stage name {stage!r} (a letter, then letters, digits, "
+                "'.', '_' or '-')"
+            )
+    elif len(words) != 1:
+        raise DockerfileError(
+            f"line {number}: FROM takes '<image> [AS <name>]', not {' '.join(words)!r}"
+        )
+    return _From(tokens[0].span(), stage)
 
 
 def _declare(instruction: _Instruction, scope: _Scope, overrides: Mapping[str, str]) -> None:
@@ -331,63 +632,176 @@ def _declare(instruction: _Instruction, scope: _Scope, overrides: Mapping[str, s
         # An ARG without a default keeps the value an earlier ARG line gave it, if any.
 
 
-def _from_line(
-    text: str, instruction: _Instruction, index: int, scope: _Scope, stages: set[str]
-) -> FromLine:
-    number = instruction.number
-    logical = instruction.text
-    tokens = list(_TOKEN.finditer(logical, instruction.args_start))
-    platform: str | None = None
-    while tokens and tokens[0].group().startswith("--"):
-        flag = tokens.pop(0).group()
-        if flag == "--":
-            break
-        key, has_value, value = flag[2:].partition("=")
-        if key != "platform":
-            raise DockerfileError(f"line {number}: unknown FROM flag --{key} (only --platform)")
-        if not has_value:
-            raise DockerfileError(f"line {number}: FROM --platform needs a value: --platform=<p>")
-        if platform is not None:
-            raise DockerfileError(f"line {number}: FROM has --platform twice")
-        platform = value
-    words = [token.group() for token in tokens]
-    if not words:
-        raise DockerfileError(f"line {number}: FROM without an image")
-    stage: str | None = None
-    if len(words) == 3 and words[1].lower() == "as":
-        stage = words[2]
-        if not _STAGE_NAME.match(stage.lower()):
-            raise DockerfileError(
-                f"line {number}: bad stage name {stage!r} (a letter, then letters, digits, "
-                "'.', '_' or '-')"
-            )
-    elif len(words) != 1:
-        raise DockerfileError(
-            f"line {number}: FROM takes '<image> [AS <name>]', not {' '.join(words)!r}"
-        )
+# --- Flags and mount options, with where each character is written ---------------------------
 
-    token = tokens[0]
-    written = token.group()
+
+@dataclass(frozen=True)
+class _Word:
+    """A flag word as BuildKit's extractBuilderFlags reads it: quotes removed, escapes applied."""
+
+    text: str  # "--from=busybox:1.36" for --from="busybox:1.36"
+    spans: list[tuple[int, int]]  # spans[i]: where text[i] is written (with its escape character)
+    quotes: list[str]  # quotes[p - start]: the quote open before position p ("" if none)
+    start: int  # where the word is in the instruction's text
+    end: int
+
+    def raw_span(self, a: int, b: int) -> tuple[int, int] | None:
+        """Where text[a:b] is written, such that plain text written there instead reads back as
+        itself: quotes that open or close inside are taken in. None if there is no such span."""
+        covered = {p for start, end in self.spans for p in range(start, end)}
+        backs = [self.spans[a][0]]
+        while backs[-1] > self.start and backs[-1] - 1 not in covered:
+            backs.append(backs[-1] - 1)  # a quote character, just before
+        ahead = [self.spans[b - 1][1]]
+        while ahead[-1] < self.end and ahead[-1] not in covered:
+            ahead.append(ahead[-1] + 1)  # a quote character, just after
+        candidates = sorted(
+            ((i + j, back, end) for i, back in enumerate(backs) for j, end in enumerate(ahead)),
+        )
+        for _, back, end in candidates:
+            if self.quotes[back - self.start] == self.quotes[end - self.start]:
+                return back, end
+        return None
+
+
+@dataclass(frozen=True)
+class _Flag:
+    word: _Word
+    name: str  # "from" for --from=x
+    value: str | None  # None when the word has no "="
+    value_at: int  # where the value starts in word.text
+
+
+def _flags(instruction: _Instruction, at: int) -> tuple[list[_Flag], int]:
+    """The --flags at `at` in the instruction's text, and where its other arguments start."""
+    words, rest = _flag_words(instruction.text, at, instruction.escape)
+    flags = []
+    for word in words:
+        name, equals, value = word.text[2:].partition("=")
+        flags.append(_Flag(word, name, value if equals else None, len(name) + 3))
+    return flags, rest
+
+
+def _flag_words(line: str, pos: int, escape: str) -> tuple[list[_Word], int]:
+    """BuildKit's extractBuilderFlags: the words starting with "--" before the other arguments."""
+    words: list[_Word] = []
+    while True:
+        while pos < len(line) and line[pos] in _SPACE:
+            pos += 1
+        if not line.startswith("--", pos):
+            return words, pos
+        word = _flag_word(line, pos, escape)
+        pos = word.end
+        if word.text == "--":  # the end of the flags
+            return words, pos
+        words.append(word)
+
+
+def _flag_word(line: str, pos: int, escape: str) -> _Word:
+    start = pos
+    chars: list[str] = []
+    spans: list[tuple[int, int]] = []
+    quotes: list[str] = []
+    quote = ""
+    while pos < len(line):
+        ch = line[pos]
+        if not quote and ch in _SPACE:
+            break
+        quotes.append(quote)
+        if (not quote and ch in "'\"") or ch == quote:
+            quote = "" if quote else ch
+            pos += 1
+        elif ch == escape and pos + 1 == len(line):
+            quote = ""  # an escape character at the very end is dropped
+            pos += 1
+        else:
+            size = 2 if ch == escape else 1
+            if size == 2:
+                quotes.append(quote)
+            chars.append(line[pos + size - 1])
+            spans.append((pos, pos + size))
+            pos += size
+    quotes.append(quote)
+    return _Word("".join(chars), spans, quotes, start, pos)
+
+
+def _mount_from(flag: _Flag, number: int) -> tuple[str, tuple[int, int]] | None:
+    """The image or stage a --mount names with from=, and where it is written; None if none."""
+    assert flag.value is not None
     try:
-        image = _Expander(written, instruction.escape, scope).expand()
-    except _ExpandError as error:
-        raise DockerfileError(f"line {number}: {error}") from None
-    if not image:
-        raise DockerfileError(f"line {number}: FROM image {written!r} is empty once expanded")
-    start = instruction.offsets[token.start()]
-    end = instruction.offsets[token.end() - 1] + 1
-    whole = _WHOLE_ARG.match(written)
-    return FromLine(
-        index=index,
-        image=image,
-        raw_image=text[start:end],
-        arg=(whole.group(1) or whole.group(2)) if whole else None,
-        stage=stage,
-        platform=platform,
-        start=start,
-        end=end,
-        is_base=image.lower() != "scratch" and image.lower() not in stages,
-    )
+        fields = _csv_fields(flag.value)
+    except _CsvError as error:
+        raise DockerfileError(f"line {number}: RUN --mount={flag.value}: {error}") from None
+    found: tuple[str, list[tuple[int, int]]] | None = None
+    for text, spans in fields:
+        key, equals, value = text.partition("=")
+        if equals and key.lower() == "from":
+            found = value, spans[len(key) + 1 :]  # the last from= wins
+    if found is None or not found[0]:
+        return None
+    value, spans = found
+    dollar = value.find("$")
+    if dollar not in (-1, len(value) - 1):
+        raise DockerfileError(
+            f"line {number}: RUN --mount from={value}: BuildKit expands no variables in a "
+            f"mount's from; mount a stage instead ({_ALIAS_STAGE})"
+        )
+    if _STAGE_INDEX.match(value):
+        raise DockerfileError(
+            f"line {number}: RUN --mount from={value}: a mount takes a stage name, not an index "
+            f"(BuildKit would pull an image named {value!r})"
+        )
+    a = flag.value_at + spans[0][0]
+    b = flag.value_at + spans[-1][1]
+    span = flag.word.raw_span(a, b)
+    if span is None:
+        raise DockerfileError(f"line {number}: RUN --mount from={value}: {_UNQUOTABLE}")
+    return value, span
+
+
+class _CsvError(Exception):
+    pass
+
+
+def _csv_fields(value: str) -> list[tuple[str, list[tuple[int, int]]]]:
+    """go-csvvalue's Fields: each field, with where each of its characters is in `value`."""
+    if not value:
+        raise _CsvError("no mount options")
+    fields = []
+    pos = 0
+    while True:
+        if not value.startswith('"', pos):
+            comma = value.find(",", pos)
+            end = len(value) if comma < 0 else comma
+            if '"' in value[pos:end]:
+                raise _CsvError('a bare " in a field not in quotes')
+            fields.append((value[pos:end], [(i, i + 1) for i in range(pos, end)]))
+            if comma < 0:
+                return fields
+            pos = comma + 1
+            continue
+        chars: list[str] = []
+        spans: list[tuple[int, int]] = []
+        pos += 1
+        while True:
+            close = value.find('"', pos)
+            if close < 0:
+                raise _CsvError('a " opens a field and none closes it')
+            chars += value[pos:close]
+            spans += [(i, i + 1) for i in range(pos, close)]
+            if value.startswith('""', close):
+                chars.append('"')
+                spans.append((close, close + 2))
+                pos = close + 2
+                continue
+            pos = close + 1
+            break
+        fields.append(("".join(chars), spans))
+        if pos == len(value):
+            return fields
+        if value[pos] != ",":
+            raise _CsvError('a " inside a field in quotes (write "" for one)')
+        pos += 1
 
 
 # --- Variable expansion (BuildKit's shell lexer, for one word) -------------------------------

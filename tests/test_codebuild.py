@@ -172,7 +172,7 @@ def test_logs_are_timestamped_off_a_terminal_json_on_request_and_quiet(stage: St
 # --- Dockerfile bases ----------------------------------------------------------------------------
 
 DOCKERFILE = """\
-# syntax=docker/dockerfile:1
+# syntax={repo}:frontend
 ARG BASE={repo}:base
 ARG RUNTIME={repo}:runtime
 FROM --platform=$BUILDPLATFORM ${{BASE}} AS build
@@ -187,6 +187,7 @@ FROM $RUNTIME
 
 @pytest.fixture
 def dockerfile_stage(stage: Stage) -> Stage:
+    stage.push("frontend", seed="frontend")
     stage.push("base", seed="base")
     stage.push("runtime", seed="runtime")
     stage.config()
@@ -199,8 +200,12 @@ def test_ensure_dockerfile_refs_in_order_of_first_use(dockerfile_stage: Stage) -
     run = stage.mirror("ensure", "--dockerfile", str(stage.tmp / "Dockerfile"))
     assert run.code == 0, run.stderr
     destination = f"{stage.dest.host}/{stage.dest_repo()}"
-    assert run.stdout.splitlines() == [f"{destination}:base", f"{destination}:runtime"]
-    assert run.actions() == ["copied", "copied"]  # each real base image once
+    assert run.stdout.splitlines() == [
+        f"{destination}:frontend",
+        f"{destination}:base",
+        f"{destination}:runtime",
+    ]
+    assert run.actions() == ["copied", "copied", "copied"]  # each image once
     assert stage.dest_digest("base") == stage.source_digest("base")
 
 
@@ -212,8 +217,8 @@ def test_ensure_dockerfile_rewrites_only_from_images(dockerfile_stage: Stage) ->
     assert run.code == 0, run.stderr
     destination = f"{stage.dest.host}/{stage.dest_repo()}"
     assert run.stdout == DOCKERFILE.format(repo=stage.repo).replace(
-        "${BASE} AS build", f"{destination}:base AS build"
-    ).replace(
+        f"syntax={stage.repo}:frontend", f"syntax={destination}:frontend"
+    ).replace("${BASE} AS build", f"{destination}:base AS build").replace(
         f"FROM {stage.repo}:runtime AS final", f"FROM {destination}:runtime AS final"
     ).replace("FROM $RUNTIME", f"FROM {destination}:runtime")
 
@@ -226,6 +231,7 @@ def test_ensure_dockerfile_build_args(dockerfile_stage: Stage) -> None:
     assert run.code == 0, run.stderr
     destination = f"{stage.dest.host}/{stage.dest_repo()}"
     assert run.stdout == (
+        f"--build-arg BUILDKIT_SYNTAX={destination}:frontend "
         f"--build-arg BASE={destination}:base --build-arg RUNTIME={destination}:runtime\n"
     )
 
@@ -241,7 +247,7 @@ def test_ensure_dockerfile_with_a_build_arg_override(dockerfile_stage: Stage) ->
         f"BASE={stage.repo}:other",
     )
     assert run.code == 0, run.stderr
-    assert run.stdout.splitlines()[0].endswith(":other")
+    assert run.stdout.splitlines()[1].endswith(":other")
 
 
 def test_ensure_dockerfile_errors_name_the_file_and_line(stage: Stage) -> None:
