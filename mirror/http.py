@@ -335,8 +335,8 @@ class Http:
         """Send and read the whole answer, retrying as the policy says.
 
         Raises RegistryError (transient) when the host cannot be reached or does not answer
-        in time; Stopped when the run is stopping. `probe`: a request expected to fail
-        (a TLS probe): one attempt, and its failure does not count against the host.
+        in time; Stopped when the run is stopping. `probe`: a request that may well fail (a
+        TLS probe): one attempt, and only no answer at all counts against the host.
         """
         host = _host_of(url)
         with self._lock:
@@ -361,7 +361,7 @@ class Http:
                 raise Stopped from None
             except _Failed as failure:
                 if probe or failure.final or not self._retry(call, attempt, attempts, failure.why):
-                    if not probe:
+                    if failure.final or not probe:  # a probe that got no answer counts too
                         self._give_up_on(host, failure.why)
                     raise RegistryError(f"{host}: {failure.why}", transient=True) from None
                 self._pause(attempt, call.deadline)
