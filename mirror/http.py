@@ -343,7 +343,7 @@ class Http:
             down = self._down.get(host)
         if down is not None:
             raise RegistryError(
-                f"{host}: {down} (on an earlier request; not asked again in this run)"
+                f"{host}: {down} (earlier in this run; not asked again)"
             )
         call = _Request(
             method,
