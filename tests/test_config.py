@@ -139,7 +139,7 @@ ERRORS = [
     ),
     (
         "images: [{source: ruby, tags: [a@sha256:abc]}]",
-        "images[0].tags[0]: bad digest 'sha256:abc' (expected sha256: and 64 hex digits)",
+        "images[0].tags[0]: bad digest 'sha256:abc' (sha256 takes 64 lowercase hex digits, got 3)",
     ),
     (
         "images: [{source: ruby, tags: {matches: x}}]",
