@@ -14,10 +14,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
+from mirror import yamlfile
 from mirror.errors import ConfigError
-from mirror.errors import kind as _kind
 from mirror.reference import (
     DOCKER_HUB,
     BadReference,
@@ -28,6 +26,8 @@ from mirror.reference import (
     parse_repository,
 )
 from mirror.repo_settings import RepositorySettings, parse_settings
+from mirror.yamlfile import WrittenInt
+from mirror.yamlfile import kind as _kind
 
 T = TypeVar("T")
 DEFAULT_PATH = "mirror.yaml"
@@ -176,21 +176,13 @@ def load(path: Path) -> Config:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read: {error}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: {_yaml_problem(error)}") from None
-    try:
+        data = yamlfile.load(text)
+        if data is None:
+            # A cron job on an empty file would mirror nothing and exit 0, every night.
+            raise ConfigError("the config file is empty (no keys, only comments or blank lines)")
         return parse(data, path)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or "not valid YAML"
-    if mark is not None:
-        return f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {problem}"
-    return f"YAML syntax error: {problem}"
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -214,19 +206,23 @@ _IMAGE_KEYS = ("source", "tags", "repository", "platforms", "repository_settings
 
 
 def parse(data: Any, path: Path) -> Config:
-    """Turn loaded YAML into a Config. Errors name the key path (`images[2].tags[0]`)."""
-    if data is None:
-        data = {}
+    """Turn loaded YAML (`yamlfile.load`) into a Config. Errors name the key path
+    (`images[2].tags[0]`)."""
     top = _mapping(data, "the file", _TOP_KEYS)
     source = _parse_source(top.get("source"), "source")
     targets = _parse_targets(top.get("ecr"), path.parent)
-    defaults = _mapping(top.get("defaults") or {}, "defaults", _DEFAULTS_KEYS)
+    defaults = _mapping(_or_empty(top.get("defaults")), "defaults", _DEFAULTS_KEYS)
     platforms = _platforms(defaults.get("platforms", "all"), "defaults.platforms")
     images = _parse_images(top.get("images"), source, platforms, path.parent)
     config = Config(path, source, targets, platforms, images)
     _check_unique_destinations(config)
     _check_shared_repository_settings(config)
     return config
+
+
+def _or_empty(data: Any) -> Any:
+    """An optional section: absent or empty (`defaults:`) is {}; anything else is checked."""
+    return {} if data is None else data
 
 
 def _parse_source(data: Any, where: str) -> Source:
@@ -296,15 +292,16 @@ def _parse_ecr(data: Any, where: str, base_dir: Path) -> Ecr:
     if data is None:
         return Ecr()
     table = _mapping(data, where, _ECR_KEYS)
-    if isinstance(table.get("registry_id"), int):
+    account = table.get("registry_id")
+    if isinstance(account, WrittenInt):
         raise ConfigError(
             f"{where}.registry_id: write the account ID in quotes, as a string "
-            f'("{table["registry_id"]}"): a number loses leading zeros'
+            f'("{account.text}"): a number loses leading zeros'
         )
-    registry_id = _optional_string(table.get("registry_id"), f"{where}.registry_id")
-    if registry_id is not None and not (registry_id.isdigit() and len(registry_id) == 12):
+    registry_id = _optional_string(account, f"{where}.registry_id")
+    if registry_id is not None and not re.fullmatch("[0-9]{12}", registry_id):
         raise ConfigError(
-            f"{where}.registry_id: expected a 12-digit account ID, got {registry_id!r}"
+            f"{where}.registry_id: expected a 12-digit account ID, got {_kind(registry_id)}"
         )
     prefix = _optional_string(table.get("repository_prefix"), f"{where}.repository_prefix")
     prefix = (prefix or "").strip("/")
@@ -413,7 +410,7 @@ def _rule(data: Mapping[str, Any], where: str) -> TagRule:
         raise ConfigError(
             f"{where}.newest: expected a whole number of 1 or more, got {_kind(newest)}"
         )
-    return TagRule(patterns["match"], patterns["exclude"], newest)
+    return TagRule(patterns["match"], patterns["exclude"], None if newest is None else int(newest))
 
 
 def _regex(data: Any, where: str) -> str | None:
@@ -422,8 +419,8 @@ def _regex(data: Any, where: str) -> str | None:
     pattern = _string(data, where)
     try:
         re.compile(pattern)
-    except re.error as error:
-        raise ConfigError(f"{where}: bad regular expression {pattern!r}: {error}") from None
+    except (re.error, OverflowError, RecursionError) as error:
+        raise ConfigError(f"{where}: bad regular expression {_kind(pattern)}: {error}") from None
     return pattern
 
 
@@ -483,14 +480,15 @@ def _mapping(data: Any, where: str, allowed: Sequence[str]) -> Mapping[str, Any]
         raise ConfigError(f"{where}: expected a mapping, got {_kind(data)}")
     for key in data:
         if key not in allowed:
-            raise ConfigError(_unknown_key(str(key), where, allowed))
+            raise ConfigError(_unknown_key(key, where, allowed))
     return data
 
 
-def _unknown_key(key: str, where: str, allowed: Sequence[str]) -> str:
-    path = key if where == "the file" else f"{where}.{key}"
+def _unknown_key(key: Any, where: str, allowed: Sequence[str]) -> str:
+    name = key if isinstance(key, str) and len(key) <= 80 else _kind(key)
+    path = name if where == "the file" else f"{where}.{name}"
     message = f"{path}: unknown key"
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(key)[:80], allowed, n=1, cutoff=0.6)
     if close:
         message += f" (did you mean {close[0]!r}?)"
     else:
@@ -499,9 +497,12 @@ def _unknown_key(key: str, where: str, allowed: Sequence[str]) -> str:
 
 
 def _string(data: Any, where: str) -> str:
-    if not isinstance(data, str) or not data:
-        raise ConfigError(f"{where}: expected a non-empty string, got {_kind(data)}")
-    return data
+    if isinstance(data, str) and data:
+        return data
+    advice = yamlfile.not_a_string(data)
+    if advice:
+        raise ConfigError(f"{where}: {advice}")
+    raise ConfigError(f"{where}: expected a non-empty string, got {_kind(data)}")
 
 
 def _optional_string(data: Any, where: str) -> str | None:

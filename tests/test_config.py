@@ -54,9 +54,21 @@ def test_the_documented_example_parses(tmp_path: Path) -> None:
     assert loaded.ecr.registry_id == "123456789012"
 
 
-def test_empty_file_and_empty_images_are_valid(tmp_path: Path) -> None:
-    assert load_text(tmp_path, "").images == ()
+@pytest.mark.parametrize("text", ["", "\n\n", "# mirror.yaml\n# images: [ruby]\n", "---\n", "~\n"])
+def test_an_empty_file_is_refused(tmp_path: Path, text: str) -> None:
+    # A cron job on an empty config would mirror nothing and exit 0, night after night.
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    assert str(caught.value) == (
+        f"{tmp_path / 'mirror.yaml'}: the config file is empty (no keys, only comments or blank "
+        "lines)"
+    )
+
+
+def test_empty_images_are_valid(tmp_path: Path) -> None:
+    # A config used only by `mirror ensure`.
     assert load_text(tmp_path, "images: []\n").images == ()
+    assert load_text(tmp_path, "ecr: {region: us-east-1}\n").images == ()
 
 
 def test_names_resolve_on_the_configured_source_registry(tmp_path: Path) -> None:
@@ -186,7 +198,7 @@ ERRORS = [
     ),
     (
         "images: [{source: ruby, tags: [3.3]}]",
-        "images[0].tags[0]: expected a non-empty string, got 3.3 (a number)",
+        'images[0].tags[0]: YAML read 3.3 as a number, not a string: write it in quotes: "3.3"',
     ),
     (
         "images: [{source: ruby, tags: ['-latest']}]",
@@ -293,3 +305,233 @@ def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MIRROR_CONFIG", "/etc/mirror.yaml")
     assert config.config_path(None) == Path("/etc/mirror.yaml")
     assert config.config_path("x.yaml") == Path("x.yaml")
+
+
+# --- bad input exactly as users write it ---------------------------------------------------------
+# Each case: (id, the YAML, the one line it gives after "<path>: "). Before these fixes several
+# were tracebacks (impossible date, 5,000 digits), silent changes (3.10 -> 3.1, a second `ecr:`
+# dropping the first) or HTTP errors on every image (a short digest, port 99999).
+
+HEX = "0123456789abcdef" * 4
+WIDE = "".join(chr(0xFF10 + int(digit)) for digit in "123456789012")  # fullwidth digits
+# YAML as it is read: text that is not a string, keys given twice, what PyYAML raised on.
+BAD_YAML = [
+    (
+        "impossible date",
+        "images: [{source: ruby, tags: [2024-13-45]}]",
+        "images[0].tags[0]: YAML read 2024-13-45 as a date, not a string: write it in quotes: "
+        '"2024-13-45"',
+    ),
+    (
+        "possible date",
+        "images: [{source: ruby, tags: [2024-01-15]}]",
+        "images[0].tags[0]: YAML read 2024-01-15 as a date, not a string: write it in quotes: "
+        '"2024-01-15"',
+    ),
+    (
+        "date as a source",
+        "images: [{source: 2024-01-15, tags: [a]}]",
+        "images[0].source: YAML read 2024-01-15 as a date, not a string: write it in quotes: "
+        '"2024-01-15"',
+    ),
+    (
+        "float loses a digit",
+        "images: [{source: ruby, tags: [3.10]}]",
+        "images[0].tags[0]: YAML read 3.10 as a number (3.1), not a string: write it in quotes: "
+        '"3.10"',
+    ),
+    (
+        "octal",
+        "images: [{source: ruby, tags: [012]}]",
+        "images[0].tags[0]: YAML read 012 as a number (10), not a string: write it in quotes: "
+        '"012"',
+    ),
+    (
+        "sexagesimal",
+        "images: [{source: ruby, tags: [1:30]}]",
+        "images[0].tags[0]: YAML read 1:30 as a number (90), not a string: write it in quotes: "
+        '"1:30"',
+    ),
+    (
+        "underscores",
+        "images: [{source: ruby, tags: [1_000]}]",
+        "images[0].tags[0]: YAML read 1_000 as a number (1000), not a string: write it in "
+        'quotes: "1_000"',
+    ),
+    (
+        "infinity",
+        "images: [{source: ruby, tags: [.inf]}]",
+        "images[0].tags[0]: YAML read .inf as a number (inf), not a string: write it in quotes: "
+        '".inf"',
+    ),
+    (
+        "yes",
+        "images: [{source: ruby, tags: [yes]}]",
+        "images[0].tags[0]: YAML read a boolean (true) here, not a string: write it in quotes "
+        "(yes, no, on and off are booleans too)",
+    ),
+    (
+        "off",
+        "images: [{source: ruby, tags: [off]}]",
+        "images[0].tags[0]: YAML read a boolean (false) here, not a string: write it in quotes "
+        "(yes, no, on and off are booleans too)",
+    ),
+    (
+        "null",
+        "images: [{source: ruby, tags: [null]}]",
+        "images[0].tags[0]: expected a non-empty string, got nothing",
+    ),
+    (
+        "5,000 digits as a tag",
+        "images: [{source: ruby, tags: [" + "1" * 5000 + "]}]",
+        "images[0].tags[0]: YAML read " + "1" * 40 + "... (5000 characters) as a number, not a "
+        "string: write it in quotes",
+    ),
+    (
+        "5,000 digits as newest",
+        "images: [{source: ruby, tags: {newest: " + "9" * 5000 + "}}]",
+        "images[0].tags.newest: expected a whole number of 1 or more, got "
+        + "9" * 40
+        + "... (5000 characters) (a number)",
+    ),
+    (
+        "5,000 digits as an account",
+        "ecr: {registry_id: " + "1" * 5000 + "}",
+        "ecr.registry_id: YAML read " + "1" * 40 + "... (5000 characters) as a number, not a "
+        "string: write it in quotes",
+    ),
+    (
+        "5,000 digits as a key",
+        "? " + "1" * 5000 + "\n: x",
+        "1" * 40 + "... (5000 characters) (a number): unknown key (expected one of: source, ecr, "
+        "defaults, images)",
+    ),
+    (
+        "octal account",
+        "ecr: {registry_id: 012345670123}",
+        'ecr.registry_id: write the account ID in quotes, as a string ("012345670123"): a number '
+        "loses leading zeros",
+    ),
+    (
+        "boolean account",
+        "ecr: {registry_id: on}",
+        "ecr.registry_id: YAML read a boolean (true) here, not a string: write it in quotes "
+        "(yes, no, on and off are booleans too)",
+    ),
+    (
+        "wide digits account",
+        f"ecr: {{registry_id: '{WIDE}'}}",
+        f"ecr.registry_id: expected a 12-digit account ID, got '{WIDE}'",
+    ),
+    (
+        "regex as a number",
+        "images: [{source: ruby, tags: {match: 3.10}}]",
+        "images[0].tags.match: YAML read 3.10 as a number (3.1), not a string: write it in "
+        'quotes: "3.10"',
+    ),
+    (
+        "!!bool maybe",
+        "ecr: {create_repositories: !!bool maybe}",
+        "ecr.create_repositories: expected true or false, got maybe (a boolean)",
+    ),
+    (
+        "date as a repository tag value",
+        "images: [{source: ruby, tags: [a], repository_settings: {tags: {day: 2024-01-15}}}]",
+        "images[0].repository_settings.tags.day: expected a string, got 2024-01-15 (a date) "
+        "(write it in quotes)",
+    ),
+    (
+        "date in a lifecycle policy",
+        "ecr: {repository_settings: {lifecycle_policy: {rules: [{rulePriority: 1, "
+        "selection: 2024-01-15, action: 1}]}}}",
+        "ecr.repository_settings.lifecycle_policy: holds a value JSON cannot express (a date?)",
+    ),
+    ("defaults as a list", "defaults: []", "defaults: expected a mapping, got a list"),
+    (
+        "second ecr",
+        "ecr:\n  region: us-east-1\n  repository_prefix: hub\nimages: []\n"
+        "ecr:\n  region: eu-west-1",
+        "ecr: the key appears twice, on lines 1 and 5",
+    ),
+    (
+        "second source in an image",
+        "images:\n  - source: ruby\n    tags: [a]\n    source: node",
+        "images[0].source: the key appears twice, on lines 2 and 4",
+    ),
+    (
+        "host key twice",
+        "source:\n  credentials:\n    ghcr.io: {username_env: A, password_env: B}\n"
+        "    ghcr.io: {username_env: C, password_env: D}",
+        'source.credentials["ghcr.io"]: the key appears twice, on lines 3 and 4',
+    ),
+    (
+        "key twice on one line",
+        "ecr: {region: us-east-1, region: eu-west-1}",
+        "ecr.region: the key appears twice, on line 1",
+    ),
+    (
+        "quoted and plain key",
+        "images: [{source: ruby, tags: [a], 'tags': [b]}]",
+        "images[0].tags: the key appears twice, on line 1",
+    ),
+    (
+        "a boolean key",
+        "yes: 1",
+        "true (a boolean): unknown key (expected one of: source, ecr, defaults, images)",
+    ),
+    ("NUL character", "a: \x00", "character '\\x00' at position 3: not allowed in YAML"),
+    ("nested too deeply", "[" * 3000, "YAML nested too deeply"),
+    (
+        "regex repeat too large",
+        "images: [{source: ruby, tags: {match: 'a{99999999999}'}}]",
+        "images[0].tags.match: bad regular expression 'a{99999999999}': the repetition number "
+        "is too large",
+    ),
+    (
+        "two documents",
+        "images: []\n---\nimages: []",
+        "line 2, column 1: YAML syntax error: but found another document",
+    ),
+    (
+        "lifecycle policy from a device",
+        "ecr: {repository_settings: {lifecycle_policy: /dev/zero}}",
+        "ecr.repository_settings.lifecycle_policy: '/dev/zero' is not a regular file",
+    ),
+]
+BAD_INPUT = BAD_YAML
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_messages(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "images: [{source: ruby, tags: ['2024-01-15', '3.10', 'yes', '012']}]",
+        "images: [{source: ruby, tags: [2024-1-5, 1e3, v1.10]}]",  # strings to YAML 1.1 too
+        "ecr: {create_repositories: yes, tls_verify: on}",  # booleans where booleans belong
+        "images: [{source: ruby, tags: {newest: 0x3}}]",
+        # a merge key, then a key it also brings: an override, not a duplicate
+        "images:\n  - &ruby {source: ruby, tags: [a]}\n  - {<<: *ruby, source: node}",
+    ],
+)
+def test_quoted_and_meant_values_still_load(tmp_path: Path, text: str) -> None:
+    load_text(tmp_path, text)
+
+
+def test_merged_keys_are_overridden_not_duplicated(tmp_path: Path) -> None:
+    loaded = load_text(
+        tmp_path, "images:\n  - &ruby {source: ruby, tags: [a]}\n  - {<<: *ruby, source: node}\n"
+    )
+    assert [str(image.source) for image in loaded.images] == [
+        "docker.io/library/ruby",
+        "docker.io/library/node",
+    ]
