@@ -296,3 +296,54 @@ class Repositories:
         if self.registry_id:
             kwargs["registryId"] = self.registry_id
         return kwargs
+
+
+# --- ECR's rule for repository names, read from botocore's data -----------------------------------
+
+import functools  # noqa: E402  (appended section)
+import re  # noqa: E402
+
+import botocore.loaders  # noqa: E402
+import botocore.model  # noqa: E402
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """ECR's rule for repository names: the pattern and lengths of botocore's service model."""
+
+    pattern: str
+    min_length: int
+    max_length: int
+
+    def __str__(self) -> str:
+        return (
+            f"ECR's rule: {self.min_length} to {self.max_length} characters matching {self.pattern}"
+        )
+
+    def matches(self, text: str) -> bool:
+        """The pattern alone (a prefix has no length of its own to keep)."""
+        return re.fullmatch(self.pattern, text, re.ASCII) is not None
+
+    def problem(self, name: str) -> str | None:
+        """Why `name` breaks the rule, stating the rule; None when it keeps it."""
+        if not self.min_length <= len(name) <= self.max_length:
+            count = f"{len(name)} character{'s' if len(name) != 1 else ''}"
+            return f"{count}; {self}"
+        return None if self.matches(name) else str(self)
+
+
+@functools.cache
+def repository_name_rule() -> NameRule:
+    """The RepositoryName shape of the ECR service model that botocore ships (so `__` and `--`,
+    which ECR takes, are taken; a newer botocore brings a newer rule). Read with botocore's data
+    loader rather than a Session, which would first read the AWS profile and could fail on it."""
+    model = botocore.model.ServiceModel(_data_loader().load_service_model("ecr", "service-2"))
+    shape = model.shape_for("RepositoryName")
+    return NameRule(
+        str(shape.metadata["pattern"]), int(shape.metadata["min"]), int(shape.metadata["max"])
+    )
+
+
+@functools.cache
+def _data_loader() -> botocore.loaders.Loader:
+    return botocore.loaders.create_loader()

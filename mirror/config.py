@@ -14,15 +14,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mirror import yamlfile
+from mirror import aws, yamlfile
 from mirror.errors import ConfigError
 from mirror.reference import (
     DOCKER_HUB,
     BadReference,
     Repository,
+    canonical_registry,
     check_digest,
-    check_ecr_repository,
+    check_host,
     check_tag,
+    is_docker_hub,
     parse_repository,
 )
 from mirror.repo_settings import RepositorySettings, parse_settings
@@ -31,7 +33,6 @@ from mirror.yamlfile import kind as _kind
 
 T = TypeVar("T")
 DEFAULT_PATH = "mirror.yaml"
-_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?\Z")
 ENV_PATH = "MIRROR_CONFIG"
 
 
@@ -47,7 +48,7 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Source:
-    registry: str = DOCKER_HUB
+    registry: str = DOCKER_HUB  # Docker Hub, or the registry that stands in for it
     tls_verify: bool = True
     credentials: Credentials | None = None  # for source.registry (and any host not listed)
     host_credentials: tuple[tuple[str, Credentials], ...] = ()  # per registry host
@@ -215,6 +216,8 @@ def parse(data: Any, path: Path) -> Config:
     platforms = _platforms(defaults.get("platforms", "all"), "defaults.platforms")
     images = _parse_images(top.get("images"), source, platforms, path.parent)
     config = Config(path, source, targets, platforms, images)
+    _check_same_images(config, list(top.get("images") or ()))
+    _check_derived_repositories(config)
     _check_unique_destinations(config)
     _check_shared_repository_settings(config)
     return config
@@ -230,8 +233,10 @@ def _parse_source(data: Any, where: str) -> Source:
         return Source()
     table = _mapping(data, where, _SOURCE_KEYS)
     registry = _string(table.get("registry", DOCKER_HUB), f"{where}.registry")
-    _check(_host_name, registry, f"{where}.registry")
-    default, per_host = _parse_credentials(table.get("credentials"), f"{where}.credentials")
+    registry = canonical_registry(_check(check_host, registry, f"{where}.registry"))
+    default, per_host = _parse_credentials(
+        table.get("credentials"), f"{where}.credentials", hub=registry
+    )
     return Source(
         registry=registry,
         tls_verify=_bool(table.get("tls_verify", True), f"{where}.tls_verify"),
@@ -240,19 +245,31 @@ def _parse_source(data: Any, where: str) -> Source:
     )
 
 
-def _parse_credentials(data: Any, where: str) -> tuple[Credentials | None, dict[str, Credentials]]:
-    """The default credentials, and per registry host ones (`credentials: {"ghcr.io": {...}}`)."""
+def _parse_credentials(
+    data: Any, where: str, *, hub: str
+) -> tuple[Credentials | None, dict[str, Credentials]]:
+    """The default credentials, and per registry host ones (`credentials: {"ghcr.io": {...}}`).
+    A Docker Hub host key (index.docker.io...) is for `hub`, where Docker Hub names resolve."""
     if data is None:
         return None, {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {_kind(data)}")
-    hosts = {key: value for key, value in data.items() if _looks_like_host(str(key))}
-    own = {key: value for key, value in data.items() if key not in hosts}
-    per_host = {
-        host: _one_credentials(value, f'{where}["{host}"]') for host, value in hosts.items()
+    hosts = {
+        key: value for key, value in data.items() if isinstance(key, str) and _looks_like_host(key)
     }
-    for host in per_host:
-        _check(_host_name, host, f'{where}["{host}"]')
+    own = {key: value for key, value in data.items() if key not in hosts}
+    per_host: dict[str, Credentials] = {}
+    written: dict[str, str] = {}
+    for key, value in hosts.items():
+        key_where = f'{where}["{key}"]'
+        host = _check(check_host, key, key_where)
+        host = hub if is_docker_hub(host) else host
+        if host in written:
+            raise ConfigError(
+                f'{key_where}: the same registry as {where}["{written[host]}"] ({host})'
+            )
+        written[host] = key
+        per_host[host] = _one_credentials(value, key_where)
     return (_one_credentials(own, where) if own else None), per_host
 
 
@@ -306,10 +323,10 @@ def _parse_ecr(data: Any, where: str, base_dir: Path) -> Ecr:
     prefix = _optional_string(table.get("repository_prefix"), f"{where}.repository_prefix")
     prefix = (prefix or "").strip("/")
     if prefix:
-        _check(_prefix, prefix, f"{where}.repository_prefix")
+        _check_prefix(prefix, f"{where}.repository_prefix")
     endpoint = _optional_string(table.get("endpoint"), f"{where}.endpoint")
     if endpoint is not None:
-        _check(_host_name, endpoint, f"{where}.endpoint")
+        _check(check_host, endpoint, f"{where}.endpoint")
     return Ecr(
         region=_optional_string(table.get("region"), f"{where}.region"),
         registry_id=registry_id,
@@ -356,7 +373,7 @@ def _parse_image(
     )
     explicit = _optional_string(table.get("repository"), f"{where}.repository")
     if explicit is not None:
-        _check(check_ecr_repository, explicit, f"{where}.repository")
+        _check_repository_name(explicit, f"{where}.repository")
     tags = table["tags"]
     return Image(
         source=repository,
@@ -440,6 +457,45 @@ def _platforms(data: Any, where: str) -> tuple[str, ...]:
     if len(set(data)) != len(data):
         raise ConfigError(f"{where}: a platform is listed twice")
     return tuple(data)
+
+
+def _check_same_images(config: Config, written: list[Any]) -> None:
+    """One image and tag listed twice, perhaps in two spellings (`alpine`, `docker.io/alpine`)."""
+    seen: dict[tuple[Repository, str], tuple[int, int]] = {}
+    for index, image in enumerate(config.images):
+        for number, entry in enumerate(image.tags):
+            first, first_number = seen.setdefault((image.source, entry.tag), (index, number))
+            if (first, first_number) == (index, number):
+                continue
+            names = (written[first]["source"], written[index]["source"])
+            same = f" ({names[0]!r} and {names[1]!r} are one image)" if names[0] != names[1] else ""
+            raise ConfigError(
+                f"images[{index}].tags[{number}]: {image.source}:{entry.tag} is already listed "
+                f"at images[{first}].tags[{first_number}]{same}"
+            )
+
+
+def _check_derived_repositories(config: Config) -> None:
+    """ECR's rule for every repository name `<prefix>/<source path>`, in every target: a name
+    it refuses would fail every copy at CreateRepository."""
+    rule = aws.repository_name_rule()
+    for target_index, target in enumerate(config.targets):
+        prefix_key = f"ecr[{target_index}]" if len(config.targets) > 1 else "ecr"
+        for index, image in enumerate(config.images):
+            if image.repository:
+                continue
+            name = config.destination_repository(image, target)
+            problem = rule.problem(name)
+            if problem:
+                origin = (
+                    f"{prefix_key}.repository_prefix + the source path"
+                    if target.repository_prefix
+                    else "the source path"
+                )
+                raise ConfigError(
+                    f"images[{index}].source: bad ECR repository name {name!r} from {origin} "
+                    f"({problem})"
+                )
 
 
 def _check_unique_destinations(config: Config) -> None:
@@ -529,11 +585,14 @@ def _check(parse_it: Callable[[str], T], value: str, where: str) -> T:
         raise ConfigError(f"{where}: {error}") from None
 
 
-def _host_name(host: str) -> str:
-    if not _HOST.match(host):
-        raise BadReference(f"bad registry host {host!r} (expected host or host:port)")
-    return host
+def _check_repository_name(name: str, where: str) -> None:
+    problem = aws.repository_name_rule().problem(name)
+    if problem:
+        raise ConfigError(f"{where}: bad ECR repository name {name!r} ({problem})")
 
 
-def _prefix(prefix: str) -> str:
-    return check_ecr_repository(f"{prefix}/x")
+def _check_prefix(prefix: str, where: str) -> None:
+    """The prefix's own pattern; the names it makes are checked whole, for their length."""
+    rule = aws.repository_name_rule()
+    if not rule.matches(prefix):
+        raise ConfigError(f"{where}: bad ECR repository prefix {_kind(prefix)} ({rule})")

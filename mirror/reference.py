@@ -38,7 +38,6 @@ _IDENTIFIER = re.compile(r"[a-f0-9]{64}\Z")  # an image ID: normalize.go refuses
 # The algorithms registries verify (opencontainers/go-digest): lowercase hex of a fixed length.
 DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 NAME_MAX = 255
-_ECR_REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*\Z")
 PORT_MAX = 65535
 HOST_MAX = 253  # a DNS name's longest text form
 
@@ -108,15 +107,6 @@ def check_digest(digest: str) -> str:
             f"{got})"
         )
     return digest
-
-
-def check_ecr_repository(name: str) -> str:
-    if not (2 <= len(name) <= 256 and _ECR_REPOSITORY.match(name)):
-        raise BadReference(
-            f"bad ECR repository name {name!r} (lowercase letters, digits, '.', '_', '-' "
-            "separated by '/', 2 to 256 characters)"
-        )
-    return name
 
 
 def check_host(host: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mirror import config
+from mirror import aws, config
 from mirror.errors import ConfigError
 from mirror.reference import Repository
 
@@ -79,15 +79,40 @@ def test_names_resolve_on_the_configured_source_registry(tmp_path: Path) -> None
         images:
           - {source: ruby, tags: [a]}
           - {source: bitnami/redis, tags: [a]}
-          - {source: "localhost:5000/x", tags: [a]}
+          - {source: "localhost:5000/xy", tags: [a]}
+          - {source: docker.io/alpine, tags: [a]}
+          - {source: INDEX.DOCKER.IO/library/node, tags: [a]}
         """,
     )
     assert [str(image.source) for image in loaded.images] == [
         "mirror.gcr.io/library/ruby",
         "mirror.gcr.io/bitnami/redis",
-        "localhost:5000/x",
+        "localhost:5000/xy",
+        "mirror.gcr.io/library/alpine",
+        "mirror.gcr.io/library/node",
     ]
     assert loaded.destination_repository(loaded.images[0]) == "library/ruby"
+
+
+def test_ecr_names_follow_botocores_rule_not_a_hand_copy(tmp_path: Path) -> None:
+    rule = aws.repository_name_rule()
+    assert (rule.min_length, rule.max_length) == (2, 256)
+    # The old hand-written rule refused `__` and `--`, which ECR takes.
+    loaded = load_text(
+        tmp_path,
+        """
+        ecr: {repository_prefix: my__hub--mirror}
+        images:
+          - {source: ruby, tags: [a], repository: infra__x/a--b}
+          - {source: "quay.io/a__b/c--d", tags: [a]}
+        """,
+    )
+    assert [loaded.destination_repository(image) for image in loaded.images] == [
+        "infra__x/a--b",
+        "my__hub--mirror/a__b/c--d",
+    ]
+    assert rule.problem("x" * 256) is None
+    assert rule.problem("x" * 257) == f"257 characters; {rule}"
 
 
 def test_ensure_uses_the_listed_repository(tmp_path: Path) -> None:
@@ -97,6 +122,9 @@ def test_ensure_uses_the_listed_repository(tmp_path: Path) -> None:
     assert loaded.destination_repository(etcd) == "infra/etcd"
     assert loaded.destination_repository(node) == "dockerhub/library/node"
 
+
+# ECR's rule as the installed botocore's service model states it (RepositoryName).
+ECR_RULE = str(aws.repository_name_rule())
 
 ERRORS = [
     ("sourse: {}", "sourse: unknown key (did you mean 'source'?)"),
@@ -129,8 +157,7 @@ ERRORS = [
     ("ecr: {regoin: us-east-1}", "ecr.regoin: unknown key (did you mean 'region'?)"),
     (
         "ecr: {repository_prefix: Docker_Hub}",
-        "ecr.repository_prefix: bad ECR repository name 'Docker_Hub/x' (lowercase letters, "
-        "digits, '.', '_', '-' separated by '/', 2 to 256 characters)",
+        f"ecr.repository_prefix: bad ECR repository prefix 'Docker_Hub' ({ECR_RULE})",
     ),
     (
         "ecr: {create_repositories: 1}",
@@ -219,11 +246,16 @@ ERRORS = [
     ),
     (
         "images: [{source: ruby, tags: [a], repository: Infra/Etcd}]",
-        "images[0].repository: bad ECR repository name 'Infra/Etcd' (lowercase letters, digits, "
-        "'.', '_', '-' separated by '/', 2 to 256 characters)",
+        f"images[0].repository: bad ECR repository name 'Infra/Etcd' ({ECR_RULE})",
     ),
     (
         "images: [{source: ruby, tags: [a]}, {source: docker.io/library/ruby, tags: [b, a]}]",
+        "images[1].tags[1]: docker.io/library/ruby:a is already listed at images[0].tags[0] "
+        "('ruby' and 'docker.io/library/ruby' are one image)",
+    ),
+    (
+        "images: [{source: ruby, tags: [a]}, {source: quay.io/r/ruby, tags: [a], "
+        "repository: library/ruby}]",
         "images[1]: library/ruby:a is already the destination of images[0]",
     ),
 ]
@@ -498,7 +530,135 @@ BAD_YAML = [
         "ecr.repository_settings.lifecycle_policy: '/dev/zero' is not a regular file",
     ),
 ]
-BAD_INPUT = BAD_YAML
+# Names: hosts and ports, digests, one image in two spellings, ECR's rule for names.
+BAD_NAMES = [
+    (
+        "Docker Hub credentials twice",
+        "source: {credentials: {docker.io: {username_env: A, password_env: B}, "
+        "index.docker.io: {username_env: C, password_env: D}}}",
+        'source.credentials["index.docker.io"]: the same registry as '
+        'source.credentials["docker.io"] (docker.io)',
+    ),
+    (
+        "source.registry port too high",
+        "source: {registry: 'registry:99999'}",
+        "source.registry: bad registry host 'registry:99999' (port 99999 is not 1 to 65535)",
+    ),
+    (
+        "source.registry port 0",
+        "source: {registry: 'registry:0'}",
+        "source.registry: bad registry host 'registry:0' (port 0 is not 1 to 65535)",
+    ),
+    (
+        "host name too long",
+        f"source: {{registry: {'a' * 251}.io}}",
+        f"source.registry: bad registry host '{'a' * 40}... (254 characters)' (longer than 253 "
+        "characters)",
+    ),
+    (
+        "endpoint port",
+        "ecr: {endpoint: 'localhost:65536'}",
+        "ecr.endpoint: bad registry host 'localhost:65536' (port 65536 is not 1 to 65535)",
+    ),
+    (
+        "credential host port",
+        "source: {credentials: {'ghcr.io:70000': {username_env: A, password_env: B}}}",
+        "source.credentials[\"ghcr.io:70000\"]: bad registry host 'ghcr.io:70000' (port 70000 is "
+        "not 1 to 65535)",
+    ),
+    (
+        "image host port",
+        "images: [{source: 'host:99999/x', tags: [a]}]",
+        "images[0].source: bad registry host 'host:99999' (port 99999 is not 1 to 65535) in "
+        "image name 'host:99999/x'",
+    ),
+    (
+        "image host port 0",
+        "images: [{source: 'host:0/xy', tags: [a]}]",
+        "images[0].source: bad registry host 'host:0' (port 0 is not 1 to 65535) in image name "
+        "'host:0/xy'",
+    ),
+    (
+        "digest too short",
+        f"images: [{{source: ruby, tags: ['a@sha256:{HEX[:63]}']}}]",
+        f"images[0].tags[0]: bad digest 'sha256:{HEX[:63]}' (sha256 takes 64 lowercase hex "
+        "digits, got 63)",
+    ),
+    (
+        "digest uppercase",
+        f"images: [{{source: ruby, tags: ['a@sha256:{HEX.upper()}']}}]",
+        f"images[0].tags[0]: bad digest 'sha256:{HEX.upper()}' (sha256 takes 64 lowercase hex "
+        "digits, got 'A')",
+    ),
+    (
+        "digest md5",
+        f"images: [{{source: ruby, tags: ['a@md5:{HEX[:32]}']}}]",
+        f"images[0].tags[0]: bad digest 'md5:{HEX[:32]}' (registries take sha256, sha384 or "
+        "sha512, not 'md5')",
+    ),
+    (
+        "digest sha512 short",
+        f"images: [{{source: ruby, tags: ['a@sha512:{HEX}']}}]",
+        f"images[0].tags[0]: bad digest 'sha512:{HEX}' (sha512 takes 128 lowercase hex digits, "
+        "got 64)",
+    ),
+    (
+        "digest without hex",
+        "images: [{source: ruby, tags: ['a@sha256']}]",
+        "images[0].tags[0]: bad digest 'sha256' (expected sha256: and 64 lowercase hex digits)",
+    ),
+    (
+        "same image in two spellings",
+        "images: [{source: alpine, tags: ['3.20']}, "
+        "{source: docker.io/library/alpine, tags: ['3.20']}]",
+        "images[1].tags[0]: docker.io/library/alpine:3.20 is already listed at images[0].tags[0] "
+        "('alpine' and 'docker.io/library/alpine' are one image)",
+    ),
+    (
+        "same image, pinned, other host spelling",
+        "images: [{source: alpine, tags: ['3.20']}, "
+        f"{{source: Index.Docker.IO/alpine, tags: ['3.19', '3.20@sha256:{HEX}']}}]",
+        "images[1].tags[1]: docker.io/library/alpine:3.20 is already listed at images[0].tags[0] "
+        "('alpine' and 'Index.Docker.IO/alpine' are one image)",
+    ),
+    (
+        "same image written the same way",
+        "images: [{source: alpine, tags: ['3.20']}, {source: alpine, tags: ['3.20'], "
+        "platforms: [linux/arm64]}]",
+        "images[1].tags[0]: docker.io/library/alpine:3.20 is already listed at images[0].tags[0]",
+    ),
+    (
+        "ECR name of one character",
+        "images: [{source: ruby, tags: [a], repository: a}]",
+        f"images[0].repository: bad ECR repository name 'a' (1 character; {ECR_RULE})",
+    ),
+    (
+        "derived ECR name of one character",
+        "images: [{source: 'localhost:5000/x', tags: [a]}]",
+        f"images[0].source: bad ECR repository name 'x' from the source path (1 character; "
+        f"{ECR_RULE})",
+    ),
+    (
+        "derived ECR name too long",
+        f"ecr: {{repository_prefix: {'p' * 250}}}\nimages: [{{source: ruby, tags: [a]}}]",
+        f"images[0].source: bad ECR repository name '{'p' * 250}/library/ruby' from "
+        f"ecr.repository_prefix + the source path (263 characters; {ECR_RULE})",
+    ),
+    (
+        "derived ECR name too long in a second target",
+        f"ecr: [{{region: us-east-1}}, {{region: eu-west-1, repository_prefix: {'p' * 250}}}]\n"
+        "images: [{source: ruby, tags: [a]}]",
+        f"images[0].source: bad ECR repository name '{'p' * 250}/library/ruby' from "
+        f"ecr[1].repository_prefix + the source path (263 characters; {ECR_RULE})",
+    ),
+    (
+        "a host key that is a number",
+        "source: {credentials: {1.5: {username_env: A, password_env: B}}}",
+        "source.credentials.1.5 (a number): unknown key (expected one of: username_env, "
+        "password_env, secrets_manager)",
+    ),
+]
+BAD_INPUT = BAD_YAML + BAD_NAMES
 
 
 @pytest.mark.parametrize(
