@@ -34,6 +34,9 @@ from mirror.yamlfile import kind as _kind
 T = TypeVar("T")
 DEFAULT_PATH = "mirror.yaml"
 ENV_PATH = "MIRROR_CONFIG"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Access tokens people paste where a variable's name belongs (Docker Hub, GitHub, GitLab).
+_TOKEN_PREFIXES = ("dckr_pat_", "dckr_oat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")
 
 
 @dataclass(frozen=True)
@@ -327,8 +330,11 @@ def _parse_ecr(data: Any, where: str, base_dir: Path) -> Ecr:
     endpoint = _optional_string(table.get("endpoint"), f"{where}.endpoint")
     if endpoint is not None:
         _check(check_host, endpoint, f"{where}.endpoint")
+    region = _optional_string(table.get("region"), f"{where}.region")
+    if region is not None:
+        aws.check_region(region, f"{where}.region")
     return Ecr(
-        region=_optional_string(table.get("region"), f"{where}.region"),
+        region=region,
         registry_id=registry_id,
         repository_prefix=prefix,
         create_repositories=_bool(
@@ -572,10 +578,20 @@ def _bool(data: Any, where: str) -> bool:
 
 
 def _env_name(data: Any, where: str) -> str:
-    name = _string(data, where)
-    if not name.replace("_", "a").isalnum() or name[0].isdigit():
-        raise ConfigError(f"{where}: expected an environment variable name, got {name!r}")
-    return name
+    """The name of an environment variable. What is written instead is never shown: people
+    paste the token itself here."""
+    if isinstance(data, str) and _ENV_NAME.match(data) and not data.startswith(_TOKEN_PREFIXES):
+        return data
+    if data is None:
+        got = "nothing"
+    elif isinstance(data, str) and data.startswith(_TOKEN_PREFIXES):
+        got = "what looks like an access token (not shown)"
+    else:
+        got = "text that is not a name" if isinstance(data, str) else yamlfile.type_name(data)
+        got += " (not shown: it may be a secret)"
+    raise ConfigError(
+        f"{where}: expected the name of an environment variable, like DOCKERHUB_TOKEN; got {got}"
+    )
 
 
 def _check(parse_it: Callable[[str], T], value: str, where: str) -> T:

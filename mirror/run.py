@@ -179,6 +179,7 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 @contextlib.contextmanager
 def engine(config: Config, options: Options, stop: Stop) -> Iterator[Engine]:
     """Build the engine; the private workspace with credentials is removed on every way out."""
+    aws.check_environment()
     region = region_of(config)
     source_logins = {
         host: login
@@ -220,6 +221,7 @@ class RepositoryState:
 def repository_states(config: Config, *, apply: bool) -> list[RepositoryState]:
     """Compare every configured repository's settings with ECR's; with `apply`, fix what
     ECR allows changing (scanning, mutability, lifecycle policy, tags)."""
+    aws.check_environment()
     states = []
     for target in config.targets:
         ecr = aws.Ecr(region=region_of(config, target), registry_id=target.registry_id)

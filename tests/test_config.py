@@ -143,7 +143,8 @@ ERRORS = [
     ),
     (
         "source: {credentials: {username_env: U, password_env: 'my secret'}}",
-        "source.credentials.password_env: expected an environment variable name, got 'my secret'",
+        "source.credentials.password_env: expected the name of an environment variable, like "
+        "DOCKERHUB_TOKEN; got text that is not a name (not shown: it may be a secret)",
     ),
     (
         "ecr: {registry_id: 123456789012}",
@@ -198,7 +199,10 @@ ERRORS = [
         "images[0].tags.newest: expected a whole number of 1 or more, got 0 (a number)",
     ),
     ("ecr: []", "ecr: expected a mapping or a non-empty list of targets, got a list"),
-    ("ecr: [{region: x}, {regoin: y}]", "ecr[1].regoin: unknown key (did you mean 'region'?)"),
+    (
+        "ecr: [{region: us-east-1}, {regoin: y}]",
+        "ecr[1].regoin: unknown key (did you mean 'region'?)",
+    ),
     (
         "source: {credentials: {ghcr.io: {username_env: U}}}",
         'source.credentials["ghcr.io"].password_env: required (the name of an environment '
@@ -658,7 +662,48 @@ BAD_NAMES = [
         "password_env, secrets_manager)",
     ),
 ]
-BAD_INPUT = BAD_YAML + BAD_NAMES
+# AWS regions, and credentials that must never be shown.
+BAD_AWS = [
+    (
+        "region with a space",
+        "ecr: {region: 'us-east-1 '}",
+        "ecr.region: 'us-east-1 ' is not an AWS region name (did you mean 'us-east-1'?)",
+    ),
+    (
+        "region without dashes",
+        "ecr: {region: useast1}",
+        "ecr.region: 'useast1' is not an AWS region name (did you mean 'us-east-1'?)",
+    ),
+    (
+        "region in capitals",
+        "ecr: [{region: us-east-1}, {region: EU-WEST-1}]",
+        "ecr[1].region: 'EU-WEST-1' is not an AWS region name (did you mean 'eu-west-1'?)",
+    ),
+    (
+        "not a region",
+        "ecr: {region: virginia}",
+        "ecr.region: 'virginia' is not an AWS region name (expected one like us-east-1)",
+    ),
+    (
+        "a token as password_env",
+        "source: {credentials: {username_env: U, password_env: dckr_pat_2b3e36beeb386dfdaacb9b46}}",
+        "source.credentials.password_env: expected the name of an environment variable, like "
+        "DOCKERHUB_TOKEN; got what looks like an access token (not shown)",
+    ),
+    (
+        "a password as password_env",
+        "source: {credentials: {username_env: U, password_env: 'hunter2!'}}",
+        "source.credentials.password_env: expected the name of an environment variable, like "
+        "DOCKERHUB_TOKEN; got text that is not a name (not shown: it may be a secret)",
+    ),
+    (
+        "a PIN as password_env",
+        "source: {credentials: {username_env: U, password_env: 123456}}",
+        "source.credentials.password_env: expected the name of an environment variable, like "
+        "DOCKERHUB_TOKEN; got a number (not shown: it may be a secret)",
+    ),
+]
+BAD_INPUT = BAD_YAML + BAD_NAMES + BAD_AWS
 
 
 @pytest.mark.parametrize(
@@ -670,6 +715,17 @@ def test_bad_input_messages(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     assert str(caught.value) == f"{path}: {message}"
+
+
+def test_secrets_never_appear_in_messages(tmp_path: Path) -> None:
+    for secret in ("dckr_pat_2b3e36beeb386dfdaacb9b46", "hunter2!", "s3cr3t value", "123456"):
+        for key in ("username_env", "password_env"):
+            other = "password_env" if key == "username_env" else "username_env"
+            path = tmp_path / "mirror.yaml"
+            path.write_text(f"source: {{credentials: {{{other}: X, {key}: {secret!r}}}}}\n")
+            with pytest.raises(ConfigError) as caught:
+                config.load(path)
+            assert secret not in str(caught.value)
 
 
 @pytest.mark.parametrize(
