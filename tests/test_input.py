@@ -1,4 +1,4 @@
-"""Bad input outside the config file: the AWS environment.
+"""Bad input outside the config file: the AWS environment and the command line's numbers.
 
 Each case is one line naming the variable or option and its (non-secret) value, exit 2, before
 anything is done. botocore's own behaviour for each is pinned too: it raises late, or silently
@@ -7,6 +7,7 @@ ignores what is wrong, which is why mirror checks first.
 
 from __future__ import annotations
 
+import argparse
 import builtins
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from mirror import aws
-from mirror.errors import AuthError, SetupError
+from mirror import aws, cli
+from mirror.errors import AuthError, ConfigError, SetupError
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
@@ -306,3 +307,48 @@ def test_botocore_setup_errors_are_one_line_exit_2(
         aws._call(fail_with(error), "get an ECR token")
     assert str(caught.value) == message
     assert caught.value.exit_code == 2
+
+
+# --- the command line's numbers: ASCII digits only -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["²/3", "٣/٣", "1/٣", "1/3 ", " 1/3", "+1/3", "1_0/20", "0/3", "4/3", "1/" + "9" * 5000]
+)
+def test_shard_takes_ascii_digits_only(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        cli.parse_shard(text)
+    assert str(caught.value) == (
+        f"--shard / $MIRROR_SHARD: expected K/N with 1 <= K <= N, got {text!r}"
+    )
+
+
+def test_shard_parses() -> None:
+    assert cli.parse_shard("2/3") == (2, 3)
+    assert cli.parse_shard("003/010") == (3, 10)
+
+
+@pytest.mark.parametrize("text", ["٣", "²", "+3", " 3", "3_0", "0", "-1", "", "9" * 5000])
+def test_jobs_take_ascii_digits_only(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        cli._positive(text)
+    assert str(caught.value) == f"expected a whole number of 1 or more, got {text!r}"
+
+
+@pytest.mark.parametrize("text", ["٣", "²", "+0", "-1", "", "9" * 5000])
+def test_max_pulls_take_ascii_digits_only(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        cli._whole(text)
+    assert str(caught.value) == f"expected a whole number of 0 or more, got {text!r}"
+
+
+def test_numbers_parse() -> None:
+    assert (cli._positive("4"), cli._whole("0"), cli._whole("100")) == (4, 0, 100)
+
+
+@pytest.mark.parametrize("argv", [["sync", "--jobs", "٣"], ["sync", "--max-pulls", "٣"]])
+def test_non_ascii_numbers_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == 2
+    assert "expected a whole number" in capsys.readouterr().err
