@@ -186,7 +186,7 @@ def load(path: Path) -> Config:
             raise ConfigError("the config file is empty (no keys, only comments or blank lines)")
         return parse(data, path)
     except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+        raise ConfigError(yamlfile.one_line(f"{path}: {error}")) from None
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -211,7 +211,14 @@ _IMAGE_KEYS = ("source", "tags", "repository", "platforms", "repository_settings
 
 def parse(data: Any, path: Path) -> Config:
     """Turn loaded YAML (`yamlfile.load`) into a Config. Errors name the key path
-    (`images[2].tags[0]`)."""
+    (`images[2].tags[0]`), on one line whatever the keys and values hold."""
+    try:
+        return _parse(data, path)
+    except ConfigError as error:
+        raise ConfigError(yamlfile.one_line(str(error))) from None
+
+
+def _parse(data: Any, path: Path) -> Config:
     top = _mapping(data, "the file", _TOP_KEYS)
     source = _parse_source(top.get("source"), "source")
     targets = _parse_targets(top.get("ecr"), path.parent)
@@ -547,7 +554,8 @@ def _mapping(data: Any, where: str, allowed: Sequence[str]) -> Mapping[str, Any]
 
 
 def _unknown_key(key: Any, where: str, allowed: Sequence[str]) -> str:
-    name = key if isinstance(key, str) and len(key) <= 80 else _kind(key)
+    plain = isinstance(key, str) and key.isprintable() and 0 < len(key) <= 80
+    name = key if plain else _kind(key)
     path = name if where == "the file" else f"{where}.{name}"
     message = f"{path}: unknown key"
     close = difflib.get_close_matches(str(key)[:80], allowed, n=1, cutoff=0.6)

@@ -220,5 +220,11 @@ def not_a_string(data: Any) -> str | None:
     return None
 
 
+def one_line(text: str) -> str:
+    """`text` with newlines and other invisible characters escaped (`\\n`, `\\x00`): a
+    message is one line whatever a key or value holds."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:40]}... ({len(text)} characters)"
