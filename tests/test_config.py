@@ -9,7 +9,7 @@ import pytest
 
 from mirror import aws, config
 from mirror.errors import ConfigError
-from mirror.reference import Repository
+from mirror.reference import Repository, parse_repository
 
 GOOD = """
 source:
@@ -121,6 +121,9 @@ def test_ensure_uses_the_listed_repository(tmp_path: Path) -> None:
     node = loaded.image_for(Repository("docker.io", "library/node"))
     assert loaded.destination_repository(etcd) == "infra/etcd"
     assert loaded.destination_repository(node) == "dockerhub/library/node"
+    # `ensure docker.io/ruby` and `ensure index.docker.io/library/ruby` find the listed ruby
+    for spelling in ("docker.io/ruby", "INDEX.DOCKER.IO/library/ruby", "registry-1.docker.io/ruby"):
+        assert loaded.image_for(parse_repository(spelling)) is loaded.images[0]
 
 
 # ECR's rule as the installed botocore's service model states it (RepositoryName).
