@@ -133,8 +133,50 @@ def _call(method: Any, what: str, **kwargs: Any) -> Any:
     except botocore.exceptions.ParamValidationError as error:
         detail = " ".join(str(error).split())  # botocore's text spans lines
         raise RegistryError(f"cannot {what}: {detail}") from None
+    except _SETUP_ERRORS as error:
+        raise SetupError(f"cannot {what}: {_setup_problem(error)}") from None
+    except _CREDENTIAL_ERRORS as error:
+        # Their text may quote a credential_process's output: name only where it failed.
+        provider = getattr(error, "kwargs", {}).get("provider", "the configured source")
+        raise AuthError(
+            f"cannot {what}: no AWS credentials from {provider} ({type(error).__name__}; "
+            "-v shows botocore's message)"
+        ) from None
     except botocore.exceptions.BotoCoreError as error:
         raise RegistryError(f"cannot {what}: {error}", transient=True) from None
+
+
+# The machine's AWS setup is wrong: fix it, retrying cannot help (exit 2, like a bad config).
+_SETUP_ERRORS = (
+    botocore.exceptions.ProfileNotFound,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.ConfigParseError,
+    botocore.exceptions.ConfigNotFound,
+    botocore.exceptions.InvalidRegionError,
+    botocore.exceptions.InvalidConfigError,
+)
+_CREDENTIAL_ERRORS = (
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.SSOError,
+    botocore.exceptions.RefreshWithMFAUnsupportedError,
+)
+
+
+def _setup_problem(error: botocore.exceptions.BotoCoreError) -> str:
+    """botocore's message in our words; none of these carries a secret."""
+    kwargs = getattr(error, "kwargs", {})
+    if isinstance(error, botocore.exceptions.ProfileNotFound):
+        return f"no AWS profile {kwargs.get('profile')!r} (check $AWS_PROFILE)"
+    if isinstance(error, botocore.exceptions.PartialCredentialsError):
+        return (
+            f"partial AWS credentials in {kwargs.get('provider')}: {kwargs.get('cred_var')} missing"
+        )
+    if isinstance(error, botocore.exceptions.ConfigParseError):
+        return f"cannot parse {kwargs.get('path')}"
+    if isinstance(error, botocore.exceptions.InvalidRegionError):
+        return f"{kwargs.get('region_name')!r} is not an AWS region name"
+    return str(error)
 
 
 def _translate(error: botocore.exceptions.ClientError, what: str) -> MirrorError:
@@ -296,3 +338,177 @@ class Repositories:
         if self.registry_id:
             kwargs["registryId"] = self.registry_id
         return kwargs
+
+
+# --- the AWS environment, and ECR's rule for repository names (read from botocore's data) ------
+
+import configparser  # noqa: E402  (appended section)
+import difflib  # noqa: E402
+import functools  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
+
+import botocore.configloader  # noqa: E402
+import botocore.loaders  # noqa: E402
+import botocore.model  # noqa: E402
+
+from mirror.errors import ConfigError  # noqa: E402
+
+# A region name's shape: us-east-1, us-gov-west-1, eu-isoe-west-1, eusc-de-east-1. Regions
+# botocore does not list yet keep this shape; the list only helps to say "did you mean".
+_REGION = re.compile(r"[a-z]{2,5}(?:-[a-z]+){1,3}-[0-9]{1,2}\Z")
+# botocore's order: AWS_DEFAULT_PROFILE wins over AWS_PROFILE (configprovider.py).
+_PROFILE_VARIABLES = ("AWS_DEFAULT_PROFILE", "AWS_PROFILE")
+_KEY_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# (variable, botocore's default when it is not set, what the file is)
+_FILES = (
+    ("AWS_CONFIG_FILE", "~/.aws/config", "the AWS config file"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials", "the AWS credentials file"),
+)
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """ECR's rule for repository names: the pattern and lengths of botocore's service model."""
+
+    pattern: str
+    min_length: int
+    max_length: int
+
+    def __str__(self) -> str:
+        return (
+            f"ECR's rule: {self.min_length} to {self.max_length} characters matching {self.pattern}"
+        )
+
+    def matches(self, text: str) -> bool:
+        """The pattern alone (a prefix has no length of its own to keep)."""
+        return re.fullmatch(self.pattern, text, re.ASCII) is not None
+
+    def problem(self, name: str) -> str | None:
+        """Why `name` breaks the rule, stating the rule; None when it keeps it."""
+        if not self.min_length <= len(name) <= self.max_length:
+            count = f"{len(name)} character{'s' if len(name) != 1 else ''}"
+            return f"{count}; {self}"
+        return None if self.matches(name) else str(self)
+
+
+@functools.cache
+def repository_name_rule() -> NameRule:
+    """The RepositoryName shape of the ECR service model that botocore ships (so `__` and `--`,
+    which ECR takes, are taken; a newer botocore brings a newer rule). Read with botocore's data
+    loader rather than a Session, which would first read the AWS profile and could fail on it."""
+    model = botocore.model.ServiceModel(_data_loader().load_service_model("ecr", "service-2"))
+    shape = model.shape_for("RepositoryName")
+    return NameRule(
+        str(shape.metadata["pattern"]), int(shape.metadata["min"]), int(shape.metadata["max"])
+    )
+
+
+@functools.cache
+def known_regions() -> tuple[str, ...]:
+    """Every region of every partition in botocore's endpoint data (us-east-1, cn-north-1...)."""
+    endpoints = _data_loader().load_data("endpoints")
+    return tuple(sorted(name for part in endpoints["partitions"] for name in part["regions"]))
+
+
+@functools.cache
+def _data_loader() -> botocore.loaders.Loader:
+    return botocore.loaders.create_loader()
+
+
+def region_problem(region: str) -> str | None:
+    """Why `region` cannot be an AWS region name (None when it can). The shape decides, not
+    botocore's list, so a region newer than the installed botocore is taken."""
+    if _REGION.match(region):
+        return None
+    close = difflib.get_close_matches(region.strip().lower(), known_regions(), n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]!r}?" if close else "expected one like us-east-1"
+    return f"{region!r} is not an AWS region name ({hint})"
+
+
+def check_region(region: str, where: str) -> str:
+    """`region`, or ConfigError naming `where` (the config key) when it is no region name."""
+    problem = region_problem(region)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    return region
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse, before anything is done, AWS settings that botocore would fail on later (or,
+    worse, silently ignore): a malformed AWS_REGION/AWS_DEFAULT_REGION, only one of the key
+    pair, an AWS config or credentials file that cannot be read or parsed, a profile
+    (AWS_DEFAULT_PROFILE, AWS_PROFILE) that is in neither file. Raises SetupError with one line
+    naming the variable; never shows a key's value. `environ` defaults to os.environ; `~` in
+    file paths is expanded from the process's own HOME, as botocore does."""
+    env = os.environ if environ is None else environ
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        problem = region_problem(env[variable]) if env.get(variable) else None
+        if problem:
+            raise SetupError(f"${variable}: {problem}")
+    given = [variable for variable in _KEY_VARIABLES if env.get(variable)]
+    if len(given) == 1:
+        missing = next(variable for variable in _KEY_VARIABLES if variable not in given)
+        raise SetupError(
+            f"${given[0]} is set but ${missing} is not: set both (an access key), or neither"
+        )
+    profiles: set[str] = set()
+    read: list[str] = []
+    for variable, default, what in _FILES:
+        path = env.get(variable, default)
+        if path:
+            where = f"${variable}" if variable in env else what
+            found = _profiles_in(os.path.expanduser(os.path.expandvars(path)), where, what)
+            read.append(path if found is not None else f"{path} (no such file)")
+            profiles.update(found or ())
+    _check_profile(env, profiles, read)
+
+
+def _profiles_in(path: str, where: str, what: str) -> set[str] | None:
+    """The profile names `path` defines; None when there is no such file (botocore then reads
+    nothing, silently). Unreadable or unparsable: SetupError (botocore would skip a file it
+    cannot open, and fail later on one it cannot parse)."""
+    if not os.path.lexists(path):
+        return None
+    if not os.path.isfile(path):
+        raise SetupError(f"{where}: {path} is not a file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise SetupError(f"{where}: cannot read {path}: {error.strerror}") from None
+    try:
+        if what == "the AWS config file":
+            return set(botocore.configloader.load_config(path)["profiles"])
+        return set(botocore.configloader.raw_config_parse(path))
+    except botocore.exceptions.ConfigParseError as error:
+        raise SetupError(f"{where}: cannot parse {path}{_parse_error_line(error)}") from None
+
+
+def _parse_error_line(error: BaseException) -> str:
+    """`(line N)` from the configparser error under botocore's; never the line's text, which
+    may be a secret key."""
+    cause = error.__context__
+    line = getattr(cause, "lineno", None)
+    if line is None and isinstance(cause, configparser.ParsingError) and cause.errors:
+        line = cause.errors[0][0]
+    if isinstance(cause, UnicodeDecodeError):
+        return " (not text in the expected encoding)"
+    return f" (line {line})" if line else ""
+
+
+def _check_profile(env: Mapping[str, str], profiles: set[str], read: list[str]) -> None:
+    variable = next((name for name in _PROFILE_VARIABLES if name in env), None)
+    if variable is None:
+        return
+    name = env[variable]
+    if not name:
+        raise SetupError(f"${variable} is set but empty: name a profile, or unset it")
+    if name in profiles:
+        return
+    close = difflib.get_close_matches(name, sorted(profiles), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SetupError(
+        f"${variable}: no profile {name!r} in {' or '.join(read) or 'any AWS file'}{hint}"
+    )

@@ -213,7 +213,9 @@ def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[docke
 def parse_shard(text: str) -> Shard:
     """`K/N`, 1-based: this run takes shard K of N."""
     index, _, count = text.partition("/")
-    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+    # ASCII digits only, and few: str.isdigit and int() take '²' and '٣'; int() refuses 5,000.
+    digits = all(part.isascii() and part.isdigit() and len(part) <= 9 for part in (index, count))
+    if not (digits and 1 <= int(index) <= int(count)):
         raise ConfigError(f"--shard / ${SHARD_ENV}: expected K/N with 1 <= K <= N, got {text!r}")
     return Shard(int(index), int(count))
 
@@ -441,20 +443,16 @@ def _command(
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    # ASCII digits only: int() also takes ' 3', '+3', '3_0' and '٣'.
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
     return value
 
 
 def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
+    # ASCII digits only: int() also takes ' 3', '+3', '3_0' and '٣'.
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
     return value

@@ -14,25 +14,29 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
+from mirror import aws, yamlfile
 from mirror.errors import ConfigError
-from mirror.errors import kind as _kind
 from mirror.reference import (
     DOCKER_HUB,
     BadReference,
     Repository,
+    canonical_registry,
     check_digest,
-    check_ecr_repository,
+    check_host,
     check_tag,
+    is_docker_hub,
     parse_repository,
 )
 from mirror.repo_settings import RepositorySettings, parse_settings
+from mirror.yamlfile import WrittenInt
+from mirror.yamlfile import kind as _kind
 
 T = TypeVar("T")
 DEFAULT_PATH = "mirror.yaml"
-_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?\Z")
 ENV_PATH = "MIRROR_CONFIG"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Access tokens people paste where a variable's name belongs (Docker Hub, GitHub, GitLab).
+_TOKEN_PREFIXES = ("dckr_pat_", "dckr_oat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Source:
-    registry: str = DOCKER_HUB
+    registry: str = DOCKER_HUB  # Docker Hub, or the registry that stands in for it
     tls_verify: bool = True
     credentials: Credentials | None = None  # for source.registry (and any host not listed)
     host_credentials: tuple[tuple[str, Credentials], ...] = ()  # per registry host
@@ -176,21 +180,13 @@ def load(path: Path) -> Config:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read: {error}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: {_yaml_problem(error)}") from None
-    try:
+        data = yamlfile.load(text)
+        if data is None:
+            # A cron job on an empty file would mirror nothing and exit 0, every night.
+            raise ConfigError("the config file is empty (no keys, only comments or blank lines)")
         return parse(data, path)
     except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or "not valid YAML"
-    if mark is not None:
-        return f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {problem}"
-    return f"YAML syntax error: {problem}"
+        raise ConfigError(yamlfile.one_line(f"{path}: {error}")) from None
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -214,19 +210,32 @@ _IMAGE_KEYS = ("source", "tags", "repository", "platforms", "repository_settings
 
 
 def parse(data: Any, path: Path) -> Config:
-    """Turn loaded YAML into a Config. Errors name the key path (`images[2].tags[0]`)."""
-    if data is None:
-        data = {}
+    """Turn loaded YAML (`yamlfile.load`) into a Config. Errors name the key path
+    (`images[2].tags[0]`), on one line whatever the keys and values hold."""
+    try:
+        return _parse(data, path)
+    except ConfigError as error:
+        raise ConfigError(yamlfile.one_line(str(error))) from None
+
+
+def _parse(data: Any, path: Path) -> Config:
     top = _mapping(data, "the file", _TOP_KEYS)
     source = _parse_source(top.get("source"), "source")
     targets = _parse_targets(top.get("ecr"), path.parent)
-    defaults = _mapping(top.get("defaults") or {}, "defaults", _DEFAULTS_KEYS)
+    defaults = _mapping(_or_empty(top.get("defaults")), "defaults", _DEFAULTS_KEYS)
     platforms = _platforms(defaults.get("platforms", "all"), "defaults.platforms")
     images = _parse_images(top.get("images"), source, platforms, path.parent)
     config = Config(path, source, targets, platforms, images)
+    _check_same_images(config, list(top.get("images") or ()))
+    _check_derived_repositories(config)
     _check_unique_destinations(config)
     _check_shared_repository_settings(config)
     return config
+
+
+def _or_empty(data: Any) -> Any:
+    """An optional section: absent or empty (`defaults:`) is {}; anything else is checked."""
+    return {} if data is None else data
 
 
 def _parse_source(data: Any, where: str) -> Source:
@@ -234,8 +243,10 @@ def _parse_source(data: Any, where: str) -> Source:
         return Source()
     table = _mapping(data, where, _SOURCE_KEYS)
     registry = _string(table.get("registry", DOCKER_HUB), f"{where}.registry")
-    _check(_host_name, registry, f"{where}.registry")
-    default, per_host = _parse_credentials(table.get("credentials"), f"{where}.credentials")
+    registry = canonical_registry(_check(check_host, registry, f"{where}.registry"))
+    default, per_host = _parse_credentials(
+        table.get("credentials"), f"{where}.credentials", hub=registry
+    )
     return Source(
         registry=registry,
         tls_verify=_bool(table.get("tls_verify", True), f"{where}.tls_verify"),
@@ -244,19 +255,31 @@ def _parse_source(data: Any, where: str) -> Source:
     )
 
 
-def _parse_credentials(data: Any, where: str) -> tuple[Credentials | None, dict[str, Credentials]]:
-    """The default credentials, and per registry host ones (`credentials: {"ghcr.io": {...}}`)."""
+def _parse_credentials(
+    data: Any, where: str, *, hub: str
+) -> tuple[Credentials | None, dict[str, Credentials]]:
+    """The default credentials, and per registry host ones (`credentials: {"ghcr.io": {...}}`).
+    A Docker Hub host key (index.docker.io...) is for `hub`, where Docker Hub names resolve."""
     if data is None:
         return None, {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {_kind(data)}")
-    hosts = {key: value for key, value in data.items() if _looks_like_host(str(key))}
-    own = {key: value for key, value in data.items() if key not in hosts}
-    per_host = {
-        host: _one_credentials(value, f'{where}["{host}"]') for host, value in hosts.items()
+    hosts = {
+        key: value for key, value in data.items() if isinstance(key, str) and _looks_like_host(key)
     }
-    for host in per_host:
-        _check(_host_name, host, f'{where}["{host}"]')
+    own = {key: value for key, value in data.items() if key not in hosts}
+    per_host: dict[str, Credentials] = {}
+    written: dict[str, str] = {}
+    for key, value in hosts.items():
+        key_where = f'{where}["{key}"]'
+        host = _check(check_host, key, key_where)
+        host = hub if is_docker_hub(host) else host
+        if host in written:
+            raise ConfigError(
+                f'{key_where}: the same registry as {where}["{written[host]}"] ({host})'
+            )
+        written[host] = key
+        per_host[host] = _one_credentials(value, key_where)
     return (_one_credentials(own, where) if own else None), per_host
 
 
@@ -296,25 +319,29 @@ def _parse_ecr(data: Any, where: str, base_dir: Path) -> Ecr:
     if data is None:
         return Ecr()
     table = _mapping(data, where, _ECR_KEYS)
-    if isinstance(table.get("registry_id"), int):
+    account = table.get("registry_id")
+    if isinstance(account, WrittenInt):
         raise ConfigError(
             f"{where}.registry_id: write the account ID in quotes, as a string "
-            f'("{table["registry_id"]}"): a number loses leading zeros'
+            f'("{account.text}"): a number loses leading zeros'
         )
-    registry_id = _optional_string(table.get("registry_id"), f"{where}.registry_id")
-    if registry_id is not None and not (registry_id.isdigit() and len(registry_id) == 12):
+    registry_id = _optional_string(account, f"{where}.registry_id")
+    if registry_id is not None and not re.fullmatch("[0-9]{12}", registry_id):
         raise ConfigError(
-            f"{where}.registry_id: expected a 12-digit account ID, got {registry_id!r}"
+            f"{where}.registry_id: expected a 12-digit account ID, got {_kind(registry_id)}"
         )
     prefix = _optional_string(table.get("repository_prefix"), f"{where}.repository_prefix")
     prefix = (prefix or "").strip("/")
     if prefix:
-        _check(_prefix, prefix, f"{where}.repository_prefix")
+        _check_prefix(prefix, f"{where}.repository_prefix")
     endpoint = _optional_string(table.get("endpoint"), f"{where}.endpoint")
     if endpoint is not None:
-        _check(_host_name, endpoint, f"{where}.endpoint")
+        _check(check_host, endpoint, f"{where}.endpoint")
+    region = _optional_string(table.get("region"), f"{where}.region")
+    if region is not None:
+        aws.check_region(region, f"{where}.region")
     return Ecr(
-        region=_optional_string(table.get("region"), f"{where}.region"),
+        region=region,
         registry_id=registry_id,
         repository_prefix=prefix,
         create_repositories=_bool(
@@ -359,7 +386,7 @@ def _parse_image(
     )
     explicit = _optional_string(table.get("repository"), f"{where}.repository")
     if explicit is not None:
-        _check(check_ecr_repository, explicit, f"{where}.repository")
+        _check_repository_name(explicit, f"{where}.repository")
     tags = table["tags"]
     return Image(
         source=repository,
@@ -413,7 +440,7 @@ def _rule(data: Mapping[str, Any], where: str) -> TagRule:
         raise ConfigError(
             f"{where}.newest: expected a whole number of 1 or more, got {_kind(newest)}"
         )
-    return TagRule(patterns["match"], patterns["exclude"], newest)
+    return TagRule(patterns["match"], patterns["exclude"], None if newest is None else int(newest))
 
 
 def _regex(data: Any, where: str) -> str | None:
@@ -422,8 +449,8 @@ def _regex(data: Any, where: str) -> str | None:
     pattern = _string(data, where)
     try:
         re.compile(pattern)
-    except re.error as error:
-        raise ConfigError(f"{where}: bad regular expression {pattern!r}: {error}") from None
+    except (re.error, OverflowError, RecursionError) as error:
+        raise ConfigError(f"{where}: bad regular expression {_kind(pattern)}: {error}") from None
     return pattern
 
 
@@ -443,6 +470,45 @@ def _platforms(data: Any, where: str) -> tuple[str, ...]:
     if len(set(data)) != len(data):
         raise ConfigError(f"{where}: a platform is listed twice")
     return tuple(data)
+
+
+def _check_same_images(config: Config, written: list[Any]) -> None:
+    """One image and tag listed twice, perhaps in two spellings (`alpine`, `docker.io/alpine`)."""
+    seen: dict[tuple[Repository, str], tuple[int, int]] = {}
+    for index, image in enumerate(config.images):
+        for number, entry in enumerate(image.tags):
+            first, first_number = seen.setdefault((image.source, entry.tag), (index, number))
+            if (first, first_number) == (index, number):
+                continue
+            names = (written[first]["source"], written[index]["source"])
+            same = f" ({names[0]!r} and {names[1]!r} are one image)" if names[0] != names[1] else ""
+            raise ConfigError(
+                f"images[{index}].tags[{number}]: {image.source}:{entry.tag} is already listed "
+                f"at images[{first}].tags[{first_number}]{same}"
+            )
+
+
+def _check_derived_repositories(config: Config) -> None:
+    """ECR's rule for every repository name `<prefix>/<source path>`, in every target: a name
+    it refuses would fail every copy at CreateRepository."""
+    rule = aws.repository_name_rule()
+    for target_index, target in enumerate(config.targets):
+        prefix_key = f"ecr[{target_index}]" if len(config.targets) > 1 else "ecr"
+        for index, image in enumerate(config.images):
+            if image.repository:
+                continue
+            name = config.destination_repository(image, target)
+            problem = rule.problem(name)
+            if problem:
+                origin = (
+                    f"{prefix_key}.repository_prefix + the source path"
+                    if target.repository_prefix
+                    else "the source path"
+                )
+                raise ConfigError(
+                    f"images[{index}].source: bad ECR repository name {name!r} from {origin} "
+                    f"({problem})"
+                )
 
 
 def _check_unique_destinations(config: Config) -> None:
@@ -483,14 +549,16 @@ def _mapping(data: Any, where: str, allowed: Sequence[str]) -> Mapping[str, Any]
         raise ConfigError(f"{where}: expected a mapping, got {_kind(data)}")
     for key in data:
         if key not in allowed:
-            raise ConfigError(_unknown_key(str(key), where, allowed))
+            raise ConfigError(_unknown_key(key, where, allowed))
     return data
 
 
-def _unknown_key(key: str, where: str, allowed: Sequence[str]) -> str:
-    path = key if where == "the file" else f"{where}.{key}"
+def _unknown_key(key: Any, where: str, allowed: Sequence[str]) -> str:
+    plain = isinstance(key, str) and key.isprintable() and 0 < len(key) <= 80
+    name = key if plain else _kind(key)
+    path = name if where == "the file" else f"{where}.{name}"
     message = f"{path}: unknown key"
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(key)[:80], allowed, n=1, cutoff=0.6)
     if close:
         message += f" (did you mean {close[0]!r}?)"
     else:
@@ -499,9 +567,12 @@ def _unknown_key(key: str, where: str, allowed: Sequence[str]) -> str:
 
 
 def _string(data: Any, where: str) -> str:
-    if not isinstance(data, str) or not data:
-        raise ConfigError(f"{where}: expected a non-empty string, got {_kind(data)}")
-    return data
+    if isinstance(data, str) and data:
+        return data
+    advice = yamlfile.not_a_string(data)
+    if advice:
+        raise ConfigError(f"{where}: {advice}")
+    raise ConfigError(f"{where}: expected a non-empty string, got {_kind(data)}")
 
 
 def _optional_string(data: Any, where: str) -> str | None:
@@ -515,10 +586,20 @@ def _bool(data: Any, where: str) -> bool:
 
 
 def _env_name(data: Any, where: str) -> str:
-    name = _string(data, where)
-    if not name.replace("_", "a").isalnum() or name[0].isdigit():
-        raise ConfigError(f"{where}: expected an environment variable name, got {name!r}")
-    return name
+    """The name of an environment variable. What is written instead is never shown: people
+    paste the token itself here."""
+    if isinstance(data, str) and _ENV_NAME.match(data) and not data.startswith(_TOKEN_PREFIXES):
+        return data
+    if data is None:
+        got = "nothing"
+    elif isinstance(data, str) and data.startswith(_TOKEN_PREFIXES):
+        got = "what looks like an access token (not shown)"
+    else:
+        got = "text that is not a name" if isinstance(data, str) else yamlfile.type_name(data)
+        got += " (not shown: it may be a secret)"
+    raise ConfigError(
+        f"{where}: expected the name of an environment variable, like DOCKERHUB_TOKEN; got {got}"
+    )
 
 
 def _check(parse_it: Callable[[str], T], value: str, where: str) -> T:
@@ -528,11 +609,14 @@ def _check(parse_it: Callable[[str], T], value: str, where: str) -> T:
         raise ConfigError(f"{where}: {error}") from None
 
 
-def _host_name(host: str) -> str:
-    if not _HOST.match(host):
-        raise BadReference(f"bad registry host {host!r} (expected host or host:port)")
-    return host
+def _check_repository_name(name: str, where: str) -> None:
+    problem = aws.repository_name_rule().problem(name)
+    if problem:
+        raise ConfigError(f"{where}: bad ECR repository name {name!r} ({problem})")
 
 
-def _prefix(prefix: str) -> str:
-    return check_ecr_repository(f"{prefix}/x")
+def _check_prefix(prefix: str, where: str) -> None:
+    """The prefix's own pattern; the names it makes are checked whole, for their length."""
+    rule = aws.repository_name_rule()
+    if not rule.matches(prefix):
+        raise ConfigError(f"{where}: bad ECR repository prefix {_kind(prefix)} ({rule})")

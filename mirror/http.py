@@ -342,9 +342,7 @@ class Http:
         with self._lock:
             down = self._down.get(host)
         if down is not None:
-            raise RegistryError(
-                f"{host}: {down} (earlier in this run; not asked again)"
-            )
+            raise RegistryError(f"{host}: {down} (earlier in this run; not asked again)")
         call = _Request(
             method,
             url,

@@ -6,9 +6,16 @@ Grammar (github.com/distribution/reference, regexp.go):
     domain     := domain-component ["." domain-component]* [":" port]
     path-comp  := [a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )*
     tag        := [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
-    digest     := algorithm ":" hex (at least 32 hex digits)
+    digest     := algorithm ":" hex (sha256: 64, sha384: 96, sha512: 128 lowercase hex digits)
 The first part is a domain when it holds "." or ":", or is "localhost"; otherwise the name
-is on the default registry, where one-part names get "library/" (ruby -> library/ruby).
+is on Docker Hub, where one-part names get "library/" (ruby -> library/ruby).
+
+Docker Hub has several spellings (normalize.go's splitDockerDomain): `ruby`, `library/ruby`,
+`docker.io/ruby`, `index.docker.io/ruby` all name docker.io/library/ruby; so does
+`registry-1.docker.io/ruby` (Docker Hub's API host), and host names are not case-sensitive.
+Every spelling parses to one canonical Repository, so that the checks, the ECR repository, the
+de-duplication and the report agree. The registry that stands in for Docker Hub
+(`source.registry`, e.g. a pull-through mirror) receives every Docker Hub spelling.
 """
 
 from __future__ import annotations
@@ -18,14 +25,21 @@ from dataclasses import dataclass
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
+# normalize.go canonicalises docker.io and index.docker.io (the legacy "Docker Index");
+# registry-1.docker.io is where Docker Hub's registry API answers, the same repositories.
+DOCKER_HUB_HOSTS = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_API})
+OFFICIAL_PREFIX = "library/"
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = re.compile(rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?\Z")
+_DOMAIN = re.compile(rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::([0-9]+))?\Z")
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*\Z")
 _TAG = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
-_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}\Z")
-_ECR_REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*\Z")
+_IDENTIFIER = re.compile(r"[a-f0-9]{64}\Z")  # an image ID: normalize.go refuses it as a name
+# The algorithms registries verify (opencontainers/go-digest): lowercase hex of a fixed length.
+DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 NAME_MAX = 255
+PORT_MAX = 65535
+HOST_MAX = 253  # a DNS name's longest text form
 
 
 class BadReference(ValueError):
@@ -34,7 +48,9 @@ class BadReference(ValueError):
 
 @dataclass(frozen=True, order=True)
 class Repository:
-    """A repository on a registry: `registry` is as written (docker.io, quay.io, 127.0.0.1:5000)."""
+    """A repository on a registry. `registry` is `docker.io` for every Docker Hub spelling (or
+    the registry standing in for Docker Hub); other hosts are as written (quay.io,
+    127.0.0.1:5000)."""
 
     registry: str
     path: str
@@ -70,18 +86,55 @@ def check_tag(tag: str) -> str:
 
 
 def check_digest(digest: str) -> str:
-    if not _DIGEST.match(digest):
-        raise BadReference(f"bad digest {digest!r} (expected sha256: and 64 hex digits)")
+    """`sha256:` and 64 lowercase hex digits (or sha384: 96, sha512: 128): what registries take.
+    Anything else passes a loose grammar but fails on every registry with an HTTP error."""
+    algorithm, colon, hexdigits = digest.partition(":")
+    length = DIGEST_LENGTHS.get(algorithm)
+    if not colon:
+        raise BadReference(
+            f"bad digest {_short(digest)!r} (expected sha256: and 64 lowercase hex digits)"
+        )
+    if length is None:
+        raise BadReference(
+            f"bad digest {_short(digest)!r} (registries take sha256, sha384 or sha512, "
+            f"not {_short(algorithm)!r})"
+        )
+    wrong = next((char for char in hexdigits if char not in "0123456789abcdef"), None)
+    if wrong is not None or len(hexdigits) != length:
+        got = f"got {wrong!r}" if wrong is not None else f"got {len(hexdigits)}"
+        raise BadReference(
+            f"bad digest {_short(digest)!r} ({algorithm} takes {length} lowercase hex digits, "
+            f"{got})"
+        )
     return digest
 
 
-def check_ecr_repository(name: str) -> str:
-    if not (2 <= len(name) <= 256 and _ECR_REPOSITORY.match(name)):
+def check_host(host: str) -> str:
+    """A registry host: DNS name or IPv4 address, with an optional port from 1 to 65535."""
+    match = _DOMAIN.match(host)
+    if not match:
+        raise BadReference(f"bad registry host {_short(host)!r} (expected host or host:port)")
+    if len(host.partition(":")[0]) > HOST_MAX:
         raise BadReference(
-            f"bad ECR repository name {name!r} (lowercase letters, digits, '.', '_', '-' "
-            "separated by '/', 2 to 256 characters)"
+            f"bad registry host {_short(host)!r} (longer than {HOST_MAX} characters)"
         )
-    return name
+    port = match.group(1)
+    if port is not None and not (len(port) <= 5 and 1 <= int(port) <= PORT_MAX):
+        raise BadReference(
+            f"bad registry host {_short(host)!r} (port {_short(port)} is not 1 to {PORT_MAX})"
+        )
+    return host
+
+
+def is_docker_hub(host: str) -> bool:
+    """True for every spelling of Docker Hub's host: docker.io, index.docker.io,
+    registry-1.docker.io, in any letter case."""
+    return host.lower() in DOCKER_HUB_HOSTS
+
+
+def canonical_registry(host: str) -> str:
+    """`docker.io` for any Docker Hub spelling; other hosts as written."""
+    return DOCKER_HUB if is_docker_hub(host) else host
 
 
 def _is_domain(part: str) -> bool:
@@ -89,26 +142,41 @@ def _is_domain(part: str) -> bool:
 
 
 def parse_repository(name: str, *, default_registry: str = DOCKER_HUB) -> Repository:
-    """Parse a repository name without tag or digest, filling in the default registry."""
+    """Parse a repository name without tag or digest into its canonical Repository.
+
+    Names without a host, and names on any Docker Hub host, are on `default_registry` (Docker
+    Hub, or the registry standing in for it): there one-part names get `library/`. So `alpine`,
+    `docker.io/alpine` and `INDEX.DOCKER.IO/library/alpine` all give docker.io/library/alpine.
+    """
     if not name or name.startswith("-"):
-        raise BadReference(f"bad image name {name!r}")
+        raise BadReference(f"bad image name {_short(name)!r}")
     if len(name) > NAME_MAX:
         raise BadReference(f"bad image name {name[:40]!r}...: longer than {NAME_MAX} characters")
+    if _IDENTIFIER.match(name):
+        raise BadReference(
+            f"bad image name {name!r}: 64 hex digits are an image ID, not a name (as in docker)"
+        )
     first, _, rest = name.partition("/")
     has_host = bool(rest) and _is_domain(first)
-    if has_host and not _DOMAIN.match(first):
-        raise BadReference(f"bad registry host {first!r} in image name {name!r}")
-    registry, path = (first, rest) if has_host else (default_registry, name)
+    if has_host:
+        try:
+            check_host(first)
+        except BadReference as error:
+            raise BadReference(f"{error} in image name {name!r}") from None
+    on_hub = not has_host or is_docker_hub(first)
+    path = rest if has_host else name
     for component in path.split("/"):
         if not _PATH_COMPONENT.match(component):
             raise BadReference(
                 f"bad image name {name!r} (path parts are lowercase letters and digits, "
                 "joined by '.', '_', '__' or '-')"
             )
-    if not has_host and "/" not in path:
+    if not on_hub:
+        return Repository(first, path)
+    if "/" not in path:
         # As on Docker Hub, and on whatever registry stands in for it (source.registry).
-        path = f"library/{path}"
-    return Repository(registry, path)
+        path = OFFICIAL_PREFIX + path
+    return Repository(canonical_registry(default_registry), path)
 
 
 def parse_reference(text: str, *, default_registry: str = DOCKER_HUB) -> ImageRef:
@@ -130,4 +198,9 @@ def parse_reference(text: str, *, default_registry: str = DOCKER_HUB) -> ImageRe
 
 def api_host(registry: str) -> str:
     """The host that serves the registry API: Docker Hub's is registry-1.docker.io."""
-    return DOCKER_HUB_API if registry == DOCKER_HUB else registry
+    return DOCKER_HUB_API if is_docker_hub(registry) else registry
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A value as a message shows it: whole when short, else its start and its length."""
+    return text if len(text) <= limit else f"{text[:40]}... ({len(text)} characters)"

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mirror.errors import ConfigError
-from mirror.errors import kind as _kind
+from mirror.yamlfile import Unread
+from mirror.yamlfile import kind as _kind
 
 SETTINGS_KEYS = ("scan_on_push", "tag_mutability", "encryption", "lifecycle_policy", "tags")
 ENCRYPTION_KEYS = ("type", "kms_key")
@@ -157,25 +158,7 @@ def _lifecycle(data: Any, where: str, base_dir: Path) -> str | None:
     if data is None:
         return None
     if isinstance(data, str) and data:
-        path = base_dir / data
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{where}: no such file {str(path)!r}") from None
-        except (OSError, UnicodeDecodeError) as error:
-            problem = error.strerror if isinstance(error, OSError) else str(error)
-            raise ConfigError(f"{where}: cannot read {str(path)!r}: {problem}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConfigError(
-                f"{where}: {str(path)!r} is not JSON: line {error.lineno}, column {error.colno}: "
-                f"{error.msg}"
-            ) from None
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{where}: {str(path)!r} holds {_kind(data)}, not a lifecycle policy object"
-            )
+        data = _policy_file(base_dir / data, where)
     elif not isinstance(data, dict):
         raise ConfigError(
             f"{where}: expected a mapping (ECR's lifecycle policy) or the path of a JSON file, "
@@ -201,6 +184,36 @@ def _lifecycle(data: Any, where: str, base_dir: Path) -> str | None:
             f"{MAX_LIFECYCLE_POLICY}"
         )
     return text
+
+
+def _policy_file(path: Path, where: str) -> dict[str, Any]:
+    """The lifecycle policy object in a JSON file."""
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        # /dev/zero never ends, a FIFO blocks: only a regular file can hold a policy
+        raise ConfigError(f"{where}: {str(path)!r} is not a regular file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file {str(path)!r}") from None
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, or a NUL in the name
+        problem = error.strerror if isinstance(error, OSError) else str(error)
+        raise ConfigError(f"{where}: cannot read {str(path)!r}: {problem}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{where}: {str(path)!r} is not JSON: line {error.lineno}, column {error.colno}: "
+            f"{error.msg}"
+        ) from None
+    except (ValueError, RecursionError) as error:  # a 5,000-digit number; nesting too deep
+        raise ConfigError(
+            f"{where}: {str(path)!r}: JSON that Python cannot read ({type(error).__name__})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where}: {str(path)!r} holds {_kind(data)}, not a lifecycle policy object"
+        )
+    return data
 
 
 def _tags(data: Any, where: str) -> tuple[tuple[str, str], ...]:
@@ -245,7 +258,7 @@ def _mapping(data: Any, where: str, allowed: Sequence[str]) -> Mapping[str, Any]
 
 def _quote_it(data: Any) -> str:
     """The hint for a number or boolean where YAML needs a string."""
-    return " (write it in quotes)" if isinstance(data, (bool, int, float)) else ""
+    return " (write it in quotes)" if isinstance(data, (bool, int, float, Unread)) else ""
 
 
 # --- ECR arguments and drift ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ class RepositoryState:
 def repository_states(config: Config, *, apply: bool) -> list[RepositoryState]:
     """Compare every configured repository's settings with ECR's; with `apply`, fix what
     ECR allows changing (scanning, mutability, lifecycle policy, tags)."""
+    aws.check_environment()
     states = []
     for target in config.targets:
         ecr = aws.Ecr(region=region_of(config, target), registry_id=target.registry_id)

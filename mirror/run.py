@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mirror import connect, lock, report
+from mirror import aws, connect, lock, report
 from mirror.config import Config
 from mirror.errors import Exit, MirrorError, RateLimited
 from mirror.model import Action, Outcome
@@ -236,6 +236,7 @@ class _Execution:
 
     def _steps(self, lock_path: Path | None) -> None:
         options = self.options
+        aws.check_environment()  # a broken AWS set-up stops the run before anything is written
         with contextlib.ExitStack() as stack:
             with self.stop.raising():
                 if lock_path is not None:
@@ -267,10 +268,8 @@ class _Execution:
     def _finish(self) -> Run:
         if self.result is not None:
             outcomes, warnings = self.result.outcomes, self.result.warnings
-        else:
+        else:  # stopped before any image was looked at: the report lists them, the log not
             outcomes, warnings = self._unfinished(), []
-            for outcome in outcomes:
-                self.console.settled(outcome)
         code = _exit_code(outcomes, self.error, self.stop)
         done = report.Report(
             outcomes,
@@ -281,9 +280,10 @@ class _Execution:
             seconds=time.monotonic() - self.started,
         )
         write_reports(done, self.options)
-        for line in report.budget_lines(done.budgets):
-            self.console.info(line)
-        self.console.summary(report.summary_line(done), summary=report.summary(outcomes))
+        if self.result is not None or not self.error:
+            for line in report.budget_lines(done.budgets):
+                self.console.info(line)
+            self.console.summary(report.summary_line(done), summary=report.summary(outcomes))
         return Run(done, code, outcomes)
 
     def _unfinished(self) -> list[Outcome]:

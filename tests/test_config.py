@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mirror import config
+from mirror import aws, config
 from mirror.errors import ConfigError
-from mirror.reference import Repository
+from mirror.reference import Repository, parse_repository
 
 GOOD = """
 source:
@@ -54,9 +54,21 @@ def test_the_documented_example_parses(tmp_path: Path) -> None:
     assert loaded.ecr.registry_id == "123456789012"
 
 
-def test_empty_file_and_empty_images_are_valid(tmp_path: Path) -> None:
-    assert load_text(tmp_path, "").images == ()
+@pytest.mark.parametrize("text", ["", "\n\n", "# mirror.yaml\n# images: [ruby]\n", "---\n", "~\n"])
+def test_an_empty_file_is_refused(tmp_path: Path, text: str) -> None:
+    # A cron job on an empty config would mirror nothing and exit 0, night after night.
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    assert str(caught.value) == (
+        f"{tmp_path / 'mirror.yaml'}: the config file is empty (no keys, only comments or blank "
+        "lines)"
+    )
+
+
+def test_empty_images_are_valid(tmp_path: Path) -> None:
+    # A config used only by `mirror ensure`.
     assert load_text(tmp_path, "images: []\n").images == ()
+    assert load_text(tmp_path, "ecr: {region: us-east-1}\n").images == ()
 
 
 def test_names_resolve_on_the_configured_source_registry(tmp_path: Path) -> None:
@@ -67,15 +79,40 @@ def test_names_resolve_on_the_configured_source_registry(tmp_path: Path) -> None
         images:
           - {source: ruby, tags: [a]}
           - {source: bitnami/redis, tags: [a]}
-          - {source: "localhost:5000/x", tags: [a]}
+          - {source: "localhost:5000/xy", tags: [a]}
+          - {source: docker.io/alpine, tags: [a]}
+          - {source: INDEX.DOCKER.IO/library/node, tags: [a]}
         """,
     )
     assert [str(image.source) for image in loaded.images] == [
         "mirror.gcr.io/library/ruby",
         "mirror.gcr.io/bitnami/redis",
-        "localhost:5000/x",
+        "localhost:5000/xy",
+        "mirror.gcr.io/library/alpine",
+        "mirror.gcr.io/library/node",
     ]
     assert loaded.destination_repository(loaded.images[0]) == "library/ruby"
+
+
+def test_ecr_names_follow_botocores_rule_not_a_hand_copy(tmp_path: Path) -> None:
+    rule = aws.repository_name_rule()
+    assert (rule.min_length, rule.max_length) == (2, 256)
+    # The old hand-written rule refused `__` and `--`, which ECR takes.
+    loaded = load_text(
+        tmp_path,
+        """
+        ecr: {repository_prefix: my__hub--mirror}
+        images:
+          - {source: ruby, tags: [a], repository: infra__x/a--b}
+          - {source: "quay.io/a__b/c--d", tags: [a]}
+        """,
+    )
+    assert [loaded.destination_repository(image) for image in loaded.images] == [
+        "infra__x/a--b",
+        "my__hub--mirror/a__b/c--d",
+    ]
+    assert rule.problem("x" * 256) is None
+    assert rule.problem("x" * 257) == f"257 characters; {rule}"
 
 
 def test_ensure_uses_the_listed_repository(tmp_path: Path) -> None:
@@ -84,7 +121,13 @@ def test_ensure_uses_the_listed_repository(tmp_path: Path) -> None:
     node = loaded.image_for(Repository("docker.io", "library/node"))
     assert loaded.destination_repository(etcd) == "infra/etcd"
     assert loaded.destination_repository(node) == "dockerhub/library/node"
+    # `ensure docker.io/ruby` and `ensure index.docker.io/library/ruby` find the listed ruby
+    for spelling in ("docker.io/ruby", "INDEX.DOCKER.IO/library/ruby", "registry-1.docker.io/ruby"):
+        assert loaded.image_for(parse_repository(spelling)) is loaded.images[0]
 
+
+# ECR's rule as the installed botocore's service model states it (RepositoryName).
+ECR_RULE = str(aws.repository_name_rule())
 
 ERRORS = [
     ("sourse: {}", "sourse: unknown key (did you mean 'source'?)"),
@@ -103,7 +146,8 @@ ERRORS = [
     ),
     (
         "source: {credentials: {username_env: U, password_env: 'my secret'}}",
-        "source.credentials.password_env: expected an environment variable name, got 'my secret'",
+        "source.credentials.password_env: expected the name of an environment variable, like "
+        "DOCKERHUB_TOKEN; got text that is not a name (not shown: it may be a secret)",
     ),
     (
         "ecr: {registry_id: 123456789012}",
@@ -117,8 +161,7 @@ ERRORS = [
     ("ecr: {regoin: us-east-1}", "ecr.regoin: unknown key (did you mean 'region'?)"),
     (
         "ecr: {repository_prefix: Docker_Hub}",
-        "ecr.repository_prefix: bad ECR repository name 'Docker_Hub/x' (lowercase letters, "
-        "digits, '.', '_', '-' separated by '/', 2 to 256 characters)",
+        f"ecr.repository_prefix: bad ECR repository prefix 'Docker_Hub' ({ECR_RULE})",
     ),
     (
         "ecr: {create_repositories: 1}",
@@ -139,7 +182,7 @@ ERRORS = [
     ),
     (
         "images: [{source: ruby, tags: [a@sha256:abc]}]",
-        "images[0].tags[0]: bad digest 'sha256:abc' (expected sha256: and 64 hex digits)",
+        "images[0].tags[0]: bad digest 'sha256:abc' (sha256 takes 64 lowercase hex digits, got 3)",
     ),
     (
         "images: [{source: ruby, tags: {matches: x}}]",
@@ -159,7 +202,10 @@ ERRORS = [
         "images[0].tags.newest: expected a whole number of 1 or more, got 0 (a number)",
     ),
     ("ecr: []", "ecr: expected a mapping or a non-empty list of targets, got a list"),
-    ("ecr: [{region: x}, {regoin: y}]", "ecr[1].regoin: unknown key (did you mean 'region'?)"),
+    (
+        "ecr: [{region: us-east-1}, {regoin: y}]",
+        "ecr[1].regoin: unknown key (did you mean 'region'?)",
+    ),
     (
         "source: {credentials: {ghcr.io: {username_env: U}}}",
         'source.credentials["ghcr.io"].password_env: required (the name of an environment '
@@ -186,7 +232,7 @@ ERRORS = [
     ),
     (
         "images: [{source: ruby, tags: [3.3]}]",
-        "images[0].tags[0]: expected a non-empty string, got 3.3 (a number)",
+        'images[0].tags[0]: YAML read 3.3 as a number, not a string: write it in quotes: "3.3"',
     ),
     (
         "images: [{source: ruby, tags: ['-latest']}]",
@@ -207,11 +253,16 @@ ERRORS = [
     ),
     (
         "images: [{source: ruby, tags: [a], repository: Infra/Etcd}]",
-        "images[0].repository: bad ECR repository name 'Infra/Etcd' (lowercase letters, digits, "
-        "'.', '_', '-' separated by '/', 2 to 256 characters)",
+        f"images[0].repository: bad ECR repository name 'Infra/Etcd' ({ECR_RULE})",
     ),
     (
         "images: [{source: ruby, tags: [a]}, {source: docker.io/library/ruby, tags: [b, a]}]",
+        "images[1].tags[1]: docker.io/library/ruby:a is already listed at images[0].tags[0] "
+        "('ruby' and 'docker.io/library/ruby' are one image)",
+    ),
+    (
+        "images: [{source: ruby, tags: [a]}, {source: quay.io/r/ruby, tags: [a], "
+        "repository: library/ruby}]",
         "images[1]: library/ruby:a is already the destination of images[0]",
     ),
 ]
@@ -293,3 +344,413 @@ def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MIRROR_CONFIG", "/etc/mirror.yaml")
     assert config.config_path(None) == Path("/etc/mirror.yaml")
     assert config.config_path("x.yaml") == Path("x.yaml")
+
+
+# --- bad input exactly as users write it ---------------------------------------------------------
+# Each case: (id, the YAML, the one line it gives after "<path>: "). Before these fixes several
+# were tracebacks (impossible date, 5,000 digits), silent changes (3.10 -> 3.1, a second `ecr:`
+# dropping the first) or HTTP errors on every image (a short digest, port 99999).
+
+HEX = "0123456789abcdef" * 4
+WIDE = "".join(chr(0xFF10 + int(digit)) for digit in "123456789012")  # fullwidth digits
+# YAML as it is read: text that is not a string, keys given twice, what PyYAML raised on.
+BAD_YAML = [
+    (
+        "impossible date",
+        "images: [{source: ruby, tags: [2024-13-45]}]",
+        "images[0].tags[0]: YAML read 2024-13-45 as a date, not a string: write it in quotes: "
+        '"2024-13-45"',
+    ),
+    (
+        "possible date",
+        "images: [{source: ruby, tags: [2024-01-15]}]",
+        "images[0].tags[0]: YAML read 2024-01-15 as a date, not a string: write it in quotes: "
+        '"2024-01-15"',
+    ),
+    (
+        "date as a source",
+        "images: [{source: 2024-01-15, tags: [a]}]",
+        "images[0].source: YAML read 2024-01-15 as a date, not a string: write it in quotes: "
+        '"2024-01-15"',
+    ),
+    (
+        "float loses a digit",
+        "images: [{source: ruby, tags: [3.10]}]",
+        "images[0].tags[0]: YAML read 3.10 as a number (3.1), not a string: write it in quotes: "
+        '"3.10"',
+    ),
+    (
+        "octal",
+        "images: [{source: ruby, tags: [012]}]",
+        "images[0].tags[0]: YAML read 012 as a number (10), not a string: write it in quotes: "
+        '"012"',
+    ),
+    (
+        "sexagesimal",
+        "images: [{source: ruby, tags: [1:30]}]",
+        "images[0].tags[0]: YAML read 1:30 as a number (90), not a string: write it in quotes: "
+        '"1:30"',
+    ),
+    (
+        "underscores",
+        "images: [{source: ruby, tags: [1_000]}]",
+        "images[0].tags[0]: YAML read 1_000 as a number (1000), not a string: write it in "
+        'quotes: "1_000"',
+    ),
+    (
+        "infinity",
+        "images: [{source: ruby, tags: [.inf]}]",
+        "images[0].tags[0]: YAML read .inf as a number (inf), not a string: write it in quotes: "
+        '".inf"',
+    ),
+    (
+        "yes",
+        "images: [{source: ruby, tags: [yes]}]",
+        "images[0].tags[0]: YAML read a boolean (true) here, not a string: write it in quotes "
+        "(yes, no, on and off are booleans too)",
+    ),
+    (
+        "off",
+        "images: [{source: ruby, tags: [off]}]",
+        "images[0].tags[0]: YAML read a boolean (false) here, not a string: write it in quotes "
+        "(yes, no, on and off are booleans too)",
+    ),
+    (
+        "null",
+        "images: [{source: ruby, tags: [null]}]",
+        "images[0].tags[0]: expected a non-empty string, got nothing",
+    ),
+    (
+        "5,000 digits as a tag",
+        "images: [{source: ruby, tags: [" + "1" * 5000 + "]}]",
+        "images[0].tags[0]: YAML read " + "1" * 40 + "... (5000 characters) as a number, not a "
+        "string: write it in quotes",
+    ),
+    (
+        "5,000 digits as newest",
+        "images: [{source: ruby, tags: {newest: " + "9" * 5000 + "}}]",
+        "images[0].tags.newest: expected a whole number of 1 or more, got "
+        + "9" * 40
+        + "... (5000 characters) (a number)",
+    ),
+    (
+        "5,000 digits as an account",
+        "ecr: {registry_id: " + "1" * 5000 + "}",
+        "ecr.registry_id: YAML read " + "1" * 40 + "... (5000 characters) as a number, not a "
+        "string: write it in quotes",
+    ),
+    (
+        "5,000 digits as a key",
+        "? " + "1" * 5000 + "\n: x",
+        "1" * 40 + "... (5000 characters) (a number): unknown key (expected one of: source, ecr, "
+        "defaults, images)",
+    ),
+    (
+        "octal account",
+        "ecr: {registry_id: 012345670123}",
+        'ecr.registry_id: write the account ID in quotes, as a string ("012345670123"): a number '
+        "loses leading zeros",
+    ),
+    (
+        "boolean account",
+        "ecr: {registry_id: on}",
+        "ecr.registry_id: YAML read a boolean (true) here, not a string: write it in quotes "
+        "(yes, no, on and off are booleans too)",
+    ),
+    (
+        "wide digits account",
+        f"ecr: {{registry_id: '{WIDE}'}}",
+        f"ecr.registry_id: expected a 12-digit account ID, got '{WIDE}'",
+    ),
+    (
+        "regex as a number",
+        "images: [{source: ruby, tags: {match: 3.10}}]",
+        "images[0].tags.match: YAML read 3.10 as a number (3.1), not a string: write it in "
+        'quotes: "3.10"',
+    ),
+    (
+        "!!bool maybe",
+        "ecr: {create_repositories: !!bool maybe}",
+        "ecr.create_repositories: expected true or false, got maybe (a boolean)",
+    ),
+    (
+        "date as a repository tag value",
+        "images: [{source: ruby, tags: [a], repository_settings: {tags: {day: 2024-01-15}}}]",
+        "images[0].repository_settings.tags.day: expected a string, got 2024-01-15 (a date) "
+        "(write it in quotes)",
+    ),
+    (
+        "date in a lifecycle policy",
+        "ecr: {repository_settings: {lifecycle_policy: {rules: [{rulePriority: 1, "
+        "selection: 2024-01-15, action: 1}]}}}",
+        "ecr.repository_settings.lifecycle_policy: holds a value JSON cannot express (a date?)",
+    ),
+    ("defaults as a list", "defaults: []", "defaults: expected a mapping, got a list"),
+    (
+        "second ecr",
+        "ecr:\n  region: us-east-1\n  repository_prefix: hub\nimages: []\n"
+        "ecr:\n  region: eu-west-1",
+        "ecr: the key appears twice, on lines 1 and 5",
+    ),
+    (
+        "second source in an image",
+        "images:\n  - source: ruby\n    tags: [a]\n    source: node",
+        "images[0].source: the key appears twice, on lines 2 and 4",
+    ),
+    (
+        "host key twice",
+        "source:\n  credentials:\n    ghcr.io: {username_env: A, password_env: B}\n"
+        "    ghcr.io: {username_env: C, password_env: D}",
+        'source.credentials["ghcr.io"]: the key appears twice, on lines 3 and 4',
+    ),
+    (
+        "key twice on one line",
+        "ecr: {region: us-east-1, region: eu-west-1}",
+        "ecr.region: the key appears twice, on line 1",
+    ),
+    (
+        "quoted and plain key",
+        "images: [{source: ruby, tags: [a], 'tags': [b]}]",
+        "images[0].tags: the key appears twice, on line 1",
+    ),
+    (
+        "a boolean key",
+        "yes: 1",
+        "true (a boolean): unknown key (expected one of: source, ecr, defaults, images)",
+    ),
+    ("NUL character", "a: \x00", "character '\\x00' at position 3: not allowed in YAML"),
+    ("nested too deeply", "[" * 3000, "YAML nested too deeply"),
+    (
+        "regex repeat too large",
+        "images: [{source: ruby, tags: {match: 'a{99999999999}'}}]",
+        "images[0].tags.match: bad regular expression 'a{99999999999}': the repetition number "
+        "is too large",
+    ),
+    (
+        "two documents",
+        "images: []\n---\nimages: []",
+        "line 2, column 1: YAML syntax error: but found another document",
+    ),
+    (
+        "lifecycle policy from a device",
+        "ecr: {repository_settings: {lifecycle_policy: /dev/zero}}",
+        "ecr.repository_settings.lifecycle_policy: '/dev/zero' is not a regular file",
+    ),
+]
+# Names: hosts and ports, digests, one image in two spellings, ECR's rule for names.
+BAD_NAMES = [
+    (
+        "Docker Hub credentials twice",
+        "source: {credentials: {docker.io: {username_env: A, password_env: B}, "
+        "index.docker.io: {username_env: C, password_env: D}}}",
+        'source.credentials["index.docker.io"]: the same registry as '
+        'source.credentials["docker.io"] (docker.io)',
+    ),
+    (
+        "source.registry port too high",
+        "source: {registry: 'registry:99999'}",
+        "source.registry: bad registry host 'registry:99999' (port 99999 is not 1 to 65535)",
+    ),
+    (
+        "source.registry port 0",
+        "source: {registry: 'registry:0'}",
+        "source.registry: bad registry host 'registry:0' (port 0 is not 1 to 65535)",
+    ),
+    (
+        "host name too long",
+        f"source: {{registry: {'a' * 251}.io}}",
+        f"source.registry: bad registry host '{'a' * 40}... (254 characters)' (longer than 253 "
+        "characters)",
+    ),
+    (
+        "endpoint port",
+        "ecr: {endpoint: 'localhost:65536'}",
+        "ecr.endpoint: bad registry host 'localhost:65536' (port 65536 is not 1 to 65535)",
+    ),
+    (
+        "credential host port",
+        "source: {credentials: {'ghcr.io:70000': {username_env: A, password_env: B}}}",
+        "source.credentials[\"ghcr.io:70000\"]: bad registry host 'ghcr.io:70000' (port 70000 is "
+        "not 1 to 65535)",
+    ),
+    (
+        "image host port",
+        "images: [{source: 'host:99999/x', tags: [a]}]",
+        "images[0].source: bad registry host 'host:99999' (port 99999 is not 1 to 65535) in "
+        "image name 'host:99999/x'",
+    ),
+    (
+        "image host port 0",
+        "images: [{source: 'host:0/xy', tags: [a]}]",
+        "images[0].source: bad registry host 'host:0' (port 0 is not 1 to 65535) in image name "
+        "'host:0/xy'",
+    ),
+    (
+        "digest too short",
+        f"images: [{{source: ruby, tags: ['a@sha256:{HEX[:63]}']}}]",
+        f"images[0].tags[0]: bad digest 'sha256:{HEX[:63]}' (sha256 takes 64 lowercase hex "
+        "digits, got 63)",
+    ),
+    (
+        "digest uppercase",
+        f"images: [{{source: ruby, tags: ['a@sha256:{HEX.upper()}']}}]",
+        f"images[0].tags[0]: bad digest 'sha256:{HEX.upper()}' (sha256 takes 64 lowercase hex "
+        "digits, got 'A')",
+    ),
+    (
+        "digest md5",
+        f"images: [{{source: ruby, tags: ['a@md5:{HEX[:32]}']}}]",
+        f"images[0].tags[0]: bad digest 'md5:{HEX[:32]}' (registries take sha256, sha384 or "
+        "sha512, not 'md5')",
+    ),
+    (
+        "digest sha512 short",
+        f"images: [{{source: ruby, tags: ['a@sha512:{HEX}']}}]",
+        f"images[0].tags[0]: bad digest 'sha512:{HEX}' (sha512 takes 128 lowercase hex digits, "
+        "got 64)",
+    ),
+    (
+        "digest without hex",
+        "images: [{source: ruby, tags: ['a@sha256']}]",
+        "images[0].tags[0]: bad digest 'sha256' (expected sha256: and 64 lowercase hex digits)",
+    ),
+    (
+        "same image in two spellings",
+        "images: [{source: alpine, tags: ['3.20']}, "
+        "{source: docker.io/library/alpine, tags: ['3.20']}]",
+        "images[1].tags[0]: docker.io/library/alpine:3.20 is already listed at images[0].tags[0] "
+        "('alpine' and 'docker.io/library/alpine' are one image)",
+    ),
+    (
+        "same image, pinned, other host spelling",
+        "images: [{source: alpine, tags: ['3.20']}, "
+        f"{{source: Index.Docker.IO/alpine, tags: ['3.19', '3.20@sha256:{HEX}']}}]",
+        "images[1].tags[1]: docker.io/library/alpine:3.20 is already listed at images[0].tags[0] "
+        "('alpine' and 'Index.Docker.IO/alpine' are one image)",
+    ),
+    (
+        "same image written the same way",
+        "images: [{source: alpine, tags: ['3.20']}, {source: alpine, tags: ['3.20'], "
+        "platforms: [linux/arm64]}]",
+        "images[1].tags[0]: docker.io/library/alpine:3.20 is already listed at images[0].tags[0]",
+    ),
+    (
+        "ECR name of one character",
+        "images: [{source: ruby, tags: [a], repository: a}]",
+        f"images[0].repository: bad ECR repository name 'a' (1 character; {ECR_RULE})",
+    ),
+    (
+        "derived ECR name of one character",
+        "images: [{source: 'localhost:5000/x', tags: [a]}]",
+        f"images[0].source: bad ECR repository name 'x' from the source path (1 character; "
+        f"{ECR_RULE})",
+    ),
+    (
+        "derived ECR name too long",
+        f"ecr: {{repository_prefix: {'p' * 250}}}\nimages: [{{source: ruby, tags: [a]}}]",
+        f"images[0].source: bad ECR repository name '{'p' * 250}/library/ruby' from "
+        f"ecr.repository_prefix + the source path (263 characters; {ECR_RULE})",
+    ),
+    (
+        "derived ECR name too long in a second target",
+        f"ecr: [{{region: us-east-1}}, {{region: eu-west-1, repository_prefix: {'p' * 250}}}]\n"
+        "images: [{source: ruby, tags: [a]}]",
+        f"images[0].source: bad ECR repository name '{'p' * 250}/library/ruby' from "
+        f"ecr[1].repository_prefix + the source path (263 characters; {ECR_RULE})",
+    ),
+    (
+        "a host key that is a number",
+        "source: {credentials: {1.5: {username_env: A, password_env: B}}}",
+        "source.credentials.1.5 (a number): unknown key (expected one of: username_env, "
+        "password_env, secrets_manager)",
+    ),
+]
+# AWS regions, and credentials that must never be shown.
+BAD_AWS = [
+    (
+        "region with a space",
+        "ecr: {region: 'us-east-1 '}",
+        "ecr.region: 'us-east-1 ' is not an AWS region name (did you mean 'us-east-1'?)",
+    ),
+    (
+        "region without dashes",
+        "ecr: {region: useast1}",
+        "ecr.region: 'useast1' is not an AWS region name (did you mean 'us-east-1'?)",
+    ),
+    (
+        "region in capitals",
+        "ecr: [{region: us-east-1}, {region: EU-WEST-1}]",
+        "ecr[1].region: 'EU-WEST-1' is not an AWS region name (did you mean 'eu-west-1'?)",
+    ),
+    (
+        "not a region",
+        "ecr: {region: virginia}",
+        "ecr.region: 'virginia' is not an AWS region name (expected one like us-east-1)",
+    ),
+    (
+        "a token as password_env",
+        "source: {credentials: {username_env: U, password_env: dckr_pat_2b3e36beeb386dfdaacb9b46}}",
+        "source.credentials.password_env: expected the name of an environment variable, like "
+        "DOCKERHUB_TOKEN; got what looks like an access token (not shown)",
+    ),
+    (
+        "a password as password_env",
+        "source: {credentials: {username_env: U, password_env: 'hunter2!'}}",
+        "source.credentials.password_env: expected the name of an environment variable, like "
+        "DOCKERHUB_TOKEN; got text that is not a name (not shown: it may be a secret)",
+    ),
+    (
+        "a PIN as password_env",
+        "source: {credentials: {username_env: U, password_env: 123456}}",
+        "source.credentials.password_env: expected the name of an environment variable, like "
+        "DOCKERHUB_TOKEN; got a number (not shown: it may be a secret)",
+    ),
+]
+BAD_INPUT = BAD_YAML + BAD_NAMES + BAD_AWS
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_messages(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_secrets_never_appear_in_messages(tmp_path: Path) -> None:
+    for secret in ("dckr_pat_2b3e36beeb386dfdaacb9b46", "hunter2!", "s3cr3t value", "123456"):
+        for key in ("username_env", "password_env"):
+            other = "password_env" if key == "username_env" else "username_env"
+            path = tmp_path / "mirror.yaml"
+            path.write_text(f"source: {{credentials: {{{other}: X, {key}: {secret!r}}}}}\n")
+            with pytest.raises(ConfigError) as caught:
+                config.load(path)
+            assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "images: [{source: ruby, tags: ['2024-01-15', '3.10', 'yes', '012']}]",
+        "images: [{source: ruby, tags: [2024-1-5, 1e3, v1.10]}]",  # strings to YAML 1.1 too
+        "ecr: {create_repositories: yes, tls_verify: on}",  # booleans where booleans belong
+        "images: [{source: ruby, tags: {newest: 0x3}}]",
+        # a merge key, then a key it also brings: an override, not a duplicate
+        "images:\n  - &ruby {source: ruby, tags: [a]}\n  - {<<: *ruby, source: node}",
+    ],
+)
+def test_quoted_and_meant_values_still_load(tmp_path: Path, text: str) -> None:
+    load_text(tmp_path, text)
+
+
+def test_merged_keys_are_overridden_not_duplicated(tmp_path: Path) -> None:
+    loaded = load_text(
+        tmp_path, "images:\n  - &ruby {source: ruby, tags: [a]}\n  - {<<: *ruby, source: node}\n"
+    )
+    assert [str(image.source) for image in loaded.images] == [
+        "docker.io/library/ruby",
+        "docker.io/library/node",
+    ]

@@ -13,7 +13,13 @@ from botocore.stub import Stubber
 
 from mirror import aws, skopeo
 from mirror.errors import CopyError, SetupError
-from mirror.reference import BadReference, parse_reference
+from mirror.reference import (
+    BadReference,
+    Repository,
+    api_host,
+    parse_reference,
+    parse_repository,
+)
 from mirror.registry import Login, RateLimit, parse_rate_limit
 from mirror.transfer import choose_platforms
 
@@ -28,18 +34,140 @@ from mirror.transfer import choose_platforms
         ("localhost/x", "localhost/x:latest"),
         ("127.0.0.1:5000/a/b:c", "127.0.0.1:5000/a/b:c"),
         ("ruby@sha256:" + "a" * 64, "docker.io/library/ruby@sha256:" + "a" * 64),
+        ("ruby@sha512:" + "b" * 128, "docker.io/library/ruby@sha512:" + "b" * 128),
+        ("host:65535/a", "host:65535/a:latest"),
     ],
 )
 def test_references_normalise_like_docker(text: str, expected: str) -> None:
     assert str(parse_reference(text)) == expected
 
 
+# Every way to write one Docker Hub image (distribution/reference normalize.go, plus the API
+# host registry-1.docker.io and any letter case in the host), and what it is not.
+HUB_SPELLINGS = [
+    ("alpine", "docker.io/library/alpine"),
+    ("library/alpine", "docker.io/library/alpine"),
+    ("docker.io/alpine", "docker.io/library/alpine"),
+    ("docker.io/library/alpine", "docker.io/library/alpine"),
+    ("index.docker.io/alpine", "docker.io/library/alpine"),
+    ("index.docker.io/library/alpine", "docker.io/library/alpine"),
+    ("registry-1.docker.io/alpine", "docker.io/library/alpine"),
+    ("registry-1.docker.io/library/alpine", "docker.io/library/alpine"),
+    ("DOCKER.IO/alpine", "docker.io/library/alpine"),
+    ("Index.Docker.IO/library/alpine", "docker.io/library/alpine"),
+    ("bitnami/redis", "docker.io/bitnami/redis"),
+    ("docker.io/bitnami/redis", "docker.io/bitnami/redis"),
+    ("index.docker.io/bitnami/redis", "docker.io/bitnami/redis"),
+    ("docker.io/a/b/c", "docker.io/a/b/c"),
+]
+
+
+@pytest.mark.parametrize(("name", "canonical"), HUB_SPELLINGS)
+def test_every_docker_hub_spelling_is_one_repository(name: str, canonical: str) -> None:
+    assert str(parse_repository(name)) == canonical
+    assert str(parse_reference(f"{name}:3.20")) == f"{canonical}:3.20"
+
+
+@pytest.mark.parametrize(("name", "canonical"), HUB_SPELLINGS)
+@pytest.mark.parametrize("hub", ["127.0.0.1:5000", "mirror.gcr.io"])
+def test_the_registry_standing_in_for_docker_hub_takes_every_spelling(
+    name: str, canonical: str, hub: str
+) -> None:
+    path = canonical.removeprefix("docker.io/")
+    assert parse_repository(name, default_registry=hub) == Repository(hub, path)
+
+
+@pytest.mark.parametrize("hub", ["docker.io", "index.docker.io", "Registry-1.Docker.IO"])
+def test_a_docker_hub_spelling_as_source_registry_is_docker_hub(hub: str) -> None:
+    assert parse_repository("alpine", default_registry=hub) == Repository(
+        "docker.io", "library/alpine"
+    )
+
+
 @pytest.mark.parametrize(
-    "text", ["", "-v", "--all", "Ruby", "ruby:", "ruby:-x", "a//b", "ruby@md5:1"]
+    ("name", "expected"),
+    [
+        ("quay.io/alpine", "quay.io/alpine"),  # library/ only on Docker Hub
+        ("Quay.IO/alpine", "Quay.IO/alpine"),  # other hosts stay as written
+        ("localhost/alpine", "localhost/alpine"),
+        ("localhost:5000/alpine", "localhost:5000/alpine"),
+        ("127.0.0.1:5000/alpine", "127.0.0.1:5000/alpine"),  # even when it is source.registry
+        ("docker.io.example.com/alpine", "docker.io.example.com/alpine"),
+        ("hub.docker.com/alpine", "hub.docker.com/alpine"),  # the website, not a registry
+    ],
 )
-def test_bad_references_are_refused(text: str) -> None:
-    with pytest.raises(BadReference):
+def test_other_registries_are_untouched(name: str, expected: str) -> None:
+    assert str(parse_repository(name, default_registry="127.0.0.1:5000")) == expected
+
+
+def test_registry_api_host() -> None:
+    assert api_host("docker.io") == "registry-1.docker.io"
+    assert api_host("Index.Docker.IO") == "registry-1.docker.io"
+    assert api_host("quay.io") == "quay.io"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "bad image name ''"),
+        ("-v", "bad image name '-v'"),
+        ("--all", "bad image name '--all'"),
+        (
+            "Ruby",
+            "bad image name 'Ruby' (path parts are lowercase letters and digits, joined by '.', "
+            "'_', '__' or '-')",
+        ),
+        (
+            "ruby:",
+            "bad tag '' (a tag is 1 to 128 letters, digits, '_', '.' or '-', and does not start "
+            "with '.' or '-')",
+        ),
+        (
+            "a//b",
+            "bad image name 'a//b' (path parts are lowercase letters and digits, joined by "
+            "'.', '_', '__' or '-')",
+        ),
+        (
+            "ruby@md5:" + "a" * 32,
+            f"bad digest 'md5:{'a' * 32}' (registries take sha256, sha384 or sha512, not 'md5')",
+        ),
+        (
+            "ruby@sha256:" + "a" * 63,
+            f"bad digest 'sha256:{'a' * 63}' (sha256 takes 64 lowercase hex digits, got 63)",
+        ),
+        (
+            "ruby@sha256:" + "A" * 64,
+            f"bad digest 'sha256:{'A' * 64}' (sha256 takes 64 lowercase hex digits, got 'A')",
+        ),
+        (
+            "ruby@sha512:" + "a" * 64,
+            f"bad digest 'sha512:{'a' * 64}' (sha512 takes 128 lowercase hex digits, got 64)",
+        ),
+        (
+            "ruby@" + "a" * 64,
+            f"bad digest '{'a' * 64}' (expected sha256: and 64 lowercase hex digits)",
+        ),
+        (
+            "host:99999/x",
+            "bad registry host 'host:99999' (port 99999 is not 1 to 65535) in image name "
+            "'host:99999/x'",
+        ),
+        (
+            "host:0/x",
+            "bad registry host 'host:0' (port 0 is not 1 to 65535) in image name 'host:0/x'",
+        ),
+        (
+            "a" * 64,
+            f"bad image name '{'a' * 64}': 64 hex digits are an image ID, not a name "
+            "(as in docker)",
+        ),
+        ("x" * 256, f"bad image name '{'x' * 40}'...: longer than 255 characters"),
+    ],
+)
+def test_bad_references_are_refused(text: str, message: str) -> None:
+    with pytest.raises(BadReference) as caught:
         parse_reference(text)
+    assert str(caught.value) == message
 
 
 def test_rate_limit_headers() -> None:
