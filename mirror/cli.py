@@ -134,7 +134,7 @@ def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
         return done.exit_code or Exit.FAILED
     # With several targets, the first one's reference: the registry builds pull from.
     first = {o.order: o.destination for o in done.outcomes if o.target == 0}
-    mapping = {name: first[task.order] for name, task in by_name.items()}
+    mapping = {name: wanted.reference(first[wanted.task.order]) for name, wanted in by_name.items()}
     sys.stdout.write(_ensure_output(args.format, text, lines, mapping, names))
     sys.stdout.flush()
     return Exit.OK

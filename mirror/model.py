@@ -44,12 +44,6 @@ class Task:
         """What to ask the source for: the pinned digest, else the tag."""
         return self.source.digest or self.source.tag or "latest"
 
-    def copy_reference(self) -> str:
-        """What skopeo copies from: `repository@digest` for a pin, else `repository:tag`."""
-        if self.source.digest:
-            return f"{self.source.repository}@{self.source.digest}"
-        return f"{self.source.repository}:{self.source.tag}"
-
     def destination(self, host: str, target: int = 0) -> str:
         return f"{host}/{self.repositories[target]}:{self.tag}"
 

@@ -75,7 +75,7 @@ def plan(
     warnings: list[str] = []
     notes: list[str] = []
     for index, image in enumerate(config.images):
-        entries = list(image.tags)
+        entries = _entries(image.tags)
         if image.rule is not None:
             answer = tag_lists.get(index)
             if not isinstance(answer, TagList):
@@ -105,10 +105,31 @@ def plan(
     )
 
 
-def plan_names(config: Config, names: Sequence[str]) -> tuple[Plan, dict[str, Task]]:
+@dataclass(frozen=True)
+class Wanted:
+    """One name `ensure` was given, and the task that mirrors it."""
+
+    task: Task
+    tag: str | None  # as written (None for `name@digest`)
+    digest: str | None  # the pin, as written
+
+    def reference(self, destination: str) -> str:
+        """What a build should pull: the destination, with the pin when there is one
+        (`host/repo:tag@sha256:...`, `host/repo@sha256:...`), so it never moves."""
+        if self.digest is None:
+            return destination
+        repository = destination.rpartition(":")[0]
+        return (
+            f"{repository}:{self.tag}@{self.digest}" if self.tag else f"{repository}@{self.digest}"
+        )
+
+
+def plan_names(config: Config, names: Sequence[str]) -> tuple[Plan, dict[str, Wanted]]:
     """`mirror ensure`: a task per distinct image among `names` (written as after FROM), and
-    which task each name maps to. Raises ConfigError naming a name that is not a reference."""
-    by_name: dict[str, Task] = {}
+    what each name maps to. A pinned name (`name:tag@digest`, `name@digest`) is mirrored under
+    its pin tag only (`pin_tag`): ensure never moves a tag for it. Raises ConfigError naming a
+    name that is not a reference."""
+    wanted: dict[str, Wanted] = {}
     tasks: dict[tuple[str, str], Task] = {}
     for position, name in enumerate(names):
         try:
@@ -116,10 +137,11 @@ def plan_names(config: Config, names: Sequence[str]) -> tuple[Plan, dict[str, Ta
         except BadReference as error:
             raise ConfigError(f"{name!r}: {error}") from None
         image = config.image_for(reference.repository)
-        task = image_task(config, image, _tag(reference), reference.digest, order=(position, 0))
-        key = (task.repositories[0], task.tag)
-        by_name[name] = tasks.setdefault(key, task)
-    return Plan(tuple(tasks.values())), by_name
+        tag = pin_tag(reference.digest) if reference.digest else reference.tag or "latest"
+        task = image_task(config, image, tag, reference.digest, order=(position, 0))
+        task = tasks.setdefault((task.repositories[0], task.tag), task)
+        wanted[name] = Wanted(task, reference.tag if reference.digest else tag, reference.digest)
+    return Plan(tuple(tasks.values())), wanted
 
 
 def image_task(
@@ -130,13 +152,33 @@ def image_task(
     *,
     order: tuple[int, int] = (0, 0),
 ) -> Task:
+    pinned_only = digest is not None and tag == pin_tag(digest)  # shown as name@digest
     return Task(
-        ImageRef(image.source, tag, digest),
+        ImageRef(image.source, None if pinned_only else tag, digest),
         tag,
         tuple(config.destination_repository(image, target) for target in config.targets),
         image.platforms,
         order,
     )
+
+
+def pin_tag(digest: str) -> str:
+    """The ECR tag that keeps a pinned digest: `sha256-<hex>`. It only ever names that digest,
+    so no run moves it, and an "expire untagged images" lifecycle rule never deletes it."""
+    algorithm, _, hexdigits = digest.partition(":")
+    return f"{algorithm}-{hexdigits}"[:128]  # ECR's tag limit (a sha512 pin is cut)
+
+
+def _entries(entries: Sequence[TagEntry]) -> list[TagEntry]:
+    """The listed tags, each pin followed by its pin tag (when the config does not list it)."""
+    listed = {entry.tag for entry in entries}
+    out: list[TagEntry] = []
+    for entry in entries:
+        out.append(entry)
+        if entry.digest and pin_tag(entry.digest) not in listed:
+            listed.add(pin_tag(entry.digest))
+            out.append(TagEntry(pin_tag(entry.digest), entry.digest))
+    return out
 
 
 def _unresolved(
@@ -164,11 +206,3 @@ def _unresolved(
 
 def _shard_key(task: Task) -> str:
     return f"{task.repositories[0]}:{task.tag}"
-
-
-def _tag(reference: ImageRef) -> str:
-    """The destination tag: the source's, or for a digest-only name `sha256-<hex>`."""
-    if reference.tag:
-        return reference.tag
-    algorithm, _, hexdigits = (reference.digest or "").partition(":")
-    return f"{algorithm}-{hexdigits}"

@@ -155,6 +155,12 @@ class Transfer:
                     )
                 self._pause(attempt, str(error))
                 continue
+            if not pending.task.platforms and digest != pending.source_digest:
+                wrong = (
+                    f"copied, but {pending.destination} now holds {digest}, not the "
+                    f"{pending.source_digest} the source announced"
+                )
+                return _settle(pending, Action.FAILED, wrong, started)
             return Outcome.of(
                 pending.task,
                 pending.target,
@@ -197,9 +203,11 @@ class Transfer:
         return self._whole_from_source(pending, source, target)
 
     def _whole_from_source(self, pending: Pending, source: Registry, target: Target) -> str:
-        """The image as it is: every platform, every digest kept."""
+        """The image as it is: every platform, every digest kept. Copied by the digest the
+        check saw, so skopeo refuses a manifest that does not match it and a tag that moved
+        since the check does not slip in unchecked."""
         return self.copier.copy(
-            pending.task.copy_reference(),
+            f"{pending.task.source.repository}@{pending.source_digest}",
             pending.destination,
             src_tls_verify=source.tls_verify,
             dest_tls_verify=target.registry.tls_verify,
@@ -210,7 +218,8 @@ class Transfer:
         under the new tag (every blob is there already); else registry to registry."""
         target = self.targets[pending.target]
         if donor.target == pending.target and donor.repository == pending.repository:
-            raw = target.registry.get_manifest_raw(donor.repository, donor.tag)
+            reference = pending.source_digest if not pending.task.platforms else donor.tag
+            raw = target.registry.get_manifest_raw(donor.repository, reference)
             if raw is not None:
                 media_type, body = raw
                 return target.registry.put_manifest(
@@ -227,11 +236,15 @@ class Transfer:
         """Copy only the configured platforms: each platform's manifest by digest (digests
         kept), then an index of just those, annotated with the source digest it came from."""
         task = pending.task
-        raw = source.get_manifest_raw(task.source.repository.path, task.source_reference)
+        raw = source.get_manifest_raw(task.source.repository.path, pending.source_digest)
         if raw is None:
-            what = "digest" if task.source.digest else "tag"
-            raise MirrorError(f"{task.source}: {what} not found on the source")
+            raise MirrorError(f"{task.source}: {pending.source_digest} not found on the source")
         media_type, body = raw
+        if _sha256(body) != pending.source_digest:
+            raise MirrorError(
+                f"{task.source}: the source served a manifest whose digest is {_sha256(body)}, "
+                f"not the {pending.source_digest} it announced"
+            )
         if media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
             return self._whole_from_source(pending, source, target)
         index = json.loads(body)

@@ -56,14 +56,16 @@ def test_pinned_tag_stays_when_upstream_moves_and_then_costs_nothing(stage: Stag
     pinned = stage.push("stable", seed="one")
     stage.config([stage.image(f"stable@{pinned}")])
     first = stage.mirror("sync")
-    assert (first.code, first.actions()) == (0, ["copied"])
-    assert stage.dest_digest("stable") == pinned
+    assert (first.code, first.actions()) == (0, ["copied", "copied"])  # the tag and its pin tag
+    pin = "sha256-" + pinned.removeprefix("sha256:")
+    assert stage.dest_digest("stable") == stage.dest_digest(pin) == pinned
+    assert stage.hub.counts.manifest_get_ok == 1  # one pull: the pin tag is a manifest PUT
 
     stage.push("stable", seed="two")  # upstream moves the tag
     stage.hub.reset_counts()
     again = stage.mirror("sync")
-    assert (again.code, again.actions()) == (0, ["up-to-date"])
-    assert stage.dest_digest("stable") == pinned
+    assert (again.code, again.actions()) == (0, ["up-to-date", "up-to-date"])
+    assert stage.dest_digest("stable") == stage.dest_digest(pin) == pinned
     assert stage.hub.counts.requests == []  # not a single request to the source
 
 

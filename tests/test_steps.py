@@ -62,6 +62,8 @@ class FakeRegistry:
 
     def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None:
         digest = self.digests.get(f"{path}:{reference}")
+        if reference in self.digests.values():  # by digest
+            digest = reference
         return None if digest is None else ("application/json", digest.encode())
 
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
@@ -93,7 +95,9 @@ class FakeCopier:
                 raise self.errors.pop(0)
         host, _, path_reference = source.partition("/")
         registry = self.registries[host]
-        digest = registry.digests[path_reference]
+        _, at, pinned = path_reference.partition("@")
+        digest = pinned if at else registry.digests[path_reference]
+        assert digest in registry.digests.values(), f"{source}: no such manifest"
         if registry.limit is not None:  # a GET spends a pull, as on Docker Hub
             registry.limit = RateLimit(registry.limit.limit, registry.limit.remaining - 1)
         dest_host, _, dest_path = destination.partition("/")
@@ -166,7 +170,7 @@ def test_copies_what_differs_and_skips_what_matches() -> None:
         (Action.UP_TO_DATE, "sha256:1", "sha256:1"),
         (Action.COPIED, "sha256:2", "sha256:2"),
     ]
-    assert copier.copies == ["src/library/ruby:b"]
+    assert copier.copies == ["src/library/ruby@sha256:2"]  # by the digest the check saw
     (budget,) = budgets.snapshot()
     assert (budget.host, budget.start, budget.spent) == ("src", RateLimit(10, 9), 1)
 
@@ -220,7 +224,7 @@ def test_a_429_defers_only_that_sources_images() -> None:
     assert (
         outcomes[0].error == "src: pull rate limit reached (429 TOOMANYREQUESTS); run again later"
     )
-    assert copier.copies == ["other/library/ruby:b"]
+    assert copier.copies == ["other/library/ruby@sha256:2"]
     assert budgets.blocked("src") and not budgets.blocked("other")
 
 
@@ -248,7 +252,7 @@ def test_alias_tags_of_one_image_cost_one_pull() -> None:
     registries = world(source)
     outcomes, _, copier, _ = run([task(t, order=n) for n, t in enumerate("abc")], registries)
     assert [o.action for o in outcomes] == [Action.COPIED] * 3
-    assert copier.copies == ["src/library/ruby:a"]  # b and c: a manifest PUT in ECR
+    assert copier.copies == ["src/library/ruby@sha256:same"]  # b and c: a manifest PUT in ECR
 
 
 def test_a_stop_defers_everything_not_started() -> None:
