@@ -7,19 +7,35 @@ obeys AWS_ENDPOINT_URL_ECR, which is how tests point it at moto's server.
 from __future__ import annotations
 
 import base64
+import configparser
+import difflib
+import functools
 import json
+import os
+import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import boto3
 import botocore.config
+import botocore.configloader
 import botocore.exceptions
+import botocore.loaders
+import botocore.model
 
-from mirror.errors import AuthError, MirrorError, RegistryError, SetupError
+from mirror.errors import AuthError, ConfigError, MirrorError, RegistryError, SetupError
 from mirror.registry import Login
+from mirror.repo_settings import (
+    ActualSettings,
+    Drift,
+    RepositorySettings,
+    TagMutability,
+    create_arguments,
+)
 
 _RETRIES = botocore.config.Config(retries={"mode": "standard", "max_attempts": 6})
 _TOKEN_LIFETIME = 12 * 3600.0  # what ECR grants; used when expiresAt is not believable
@@ -44,7 +60,7 @@ class Ecr:
         self._client = client or boto3.client("ecr", region_name=region, config=_RETRIES)
         self._login: EcrLogin | None = None
         self._lock = threading.Lock()
-        self._mutability: dict[str, str] = {}
+        self._mutability: dict[str, TagMutability] = {}
 
     def login(self) -> EcrLogin:
         """The registry login, fetched once and renewed before it expires."""
@@ -61,22 +77,32 @@ class Ecr:
         host = data["proxyEndpoint"].split("://", 1)[-1].rstrip("/")
         return EcrLogin(host, Login(username, password), _renew_at(data.get("expiresAt")))
 
-    def is_immutable(self, name: str) -> bool:
-        """True when the repository exists and refuses to move tags (IMMUTABLE...)."""
+    def is_immutable(self, name: str, tag: str) -> bool:
+        """Does ECR refuse to move `tag` in repository `name`? By the repository's tag
+        mutability and its exclusion filters; False when the repository does not exist."""
         with self._lock:
             if name not in self._mutability:
                 self._mutability[name] = self._fetch_mutability(name)
-            return self._mutability[name].startswith("IMMUTABLE")
+            return self._mutability[name].immutable(tag)
 
-    def _fetch_mutability(self, name: str) -> str:
+    def _fetch_mutability(self, name: str) -> TagMutability:
         kwargs: dict[str, Any] = {"repositoryNames": [name]}
         if self.registry_id:
             kwargs["registryId"] = self.registry_id
         try:
             answer = _call(self._client.describe_repositories, f"describe {name}", **kwargs)
         except _NotFound:
-            return ""
-        return str(answer["repositories"][0].get("imageTagMutability", "MUTABLE"))
+            return TagMutability()
+        return tag_mutability(answer["repositories"][0])
+
+
+def tag_mutability(repository: Mapping[str, Any]) -> TagMutability:
+    """A DescribeRepositories entry's imageTagMutability and exclusion filters."""
+    filters = repository.get("imageTagMutabilityExclusionFilters") or []
+    return TagMutability(
+        str(repository.get("imageTagMutability", "MUTABLE")),
+        tuple(sorted(str(item["filter"]) for item in filters)),
+    )
 
 
 def secret_login(secret_id: str, *, region: str, client: Any = None) -> Login:
@@ -194,12 +220,6 @@ def _translate(error: botocore.exceptions.ClientError, what: str) -> MirrorError
 
 # --- repository settings: scan on push, tag mutability, encryption, lifecycle policy, tags -------
 
-from mirror.repo_settings import (  # noqa: E402  (appended section: aws.py is append-only)
-    ActualSettings,
-    Drift,
-    RepositorySettings,
-    create_arguments,
-)
 
 _NO_LIFECYCLE_POLICY = "LifecyclePolicyNotFoundException"
 
@@ -258,7 +278,7 @@ class Repositories:
         )
         return ActualSettings(
             scan_on_push=bool(scanning.get("scanOnPush", False)),
-            tag_mutability=str(repository.get("imageTagMutability", "MUTABLE")),
+            tag_mutability=tag_mutability(repository),
             encryption_type=str(encryption.get("encryptionType", "AES256")),
             kms_key=encryption.get("kmsKey"),
             lifecycle_policy=self._lifecycle_policy(name),
@@ -281,10 +301,16 @@ class Repositories:
             )
             changed.append("scan_on_push")
         if "tag_mutability" in wanted and settings.tag_mutability is not None:
+            mutability = settings.tag_mutability
+            filters = (
+                {"imageTagMutabilityExclusionFilters": mutability.filters()}
+                if mutability.exclusions
+                else {}
+            )
             _call(
                 self._client.put_image_tag_mutability,
                 f"set tag mutability of {name}",
-                **self._ids(repositoryName=name, imageTagMutability=settings.tag_mutability),
+                **self._ids(repositoryName=name, imageTagMutability=mutability.mode, **filters),
             )
             changed.append("tag_mutability")
         if "lifecycle_policy" in wanted and settings.lifecycle_policy is not None:
@@ -342,18 +368,6 @@ class Repositories:
 
 # --- the AWS environment, and ECR's rule for repository names (read from botocore's data) ------
 
-import configparser  # noqa: E402  (appended section)
-import difflib  # noqa: E402
-import functools  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
-
-import botocore.configloader  # noqa: E402
-import botocore.loaders  # noqa: E402
-import botocore.model  # noqa: E402
-
-from mirror.errors import ConfigError  # noqa: E402
 
 # A region name's shape: us-east-1, us-gov-west-1, eu-isoe-west-1, eusc-de-east-1. Regions
 # botocore does not list yet keep this shape; the list only helps to say "did you mean".

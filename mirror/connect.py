@@ -86,7 +86,7 @@ class _Target:
         target = Target(
             host=self.host,
             registry=self.registry,
-            is_immutable=lambda repository, tag: self.ecr.is_immutable(repository),
+            is_immutable=self.ecr.is_immutable,
         )
         if self.config.create_repositories and not dry_run:
             target = replace(target, ensure_repository=self.ensure_repository)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,13 @@ from mirror.yamlfile import kind as _kind
 
 SETTINGS_KEYS = ("scan_on_push", "tag_mutability", "encryption", "lifecycle_policy", "tags")
 ENCRYPTION_KEYS = ("type", "kms_key")
-TAG_MUTABILITIES = ("MUTABLE", "IMMUTABLE")
+TAG_MUTABILITIES = ("MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
+EXCLUSION_MODES = ("IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
+MUTABILITY_KEYS = ("mode", "exclusions")
+MAX_EXCLUSIONS = 5  # ECR's imageTagMutabilityExclusionFilters: 1 to 5 wildcard filters
+_EXCLUSION = re.compile(
+    r"[0-9a-zA-Z._*-]{1,128}\Z"
+)  # botocore's ImageTagMutabilityExclusionFilterValue
 ENCRYPTION_TYPES = ("AES256", "KMS")
 MAX_TAGS = 50  # per ECR repository
 MAX_TAG_KEY = 128
@@ -47,11 +54,42 @@ class Encryption:
 
 
 @dataclass(frozen=True)
+class TagMutability:
+    """ECR's tag mutability: a mode and, for the *_WITH_EXCLUSION modes, wildcard filters
+    (`*` matches any run of characters) naming the tags that are the exception."""
+
+    mode: str = "MUTABLE"
+    exclusions: tuple[str, ...] = ()  # sorted
+
+    def immutable(self, tag: str) -> bool:
+        """Does ECR refuse to move `tag`? (ECR API reference: imageTagMutability,
+        imageTagMutabilityExclusionFilters.)"""
+        excluded = any(_wildcard(pattern).fullmatch(tag) for pattern in self.exclusions)
+        if self.mode == "IMMUTABLE_WITH_EXCLUSION":
+            return not excluded
+        if self.mode == "MUTABLE_WITH_EXCLUSION":
+            return excluded
+        return self.mode == "IMMUTABLE"
+
+    def filters(self) -> list[dict[str, str]]:
+        """imageTagMutabilityExclusionFilters, as CreateRepository and PutImageTagMutability
+        take them."""
+        return [{"filterType": "WILDCARD", "filter": pattern} for pattern in self.exclusions]
+
+    def __str__(self) -> str:
+        return f"{self.mode} ({', '.join(self.exclusions)})" if self.exclusions else self.mode
+
+
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
+
+
+@dataclass(frozen=True)
 class RepositorySettings:
     """Wanted repository settings; None (or no tags) means "not managed"."""
 
     scan_on_push: bool | None = None
-    tag_mutability: str | None = None  # MUTABLE or IMMUTABLE
+    tag_mutability: TagMutability | None = None
     encryption: Encryption | None = None
     lifecycle_policy: str | None = None  # canonical JSON text (see canonical_json)
     tags: tuple[tuple[str, str], ...] = ()  # sorted by key
@@ -74,7 +112,7 @@ class ActualSettings:
     """What ECR reports for an existing repository."""
 
     scan_on_push: bool
-    tag_mutability: str
+    tag_mutability: TagMutability
     encryption_type: str
     kms_key: str | None = None
     lifecycle_policy: str | None = None  # as ECR returns it; None: no policy
@@ -125,12 +163,35 @@ def parse_settings(data: Any, where: str, *, base_dir: Path) -> RepositorySettin
     )
 
 
-def _mutability(data: Any, where: str) -> str | None:
+def _mutability(data: Any, where: str) -> TagMutability | None:
+    """`IMMUTABLE` (a mode), or `{mode: IMMUTABLE_WITH_EXCLUSION, exclusions: [latest]}`."""
     if data is None:
         return None
-    if data not in TAG_MUTABILITIES:
-        raise ConfigError(f"{where}: expected MUTABLE or IMMUTABLE, got {_kind(data)}")
-    return str(data)
+    table = _mapping(data, where, MUTABILITY_KEYS) if isinstance(data, dict) else {"mode": data}
+    mode = table.get("mode")
+    if mode not in TAG_MUTABILITIES:
+        raise ConfigError(
+            f"{where}: expected one of {', '.join(TAG_MUTABILITIES)}, got {_kind(mode)}"
+        )
+    exclusions = table.get("exclusions")
+    if mode not in EXCLUSION_MODES:
+        if exclusions is not None:
+            raise ConfigError(
+                f"{where}.exclusions: only with IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION"
+            )
+        return TagMutability(str(mode))
+    if not isinstance(exclusions, list) or not 1 <= len(exclusions) <= MAX_EXCLUSIONS:
+        raise ConfigError(
+            f"{where}.exclusions: {mode} needs a list of 1 to {MAX_EXCLUSIONS} tag filters "
+            f"(like latest or nightly-*), got {_kind(exclusions)}"
+        )
+    for index, pattern in enumerate(exclusions):
+        if not isinstance(pattern, str) or not _EXCLUSION.match(pattern):
+            raise ConfigError(
+                f"{where}.exclusions[{index}]: expected a tag filter of 1 to 128 letters, digits, "
+                f"'.', '_', '-' and '*', got {_kind(pattern)}"
+            )
+    return TagMutability(str(mode), tuple(sorted(set(exclusions))))
 
 
 def _encryption(data: Any, where: str) -> Encryption | None:
@@ -271,7 +332,9 @@ def create_arguments(settings: RepositorySettings) -> dict[str, Any]:
     if settings.scan_on_push is not None:
         arguments["imageScanningConfiguration"] = {"scanOnPush": settings.scan_on_push}
     if settings.tag_mutability is not None:
-        arguments["imageTagMutability"] = settings.tag_mutability
+        arguments["imageTagMutability"] = settings.tag_mutability.mode
+        if settings.tag_mutability.exclusions:
+            arguments["imageTagMutabilityExclusionFilters"] = settings.tag_mutability.filters()
     if settings.encryption is not None:
         encryption = {"encryptionType": settings.encryption.type}
         if settings.encryption.kms_key:
@@ -291,7 +354,9 @@ def drift(settings: RepositorySettings, actual: ActualSettings) -> list[Drift]:
             Drift("scan_on_push", _bool(settings.scan_on_push), _bool(actual.scan_on_push), True)
         )
     if settings.tag_mutability is not None and settings.tag_mutability != actual.tag_mutability:
-        found.append(Drift("tag_mutability", settings.tag_mutability, actual.tag_mutability, True))
+        found.append(
+            Drift("tag_mutability", str(settings.tag_mutability), str(actual.tag_mutability), True)
+        )
     if settings.encryption is not None and not _same_encryption(settings.encryption, actual):
         have = Encryption(actual.encryption_type, actual.kms_key)
         found.append(Drift("encryption", str(settings.encryption), str(have), False))

@@ -23,12 +23,14 @@ from mirror.repo_settings import (
     Drift,
     Encryption,
     RepositorySettings,
+    TagMutability,
     canonical_json,
     create_arguments,
     drift,
     parse_settings,
 )
 
+MODES = "MUTABLE, IMMUTABLE, IMMUTABLE_WITH_EXCLUSION, MUTABLE_WITH_EXCLUSION"
 WHERE = "ecr.repository_settings"
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 RULES: dict[str, Any] = {
@@ -86,15 +88,40 @@ ERRORS = [
     ("{scan_on_push: 1}", f"{WHERE}.scan_on_push: expected true or false, got 1 (a number)"),
     (
         "{tag_mutability: immutable}",
-        f"{WHERE}.tag_mutability: expected MUTABLE or IMMUTABLE, got 'immutable'",
+        f"{WHERE}.tag_mutability: expected one of {MODES}, got 'immutable'",
     ),
     (
         "{tag_mutability: IMMUTABLE_WITH_EXCLUSION}",
-        f"{WHERE}.tag_mutability: expected MUTABLE or IMMUTABLE, got 'IMMUTABLE_WITH_EXCLUSION'",
+        f"{WHERE}.tag_mutability.exclusions: IMMUTABLE_WITH_EXCLUSION needs a list of 1 to 5 "
+        "tag filters (like latest or nightly-*), got nothing",
+    ),
+    (
+        "{tag_mutability: {mode: MUTABLE_WITH_EXCLUSION, exclusions: []}}",
+        f"{WHERE}.tag_mutability.exclusions: MUTABLE_WITH_EXCLUSION needs a list of 1 to 5 "
+        "tag filters (like latest or nightly-*), got a list",
+    ),
+    (
+        "{tag_mutability: {mode: IMMUTABLE_WITH_EXCLUSION, exclusions: [a, b, c, d, e, f]}}",
+        f"{WHERE}.tag_mutability.exclusions: IMMUTABLE_WITH_EXCLUSION needs a list of 1 to 5 "
+        "tag filters (like latest or nightly-*), got a list",
+    ),
+    (
+        "{tag_mutability: {mode: IMMUTABLE_WITH_EXCLUSION, exclusions: ['v1/*']}}",
+        f"{WHERE}.tag_mutability.exclusions[0]: expected a tag filter of 1 to 128 letters, "
+        "digits, '.', '_', '-' and '*', got 'v1/*'",
+    ),
+    (
+        "{tag_mutability: {mode: IMMUTABLE, exclusions: [latest]}}",
+        f"{WHERE}.tag_mutability.exclusions: only with IMMUTABLE_WITH_EXCLUSION or "
+        "MUTABLE_WITH_EXCLUSION",
+    ),
+    (
+        "{tag_mutability: {mode: IMMUTABLE, except: [latest]}}",
+        f"{WHERE}.tag_mutability.except: unknown key (expected one of: mode, exclusions)",
     ),
     (
         "{tag_mutability: true}",
-        f"{WHERE}.tag_mutability: expected MUTABLE or IMMUTABLE, got true (a boolean)",
+        f"{WHERE}.tag_mutability: expected one of {MODES}, got true (a boolean)",
     ),
     ("{encryption: KMS}", f"{WHERE}.encryption: expected a mapping, got 'KMS'"),
     ("{encryption: {kms_key: x}}", f"{WHERE}.encryption.type: required (AES256 or KMS)"),
@@ -265,7 +292,7 @@ def test_full_settings_parse(tmp_path: Path) -> None:
     )
     assert settings == RepositorySettings(
         scan_on_push=True,
-        tag_mutability="IMMUTABLE",
+        tag_mutability=TagMutability("IMMUTABLE"),
         encryption=Encryption("KMS", KEY_ARN),
         lifecycle_policy=canonical_json(RULES),
         tags=(("cost-center", "42"), ("team", "platform")),
@@ -312,7 +339,7 @@ def test_per_image_settings_win_key_by_key_and_tags_merge(tmp_path: Path) -> Non
     )
     assert image.merged_over(base) == RepositorySettings(
         scan_on_push=False,  # a false here wins over a true there
-        tag_mutability="IMMUTABLE",  # not given here: the ecr one
+        tag_mutability=TagMutability("IMMUTABLE"),  # not given here: the ecr one
         encryption=Encryption("AES256"),  # replaced whole, kms_key not inherited
         lifecycle_policy=canonical_json(OTHER_RULES),
         tags=(("cost-center", "42"), ("owner", "alice"), ("team", "web")),
@@ -327,7 +354,7 @@ def test_per_image_settings_win_key_by_key_and_tags_merge(tmp_path: Path) -> Non
 def test_create_arguments() -> None:
     settings = RepositorySettings(
         scan_on_push=False,
-        tag_mutability="IMMUTABLE",
+        tag_mutability=TagMutability("IMMUTABLE"),
         encryption=Encryption("KMS", KEY_ARN),
         lifecycle_policy=canonical_json(RULES),
         tags=(("cost-center", "42"), ("team", "platform")),
@@ -350,14 +377,17 @@ def test_create_arguments() -> None:
 
 ACTUAL = ActualSettings(
     scan_on_push=False,
-    tag_mutability="MUTABLE",
+    tag_mutability=TagMutability("MUTABLE"),
     encryption_type="AES256",
     kms_key=None,
     lifecycle_policy=None,
     tags={"team": "platform", "extra": "x"},
 )
 ACTUAL_KMS = ActualSettings(
-    scan_on_push=False, tag_mutability="MUTABLE", encryption_type="KMS", kms_key=KEY_ARN
+    scan_on_push=False,
+    tag_mutability=TagMutability("MUTABLE"),
+    encryption_type="KMS",
+    kms_key=KEY_ARN,
 )
 POLICY = canonical_json(RULES)
 
@@ -370,10 +400,10 @@ DRIFTS: list[tuple[str, RepositorySettings, ActualSettings, list[Drift]]] = [
         ACTUAL,
         [Drift("scan_on_push", "true", "false", True)],
     ),
-    ("mutability-same", RepositorySettings(tag_mutability="MUTABLE"), ACTUAL, []),
+    ("mutability-same", RepositorySettings(tag_mutability=TagMutability("MUTABLE")), ACTUAL, []),
     (
         "mutability-differs",
-        RepositorySettings(tag_mutability="IMMUTABLE"),
+        RepositorySettings(tag_mutability=TagMutability("IMMUTABLE")),
         ACTUAL,
         [Drift("tag_mutability", "IMMUTABLE", "MUTABLE", True)],
     ),
@@ -419,13 +449,15 @@ DRIFTS: list[tuple[str, RepositorySettings, ActualSettings, list[Drift]]] = [
     (
         "lifecycle-same-json-other-text",
         RepositorySettings(lifecycle_policy=POLICY),
-        ActualSettings(False, "MUTABLE", "AES256", lifecycle_policy=json.dumps(RULES, indent=2)),
+        ActualSettings(
+            False, TagMutability(), "AES256", lifecycle_policy=json.dumps(RULES, indent=2)
+        ),
         [],
     ),
     (
         "lifecycle-differs",
         RepositorySettings(lifecycle_policy=POLICY),
-        ActualSettings(False, "MUTABLE", "AES256", lifecycle_policy=json.dumps(OTHER_RULES)),
+        ActualSettings(False, TagMutability(), "AES256", lifecycle_policy=json.dumps(OTHER_RULES)),
         [Drift("lifecycle_policy", POLICY, canonical_json(OTHER_RULES), True)],
     ),
     ("tags-same-extra-ignored", RepositorySettings(tags=(("team", "platform"),)), ACTUAL, []),
@@ -442,7 +474,7 @@ DRIFTS: list[tuple[str, RepositorySettings, ActualSettings, list[Drift]]] = [
         "all-in-order",
         RepositorySettings(
             scan_on_push=True,
-            tag_mutability="IMMUTABLE",
+            tag_mutability=TagMutability("IMMUTABLE"),
             encryption=Encryption("KMS"),
             lifecycle_policy=POLICY,
             tags=(("team", "web"),),
@@ -473,7 +505,7 @@ def test_drift(settings: RepositorySettings, actual: ActualSettings, expected: l
 NAME = "dockerhub/library/ruby"
 FULL = RepositorySettings(
     scan_on_push=True,
-    tag_mutability="IMMUTABLE",
+    tag_mutability=TagMutability("IMMUTABLE"),
     encryption=Encryption("KMS", KEY_ARN),
     lifecycle_policy=POLICY,
     tags=(("cost-center", "42"), ("team", "platform")),
@@ -521,7 +553,7 @@ def test_create_sets_everything_and_ecr_reports_it(client: Any) -> None:
     actual = repositories.actual(NAME)
     assert actual == ActualSettings(
         scan_on_push=True,
-        tag_mutability="IMMUTABLE",
+        tag_mutability=TagMutability("IMMUTABLE"),
         encryption_type="KMS",
         kms_key=KEY_ARN,
         lifecycle_policy=text,
@@ -532,8 +564,14 @@ def test_create_sets_everything_and_ecr_reports_it(client: Any) -> None:
 
 def test_create_again_is_false_and_changes_nothing(client: Any) -> None:
     repositories = Repositories(client)
-    assert repositories.create(NAME, RepositorySettings(tag_mutability="IMMUTABLE")) is True
-    assert repositories.create(NAME, RepositorySettings(tag_mutability="MUTABLE")) is False
+    assert (
+        repositories.create(NAME, RepositorySettings(tag_mutability=TagMutability("IMMUTABLE")))
+        is True
+    )
+    assert (
+        repositories.create(NAME, RepositorySettings(tag_mutability=TagMutability("MUTABLE")))
+        is False
+    )
     assert _described(client)["imageTagMutability"] == "IMMUTABLE"
 
 
@@ -542,7 +580,7 @@ def test_unmanaged_settings_get_ecr_defaults_and_no_lifecycle_policy(client: Any
     assert repositories.create(NAME, RepositorySettings()) is True
     assert repositories.actual(NAME) == ActualSettings(
         scan_on_push=False,
-        tag_mutability="MUTABLE",
+        tag_mutability=TagMutability("MUTABLE"),
         encryption_type="AES256",
         kms_key=None,
         lifecycle_policy=None,  # GetLifecyclePolicy: LifecyclePolicyNotFoundException
@@ -631,7 +669,7 @@ def test_of_an_ecr_shares_its_client_and_registry(client: Any) -> None:
     actual = repositories.actual(NAME)
     assert actual is not None
     assert drift(FULL, actual) == []
-    assert ecr.is_immutable(NAME)
+    assert ecr.is_immutable(NAME, "any-tag")
 
 
 def test_a_policy_ecr_refuses_is_one_plain_error(client: Any) -> None:
@@ -645,3 +683,54 @@ def test_a_policy_ecr_refuses_is_one_plain_error(client: Any) -> None:
     )
     assert "\n" not in str(caught.value)
     assert not caught.value.transient
+
+
+# --- tag mutability with exclusion filters ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "exclusions", "tag", "immutable"),
+    [
+        ("MUTABLE", (), "latest", False),
+        ("IMMUTABLE", (), "latest", True),
+        ("IMMUTABLE_WITH_EXCLUSION", ("latest",), "latest", False),
+        ("IMMUTABLE_WITH_EXCLUSION", ("latest",), "1.0", True),
+        ("IMMUTABLE_WITH_EXCLUSION", ("nightly-*",), "nightly-2026-01-01", False),
+        ("IMMUTABLE_WITH_EXCLUSION", ("nightly-*",), "nightly", True),
+        ("IMMUTABLE_WITH_EXCLUSION", ("*-dev", "latest"), "x-dev", False),
+        ("IMMUTABLE_WITH_EXCLUSION", ("v1.*",), "v1x2", True),  # the dot is a dot
+        ("MUTABLE_WITH_EXCLUSION", ("v*",), "v1.2.3", True),
+        ("MUTABLE_WITH_EXCLUSION", ("v*",), "latest", False),
+        ("MUTABLE_WITH_EXCLUSION", ("*",), "anything", True),
+    ],
+)
+def test_a_tags_mutability_follows_the_mode_and_its_filters(
+    mode: str, exclusions: tuple[str, ...], tag: str, immutable: bool
+) -> None:
+    assert TagMutability(mode, exclusions).immutable(tag) is immutable
+
+
+def test_exclusion_filters_are_created_read_back_and_kept_by_apply(client: Any) -> None:
+    wanted = RepositorySettings(
+        tag_mutability=TagMutability("IMMUTABLE_WITH_EXCLUSION", ("latest", "nightly-*"))
+    )
+    repositories = Repositories(client)
+    repositories.create(NAME, wanted)
+    assert _described(client)["imageTagMutabilityExclusionFilters"] == [
+        {"filterType": "WILDCARD", "filter": "latest"},
+        {"filterType": "WILDCARD", "filter": "nightly-*"},
+    ]
+    actual = repositories.actual(NAME)
+    assert actual is not None and drift(wanted, actual) == []
+    client.put_image_tag_mutability(repositoryName=NAME, imageTagMutability="IMMUTABLE")
+    actual = repositories.actual(NAME)
+    assert actual is not None
+    drifts = drift(wanted, actual)
+    assert drifts == [
+        Drift("tag_mutability", "IMMUTABLE_WITH_EXCLUSION (latest, nightly-*)", "IMMUTABLE", True)
+    ]
+    assert repositories.apply(NAME, drifts, wanted) == ["tag_mutability"]
+    after = repositories.actual(NAME)
+    assert after is not None and after.tag_mutability == wanted.tag_mutability
+    ecr = Ecr(region="us-east-1", client=client)
+    assert not ecr.is_immutable(NAME, "latest") and ecr.is_immutable(NAME, "1.0")
