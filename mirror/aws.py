@@ -70,8 +70,9 @@ class Ecr:
             return self._login
 
     def _fetch_login(self) -> EcrLogin:
-        kwargs = {"registryIds": [self.registry_id]} if self.registry_id else {}
-        answer = _call(self._client.get_authorization_token, "get an ECR token", **kwargs)
+        # No registryIds: the API marks it deprecated, and the token works for every registry
+        # the principal may use (FACTS.md). The host comes from registry_host().
+        answer = _call(self._client.get_authorization_token, "get an ECR token")
         data = answer["authorizationData"][0]
         username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
         host = data["proxyEndpoint"].split("://", 1)[-1].rstrip("/")
@@ -94,6 +95,16 @@ class Ecr:
         except _NotFound:
             return TagMutability()
         return tag_mutability(answer["repositories"][0])
+
+
+def registry_host(*, region: str, registry_id: str | None, token_host: str) -> str:
+    """The registry API host of an account's registry: `<id>.dkr.ecr.<region>.amazonaws.com`
+    (`.amazonaws.com.cn` in the China regions); without an account, the caller's own, which
+    the token's proxyEndpoint names."""
+    if registry_id is None:
+        return token_host
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{registry_id}.dkr.ecr.{region}.{suffix}"
 
 
 def tag_mutability(repository: Mapping[str, Any]) -> TagMutability:

@@ -192,9 +192,12 @@ def _connect_targets(config: Config, http: Http) -> list[_Target]:
     """An ECR client, token and registry client for every target (`ecr:` may be a list)."""
     targets = []
     for target in config.targets:
-        ecr = aws.Ecr(region=region_of(config, target), registry_id=target.registry_id)
+        region = region_of(config, target)
+        ecr = aws.Ecr(region=region, registry_id=target.registry_id)
         login = ecr.login()
-        host = target.endpoint or login.host
+        host = target.endpoint or aws.registry_host(
+            region=region, registry_id=target.registry_id, token_host=login.host
+        )
         registry = Registry(host, http=http, tls_verify=target.tls_verify, login=login.login)
         targets.append(_Target(target, ecr, host, registry, config.repository_settings(target)))
     return targets

@@ -28,9 +28,12 @@ def repository_states(config: Config, *, apply: bool) -> list[RepositoryState]:
     aws.check_environment()
     states = []
     for target in config.targets:
-        ecr = aws.Ecr(region=region_of(config, target), registry_id=target.registry_id)
+        region = region_of(config, target)
+        ecr = aws.Ecr(region=region, registry_id=target.registry_id)
         repositories = aws.Repositories.of(ecr)
-        host = target.endpoint or ecr.login().host
+        host = target.endpoint or aws.registry_host(
+            region=region, registry_id=target.registry_id, token_host=ecr.login().host
+        )
         for name, settings in sorted(config.repository_settings(target).items()):
             actual = repositories.actual(name)
             drifts = [] if actual is None else drift(settings, actual)

@@ -364,3 +364,18 @@ def test_a_hung_skopeo_is_killed_at_its_deadline(tmp_path: Path) -> None:
         with pytest.raises(CopyError) as caught:
             tool.copy("a/b:c", "d/e:f", src_tls_verify=True, dest_tls_verify=True)
     assert (str(caught.value), caught.value.transient) == ("copy timed out after 0.3 s", True)
+
+
+@pytest.mark.parametrize(
+    ("region", "registry_id", "host"),
+    [
+        ("us-east-1", None, "123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+        ("eu-west-1", "111122223333", "111122223333.dkr.ecr.eu-west-1.amazonaws.com"),
+        ("cn-north-1", "111122223333", "111122223333.dkr.ecr.cn-north-1.amazonaws.com.cn"),
+    ],
+)
+def test_a_targets_host_comes_from_its_account_and_region(
+    region: str, registry_id: str | None, host: str
+) -> None:
+    token_host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    assert aws.registry_host(region=region, registry_id=registry_id, token_host=token_host) == host
