@@ -31,6 +31,8 @@ class Registry(Protocol):
 
     def head_manifest(self, path: str, reference: str) -> Head: ...
 
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Head: ...
+
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
 
     def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None: ...
@@ -57,6 +59,8 @@ class Limits(Protocol):
 
     def see(self, host: str, rate_limit: RateLimit | None) -> None: ...
 
+    def spend(self, host: str, pulls: int) -> None: ...
+
     def limited(self, host: str, why: str) -> None: ...
 
     def blocked(self, host: str) -> str | None: ...
@@ -75,11 +79,13 @@ class Checker:
         targets: Sequence[Target],
         limits: Limits,
         stop: threading.Event,
+        source_gets: bool = True,
     ):
         self.sources = sources
         self.targets = list(targets)
         self.limits = limits
         self.stop = stop
+        self.source_gets = source_gets  # may a source that gives no digest on HEAD be read?
 
     def check(self, task: Task) -> list[Checked]:
         """One outcome or pending copy per target, in target order. Never raises MirrorError:
@@ -106,7 +112,7 @@ class Checker:
 
     def _compare(self, task: Task, started: float) -> list[Checked]:
         heads = [
-            target.registry.head_manifest(task.repositories[number], task.tag)
+            target.registry.describe_manifest(task.repositories[number], task.tag)
             for number, target in enumerate(self.targets)
         ]
         if task.source.digest:  # a pin already in place costs no request to the source
@@ -171,8 +177,12 @@ class Checker:
 
     def _head_source(self, task: Task) -> Head:
         host = task.source.repository.registry
-        head = self.sources(host).head_manifest(task.source.repository.path, task.source_reference)
+        head = self.sources(host).describe_manifest(
+            task.source.repository.path, task.source_reference, get=self.source_gets
+        )
         self.limits.see(host, head.rate_limit)
+        if head.fetched:  # a GET: Docker Hub counts it as a pull
+            self.limits.spend(host, 1)
         if not head.found:
             what = "digest" if task.source.digest else "tag"
             raise MirrorError(f"{task.source}: {what} not found on the source")

@@ -151,7 +151,11 @@ class Pipeline:
 
     def _check(self, tasks: Sequence[Task], collector: Collector) -> list[Pending]:
         checker = Checker(
-            sources=self.sources, targets=self.targets, limits=self.budgets, stop=self.stop
+            sources=self.sources,
+            targets=self.targets,
+            limits=self.budgets,
+            stop=self.stop,
+            source_gets=not self.settings.dry_run,
         )
         pendings: list[Pending] = []
         with Workers(self.settings.check_jobs, "check") as workers:

@@ -65,13 +65,16 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class Head:
-    """What a manifest HEAD told: whether it exists, its digest, size, type and the budget."""
+    """What a manifest HEAD told: whether it exists, its digest, size, type and the budget.
+    `fetched`: the HEAD told too little (no digest, or 405) and a GET was made instead, which
+    Docker Hub counts as a pull."""
 
     found: bool
     digest: str | None = None
     rate_limit: RateLimit | None = None
     media_type: str = ""
     size: int = 0
+    fetched: bool = False
 
     @property
     def is_index(self) -> bool:
@@ -146,6 +149,35 @@ class Registry:
             rate_limit=rate_limit,
             media_type=_media_type(response),
             size=int(response.headers.get("Content-Length") or 0),
+        )
+
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Head:
+        """A HEAD; when it gives no `Docker-Content-Digest` (the distribution spec allows
+        that) or the registry answers HEAD with 405, a GET (when `get`), whose body's sha256
+        is the digest a pull gets. Without `get`, such a Head has no digest."""
+        try:
+            head = self.head_manifest(path, reference)
+        except RegistryError as error:
+            if error.status != 405 or not get:
+                raise
+            why = "HEAD is not allowed (405)"
+        else:
+            if not head.found or head.digest or not get:
+                return head
+            why = "HEAD gave no digest"
+        log.debug("%s/%s:%s: %s; reading the manifest with a GET", self.host, path, reference, why)
+        response = self._request("GET", f"/v2/{path}/manifests/{reference}", path)
+        rate_limit = parse_rate_limit(response.headers, host=self.host)
+        if response.status == 404:
+            return Head(found=False, rate_limit=rate_limit, fetched=True)
+        self._raise_for_status(response, f"{path}:{reference}")
+        return Head(
+            found=True,
+            digest=sha256(response.data),
+            rate_limit=rate_limit,
+            media_type=_media_type(response),
+            size=len(response.data),
+            fetched=True,
         )
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:

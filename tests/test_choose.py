@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.stage import Stage
+from tests.standins.aws import ECR_PASSWORD
 from tests.standins.hub import HubFront
 from tests.standins.registry import Registry, get_manifest, manifest_digest
 
@@ -125,8 +126,9 @@ def _target(endpoint: str, **keys: str) -> dict[str, object]:
 
 @pytest.fixture
 def second_ecr(stage: Stage) -> Iterator[Registry]:
-    """Another account's registry (moto's token for 111122223333)."""
-    with Registry(stage.tmp / "ecr2", htpasswd=("AWS", "111122223333-auth-token")) as registry:
+    """Another account's registry: the caller's one token opens it too (GetAuthorizationToken's
+    registryIds is deprecated; the token works for every registry the principal may use)."""
+    with Registry(stage.tmp / "ecr2", htpasswd=("AWS", ECR_PASSWORD)) as registry:
         yield registry
 
 
@@ -162,7 +164,7 @@ def test_two_targets_filled_with_one_pull_per_image(stage: Stage, second_ecr: Re
     ]
     # one pull for the single image, index + two platforms for the multi-arch one: once each
     assert stage.hub.counts.manifest_get_ok == 1 + 3
-    auth = ("AWS", "111122223333-auth-token")
+    auth = ("AWS", ECR_PASSWORD)
     assert manifest_digest(second_ecr.url, f"copy/{stage.repo}", "single", auth=auth) == single
     assert manifest_digest(second_ecr.url, f"copy/{stage.repo}", "multi", auth=auth) == multi
     assert stage.dest_digest("multi") == multi
@@ -192,7 +194,7 @@ def test_a_new_target_is_filled_from_the_first_without_a_pull(
     run = stage.mirror("sync")
     assert run.actions() == ["up-to-date", "copied"]
     assert stage.hub.counts.manifest_get == 0  # filled from the first ECR, not Docker Hub
-    auth = ("AWS", "111122223333-auth-token")
+    auth = ("AWS", ECR_PASSWORD)
     assert manifest_digest(second_ecr.url, stage.repo, "a", auth=auth) == digest
 
 
