@@ -27,6 +27,7 @@ class Registry(Protocol):
     """What the steps need of a registry (mirror.registry.Registry is the real one)."""
 
     host: str
+    api: str  # the host that serves the registry API (Docker Hub's: registry-1.docker.io)
     tls_verify: bool
 
     def head_manifest(self, path: str, reference: str) -> Head: ...

@@ -19,6 +19,7 @@ from mirror.errors import ConfigError, SetupError
 from mirror.http import Http, Policy
 from mirror.registry import Login, Registry
 from mirror.repo_settings import RepositorySettings
+from mirror.schedule import Backpressure
 
 
 def region_of(config: Config, target: Ecr | None = None) -> str:
@@ -123,11 +124,21 @@ class Copier:
                 self.tool.workspace.write_auths(self.logins)
 
     def copy(
-        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+        self,
+        source: str,
+        destination: str,
+        *,
+        src_tls_verify: bool,
+        dest_tls_verify: bool,
+        pull_hosts: frozenset[str] = frozenset(),
     ) -> str:
         self.refresh()
         return self.tool.copy(
-            source, destination, src_tls_verify=src_tls_verify, dest_tls_verify=dest_tls_verify
+            source,
+            destination,
+            src_tls_verify=src_tls_verify,
+            dest_tls_verify=dest_tls_verify,
+            pull_hosts=pull_hosts,
         )
 
 
@@ -140,6 +151,7 @@ class Session:
     copier: Copier
     http: Http
     tool: skopeo.Skopeo
+    backpressure: Backpressure
 
     def stop(self) -> None:
         self.http.stop()
@@ -168,18 +180,24 @@ def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iter
     }
     if not dry_run:
         skopeo.probe()
-    http = Http(policy=Policy(timeout=timeout), pool_size=min(32, 4 * max(1, jobs)))
+    backpressure = Backpressure(jobs)
+    http = Http(
+        policy=Policy(timeout=timeout),
+        pool_size=min(32, 4 * max(1, jobs)),
+        on_throttled=backpressure.throttled,
+    )
     targets = _connect_targets(config, http)
     logins = {**source_logins, **{target.host: target.ecr.login().login for target in targets}}
     with skopeo.Workspace() as workspace:
         workspace.write_auths(logins)
-        tool = skopeo.Skopeo(workspace)
+        tool = skopeo.Skopeo(workspace, on_throttled=backpressure.throttled)
         yield Session(
             sources=Sources(config, http, source_logins),
             targets=[target.step_target(dry_run=dry_run) for target in targets],
             copier=Copier(tool, logins, targets),
             http=http,
             tool=tool,
+            backpressure=backpressure,
         )
 
 
@@ -198,6 +216,8 @@ def _connect_targets(config: Config, http: Http) -> list[_Target]:
         host = target.endpoint or aws.registry_host(
             region=region, registry_id=target.registry_id, token_host=login.host
         )
-        registry = Registry(host, http=http, tls_verify=target.tls_verify, login=login.login)
+        registry = Registry(
+            host, http=http, tls_verify=target.tls_verify, login=login.login, throttled=True
+        )
         targets.append(_Target(target, ecr, host, registry, config.repository_settings(target)))
     return targets

@@ -23,8 +23,8 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -37,6 +37,7 @@ from mirror.errors import RegistryError, Stopped
 log = logging.getLogger("mirror")
 
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+MAX_WAIT = 30.0  # seconds: the longest wait before a throttled request is sent again
 _CONNECT_TIMEOUT = 10.0
 
 
@@ -52,6 +53,8 @@ class Policy:
     timeout: float = 30.0  # seconds for the whole request, every attempt included
     attempts: int = 3
     backoff: float = 0.3
+    throttled_attempts: int = 8  # for a request the caller lets retry on 429 (ECR throttling)
+    throttled_backoff: float = 0.5  # doubling, ±50 % jitter, at most MAX_WAIT a time
 
 
 @dataclass(frozen=True)
@@ -310,16 +313,20 @@ class Http:
         policy: Policy | None = None,
         pool_size: int = 8,
         environ: Mapping[str, str] | None = None,
+        on_throttled: Callable[[str], None] = lambda host: None,
     ):
         self.policy = policy or Policy()
+        self.on_throttled = on_throttled  # told of each 429 a throttled request waits out
         self._environ = dict(os.environ if environ is None else environ)
         self._managers = _Managers(pool_size)
         self._watchdog = _Watchdog()
         self._down: dict[str, str] = {}  # host -> why it was given up on
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
 
     def stop(self) -> None:
         """Cut off every request in flight; every later request raises Stopped at once."""
+        self._stopped.set()
         self._watchdog.stop()
 
     def request(
@@ -331,12 +338,16 @@ class Http:
         tls_verify: bool = True,
         body: bytes | None = None,
         probe: bool = False,
+        throttled: bool = False,
     ) -> Response:
         """Send and read the whole answer, retrying as the policy says.
 
         Raises RegistryError (transient) when the host cannot be reached or does not answer
         in time; Stopped when the run is stopping. `probe`: a request that may well fail (a
         TLS probe): one attempt, and only no answer at all counts against the host.
+        `throttled`: a 429 is back-pressure (ECR's "Rate exceeded"), not a verdict: wait
+        (Retry-After when given, else backoff with jitter) and send it again; the waits do not
+        count against the deadline. The last 429 is returned to the caller.
         """
         host = _host_of(url)
         with self._lock:
@@ -352,7 +363,9 @@ class Http:
             self._managers.get(proxy_for(url, self._environ), tls_verify),
         )
         attempts = 1 if probe else self.policy.attempts
-        for attempt in range(1, attempts + 1):
+        attempt = waits = 0
+        while True:
+            attempt += 1
             try:
                 response = self._attempt(call)
             except _Stopping:
@@ -362,14 +375,39 @@ class Http:
                     if failure.final or not probe:  # a probe that got no answer counts too
                         self._give_up_on(host, failure.why)
                     raise RegistryError(f"{host}: {failure.why}", transient=True) from None
-                self._pause(attempt, call.deadline)
+                self._wait(self._backoff(attempt), call)
+                continue
+            if response.status == 429 and throttled and waits < self.policy.throttled_attempts - 1:
+                self.on_throttled(host)
+                waits += 1
+                attempt -= 1  # back-pressure is not a failed attempt
+                delay = self._throttled_delay(response, waits)
+                log.debug(
+                    "%s %s: throttled (429); sending it again in %.1f s (wait %d of %d)",
+                    call.method, _shown(call.url), delay, waits, self.policy.throttled_attempts - 1,
+                )  # fmt: skip
+                call = replace(call, deadline=call.deadline + delay)
+                self._wait(delay, call)
                 continue
             retried = response.status in RETRIED_STATUSES and _repeatable(method)
             if retried and self._retry(call, attempt, attempts, f"HTTP {response.status}"):
-                self._pause(attempt, call.deadline)
+                self._wait(self._backoff(attempt), call)
                 continue
             return response
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _backoff(self, attempt: int) -> float:
+        return float(self.policy.backoff * 2.0 ** (attempt - 1)) * _jitter()
+
+    def _throttled_delay(self, response: Response, waits: int) -> float:
+        told = retry_after(response.headers)
+        if told is not None:
+            return min(told, MAX_WAIT)
+        delay = float(self.policy.throttled_backoff * 2.0 ** (waits - 1))
+        return min(delay, MAX_WAIT) * _jitter()
+
+    def _wait(self, delay: float, call: _Request) -> None:
+        if self._stopped.wait(max(0.0, min(delay, call.deadline - time.monotonic()))):
+            raise Stopped
 
     def _attempt(self, call: _Request) -> Response:
         started = time.monotonic()
@@ -421,10 +459,6 @@ class Http:
         )
         return True
 
-    def _pause(self, attempt: int, deadline: float) -> None:
-        delay = self.policy.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # noqa: S311
-        time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
-
     def _give_up_on(self, host: str, why: str) -> None:
         with self._lock:
             if host not in self._down:
@@ -451,6 +485,16 @@ class _Failed(Exception):
 class _Stopping(_Failed):
     def __init__(self) -> None:
         super().__init__("mirror is stopping", final=True)
+
+
+def _jitter() -> float:
+    return random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not cryptography
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Retry-After in seconds (delta-seconds only; an HTTP date is read as absent)."""
+    value = (headers.get("Retry-After") or "").strip()
+    return float(value) if value.isascii() and value.isdigit() and len(value) < 7 else None
 
 
 def _repeatable(method: str) -> bool:

@@ -19,7 +19,7 @@ from mirror.check import INTERRUPTED, Checker, Registry, Target
 from mirror.errors import MirrorError, RateLimited
 from mirror.model import Action, Outcome, Pending, Task
 from mirror.plan import Plan
-from mirror.schedule import Budgets, Job, Queue, jobs
+from mirror.schedule import Backpressure, Budgets, Job, Queue, jobs
 from mirror.transfer import Copier, Holdings, Retry, Transfer
 from mirror.workers import Workers, wait_all, wait_any
 
@@ -124,6 +124,7 @@ class Pipeline:
         settings: Settings,
         stop: threading.Event,
         sink: Sink,
+        backpressure: Backpressure | None = None,
     ):
         self.sources = sources
         self.targets = list(targets)
@@ -133,6 +134,7 @@ class Pipeline:
         self.stop = stop
         self.sink = sink
         self.holdings = Holdings()
+        self.backpressure = backpressure or Backpressure(settings.jobs)
         self._grace_end: float | None = None
 
     def run(self, plan: Plan) -> Result:
@@ -200,12 +202,13 @@ class Pipeline:
             stop=self.stop,
             retry=self.settings.retry,
             recheck=lambda pending: self._recheck(pending, needed),
+            backpressure=self.backpressure,
         )
         running: dict[Future[None], tuple[Job, int]] = {}
         with Workers(self.settings.jobs, "copy") as workers:
             while queue.waiting and not self.stop.is_set():
                 admitted = None
-                if len(running) < self.settings.jobs:
+                if len(running) < min(self.settings.jobs, self.backpressure.limit):
                     costs = {id(waiting): self._cost(waiting) for waiting in queue.waiting}
                     admitted = queue.next(self._reserved(running), costs)
                 if admitted is not None:

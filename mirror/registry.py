@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from mirror.errors import AuthError, RateLimited, RegistryError
-from mirror.http import Http, Response
+from mirror.http import Http, Response, retry_after
 from mirror.reference import api_host
 
 log = logging.getLogger("mirror")
@@ -36,6 +36,7 @@ MAX_TAG_PAGES = 1000  # a tags list longer than this many pages is cut, with a w
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _FIRST_NUMBER = re.compile(r"\s*(\d{1,18})\b")
 _TOKEN_MARGIN = 10.0  # seconds: renew a token this long before it expires
+_LOCKED_OUT = "too many failed login attempts"  # Docker Hub's token answer during a lockout
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,16 @@ class Registry:
     """One registry host, spoken to with its token flow (Bearer or Basic) as it asks."""
 
     def __init__(
-        self, host: str, *, http: Http, tls_verify: bool = True, login: Login | None = None
+        self,
+        host: str,
+        *,
+        http: Http,
+        tls_verify: bool = True,
+        login: Login | None = None,
+        throttled: bool = False,
     ):
         self.host = host
+        self.throttled = throttled  # a 429 is back-pressure (ECR): waited out and sent again
         self.api = api_host(host)
         self.tls_verify = tls_verify
         self.login = login
@@ -317,7 +325,9 @@ class Registry:
     ) -> Response:
         scheme = self._scheme or self._detect_scheme()
         url = f"{scheme}://{self.api}{url_path}"
-        return self._http.request(method, url, headers, tls_verify=self.tls_verify, body=body)
+        return self._http.request(
+            method, url, headers, tls_verify=self.tls_verify, body=body, throttled=self.throttled
+        )
 
     def _detect_scheme(self) -> str:
         # tls_verify: false means "HTTPS without verification, else plain HTTP", as skopeo does.
@@ -378,8 +388,14 @@ class Registry:
         )
         if response.status in (401, 403):
             raise AuthError(f"{self.host}: the token service refused {who} (check the credentials)")
+        if response.status == 429 and _LOCKED_OUT in response.data.decode(errors="replace").lower():
+            raise AuthError(
+                f"{self.host}: login locked out after repeated failed logins (429: too many "
+                f"failed login attempts), for {who}: check the credentials, then wait about "
+                "10 minutes"
+            )
         if response.status == 429:
-            raise RateLimited(self.host)
+            raise RateLimited(self.host, too_many_requests(response))
         if response.status != 200:
             raise RegistryError(
                 f"{self.host}: token service answered HTTP {response.status}",
@@ -391,22 +407,58 @@ class Registry:
         return token
 
     def _raise_for_status(self, response: Response, what: str) -> None:
+        """Name the fault for what it is: pull limit, request limit, ECR throttling, ECR
+        quota, an immutable tag, not found, access denied, a server error."""
         status = response.status
         if status < 300:
             return
+        code, message = error_of(response)
+        where = f"{self.host}/{what}"
+        detail = f" ({status} {code}: {message})" if code or message else f" (HTTP {status})"
+        if status == 429 and self.throttled:
+            raise RegistryError(
+                f"{where}: ECR throttling{detail}, still after waiting and retrying",
+                status=status,
+                transient=True,
+            )
         if status == 429:
-            raise RateLimited(self.host)
+            raise RateLimited(self.host, too_many_requests(response))
+        if status == 403 and "maximum allowed number of images" in message:
+            raise RegistryError(f"{where}: ECR's images-per-repository quota is reached{detail}")
+        if code == "TAG_INVALID":
+            raise RegistryError(f"{where}: the tag is immutable in this repository{detail}")
+        if status == 404:
+            raise RegistryError(f"{where}: not found{detail}", status=status)
         if status in (401, 403):
             raise RegistryError(
-                f"{self.host}/{what}: access denied (HTTP {status}): the repository does not "
-                "exist or the credentials may not pull it",
+                f"{where}: access denied{detail}: the repository does not exist or the "
+                "credentials may not use it",
                 status=status,
             )
-        raise RegistryError(
-            f"{self.host}/{what}: HTTP {status}{_error_detail(response)}",
-            status=status,
-            transient=status >= 500,
-        )
+        raise RegistryError(f"{where}: HTTP {status}{_error_detail(response)}", status=status,
+                            transient=status >= 500)  # fmt: skip
+
+
+def too_many_requests(response: Response) -> str:
+    """A source's 429 in plain words: Docker Hub's pull limit (`TOOMANYREQUESTS` "You have
+    reached your pull rate limit") or, anything else, a limit on requests (Docker Hub's abuse
+    limit answers a plain-text 429, sometimes with Retry-After)."""
+    code, message = error_of(response)
+    if code == "TOOMANYREQUESTS" and "pull rate limit" in message.lower():
+        return "pull rate limit reached (429 TOOMANYREQUESTS)"
+    wait = retry_after(response.headers)
+    later = f"; it asks to wait {wait:g} s" if wait is not None else ""
+    said = f" {code}: {message}" if code else ""
+    return f"too many requests (429{said}): a limit on requests, not the pull limit{later}"
+
+
+def error_of(response: Response) -> tuple[str, str]:
+    """The first error of a registry's JSON error body: (code, message); ("", "") if none."""
+    try:
+        first = json.loads(response.data or b"{}").get("errors")[0]
+        return str(first.get("code") or ""), str(first.get("message") or "")
+    except (ValueError, AttributeError, IndexError, TypeError, KeyError):
+        return "", ""
 
 
 def sha256(body: bytes) -> str:

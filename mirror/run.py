@@ -262,6 +262,7 @@ class _Execution:
                 settings=Settings(jobs=options.jobs, dry_run=options.dry_run, retry=options.retry),
                 stop=self.stop.event,
                 sink=self.console,
+                backpressure=session.backpressure,
             )
             self.result = pipeline.run(self.known)
 

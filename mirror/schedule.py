@@ -177,3 +177,36 @@ class Queue:
     def left(self) -> Sequence[tuple[Job, str]]:
         """The jobs that never started, each with why."""
         return [(job, self.reasons.get(id(job), "not started")) for job in self.waiting]
+
+
+class Backpressure:
+    """How many copies may run at once, lowered while a destination throttles (ECR's 429
+    "Rate exceeded"): halved at each throttled request, raised by one after as many copies
+    in a row end well as the limit allows (additive increase, multiplicative decrease)."""
+
+    def __init__(self, most: int):
+        self.most = max(1, most)
+        self._limit = self.most
+        self._good = 0
+        self.throttled_requests = 0  # every 429 a destination sent this run
+        self._lock = threading.Lock()
+
+    @property
+    def limit(self) -> int:
+        with self._lock:
+            return self._limit
+
+    def throttled(self, host: str) -> None:
+        with self._lock:
+            self.throttled_requests += 1
+            if self._limit > 1:
+                self._limit //= 2
+                log.debug("%s throttles: at most %d copies at once for now", host, self._limit)
+            self._good = 0
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._good += 1
+            if self._good >= self._limit and self._limit < self.most:
+                self._limit += 1
+                self._good = 0

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -185,19 +185,38 @@ def copy_args(
 class Skopeo:
     """Runs skopeo copies; keeps track of running children so they can be stopped."""
 
-    def __init__(self, workspace: Workspace, *, command: str = "skopeo", timeout: float = 3600):
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        command: str = "skopeo",
+        timeout: float = 3600,
+        on_throttled: Callable[[str], None] = lambda host: None,
+    ):
         self.workspace = workspace
         self.command = command
         self.timeout = timeout
+        self.on_throttled = on_throttled  # told of each 429 skopeo waits out itself
         self._running: dict[int, Any] = {}
         self._stopping = False
         self._lock = threading.Lock()
         self._counter = iter(range(1, 1 << 62))
 
     def copy(
-        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+        self,
+        source: str,
+        destination: str,
+        *,
+        src_tls_verify: bool,
+        dest_tls_verify: bool,
+        pull_hosts: frozenset[str] = frozenset(),
     ) -> str:
-        """Copy one image; return the digest written at the destination."""
+        """Copy one image; return the digest written at the destination.
+
+        A 429 from one of `pull_hosts` (the source's registry API hosts) is a pull limit: skopeo
+        is stopped at once instead of sleeping through its own retries. A 429 from any other
+        host (ECR throttling) is left to skopeo's retries, and reported to `on_throttled`.
+        """
         digestfile = self.workspace.path / f"digest-{next(self._counter)}"
         args = copy_args(
             source,
@@ -208,16 +227,16 @@ class Skopeo:
             src_tls_verify=src_tls_verify,
             dest_tls_verify=dest_tls_verify,
         )
-        self._run(args, what=source)
+        self._run(args, what=source, pull_hosts=pull_hosts)
         try:
             return digestfile.read_text().strip()
         finally:
             digestfile.unlink(missing_ok=True)
 
-    def _run(self, args: list[str], *, what: str) -> None:
+    def _run(self, args: list[str], *, what: str, pull_hosts: frozenset[str]) -> None:
         if self._stopping:
             raise CopyError(f"{what}: not started: mirror is stopping")
-        watch = _Watch()
+        watch = _Watch(pull_hosts, self.on_throttled)
         log.debug("running %s %s", self.command, " ".join(args))  # argv holds no secret
         try:
             process = sh.Command(self.command)(
@@ -283,17 +302,23 @@ class _Deadline:
 
 
 class _Watch:
-    """Reads skopeo's stderr as it comes: stops it on a 429, keeps the last lines worth quoting."""
+    """Reads skopeo's stderr as it comes: stops it on a source's 429, tells of a destination's,
+    keeps the last lines worth quoting."""
 
-    def __init__(self) -> None:
+    def __init__(self, pull_hosts: frozenset[str], on_throttled: Callable[[str], None]) -> None:
+        self.pull_hosts = pull_hosts
+        self.on_throttled = on_throttled
         self.rate_limited = False
-        self.host = ""  # the registry that answered 429
+        self.host = ""  # the source registry that answered 429
         self.tail: deque[str] = deque(maxlen=20)
 
     def line(self, text: str, stdin: object, process: Any) -> bool | None:
         if _TOO_MANY in text:
-            self.rate_limited = True
-            self.host = too_many_requests_host(text)
+            host = too_many_requests_host(text)
+            if host and host not in self.pull_hosts:
+                self.on_throttled(host)  # back-pressure: skopeo waits and tries again
+                return None
+            self.rate_limited, self.host = True, host
             with contextlib.suppress(ProcessLookupError, OSError):
                 process.kill()
             return True  # no more lines wanted
@@ -314,10 +339,15 @@ def _discard(text: str) -> None:
 
 
 def _rate_limited(what: str, host: str = "") -> CopyError:
-    who = f" by {host}" if host else ""
-    return CopyError(
-        f"{what}: rate limited{who} (429 TOOMANYREQUESTS)", rate_limited=True, host=host
-    )
+    """A source's 429 during a copy. skopeo's debug line names the URL, not the answer's body,
+    so a pull limit and a limit on requests cannot be told apart here: say what is known."""
+    if host:
+        return CopyError(
+            f"{host}: rate limited (429 Too Many Requests) while pulling",
+            rate_limited=True,
+            host=host,
+        )
+    return CopyError(f"{what}: pull rate limit reached (429 TOOMANYREQUESTS)", rate_limited=True)
 
 
 _TOO_MANY = "Too many requests to "
@@ -371,14 +401,30 @@ _FATAL = re.compile(r'level=fatal msg="(.*)"\s*$')
 
 
 def classify(stderr_lines: list[str], what: str) -> CopyError:
-    """Turn skopeo's stderr into one plain-words error, marked transient or rate-limited."""
+    """Turn skopeo's stderr into one plain-words error naming the fault: a source's pull
+    limit, ECR throttling (back-pressure, worth another try), ECR's images-per-repository
+    quota, an immutable tag, a login lockout, or a transient fault."""
     text = "".join(stderr_lines)
     message = _last_message(stderr_lines) or "skopeo failed without a message"
     lowered = text.lower()
+    for needle, name in _PERMANENT:
+        if needle in lowered:
+            return CopyError(f"{name}: {message}")
     if "toomanyrequests" in lowered or ("429" in lowered and "too many requests" in lowered):
-        return _rate_limited(what)
+        if "pull rate limit" in lowered:
+            return _rate_limited(what)
+        # A source's 429 on a read stops skopeo before it gets here (see _Watch): what is
+        # left is a write ECR refused for its rate (PutImage, a layer upload part).
+        return CopyError(f"ECR throttling: {message}", throttled=True)
     transient = any(word in lowered for word in _TRANSIENT) or bool(_SERVER_ERROR.search(lowered))
     return CopyError(message, transient=transient)
+
+
+_PERMANENT = (
+    ("maximum allowed number of images", "ECR's images-per-repository quota is reached"),
+    ("cannot be overwritten because the repository is immutable", "the tag is immutable"),
+    ("too many failed login attempts", "login locked out after repeated failed logins"),
+)
 
 
 def _last_message(lines: list[str]) -> str:

@@ -19,17 +19,23 @@ from functools import partial
 from typing import Any, Protocol
 
 from mirror.check import INTERRUPTED, PLATFORMS, SOURCE_DIGEST, Registry, Target
-from mirror.errors import CopyError, MirrorError, RateLimited, Stopped
+from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError, Stopped
 from mirror.model import Action, Outcome, Pending
 from mirror.registry import INDEX_TYPES, OCI_INDEX
-from mirror.schedule import Budgets, Job
+from mirror.schedule import Backpressure, Budgets, Job
 
 log = logging.getLogger("mirror")
 
 
 class Copier(Protocol):
     def copy(
-        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+        self,
+        source: str,
+        destination: str,
+        *,
+        src_tls_verify: bool,
+        dest_tls_verify: bool,
+        pull_hosts: frozenset[str] = frozenset(),
     ) -> str: ...
 
 
@@ -75,10 +81,14 @@ class Holdings:
 
 @dataclass(frozen=True)
 class Retry:
-    """How a copy is retried: transient failures, `attempts` in all, from `backoff` seconds."""
+    """How a copy is tried again: after a transient failure, `attempts` in all, waiting from
+    `backoff` seconds (doubling, with jitter); after ECR throttling, which is back-pressure
+    rather than failure, up to `throttled_attempts`, waiting from `throttled_backoff`."""
 
     attempts: int = 3
     backoff: float = 1.0
+    throttled_attempts: int = 8
+    throttled_backoff: float = 2.0
 
 
 class Transfer:
@@ -96,6 +106,7 @@ class Transfer:
         stop: threading.Event,
         retry: Retry = Retry(),
         recheck: Callable[[Pending], None] = lambda pending: None,
+        backpressure: Backpressure | None = None,
     ):
         self.sources = sources
         self.targets = list(targets)
@@ -106,6 +117,7 @@ class Transfer:
         self.stop = stop
         self.retry = retry
         self.recheck = recheck  # reads the true budget after a copy from the source
+        self.backpressure = backpressure or Backpressure(1)
 
     def run(self, job: Job) -> None:
         """Copy the job's image once from the source, then fill the rest from the targets."""
@@ -132,9 +144,8 @@ class Transfer:
     ) -> Outcome:
         started = time.monotonic()
         host = pending.task.source.repository.registry
-        for attempt in range(1, self.retry.attempts + 1):
-            if self.stop.is_set():
-                break
+        failures = throttles = 0
+        while not self.stop.is_set():
             blocked = self.budgets.blocked(host) if pulls else None
             if blocked:  # the source said 429 since this job started
                 return _settle(pending, Action.DEFERRED, blocked, started)
@@ -146,40 +157,52 @@ class Transfer:
                     if pulls:  # every attempt GETs the manifests again
                         self.budgets.spend(host, pulls)
             except MirrorError as error:
-                verdict = self._verdict(error, host, attempt)
+                if _throttled(error) and throttles + 1 < self.retry.throttled_attempts:
+                    throttles += 1
+                    self.backpressure.throttled(self.targets[pending.target].host)
+                    self._pause(throttles, str(error), self.retry.throttled_backoff)
+                    continue
+                failures += 1
+                verdict = self._verdict(error, host, failures)
                 if verdict is Action.FAILED:
-                    return _settle(pending, Action.FAILED, _after(str(error), attempt), started)
+                    tries = failures + throttles
+                    return _settle(pending, Action.FAILED, _after(str(error), tries), started)
                 if verdict is Action.DEFERRED:
                     return _settle(
                         pending, Action.DEFERRED, self._deferred_why(error, host), started
                     )
-                self._pause(attempt, str(error))
+                self._pause(failures, str(error), self.retry.backoff)
                 continue
-            if not pending.task.platforms and digest != pending.source_digest:
-                wrong = (
-                    f"copied, but {pending.destination} now holds {digest}, not the "
-                    f"{pending.source_digest} the source announced"
-                )
-                return _settle(pending, Action.FAILED, wrong, started)
-            return Outcome.of(
-                pending.task,
-                pending.target,
-                pending.destination,
-                Action.COPIED,
-                source_digest=pending.source_digest,
-                destination_digest=digest,
-                seconds=time.monotonic() - started,
-            )
+            self.backpressure.succeeded()
+            return self._copied(pending, digest, started)
         return _settle(pending, Action.DEFERRED, INTERRUPTED, started)
 
-    def _verdict(self, error: MirrorError, host: str, attempt: int) -> Action | None:
+    def _copied(self, pending: Pending, digest: str, started: float) -> Outcome:
+        """The copy's outcome, once what was written is checked against what was announced."""
+        if not pending.task.platforms and digest != pending.source_digest:
+            wrong = (
+                f"copied, but {pending.destination} now holds {digest}, not the "
+                f"{pending.source_digest} the source announced"
+            )
+            return _settle(pending, Action.FAILED, wrong, started)
+        return Outcome.of(
+            pending.task,
+            pending.target,
+            pending.destination,
+            Action.COPIED,
+            source_digest=pending.source_digest,
+            destination_digest=digest,
+            seconds=time.monotonic() - started,
+        )
+
+    def _verdict(self, error: MirrorError, host: str, failures: int) -> Action | None:
         """After a failed attempt: DEFERRED (stopped or rate limited), FAILED, or None: retry."""
         if self.stop.is_set() or isinstance(error, Stopped):
             return Action.DEFERRED  # we stopped skopeo ourselves
         if isinstance(error, RateLimited) or (isinstance(error, CopyError) and error.rate_limited):
-            self.budgets.limited(host, f"{host}: pull rate limit reached (429); run again later")
+            self.budgets.limited(host, f"{error}; run again later")
             return Action.DEFERRED
-        if getattr(error, "transient", False) and attempt < self.retry.attempts:
+        if getattr(error, "transient", False) and failures < self.retry.attempts:
             return None
         return Action.FAILED
 
@@ -188,9 +211,9 @@ class Transfer:
             return INTERRUPTED
         return self.budgets.blocked(host) or str(error)
 
-    def _pause(self, attempt: int, why: str) -> None:
-        delay = self.retry.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # noqa: S311
-        log.debug("copy attempt %d failed (%s); retrying in %.1f s", attempt, why, delay)
+    def _pause(self, attempt: int, why: str, backoff: float) -> None:
+        delay = min(30.0, backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
+        log.debug("copy attempt failed (%s); trying again in %.1f s", why, delay)
         self.stop.wait(delay)
 
     # --- the copies ------------------------------------------------------------------------------
@@ -211,6 +234,7 @@ class Transfer:
             pending.destination,
             src_tls_verify=source.tls_verify,
             dest_tls_verify=target.registry.tls_verify,
+            pull_hosts=frozenset({source.api}),
         )
 
     def _from_target(self, pending: Pending, *, donor: Place) -> str:
@@ -260,6 +284,7 @@ class Transfer:
                 f"{target.host}/{pending.repository}@{child['digest']}",
                 src_tls_verify=source.tls_verify,
                 dest_tls_verify=target.registry.tls_verify,
+                pull_hosts=frozenset({source.api}),
             )
         written = filtered_index(index, chosen, _sha256(body), task.platforms)
         return target.registry.put_manifest(pending.repository, task.tag, written, OCI_INDEX)
@@ -314,6 +339,17 @@ def _sha256(body: bytes) -> str:
 
 def _settle(pending: Pending, action: Action, error: str, started: float) -> Outcome:
     return Outcome.settled(pending, action, error=error, seconds=time.monotonic() - started)
+
+
+def _throttled(error: MirrorError) -> bool:
+    """Is this ECR throttling (back-pressure), from skopeo or from our own request?"""
+    if isinstance(error, CopyError):
+        return error.throttled
+    return (
+        isinstance(error, RegistryError)
+        and error.status == 429
+        and not isinstance(error, RateLimited)
+    )
 
 
 def _after(message: str, attempts: int) -> str:

@@ -143,7 +143,8 @@ def test_a_tag_rule_that_cannot_be_resolved_fails_only_its_image(stage: Stage) -
     assert (first["action"], second["action"]) == ("failed", "copied")
     assert first["source"] == f"{stage.hub.host}/{stage.repo}-missing"
     assert first["error"].startswith(
-        f"tag rule: {stage.hub.host}/{stage.repo}-missing (tag list): access denied (HTTP 401)"
+        f"tag rule: {stage.hub.host}/{stage.repo}-missing (tag list): access denied "
+        "(401 UNAUTHORIZED: authentication required): the repository does not exist"
     )
     assert stage.dest_digest("1.0") == digest
 

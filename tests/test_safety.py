@@ -97,7 +97,7 @@ def test_429_inside_a_copy_stops_at_once(limited: Stage) -> None:
     assert run.actions() == ["deferred"] * 3
     assert run.report is not None
     assert run.report["images"][0]["error"] == (
-        f"{limited.hub.host}: pull rate limit reached (429); run again later"
+        f"{limited.hub.host}: rate limited (429 Too Many Requests) while pulling; run again later"
     )
     # skopeo was stopped on its first 429 instead of retrying five times over 30 s,
     # and no other copy was started after it.

@@ -43,6 +43,7 @@ class FakeRegistry:
         limit: RateLimit | None = None,
     ):
         self.host = host
+        self.api = host
         self.tls_verify = True
         self.digests = digests
         self.fail = fail
@@ -90,7 +91,13 @@ class FakeCopier:
         self.lock = threading.Lock()
 
     def copy(
-        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+        self,
+        source: str,
+        destination: str,
+        *,
+        src_tls_verify: bool,
+        dest_tls_verify: bool,
+        pull_hosts: frozenset[str] = frozenset(),
     ) -> str:
         with self.lock:
             self.copies.append(source)

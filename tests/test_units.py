@@ -244,42 +244,91 @@ def test_workspace_is_private_and_removed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("stderr", "rate_limited", "transient", "message"),
+    ("stderr", "kind", "message"),
     [
         (
             'time="x" level=fatal msg="initializing source docker://h/r:t: reading manifest t in '
             'h/r: toomanyrequests: You have reached your pull rate limit."\n',
-            True,
-            False,
-            "r:t: rate limited (429 TOOMANYREQUESTS)",
+            "rate-limited",
+            "r:t: pull rate limit reached (429 TOOMANYREQUESTS)",
+        ),
+        (
+            'level=fatal msg="writing manifest: uploading manifest sha256:ab to e/r:t: '
+            'toomanyrequests: Rate exceeded"\n',
+            "throttled",
+            "ECR throttling: writing manifest: uploading manifest sha256:ab to e/r:t: "
+            "toomanyrequests: Rate exceeded",
+        ),
+        (
+            'level=fatal msg="writing manifest: uploading manifest sha256:ab to e/r:t: denied: '
+            "The repository with name 'r' in registry with id '1' already has the maximum "
+            "allowed number of images which is '10000'\"\n",
+            "permanent",
+            "ECR's images-per-repository quota is reached: writing manifest: uploading manifest "
+            "sha256:ab to e/r:t: denied: The repository with name 'r' in registry with id '1' "
+            "already has the maximum allowed number of images which is '10000'",
+        ),
+        (
+            'level=fatal msg="writing manifest: uploading manifest: tag invalid: The image tag '
+            "'t' already exists in the 'r' repository and cannot be overwritten because the "
+            'repository is immutable."\n',
+            "permanent",
+            "the tag is immutable: writing manifest: uploading manifest: tag invalid: The image "
+            "tag 't' already exists in the 'r' repository and cannot be overwritten because the "
+            "repository is immutable.",
         ),
         (
             'level=fatal msg="reading blob sha256:1: read tcp: connection reset by peer"\n',
-            False,
-            True,
+            "transient",
             "reading blob sha256:1: read tcp: connection reset by peer",
         ),
         (
             'level=fatal msg="reading blob sha256:1: Error fetching blob: invalid status code '
             'from registry 500 (Internal Server Error)"\n',
-            False,
-            True,
+            "transient",
             "reading blob sha256:1: Error fetching blob: invalid status code from registry 500 "
             "(Internal Server Error)",
         ),
         (
             'time="x" level=fatal msg="initializing source: manifest unknown"\n',
-            False,
-            False,
+            "permanent",
             "initializing source: manifest unknown",
         ),
     ],
 )
-def test_skopeo_errors_in_plain_words(
-    stderr: str, rate_limited: bool, transient: bool, message: str
-) -> None:
+def test_skopeo_errors_name_the_fault(stderr: str, kind: str, message: str) -> None:
     error = skopeo.classify([stderr], "r:t")
-    assert (error.rate_limited, error.transient, str(error)) == (rate_limited, transient, message)
+    kinds = {
+        "rate-limited": (True, False, False),
+        "throttled": (False, True, True),
+        "transient": (False, False, True),
+        "permanent": (False, False, False),
+    }
+    assert (error.rate_limited, error.throttled, error.transient) == kinds[kind]
+    assert str(error) == message
+
+
+def test_a_source_429_stops_skopeo_and_a_destinations_is_left_to_its_retries() -> None:
+    told: list[str] = []
+    watch = skopeo._Watch(frozenset({"registry-1.docker.io"}), told.append)
+
+    class Process:
+        killed = False
+
+        def kill(self) -> None:
+            self.killed = True
+
+    process = Process()
+    ecr = "Too many requests to https://1.dkr.ecr.us-east-1.amazonaws.com/v2/x/blobs/uploads/: "
+    assert watch.line(f"{ecr}sleeping for 2.000000 seconds", None, process) is None
+    assert (told, process.killed, watch.rate_limited) == (
+        ["1.dkr.ecr.us-east-1.amazonaws.com"],
+        False,
+        False,
+    )
+    hub = "Too many requests to https://registry-1.docker.io/v2/library/ruby/manifests/3: s"
+    assert watch.line(hub, None, process) is True
+    assert (process.killed, watch.rate_limited, watch.host) == (True, True, "registry-1.docker.io")
 
 
 # --- the ECR token: fetched once, renewed before expiry, never looped on -------------------------
