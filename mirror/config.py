@@ -56,9 +56,6 @@ class Source:
     credentials: Credentials | None = None  # for source.registry (and any host not listed)
     host_credentials: tuple[tuple[str, Credentials], ...] = ()  # per registry host
 
-    def credentials_for(self, host: str) -> Credentials | None:
-        return dict(self.host_credentials).get(host, self.credentials)
-
     def credential_hosts(self) -> dict[str, Credentials]:
         """Every host with credentials: the listed ones, and source.registry's default."""
         hosts = dict(self.host_credentials)

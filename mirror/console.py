@@ -115,7 +115,6 @@ class Console:
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._shown = ""  # the status line now on the terminal
         self._progress: Progress | None = None
-        self._drawn = threading.Event()
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._closing = False

@@ -34,6 +34,7 @@ class Report:
     error: str | None = None  # why the run stopped early, if it did
     exit_code: int = 0
     seconds: float = 0.0
+    throttled: int = 0  # 429s the destinations sent, each waited out and sent again
 
 
 def summary(outcomes: Sequence[Outcome]) -> dict[str, int]:
@@ -87,6 +88,7 @@ def document(report: Report) -> dict[str, Any]:
             }
             for budget in report.budgets
         },
+        "throttled_requests": report.throttled,
         "seconds": round(report.seconds, 3),
     }
 

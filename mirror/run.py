@@ -217,6 +217,7 @@ class _Execution:
     known: Plan | None = None
     result: Result | None = None
     error: MirrorError | None = None
+    throttled: int = 0
 
     def __post_init__(self) -> None:
         self.budgets = Budgets(self.options.max_pulls)
@@ -264,7 +265,10 @@ class _Execution:
                 sink=self.console,
                 backpressure=session.backpressure,
             )
-            self.result = pipeline.run(self.known)
+            try:
+                self.result = pipeline.run(self.known)
+            finally:
+                self.throttled = session.backpressure.throttled_requests
 
     def _finish(self) -> Run:
         if self.result is not None:
@@ -279,11 +283,16 @@ class _Execution:
             error=None if self.error is None else str(self.error),
             exit_code=code,
             seconds=time.monotonic() - self.started,
+            throttled=self.throttled,
         )
         write_reports(done, self.options)
         if self.result is not None or not self.error:
             for line in report.budget_lines(done.budgets):
                 self.console.info(line)
+            if done.throttled:
+                self.console.info(
+                    f"ECR throttled {done.throttled} requests; each was waited out and sent again"
+                )
             self.console.summary(report.summary_line(done), summary=report.summary(outcomes))
         return Run(done, code, outcomes)
 

@@ -332,10 +332,10 @@ def test_pins_platforms_targets_and_per_host_credentials(tmp_path: Path) -> None
         "hub/library/redis",
         "library/redis",
     ]
-    assert loaded.source.credentials_for("ghcr.io") == config.Credentials(
-        secrets_manager="ghcr-pull"
-    )
-    assert loaded.source.credentials_for("docker.io") == config.Credentials("HUB_USER", "HUB_TOKEN")
+    assert loaded.source.credential_hosts() == {
+        "ghcr.io": config.Credentials(secrets_manager="ghcr-pull"),
+        "docker.io": config.Credentials("HUB_USER", "HUB_TOKEN"),
+    }
 
 
 def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
