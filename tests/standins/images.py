@@ -21,11 +21,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+import urllib3
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+IN_TOTO = "application/vnd.in-toto+json"
+ATTESTATION_PREDICATES = ("https://slsa.dev/provenance/v0.2", "https://spdx.dev/Document")
+
+
+@dataclass(frozen=True)
+class MediaTypes:
+    """One family of media types: what an index, a manifest, a config and a layer are called."""
+
+    index: str
+    manifest: str
+    config: str
+    layer: str
+
+
+# Docker Official Images are OCI indexes of OCI manifests today (BuildKit writes them so, with
+# attestation manifests); older images and other publishers use the Docker v2 family.
+FAMILIES = {
+    "oci": MediaTypes(OCI_INDEX, OCI_MANIFEST, OCI_CONFIG, OCI_LAYER),
+    "docker": MediaTypes(DOCKER_LIST, DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER),
+}
 
 
 def skopeo_policy_file(dir: Path) -> Path:
@@ -67,7 +94,7 @@ def _json_blob(media_type: str, doc: dict[str, Any]) -> Blob:
     return Blob(media_type, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
 
 
-def make_layer(files: dict[str, bytes]) -> tuple[Blob, str]:
+def make_layer(files: dict[str, bytes], media_type: str = OCI_LAYER) -> tuple[Blob, str]:
     """A gzip tar layer of ``files`` and its diff_id (digest of the uncompressed tar)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -79,7 +106,7 @@ def make_layer(files: dict[str, bytes]) -> tuple[Blob, str]:
             tar.addfile(info, io.BytesIO(content))
     tar_bytes = raw.getvalue()
     diff_id = "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
-    return Blob(OCI_LAYER, gzip.compress(tar_bytes, compresslevel=1, mtime=0)), diff_id
+    return Blob(media_type, gzip.compress(tar_bytes, compresslevel=1, mtime=0)), diff_id
 
 
 def _platform_fields(platform: str) -> dict[str, str]:
@@ -93,16 +120,23 @@ def _platform_fields(platform: str) -> dict[str, str]:
 
 
 def _image(
-    platform: str, layer_sizes: Sequence[int], seed: int | str, base_layers: Sequence[bytes]
+    platform: str,
+    layer_sizes: Sequence[int],
+    seed: int | str,
+    base_layers: Sequence[bytes],
+    family: MediaTypes,
 ) -> tuple[Blob, list[Blob]]:
     """One platform's manifest and the blobs it refers to (config and layers)."""
-    layers = [make_layer({f"base/{i}.bin": content}) for i, content in enumerate(base_layers)]
+    layers = [
+        make_layer({f"base/{i}.bin": content}, family.layer)
+        for i, content in enumerate(base_layers)
+    ]
     for i, size in enumerate(layer_sizes):
         rng = random.Random(f"{seed}|{platform}|{i}")  # noqa: S311 - seeded on purpose
-        layers.append(make_layer({f"data/{i}.bin": rng.randbytes(size)}))
+        layers.append(make_layer({f"data/{i}.bin": rng.randbytes(size)}, family.layer))
     platform_fields = _platform_fields(platform)
     config = _json_blob(
-        OCI_CONFIG,
+        family.config,
         {
             **platform_fields,
             "created": "1970-01-01T00:00:00Z",
@@ -111,15 +145,108 @@ def _image(
         },
     )
     manifest = _json_blob(
-        OCI_MANIFEST,
+        family.manifest,
         {
             "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
+            "mediaType": family.manifest,
             "config": config.descriptor(),
             "layers": [blob.descriptor() for blob, _ in layers],
         },
     )
     return manifest, [config, *(blob for blob, _ in layers)]
+
+
+def _attestation(
+    subject: Blob, platform: str, seed: int | str, family: MediaTypes
+) -> tuple[Blob, list[Blob]]:
+    """An attestation manifest for ``subject`` as BuildKit writes them (Docker's "attestation
+    storage"): in-toto statements as layers, a config that says ``unknown/unknown``.
+    """
+    statements = [
+        _json_blob(
+            IN_TOTO,
+            {
+                "_type": "https://in-toto.io/Statement/v0.1",
+                "predicateType": predicate,
+                "subject": [
+                    {
+                        "name": f"pkg:docker/test@{seed}?platform={quote(platform, safe='')}",
+                        "digest": {"sha256": subject.digest.removeprefix("sha256:")},
+                    }
+                ],
+                "predicate": {"test.seed": str(seed)},
+            },
+        )
+        for predicate in ATTESTATION_PREDICATES
+    ]
+    config = _json_blob(
+        family.config,
+        {
+            "architecture": "unknown",
+            "os": "unknown",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [blob.digest for blob in statements]},
+        },
+    )
+    layers = [
+        blob.descriptor(annotations={"in-toto.io/predicate-type": predicate})
+        for blob, predicate in zip(statements, ATTESTATION_PREDICATES, strict=True)
+    ]
+    manifest = _json_blob(
+        family.manifest,
+        {
+            "schemaVersion": 2,
+            "mediaType": family.manifest,
+            "config": config.descriptor(),
+            "layers": layers,
+        },
+    )
+    return manifest, [config, *statements]
+
+
+def build_image(
+    *,
+    platforms: Sequence[str],
+    layer_sizes: Sequence[int],
+    seed: int | str,
+    base_layers: Sequence[bytes] = (),
+    media_types: str = "oci",
+    attestations: bool = False,
+) -> tuple[Blob, dict[str, Blob]]:
+    """The top manifest (an index if more than one platform or with attestations) and every
+    blob and manifest it refers to, by digest.
+    """
+    if not platforms:
+        raise ValueError("at least one platform")
+    if media_types not in FAMILIES:
+        raise ValueError(f"media_types must be one of {sorted(FAMILIES)}")
+    family = FAMILIES[media_types]
+    blobs: dict[str, Blob] = {}
+    entries: list[dict[str, Any]] = []
+    manifests: list[tuple[str, Blob]] = []
+    for platform in platforms:
+        manifest, parts = _image(platform, layer_sizes, seed, base_layers, family)
+        manifests.append((platform, manifest))
+        entries.append(manifest.descriptor(platform=_platform_fields(platform)))
+        blobs.update({blob.digest: blob for blob in (manifest, *parts)})
+    if attestations:  # always OCI manifests (Docker's "attestation storage"); skopeo refuses
+        # in-toto layers in a Docker v2 manifest ("unsupported docker v2s2 media type")
+        for platform, subject in manifests:
+            manifest, parts = _attestation(subject, platform, seed, FAMILIES["oci"])
+            annotations = {
+                "vnd.docker.reference.digest": subject.digest,
+                "vnd.docker.reference.type": "attestation-manifest",
+            }
+            unknown = {"architecture": "unknown", "os": "unknown"}
+            entries.append(manifest.descriptor(annotations=annotations, platform=unknown))
+            blobs.update({blob.digest: blob for blob in (manifest, *parts)})
+    if len(entries) == 1:
+        return manifests[0][1], blobs
+    top = _json_blob(
+        family.index, {"schemaVersion": 2, "mediaType": family.index, "manifests": entries}
+    )
+    blobs[top.digest] = top
+    return top, blobs
 
 
 def write_oci_layout(
@@ -130,28 +257,18 @@ def write_oci_layout(
     layer_sizes: Sequence[int],
     seed: int | str,
     base_layers: Sequence[bytes] = (),
+    media_types: str = "oci",
+    attestations: bool = False,
 ) -> str:
     """Write an OCI layout holding ``tag``; returns its top digest (index if multi-platform)."""
-    if not platforms:
-        raise ValueError("at least one platform")
-    blobs: dict[str, Blob] = {}
-    manifests: list[tuple[str, Blob]] = []
-    for platform in platforms:
-        manifest, parts = _image(platform, layer_sizes, seed, base_layers)
-        manifests.append((platform, manifest))
-        blobs.update({blob.digest: blob for blob in (manifest, *parts)})
-    if len(manifests) == 1:
-        top = manifests[0][1]
-    else:
-        top = _json_blob(
-            OCI_INDEX,
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_INDEX,
-                "manifests": [m.descriptor(platform=_platform_fields(p)) for p, m in manifests],
-            },
-        )
-        blobs[top.digest] = top
+    top, blobs = build_image(
+        platforms=platforms,
+        layer_sizes=layer_sizes,
+        seed=seed,
+        base_layers=base_layers,
+        media_types=media_types,
+        attestations=attestations,
+    )
     blob_dir = layout / "blobs" / "sha256"
     blob_dir.mkdir(parents=True, exist_ok=True)
     for digest, blob in blobs.items():
@@ -176,16 +293,40 @@ def make_image(
     base_layers: Sequence[bytes] | None = None,
     workdir: Path | None = None,
     auth: tuple[str, str] | None = None,
+    media_types: str = "oci",
+    attestations: bool = False,
 ) -> str:
     """Build an image and push it to ``registry_host/repo:tag`` over plain HTTP; return its digest.
 
     One image per platform (``os/arch[/variant]``), each with one seeded random file per entry of
     ``layer_sizes`` (bytes; the gzip layer is about that size since the data is incompressible);
-    more than one platform gives an OCI index, whose digest is returned. Each of ``base_layers``
+    more than one platform gives an index, whose digest is returned. Each of ``base_layers``
     (file contents) becomes the same layer blob in every image and platform it is given to, so
     images can share blobs. ``auth`` pushes with an auth file (never argv). Push directly to a
     backend :class:`~tests.standins.registry.Registry`, not through a ``HubFront`` (pull only).
+
+    ``media_types="oci"`` (the default, what Docker Official Images use today) writes OCI
+    manifests and an OCI index, pushed with skopeo; ``"docker"`` writes Docker v2 manifests and a
+    Docker manifest list, pushed over the registry API (:func:`push_image`). ``attestations``
+    adds an attestation manifest per platform, as BuildKit does (``unknown/unknown``, annotated
+    ``vnd.docker.reference.type: attestation-manifest``), which makes even one platform an index;
+    attestation manifests are OCI manifests in either family, as Docker documents them.
     """
+    if media_types != "oci":  # skopeo's oci: transport finds no Docker-typed manifest
+        return push_image(
+            registry_host,
+            repo,
+            tag,
+            *build_image(
+                platforms=platforms,
+                layer_sizes=layer_sizes,
+                seed=seed,
+                base_layers=base_layers or (),
+                media_types=media_types,
+                attestations=attestations,
+            ),
+            auth=auth,
+        )
     tmp = Path(tempfile.mkdtemp(prefix="image-", dir=workdir))
     try:
         layout = tmp / "layout"
@@ -196,6 +337,8 @@ def make_image(
             layer_sizes=layer_sizes,
             seed=seed,
             base_layers=base_layers or (),
+            media_types=media_types,
+            attestations=attestations,
         )
         digest_file = tmp / "digest"
         creds = ["--dest-no-creds"]
@@ -230,3 +373,44 @@ def make_image(
         return pushed
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=60))
+MANIFEST_TYPES = frozenset({OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST})
+
+
+def push_image(
+    registry_host: str,
+    repo: str,
+    tag: str,
+    top: Blob,
+    blobs: dict[str, Blob],
+    *,
+    auth: tuple[str, str] | None = None,
+) -> str:
+    """Push what :func:`build_image` made over plain HTTP with the registry API: blobs (skipping
+    those already there), then the child manifests by digest, then ``top`` by ``tag``.
+    Returns the digest of ``top``.
+    """
+    base = f"http://{registry_host}/v2/{repo}"
+    headers = urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}") if auth else {}
+
+    def call(method: str, url: str, body: bytes | None = None, **extra: str) -> Any:
+        resp = _HTTP.request(method, url, body=body, headers={**headers, **extra})
+        if resp.status >= 300 and not (method == "HEAD" and resp.status == 404):
+            raise RuntimeError(f"{method} {url}: HTTP {resp.status}: {resp.data[:300]!r}")
+        return resp
+
+    manifests = [b for b in blobs.values() if b.media_type in MANIFEST_TYPES and b != top]
+    for blob in blobs.values():
+        if blob.media_type in MANIFEST_TYPES or blob == top:
+            continue
+        if call("HEAD", f"{base}/blobs/{blob.digest}").status == 200:
+            continue
+        location = call("POST", f"{base}/blobs/uploads/").headers["Location"]
+        joiner = "&" if "?" in location else "?"
+        call("PUT", f"{location}{joiner}digest={blob.digest}", blob.data)
+    for blob in (*manifests, top):
+        reference = tag if blob == top else blob.digest
+        call("PUT", f"{base}/manifests/{reference}", blob.data, **{"Content-Type": blob.media_type})
+    return top.digest
