@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import threading
@@ -14,14 +15,18 @@ import pytest
 import requests
 
 from tests.standins.aws import ECR_AUTHORIZATION_TOKEN, ECR_PASSWORD, ECR_USER, Moto
-from tests.standins.hub import SERVICE, TOO_MANY_REQUESTS, HubFront
+from tests.standins.hub import LOGIN_LOCKED, SERVICE, TOO_MANY_REQUESTS, HubFront
 from tests.standins.images import (
+    ATTESTATION_PREDICATES,
+    FAMILIES,
+    IN_TOTO,
+    build_image,
     make_image,
     skopeo_policy_file,
     write_auth_file,
     write_oci_layout,
 )
-from tests.standins.registry import Registry, get_manifest, manifest_digest
+from tests.standins.registry import MANIFEST_ACCEPT, Registry, get_manifest, manifest_digest
 
 PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
 INDEX_ACCEPT = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
@@ -375,3 +380,279 @@ def test_skopeo_on_a_spent_budget_with_retry_after_zero_fails_at_once(
     assert "toomanyrequests: You have reached your pull rate limit" in done.stderr
     assert elapsed < 5  # without Retry-After skopeo 1.9 spends 30 s on this
     assert (counts.manifest_get, counts.status_429, counts.manifest_get_ok) == (5, 5, 0)
+
+
+# --- Docker Hub as it really answers ------------------------------------------------------------
+
+
+def token_headers(session: requests.Session, front: HubFront, repo: str) -> dict[str, str]:
+    return {**bearer(session, front, repo), "Accept": MANIFEST_ACCEPT}
+
+
+@pytest.mark.parametrize(
+    ("form", "limit", "remaining"),
+    [
+        ("normal", "100;w=21600", "100;w=21600"),
+        ("empty", ";w=21600", ";w=21600"),
+        ("list", "100, 100;w=21600", "100, 100;w=21600"),
+    ],
+)
+def test_rate_limit_header_forms(
+    source_registry: Registry, repo_name: str, form: str, limit: str, remaining: str
+) -> None:
+    make_image(source_registry.host, repo_name, "1", seed="forms")
+    with (
+        HubFront(source_registry.url, limit=100, rate_header_form=form) as front,
+        requests.Session() as session,
+    ):
+        answer = session.head(
+            f"{front.url}/v2/{repo_name}/manifests/1",
+            headers=token_headers(session, front, repo_name),
+        )
+    assert answer.status_code == 200
+    assert (answer.headers["ratelimit-limit"], answer.headers["ratelimit-remaining"]) == (
+        limit,
+        remaining,
+    )
+
+
+def test_abuse_limit_is_a_plain_429_before_auth_on_any_request(
+    source_registry: Registry, repo_name: str
+) -> None:
+    make_image(source_registry.host, repo_name, "1", seed="abuse")
+    with HubFront(source_registry.url, limit=10) as front, requests.Session() as session:
+        headers = token_headers(session, front, repo_name)
+        front.abuse_limit(3, retry_after=7)
+        answers = [
+            session.get(f"{front.url}/v2/"),  # unauthenticated
+            session.get(f"{front.url}/token", params={"service": SERVICE}),
+            session.get(f"{front.url}/v2/{repo_name}/manifests/1", headers=headers),
+            session.get(f"{front.url}/v2/{repo_name}/manifests/1", headers=headers),
+        ]
+        counts = front.counts
+    for answer in answers[:3]:
+        assert answer.status_code == 429
+        assert answer.headers["Content-Type"].startswith("text/plain")
+        assert answer.headers["Retry-After"] == "7"
+        assert answer.text == "Too Many Requests\n"
+        assert "ratelimit-remaining" not in answer.headers
+    assert answers[3].status_code == 200
+    assert answers[3].headers["ratelimit-remaining"] == "9;w=21600"  # only the real GET spent
+    assert (counts.abuse_429, counts.status_429, counts.manifest_get_ok) == (3, 3, 1)
+
+
+def skopeo_inspect(
+    front_host: str, ref: str, tmp_path: Path, *, creds: tuple[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    auth = ["--no-creds"]
+    if creds is not None:
+        auth = ["--authfile", str(write_auth_file(tmp_path / "auth.json", front_host, *creds))]
+    return subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", *auth, f"docker://{front_host}/{ref}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_skopeo_waits_out_an_abuse_429_and_retries(
+    source_registry: Registry, hub: HubFront, tmp_path: Path, repo_name: str
+) -> None:
+    make_image(source_registry.host, repo_name, "1", seed="abuse-skopeo")
+    hub.abuse_limit(1, retry_after=1)
+    started = time.monotonic()
+    done = skopeo_inspect(hub.host, f"{repo_name}:1", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started >= 1.0  # it honoured Retry-After
+    assert hub.counts.requests[:2] == [("GET", "/v2/", 429), ("GET", "/v2/", 401)]
+
+
+def test_login_lockout_after_failed_logins(source_registry: Registry, tmp_path: Path) -> None:
+    with (
+        HubFront(source_registry.url, credentials=("hubuser", "right"), lockout_after=3) as front,
+        requests.Session() as session,
+    ):
+        token_url = f"{front.url}/token?service={SERVICE}&scope=repository:library/x:pull"
+        wrong = [session.get(token_url, auth=("hubuser", "wrong")).status_code for _ in range(3)]
+        assert wrong == [401, 401, 401]
+        locked = session.get(token_url, auth=("hubuser", "right"))  # the right one, too late
+        assert locked.status_code == 429
+        assert locked.json() == {"details": LOGIN_LOCKED}
+        assert session.get(token_url).status_code == 200  # anonymous pulls go on
+        done = skopeo_inspect(front.host, "library/x:1", tmp_path, creds=("hubuser", "right"))
+        front.lock_out()  # the whole IP address
+        assert session.get(token_url).status_code == 429
+        front.clear_faults()
+        assert session.get(token_url, auth=("hubuser", "right")).status_code == 200
+        counts = front.counts
+    assert done.returncode != 0
+    # skopeo 1.9 reports any 429 from the token endpoint so: the lockout's message is lost
+    assert "too many requests to registry" in done.stderr
+    assert LOGIN_LOCKED not in done.stderr
+    assert (counts.token_failed, counts.token_locked, counts.token_authenticated) == (3, 3, 1)
+
+
+@pytest.mark.parametrize("head", ["no-digest", "405"])
+def test_manifest_head_without_digest_or_refused(
+    source_registry: Registry, repo_name: str, head: str
+) -> None:
+    digest = make_image(source_registry.host, repo_name, "1", seed="head")
+    with HubFront(source_registry.url, head=head) as front, requests.Session() as session:
+        headers = token_headers(session, front, repo_name)
+        url = f"{front.url}/v2/{repo_name}/manifests/1"
+        answer, get = session.head(url, headers=headers), session.get(url, headers=headers)
+    assert answer.status_code == (200 if head == "no-digest" else 405)
+    assert "Docker-Content-Digest" not in answer.headers
+    assert get.status_code == 200
+    assert get.headers["Docker-Content-Digest"] == digest
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_manifest_served_unlike_its_announced_digest(
+    source_registry: Registry, dest_registry: Registry, tmp_path: Path, repo_name: str
+) -> None:
+    digest = make_image(source_registry.host, repo_name, "1", platforms=PLATFORMS[:2], seed="mm")
+    with (
+        HubFront(source_registry.url, mismatch_digest=True) as front,
+        requests.Session() as session,
+    ):
+        headers = token_headers(session, front, repo_name)
+        url = f"{front.url}/v2/{repo_name}/manifests"
+        head, get = (
+            session.head(f"{url}/1", headers=headers),
+            session.get(f"{url}/1", headers=headers),
+        )
+        by_digest = session.get(f"{url}/{digest}", headers=headers)
+        auth_file = ecr_auth_file(tmp_path, dest_registry)
+        done = skopeo_copy(
+            f"{front.host}/{repo_name}:1",
+            f"{dest_registry.host}/{repo_name}:1",
+            auth_file,
+            tmp_path,
+        )
+    assert head.headers["Docker-Content-Digest"] == get.headers["Docker-Content-Digest"] == digest
+    served = "sha256:" + hashlib.sha256(get.content).hexdigest()
+    assert served != digest
+    assert get.json() == by_digest.json()
+    assert "sha256:" + hashlib.sha256(by_digest.content).hexdigest() == digest  # by digest: true
+    assert done.returncode == 0, done.stderr
+    copied = manifest_digest(dest_registry.url, repo_name, "1", auth=(ECR_USER, ECR_PASSWORD))
+    assert copied == served != digest  # "--preserve-digests", and yet another digest
+
+
+def test_two_fronts_over_one_backend_are_two_registries(
+    source_registry: Registry, repo_name: str
+) -> None:
+    make_image(source_registry.host, repo_name, "1", seed="two")
+    with (
+        HubFront(source_registry.url, limit=5) as first,
+        HubFront(source_registry.url, limit=7) as second,
+        requests.Session() as session,
+    ):
+        assert first.port != second.port
+        headers = token_headers(session, first, repo_name)
+        assert session.get(f"{first.url}/v2/{repo_name}/manifests/1", headers=headers).ok
+        assert (
+            session.head(f"{second.url}/v2/{repo_name}/manifests/1", headers=headers).status_code
+            == 401
+        )
+        other = token_headers(session, second, repo_name)
+        answer = session.get(f"{second.url}/v2/{repo_name}/manifests/1", headers=other)
+        assert answer.headers["ratelimit-remaining"] == "6;w=21600"
+        assert (first.remaining, second.remaining) == (4, 6)
+        one, two = first.counts, second.counts
+    assert (one.manifest_get_ok, one.token, two.manifest_get_ok, two.token) == (1, 1, 1, 1)
+
+
+# --- test images shaped like Docker Official Images ------------------------------------------
+
+
+@pytest.mark.parametrize("media_types", ["oci", "docker"])
+def test_multi_arch_images_with_attestations(
+    source_registry: Registry, repo_name: str, media_types: str
+) -> None:
+    family = FAMILIES[media_types]
+    digest = make_image(
+        source_registry.host,
+        repo_name,
+        "1",
+        platforms=PLATFORMS[:2],
+        seed="doi",
+        media_types=media_types,
+        attestations=True,
+    )
+    top, _ = build_image(
+        platforms=PLATFORMS[:2],
+        layer_sizes=(2048,),
+        seed="doi",
+        media_types=media_types,
+        attestations=True,
+    )
+    assert top.digest == digest  # deterministic, and pushed byte for byte
+    media_type, index = get_manifest(source_registry.url, repo_name, "1")
+    assert media_type == index["mediaType"] == family.index
+    images, attestations = index["manifests"][:2], index["manifests"][2:]
+    assert [m["platform"]["architecture"] for m in images] == ["amd64", "arm64"]
+    assert {m["mediaType"] for m in images} == {family.manifest}
+    assert {m["mediaType"] for m in attestations} == {FAMILIES["oci"].manifest}  # always
+    for image, attestation in zip(images, attestations, strict=True):
+        assert attestation["platform"] == {"architecture": "unknown", "os": "unknown"}
+        assert attestation["annotations"] == {
+            "vnd.docker.reference.digest": image["digest"],
+            "vnd.docker.reference.type": "attestation-manifest",
+        }
+        _, manifest = get_manifest(source_registry.url, repo_name, attestation["digest"])
+        assert [layer["mediaType"] for layer in manifest["layers"]] == [IN_TOTO, IN_TOTO]
+        predicates = [
+            layer["annotations"]["in-toto.io/predicate-type"] for layer in manifest["layers"]
+        ]
+        assert predicates == list(ATTESTATION_PREDICATES)
+    _, image = get_manifest(source_registry.url, repo_name, images[0]["digest"])
+    assert image["config"]["mediaType"] == family.config
+    assert {layer["mediaType"] for layer in image["layers"]} == {family.layer}
+
+
+def test_single_platform_docker_image_and_oci_digests_unchanged(
+    source_registry: Registry, repo_name: str, tmp_path: Path
+) -> None:
+    docker = make_image(source_registry.host, repo_name, "d", seed=1, media_types="docker")
+    oci = make_image(source_registry.host, repo_name, "o", seed=1)
+    assert get_manifest(source_registry.url, repo_name, "d")[0] == FAMILIES["docker"].manifest
+    assert docker != oci
+    assert oci == write_oci_layout(
+        tmp_path / "l", "o", platforms=("linux/amd64",), layer_sizes=(2048,), seed=1
+    )
+    with_attestation = make_image(source_registry.host, repo_name, "a", seed=1, attestations=True)
+    assert get_manifest(source_registry.url, repo_name, "a")[0] == FAMILIES["oci"].index
+    assert with_attestation not in (docker, oci)
+
+
+@pytest.mark.usefixtures("aws_env")
+@pytest.mark.parametrize("media_types", ["oci", "docker"])
+def test_skopeo_copies_attested_images_keeping_the_digest(
+    source_registry: Registry,
+    hub: HubFront,
+    dest_registry: Registry,
+    tmp_path: Path,
+    repo_name: str,
+    media_types: str,
+) -> None:
+    digest = make_image(
+        source_registry.host,
+        repo_name,
+        "1",
+        platforms=PLATFORMS[:2],
+        seed="copy-doi",
+        media_types=media_types,
+        attestations=True,
+    )
+    auth_file = ecr_auth_file(tmp_path, dest_registry)
+    done = skopeo_copy(
+        f"{hub.host}/{repo_name}:1", f"{dest_registry.host}/{repo_name}:1", auth_file, tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        manifest_digest(dest_registry.url, repo_name, "1", auth=(ECR_USER, ECR_PASSWORD)) == digest
+    )
+    assert hub.counts.manifest_get_ok == 5  # the index, two images, two attestations
