@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, REGION, Moto
+from tests.standins.ecr import EcrFront
 from tests.standins.hub import HubFront
 from tests.standins.registry import Registry
 
@@ -38,6 +39,15 @@ def dest_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
         tmp_path_factory.mktemp("dest-registry"), htpasswd=(ECR_USER, ECR_PASSWORD)
     ) as registry:
         yield registry
+
+
+@pytest.fixture
+def ecr_front(dest_registry: Registry, moto: Moto, aws_env: dict[str, str]) -> Iterator[EcrFront]:
+    """A fresh ECR-like front over ``dest_registry``, sharing repositories with ``moto`` (reset
+    by ``aws_env``): create a repository there before pushing through the front.
+    """
+    with EcrFront(dest_registry.url, moto.url) as front:
+        yield front
 
 
 @pytest.fixture(scope="session")

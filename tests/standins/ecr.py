@@ -1,0 +1,606 @@
+"""An ECR-like front over the destination :class:`~tests.standins.registry.Registry`.
+
+The CNCF registry alone is kinder than ECR (it creates repositories on push, has no tag
+immutability, sends ``Docker-Content-Digest`` on GET, always mounts blobs, never throttles).
+This front makes it as strict as ECR's registry API, sharing its state with moto (the ECR API
+stand-in): on every request it asks moto about the repository, so what a test or mirror does
+with ``CreateRepository`` / ``PutImageTagMutability`` takes effect at once. Nothing is cached.
+
+What it does, each as ECR does it (sources in /work/shared/FACTS.md and the report that added
+this module):
+
+- ``/v2/...`` without credentials: 401 ``WWW-Authenticate: Basic realm="https://<host>/",
+  service="ecr.amazonaws.com"``, body ``Not Authorized``; Basic with moto's token user and
+  password (:data:`~tests.standins.aws.ECR_USER`, :data:`~tests.standins.aws.ECR_PASSWORD`) is
+  accepted, anything else is 401. The front passes the backend's own Basic auth itself.
+- A repository moto does not know: 404 ``NAME_UNKNOWN`` "The repository with name '<repo>' does
+  not exist in the registry with id '<account>'" for every operation, push included (no create on
+  push). A missing tag or digest: 404 ``MANIFEST_UNKNOWN`` "Requested image not found".
+- Tag immutability from the repository's ``imageTagMutability`` and
+  ``imageTagMutabilityExclusionFilters`` (:func:`tag_is_immutable`): a manifest PUT by tag onto an
+  existing immutable tag is 400 ``TAG_INVALID`` "The image tag '<tag>' already exists in the
+  '<repo>' repository and cannot be overwritten because the repository is immutable.", even when
+  the digest is the same.
+- Manifest GET answers carry no ``Docker-Content-Digest`` (nor ``ETag``); HEAD answers do. The
+  manifest PUT answer carries ``Docker-Content-Digest`` but no ``Location``.
+- Manifests over 4 MiB (4194304 bytes, PutImage's limit) are refused with 405 ``UNSUPPORTED``,
+  the way ECR answers manifests PutImage rejects.
+- Throttling (:meth:`EcrFront.throttle_next`, :meth:`EcrFront.throttle_for`): 429
+  ``{"errors":[{"code":"TOOMANYREQUESTS","message":"Rate exceeded"}]}`` on chosen request kinds.
+- Images-per-repository quota (:meth:`EcrFront.fill_image_quota`): a manifest PUT of a digest
+  the repository does not hold yet is 403 ``DENIED`` "The repository with name '<repo>' in
+  registry with id '<account>' already has the maximum allowed number of images which is '<n>'".
+- Cross-repository blob mounts only with ``blob_mounting=True`` (ECR's ``BLOB_MOUNTING``
+  registry setting, off by default); otherwise the mount POST starts an ordinary upload (202 with
+  a ``Location``), as ECR does, so the client uploads.
+
+Request kinds (for counts and throttling): ``ping``, ``manifest_get``, ``manifest_head``,
+``manifest_put``, ``manifest_delete``, ``blob_get``, ``blob_head``, ``blob_delete``,
+``upload_start`` (the POST), ``upload_patch``, ``upload_put``, ``upload_get``, ``upload_delete``,
+``tags_list``; groups ``manifest`` (GET, HEAD, PUT), ``upload`` (POST, PATCH, PUT) and ``any``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import random
+import re
+import secrets
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import boto3
+import urllib3
+
+from tests.standins.aws import ACCOUNT, ECR_PASSWORD, ECR_USER, REGION
+from tests.standins.front import CHUNK, FrontHandler, HttpFront
+from tests.standins.registry import MANIFEST_ACCEPT
+
+SERVICE = "ecr.amazonaws.com"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # PutImage: imageManifest of at most 4194304 characters
+IMAGES_PER_REPOSITORY = 100_000  # the default quota (adjustable)
+RATE_EXCEEDED = "Rate exceeded"
+KINDS = (
+    "ping",
+    "manifest_get",
+    "manifest_head",
+    "manifest_put",
+    "manifest_delete",
+    "blob_get",
+    "blob_head",
+    "blob_delete",
+    "upload_start",
+    "upload_patch",
+    "upload_put",
+    "upload_get",
+    "upload_delete",
+    "tags_list",
+)
+GROUPS: dict[str, frozenset[str]] = {
+    **{kind: frozenset({kind}) for kind in KINDS},
+    "manifest": frozenset({"manifest_get", "manifest_head", "manifest_put"}),
+    "upload": frozenset({"upload_start", "upload_patch", "upload_put"}),
+    "any": frozenset(KINDS),
+}
+MUTABILITIES = ("MUTABLE", "IMMUTABLE", "MUTABLE_WITH_EXCLUSION", "IMMUTABLE_WITH_EXCLUSION")
+_UPLOADS = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<id>[^/]*)$")
+_BLOBS = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<ref>[^/]+)$")
+_MANIFESTS = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")
+_TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
+_UPLOAD_KINDS = {
+    "POST": "upload_start",
+    "PATCH": "upload_patch",
+    "PUT": "upload_put",
+    "GET": "upload_get",
+    "DELETE": "upload_delete",
+}
+
+
+def wildcard_match(pattern: str, tag: str) -> bool:
+    """ECR's WILDCARD tag filter: ``*`` matches any run of characters, all else is literal."""
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, tag) is not None
+
+
+def tag_is_immutable(mutability: str, exclusion_filters: Iterable[str], tag: str) -> bool:
+    """Whether ``tag`` may not be overwritten in a repository with these settings.
+
+    ``IMMUTABLE_WITH_EXCLUSION``: immutable unless the tag matches a filter;
+    ``MUTABLE_WITH_EXCLUSION``: mutable unless the tag matches a filter.
+    """
+    if mutability not in MUTABILITIES:
+        raise ValueError(f"unknown imageTagMutability {mutability!r}")
+    if mutability == "MUTABLE":
+        return False
+    if mutability == "IMMUTABLE":
+        return True
+    matched = any(wildcard_match(pattern, tag) for pattern in exclusion_filters)
+    return matched if mutability == "MUTABLE_WITH_EXCLUSION" else not matched
+
+
+@dataclass
+class EcrCounts:
+    """What the front answered. ``EcrFront.counts`` hands out a copy (a snapshot).
+
+    ``kinds`` counts requests that passed auth, by kind; ``statuses`` counts their answers by
+    (kind, status); ``throttled`` the 429 ``TOOMANYREQUESTS`` the front chose to send, by kind.
+    A 401 challenge is in ``unauthorized`` and ``requests`` only. ``requests`` lists every answer
+    in the order sent, as (method, path, status).
+    """
+
+    kinds: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    throttled: Counter[str] = field(default_factory=Counter)
+    unauthorized: int = 0
+    connections: int = 0
+    requests: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def of(self, kind: str, status: int | None = None) -> int:
+        """How many requests of ``kind`` (or a group) there were, answered ``status`` if given."""
+        kinds = GROUPS[kind]
+        if status is None:
+            return sum(self.kinds[k] for k in kinds)
+        return sum(self.statuses[(k, status)] for k in kinds)
+
+    def copy(self) -> EcrCounts:
+        return EcrCounts(
+            Counter(self.kinds),
+            Counter(self.statuses),
+            Counter(self.throttled),
+            self.unauthorized,
+            self.connections,
+            list(self.requests),
+        )
+
+
+@dataclass
+class _Throttle:
+    """One throttling rule: the next ``times`` requests, or some requests until ``until``."""
+
+    kinds: frozenset[str]
+    times: int | None = None
+    until: float | None = None
+    every: int | None = None
+    rng: random.Random | None = None
+    fraction: float = 0.0
+    seen: int = 0
+
+    def fires(self) -> bool:
+        if self.times is not None:
+            self.times -= 1
+            return True
+        self.seen += 1
+        if self.every is not None:
+            return self.seen % self.every == 0
+        return self.rng is not None and self.rng.random() < self.fraction
+
+    def expired(self, now: float) -> bool:
+        return (self.times is not None and self.times <= 0) or (
+            self.until is not None and now >= self.until
+        )
+
+
+class EcrFront(HttpFront):
+    """An ECR-like registry front; see the module docstring.
+
+    ``backend_url`` is the destination registry (Basic auth ``backend_auth``), ``moto_url`` the
+    moto server holding the repositories (account :data:`~tests.standins.aws.ACCOUNT`).
+    ``retry_after`` adds ``Retry-After`` to the 429s (ECR sends none; skopeo then backs off
+    2 s, 4 s, ... on a throttled request without a body).
+    """
+
+    server_name = "ecr-standin"
+
+    def __init__(
+        self,
+        backend_url: str,
+        moto_url: str,
+        *,
+        credentials: tuple[str, str] = (ECR_USER, ECR_PASSWORD),
+        backend_auth: tuple[str, str] = (ECR_USER, ECR_PASSWORD),
+        region: str = REGION,
+        account: str = ACCOUNT,
+        blob_mounting: bool = False,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.backend_url = backend_url.rstrip("/")
+        self.moto_url = moto_url
+        self.credentials = credentials
+        self.region = region
+        self.account = account
+        self.blob_mounting = blob_mounting
+        self.retry_after = retry_after
+        self._backend_headers = urllib3.make_headers(basic_auth=":".join(backend_auth))
+        self._backend = urllib3.PoolManager(
+            maxsize=16, retries=False, timeout=urllib3.Timeout(connect=5, read=60)
+        )
+        self._ecr = boto3.client(
+            "ecr",
+            region_name=region,
+            endpoint_url=moto_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        self._counts = EcrCounts()
+        self._throttles: list[_Throttle] = []
+        self._quota: tuple[frozenset[str] | None, int] | None = None
+
+    def _stopped(self) -> None:
+        self._backend.clear()
+
+    # -- test controls ----------------------------------------------------------------------
+
+    @property
+    def counts(self) -> EcrCounts:
+        with self._lock:
+            return self._counts.copy()
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._counts = EcrCounts()
+
+    def throttle_next(self, kind: str = "any", times: int = 1) -> None:
+        """The next ``times`` requests of ``kind`` (a kind or a group) answer 429."""
+        with self._lock:
+            self._throttles.append(_Throttle(_kinds(kind), times=times))
+
+    def throttle_for(
+        self,
+        seconds: float,
+        kind: str = "any",
+        *,
+        every: int | None = None,
+        fraction: float | None = None,
+        seed: int | str = 0,
+    ) -> None:
+        """For ``seconds``, throttle every ``every``-th request of ``kind`` (counted from now),
+        or each with probability ``fraction`` drawn from a RNG seeded with ``seed``.
+
+        ``throttle_for(30, "upload", every=5)``: a fifth of the uploads, deterministically.
+        """
+        if (every is None) == (fraction is None):
+            raise ValueError("give exactly one of every= and fraction=")
+        rule = _Throttle(_kinds(kind), until=time.monotonic() + seconds, every=every)
+        if fraction is not None:
+            rule.rng = random.Random(seed)  # noqa: S311 - deterministic on purpose
+            rule.fraction = fraction
+        with self._lock:
+            self._throttles.append(rule)
+
+    def fill_image_quota(self, *repos: str, limit: int = IMAGES_PER_REPOSITORY) -> None:
+        """Treat ``repos`` (all repositories if none given) as holding ``limit`` images: a
+        manifest PUT of a digest a repository does not hold yet gets ECR's 403.
+        """
+        with self._lock:
+            self._quota = (frozenset(repos) or None, limit)
+
+    def clear_faults(self) -> None:
+        """Forget throttling rules and the quota."""
+        with self._lock:
+            self._throttles.clear()
+            self._quota = None
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _connected(self) -> None:
+        self._counts.connections += 1
+
+    def _answered(self, req: FrontHandler, status: int) -> None:
+        self._counts.requests.append((req.command, req.path, status))
+        if req.kind:
+            self._counts.statuses[(req.kind, status)] += 1
+        elif status == 401:
+            self._counts.unauthorized += 1
+
+    def _throttled(self, kind: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            self._throttles = [rule for rule in self._throttles if not rule.expired(now)]
+            for rule in self._throttles:
+                if kind in rule.kinds and rule.fires():
+                    self._counts.throttled[kind] += 1
+                    return True
+        return False
+
+    def _handle(self, req: FrontHandler) -> None:
+        parts = urlsplit(req.path)
+        path, query = parts.path, parse_qs(parts.query)
+        if not path.startswith("/v2/"):
+            self._error(req, 404, "NOT_FOUND", "Not Found")
+            return
+        if not self._authenticated(req):
+            self._challenge(req)
+            return
+        kind, name, ref = _classify(req.command, path)
+        if kind is None:
+            self._error(req, 404, "NOT_FOUND", "Not Found")
+            return
+        req.kind = kind
+        with self._lock:
+            self._counts.kinds[kind] += 1
+        if self._throttled(kind):
+            headers = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+            self._error(req, 429, "TOOMANYREQUESTS", RATE_EXCEEDED, headers)
+            return
+        if kind == "ping":
+            self._send_json(req, 200, {}, _API_VERSION)
+            return
+        repository = self._repository(name)
+        if repository is None:
+            self._error(req, 404, "NAME_UNKNOWN", self._name_unknown(name))
+            return
+        self._route(req, kind, name, ref, query, repository)
+
+    def _route(  # noqa: PLR0911 - a router
+        self,
+        req: FrontHandler,
+        kind: str,
+        name: str,
+        ref: str,
+        query: dict[str, list[str]],
+        repository: dict[str, Any],
+    ) -> int:
+        if kind in ("manifest_get", "manifest_head"):
+            return self._manifest_read(req, name, ref)
+        if kind == "manifest_put":
+            return self._manifest_put(req, name, ref, repository)
+        if kind == "manifest_delete":
+            return self._manifest_delete(req, name, ref)
+        if kind in ("blob_get", "blob_head"):
+            return self._forward(req, f"/v2/{name}/blobs/{ref}")
+        if kind == "blob_delete":
+            return self._error(req, 405, "UNSUPPORTED", "The operation is unsupported.")
+        if kind == "upload_start":
+            return self._upload_start(req, name, query)
+        if kind == "tags_list":
+            return self._tags(req, name)
+        return self._forward(req, req.path)
+
+    # auth and moto
+
+    def _authenticated(self, req: FrontHandler) -> bool:
+        scheme, _, value = req.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user, _, password = decoded.partition(":")
+        want_user, want_password = self.credentials
+        return secrets.compare_digest(user, want_user) and secrets.compare_digest(
+            password, want_password
+        )
+
+    def _challenge(self, req: FrontHandler) -> int:
+        realm = f"https://{self.account}.dkr.ecr.{self.region}.amazonaws.com/"
+        headers = {
+            "WWW-Authenticate": f'Basic realm="{realm}",service="{SERVICE}"',
+            **_API_VERSION,
+        }
+        return self._send_text(req, 401, "Not Authorized\n", headers)
+
+    def _repository(self, name: str) -> dict[str, Any] | None:
+        """moto's description of repository ``name``, asked now (never cached)."""
+        try:
+            found = self._ecr.describe_repositories(repositoryNames=[name])["repositories"]
+        except self._ecr.exceptions.RepositoryNotFoundException:
+            return None
+        except self._ecr.exceptions.InvalidParameterException:  # not a valid ECR name
+            return None
+        return dict(found[0]) if found else None
+
+    def _name_unknown(self, name: str) -> str:
+        return (
+            f"The repository with name '{name}' does not exist in the registry with id "
+            f"'{self.account}'"
+        )
+
+    # manifests
+
+    def _manifest_read(self, req: FrontHandler, name: str, ref: str) -> int:
+        accept = ", ".join(req.headers.get_all("Accept") or []) or MANIFEST_ACCEPT
+        resp = self._backend_request(req.command, f"/v2/{name}/manifests/{ref}", Accept=accept)
+        if resp.status == 404:
+            return self._error(req, 404, "MANIFEST_UNKNOWN", "Requested image not found")
+        keep = ["Content-Type", "Content-Length"]
+        if req.command == "HEAD":
+            keep.append("Docker-Content-Digest")  # on HEAD only, as ECR
+        headers = {key: resp.headers[key] for key in keep if key in resp.headers}
+        return self._send(req, resp.status, {**headers, **_API_VERSION}, resp.data)
+
+    def _manifest_put(
+        self, req: FrontHandler, name: str, ref: str, repository: dict[str, Any]
+    ) -> int:
+        body = req.read_body()
+        if len(body) > MAX_MANIFEST_BYTES:
+            message = (
+                "Invalid parameter at 'ImageManifest' failed to satisfy constraint: "
+                f"'Member must have length less than or equal to {MAX_MANIFEST_BYTES}'"
+            )
+            return self._error(req, 405, "UNSUPPORTED", message)
+        if not ref.startswith("sha256:") and self._tag_locked(name, ref, repository):
+            message = (
+                f"The image tag '{ref}' already exists in the '{name}' repository and cannot "
+                "be overwritten because the repository is immutable."
+            )
+            return self._error(req, 400, "TAG_INVALID", message)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        quota = self._quota_for(name)
+        if quota is not None and not self._holds(name, digest):
+            message = (
+                f"The repository with name '{name}' in registry with id '{self.account}' "
+                f"already has the maximum allowed number of images which is '{quota}'"
+            )
+            return self._error(req, 403, "DENIED", message)
+        content_type = req.headers.get("Content-Type", "")
+        resp = self._backend_request(
+            "PUT", f"/v2/{name}/manifests/{ref}", body, **{"Content-Type": content_type}
+        )
+        headers = {"Docker-Content-Digest": resp.headers.get("Docker-Content-Digest", digest)}
+        if resp.status >= 300:
+            return self._relay(req, resp, {})
+        return self._send(req, resp.status, {**headers, **_API_VERSION}, b"")
+
+    def _manifest_delete(self, req: FrontHandler, name: str, ref: str) -> int:
+        resp = self._backend_request("DELETE", f"/v2/{name}/manifests/{ref}")
+        if resp.status == 404:
+            return self._error(req, 404, "MANIFEST_UNKNOWN", "Requested image not found")
+        return self._relay(req, resp, {})
+
+    def _tag_locked(self, name: str, tag: str, repository: dict[str, Any]) -> bool:
+        mutability = repository.get("imageTagMutability", "MUTABLE")
+        filters = [f["filter"] for f in repository.get("imageTagMutabilityExclusionFilters") or []]
+        if not tag_is_immutable(mutability, filters, tag):
+            return False
+        return self._holds(name, tag)
+
+    def _holds(self, name: str, ref: str) -> bool:
+        resp = self._backend_request("HEAD", f"/v2/{name}/manifests/{ref}", Accept=MANIFEST_ACCEPT)
+        return resp.status == 200
+
+    def _quota_for(self, name: str) -> int | None:
+        with self._lock:
+            if self._quota is None:
+                return None
+            repos, limit = self._quota
+        return limit if repos is None or name in repos else None
+
+    # blobs and uploads
+
+    def _upload_start(self, req: FrontHandler, name: str, query: dict[str, list[str]]) -> int:
+        mount = query.get("mount", [""])[0]
+        source = query.get("from", [""])[0]
+        path = f"/v2/{name}/blobs/uploads/"
+        if mount and source and self.blob_mounting and self._repository(source) is not None:
+            path += "?" + urlencode({"mount": mount, "from": source})
+        return self._forward(req, path)
+
+    def _tags(self, req: FrontHandler, name: str) -> int:
+        resp = self._backend_request("GET", f"/v2/{name}/tags/list")
+        if resp.status == 404:  # moto knows it, the backend holds nothing yet
+            return self._send_json(req, 200, {"name": name, "tags": []}, _API_VERSION)
+        return self._relay(req, resp, {})
+
+    # plumbing
+
+    def _backend_request(
+        self, method: str, path: str, body: bytes | None = None, **headers: str
+    ) -> urllib3.BaseHTTPResponse:
+        return self._backend.request(
+            method,
+            self.backend_url + path,
+            body=body,
+            headers={**self._backend_headers, **headers},
+        )
+
+    def _forward(self, req: FrontHandler, path: str) -> int:
+        """Send the request on to the backend (body included) and relay the answer."""
+        headers = {
+            key: req.headers[key]
+            for key in ("Content-Type", "Content-Range", "Range", "Accept")
+            if req.headers.get(key)
+        }
+        body = req.read_body() if req.has_body else None
+        resp = self._backend.request(
+            req.command,
+            self.backend_url + path,
+            body=body,
+            headers={**self._backend_headers, **headers},
+            preload_content=False,
+        )
+        try:
+            return self._relay(req, resp, {})
+        finally:
+            resp.release_conn()
+
+    def _relay(
+        self, req: FrontHandler, resp: urllib3.BaseHTTPResponse, extra: dict[str, str]
+    ) -> int:
+        """Answer with the backend's status, headers (``Location`` made relative) and body."""
+        headers = {key: resp.headers[key] for key in _RELAYED if key in resp.headers}
+        if "Location" in headers:
+            headers["Location"] = _relative(headers["Location"])
+        headers = {**headers, **_API_VERSION, **extra}
+        if req.command == "HEAD" or "Content-Length" not in headers:
+            return self._send(
+                req, resp.status, headers, b"" if req.command == "HEAD" else resp.read()
+            )
+        self._start_response(req, resp.status, headers)
+        for chunk in resp.stream(CHUNK):
+            req.wfile.write(chunk)
+        return resp.status
+
+    def _error(
+        self,
+        req: FrontHandler,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        doc = {"errors": [{"code": code, "message": message}]}
+        return self._send_json(req, status, doc, {**_API_VERSION, **(headers or {})})
+
+
+_API_VERSION = {"Docker-Distribution-Api-Version": "registry/2.0"}
+_RELAYED = (
+    "Content-Type",
+    "Content-Length",
+    "Content-Range",
+    "Range",
+    "Location",
+    "Docker-Upload-UUID",
+    "Docker-Content-Digest",
+)
+
+
+def _kinds(kind: str) -> frozenset[str]:
+    if kind not in GROUPS:
+        raise ValueError(f"kind must be one of {sorted(GROUPS)}")
+    return GROUPS[kind]
+
+
+def _classify(method: str, path: str) -> tuple[str | None, str, str]:
+    """(kind, repository, reference) of a /v2 request; kind None for what ECR does not serve."""
+    if path == "/v2/":
+        return ("ping" if method in ("GET", "HEAD") else None), "", ""
+    if match := _UPLOADS.match(path):
+        return _UPLOAD_KINDS.get(method), match["name"], match["id"]
+    if match := _BLOBS.match(path):
+        kinds = {"GET": "blob_get", "HEAD": "blob_head", "DELETE": "blob_delete"}
+        return kinds.get(method), match["name"], match["ref"]
+    if match := _MANIFESTS.match(path):
+        kind = f"manifest_{method.lower()}"
+        return (kind if kind in KINDS else None), match["name"], match["ref"]
+    if (match := _TAGS.match(path)) and method == "GET":
+        return "tags_list", match["name"], ""
+    return None, "", ""
+
+
+def _relative(location: str) -> str:
+    """The path and query of a backend URL, so the client comes back to this front."""
+    parts = urlsplit(location)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def repository_settings(
+    mutability: str = "MUTABLE", exclusions: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``CreateRepository`` keyword arguments for a tag mutability setting, e.g.
+    ``ecr.create_repository(repositoryName=n, **repository_settings("IMMUTABLE_WITH_EXCLUSION",
+    ["latest", "dev-*"]))``.
+    """
+    settings: dict[str, Any] = {"imageTagMutability": mutability}
+    if exclusions:
+        settings["imageTagMutabilityExclusionFilters"] = [
+            {"filterType": "WILDCARD", "filter": pattern} for pattern in exclusions
+        ]
+    return settings
