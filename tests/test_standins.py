@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from tests.standins.aws import ECR_AUTHORIZATION_TOKEN, ECR_PASSWORD, ECR_USER, Moto
+from tests.standins.ecr import EcrFront
 from tests.standins.hub import LOGIN_LOCKED, SERVICE, TOO_MANY_REQUESTS, HubFront
 from tests.standins.images import (
     ATTESTATION_PREDICATES,
@@ -26,6 +28,7 @@ from tests.standins.images import (
     write_auth_file,
     write_oci_layout,
 )
+from tests.standins.proxy import ForwardProxy
 from tests.standins.registry import MANIFEST_ACCEPT, Registry, get_manifest, manifest_digest
 
 PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
@@ -656,3 +659,118 @@ def test_skopeo_copies_attested_images_keeping_the_digest(
         manifest_digest(dest_registry.url, repo_name, "1", auth=(ECR_USER, ECR_PASSWORD)) == digest
     )
     assert hub.counts.manifest_get_ok == 5  # the index, two images, two attestations
+
+
+# --- a forward proxy, and made-up hosts only it can reach ----------------------------------------
+
+
+def without_proxies(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
+    return {**env, **extra}
+
+
+def test_skopeo_reaches_a_made_up_host_only_through_the_proxy(
+    source_registry: Registry, hub: HubFront, tmp_path: Path, repo_name: str
+) -> None:
+    digest = make_image(source_registry.host, repo_name, "1", platforms=PLATFORMS[:2], seed="px")
+    host = f"hub.proxied.test:{hub.port}"
+    with ForwardProxy({"hub.proxied.test": "127.0.0.1"}) as proxy:
+
+        def inspect(**env: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    "skopeo",
+                    "inspect",
+                    "--raw",
+                    "--tls-verify=false",
+                    "--no-creds",
+                    f"docker://{host}/{repo_name}:1",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env=without_proxies(**env),
+            )
+
+        direct = inspect()
+        proxied = inspect(**proxy.env())
+        counts = proxy.counts
+        proxy.reset_counts()
+        bypassed = inspect(**proxy.env(no_proxy="hub.proxied.test"))
+        assert proxy.counts.requests == []
+    assert direct.returncode != 0
+    assert "no such host" in direct.stderr
+    assert proxied.returncode == 0, proxied.stderr
+    assert "sha256:" + hashlib.sha256(proxied.stdout.encode()).hexdigest() == digest
+    assert bypassed.returncode != 0  # NO_PROXY honoured: straight to a name that resolves nowhere
+    assert "no such host" in bypassed.stderr
+    # HTTPS first (a CONNECT tunnel, refused by the plain-HTTP front), then plain HTTP
+    assert counts.requests[0] == ("CONNECT", host, 200)
+    assert counts.requests[1:] == [("GET", host, 401), ("GET", host, 200), ("GET", host, 200)]
+    assert counts.hosts == {"hub.proxied.test": 4}
+    assert hub.counts.token_anonymous == 1  # the realm named the made-up host: via the proxy
+
+
+def test_proxy_streams_a_push_both_ways(
+    source_registry: Registry,
+    hub: HubFront,
+    dest_registry: Registry,
+    moto: Moto,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+    repo_name: str,
+) -> None:
+    boto3.client("ecr").create_repository(repositoryName=repo_name)
+    make_image(source_registry.host, repo_name, "1", seed="px-push", layer_sizes=(300_000,))
+    hosts = {"hub.proxied.test": "127.0.0.1", "ecr.proxied.test": "127.0.0.1"}
+    with EcrFront(dest_registry.url, moto.url) as ecr, ForwardProxy(hosts) as proxy:
+        src, dest = f"hub.proxied.test:{hub.port}", f"ecr.proxied.test:{ecr.port}"
+        auth_file = write_auth_file(tmp_path / "auth.json", dest, ECR_USER, ECR_PASSWORD)
+        done = subprocess.run(
+            [
+                "skopeo",
+                "--policy",
+                str(skopeo_policy_file(tmp_path)),
+                "copy",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                "--src-no-creds",
+                "--authfile",
+                str(auth_file),
+                f"docker://{src}/{repo_name}:1",
+                f"docker://{dest}/{repo_name}:1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=without_proxies(**proxy.env()),
+        )
+        assert done.returncode == 0, done.stderr
+        with requests.Session() as session:  # a chunked upload through the proxy, read back
+            session.proxies = {"http": proxy.url}
+            session.auth = (ECR_USER, ECR_PASSWORD)
+            data = os.urandom(200_000)
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            start = session.post(f"http://{dest}/v2/{repo_name}/blobs/uploads/")
+            patch = session.patch(
+                f"http://{dest}{start.headers['Location']}",
+                data=(data[i : i + 30_000] for i in range(0, len(data), 30_000)),
+            )
+            put = session.put(f"http://{dest}{patch.headers['Location']}&digest={digest}")
+            back = session.get(f"http://{dest}/v2/{repo_name}/blobs/{digest}")
+        counts = proxy.counts
+    assert (start.status_code, patch.status_code, put.status_code) == (202, 202, 201)
+    assert back.content == data
+    assert {method for method, _, _ in counts.requests} >= {
+        "CONNECT",
+        "GET",
+        "HEAD",
+        "POST",
+        "PATCH",
+        "PUT",
+    }
+    assert counts.hosts["hub.proxied.test"] > 0 and counts.hosts["ecr.proxied.test"] > 0
+    assert counts.bytes_up > 500_000  # the layer pushed and the chunked blob
+    assert counts.bytes_down > 500_000  # the layer pulled and the blob read back
