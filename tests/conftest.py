@@ -7,6 +7,7 @@ import pytest
 
 from tests.stage import Stage
 from tests.standins.aws import Moto
+from tests.standins.ecr import EcrFront
 from tests.standins.hub import HubFront
 from tests.standins.registry import Registry
 
@@ -18,6 +19,7 @@ def stage(
     hub: HubFront,
     source_registry: Registry,
     dest_registry: Registry,
+    ecr_front: EcrFront,
     moto: Moto,
     aws_env: dict[str, str],
     tmp_path: Path,
@@ -27,13 +29,23 @@ def stage(
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     stage = Stage(
-        hub, source_registry, dest_registry, moto, tmp_path, repo_name, env={"TMPDIR": str(scratch)}
+        hub,
+        source_registry,
+        ecr_front,
+        dest_registry,
+        moto,
+        tmp_path,
+        repo_name,
+        env={"TMPDIR": str(scratch)},
     )
     yield stage
-    stage.hub.stop()  # a test may have put its own front in
+    for front in (stage.hub, stage.dest, *stage.extra_hubs):  # a test may have put its own in
+        front.stop()
 
 
-STAND_INS = frozenset({"stage", "hub", "source_registry", "dest_registry", "moto", "aws_env"})
+STAND_INS = frozenset(
+    {"stage", "hub", "source_registry", "dest_registry", "ecr_front", "moto", "aws_env"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,6 +4,12 @@ A test asks for the `stage` fixture, pushes images to the source with `stage.pus
 config with `stage.config(...)`, runs `stage.mirror("sync", ...)` as a separate process, and
 asserts on digests at the destination, requests counted at the Docker-Hub-like front, exit codes
 and the report.
+
+The destination mirror writes to is `stage.dest`, the ECR-like front (as strict as ECR: no
+repository without CreateRepository in moto, immutable tags, no digest header on GET, ...);
+`stage.backend` is the registry behind it, which `dest_digest` and `dest_manifest` read directly.
+A test that puts an image at the destination itself uses `stage.seed_dest(...)`, which creates
+the repository in moto first, as it would have to exist on ECR.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import boto3
 import yaml
 
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
+from tests.standins.ecr import EcrFront
 from tests.standins.hub import HubFront
 from tests.standins.images import make_image
 from tests.standins.registry import Registry, get_manifest, manifest_digest
@@ -53,11 +60,13 @@ class Run:
 class Stage:
     hub: HubFront
     source: Registry
-    dest: Registry
+    dest: EcrFront  # the ECR-like front mirror is pointed at
+    backend: Registry  # the registry behind it, for assertions
     moto: Moto
     tmp: Path
     repo: str  # a repository path unique to the test
     env: dict[str, str] = field(default_factory=dict)
+    extra_hubs: list[HubFront] = field(default_factory=list)
 
     # --- the source -----------------------------------------------------------------------------
 
@@ -66,6 +75,14 @@ class Stage:
         self.hub.stop()
         self.hub = HubFront(self.source.url, **kwargs).start()
         return self.hub
+
+    def second_hub(self, **kwargs: Any) -> HubFront:
+        """Another Docker-Hub-like host over the same source (its own port, budget and counts);
+        stopped with the stage.
+        """
+        front = HubFront(self.source.url, **kwargs).start()
+        self.extra_hubs.append(front)
+        return front
 
     def push(self, tag: str, *, repo: str | None = None, **kwargs: Any) -> str:
         """Build and push an image to the source (behind the front); return its digest."""
@@ -76,11 +93,37 @@ class Stage:
 
     # --- the destination ------------------------------------------------------------------------
 
+    def use_ecr(self, **kwargs: Any) -> EcrFront:
+        """Put a new ECR-like front (blob mounting, Retry-After...) before the destination."""
+        self.dest.stop()
+        self.dest = EcrFront(self.backend.url, self.moto.url, **kwargs).start()
+        return self.dest
+
     def dest_digest(self, tag: str, *, repo: str | None = None) -> str | None:
-        return manifest_digest(self.dest.url, self.dest_repo(repo), tag, auth=self.dest_auth)
+        """The digest at the destination, read from the backend (not counted by the front)."""
+        return manifest_digest(self.backend.url, self.dest_repo(repo), tag, auth=self.dest_auth)
 
     def dest_manifest(self, tag: str, *, repo: str | None = None) -> tuple[str, dict[str, Any]]:
-        return get_manifest(self.dest.url, self.dest_repo(repo), tag, auth=self.dest_auth)
+        return get_manifest(self.backend.url, self.dest_repo(repo), tag, auth=self.dest_auth)
+
+    def create_dest_repo(self, repo: str | None = None, **settings: Any) -> str:
+        """Create the destination repository in moto (ECR), unless it exists; returns its name.
+
+        ``settings`` are ``CreateRepository`` arguments (``imageTagMutability=...``).
+        """
+        name = self.dest_repo(repo)
+        try:
+            self._ecr().create_repository(repositoryName=name, **settings)
+        except self._ecr().exceptions.RepositoryAlreadyExistsException:
+            pass
+        return name
+
+    def seed_dest(self, tag: str, *, repo: str | None = None, **kwargs: Any) -> str:
+        """Put an image at the destination directly (created in moto first); its digest."""
+        name = self.create_dest_repo(repo)
+        return make_image(
+            self.backend.host, name, tag, workdir=self.tmp, auth=self.dest_auth, **kwargs
+        )
 
     def dest_repo(self, repo: str | None = None) -> str:
         return f"mirror/{repo or self.repo}"
@@ -90,13 +133,16 @@ class Stage:
         return (ECR_USER, ECR_PASSWORD)
 
     def ecr_repositories(self) -> list[str]:
-        client = boto3.client("ecr", region_name="us-east-1", endpoint_url=self.moto.url)
-        return sorted(r["repositoryName"] for r in client.describe_repositories()["repositories"])
+        repositories = self._ecr().describe_repositories()["repositories"]
+        return sorted(r["repositoryName"] for r in repositories)
+
+    def _ecr(self) -> Any:
+        return boto3.client("ecr", region_name="us-east-1", endpoint_url=self.moto.url)
 
     # --- config and the command -----------------------------------------------------------------
 
     def config(self, images: Sequence[dict[str, Any]] | None = None, **sections: Any) -> Path:
-        """Write mirror.yaml: the front as source, the local registry as ECR's endpoint."""
+        """Write mirror.yaml: the Hub front as source, the ECR front as ECR's endpoint."""
         document: dict[str, Any] = {
             "source": {"registry": self.hub.host, "tls_verify": False},
             "ecr": {

@@ -10,6 +10,7 @@ import pytest
 
 from tests.stage import Stage
 from tests.standins.aws import ECR_PASSWORD
+from tests.standins.ecr import EcrFront
 from tests.standins.hub import HubFront
 from tests.standins.registry import Registry, get_manifest, manifest_digest
 
@@ -125,14 +126,19 @@ def _target(endpoint: str, **keys: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def second_ecr(stage: Stage) -> Iterator[Registry]:
-    """Another account's registry: the caller's one token opens it too (GetAuthorizationToken's
-    registryIds is deprecated; the token works for every registry the principal may use)."""
-    with Registry(stage.tmp / "ecr2", htpasswd=("AWS", ECR_PASSWORD)) as registry:
-        yield registry
+def second_ecr(stage: Stage) -> Iterator[EcrFront]:
+    """Another account's registry, as strict as ECR: the caller's one token opens it too
+    (GetAuthorizationToken's registryIds is deprecated; the token works for every registry the
+    principal may use)."""
+    login = ("AWS", ECR_PASSWORD)
+    with (
+        Registry(stage.tmp / "ecr2", htpasswd=login) as registry,
+        EcrFront(registry.url, stage.moto.url, account="111122223333", credentials=login) as front,
+    ):
+        yield front
 
 
-def test_two_targets_filled_with_one_pull_per_image(stage: Stage, second_ecr: Registry) -> None:
+def test_two_targets_filled_with_one_pull_per_image(stage: Stage, second_ecr: EcrFront) -> None:
     single = stage.push("single", seed="s")
     multi = stage.push("multi", platforms=PLATFORMS[:2], seed="m")
     stage.config([stage.image("single", "multi")])
@@ -176,7 +182,7 @@ def test_two_targets_filled_with_one_pull_per_image(stage: Stage, second_ecr: Re
 
 
 def test_a_new_target_is_filled_from_the_first_without_a_pull(
-    stage: Stage, second_ecr: Registry
+    stage: Stage, second_ecr: EcrFront
 ) -> None:
     digest = stage.push("a", seed="a")
     stage.config([stage.image("a")])

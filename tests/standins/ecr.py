@@ -390,7 +390,9 @@ class EcrFront(HttpFront):
     def _repository(self, name: str) -> dict[str, Any] | None:
         """moto's description of repository ``name``, asked now (never cached)."""
         try:
-            found = self._ecr.describe_repositories(repositoryNames=[name])["repositories"]
+            found = self._ecr.describe_repositories(
+                registryId=self.account, repositoryNames=[name]
+            )["repositories"]
         except self._ecr.exceptions.RepositoryNotFoundException:
             return None
         except self._ecr.exceptions.InvalidParameterException:  # not a valid ECR name
