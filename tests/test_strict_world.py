@@ -1,0 +1,307 @@
+"""mirror end to end against what the strict stand-ins can do and the kind ones could not.
+
+Each test states what mirror should do when ECR or Docker Hub answers as they really do
+(/work/shared/FACTS.md). A test marked xfail(strict=True) is a real bug in mirror: its reason
+says what mirror does instead. When mirror is fixed, the test passes and strict xfail fails the
+suite: remove the mark then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.stage import Run, Stage
+from tests.standins.ecr import repository_settings
+from tests.standins.hub import LOGIN_LOCKED
+from tests.standins.proxy import ForwardProxy
+from tests.standins.registry import manifest_digest
+
+PLATFORMS = ("linux/amd64", "linux/arm64")
+
+
+def said(run: Run) -> str:
+    """What a run told: its stderr and the errors in its report (for assertion messages)."""
+    errors = [image["error"] for image in (run.report or {}).get("images", [])]
+    return f"{run.stderr}\nreport errors: {errors}"
+
+
+def copied_once(stage: Stage, tag: str = "a", **push: Any) -> str:
+    digest = stage.push(tag, seed=tag, **push)
+    stage.config([stage.image(tag)])
+    return digest
+
+
+# --- ECR throttling is back-pressure, not Docker Hub's pull limit --------------------------------
+
+ECR_429_IS_NOT_THE_PULL_LIMIT = (
+    "mirror takes any 429 for Docker Hub's pull limit: {how}, so it reports 'pull rate limit "
+    "reached (429)', defers the image and halts the run (exit 75) instead of retrying ECR's "
+    "transient TOOMANYREQUESTS 'Rate exceeded'"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=ECR_429_IS_NOT_THE_PULL_LIMIT.format(
+        how="skopeo's 'toomanyrequests: Rate exceeded' from ECR's PutImage (a PUT, which skopeo "
+        "does not retry) is classified rate_limited in mirror.skopeo.classify"
+    ),
+)
+def test_a_throttled_manifest_put_at_ecr_is_retried(stage: Stage) -> None:
+    digest = copied_once(stage)
+    stage.dest.throttle_next("manifest_put")
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"]), said(run)
+    assert stage.dest_digest("a") == digest
+    assert stage.dest.counts.throttled["manifest_put"] == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=ECR_429_IS_NOT_THE_PULL_LIMIT.format(
+        how="skopeo logs 'Too many requests to <ECR URL>' while it retries a throttled upload "
+        "start by itself, and mirror's _Watch kills skopeo on that line whatever the URL"
+    ),
+)
+def test_a_throttled_upload_at_ecr_is_left_to_skopeo_s_own_retry(stage: Stage) -> None:
+    stage.use_ecr(retry_after=0)  # skopeo retries at once: the test stays fast
+    digest = copied_once(stage)
+    stage.dest.throttle_next("upload_start")
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"]), said(run)
+    assert stage.dest_digest("a") == digest
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=ECR_429_IS_NOT_THE_PULL_LIMIT.format(
+        how="its own manifest HEAD at ECR raises RateLimited in mirror.registry._raise_for_status"
+    ),
+)
+def test_a_throttled_head_at_ecr_is_retried(stage: Stage) -> None:
+    digest = copied_once(stage)
+    stage.dest.throttle_next("manifest_head")
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"]), said(run)
+    assert stage.dest_digest("a") == digest
+    assert "pull rate limit" not in run.stderr
+
+
+# --- ECR's other refusals -----------------------------------------------------------------------
+
+
+def test_images_per_repository_quota_is_a_clear_failure(stage: Stage) -> None:
+    copied_once(stage)
+    stage.dest.fill_image_quota(limit=20_000)
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (1, ["failed"]), said(run)
+    assert run.report is not None
+    error = run.report["images"][0]["error"]
+    assert "already has the maximum allowed number of images which is '20000'" in error
+    assert stage.dest_digest("a") is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mirror.aws.Ecr.is_immutable treats every imageTagMutability starting with "
+    "IMMUTABLE as immutable for all tags, so a tag excluded by "
+    "imageTagMutabilityExclusionFilters ('latest') is refused as if it were immutable",
+)
+def test_immutable_with_exclusion_moves_the_excluded_tag_only(stage: Stage) -> None:
+    stage.create_dest_repo(**repository_settings("IMMUTABLE_WITH_EXCLUSION", ["latest"]))
+    stage.push("latest", seed="one")
+    first = stage.push("v1", seed="one")
+    stage.config([stage.image("latest", "v1")])
+    assert stage.mirror("sync").actions() == ["copied", "copied"]
+    moved = stage.push("latest", seed="two")
+    stage.push("v1", seed="two")
+    run = stage.mirror("sync")
+    assert run.actions() == ["copied", "failed"], said(run)
+    assert (stage.dest_digest("latest"), stage.dest_digest("v1")) == (moved, first)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mirror.aws.Ecr.is_immutable treats MUTABLE_WITH_EXCLUSION as mutable for all tags: "
+    "it copies onto the immutable tag 'v1', and ECR's TAG_INVALID reaches the report as "
+    "skopeo's 'Manifest list must be converted ... Instructed to preserve digests'",
+)
+def test_mutable_with_exclusion_keeps_the_matching_tag(stage: Stage) -> None:
+    stage.create_dest_repo(**repository_settings("MUTABLE_WITH_EXCLUSION", ["v*"]))
+    first = stage.push("v1", seed="one", platforms=PLATFORMS)
+    stage.config([stage.image("v1")])
+    assert stage.mirror("sync").actions() == ["copied"]
+    moved = stage.push("v1", seed="two", platforms=PLATFORMS)
+    run = stage.mirror("sync")
+    assert run.actions() == ["failed"]
+    assert run.report is not None
+    assert run.report["images"][0]["error"] == (
+        f"{stage.dest.host}/{stage.dest_repo()}:v1 holds {first} and the repository is "
+        f"IMMUTABLE: not overwritten with {moved}"
+    )
+    assert stage.dest.counts.of("manifest_put") == 0
+
+
+# --- Docker Hub as it really answers ----------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mirror.registry.parse_rate_limit reads only the 'N;w=...' form: the list form "
+    "'100, 100;w=21600' fails int() and counts as no limit, so mirror plans without a budget, "
+    "meets Docker Hub's 429 and defers whichever image the 429 hits",
+)
+def test_rate_limit_headers_in_the_list_form_are_a_budget(stage: Stage) -> None:
+    stage.use_hub(limit=100, rate_header_form="list")
+    stage.hub.set_remaining(2)
+    for tag in ("a", "b", "c"):
+        stage.push(tag, seed=tag)
+    stage.config([stage.image("a", "b", "c")])
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (75, ["copied", "copied", "deferred"]), said(run)
+    assert run.report is not None
+    assert run.report["rate_limit"] == {"limit": 100, "remaining_at_start": 2, "remaining": 0}
+    assert stage.hub.counts.status_429 == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a plain-text 429 (Docker Hub's abuse limit, with Retry-After) on mirror's HEAD "
+    "raises RateLimited: the image is deferred as 'pull rate limit reached' and the run stops",
+)
+def test_the_abuse_limit_is_waited_out_not_taken_for_the_pull_limit(stage: Stage) -> None:
+    digest = copied_once(stage)
+    stage.hub.abuse_limit(1, retry_after=1)
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"]), said(run)
+    assert stage.dest_digest("a") == digest
+    assert "pull rate limit" not in run.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the token endpoint's 429 {'details': 'too many failed login attempts ...'} raises "
+    "RateLimited in mirror.registry._fetch_token: mirror reports the pull rate limit, not the "
+    "login lockout",
+)
+def test_a_login_lockout_is_named(stage: Stage) -> None:
+    stage.use_hub(credentials=("hubuser", "right"))
+    copied_once(stage)
+    stage.config(
+        [stage.image("a")],
+        source={"credentials": {"username_env": "HUB_USER", "password_env": "HUB_TOKEN"}},
+    )
+    stage.hub.lock_out("hubuser")
+    run = stage.mirror("sync", HUB_USER="hubuser", HUB_TOKEN="right")
+    assert run.code != 0
+    assert LOGIN_LOCKED in run.stderr
+    assert "pull rate limit" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "no-digest",
+        pytest.param(
+            "405",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a source that answers manifest HEAD with 405 (the OCI spec allows it) "
+                "fails the image with 'HTTP 405' in mirror.registry._raise_for_status: mirror "
+                "has no fallback",
+            ),
+        ),
+    ],
+)
+def test_a_source_without_digest_on_head_is_still_copied(stage: Stage, head: str) -> None:
+    stage.use_hub(head=head)
+    digest = copied_once(stage, platforms=PLATFORMS)
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"]), said(run)
+    assert stage.dest_digest("a") == digest
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="without a digest from the source HEAD, mirror cannot see the copy is current and "
+    "copies again on every run (a skopeo copy: one pull per manifest, index and children)",
+)
+def test_a_source_without_digest_on_head_is_not_copied_every_run(stage: Stage) -> None:
+    stage.use_hub(head="no-digest")
+    copied_once(stage, platforms=PLATFORMS)
+    assert stage.mirror("sync").actions() == ["copied"]
+    stage.hub.reset_counts()
+    again = stage.mirror("sync")
+    assert again.actions() == ["up-to-date"]
+    assert stage.hub.counts.manifest_get_ok <= 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="when the source serves a manifest whose bytes do not match the digest it "
+    "announces, skopeo writes the bytes' digest at ECR (mirror reports that one); the next run "
+    "compares it with the announced digest, sees a difference and copies (pulls) again, on "
+    "every run",
+)
+def test_a_source_serving_other_bytes_than_its_digest_is_flagged_not_recopied(
+    stage: Stage,
+) -> None:
+    stage.use_hub(mismatch_digest=True)
+    announced = copied_once(stage, platforms=PLATFORMS)
+    first = stage.mirror("sync")
+    assert first.actions() == ["copied"]
+    assert first.report is not None
+    assert first.report["images"][0]["digest"] == stage.dest_digest("a") != announced
+    stage.hub.reset_counts()
+    assert stage.mirror("sync").actions() == ["up-to-date"]
+    assert stage.hub.counts.manifest_get == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mirror keeps one pull budget per run, from whichever source host's HEAD answered "
+    "last: either host A's 0 defers both images, or host B's 100 lets A's image start and A's "
+    "429 halts the run; B's image (100 pulls left at B) is deferred either way",
+)
+def test_two_rate_limited_hosts_keep_their_own_budgets(stage: Stage) -> None:
+    stage.use_hub(limit=100)
+    stage.hub.set_remaining(0)
+    other = stage.second_hub(limit=100)
+    stage.push("a", seed="a")
+    digest = stage.push("b", seed="b")
+    stage.config(
+        [
+            stage.image("a"),
+            {"source": f"{other.host}/{stage.repo}", "tags": ["b"], "repository": "other/b"},
+        ]
+    )
+    run = stage.mirror("sync", "--jobs", "1")  # one order of HEADs: a deterministic outcome
+    assert (run.code, run.actions()) == (75, ["deferred", "copied"]), said(run)
+    assert manifest_digest(stage.backend.url, "other/b", "b", auth=stage.dest_auth) == digest
+    assert (stage.hub.counts.manifest_get_ok, other.counts.manifest_get_ok) == (0, 1)
+    assert other.remaining == 99
+
+
+# --- proxies ---------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mirror's own HTTP (urllib3 PoolManager in mirror.registry.Http) ignores "
+    "HTTP_PROXY/HTTPS_PROXY: its HEAD goes straight to a host only the proxy can reach and "
+    "fails, although skopeo would have gone through the proxy",
+)
+def test_mirror_and_skopeo_both_go_through_the_proxy(stage: Stage) -> None:
+    digest = stage.push("a", seed="a")
+    with ForwardProxy({"hub.proxied.test": "127.0.0.1"}) as proxy:
+        source = f"hub.proxied.test:{stage.hub.port}"
+        stage.config([stage.image("a")], source={"registry": source})
+        stage.env.update(proxy.env(no_proxy="127.0.0.1"))  # ECR stays direct, on 127.0.0.1
+        run = stage.mirror("sync")
+        counts = proxy.counts
+    assert (run.code, run.actions()) == (0, ["copied"]), said(run)
+    assert stage.dest_digest("a") == digest
+    assert ("HEAD", source, 200) in counts.requests  # mirror's own check went through it
+    assert counts.hosts["hub.proxied.test"] >= 4
