@@ -20,11 +20,13 @@ this module):
   ``imageTagMutabilityExclusionFilters`` (:func:`tag_is_immutable`): a manifest PUT by tag onto an
   existing immutable tag is 400 ``TAG_INVALID`` "The image tag '<tag>' already exists in the
   '<repo>' repository and cannot be overwritten because the repository is immutable.", even when
-  the digest is the same.
+  the digest is the same (400 is distribution's status for TAG_INVALID and what clients report
+  for ECR's answer).
 - Manifest GET answers carry no ``Docker-Content-Digest`` (nor ``ETag``); HEAD answers do. The
   manifest PUT answer carries ``Docker-Content-Digest`` but no ``Location``.
 - Manifests over 4 MiB (4194304 bytes, PutImage's limit) are refused with 405 ``UNSUPPORTED``,
-  the way ECR answers manifests PutImage rejects.
+  the way ECR answers the manifests PutImage rejects ("Invalid parameter at 'ImageManifest'
+  failed to satisfy constraint: ..."); the exact wording ECR uses for the size is unverified.
 - Throttling (:meth:`EcrFront.throttle_next`, :meth:`EcrFront.throttle_for`): 429
   ``{"errors":[{"code":"TOOMANYREQUESTS","message":"Rate exceeded"}]}`` on chosen request kinds.
 - Images-per-repository quota (:meth:`EcrFront.fill_image_quota`): a manifest PUT of a digest
