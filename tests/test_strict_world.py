@@ -36,9 +36,9 @@ def copied_once(stage: Stage, tag: str = "a", **push: Any) -> str:
 # --- ECR throttling is back-pressure, not Docker Hub's pull limit --------------------------------
 
 ECR_429_IS_NOT_THE_PULL_LIMIT = (
-    "mirror takes any 429 for Docker Hub's pull limit: {how}, so it reports 'pull rate limit "
-    "reached (429)', defers the image and halts the run (exit 75) instead of retrying ECR's "
-    "transient TOOMANYREQUESTS 'Rate exceeded'"
+    "mirror takes any 429 for a pull limit: {how}, so it reports '<ECR host>: pull rate limit "
+    "reached (429); run again later', defers the image and halts the run (exit 75) instead of "
+    "retrying ECR's transient TOOMANYREQUESTS 'Rate exceeded'"
 )
 
 
@@ -62,7 +62,7 @@ def test_a_throttled_manifest_put_at_ecr_is_retried(stage: Stage) -> None:
     strict=True,
     reason=ECR_429_IS_NOT_THE_PULL_LIMIT.format(
         how="skopeo logs 'Too many requests to <ECR URL>' while it retries a throttled upload "
-        "start by itself, and mirror's _Watch kills skopeo on that line whatever the URL"
+        "start by itself, and mirror.skopeo._Watch kills skopeo on that line whatever the host"
     ),
 )
 def test_a_throttled_upload_at_ecr_is_left_to_skopeo_s_own_retry(stage: Stage) -> None:
@@ -105,9 +105,10 @@ def test_images_per_repository_quota_is_a_clear_failure(stage: Stage) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="mirror.aws.Ecr.is_immutable treats every imageTagMutability starting with "
-    "IMMUTABLE as immutable for all tags, so a tag excluded by "
-    "imageTagMutabilityExclusionFilters ('latest') is refused as if it were immutable",
+    reason="mirror.connect wires is_immutable(repository, tag) to "
+    "mirror.aws.Ecr.is_immutable(repository), which ignores the tag and the exclusion filters: "
+    "IMMUTABLE_WITH_EXCLUSION counts as immutable for every tag, so 'latest' (excluded, hence "
+    "mutable) is refused like 'v1'",
 )
 def test_immutable_with_exclusion_moves_the_excluded_tag_only(stage: Stage) -> None:
     stage.create_dest_repo(**repository_settings("IMMUTABLE_WITH_EXCLUSION", ["latest"]))
@@ -124,9 +125,10 @@ def test_immutable_with_exclusion_moves_the_excluded_tag_only(stage: Stage) -> N
 
 @pytest.mark.xfail(
     strict=True,
-    reason="mirror.aws.Ecr.is_immutable treats MUTABLE_WITH_EXCLUSION as mutable for all tags: "
-    "it copies onto the immutable tag 'v1', and ECR's TAG_INVALID reaches the report as "
-    "skopeo's 'Manifest list must be converted ... Instructed to preserve digests'",
+    reason="mirror.aws.Ecr.is_immutable(repository) ignores the tag and the exclusion "
+    "filters: MUTABLE_WITH_EXCLUSION counts as mutable for every tag, mirror copies onto 'v1' "
+    "(immutable: it matches 'v*') and ECR's TAG_INVALID reaches the report as skopeo's "
+    "'Manifest list must be converted ... Instructed to preserve digests'",
 )
 def test_mutable_with_exclusion_keeps_the_matching_tag(stage: Stage) -> None:
     stage.create_dest_repo(**repository_settings("MUTABLE_WITH_EXCLUSION", ["v*"]))
@@ -138,8 +140,8 @@ def test_mutable_with_exclusion_keeps_the_matching_tag(stage: Stage) -> None:
     assert run.actions() == ["failed"]
     assert run.report is not None
     assert run.report["images"][0]["error"] == (
-        f"{stage.dest.host}/{stage.dest_repo()}:v1 holds {first} and the repository is "
-        f"IMMUTABLE: not overwritten with {moved}"
+        f"{stage.dest.host}/{stage.dest_repo()}:v1 holds {first} and the tag is immutable in "
+        f"{stage.dest_repo()}: not overwritten with {moved}"
     )
     assert stage.dest.counts.of("manifest_put") == 0
 
@@ -147,12 +149,6 @@ def test_mutable_with_exclusion_keeps_the_matching_tag(stage: Stage) -> None:
 # --- Docker Hub as it really answers ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mirror.registry.parse_rate_limit reads only the 'N;w=...' form: the list form "
-    "'100, 100;w=21600' fails int() and counts as no limit, so mirror plans without a budget, "
-    "meets Docker Hub's 429 and defers whichever image the 429 hits",
-)
 def test_rate_limit_headers_in_the_list_form_are_a_budget(stage: Stage) -> None:
     stage.use_hub(limit=100, rate_header_form="list")
     stage.hub.set_remaining(2)
@@ -162,14 +158,23 @@ def test_rate_limit_headers_in_the_list_form_are_a_budget(stage: Stage) -> None:
     run = stage.mirror("sync")
     assert (run.code, run.actions()) == (75, ["copied", "copied", "deferred"]), said(run)
     assert run.report is not None
-    assert run.report["rate_limit"] == {"limit": 100, "remaining_at_start": 2, "remaining": 0}
+    assert run.report["rate_limit"] == {
+        stage.hub.host: {
+            "limit": 100,
+            "remaining_at_start": 2,
+            "remaining": 0,
+            "spent": 2,
+            "rate_limited": None,
+        }
+    }
     assert stage.hub.counts.status_429 == 0
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="a plain-text 429 (Docker Hub's abuse limit, with Retry-After) on mirror's HEAD "
-    "raises RateLimited: the image is deferred as 'pull rate limit reached' and the run stops",
+    "raises RateLimited in mirror.registry._raise_for_status: the image is deferred as "
+    "'<host>: pull rate limit reached (429 TOOMANYREQUESTS)' and the run stops (exit 75)",
 )
 def test_the_abuse_limit_is_waited_out_not_taken_for_the_pull_limit(stage: Stage) -> None:
     digest = copied_once(stage)
@@ -183,8 +188,8 @@ def test_the_abuse_limit_is_waited_out_not_taken_for_the_pull_limit(stage: Stage
 @pytest.mark.xfail(
     strict=True,
     reason="the token endpoint's 429 {'details': 'too many failed login attempts ...'} raises "
-    "RateLimited in mirror.registry._fetch_token: mirror reports the pull rate limit, not the "
-    "login lockout",
+    "RateLimited in mirror.registry._fetch_token: mirror exits 75 with '<host>: pull rate "
+    "limit reached (429 TOOMANYREQUESTS)', not the login lockout",
 )
 def test_a_login_lockout_is_named(stage: Stage) -> None:
     stage.use_hub(credentials=("hubuser", "right"))
@@ -259,12 +264,6 @@ def test_a_source_serving_other_bytes_than_its_digest_is_flagged_not_recopied(
     assert stage.hub.counts.manifest_get == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mirror keeps one pull budget per run, from whichever source host's HEAD answered "
-    "last: either host A's 0 defers both images, or host B's 100 lets A's image start and A's "
-    "429 halts the run; B's image (100 pulls left at B) is deferred either way",
-)
 def test_two_rate_limited_hosts_keep_their_own_budgets(stage: Stage) -> None:
     stage.use_hub(limit=100)
     stage.hub.set_remaining(0)
@@ -287,12 +286,6 @@ def test_two_rate_limited_hosts_keep_their_own_budgets(stage: Stage) -> None:
 # --- proxies ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mirror's own HTTP (urllib3 PoolManager in mirror.registry.Http) ignores "
-    "HTTP_PROXY/HTTPS_PROXY: its HEAD goes straight to a host only the proxy can reach and "
-    "fails, although skopeo would have gone through the proxy",
-)
 def test_mirror_and_skopeo_both_go_through_the_proxy(stage: Stage) -> None:
     digest = stage.push("a", seed="a")
     with ForwardProxy({"hub.proxied.test": "127.0.0.1"}) as proxy:
