@@ -470,11 +470,15 @@ def _platforms(data: Any, where: str) -> tuple[str, ...]:
 
 
 def _check_same_images(config: Config, written: list[Any]) -> None:
-    """One image and tag listed twice, perhaps in two spellings (`alpine`, `docker.io/alpine`)."""
-    seen: dict[tuple[Repository, str], tuple[int, int]] = {}
+    """One image and tag listed twice for one repository, perhaps in two spellings (`alpine`,
+    `docker.io/alpine`). The same tag into another repository (a platform subset beside the
+    whole image, say) is no mistake."""
+    seen: dict[tuple[Repository, str, str], tuple[int, int]] = {}
     for index, image in enumerate(config.images):
+        repository = config.destination_repository(image)
         for number, entry in enumerate(image.tags):
-            first, first_number = seen.setdefault((image.source, entry.tag), (index, number))
+            key = (image.source, entry.tag, repository)
+            first, first_number = seen.setdefault(key, (index, number))
             if (first, first_number) == (index, number):
                 continue
             names = (written[first]["source"], written[index]["source"])

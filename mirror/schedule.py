@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -181,13 +182,16 @@ class Queue:
 
 class Backpressure:
     """How many copies may run at once, lowered while a destination throttles (ECR's 429
-    "Rate exceeded"): halved at each throttled request, raised by one after as many copies
-    in a row end well as the limit allows (additive increase, multiplicative decrease)."""
+    "Rate exceeded"): halved when a request is throttled (at most once a `calm` seconds: a
+    burst of 429s is one signal), raised by one after as many copies in a row end well as the
+    limit allows (additive increase, multiplicative decrease, as TCP does)."""
 
-    def __init__(self, most: int):
+    def __init__(self, most: int, *, calm: float = 2.0):
         self.most = max(1, most)
+        self.calm = calm
         self._limit = self.most
         self._good = 0
+        self._lowered = float("-inf")  # time.monotonic() of the last decrease
         self.throttled_requests = 0  # every 429 a destination sent this run
         self._lock = threading.Lock()
 
@@ -197,12 +201,14 @@ class Backpressure:
             return self._limit
 
     def throttled(self, host: str) -> None:
+        now = time.monotonic()
         with self._lock:
             self.throttled_requests += 1
-            if self._limit > 1:
-                self._limit //= 2
-                log.debug("%s throttles: at most %d copies at once for now", host, self._limit)
             self._good = 0
+            if self._limit > 1 and now - self._lowered >= self.calm:
+                self._limit //= 2
+                self._lowered = now
+                log.debug("%s throttles: at most %d copies at once for now", host, self._limit)
 
     def succeeded(self) -> None:
         with self._lock:

@@ -286,8 +286,9 @@ class Transfer:
                 dest_tls_verify=target.registry.tls_verify,
                 pull_hosts=frozenset({source.api}),
             )
-        written = filtered_index(index, chosen, _sha256(body), task.platforms)
-        return target.registry.put_manifest(pending.repository, task.tag, written, OCI_INDEX)
+        kind = media_type if media_type in INDEX_TYPES else OCI_INDEX
+        written = filtered_index(index, chosen, _sha256(body), task.platforms, kind)
+        return target.registry.put_manifest(pending.repository, task.tag, written, kind)
 
 
 def choose_platforms(
@@ -310,14 +311,17 @@ def filtered_index(
     chosen: list[dict[str, Any]],
     source_digest: str,
     platforms: Sequence[str],
+    media_type: str = OCI_INDEX,
 ) -> bytes:
-    """An OCI index of the chosen entries, recording where it came from in its annotations."""
+    """An index of the chosen entries, of the source's own type (an OCI index, or a Docker
+    manifest list: the family of its children, FACTS.md), recording where it came from in its
+    annotations (which a Docker manifest list's parsers pass over)."""
     annotations = dict(index.get("annotations") or {})
     annotations[SOURCE_DIGEST] = source_digest
     annotations[PLATFORMS] = ",".join(platforms)
     document = {
         "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
+        "mediaType": media_type,
         "manifests": chosen,
         "annotations": annotations,
     }

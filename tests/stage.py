@@ -132,8 +132,9 @@ class Stage:
     def dest_auth(self) -> tuple[str, str]:
         return (ECR_USER, ECR_PASSWORD)
 
-    def ecr_repositories(self) -> list[str]:
-        repositories = self._ecr().describe_repositories()["repositories"]
+    def ecr_repositories(self, *, registry_id: str | None = None) -> list[str]:
+        ids = {"registryId": registry_id} if registry_id else {}
+        repositories = self._ecr().describe_repositories(**ids)["repositories"]
         return sorted(r["repositoryName"] for r in repositories)
 
     def _ecr(self) -> Any:

@@ -61,7 +61,8 @@ class ProxyCounts:
 
 
 class ForwardProxy(HttpFront):
-    """See the module docstring. ``hosts`` maps made-up host names to the addresses to use."""
+    """See the module docstring. ``hosts`` maps made-up host names to the addresses to use
+    (``"127.0.0.1"``, or ``"127.0.0.1:PORT"`` to send every port of that name to one port)."""
 
     server_name = "proxy-standin"
 
@@ -116,8 +117,13 @@ class ForwardProxy(HttpFront):
             self._counts.bytes_down += down
 
     def _upstream(self, host: str, port: int | None, default_port: int) -> tuple[str, int] | None:
+        """Where a known host name goes: its address, on the port asked for, or on the port
+        the mapping gives (`"ecr.test": "127.0.0.1:5000"` serves every port of that name)."""
         address = self.hosts.get(host)
-        return None if address is None else (address, port or default_port)
+        if address is None:
+            return None
+        ip, colon, fixed = address.partition(":")
+        return (ip, int(fixed)) if colon else (ip, port or default_port)
 
     def _handle(self, req: FrontHandler) -> None:
         if req.command == "CONNECT":
