@@ -1,0 +1,94 @@
+"""Issue 10's figure: a first sync of 40 images into the ECR-like front, calm and in a
+throttling storm (a fifth of the upload and manifest-PUT requests answered
+`429 TOOMANYREQUESTS "Rate exceeded"` for the first 30 seconds), side by side.
+`python -m bench.throttle` (about two minutes).
+
+The front sends no Retry-After, as ECR does not: skopeo then waits 2 s before it sends a
+throttled request without a body again, and mirror tries a copy that skopeo gave up on again
+after its own backoff, with fewer copies at once while the storm lasts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
+from tests.standins.demo import environment
+from tests.standins.ecr import EcrFront
+from tests.standins.hub import HubFront
+from tests.standins.images import build_image, push_image
+from tests.standins.registry import Registry
+
+IMAGES = 40
+RESULTS = Path(__file__).parent / "results" / "throttle.md"
+
+
+def main() -> int:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mirror-bench-") as directory:
+        work = Path(directory)
+        with (
+            Registry(work / "source") as backend,
+            HubFront(backend.url, delay=0.03) as hub,
+            Registry(work / "ecr", htpasswd=(ECR_USER, ECR_PASSWORD)) as ecr_backend,
+            Moto() as moto,
+            EcrFront(ecr_backend.url, moto.url) as ecr,
+        ):
+            for number in range(IMAGES):
+                top, blobs = build_image(
+                    platforms=("linux/amd64",), layer_sizes=(300_000, 50_000), seed=number
+                )
+                push_image(backend.host, f"library/app{number}", "1", top, blobs)
+            env = environment(moto.url, work)
+            for storm in (False, True):
+                rows.append(first_sync(work, hub, ecr, env, storm=storm))
+    table = (
+        "| first sync of 40 images | seconds | exit | copied | throttled requests (all retried) |\n"
+        "| --- | ---: | ---: | ---: | ---: |\n"
+        + "".join(f"| {a} | {b:.1f} | {c} | {d} | {e} |\n" for a, b, c, d, e in rows)
+    )
+    RESULTS.write_text(f"# bench.throttle\n\n{table}")
+    print(table)
+    return 0
+
+
+def first_sync(
+    work: Path, hub: HubFront, ecr: EcrFront, env: dict[str, str], *, storm: bool
+) -> tuple[str, float, int, int, int]:
+    prefix = "storm" if storm else "calm"
+    path = work / f"{prefix}.yaml"
+    document = {
+        "source": {"registry": hub.host, "tls_verify": False},
+        "ecr": {"region": "us-east-1", "repository_prefix": prefix, "endpoint": ecr.host,
+                "tls_verify": False},
+        "images": [{"source": f"app{number}", "tags": ["1"]} for number in range(IMAGES)],
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(document))
+    report = work / f"{prefix}.json"
+    ecr.reset_counts()
+    if storm:
+        ecr.throttle_for(30, "upload", every=5)
+        ecr.throttle_for(30, "manifest_put", every=5)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "mirror", "sync", "-c", str(path), "--report", str(report)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    ecr.clear_faults()
+    written = json.loads(report.read_text())
+    throttled = sum(ecr.counts.throttled.values())
+    copied = written["summary"].get("copied", 0)
+    label = "storm: a fifth of uploads and manifest PUTs throttled for 30 s" if storm else "calm"
+    return (label, seconds, done.returncode, copied, throttled)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
