@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ import urllib3
 from mirror import lock
 from mirror.cli import exit_code_text
 from mirror.errors import EXIT_CODES
+from mirror.http import Http
+from mirror.registry import Registry
 from tests.stage import ROOT, TIMESTAMP, Stage
 from tests.standins.aws import ECR_PASSWORD
 from tests.standins.hub import HubFront
@@ -515,3 +518,68 @@ def test_exit_codes_are_one_table_in_readme_and_help() -> None:
             check=True,
         ).stdout
         assert exit_code_text() in shown
+
+
+def _signal_once(process: subprocess.Popen[str], ready: Callable[[], bool]) -> float:
+    """Wait until `ready()`, send SIGTERM, and return the seconds until the process exits."""
+    deadline = time.monotonic() + 30
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    return time.monotonic() - sent
+
+
+def test_a_signal_while_tag_lists_are_read_ends_the_run_within_seconds(stage: Stage) -> None:
+    stage.push("a", seed="a")
+    with Raw(never_answers) as silent:
+        stage.config(
+            [stage.image("a"), {"source": f"{silent.host}/x/y", "tags": {"newest": 1},
+                                "repository": "mirror/x"}]
+        )  # fmt: skip
+        report = stage.tmp / "planning.json"
+        process = stage.popen("sync", "--report", str(report))
+        took = _signal_once(process, lambda: silent.connections > 0)
+    assert (process.returncode, took < 3) == (143, True), took
+    written = json.loads(report.read_text())
+    assert [image["action"] for image in written["images"]] == ["deferred", "deferred"]
+
+
+def test_a_signal_while_the_ecr_api_does_not_answer_ends_the_run_within_seconds(
+    stage: Stage,
+) -> None:
+    stage.push("a", seed="a")
+    stage.config([stage.image("a")])
+    with Raw(never_answers) as silent:
+        report = stage.tmp / "setup.json"
+        process = stage.popen(
+            "sync", "--report", str(report), AWS_ENDPOINT_URL_ECR=f"http://{silent.host}",
+            AWS_ENDPOINT_URL=f"http://{silent.host}",
+        )  # fmt: skip
+        took = _signal_once(process, lambda: silent.connections > 0)
+    assert (process.returncode, took < 3) == (143, True), took
+    written = json.loads(report.read_text())
+    assert [(i["action"], i["error"]) for i in written["images"]] == [
+        ("deferred", "interrupted before it was done")
+    ]
+    assert written["exit_code"] == 143
+
+
+def test_a_tags_list_is_cut_after_so_many_pages(tmp_path: Path) -> None:
+    def script(method: str, path: str) -> Answer:
+        page = int(path.rpartition("last=t")[2] or 0) if "last=" in path else 0
+        link = f'</v2/x/y/tags/list?n=1&last=t{page + 1}>; rel="next"'  # for ever, never twice
+        return Answer.json(200, {"tags": [f"t{page + 1}"]}, Link=link)
+
+    with Scripted(script) as endless:
+        registry = Registry(endless.host, http=Http(), tls_verify=False)
+        listed = registry.list_tags("x/y", page_size=1, max_pages=5)
+    assert listed.tags == ("t1", "t2", "t3", "t4", "t5")
+    assert listed.warning == (
+        f"the tags list of {endless.host}/x/y has more than 5 pages: only the first 5 tags "
+        "were read"
+    )
