@@ -41,6 +41,9 @@ def exit_code_text() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    for stream in (sys.stdout, sys.stderr):  # a C-locale cron must not lose a line to Unicode
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     console = Console(
         out=sys.stderr if args.command == "ensure" else sys.stdout,

@@ -26,6 +26,7 @@ from mirror.errors import Exit, MirrorError, RateLimited
 from mirror.model import Action, Outcome
 from mirror.pipeline import Pipeline, Result, Settings, Sink
 from mirror.plan import Plan, Shard, Unresolved, plan, rule_images
+from mirror.reference import Repository
 from mirror.registry import TagList
 from mirror.schedule import Budgets
 from mirror.transfer import Retry
@@ -132,6 +133,9 @@ class Planner(Protocol):
 
     def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan: ...
 
+    def sources(self) -> list[Repository]:
+        """Every source repository the run may read, tag rules' included."""
+
 
 @dataclass(frozen=True)
 class SyncPlanner:
@@ -143,6 +147,9 @@ class SyncPlanner:
     def static(self, hosts: Sequence[str], error: Unresolved) -> Plan:
         rules = {index: error for index, _ in rule_images(self.config)}
         return plan(self.config, rules, hosts=hosts, shard=self.shard)
+
+    def sources(self) -> list[Repository]:
+        return [image.source for image in self.config.images]
 
     def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan:
         rules = rule_images(self.config)
@@ -182,6 +189,9 @@ class FixedPlanner:
 
     def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan:
         return self.fixed
+
+    def sources(self) -> list[Repository]:
+        return [task.source.repository for task in self.fixed.tasks]
 
 
 @dataclass
@@ -252,7 +262,7 @@ class _Execution:
                 )
             self.stop.on_stop(session.stop)
             hosts = [target.host for target in session.targets]
-            _check_logins(session, self.planner.static(hosts, Unresolved("")))
+            _check_logins(session, self.planner.sources())
             self.known = self.planner.resolve(session, self.stop, hosts)
             _say_plan(self.known, self.console)
             pipeline = Pipeline(
@@ -319,11 +329,11 @@ class _Execution:
         return sorted(outcomes, key=lambda outcome: outcome.sort_key)
 
 
-def _check_logins(session: connect.Session, known: Plan) -> None:
+def _check_logins(session: connect.Session, sources: Sequence[Repository]) -> None:
     """Try each source's credentials once, before any image: wrong ones are one error."""
     first: dict[str, str] = {}
-    for task in known.tasks:
-        first.setdefault(task.source.repository.registry, task.source.repository.path)
+    for repository in sources:
+        first.setdefault(repository.registry, repository.path)
     for host, path in first.items():
         session.sources(host).check_login(path)
 

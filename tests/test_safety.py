@@ -288,3 +288,19 @@ def test_missing_secret_is_a_setup_error(stage: Stage) -> None:
     run = stage.mirror("sync")
     assert run.code == 2
     assert run.error.startswith("mirror: cannot read secret nope: ")
+
+
+def test_wrong_credentials_are_one_error_also_when_every_image_is_a_tag_rule(stage: Stage) -> None:
+    stage.use_hub(credentials=("hubuser", "right"))
+    stage.push("1.0", seed="a")
+    stage.config(
+        [{"source": stage.repo, "tags": {"newest": 1}}],
+        source={"credentials": {"username_env": "HUB_USER", "password_env": "HUB_TOKEN"}},
+    )
+    run = stage.mirror("sync", HUB_USER="hubuser", HUB_TOKEN="wrong-one")
+    assert run.code == 2, run.stderr
+    assert run.error == (
+        f"mirror: {stage.hub.host}: the token service refused the credentials from $HUB_USER "
+        "and $HUB_TOKEN (check the credentials)"
+    )
+    assert stage.hub.counts.tags_list == 0
