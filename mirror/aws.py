@@ -27,7 +27,14 @@ import botocore.exceptions
 import botocore.loaders
 import botocore.model
 
-from mirror.errors import AuthError, ConfigError, MirrorError, RegistryError, SetupError
+from mirror.errors import (
+    AuthError,
+    ConfigError,
+    MirrorError,
+    RegistryError,
+    SetupError,
+    hide_passwords,
+)
 from mirror.registry import Login
 from mirror.repo_settings import (
     ActualSettings,
@@ -57,7 +64,7 @@ class Ecr:
     def __init__(self, *, region: str, registry_id: str | None = None, client: Any = None):
         self.region = region
         self.registry_id = registry_id
-        self._client = client or boto3.client("ecr", region_name=region, config=_RETRIES)
+        self._client = client or _client("ecr", region)
         self._login: EcrLogin | None = None
         self._lock = threading.Lock()
         self._mutability: dict[str, TagMutability] = {}
@@ -118,7 +125,7 @@ def tag_mutability(repository: Mapping[str, Any]) -> TagMutability:
 
 def secret_login(secret_id: str, *, region: str, client: Any = None) -> Login:
     """Docker Hub credentials from Secrets Manager: a JSON secret {"username", "password"}."""
-    client = client or boto3.client("secretsmanager", region_name=region, config=_RETRIES)
+    client = client or _client("secretsmanager", region)
     try:
         answer = _call(client.get_secret_value, f"read secret {secret_id}", SecretId=secret_id)
     except _NotFound as error:
@@ -154,6 +161,24 @@ def _renew_at(expires_at: Any, *, now: float | None = None) -> float:
     return now + max(left - _REFRESH_MARGIN, left / 2)
 
 
+def _client(service: str, region: str | None) -> Any:
+    """A boto3 client. Making one already reads the credentials (a credential_process runs
+    then) and the endpoint settings: a broken AWS set-up is one line here too."""
+    try:
+        return _call(
+            boto3.client,
+            f"set up the AWS {service} client",
+            service_name=service,
+            region_name=region,
+            config=_RETRIES,
+        )
+    except ValueError as error:  # boto3's "Invalid endpoint: ..." and the like
+        raise SetupError(
+            f"cannot set up the AWS {service} client: {hide_passwords(str(error))} "
+            "(check AWS_ENDPOINT_URL and the AWS_ENDPOINT_URL_* variables)"
+        ) from None
+
+
 def _call(method: Any, what: str, **kwargs: Any) -> Any:
     """Call boto3 and translate its failures into one plain line."""
     try:
@@ -176,11 +201,13 @@ def _call(method: Any, what: str, **kwargs: Any) -> Any:
         # Their text may quote a credential_process's output: name only where it failed.
         provider = getattr(error, "kwargs", {}).get("provider", "the configured source")
         raise AuthError(
-            f"cannot {what}: no AWS credentials from {provider} ({type(error).__name__}; "
-            "-v shows botocore's message)"
+            f"cannot {what}: no AWS credentials from {provider} ({type(error).__name__}; its "
+            "message is not shown, as it may quote a credential: try that source by hand)"
         ) from None
     except botocore.exceptions.BotoCoreError as error:
-        raise RegistryError(f"cannot {what}: {error}", transient=True) from None
+        raise RegistryError(
+            f"cannot {what}: {hide_passwords(str(error))}", transient=True
+        ) from None
 
 
 # The machine's AWS setup is wrong: fix it, retrying cannot help (exit 2, like a bad config).
@@ -246,7 +273,7 @@ class Repositories:
         self, client: Any = None, *, registry_id: str | None = None, region: str | None = None
     ):
         self.registry_id = registry_id
-        self._client = client or boto3.client("ecr", region_name=region, config=_RETRIES)
+        self._client = client or _client("ecr", region)
         self._arns: dict[str, str] = {}
 
     @classmethod

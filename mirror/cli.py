@@ -13,7 +13,7 @@ import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mirror import __version__, config, dockerfile, lock, report
 from mirror.console import Console, LogHandler
@@ -138,8 +138,16 @@ def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     # With several targets, the first one's reference: the registry builds pull from.
     first = {o.order: o.destination for o in done.outcomes if o.target == 0}
     mapping = {name: wanted.reference(first[wanted.task.order]) for name, wanted in by_name.items()}
-    sys.stdout.write(_ensure_output(args.format, text, lines, mapping, names))
+    if args.format == "build-args" and (left := dockerfile.not_by_build_args(lines)):
+        console.warning(
+            f"--format build-args cannot point {len(left)} image(s) at ECR (not written as a "
+            f"whole ARG): {', '.join(left)}; the build still pulls them from their registry: "
+            "use --format dockerfile for those"
+        )
+    output = _ensure_output(args.format, text, lines, mapping, names)
     sys.stdout.flush()
+    sys.stdout.buffer.write(output.encode("utf-8", "surrogateescape"))
+    sys.stdout.buffer.flush()
     return Exit.OK
 
 
@@ -169,13 +177,17 @@ def _reported(options: Options) -> Iterator[None]:
 
 def _options(args: argparse.Namespace) -> Options:
     """The run's options; --report and --junit are checked here, before anything is done."""
+    written = report.usable(Path(args.report), "--report") if args.report else None
+    junit = report.usable(Path(args.junit), "--junit", junit=True) if args.junit else None
+    if written is not None and written == junit:
+        raise ConfigError(f"--report and --junit name the same file, {args.report}")
     return Options(
         jobs=args.jobs,
         dry_run=getattr(args, "dry_run", False),
         max_pulls=getattr(args, "max_pulls", None),
         timeout=args.timeout,
-        report=report.usable(Path(args.report), "--report") if args.report else None,
-        junit=report.usable(Path(args.junit), "--junit") if args.junit else None,
+        report=written,
+        junit=junit,
     )
 
 
@@ -199,14 +211,18 @@ def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[docke
     overrides = {}
     for item in build_args:
         name, equals, value = item.partition("=")
-        if not equals:
+        if not equals or not name:
             raise ConfigError(f"--build-arg {item!r}: expected NAME=VALUE")
         overrides[name] = value
     try:
-        with open(path, encoding="utf-8", newline="") as handle:  # keep CRLF as it is
-            text = handle.read()
+        raw = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{path}: UTF-16 text; BuildKit reads a Dockerfile as UTF-8")
+    # Bytes that are not UTF-8 (a Latin-1 comment) are carried through as they are, and
+    # CRLF stays CRLF: --format dockerfile changes nothing but the image texts.
+    text = raw.decode("utf-8", "surrogateescape")
     try:
         return text, dockerfile.parse(text, overrides)
     except dockerfile.DockerfileError as error:
@@ -267,8 +283,16 @@ def _repository_lines(state: RepositoryState) -> list[tuple[str, bool]]:
 # --- parsing -------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (no usage block): `mirror sync: argument
+    --jobs: expected ... (mirror sync --help)`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(Exit.USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mirror",
         description="Keep container base images in Amazon ECR, copied registry to registry with "
         "skopeo; unchanged images cost no Docker Hub pull.",
@@ -356,9 +380,7 @@ def _running_options() -> argparse.ArgumentParser:
     return running
 
 
-def _sync_parser(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[Any]
-) -> None:
+def _sync_parser(commands: argparse._SubParsersAction[_Parser], parents: list[Any]) -> None:
     sync = _command(
         commands,
         "sync",
@@ -394,9 +416,7 @@ def _sync_parser(
     sync.set_defaults(handler=_sync)
 
 
-def _ensure_parser(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[Any]
-) -> None:
+def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[Any]) -> None:
     ensure = _command(
         commands,
         "ensure",
@@ -434,7 +454,7 @@ def _ensure_parser(
 
 
 def _command(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, **kwargs: Any
+    commands: argparse._SubParsersAction[_Parser], name: str, **kwargs: Any
 ) -> argparse.ArgumentParser:
     """A sub-command whose --help ends with the exit codes."""
     return commands.add_parser(

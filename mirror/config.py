@@ -18,6 +18,7 @@ from mirror import aws, yamlfile
 from mirror.errors import ConfigError
 from mirror.reference import (
     DOCKER_HUB,
+    PIN_TAG,
     BadReference,
     Repository,
     canonical_registry,
@@ -26,6 +27,7 @@ from mirror.reference import (
     check_tag,
     is_docker_hub,
     parse_repository,
+    pin_tag,
 )
 from mirror.repo_settings import RepositorySettings, parse_settings
 from mirror.yamlfile import WrittenInt
@@ -34,9 +36,14 @@ from mirror.yamlfile import kind as _kind
 T = TypeVar("T")
 DEFAULT_PATH = "mirror.yaml"
 ENV_PATH = "MIRROR_CONFIG"
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# Access tokens people paste where a variable's name belongs (Docker Hub, GitHub, GitLab).
-_TOKEN_PREFIXES = ("dckr_pat_", "dckr_oat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")
+# A variable's name as people write them: capitals, digits, underscores. Anything else (a
+# mixed-case string that happens to be an identifier) may be the secret itself: not shown.
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}\Z")
+# Access tokens people paste where a variable's name belongs (Docker Hub, GitHub, AWS keys).
+_TOKEN_PREFIXES = (
+    "dckr_pat_", "dckr_oat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA"
+)  # fmt: skip
+_SECRET_ID = re.compile(r"[A-Za-z0-9/_+=.@:-]{1,2048}\Z")  # a Secrets Manager name or ARN
 
 
 @dataclass(frozen=True)
@@ -260,7 +267,7 @@ def _parse_credentials(
     if data is None:
         return None, {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {_kind(data)}")
+        raise ConfigError(f"{where}: expected a mapping, got {_unshown(data)}")
     hosts = {
         key: value for key, value in data.items() if isinstance(key, str) and _looks_like_host(key)
     }
@@ -269,7 +276,7 @@ def _parse_credentials(
     written: dict[str, str] = {}
     for key, value in hosts.items():
         key_where = f'{where}["{key}"]'
-        host = _check(check_host, key, key_where)
+        host = canonical_registry(_check(check_host, key, key_where))
         host = hub if is_docker_hub(host) else host
         if host in written:
             raise ConfigError(
@@ -277,7 +284,13 @@ def _parse_credentials(
             )
         written[host] = key
         per_host[host] = _one_credentials(value, key_where)
-    return (_one_credentials(own, where) if own else None), per_host
+    default = _one_credentials(own, where) if own else None
+    if default is not None and hub in per_host:
+        raise ConfigError(
+            f'{where}["{written[hub]}"]: the same registry as the default {where} ({hub}); '
+            "give its credentials once"
+        )
+    return default, per_host
 
 
 def _looks_like_host(key: str) -> bool:
@@ -285,15 +298,21 @@ def _looks_like_host(key: str) -> bool:
 
 
 def _one_credentials(data: Any, where: str) -> Credentials:
+    if not isinstance(data, dict):  # a token pasted in place of the mapping: never shown
+        raise ConfigError(f"{where}: expected a mapping, got {_unshown(data)}")
     table = _mapping(data, where, _CREDENTIAL_KEYS)
     if "secrets_manager" in table:
         if "username_env" in table or "password_env" in table:
             raise ConfigError(
                 f"{where}: give either secrets_manager or username_env and password_env, not both"
             )
-        return Credentials(
-            secrets_manager=_string(table["secrets_manager"], f"{where}.secrets_manager")
-        )
+        secret = table["secrets_manager"]
+        if not isinstance(secret, str) or not _SECRET_ID.match(secret):
+            raise ConfigError(
+                f"{where}.secrets_manager: expected a Secrets Manager secret's name or ARN, "
+                f"got {_unshown(secret)}"
+            )
+        return Credentials(secrets_manager=secret)
     for key in ("username_env", "password_env"):
         if key not in table:
             raise ConfigError(f"{where}.{key}: required (the name of an environment variable)")
@@ -327,7 +346,10 @@ def _parse_ecr(data: Any, where: str, base_dir: Path) -> Ecr:
         raise ConfigError(
             f"{where}.registry_id: expected a 12-digit account ID, got {_kind(registry_id)}"
         )
-    prefix = _optional_string(table.get("repository_prefix"), f"{where}.repository_prefix")
+    prefix_data = table.get("repository_prefix")
+    prefix = (
+        "" if prefix_data == "" else _optional_string(prefix_data, f"{where}.repository_prefix")
+    )
     prefix = (prefix or "").strip("/")
     if prefix:
         _check_prefix(prefix, f"{where}.repository_prefix")
@@ -383,7 +405,7 @@ def _parse_image(
     )
     explicit = _optional_string(table.get("repository"), f"{where}.repository")
     if explicit is not None:
-        _check_repository_name(explicit, f"{where}.repository")
+        check_repository_name(explicit, f"{where}.repository")
     tags = table["tags"]
     return Image(
         source=repository,
@@ -408,10 +430,11 @@ def _tags(data: Any, where: str) -> tuple[TagEntry, ...]:
             f"got {_kind(data)}"
         )
     entries = [_tag_entry(item, f"{where}[{index}]") for index, item in enumerate(data)]
-    names = [entry.tag for entry in entries]
-    duplicates = sorted({tag for tag in names if names.count(tag) > 1})
-    if duplicates:
-        raise ConfigError(f"{where}: tag {duplicates[0]!r} is listed twice")
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.tag in seen:
+            raise ConfigError(f"{where}: tag {entry.tag!r} is listed twice")
+        seen.add(entry.tag)
     return tuple(entries)
 
 
@@ -422,6 +445,11 @@ def _tag_entry(data: Any, where: str) -> TagEntry:
     _check(check_tag, tag, where)
     if at:
         _check(check_digest, digest, where)
+    if PIN_TAG.match(tag) and not (digest and tag == pin_tag(digest)):
+        raise ConfigError(
+            f"{where}: {tag!r} is the form of mirror's pin tags (sha256-<hex>, kept for a "
+            "pinned digest): pin the digest instead, as TAG@sha256:..."
+        )
     return TagEntry(tag, digest or None)
 
 
@@ -586,6 +614,14 @@ def _bool(data: Any, where: str) -> bool:
     return data
 
 
+def _unshown(data: Any) -> str:
+    """How a wrong value under `credentials` is named: by its type only, as it may be a secret."""
+    if data is None:
+        return "nothing"
+    kind = "text" if isinstance(data, str) else yamlfile.type_name(data)
+    return f"{kind} (not shown: it may be a secret)"
+
+
 def _env_name(data: Any, where: str) -> str:
     """The name of an environment variable. What is written instead is never shown: people
     paste the token itself here."""
@@ -599,7 +635,8 @@ def _env_name(data: Any, where: str) -> str:
         got = "text that is not a name" if isinstance(data, str) else yamlfile.type_name(data)
         got += " (not shown: it may be a secret)"
     raise ConfigError(
-        f"{where}: expected the name of an environment variable, like DOCKERHUB_TOKEN; got {got}"
+        f"{where}: expected the name of an environment variable (capitals, digits and '_'), "
+        f"like DOCKERHUB_TOKEN; got {got}"
     )
 
 
@@ -610,7 +647,8 @@ def _check(parse_it: Callable[[str], T], value: str, where: str) -> T:
         raise ConfigError(f"{where}: {error}") from None
 
 
-def _check_repository_name(name: str, where: str) -> None:
+def check_repository_name(name: str, where: str) -> None:
+    """ECR's own rule for repository names (botocore's model); ConfigError naming `where`."""
     problem = aws.repository_name_rule().problem(name)
     if problem:
         raise ConfigError(f"{where}: bad ECR repository name {name!r} ({problem})")

@@ -16,7 +16,7 @@ from mirror import aws, skopeo
 from mirror.check import Target
 from mirror.config import Config, Credentials, Ecr
 from mirror.errors import ConfigError, SetupError
-from mirror.http import Http, Policy
+from mirror.http import Http, Policy, check_proxies
 from mirror.registry import Login, Registry
 from mirror.repo_settings import RepositorySettings
 from mirror.schedule import Backpressure
@@ -167,6 +167,7 @@ def hosts(config: Config) -> list[str]:
 def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iterator[Session]:
     """Connect everything; the private workspace with credentials is removed on every way out."""
     skopeo.remove_leftovers()
+    check_proxies(os.environ)
     region = region_of(config)
     source_logins = {
         host: login

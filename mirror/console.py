@@ -23,6 +23,7 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from mirror.errors import hide_passwords
 from mirror.model import Action, Outcome
 from mirror.pipeline import Progress
 
@@ -37,7 +38,9 @@ _LABELS = (
 
 
 def one_line(text: str) -> str:
-    """`text` with control and format characters escaped (`\\n`, `\\x1b`, `\\u202e`)."""
+    """`text` with control and format characters escaped (`\\n`, `\\x1b`, `\\u202e`), and any
+    `user:password@` in a URL hidden."""
+    text = hide_passwords(text)
     if text.isprintable():
         return text
     return "".join(_escape(char) for char in text)

@@ -163,14 +163,17 @@ def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[ImageU
     Raises DockerfileError, whose message names the line, for what BuildKit would refuse and
     for images that cannot be known (see the module docstring).
     """
-    physical = _physical_lines(text)
-    instructions = list(_instructions(physical))
-    froms = {i.number: _split_from(i) for i in instructions if i.command == "from"}
-    build = _Build(text, dict(build_args or {}), froms)
-    syntax = _syntax_use(text, physical)
-    uses = [syntax] if syntax else []
-    for instruction in instructions:
-        uses += build.step(instruction)
+    try:
+        physical = _physical_lines(text)
+        instructions = list(_instructions(physical))
+        froms = {i.number: _split_from(i) for i in instructions if i.command == "from"}
+        build = _Build(text, dict(build_args or {}), froms)
+        syntax = _syntax_use(text, physical)
+        uses = [syntax] if syntax else []
+        for instruction in instructions:
+            uses += build.step(instruction)
+    except RecursionError:  # ${A:-${A:-...}} a thousand deep
+        raise DockerfileError("variables nested too deeply to expand") from None
     return uses
 
 
@@ -221,12 +224,23 @@ def build_args(uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> list[tup
     --build-arg builds from the mapped images without editing the file. Each pair once, in
     order of first use.
     """
+    partly = {name for use in uses if use.arg is None for name in _VARIABLE.findall(use.raw)}
     pairs = (
         (use.arg, mapping[use.image])
         for use in uses
-        if use.arg is not None and use.image in mapping
+        if use.arg is not None and use.arg not in partly and use.image in mapping
     )
     return list(dict.fromkeys(pairs))
+
+
+def not_by_build_args(uses: Sequence[ImageUse]) -> list[str]:
+    """The images `build_args` cannot point elsewhere: not written as a whole ARG, or written
+    with an ARG that another image uses as a part (`FROM $BASE` and `FROM $BASE:1`)."""
+    partly = {name for use in uses if use.arg is None for name in _VARIABLE.findall(use.raw)}
+    return list(dict.fromkeys(use.image for use in uses if use.arg is None or use.arg in partly))
+
+
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 
 # --- Reading instructions -------------------------------------------------------------------

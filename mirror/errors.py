@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import Any
 
@@ -128,3 +129,12 @@ def kind(data: Any) -> str:
         return repr(data)
     names = {type(None): "nothing", list: "a list", dict: "a mapping"}
     return names.get(type(data), type(data).__name__)
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with the password of every `scheme://user:password@host` replaced by `***`
+    (a proxy URL quoted by a library's error, say): no message ever shows one."""
+    return _USERINFO.sub(r"\1:***@", text)

@@ -32,7 +32,7 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from mirror.errors import RegistryError, Stopped
+from mirror.errors import RegistryError, SetupError, Stopped, hide_passwords
 
 log = logging.getLogger("mirror")
 
@@ -195,6 +195,38 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
     if not _use_proxy(host, port, _env_any(environ, "NO_PROXY", "no_proxy")):
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def check_proxies(environ: Mapping[str, str]) -> None:
+    """Refuse, up front, proxy variables mirror's own requests cannot use (SetupError naming
+    the variable; a password in the value is hidden)."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY"):
+        chosen = next((n for n in (name, name.lower()) if environ.get(n)), None)
+        if chosen is None:
+            continue
+        value = environ[chosen]
+        url = value if "://" in value else f"http://{value}"
+        problem = _proxy_problem(url)
+        if problem:
+            raise SetupError(f"${chosen}: {hide_passwords(value)!r} {problem}")
+
+
+def _proxy_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        return f"is not a proxy URL ({error})"
+    if parts.scheme not in ("http", "https"):
+        return (
+            f"is a {parts.scheme} proxy: mirror's own requests use http:// and https:// "
+            "proxies only"
+        )
+    if not parts.hostname:
+        return "names no proxy host"
+    if port == 0:
+        return "has port 0"
+    return None
 
 
 def _env_any(environ: Mapping[str, str], *names: str) -> str:

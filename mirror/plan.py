@@ -11,10 +11,10 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from mirror.config import Config, Image, TagEntry
+from mirror.config import Config, Image, TagEntry, check_repository_name
 from mirror.errors import ConfigError
 from mirror.model import Action, Outcome, Task
-from mirror.reference import BadReference, ImageRef, parse_reference
+from mirror.reference import PIN_TAG, BadReference, ImageRef, parse_reference, pin_tag
 from mirror.registry import TagList
 
 NOT_RESOLVED = "its tag rule was not resolved: the run stopped first"
@@ -81,7 +81,12 @@ def plan(
             if not isinstance(answer, TagList):
                 outcomes += _unresolved(config, index, image, hosts, answer)
                 continue
-            chosen = image.rule.select(answer.tags)
+            listed = {entry.tag for entry in entries}
+            chosen = [  # never a tag the config lists, nor one of mirror's pin tags
+                tag
+                for tag in image.rule.select(answer.tags)
+                if tag not in listed and not PIN_TAG.match(tag)
+            ]
             where = f"images[{index}] ({image.source})"
             if answer.warning:
                 warnings.append(f"{where}: {answer.warning}")
@@ -136,9 +141,16 @@ def plan_names(config: Config, names: Sequence[str]) -> tuple[Plan, dict[str, Wa
             reference = parse_reference(name, default_registry=config.source.registry)
         except BadReference as error:
             raise ConfigError(f"{name!r}: {error}") from None
+        if name.partition(":")[0].partition("@")[0] == "scratch":
+            raise ConfigError(f"{name!r}: scratch is Docker's empty base, not an image to mirror")
         image = config.image_for(reference.repository)
+        for repository in {
+            config.destination_repository(image, target) for target in config.targets
+        }:
+            check_repository_name(repository, f"{name!r}: its ECR repository")
         tag = pin_tag(reference.digest) if reference.digest else reference.tag or "latest"
-        task = image_task(config, image, tag, reference.digest, order=(position, 0))
+        digest = reference.digest or _pinned_in_config(image, tag)  # never undo a config pin
+        task = image_task(config, image, tag, digest, order=(position, 0))
         task = tasks.setdefault((task.repositories[0], task.tag), task)
         wanted[name] = Wanted(task, reference.tag if reference.digest else tag, reference.digest)
     return Plan(tuple(tasks.values())), wanted
@@ -157,16 +169,17 @@ def image_task(
         ImageRef(image.source, None if pinned_only else tag, digest),
         tag,
         tuple(config.destination_repository(image, target) for target in config.targets),
-        image.platforms,
+        # A pin names the whole image: a platform subset would be another digest, which the
+        # pinned reference could not pull.
+        () if digest else image.platforms,
         order,
     )
 
 
-def pin_tag(digest: str) -> str:
-    """The ECR tag that keeps a pinned digest: `sha256-<hex>`. It only ever names that digest,
-    so no run moves it, and an "expire untagged images" lifecycle rule never deletes it."""
-    algorithm, _, hexdigits = digest.partition(":")
-    return f"{algorithm}-{hexdigits}"[:128]  # ECR's tag limit (a sha512 pin is cut)
+def _pinned_in_config(image: Image, tag: str) -> str | None:
+    """The digest the config pins `tag` of `image` to, if it does: an unpinned `ensure` of
+    that tag then mirrors the pin too, instead of moving the tag `sync` keeps there."""
+    return next((entry.digest for entry in image.tags if entry.tag == tag and entry.digest), None)
 
 
 def _entries(entries: Sequence[TagEntry]) -> list[TagEntry]:

@@ -133,8 +133,12 @@ def is_docker_hub(host: str) -> bool:
 
 
 def canonical_registry(host: str) -> str:
-    """`docker.io` for any Docker Hub spelling; other hosts as written."""
-    return DOCKER_HUB if is_docker_hub(host) else host
+    """`docker.io` for any Docker Hub spelling; other hosts in lower case (host names are
+    case-insensitive), with the port as a plain number (`Ghcr.IO:0443` is `ghcr.io:443`)."""
+    if is_docker_hub(host):
+        return DOCKER_HUB
+    name, colon, port = host.lower().partition(":")
+    return f"{name}:{int(port)}" if colon and port.isdigit() else name + colon + port
 
 
 def _is_domain(part: str) -> bool:
@@ -172,7 +176,7 @@ def parse_repository(name: str, *, default_registry: str = DOCKER_HUB) -> Reposi
                 "joined by '.', '_', '__' or '-')"
             )
     if not on_hub:
-        return Repository(first, path)
+        return Repository(canonical_registry(first), path)
     if "/" not in path:
         # As on Docker Hub, and on whatever registry stands in for it (source.registry).
         path = OFFICIAL_PREFIX + path
@@ -204,3 +208,13 @@ def api_host(registry: str) -> str:
 def _short(text: str, limit: int = 80) -> str:
     """A value as a message shows it: whole when short, else its start and its length."""
     return text if len(text) <= limit else f"{text[:40]}... ({len(text)} characters)"
+
+
+PIN_TAG = re.compile(r"sha(256|384|512)-[0-9a-f]{64,128}\Z")  # the form of pin_tag()
+
+
+def pin_tag(digest: str) -> str:
+    """The ECR tag that keeps a pinned digest: `sha256-<hex>`. It only ever names that digest,
+    so no run moves it, and an "expire untagged images" lifecycle rule never deletes it."""
+    algorithm, _, hexdigits = digest.partition(":")
+    return f"{algorithm}-{hexdigits}"[:128]  # ECR's tag limit (a sha512 pin is cut)

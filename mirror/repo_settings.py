@@ -235,6 +235,12 @@ def _lifecycle(data: Any, where: str, base_dir: Path) -> str | None:
                 f"{where}: rules[{index}] has no {missing[0]!r} (a lifecycle rule has "
                 f"{', '.join(_RULE_KEYS)})"
             )
+    bound = 4 * MAX_LIFECYCLE_POLICY  # counted before serialising: YAML aliases can make a
+    if _json_size(data, bound) > bound:  # few lines a thousand million characters of JSON
+        raise ConfigError(
+            f"{where}: more than {MAX_LIFECYCLE_POLICY} characters as JSON; ECR takes "
+            f"{MIN_LIFECYCLE_POLICY} to {MAX_LIFECYCLE_POLICY}"
+        )
     try:
         text = canonical_json(data)
     except (TypeError, ValueError):
@@ -275,6 +281,24 @@ def _policy_file(path: Path, where: str) -> dict[str, Any]:
             f"{where}: {str(path)!r} holds {_kind(data)}, not a lifecycle policy object"
         )
     return data
+
+
+def _json_size(data: Any, limit: int) -> int:
+    """About how long `data` is as JSON, counting only until past `limit` (so a structure of
+    shared YAML aliases is never expanded)."""
+    size, stack = 0, [data]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, dict):
+            size += 2 + 2 * len(item)
+            for key, value in item.items():
+                stack += [key, value]
+        elif isinstance(item, list):
+            size += 2 + len(item)
+            stack += item
+        else:
+            size += len(str(item)) + 2
+    return size
 
 
 def _tags(data: Any, where: str) -> tuple[tuple[str, str], ...]:

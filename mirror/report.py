@@ -19,7 +19,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from mirror.console import one_line
-from mirror.errors import ConfigError
+from mirror.errors import ConfigError, hide_passwords
 from mirror.model import Action, Outcome
 from mirror.schedule import HostBudget
 
@@ -63,7 +63,7 @@ def document(report: Report) -> dict[str, Any]:
     """The JSON report (README's "The report" documents every field)."""
     return {
         "exit_code": report.exit_code,
-        "error": report.error,
+        "error": None if report.error is None else hide_passwords(report.error),
         "images": [
             {
                 "source": outcome.source,
@@ -71,7 +71,7 @@ def document(report: Report) -> dict[str, Any]:
                 "action": outcome.action.value,
                 "source_digest": outcome.source_digest,
                 "destination_digest": outcome.destination_digest,
-                "error": outcome.error,
+                "error": None if outcome.error is None else hide_passwords(outcome.error),
                 "seconds": round(outcome.seconds, 3),
             }
             for outcome in report.outcomes
@@ -153,16 +153,24 @@ def _case(suite: ElementTree.Element, outcome: Outcome) -> None:
         )
 
 
-def usable(path: Path, option: str) -> Path:
-    """Check, before anything is done, that a report can be written at `path` (by making and
-    removing a file beside it); return the path to write (symbolic links followed). Raises
-    ConfigError (exit 2) naming the option and the problem."""
+def usable(path: Path, option: str, *, junit: bool = False) -> Path:
+    """Check, before anything is done, that a report (or with `junit`, a JUnit file) can be
+    written at `path` (by making and removing a file beside it), and that what is there is
+    an earlier one: mirror replaces only its own files, never a config or a Dockerfile named
+    by mistake. Return the path to write (symbolic links followed). Raises ConfigError
+    (exit 2) naming the option and the problem."""
     resolved = path.resolve()
     where = f"{option} {path}"
     if resolved.is_dir():
         raise ConfigError(f"{where}: is a directory; name a file")
     if resolved.exists() and not resolved.is_file():
         raise ConfigError(f"{where}: not a regular file")
+    if resolved.is_file() and not _ours(resolved, junit=junit):
+        what = "JUnit file" if junit else "report"
+        raise ConfigError(
+            f"{where}: exists and is not a mirror {what}; name another path (mirror replaces "
+            "only its own files)"
+        )
     if not resolved.parent.is_dir():
         raise ConfigError(f"{where}: directory {resolved.parent} does not exist")
     try:
@@ -172,6 +180,20 @@ def usable(path: Path, option: str) -> Path:
     os.close(descriptor)
     os.unlink(probe)
     return resolved
+
+
+def _ours(path: Path, *, junit: bool) -> bool:
+    """Is the file empty, or one mirror wrote (a JSON report, a JUnit file)?"""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return True  # unreadable: the write will say what is wrong
+    if not head.strip():
+        return True
+    if junit:
+        return head.lstrip().startswith(b"<?xml") and b'<testsuite name="mirror"' in head
+    return head.lstrip().startswith(b"{") and (b'"images"' in head or b'"exit_code"' in head)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from mirror import aws
 from mirror.config import Config
 from mirror.connect import region_of
+from mirror.http import check_proxies
 from mirror.repo_settings import Drift, RepositorySettings, drift
 
 
@@ -26,6 +28,7 @@ def repository_states(config: Config, *, apply: bool) -> list[RepositoryState]:
     """Compare every configured repository's settings with ECR's; with `apply`, fix what
     ECR allows changing (scanning, mutability, lifecycle policy, tags)."""
     aws.check_environment()
+    check_proxies(os.environ)
     states = []
     for target in config.targets:
         region = region_of(config, target)

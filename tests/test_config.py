@@ -146,7 +146,8 @@ ERRORS = [
     ),
     (
         "source: {credentials: {username_env: U, password_env: 'my secret'}}",
-        "source.credentials.password_env: expected the name of an environment variable, like "
+        "source.credentials.password_env: expected the name of an environment "
+        "variable (capitals, digits and '_'), like "
         "DOCKERHUB_TOKEN; got text that is not a name (not shown: it may be a secret)",
     ),
     (
@@ -690,19 +691,22 @@ BAD_AWS = [
     (
         "a token as password_env",
         "source: {credentials: {username_env: U, password_env: dckr_pat_2b3e36beeb386dfdaacb9b46}}",
-        "source.credentials.password_env: expected the name of an environment variable, like "
+        "source.credentials.password_env: expected the name of an environment "
+        "variable (capitals, digits and '_'), like "
         "DOCKERHUB_TOKEN; got what looks like an access token (not shown)",
     ),
     (
         "a password as password_env",
         "source: {credentials: {username_env: U, password_env: 'hunter2!'}}",
-        "source.credentials.password_env: expected the name of an environment variable, like "
+        "source.credentials.password_env: expected the name of an environment "
+        "variable (capitals, digits and '_'), like "
         "DOCKERHUB_TOKEN; got text that is not a name (not shown: it may be a secret)",
     ),
     (
         "a PIN as password_env",
         "source: {credentials: {username_env: U, password_env: 123456}}",
-        "source.credentials.password_env: expected the name of an environment variable, like "
+        "source.credentials.password_env: expected the name of an environment "
+        "variable (capitals, digits and '_'), like "
         "DOCKERHUB_TOKEN; got a number (not shown: it may be a secret)",
     ),
 ]

@@ -174,9 +174,18 @@ class AwsCall:
 
 
 def _boto3_service(node: ast.AST) -> str | None:
-    """The service of the first `boto3.client("<service>", ...)` (or `<session>.client(...)`)
-    inside an expression."""
+    """The service of the first `boto3.client("<service>", ...)` (or `<session>.client(...)`,
+    or mirror's own wrapper `_client("<service>", ...)`) inside an expression."""
     for sub in ast.walk(node):
+        if (
+            isinstance(sub, ast.Call)
+            and isinstance(sub.func, ast.Name)
+            and sub.func.id == "_client"
+            and sub.args
+            and isinstance(sub.args[0], ast.Constant)
+            and isinstance(sub.args[0].value, str)
+        ):
+            return sub.args[0].value
         if (
             isinstance(sub, ast.Call)
             and isinstance(sub.func, ast.Attribute)
@@ -265,7 +274,8 @@ class _Scanner(ast.NodeVisitor):
         # _call(<client>.<method>, ...): the module's wrapper around every boto3 call.
         if isinstance(func, ast.Name) and func.id == "_call" and node.args:
             target = node.args[0]
-            if isinstance(target, ast.Attribute):
+            making_a_client = isinstance(target, ast.Attribute) and target.attr == "client"
+            if isinstance(target, ast.Attribute) and not making_a_client:
                 self._record(target.value, target.attr, node)
         # <client>.<method>(...) on a known client, or on anything named like a client.
         elif (

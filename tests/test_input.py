@@ -297,7 +297,8 @@ def fail_with(error: Exception) -> Any:
             ),
             AuthError,
             "cannot get an ECR token: no AWS credentials from custom-process "
-            "(CredentialRetrievalError; -v shows botocore's message)",
+            "(CredentialRetrievalError; its message is not shown, as it may quote a credential: "
+            "try that source by hand)",
         ),
     ],
 )

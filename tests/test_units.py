@@ -88,7 +88,8 @@ def test_a_docker_hub_spelling_as_source_registry_is_docker_hub(hub: str) -> Non
     ("name", "expected"),
     [
         ("quay.io/alpine", "quay.io/alpine"),  # library/ only on Docker Hub
-        ("Quay.IO/alpine", "Quay.IO/alpine"),  # other hosts stay as written
+        ("Quay.IO/alpine", "quay.io/alpine"),  # host names are case-insensitive
+        ("ghcr.io:0443/a/b", "ghcr.io:443/a/b"),  # a port is a number
         ("localhost/alpine", "localhost/alpine"),
         ("localhost:5000/alpine", "localhost:5000/alpine"),
         ("127.0.0.1:5000/alpine", "127.0.0.1:5000/alpine"),  # even when it is source.registry
@@ -96,7 +97,7 @@ def test_a_docker_hub_spelling_as_source_registry_is_docker_hub(hub: str) -> Non
         ("hub.docker.com/alpine", "hub.docker.com/alpine"),  # the website, not a registry
     ],
 )
-def test_other_registries_are_untouched(name: str, expected: str) -> None:
+def test_other_registries_keep_their_names(name: str, expected: str) -> None:
     assert str(parse_repository(name, default_registry="127.0.0.1:5000")) == expected
 
 
