@@ -44,7 +44,20 @@ from mirror.repo_settings import (
     create_arguments,
 )
 
-_RETRIES = botocore.config.Config(retries={"mode": "standard", "max_attempts": 6})
+DEFAULT_TIMEOUT = 30.0  # seconds a call to an AWS API may wait for an answer, a try
+
+
+def _config(timeout: float) -> botocore.config.Config:
+    """Retries as the SDK's standard mode does, three tries; each bounded by `timeout` (the
+    run's --timeout): a silent API costs about three time-outs, not boto3's default
+    60 s times five."""
+    return botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=min(10.0, timeout),
+        read_timeout=timeout,
+    )
+
+
 _TOKEN_LIFETIME = 12 * 3600.0  # what ECR grants; used when expiresAt is not believable
 _REFRESH_MARGIN = 15 * 60.0  # renew this long before the token expires
 
@@ -61,10 +74,17 @@ class EcrLogin:
 class Ecr:
     """ECR for one region and registry (account)."""
 
-    def __init__(self, *, region: str, registry_id: str | None = None, client: Any = None):
+    def __init__(
+        self,
+        *,
+        region: str,
+        registry_id: str | None = None,
+        client: Any = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
         self.region = region
         self.registry_id = registry_id
-        self._client = client or _client("ecr", region)
+        self._client = client or _client("ecr", region, timeout)
         self._login: EcrLogin | None = None
         self._lock = threading.Lock()
         self._mutability: dict[str, TagMutability] = {}
@@ -123,9 +143,11 @@ def tag_mutability(repository: Mapping[str, Any]) -> TagMutability:
     )
 
 
-def secret_login(secret_id: str, *, region: str, client: Any = None) -> Login:
+def secret_login(
+    secret_id: str, *, region: str, client: Any = None, timeout: float = DEFAULT_TIMEOUT
+) -> Login:
     """Docker Hub credentials from Secrets Manager: a JSON secret {"username", "password"}."""
-    client = client or _client("secretsmanager", region)
+    client = client or _client("secretsmanager", region, timeout)
     try:
         answer = _call(client.get_secret_value, f"read secret {secret_id}", SecretId=secret_id)
     except _NotFound as error:
@@ -139,7 +161,7 @@ def secret_login(secret_id: str, *, region: str, client: Any = None) -> Login:
         raise SetupError(
             f'secret {secret_id}: expected JSON with string fields "username" and "password"'
         )
-    return Login(username, password)
+    return Login(username, password, f"the credentials in secret {secret_id}")
 
 
 class _AlreadyExists(MirrorError):
@@ -161,7 +183,7 @@ def _renew_at(expires_at: Any, *, now: float | None = None) -> float:
     return now + max(left - _REFRESH_MARGIN, left / 2)
 
 
-def _client(service: str, region: str | None) -> Any:
+def _client(service: str, region: str | None, timeout: float = DEFAULT_TIMEOUT) -> Any:
     """A boto3 client. Making one already reads the credentials (a credential_process runs
     then) and the endpoint settings: a broken AWS set-up is one line here too."""
     try:
@@ -170,7 +192,7 @@ def _client(service: str, region: str | None) -> Any:
             f"set up the AWS {service} client",
             service_name=service,
             region_name=region,
-            config=_RETRIES,
+            config=_config(timeout),
         )
     except ValueError as error:  # boto3's "Invalid endpoint: ..." and the like
         raise SetupError(

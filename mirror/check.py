@@ -6,6 +6,7 @@ The boundaries come in as small protocols: unit tests hand in fakes.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -17,9 +18,12 @@ from mirror.errors import MirrorError, RateLimited, Stopped
 from mirror.model import Action, Outcome, Pending, Task
 from mirror.registry import Head, RateLimit, TagList
 
+log = logging.getLogger("mirror")
 SOURCE_DIGEST = "io.github.mirror.source.digest"  # annotations on an index mirror writes
 PLATFORMS = "io.github.mirror.platforms"
-INDEX_ENTRY_BYTES = 400  # about one platform's entry in an image index, to guess its platforms
+INDEX_ENTRY_BYTES = (
+    300  # at most one platform's entry in an index: more platforms guessed, never fewer
+)
 INTERRUPTED = "interrupted before it was done"
 
 
@@ -32,7 +36,9 @@ class Registry(Protocol):
 
     def head_manifest(self, path: str, reference: str) -> Head: ...
 
-    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Head: ...
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
+    ) -> Head: ...
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
 
@@ -62,6 +68,8 @@ class Limits(Protocol):
 
     def spend(self, host: str, pulls: int) -> None: ...
 
+    def shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None: ...
+
     def limited(self, host: str, why: str) -> None: ...
 
     def blocked(self, host: str) -> str | None: ...
@@ -89,27 +97,32 @@ class Checker:
         self.source_gets = source_gets  # may a source that gives no digest on HEAD be read?
 
     def check(self, task: Task) -> list[Checked]:
-        """One outcome or pending copy per target, in target order. Never raises MirrorError:
-        a failure is the task's `failed` outcome, a 429 or a stop its `deferred` one."""
+        """One outcome or pending copy per target, in target order. Never raises: a failure
+        is the task's `failed` outcome, a 429, a spent budget or a stop its `deferred` one."""
         started = time.monotonic()
         host = task.source.repository.registry
-        blocked = self.limits.blocked(host)
-        if self.stop.is_set() or blocked:
-            return self._all(
-                task, Action.DEFERRED, INTERRUPTED if self.stop.is_set() else blocked, started
-            )
+        if self.stop.is_set() or self.limits.blocked(host):
+            why = INTERRUPTED if self.stop.is_set() else self.limits.blocked(host)
+            return self._all(task, Action.DEFERRED, why, started)
         try:
             return self._compare(task, started)
-        except RateLimited as error:
+        except Exception as error:
+            action, why = self._fault(task, error)
+            return self._all(task, action, why, started)
+
+    def _fault(self, task: Task, error: Exception) -> tuple[Action, str]:
+        if isinstance(error, Stopped) or (isinstance(error, MirrorError) and self.stop.is_set()):
+            return Action.DEFERRED, INTERRUPTED
+        if isinstance(error, RateLimited):
             why = _deferred_why(error)
-            self.limits.limited(error.host or host, why)
-            return self._all(task, Action.DEFERRED, why, started)
-        except Stopped:
-            return self._all(task, Action.DEFERRED, INTERRUPTED, started)
-        except MirrorError as error:
-            if self.stop.is_set():
-                return self._all(task, Action.DEFERRED, INTERRUPTED, started)
-            return self._all(task, Action.FAILED, str(error), started)
+            self.limits.limited(error.host or task.source.repository.registry, why)
+            return Action.DEFERRED, why
+        if isinstance(error, Later):
+            return Action.DEFERRED, str(error)
+        if isinstance(error, MirrorError):
+            return Action.FAILED, str(error)
+        log.debug("checking %s", task.source, exc_info=error)
+        return Action.FAILED, bug_message(error)
 
     def _compare(self, task: Task, started: float) -> list[Checked]:
         heads = [
@@ -178,12 +191,23 @@ class Checker:
 
     def _head_source(self, task: Task) -> Head:
         host = task.source.repository.registry
+        short: list[str] = []
+
+        def may_get() -> bool:  # a GET for the digest is a pull: within the budget only
+            if not self.source_gets:
+                return False
+            reason = self.limits.shortfall(host, 1, {})
+            short.extend([reason] if reason else [])
+            return reason is None
+
         head = self.sources(host).describe_manifest(
-            task.source.repository.path, task.source_reference, get=self.source_gets
+            task.source.repository.path, task.source_reference, get=may_get
         )
         self.limits.see(host, head.rate_limit)
         if head.fetched:  # a GET: Docker Hub counts it as a pull
             self.limits.spend(host, 1)
+        if head.found and not head.digest and short:
+            raise Later(f"{short[0]} (the source gives no digest on HEAD: reading it is a pull)")
         if not head.found:
             what = "digest" if task.source.digest else "tag"
             raise MirrorError(f"{task.source}: {what} not found on the source")
@@ -236,6 +260,18 @@ class Checker:
             self._outcome(task, number, action, None, None, started=started, error=error)
             for number in range(len(self.targets))
         ]
+
+
+class Later(MirrorError):
+    """Not now: the task waits for a later run (a spent budget), named in the message."""
+
+
+BUG = "internal error (a bug in mirror)"
+
+
+def bug_message(bug: BaseException) -> str:
+    """An image's error when mirror itself failed on it (the run's exit code is then 70)."""
+    return f"{BUG}: {type(bug).__name__}: {bug} (run with -v for the traceback)"
 
 
 def _deferred_why(error: RateLimited) -> str:

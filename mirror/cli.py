@@ -42,7 +42,7 @@ def exit_code_text() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     for stream in (sys.stdout, sys.stderr):  # a C-locale cron must not lose a line to Unicode
-        if hasattr(stream, "reconfigure"):
+        if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     console = Console(
@@ -116,6 +116,8 @@ def _sync(args: argparse.Namespace, console: Console, stop: Stop) -> int:
         shard = parse_shard(args.shard or os.environ.get(SHARD_ENV) or "1/1")
         loaded = config.load(config.config_path(args.config))
     lock_path = Path(args.lock_file) if args.lock_file else lock.default_path(loaded.path)
+    if lock_path.resolve() in (options.report, options.junit):
+        raise ConfigError(f"--lock-file {lock_path}: also named by --report or --junit")
     done = execute(loaded, SyncPlanner(loaded, shard), options, console, stop, lock_path=lock_path)
     if done.report.error:
         console.error(done.report.error)
@@ -128,6 +130,9 @@ def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
         loaded = config.load(config.config_path(args.config))
         names, text, lines = _ensure_names(args)
         fixed, by_name = plan_names(loaded, names)
+    if not names:  # a Dockerfile that pulls nothing (FROM scratch): nothing to mirror
+        _write_result(_ensure_output(args.format, text, lines, {}, names))
+        return Exit.OK
     done = execute(loaded, FixedPlanner(fixed), options, console, stop)
     if done.report.error:
         console.error(done.report.error)
@@ -144,11 +149,20 @@ def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
             f"whole ARG): {', '.join(left)}; the build still pulls them from their registry: "
             "use --format dockerfile for those"
         )
-    output = _ensure_output(args.format, text, lines, mapping, names)
-    sys.stdout.flush()
-    sys.stdout.buffer.write(output.encode("utf-8", "surrogateescape"))
-    sys.stdout.buffer.flush()
+    _write_result(_ensure_output(args.format, text, lines, mapping, names))
     return Exit.OK
+
+
+def _write_result(output: str) -> None:
+    """`ensure`'s result on stdout, byte for byte (a Dockerfile's bytes that are not UTF-8
+    included)."""
+    try:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(output.encode("utf-8", "surrogateescape"))
+        sys.stdout.buffer.flush()
+    except (OSError, AttributeError) as error:  # closed, full or gone: say so, once
+        why = getattr(error, "strerror", None) or "closed"
+        raise MirrorError(f"cannot write the result to stdout: {why}") from None
 
 
 def _ensure_names(args: argparse.Namespace) -> tuple[list[str], str, list[dockerfile.ImageUse]]:
@@ -160,8 +174,8 @@ def _ensure_names(args: argparse.Namespace) -> tuple[list[str], str, list[docker
         names += dockerfile.images(lines)
     elif args.format != "refs":
         raise ConfigError(f"--format {args.format} needs --dockerfile")
-    if not names:
-        raise ConfigError("name at least one IMAGE, or a --dockerfile with a base image")
+    if not names and not args.dockerfile:
+        raise ConfigError("name at least one IMAGE, or a --dockerfile")
     return names, text, lines
 
 

@@ -111,11 +111,16 @@ class TagRule:
 
 
 def version_key(tag: str) -> tuple[tuple[int, int, str], ...]:
-    """Order tags as versions: digit runs compare as numbers, other runs as text."""
-    return tuple(
-        (0, int(part), "") if part.isdigit() else (1, 0, part)
-        for part in re.findall(r"\d+|\D+", tag)
-    )
+    """Order tags as versions: digit runs compare as numbers (by length, then digits: no
+    conversion, so a 5,000-digit run is no error), other runs as text."""
+    key = []
+    for part in re.findall(r"[0-9]+|[^0-9]+", tag):
+        if part.isascii() and part.isdigit():
+            number = part.lstrip("0") or "0"
+            key.append((0, len(number), number))
+        else:
+            key.append((1, 0, part))
+    return tuple(key)
 
 
 ALL_PLATFORMS: tuple[str, ...] = ()

@@ -33,13 +33,15 @@ def region_of(config: Config, target: Ecr | None = None) -> str:
     return region
 
 
-def source_login(credentials: Credentials | None, *, region: str, where: str) -> Login | None:
+def source_login(
+    credentials: Credentials | None, *, region: str, where: str, timeout: float
+) -> Login | None:
     """The source's username and password, from the environment or Secrets Manager.
     `where` is the credentials' key path, for messages (which never hold a value)."""
     if credentials is None:
         return None
     if credentials.secrets_manager:
-        return aws.secret_login(credentials.secrets_manager, region=region)
+        return aws.secret_login(credentials.secrets_manager, region=region, timeout=timeout)
     values = []
     for key in ("username_env", "password_env"):
         name = getattr(credentials, key)
@@ -174,7 +176,10 @@ def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iter
         for host, credentials in config.source.credential_hosts().items()
         if (
             login := source_login(
-                credentials, region=region, where=_credentials_where(config, host)
+                credentials,
+                region=region,
+                where=_credentials_where(config, host),
+                timeout=timeout,
             )
         )
         is not None
@@ -187,7 +192,7 @@ def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iter
         pool_size=min(32, 4 * max(1, jobs)),
         on_throttled=backpressure.throttled,
     )
-    targets = _connect_targets(config, http)
+    targets = _connect_targets(config, http, timeout)
     logins = {**source_logins, **{target.host: target.ecr.login().login for target in targets}}
     with skopeo.Workspace() as workspace:
         workspace.write_auths(logins)
@@ -207,12 +212,12 @@ def _credentials_where(config: Config, host: str) -> str:
     return f'source.credentials["{host}"]' if host in listed else "source.credentials"
 
 
-def _connect_targets(config: Config, http: Http) -> list[_Target]:
+def _connect_targets(config: Config, http: Http, timeout: float) -> list[_Target]:
     """An ECR client, token and registry client for every target (`ecr:` may be a list)."""
     targets = []
     for target in config.targets:
         region = region_of(config, target)
-        ecr = aws.Ecr(region=region, registry_id=target.registry_id)
+        ecr = aws.Ecr(region=region, registry_id=target.registry_id, timeout=timeout)
         login = ecr.login()
         host = target.endpoint or aws.registry_host(
             region=region, registry_id=target.registry_id, token_host=login.host

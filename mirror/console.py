@@ -14,6 +14,7 @@ characters are escaped, so a message cannot forge lines that look like mirror's 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import queue
@@ -103,18 +104,18 @@ class Console:
     def __init__(
         self,
         *,
-        out: TextIO,
-        err: TextIO,
+        out: TextIO | None,
+        err: TextIO | None,
         json_lines: bool = False,
         timestamps: bool | None = None,
         quiet: bool = False,
         status: bool | None = None,
     ):
-        self.out, self.err = out, err
+        self.out, self.err = out or _Nowhere(), err or _Nowhere()  # a closed stdout is None
         self.json_lines = json_lines
-        self.timestamps = (not _is_terminal(out)) if timestamps is None else timestamps
+        self.timestamps = (not _is_terminal(self.out)) if timestamps is None else timestamps
         self.quiet = quiet
-        self.status = (_is_terminal(err) and not json_lines) if status is None else status
+        self.status = (_is_terminal(self.err) and not json_lines) if status is None else status
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._shown = ""  # the status line now on the terminal
         self._progress: Progress | None = None
@@ -208,8 +209,10 @@ class Console:
                     self._clear_status()
                     self._done.set()
                     return
-            except (OSError, ValueError):  # a closed or broken stream: nothing more to say
-                continue
+            except Exception:
+                if kind == "close":
+                    self._done.set()
+                    return
 
     def _draw_status(self) -> None:
         if not self.status:
@@ -243,6 +246,10 @@ class LogHandler(logging.Handler):
         if record.exc_info:
             for line in logging.Formatter().formatException(record.exc_info).splitlines():
                 say(line)
+
+
+class _Nowhere(io.StringIO):
+    """Where lines go when there is no stream to write them to."""
 
 
 def _put(stream: TextIO, text: str) -> None:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -38,6 +38,10 @@ log = logging.getLogger("mirror")
 
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})
 MAX_WAIT = 30.0  # seconds: the longest wait before a throttled request is sent again
+MAX_BODY = 32 << 20  # bytes: a manifest is at most 4 MiB (ECR), a page of tags far less
+MAX_REDIRECTS = 5
+_PIECE = 64 << 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONNECT_TIMEOUT = 10.0
 
 
@@ -393,15 +397,18 @@ class Http:
             body,
             time.monotonic() + self.policy.timeout,
             self._managers.get(proxy_for(url, self._environ), tls_verify),
+            tls_verify,
         )
         attempts = 1 if probe else self.policy.attempts
-        attempt = waits = 0
+        attempt = waits = redirects = 0
         while True:
             attempt += 1
             try:
                 response = self._attempt(call)
             except _Stopping:
                 raise Stopped from None
+            except _TooLarge as large:  # that answer only: the host is not given up
+                raise RegistryError(f"{host}: {large}") from None
             except _Failed as failure:
                 if probe or failure.final or not self._retry(call, attempt, attempts, failure.why):
                     if failure.final or not probe:  # a probe that got no answer counts too
@@ -421,11 +428,32 @@ class Http:
                 call = replace(call, deadline=call.deadline + delay)
                 self._wait(delay, call)
                 continue
+            followed = self._redirect(call, response, redirects)
+            if followed is not None:
+                call, redirects = followed, redirects + 1
+                continue
             retried = response.status in RETRIED_STATUSES and _repeatable(method)
             if retried and self._retry(call, attempt, attempts, f"HTTP {response.status}"):
                 self._wait(self._backoff(attempt), call)
                 continue
             return response
+
+    def _redirect(self, call: _Request, response: Response, redirects: int) -> _Request | None:
+        """The request a redirect asks for (GET and HEAD only; registry.k8s.io redirects every
+        request to the registry that serves it), or None. The Authorization header goes to the
+        same host only: a blob store behind a redirect must not get the registry's token."""
+        location = response.headers.get("Location")
+        if response.status not in _REDIRECTS or not location or call.method not in ("GET", "HEAD"):
+            return None
+        if redirects >= MAX_REDIRECTS:
+            raise RegistryError(f"{_host_of(call.url)}: more than {MAX_REDIRECTS} redirects")
+        url = urljoin(call.url, location)
+        headers = dict(call.headers)
+        if _host_of(url) != _host_of(call.url):
+            headers.pop("Authorization", None)
+        log.debug("%s %s -> %d, to %s", call.method, _shown(call.url), response.status, _shown(url))
+        manager = self._managers.get(proxy_for(url, self._environ), call.verify)
+        return replace(call, url=url, headers=headers, manager=manager)
 
     def _backoff(self, attempt: int) -> float:
         return float(self.policy.backoff * 2.0 ** (attempt - 1)) * _jitter()
@@ -455,16 +483,35 @@ class Http:
                     headers=call.headers,
                     body=call.body,
                     retries=False,
-                    redirect=True,
+                    redirect=False,  # followed in request(), where the credentials are decided
                     timeout=timeout,
+                    preload_content=False,
                 )
+                try:
+                    data = self._body(raw, call)
+                finally:
+                    raw.release_conn()
             except urllib3.exceptions.HTTPError as error:
                 raise self._failure(watched, error, call, started) from None
             if watched.cut:  # an answer cut short can look whole (headers end at EOF)
                 cut = urllib3.exceptions.ProtocolError("cut off")
                 raise self._failure(watched, cut, call, started)
         log.debug("%s %s -> %d in %d ms", call.method, _shown(call.url), raw.status, _ms(started))
-        return Response(raw.status, raw.headers, bytes(raw.data))
+        return Response(raw.status, raw.headers, data)
+
+    def _body(self, raw: urllib3.BaseHTTPResponse, call: _Request) -> bytes:
+        """The whole body, read in pieces: at most MAX_BODY bytes (decompressed), and not past
+        the deadline, whatever the peer keeps sending."""
+        pieces: list[bytes] = []
+        size = 0
+        while piece := raw.read(_PIECE):
+            size += len(piece)
+            if size > MAX_BODY:
+                raise _TooLarge(f"an answer over {MAX_BODY // (1 << 20)} MiB")
+            if time.monotonic() > call.deadline:
+                raise urllib3.exceptions.ReadTimeoutError(None, call.url, "past the deadline")  # type: ignore[arg-type]
+            pieces.append(piece)
+        return b"".join(pieces)
 
     def _failure(
         self, watched: _Call, error: urllib3.exceptions.HTTPError, call: _Request, started: float
@@ -506,12 +553,17 @@ class _Request:
     body: bytes | None
     deadline: float  # time.monotonic() by which the whole request, retries included, ends
     manager: Any  # the urllib3 pool manager (direct or through a proxy)
+    verify: bool = True  # TLS certificates checked
 
 
 class _Failed(Exception):
     def __init__(self, why: str, *, final: bool):
         super().__init__(why)
         self.why, self.final = why, final
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class _Stopping(_Failed):

@@ -5,7 +5,7 @@ file into place), and never again: the holder's PID is read from the kernel (/pr
 from the file. An existing file that is not a mirror lock file is refused, never truncated, so
 a `--lock-file` that names the config by mistake costs nothing. An empty file is taken as it
 is (`install -m 0644 /dev/null sync.lock` makes a good lock); so is the PID-only content
-earlier versions wrote.
+that mirror wrote before it kept lock files whole.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from mirror.errors import ConfigError, LockHeld
 
 MARK = b"mirror lock file: held with flock(2) while a mirror run syncs; safe to delete\n"
-_LEGACY = re.compile(rb"\d*\n?\Z")  # what mirror 0.1 wrote: its PID
+_LEGACY = re.compile(rb"\d*\n?\Z")  # what mirror wrote before it kept lock files whole: its PID
 
 
 def default_path(config_path: Path) -> Path:
@@ -53,7 +53,7 @@ def held(path: Path, *, option: str = "--lock-file") -> Iterator[None]:
 def _open(path: Path, option: str) -> int:
     for _ in range(3):
         try:
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO: no wait
         except FileNotFoundError:
             _create(path, option)
         except OSError as error:

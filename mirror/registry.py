@@ -14,10 +14,10 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from mirror.errors import AuthError, RateLimited, RegistryError
 from mirror.http import Http, Response, retry_after
@@ -36,7 +36,11 @@ MAX_TAG_PAGES = 1000  # a tags list longer than this many pages is cut, with a w
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _FIRST_NUMBER = re.compile(r"\s*(\d{1,18})\b")
 _TOKEN_MARGIN = 10.0  # seconds: renew a token this long before it expires
-_LOCKED_OUT = "too many failed login attempts"  # Docker Hub's token answer during a lockout
+_LOCKED_OUT = "too many failed login attempts"
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,8192}\Z")  # visible ASCII: what a header can carry
+_TAG = re.compile(
+    r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z"
+)  # the distribution grammar  # Docker Hub's token answer during a lockout
 
 
 @dataclass(frozen=True)
@@ -156,21 +160,27 @@ class Registry:
             digest=response.headers.get("Docker-Content-Digest"),
             rate_limit=rate_limit,
             media_type=_media_type(response),
-            size=int(response.headers.get("Content-Length") or 0),
+            size=_length(response),
         )
 
-    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Head:
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
+    ) -> Head:
         """A HEAD; when it gives no `Docker-Content-Digest` (the distribution spec allows
-        that) or the registry answers HEAD with 405, a GET (when `get`), whose body's sha256
-        is the digest a pull gets. Without `get`, such a Head has no digest."""
+        that) or the registry answers HEAD with 405, a GET (when `get` is true, or returns
+        true: it is asked only then), whose body's sha256 is the digest a pull gets.
+        Otherwise such a Head has no digest (a 405 is then found, without a digest)."""
+        allowed = get if callable(get) else (lambda: get)
         try:
             head = self.head_manifest(path, reference)
         except RegistryError as error:
-            if error.status != 405 or not get:
+            if error.status != 405:
                 raise
+            if not allowed():
+                return Head(found=True)
             why = "HEAD is not allowed (405)"
         else:
-            if not head.found or head.digest or not get:
+            if not head.found or head.digest or not allowed():
                 return head
             why = "HEAD gave no digest"
         log.debug("%s/%s:%s: %s; reading the manifest with a GET", self.host, path, reference, why)
@@ -231,16 +241,25 @@ class Registry:
         tags: dict[str, None] = {}
         url_path = f"/v2/{path}/tags/list?n={page_size}"
         read: set[str] = set()
+        bad = 0
         for _ in range(max_pages):
             read.add(url_path)
             response = self._request("GET", url_path, path)
             if response.status == 404:
                 raise RegistryError(f"{self.host}/{path}: repository not found", status=404)
             self._raise_for_status(response, f"{path} (tag list)")
-            tags.update(dict.fromkeys(_tags_of(response.data, f"{self.host}/{path}")))
+            page, passed_over = _tags_of(response.data, f"{self.host}/{path}")
+            tags.update(dict.fromkeys(page))
+            bad += passed_over
             following = _next_page(response.headers.get("Link", ""))
             if following is None:
-                return TagList(tuple(tags))
+                warning = (
+                    f"the tags list of {self.host}/{path} has {bad} entries that are not tags: "
+                    "passed over"
+                    if bad
+                    else None
+                )
+                return TagList(tuple(tags), warning)
             if following in read:
                 return TagList(
                     tuple(tags),
@@ -457,7 +476,7 @@ def error_of(response: Response) -> tuple[str, str]:
     try:
         first = json.loads(response.data or b"{}").get("errors")[0]
         return str(first.get("code") or ""), str(first.get("message") or "")
-    except (ValueError, AttributeError, IndexError, TypeError, KeyError):
+    except (ValueError, AttributeError, IndexError, TypeError, KeyError, RecursionError):
         return "", ""
 
 
@@ -473,23 +492,35 @@ def _scope(repo: str, actions: str = "pull") -> str:
     return f"repository:{repo}:{actions}"
 
 
-def _tags_of(body: bytes, where: str) -> list[str]:
+def _length(response: Response) -> int:
+    """Content-Length, or 0 when it is missing or not one number (`258, 258` is seen)."""
+    value = response.headers.get("Content-Length") or ""
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 16 else 0
+
+
+def _tags_of(body: bytes, where: str) -> tuple[list[str], int]:
+    """The tags of one page, and how many entries were not tags (passed over: a tag is
+    never allowed to become a path)."""
     try:
         tags = json.loads(body).get("tags") or []
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         raise RegistryError(f"{where}: the tags list is not JSON") from None
-    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-        raise RegistryError(f"{where}: the tags list is not a list of strings")
-    return tags
+    if not isinstance(tags, list):
+        raise RegistryError(f"{where}: the tags list is not a list")
+    good = [tag for tag in tags if isinstance(tag, str) and _TAG.match(tag)]
+    return good, len(tags) - len(good)
 
 
 def _next_page(link: str) -> str | None:
-    """`</v2/x/tags/list?last=t&n=100>; rel="next"` -> the path to ask next (None at the end)."""
+    """`</v2/x/tags/list?last=t&n=100>; rel="next"` -> the path to ask next (None at the end,
+    and for a link that leads anywhere but this registry's /v2/ API)."""
     match = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
     if not match:
         return None
-    target = match.group(1)
-    return "/" + target.split("://", 1)[1].split("/", 1)[1] if "://" in target else target
+    target = urlsplit(match.group(1))
+    if not target.path.startswith("/v2/"):
+        return None
+    return target.path + (f"?{target.query}" if target.query else "")
 
 
 def _read_token(body: bytes) -> tuple[str, float]:
@@ -501,13 +532,11 @@ def _read_token(body: bytes) -> tuple[str, float]:
         token = None
     if not isinstance(token, str) or not token:
         raise RegistryError("the token service answered without a token")
+    if not _HEADER_SAFE.match(token):  # never quoted: it is a credential
+        raise RegistryError("the token service answered a token that cannot go in a header")
     return token, lifetime
 
 
 def _error_detail(response: Response) -> str:
-    try:
-        errors = json.loads(response.data or b"{}").get("errors") or []
-        first = errors[0]
-        return f" {first.get('code', '')}: {first.get('message', '')}".rstrip(": ")
-    except (ValueError, AttributeError, IndexError, TypeError):
-        return ""
+    code, message = error_of(response)
+    return f" {code}: {message}".rstrip(": ") if code or message else ""

@@ -19,7 +19,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from mirror.console import one_line
-from mirror.errors import ConfigError, hide_passwords
+from mirror.errors import ConfigError, MirrorError, hide_passwords
 from mirror.model import Action, Outcome
 from mirror.schedule import HostBudget
 
@@ -110,18 +110,22 @@ def junit(report: Report) -> str:
     that stopped early says why in the suite's <system-err>.
     """
     outcomes = report.outcomes
+    stopped = bool(report.error and not outcomes)  # before any image was known: one case
     suite = ElementTree.Element(
         "testsuite",
         name="mirror",
-        tests=str(len(outcomes)),
+        tests=str(len(outcomes) + stopped),
         failures=str(sum(o.action == Action.FAILED for o in outcomes)),
-        errors="0",
+        errors=str(int(stopped)),
         skipped=str(sum(o.action in (Action.DEFERRED, Action.WOULD_COPY) for o in outcomes)),
         time=f"{sum(o.seconds for o in outcomes):.3f}",
         timestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     )
     for outcome in outcomes:
         _case(suite, outcome)
+    if stopped:
+        case = ElementTree.SubElement(suite, "testcase", classname="mirror", name="run", time="0")
+        ElementTree.SubElement(case, "error", message=one_line(report.error or ""))
     if report.error:
         ElementTree.SubElement(suite, "system-err").text = one_line(report.error)
     suites = ElementTree.Element("testsuites")
@@ -197,11 +201,30 @@ def _ours(path: Path, *, junit: bool) -> bool:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Replace `path` with `text` at once, keeping the mode of the file it replaces (a new
+    one gets the umask's), so a reader never sees half a file. MirrorError (exit 1: the run's
+    work is done, its record is not) when it cannot."""
     try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as error:
+        raise MirrorError(f"cannot write {path}: {error.strerror}") from None
+    try:
+        os.fchmod(descriptor, _mode_for(path))
         with os.fdopen(descriptor, "w") as handle:
             handle.write(text)
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise MirrorError(f"cannot write {path}: {error.strerror}") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mirror import aws, connect, lock, report
+from mirror.check import BUG
 from mirror.config import Config
-from mirror.errors import Exit, MirrorError, RateLimited
+from mirror.errors import AuthError, Exit, MirrorError, RateLimited, RegistryError, Stopped
 from mirror.model import Action, Outcome
 from mirror.pipeline import Pipeline, Result, Settings, Sink
-from mirror.plan import Plan, Shard, Unresolved, plan, rule_images
+from mirror.plan import NOT_RESOLVED, Plan, Shard, Unresolved, plan, rule_images
 from mirror.reference import Repository
 from mirror.registry import TagList
 from mirror.schedule import Budgets
@@ -50,6 +51,8 @@ class Console(Sink, Protocol):
     def info(self, text: str) -> None: ...
 
     def warning(self, text: str) -> None: ...
+
+    def error(self, text: str) -> None: ...
 
     def summary(self, text: str, **fields: Any) -> None: ...
 
@@ -131,7 +134,9 @@ class Planner(Protocol):
     def static(self, hosts: Sequence[str], error: Unresolved) -> Plan:
         """The plan as far as it is known without asking a registry (tag rules: `error`)."""
 
-    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan: ...
+    def resolve(
+        self, session: connect.Session, stop: Stop, hosts: Sequence[str], budgets: Budgets
+    ) -> Plan: ...
 
     def sources(self) -> list[Repository]:
         """Every source repository the run may read, tag rules' included."""
@@ -151,7 +156,9 @@ class SyncPlanner:
     def sources(self) -> list[Repository]:
         return [image.source for image in self.config.images]
 
-    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan:
+    def resolve(
+        self, session: connect.Session, stop: Stop, hosts: Sequence[str], budgets: Budgets
+    ) -> Plan:
         rules = rule_images(self.config)
         answers: dict[int, TagList | Unresolved] = {}
         with Workers(min(8, len(rules)), "tags") as workers:
@@ -164,14 +171,18 @@ class SyncPlanner:
             wait_all(futures, until=stop.event.is_set)
             for future, index in futures.items():
                 if future.done():
-                    answers[index] = _answer(future.exception() or future.result())
+                    host = self.config.images[index].source.registry
+                    answers[index] = _answer(future.exception() or future.result(), host, budgets)
         return plan(self.config, answers, hosts=hosts, shard=self.shard)
 
 
-def _answer(result: TagList | BaseException) -> TagList | Unresolved:
+def _answer(result: TagList | BaseException, host: str, budgets: Budgets) -> TagList | Unresolved:
     if isinstance(result, TagList):
         return result
+    if isinstance(result, Stopped):
+        return Unresolved(NOT_RESOLVED, Action.DEFERRED)
     if isinstance(result, RateLimited):
+        budgets.limited(host, f"{result}; run again later")  # the source gives no more today
         return Unresolved(f"tag rule: {result}; run again later", Action.DEFERRED)
     if isinstance(result, MirrorError):
         return Unresolved(f"tag rule: {result}")
@@ -187,7 +198,9 @@ class FixedPlanner:
     def static(self, hosts: Sequence[str], error: Unresolved) -> Plan:
         return self.fixed
 
-    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan:
+    def resolve(
+        self, session: connect.Session, stop: Stop, hosts: Sequence[str], budgets: Budgets
+    ) -> Plan:
         return self.fixed
 
     def sources(self) -> list[Repository]:
@@ -235,6 +248,8 @@ class _Execution:
     def run(self, lock_path: Path | None) -> Run:
         try:
             self._steps(lock_path)
+        except Stopped:
+            pass  # a signal cut a request off: the run was interrupted, nothing failed
         except MirrorError as error:
             self.error = error
         except Interrupted:
@@ -262,8 +277,8 @@ class _Execution:
                 )
             self.stop.on_stop(session.stop)
             hosts = [target.host for target in session.targets]
-            _check_logins(session, self.planner.sources())
-            self.known = self.planner.resolve(session, self.stop, hosts)
+            _check_logins(session, self.planner.sources(), self.budgets)
+            self.known = self.planner.resolve(session, self.stop, hosts, self.budgets)
             _say_plan(self.known, self.console)
             pipeline = Pipeline(
                 sources=session.sources,
@@ -290,12 +305,16 @@ class _Execution:
             outcomes,
             self.budgets.snapshot(),
             warnings,
-            error=None if self.error is None else str(self.error),
+            error=_why_stopped(self.error, self.stop),
             exit_code=code,
             seconds=time.monotonic() - self.started,
             throttled=self.throttled,
         )
-        write_reports(done, self.options)
+        try:
+            write_reports(done, self.options)
+        except MirrorError as error:  # the work is done; its record could not be written
+            self.console.error(str(error))
+            code = code or Exit.FAILED
         if self.result is not None or not self.error:
             for line in report.budget_lines(done.budgets):
                 self.console.info(line)
@@ -329,13 +348,25 @@ class _Execution:
         return sorted(outcomes, key=lambda outcome: outcome.sort_key)
 
 
-def _check_logins(session: connect.Session, sources: Sequence[Repository]) -> None:
-    """Try each source's credentials once, before any image: wrong ones are one error."""
+def _check_logins(
+    session: connect.Session, sources: Sequence[Repository], budgets: Budgets
+) -> None:
+    """Try each source's credentials once, before any image: wrong ones are one error (exit 2).
+    A source that cannot be asked now (down, or 429) is that source's images' fault only."""
     first: dict[str, str] = {}
     for repository in sources:
         first.setdefault(repository.registry, repository.path)
     for host, path in first.items():
-        session.sources(host).check_login(path)
+        try:
+            session.sources(host).check_login(path)
+        except RateLimited as error:
+            budgets.limited(host, f"{error}; run again later")
+        except AuthError:
+            raise
+        except Stopped:
+            raise
+        except RegistryError as error:  # the breaker remembers a dead host for its images
+            log.debug("%s: the login check failed: %s", host, error)
 
 
 def _say_plan(known: Plan, console: Console) -> None:
@@ -347,11 +378,19 @@ def _say_plan(known: Plan, console: Console) -> None:
         console.warning("nothing to mirror: the config lists no images")
 
 
+def _why_stopped(error: MirrorError | None, stop: Stop) -> str | None:
+    if stop.signum is not None:
+        return f"interrupted by {signal.Signals(stop.signum).name}"
+    return None if error is None else str(error)
+
+
 def _exit_code(outcomes: Sequence[Outcome], error: MirrorError | None, stop: Stop) -> int:
     if stop.exit_code is not None:
         return stop.exit_code
     if error is not None:
         return error.exit_code
+    if any((outcome.error or "").startswith(BUG) for outcome in outcomes):
+        return Exit.SOFTWARE  # every other image was still done
     actions = {outcome.action for outcome in outcomes}
     if Action.FAILED in actions:
         return Exit.FAILED

@@ -132,8 +132,8 @@ class Job:
 
 
 def jobs(pendings: Iterable[Pending]) -> list[Job]:
-    """Group pending copies by the source image they need (its digest), in order. A platform
-    subset is its own job: its index is written for that tag only."""
+    """Group pending copies by the image they need (the source digest, and the platforms
+    taken from it), in order: it is pulled once, and its other tags filled from the first."""
     by_task: dict[tuple[int, int], list[Pending]] = {}
     for pending in sorted(pendings, key=lambda p: (p.task.order, p.target)):
         by_task.setdefault(pending.task.order, []).append(pending)
@@ -141,8 +141,8 @@ def jobs(pendings: Iterable[Pending]) -> list[Job]:
     for group in by_task.values():
         first = group[0]
         key: object = (
-            (first.task.source.repository, first.source_digest)
-            if first.source_digest and not first.task.platforms
+            (first.task.source.repository, first.source_digest, first.task.platforms)
+            if first.source_digest
             else first.task.order
         )
         grouped.setdefault(key, []).append(tuple(group))

@@ -43,7 +43,9 @@ _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 def probe(command: str = "skopeo") -> tuple[int, ...]:
     """Run `skopeo --version` once; refuse a missing or too old skopeo with how to fix it."""
     try:
-        process = sh.Command(command)("--version", _bg=True, _bg_exc=False, _tty_out=False)
+        process = sh.Command(command)(
+            "--version", _bg=True, _bg_exc=False, _tty_out=False, _env=child_env(os.environ)
+        )
         with _Deadline(process, 20) as timer:
             process.wait()
         output = str(process)
@@ -253,7 +255,8 @@ class Skopeo:
         with self._lock:
             self._running[id(process)] = process
             if self._stopping:  # a signal came while it was being started
-                process.kill()
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    process.kill()
         try:
             with _Deadline(process, self.timeout) as timer:
                 process.wait()
@@ -410,6 +413,8 @@ def classify(stderr_lines: list[str], what: str) -> CopyError:
     for needle, name in _PERMANENT:
         if needle in lowered:
             return CopyError(f"{name}: {message}")
+    if "too many requests to registry" in lowered:  # 429 on skopeo's own token request
+        return _rate_limited(what)
     if "toomanyrequests" in lowered or ("429" in lowered and "too many requests" in lowered):
         if "pull rate limit" in lowered:
             return _rate_limited(what)

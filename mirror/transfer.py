@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
-from mirror.check import INTERRUPTED, PLATFORMS, SOURCE_DIGEST, Registry, Target
+from mirror.check import INTERRUPTED, PLATFORMS, SOURCE_DIGEST, Registry, Target, bug_message
 from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError, Stopped
 from mirror.model import Action, Outcome, Pending
 from mirror.registry import INDEX_TYPES, OCI_INDEX
@@ -50,31 +50,35 @@ class Place:
 
 
 class Holdings:
-    """Where each image is in the targets, as the run learns it: donors for the copies left."""
+    """Where each image is in the targets, as the run learns it: donors for the copies left.
+
+    An image is known by its source digest and the platforms taken from it (all, or a
+    subset): the same source image taken whole and as a subset are two images.
+    """
 
     def __init__(self) -> None:
-        self._by_digest: dict[tuple[str, int], Place] = {}  # whole images, by digest and target
+        self._by_image: dict[tuple[str, tuple[str, ...], int], Place] = {}  # and target
         self._by_task: dict[tuple[int, int], list[Place]] = {}  # any image, by task
         self._lock = threading.Lock()
 
-    def add(self, outcome: Outcome, *, whole: bool) -> None:
-        """Record an up-to-date or copied outcome (`whole`: every platform, digests kept)."""
+    def add(self, outcome: Outcome, *, platforms: tuple[str, ...]) -> None:
+        """Record an up-to-date or copied outcome of a task that takes `platforms`."""
         if outcome.tag is None or outcome.action not in (Action.UP_TO_DATE, Action.COPIED):
             return
         place = Place(outcome.target, outcome.repository, outcome.tag, outcome.destination)
         with self._lock:
-            if whole and outcome.destination_digest:
-                self._by_digest.setdefault((outcome.destination_digest, outcome.target), place)
+            if outcome.source_digest:
+                key = (outcome.source_digest, platforms, outcome.target)
+                self._by_image.setdefault(key, place)
             self._by_task.setdefault(outcome.order, []).append(place)
 
     def donor(self, pending: Pending) -> Place | None:
-        """The same image under another tag in this target (whole images only), else this
-        tag in another target."""
+        """The same image under another tag in this target, else this tag in another target."""
         with self._lock:
-            if not pending.task.platforms:
-                alias = self._by_digest.get((pending.source_digest, pending.target))
-                if alias is not None:
-                    return alias
+            key = (pending.source_digest, pending.task.platforms, pending.target)
+            alias = self._by_image.get(key)
+            if alias is not None:
+                return alias
             places = self._by_task.get(pending.task.order, [])
             return places[0] if places else None
 
@@ -120,7 +124,16 @@ class Transfer:
         self.backpressure = backpressure or Backpressure(1)
 
     def run(self, job: Job) -> None:
-        """Copy the job's image once from the source, then fill the rest from the targets."""
+        """Copy the job's image once from the source, then fill the rest from the targets.
+        A bug fails the job's copies that are left, not the run."""
+        try:
+            self._run(job)
+        except Exception as bug:
+            log.debug("copying %s", job.lead.task.source, exc_info=True)
+            for pending in job.pendings():
+                self.emit(Outcome.settled(pending, Action.FAILED, error=bug_message(bug)))
+
+    def _run(self, job: Job) -> None:
         pendings = job.pendings()
         for position, pending in enumerate(pendings):
             donor = self.holdings.donor(pending)
@@ -129,7 +142,7 @@ class Transfer:
             else:
                 outcome = self._attempts(pending, self._from_source, pulls=pending.pulls)
             self.emit(outcome)
-            self.holdings.add(outcome, whole=not pending.task.platforms)
+            self.holdings.add(outcome, platforms=pending.task.platforms)
             if donor is None and outcome.action != Action.COPIED:
                 for rest in pendings[position + 1 :]:  # they needed that copy
                     self.emit(Outcome.settled(rest, outcome.action, error=outcome.error))
@@ -271,8 +284,8 @@ class Transfer:
             )
         if media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
             return self._whole_from_source(pending, source, target)
-        index = json.loads(body)
-        chosen = choose_platforms(index.get("manifests") or [], task.platforms)
+        index = _index(body, task.source)
+        chosen = choose_platforms(index["manifests"], task.platforms)
         if not chosen:
             raise MirrorError(
                 f"{task.source}: none of {', '.join(task.platforms)} in the source index "
@@ -291,6 +304,21 @@ class Transfer:
         return target.registry.put_manifest(pending.repository, task.tag, written, kind)
 
 
+def _index(body: bytes, source: object) -> dict[str, Any]:
+    """An image index's JSON, checked as far as a subset needs: entries with a digest."""
+    try:
+        index = json.loads(body)
+    except (ValueError, RecursionError):
+        index = None
+    entries = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("digest"), str) for entry in entries
+    ):
+        raise MirrorError(f"{source}: the source's image index is not valid JSON of an index")
+    checked: dict[str, Any] = index
+    return checked
+
+
 def choose_platforms(
     manifests: list[dict[str, Any]], wanted: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -298,7 +326,8 @@ def choose_platforms(
     `linux/arm/v7` only that variant. Attestations (platform unknown/unknown) are left out."""
     chosen = []
     for entry in manifests:
-        platform = entry.get("platform") or {}
+        platform = entry.get("platform")
+        platform = platform if isinstance(platform, dict) else {}
         os_arch = f"{platform.get('os')}/{platform.get('architecture')}"
         full = f"{os_arch}/{platform['variant']}" if platform.get("variant") else os_arch
         if os_arch in wanted or full in wanted:
@@ -331,7 +360,8 @@ def filtered_index(
 def platform_names(manifests: list[dict[str, Any]]) -> list[str]:
     names = []
     for entry in manifests:
-        platform = entry.get("platform") or {}
+        platform = entry.get("platform")
+        platform = platform if isinstance(platform, dict) else {}
         name = f"{platform.get('os')}/{platform.get('architecture')}"
         names.append(f"{name}/{platform['variant']}" if platform.get("variant") else name)
     return names

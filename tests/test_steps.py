@@ -58,7 +58,9 @@ class FakeRegistry:
         digest = self.digests.get(f"{path}:{reference}")
         return Head(found=digest is not None, digest=digest, rate_limit=self.limit)
 
-    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Head:
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
+    ) -> Head:
         return self.head_manifest(path, reference)
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:
