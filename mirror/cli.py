@@ -104,8 +104,8 @@ def _validate(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     loaded = config.load(config.config_path(args.config))
     count = sum(len(image.tags) for image in loaded.images)
     rules = sum(image.rule is not None for image in loaded.images)
-    text = f"{loaded.path}: ok ({len(loaded.images)} images, {count} tags"
-    text += f", {rules} tag rules)" if rules else ")"
+    text = f"{loaded.path}: ok ({_count(len(loaded.images), 'image')}, {_count(count, 'tag')}"
+    text += f", {_count(rules, 'tag rule')})" if rules else ")"
     print(text)
     return Exit.OK
 
@@ -122,6 +122,10 @@ def _sync(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     if done.report.error:
         console.error(done.report.error)
     return done.exit_code
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" + ("" if number == 1 else "s")
 
 
 def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
@@ -389,7 +393,10 @@ def _running_options() -> argparse.ArgumentParser:
         help="text (default; timestamped when not on a terminal) or json, one object per line",
     )
     running.add_argument(
-        "-q", "--quiet", action="store_true", help="print only failures and the summary"
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only failures, warnings, errors and the summary",
     )
     return running
 

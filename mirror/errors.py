@@ -21,7 +21,10 @@ class Exit(IntEnum):
 
 EXIT_CODES: tuple[tuple[Exit, str], ...] = (
     (Exit.OK, "every image copied or already up to date"),
-    (Exit.FAILED, "at least one image failed; the others were still done"),
+    (
+        Exit.FAILED,
+        "at least one image failed; the others were still done (`repos`: differences remain)",
+    ),
     (
         Exit.USAGE,
         "bad command line, config, output path or credentials, or the machine cannot run "

@@ -96,7 +96,10 @@ def plan(
                     + ", ".join(chosen)
                 )
             else:
-                warnings.append(f"{where}: tag rule chose no tag from {len(answer.tags)} tags")
+                found = len(answer.tags)
+                warnings.append(
+                    f"{where}: tag rule chose no tag from {found} tag{'' if found == 1 else 's'}"
+                )
             entries += [TagEntry(tag) for tag in chosen]
         tasks += [
             image_task(config, image, entry.tag, entry.digest, order=(index, position))

@@ -46,7 +46,8 @@ def summary_line(report: Report) -> str:
     """`2 copied, 5 up-to-date (7 images in 3.1s)`"""
     counts = summary(report.outcomes)
     parts = ", ".join(f"{count} {action}" for action, count in counts.items()) or "nothing to do"
-    return f"{parts} ({len(report.outcomes)} images in {report.seconds:.1f}s)"
+    images = "image" if len(report.outcomes) == 1 else "images"
+    return f"{parts} ({len(report.outcomes)} {images} in {report.seconds:.1f}s)"
 
 
 def budget_lines(budgets: Sequence[HostBudget]) -> list[str]:

@@ -169,7 +169,10 @@ class Queue:
                 self.waiting.remove(job)
                 self.reasons.pop(id(job), None)
                 log.debug(
-                    "starting %s (%d pulls from %s)", job.lead.task.source, cost[id(job)], job.host
+                    "starting %s (%d pull(s) from %s)",
+                    job.lead.task.source,
+                    cost[id(job)],
+                    job.host,
                 )
                 return job
             self.reasons[id(job)] = reason

@@ -49,7 +49,7 @@ def test_tag_rule_that_chooses_nothing_is_a_warning(stage: Stage) -> None:
     assert run.report is not None
     assert run.report["images"] == []
     assert run.report["warnings"] == [
-        f"images[0] ({stage.hub.host}/{stage.repo}): tag rule chose no tag from 1 tags"
+        f"images[0] ({stage.hub.host}/{stage.repo}): tag rule chose no tag from 1 tag"
     ]
     assert "tag rule chose no tag" in run.stderr
 

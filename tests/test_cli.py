@@ -68,7 +68,7 @@ def test_validate(stage: Stage) -> None:
     run = stage.mirror("validate")
     assert (run.code, run.stdout.strip()) == (
         0,
-        f"{stage.tmp / 'mirror.yaml'}: ok (1 images, 2 tags)",
+        f"{stage.tmp / 'mirror.yaml'}: ok (1 image, 2 tags)",
     )
 
 

@@ -614,6 +614,8 @@ def test_scanner_finds_new_calls_and_the_policy_check_catches_them() -> None:
     # The calls the template does not allow are exactly what the real test would report.
     assert _missing(actions, _build_role()) == {
         "ecr:DeleteRepository",
+        "ecr:DescribeImages",
+        "ecr:ListImages",
         "ecr:PutReplicationConfiguration",
         "secretsmanager:RotateSecret",
     }

@@ -217,7 +217,7 @@ def test_registry_text_is_printed_on_one_line(stage: Stage) -> None:
     assert len(out) == 2  # the image's line and the summary: nothing forged
     assert "bad\\n2026-01-01T00:00:00.000Z 99 copied" in out[0]
     assert "\\x1b[2J" in out[0] and "\x1b" not in run.stdout
-    assert re.fullmatch(TIMESTAMP.pattern + r"1 failed \(1 images in [\d.]+s\)", out[1])
+    assert re.fullmatch(TIMESTAMP.pattern + r"1 failed \(1 image in [\d.]+s\)", out[1])
 
 
 # --- output paths checked first ------------------------------------------------------------------
@@ -478,7 +478,7 @@ def test_verbose_logs_requests_tokens_and_skopeo_but_no_secret(stage: Stage) -> 
         in log
     )
     assert re.search(r"mirror: running skopeo --debug --policy \S+ copy --authfile \S+ --all", log)
-    assert re.search(rf"mirror: starting {host}/{stage.repo}:a \(1 pulls from {host}\)", log)
+    assert re.search(rf"mirror: starting {host}/{stage.repo}:a \(1 pull\(s\) from {host}\)", log)
     for secret in ("hub-Secret-42", ECR_PASSWORD, "Authorization", "Bearer ", "Basic "):
         assert secret not in run.stderr + run.stdout
 
