@@ -283,3 +283,64 @@ def test_an_empty_prefix_is_no_prefix(tmp_path: Path) -> None:
         tmp_path / "m.yaml",
     )
     assert loaded.destination_repository(loaded.images[0]) == "library/ruby"
+
+
+def test_a_lock_file_that_is_a_fifo_is_refused_at_once(stage: Stage) -> None:
+    stage.config([stage.image("a")])
+    fifo = stage.tmp / "sync.lock"
+    os.mkfifo(fifo)
+    run = stage.mirror("sync", "--lock-file", str(fifo), timeout=20)
+    assert (run.code, run.error) == (2, f"mirror: --lock-file {fifo}: not a regular file")
+
+
+def test_the_lock_file_may_not_be_the_report(stage: Stage) -> None:
+    stage.config([stage.image("a")])
+    path = stage.tmp / "both"
+    run = stage.mirror("sync", "--report", str(path), "--lock-file", str(path), report=False)
+    assert (run.code, run.error) == (
+        2,
+        f"mirror: --lock-file {path}: also named by --report or --junit",
+    )
+
+
+def test_a_report_keeps_the_mode_of_the_file_it_replaces(stage: Stage) -> None:
+    stage.push("a", seed="a")
+    stage.config([stage.image("a")])
+    report = stage.tmp / "r.json"
+    report.write_text("")  # an empty file is taken as one of mirror's
+    report.chmod(0o644)
+    assert stage.mirror("sync", "--report", str(report), report=False).code == 0
+    assert report.stat().st_mode & 0o777 == 0o644
+    assert json.loads(report.read_text())["summary"] == {"copied": 1}
+
+
+def test_a_closed_stdout_is_one_line_not_a_traceback(stage: Stage) -> None:
+    stage.push("a", seed="a")
+    stage.config()
+    done = subprocess.run(
+        [*stage.command("ensure", f"{stage.repo}:a"), "-c", str(stage.tmp / "mirror.yaml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **stage.env},
+        check=False,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    with open("/dev/full", "w") as no_space:
+        full = subprocess.run(
+            [*stage.command("ensure", f"{stage.repo}:a"), "-c", str(stage.tmp / "mirror.yaml")],
+            stdout=no_space,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **stage.env},
+            check=False,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+    assert full.returncode == 1
+    assert full.stderr.strip().endswith(
+        "mirror: cannot write the result to stdout: No space left on device"
+    )
+    assert "Traceback" not in full.stderr
