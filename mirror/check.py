@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mirror.errors import MirrorError, RateLimited, Stopped
+from mirror.errors import MirrorError, RateLimited, Stopped, bug_message
 from mirror.model import Action, Outcome, Pending, Task
 from mirror.registry import Head, RateLimit, TagList
 
@@ -264,14 +264,6 @@ class Checker:
 
 class Later(MirrorError):
     """Not now: the task waits for a later run (a spent budget), named in the message."""
-
-
-BUG = "internal error (a bug in mirror)"
-
-
-def bug_message(bug: BaseException) -> str:
-    """An image's error when mirror itself failed on it (the run's exit code is then 70)."""
-    return f"{BUG}: {type(bug).__name__}: {bug} (run with -v for the traceback)"
 
 
 def _deferred_why(error: RateLimited) -> str:

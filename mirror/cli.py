@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from mirror import __version__, config, dockerfile, lock, report
 from mirror.console import Console, LogHandler
-from mirror.errors import EXIT_CODES, ConfigError, Exit, MirrorError
+from mirror.errors import EXIT_CODES, ConfigError, Exit, MirrorError, bug_message
 from mirror.model import Action
 from mirror.plan import Shard, plan_names
 from mirror.repos import RepositoryState, repository_states
@@ -53,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _setup_log(console, verbose=args.verbose)
     stop = Stop()
-    with signals_to(stop) if args.command in ("sync", "ensure") else _nothing():
+    signals = args.command in ("sync", "ensure")
+    with signals_to(stop) if signals else contextlib.nullcontext(stop):
         code = _handled(args, console, stop)
         console.close()
         drained = _drained(console, stop)
@@ -75,10 +76,7 @@ def _handled(args: argparse.Namespace, console: Console, stop: Stop) -> int:
         return int(Exit.INTERRUPTED)
     except Exception as error:  # a bug: still one line, the traceback with --verbose
         log.debug("traceback", exc_info=True)
-        console.error(
-            f"internal error (a bug in mirror): {type(error).__name__}: {error} "
-            "(run with -v for the traceback)"
-        )
+        console.error(bug_message(error))
         return int(Exit.SOFTWARE)
 
 
@@ -87,14 +85,6 @@ def _drained(console: Console, stop: Stop) -> bool:
         if stop.event.is_set():
             return console.closed(DRAIN_AFTER_SIGNAL)
     return True
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # --- commands ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from mirror.check import Target
 from mirror.config import Config, Credentials, Ecr
 from mirror.errors import ConfigError, SetupError
 from mirror.http import Http, Policy, check_proxies
+from mirror.pipeline import check_jobs
 from mirror.registry import Login, Registry
 from mirror.repo_settings import RepositorySettings
 from mirror.schedule import Backpressure
@@ -189,7 +190,7 @@ def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iter
     backpressure = Backpressure(jobs)
     http = Http(
         policy=Policy(timeout=timeout),
-        pool_size=min(32, 4 * max(1, jobs)),
+        pool_size=check_jobs(jobs),
         on_throttled=backpressure.throttled,
     )
     targets = _connect_targets(config, http, timeout)

@@ -141,3 +141,11 @@ def hide_passwords(text: str) -> str:
     """`text` with the password of every `scheme://user:password@host` replaced by `***`
     (a proxy URL quoted by a library's error, say): no message ever shows one."""
     return _USERINFO.sub(r"\1:***@", text)
+
+
+BUG = "internal error (a bug in mirror)"
+
+
+def bug_message(bug: BaseException) -> str:
+    """The message of an error mirror itself made (a bug): for an image, the run (exit 70)."""
+    return f"{BUG}: {type(bug).__name__}: {bug} (run with -v for the traceback)"

@@ -35,8 +35,13 @@ class Settings:
 
     @property
     def check_jobs(self) -> int:
-        """HEAD checks at once: cheap requests, so four per copy slot, at most 32."""
-        return min(32, 4 * max(1, self.jobs))
+        return check_jobs(self.jobs)
+
+
+def check_jobs(jobs: int) -> int:
+    """HEAD checks at once for `jobs` copies: cheap requests, so four per copy slot, at most
+    32 (and as many pooled connections)."""
+    return min(32, 4 * max(1, jobs))
 
 
 @dataclass(frozen=True)

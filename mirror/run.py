@@ -21,9 +21,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mirror import aws, connect, lock, report
-from mirror.check import BUG
 from mirror.config import Config
-from mirror.errors import AuthError, Exit, MirrorError, RateLimited, RegistryError, Stopped
+from mirror.errors import (
+    BUG,
+    AuthError,
+    Exit,
+    MirrorError,
+    RateLimited,
+    RegistryError,
+    Stopped,
+    bug_message,
+)
 from mirror.model import Action, Outcome
 from mirror.pipeline import Pipeline, Result, Settings, Sink
 from mirror.plan import NOT_RESOLVED, Plan, Shard, Unresolved, plan, rule_images
@@ -63,7 +71,7 @@ class Bug(MirrorError):
     exit_code = Exit.SOFTWARE
 
     def __init__(self, error: Exception):
-        super().__init__(f"internal error (a bug in mirror): {type(error).__name__}: {error}")
+        super().__init__(bug_message(error))
 
 
 class Interrupted(BaseException):

@@ -7,7 +7,6 @@ skopeo copy between ECR registries), which costs no pull.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -18,10 +17,17 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
-from mirror.check import INTERRUPTED, PLATFORMS, SOURCE_DIGEST, Registry, Target, bug_message
-from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError, Stopped
+from mirror.check import INTERRUPTED, PLATFORMS, SOURCE_DIGEST, Registry, Target
+from mirror.errors import (
+    CopyError,
+    MirrorError,
+    RateLimited,
+    RegistryError,
+    Stopped,
+    bug_message,
+)
 from mirror.model import Action, Outcome, Pending
-from mirror.registry import INDEX_TYPES, OCI_INDEX
+from mirror.registry import INDEX_TYPES, OCI_INDEX, sha256
 from mirror.schedule import Backpressure, Budgets, Job
 
 log = logging.getLogger("mirror")
@@ -277,9 +283,9 @@ class Transfer:
         if raw is None:
             raise MirrorError(f"{task.source}: {pending.source_digest} not found on the source")
         media_type, body = raw
-        if _sha256(body) != pending.source_digest:
+        if sha256(body) != pending.source_digest:
             raise MirrorError(
-                f"{task.source}: the source served a manifest whose digest is {_sha256(body)}, "
+                f"{task.source}: the source served a manifest whose digest is {sha256(body)}, "
                 f"not the {pending.source_digest} it announced"
             )
         if media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
@@ -300,7 +306,7 @@ class Transfer:
                 pull_hosts=frozenset({source.api}),
             )
         kind = media_type if media_type in INDEX_TYPES else OCI_INDEX
-        written = filtered_index(index, chosen, _sha256(body), task.platforms, kind)
+        written = filtered_index(index, chosen, sha256(body), task.platforms, kind)
         return target.registry.put_manifest(pending.repository, task.tag, written, kind)
 
 
@@ -365,10 +371,6 @@ def platform_names(manifests: list[dict[str, Any]]) -> list[str]:
         name = f"{platform.get('os')}/{platform.get('architecture')}"
         names.append(f"{name}/{platform['variant']}" if platform.get("variant") else name)
     return names
-
-
-def _sha256(body: bytes) -> str:
-    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def _settle(pending: Pending, action: Action, error: str, started: float) -> Outcome:
