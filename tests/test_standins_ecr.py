@@ -391,14 +391,33 @@ def test_throttle_for_a_period_every_kth_or_a_seeded_fraction(
     first, again, other = pattern(1), pattern(1), pattern(2)
     assert first == again != other  # deterministic for a seed
     assert 1 <= first.count(429) <= 12
-    ecr_front.throttle_for(0.3, "upload_start", every=1)
+    ecr_front.throttle_for(1.5, "upload_start", every=1)  # long enough for a slow machine
     assert session.post(url).status_code == 429
-    time.sleep(0.35)
+    time.sleep(1.55)
     assert session.post(url).status_code == 202  # the period is over
     assert (
         ecr_front.counts.throttled["upload_start"]
         == 2 + first.count(429) * 2 + other.count(429) + 1
     )
+
+
+def test_every_kth_is_counted_per_kind_and_capped_by_times(
+    ecr_front: EcrFront, ecr: Any, session: requests.Session, repo_name: str
+) -> None:
+    ecr.create_repository(repositoryName=repo_name)
+    uploads = f"{ecr_front.url}/v2/{repo_name}/blobs/uploads/"
+    blob = f"{ecr_front.url}/v2/{repo_name}/blobs/sha256:{'0' * 64}"
+    ecr_front.throttle_next("any", times=3, every=2)
+    # Interleaved kinds: each kind's own 2nd and 4th request are throttled, three in all.
+    statuses = []
+    for _ in range(4):
+        statuses.append(("start", session.post(uploads).status_code))
+        statuses.append(("head", session.head(blob).status_code))
+    assert statuses == [
+        ("start", 202), ("head", 404), ("start", 429), ("head", 429),
+        ("start", 202), ("head", 404), ("start", 429), ("head", 404),
+    ]  # fmt: skip
+    assert ecr_front.counts.throttled == {"upload_start": 2, "blob_head": 1}
 
 
 def test_skopeo_surfaces_a_throttled_manifest_put(

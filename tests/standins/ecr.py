@@ -163,24 +163,28 @@ class EcrCounts:
 
 @dataclass
 class _Throttle:
-    """One throttling rule: the next ``times`` requests, or some requests until ``until``."""
+    """One throttling rule: of each kind's requests, every ``every``-th (counted per kind from
+    the rule's start) answers 429, at most ``times`` times and only until ``until`` (either
+    may be None), or each with probability ``fraction`` when ``rng`` is set.
+    """
 
     kinds: frozenset[str]
     times: int | None = None
     until: float | None = None
-    every: int | None = None
+    every: int = 1
     rng: random.Random | None = None
     fraction: float = 0.0
-    seen: int = 0
+    seen: Counter[str] = field(default_factory=Counter)
 
-    def fires(self) -> bool:
-        if self.times is not None:
+    def fires(self, kind: str) -> bool:
+        self.seen[kind] += 1
+        if self.rng is not None:
+            chosen = self.rng.random() < self.fraction
+        else:
+            chosen = self.seen[kind] % self.every == 0
+        if chosen and self.times is not None:
             self.times -= 1
-            return True
-        self.seen += 1
-        if self.every is not None:
-            return self.seen % self.every == 0
-        return self.rng is not None and self.rng.random() < self.fraction
+        return chosen
 
     def expired(self, now: float) -> bool:
         return (self.times is not None and self.times <= 0) or (
@@ -248,10 +252,15 @@ class EcrFront(HttpFront):
         with self._lock:
             self._counts = EcrCounts()
 
-    def throttle_next(self, kind: str = "any", times: int = 1) -> None:
-        """The next ``times`` requests of ``kind`` (a kind or a group) answer 429."""
+    def throttle_next(self, kind: str = "any", times: int = 1, *, every: int = 1) -> None:
+        """The next ``times`` requests of ``kind`` (a kind or a group) answer 429; with
+        ``every``, only every ``every``-th request of each kind does, ``times`` times in all.
+
+        ``throttle_next("upload_put", times=4, every=5)``: the 5th, 10th, 15th and 20th upload
+        finish from now, whatever the timing.
+        """
         with self._lock:
-            self._throttles.append(_Throttle(_kinds(kind), times=times))
+            self._throttles.append(_Throttle(_kinds(kind), times=times, every=every))
 
     def throttle_for(
         self,
@@ -262,14 +271,15 @@ class EcrFront(HttpFront):
         fraction: float | None = None,
         seed: int | str = 0,
     ) -> None:
-        """For ``seconds``, throttle every ``every``-th request of ``kind`` (counted from now),
-        or each with probability ``fraction`` drawn from a RNG seeded with ``seed``.
+        """For ``seconds``, throttle every ``every``-th request of each kind in ``kind``
+        (counted per kind from now), or each with probability ``fraction`` drawn from a RNG
+        seeded with ``seed``.
 
-        ``throttle_for(30, "upload", every=5)``: a fifth of the uploads, deterministically.
+        ``throttle_for(30, "upload", every=5)``: a fifth of each kind of upload request.
         """
         if (every is None) == (fraction is None):
             raise ValueError("give exactly one of every= and fraction=")
-        rule = _Throttle(_kinds(kind), until=time.monotonic() + seconds, every=every)
+        rule = _Throttle(_kinds(kind), until=time.monotonic() + seconds, every=every or 1)
         if fraction is not None:
             rule.rng = random.Random(seed)  # noqa: S311 - deterministic on purpose
             rule.fraction = fraction
@@ -306,7 +316,7 @@ class EcrFront(HttpFront):
         with self._lock:
             self._throttles = [rule for rule in self._throttles if not rule.expired(now)]
             for rule in self._throttles:
-                if kind in rule.kinds and rule.fires():
+                if kind in rule.kinds and rule.fires(kind):
                     self._counts.throttled[kind] += 1
                     return True
         return False
