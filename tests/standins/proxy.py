@@ -112,6 +112,8 @@ class ForwardProxy(HttpFront):
             self._counts.refused += 1
 
     def _add(self, *, up: int = 0, down: int = 0) -> None:
+        # Called before the bytes are sent on: a test that reads the counts once its answer
+        # has come never sees them short.
         with self._lock:
             self._counts.bytes_up += up
             self._counts.bytes_down += down
@@ -154,8 +156,8 @@ class ForwardProxy(HttpFront):
             down.start()
             try:
                 while data := req.rfile.read1(CHUNK):
-                    server.sendall(data)
                     self._add(up=len(data))
+                    server.sendall(data)
             except OSError:
                 pass
             with contextlib.suppress(OSError):
@@ -165,8 +167,8 @@ class ForwardProxy(HttpFront):
     def _pipe_down(self, server: socket.socket, req: FrontHandler) -> None:
         try:
             while data := server.recv(CHUNK):
-                req.connection.sendall(data)
                 self._add(down=len(data))
+                req.connection.sendall(data)
         except OSError:
             pass
         with contextlib.suppress(OSError):
@@ -204,8 +206,8 @@ class ForwardProxy(HttpFront):
         if not req.has_body:
             return
         for chunk in req.body_chunks():
-            conn.send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
             self._add(up=len(chunk))
+            conn.send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
         if chunked:
             conn.send(b"0\r\n\r\n")
 
@@ -219,7 +221,7 @@ class ForwardProxy(HttpFront):
         if no_body:
             return
         while data := resp.read1(CHUNK):
-            req.wfile.write(data if length is not None else b"%x\r\n%b\r\n" % (len(data), data))
             self._add(down=len(data))
+            req.wfile.write(data if length is not None else b"%x\r\n%b\r\n" % (len(data), data))
         if length is None:
             req.wfile.write(b"0\r\n\r\n")
