@@ -14,16 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mirror.errors import MirrorError, RateLimited, Stopped, bug_message
+from mirror.errors import MirrorError, RateLimited, Stopped, bug_message, run_again_later
 from mirror.model import Action, Outcome, Pending, Task
 from mirror.registry import Head, RateLimit, TagList
 
 log = logging.getLogger("mirror")
 SOURCE_DIGEST = "io.github.mirror.source.digest"  # annotations on an index mirror writes
 PLATFORMS = "io.github.mirror.platforms"
-INDEX_ENTRY_BYTES = (
-    300  # at most one platform's entry in an index: more platforms guessed, never fewer
-)
+# At most one platform's entry in an index, in bytes: more platforms guessed, never fewer.
+INDEX_ENTRY_BYTES = 300
 INTERRUPTED = "interrupted before it was done"
 
 
@@ -114,7 +113,7 @@ class Checker:
         if isinstance(error, Stopped) or (isinstance(error, MirrorError) and self.stop.is_set()):
             return Action.DEFERRED, INTERRUPTED
         if isinstance(error, RateLimited):
-            why = _deferred_why(error)
+            why = run_again_later(error)
             self.limits.limited(error.host or task.source.repository.registry, why)
             return Action.DEFERRED, why
         if isinstance(error, Later):
@@ -264,7 +263,3 @@ class Checker:
 
 class Later(MirrorError):
     """Not now: the task waits for a later run (a spent budget), named in the message."""
-
-
-def _deferred_why(error: RateLimited) -> str:
-    return f"{error}; run again later"

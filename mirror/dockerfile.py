@@ -95,6 +95,7 @@ __all__ = [
     "Kind",
     "build_args",
     "images",
+    "not_by_build_args",
     "parse",
     "rewrite",
 ]
@@ -224,7 +225,7 @@ def build_args(uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> list[tup
     --build-arg builds from the mapped images without editing the file. Each pair once, in
     order of first use.
     """
-    partly = {name for use in uses if use.arg is None for name in _VARIABLE.findall(use.raw)}
+    partly = _partly_written(uses)
     pairs = (
         (use.arg, mapping[use.image])
         for use in uses
@@ -236,8 +237,14 @@ def build_args(uses: Sequence[ImageUse], mapping: Mapping[str, str]) -> list[tup
 def not_by_build_args(uses: Sequence[ImageUse]) -> list[str]:
     """The images `build_args` cannot point elsewhere: not written as a whole ARG, or written
     with an ARG that another image uses as a part (`FROM $BASE` and `FROM $BASE:1`)."""
-    partly = {name for use in uses if use.arg is None for name in _VARIABLE.findall(use.raw)}
+    partly = _partly_written(uses)
     return list(dict.fromkeys(use.image for use in uses if use.arg is None or use.arg in partly))
+
+
+def _partly_written(uses: Sequence[ImageUse]) -> set[str]:
+    """The ARGs used as a part of an image (`FROM $BASE:1`): a build arg cannot replace
+    those images whole, nor, without changing them too, any image that is the ARG alone."""
+    return {name for use in uses if use.arg is None for name in _VARIABLE.findall(use.raw)}
 
 
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from enum import IntEnum
-from typing import Any
 
 
 class Exit(IntEnum):
@@ -116,22 +115,20 @@ class CopyError(MirrorError):
         self.host = host  # the registry that answered 429, when skopeo named it
 
 
+def run_again_later(error: BaseException) -> str:
+    """Why work is deferred after a source's 429: its message, and what to do."""
+    return f"{error}; run again later"
+
+
 class LockHeld(MirrorError):
     """Another mirror run holds the lock."""
 
     exit_code = Exit.TRY_LATER
 
 
-def kind(data: Any) -> str:
-    """How a wrong config value is named in a message: its value when short, else its type."""
-    if isinstance(data, bool):
-        return f"{str(data).lower()} (a boolean)"
-    if isinstance(data, (int, float)):
-        return f"{data!r} (a number)"
-    if isinstance(data, str):
-        return repr(data)
-    names = {type(None): "nothing", list: "a list", dict: "a mapping"}
-    return names.get(type(data), type(data).__name__)
+def shortened(text: str, limit: int = 80) -> str:
+    """A value as a message shows it: whole when short, else its start and its length."""
+    return text if len(text) <= limit else f"{text[:40]}... ({len(text)} characters)"
 
 
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")

@@ -414,7 +414,7 @@ class Http:
                     if failure.final or not probe:  # a probe that got no answer counts too
                         self._give_up_on(host, failure.why)
                     raise RegistryError(f"{host}: {failure.why}", transient=True) from None
-                self._wait(self._backoff(attempt), call)
+                self._wait(backoff(self.policy.backoff, attempt), call)
                 continue
             if response.status == 429 and throttled and waits < self.policy.throttled_attempts - 1:
                 self.on_throttled(host)
@@ -434,7 +434,7 @@ class Http:
                 continue
             retried = response.status in RETRIED_STATUSES and _repeatable(method)
             if retried and self._retry(call, attempt, attempts, f"HTTP {response.status}"):
-                self._wait(self._backoff(attempt), call)
+                self._wait(backoff(self.policy.backoff, attempt), call)
                 continue
             return response
 
@@ -455,15 +455,11 @@ class Http:
         manager = self._managers.get(proxy_for(url, self._environ), call.verify)
         return replace(call, url=url, headers=headers, manager=manager)
 
-    def _backoff(self, attempt: int) -> float:
-        return float(self.policy.backoff * 2.0 ** (attempt - 1)) * _jitter()
-
     def _throttled_delay(self, response: Response, waits: int) -> float:
         told = retry_after(response.headers)
         if told is not None:
             return min(told, MAX_WAIT)
-        delay = float(self.policy.throttled_backoff * 2.0 ** (waits - 1))
-        return min(delay, MAX_WAIT) * _jitter()
+        return backoff(self.policy.throttled_backoff, waits)
 
     def _wait(self, delay: float, call: _Request) -> None:
         if self._stopped.wait(max(0.0, min(delay, call.deadline - time.monotonic()))):
@@ -571,8 +567,11 @@ class _Stopping(_Failed):
         super().__init__("mirror is stopping", final=True)
 
 
-def _jitter() -> float:
-    return random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not cryptography
+def backoff(base: float, attempt: int) -> float:
+    """Seconds to wait before attempt `attempt` + 1: `base` doubled per attempt, at most
+    MAX_WAIT, with ±50 % jitter (so that many clients do not come back at once)."""
+    delay = min(MAX_WAIT, base * 2.0 ** (attempt - 1))
+    return delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not cryptography
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

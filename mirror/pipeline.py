@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from mirror.check import INTERRUPTED, Checker, Registry, Target
-from mirror.errors import MirrorError, RateLimited
+from mirror.errors import MirrorError, RateLimited, run_again_later
 from mirror.model import Action, Outcome, Pending, Task
 from mirror.plan import Plan
 from mirror.schedule import Backpressure, Budgets, Job, Queue, jobs
@@ -214,13 +214,10 @@ class Pipeline:
             while queue.waiting and not self.stop.is_set():
                 admitted = None
                 if len(running) < min(self.settings.jobs, self.backpressure.limit):
-                    costs = {id(waiting): self._cost(waiting) for waiting in queue.waiting}
-                    admitted = queue.next(self._reserved(running), costs)
+                    admitted = queue.next(self._reserved(running), self._cost)
                 if admitted is not None:
-                    running[workers.submit(transfer.run, admitted)] = (
-                        admitted,
-                        costs[id(admitted)],
-                    )
+                    job, pulls = admitted
+                    running[workers.submit(transfer.run, job)] = (job, pulls)
                 elif not running:
                     break
                 else:
@@ -266,7 +263,7 @@ class Pipeline:
                 task.source.repository.path, task.source_reference
             )
         except RateLimited as error:
-            self.budgets.limited(host, f"{error}; run again later")
+            self.budgets.limited(host, run_again_later(error))
             return
         except MirrorError:
             return  # the estimate stands

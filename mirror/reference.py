@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mirror.errors import shortened
+
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 # normalize.go canonicalises docker.io and index.docker.io (the legacy "Docker Index");
@@ -76,8 +78,13 @@ class ImageRef:
         return text
 
 
+def is_tag(text: str) -> bool:
+    """Does `text` keep the distribution grammar's rule for a tag?"""
+    return _TAG.match(text) is not None
+
+
 def check_tag(tag: str) -> str:
-    if not _TAG.match(tag):
+    if not is_tag(tag):
         raise BadReference(
             f"bad tag {tag!r} (a tag is 1 to 128 letters, digits, '_', '.' or '-', "
             "and does not start with '.' or '-')"
@@ -92,18 +99,18 @@ def check_digest(digest: str) -> str:
     length = DIGEST_LENGTHS.get(algorithm)
     if not colon:
         raise BadReference(
-            f"bad digest {_short(digest)!r} (expected sha256: and 64 lowercase hex digits)"
+            f"bad digest {shortened(digest)!r} (expected sha256: and 64 lowercase hex digits)"
         )
     if length is None:
         raise BadReference(
-            f"bad digest {_short(digest)!r} (registries take sha256, sha384 or sha512, "
-            f"not {_short(algorithm)!r})"
+            f"bad digest {shortened(digest)!r} (registries take sha256, sha384 or sha512, "
+            f"not {shortened(algorithm)!r})"
         )
     wrong = next((char for char in hexdigits if char not in "0123456789abcdef"), None)
     if wrong is not None or len(hexdigits) != length:
         got = f"got {wrong!r}" if wrong is not None else f"got {len(hexdigits)}"
         raise BadReference(
-            f"bad digest {_short(digest)!r} ({algorithm} takes {length} lowercase hex digits, "
+            f"bad digest {shortened(digest)!r} ({algorithm} takes {length} lowercase hex digits, "
             f"{got})"
         )
     return digest
@@ -113,15 +120,15 @@ def check_host(host: str) -> str:
     """A registry host: DNS name or IPv4 address, with an optional port from 1 to 65535."""
     match = _DOMAIN.match(host)
     if not match:
-        raise BadReference(f"bad registry host {_short(host)!r} (expected host or host:port)")
+        raise BadReference(f"bad registry host {shortened(host)!r} (expected host or host:port)")
     if len(host.partition(":")[0]) > HOST_MAX:
         raise BadReference(
-            f"bad registry host {_short(host)!r} (longer than {HOST_MAX} characters)"
+            f"bad registry host {shortened(host)!r} (longer than {HOST_MAX} characters)"
         )
     port = match.group(1)
     if port is not None and not (len(port) <= 5 and 1 <= int(port) <= PORT_MAX):
         raise BadReference(
-            f"bad registry host {_short(host)!r} (port {_short(port)} is not 1 to {PORT_MAX})"
+            f"bad registry host {shortened(host)!r} (port {shortened(port)} is not 1 to {PORT_MAX})"
         )
     return host
 
@@ -153,7 +160,7 @@ def parse_repository(name: str, *, default_registry: str = DOCKER_HUB) -> Reposi
     `docker.io/alpine` and `INDEX.DOCKER.IO/library/alpine` all give docker.io/library/alpine.
     """
     if not name or name.startswith("-"):
-        raise BadReference(f"bad image name {_short(name)!r}")
+        raise BadReference(f"bad image name {shortened(name)!r}")
     if len(name) > NAME_MAX:
         raise BadReference(f"bad image name {name[:40]!r}...: longer than {NAME_MAX} characters")
     if _IDENTIFIER.match(name):
@@ -203,11 +210,6 @@ def parse_reference(text: str, *, default_registry: str = DOCKER_HUB) -> ImageRe
 def api_host(registry: str) -> str:
     """The host that serves the registry API: Docker Hub's is registry-1.docker.io."""
     return DOCKER_HUB_API if is_docker_hub(registry) else registry
-
-
-def _short(text: str, limit: int = 80) -> str:
-    """A value as a message shows it: whole when short, else its start and its length."""
-    return text if len(text) <= limit else f"{text[:40]}... ({len(text)} characters)"
 
 
 PIN_TAG = re.compile(r"sha(256|384|512)-[0-9a-f]{64,128}\Z")  # the form of pin_tag()

@@ -16,12 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from mirror.errors import AuthError, RateLimited, RegistryError
 from mirror.http import Http, Response, retry_after
-from mirror.reference import api_host
+from mirror.reference import api_host, is_tag
 
 log = logging.getLogger("mirror")
 
@@ -36,11 +37,8 @@ MAX_TAG_PAGES = 1000  # a tags list longer than this many pages is cut, with a w
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _FIRST_NUMBER = re.compile(r"\s*(\d{1,18})\b")
 _TOKEN_MARGIN = 10.0  # seconds: renew a token this long before it expires
-_LOCKED_OUT = "too many failed login attempts"
+_LOCKED_OUT = "too many failed login attempts"  # Docker Hub's token answer during a lockout
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,8192}\Z")  # visible ASCII: what a header can carry
-_TAG = re.compile(
-    r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z"
-)  # the distribution grammar  # Docker Hub's token answer during a lockout
 
 
 @dataclass(frozen=True)
@@ -304,13 +302,14 @@ class Registry:
         headers: dict[str, str] | None = None,
         actions: str = "pull",
     ) -> Response:
+        send = partial(self._authorized, method, url_path, repo, body, headers or {}, actions)
         if self._introduced:
-            return self._authorized(method, url_path, repo, body, headers or {}, actions)
+            return send()
         with self._first:  # one thread learns how this registry wants to be asked
             if self._introduced:
-                return self._authorized(method, url_path, repo, body, headers or {}, actions)
+                return send()
             try:
-                return self._authorized(method, url_path, repo, body, headers or {}, actions)
+                return send()
             finally:
                 self._introduced = True  # also after a failure: never one at a time
 
@@ -454,8 +453,8 @@ class Registry:
                 "credentials may not use it",
                 status=status,
             )
-        raise RegistryError(f"{where}: HTTP {status}{_error_detail(response)}", status=status,
-                            transient=status >= 500)  # fmt: skip
+        said = f" {code}: {message}".rstrip(": ") if code or message else ""
+        raise RegistryError(f"{where}: HTTP {status}{said}", status=status, transient=status >= 500)
 
 
 def too_many_requests(response: Response) -> str:
@@ -507,7 +506,7 @@ def _tags_of(body: bytes, where: str) -> tuple[list[str], int]:
         raise RegistryError(f"{where}: the tags list is not JSON") from None
     if not isinstance(tags, list):
         raise RegistryError(f"{where}: the tags list is not a list")
-    good = [tag for tag in tags if isinstance(tag, str) and _TAG.match(tag)]
+    good = [tag for tag in tags if isinstance(tag, str) and is_tag(tag)]
     return good, len(tags) - len(good)
 
 
@@ -535,8 +534,3 @@ def _read_token(body: bytes) -> tuple[str, float]:
     if not _HEADER_SAFE.match(token):  # never quoted: it is a credential
         raise RegistryError("the token service answered a token that cannot go in a header")
     return token, lifetime
-
-
-def _error_detail(response: Response) -> str:
-    code, message = error_of(response)
-    return f" {code}: {message}".rstrip(": ") if code or message else ""

@@ -27,9 +27,8 @@ TAG_MUTABILITIES = ("MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE
 EXCLUSION_MODES = ("IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
 MUTABILITY_KEYS = ("mode", "exclusions")
 MAX_EXCLUSIONS = 5  # ECR's imageTagMutabilityExclusionFilters: 1 to 5 wildcard filters
-_EXCLUSION = re.compile(
-    r"[0-9a-zA-Z._*-]{1,128}\Z"
-)  # botocore's ImageTagMutabilityExclusionFilterValue
+# botocore's ImageTagMutabilityExclusionFilterValue
+_EXCLUSION = re.compile(r"[0-9a-zA-Z._*-]{1,128}\Z")
 ENCRYPTION_TYPES = ("AES256", "KMS")
 MAX_TAGS = 50  # per ECR repository
 MAX_TAG_KEY = 128

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mirror import aws, connect, lock, report
+from mirror.check import INTERRUPTED
 from mirror.config import Config
 from mirror.errors import (
     BUG,
-    AuthError,
     Exit,
     MirrorError,
     RateLimited,
     RegistryError,
     Stopped,
     bug_message,
+    run_again_later,
 )
 from mirror.model import Action, Outcome
 from mirror.pipeline import Pipeline, Result, Settings, Sink
@@ -190,8 +191,9 @@ def _answer(result: TagList | BaseException, host: str, budgets: Budgets) -> Tag
     if isinstance(result, Stopped):
         return Unresolved(NOT_RESOLVED, Action.DEFERRED)
     if isinstance(result, RateLimited):
-        budgets.limited(host, f"{result}; run again later")  # the source gives no more today
-        return Unresolved(f"tag rule: {result}; run again later", Action.DEFERRED)
+        why = run_again_later(result)
+        budgets.limited(host, why)  # the source gives no more today
+        return Unresolved(f"tag rule: {why}", Action.DEFERRED)
     if isinstance(result, MirrorError):
         return Unresolved(f"tag rule: {result}")
     raise result
@@ -339,7 +341,7 @@ class _Execution:
         action = Action.FAILED
         if error is None or error.exit_code == Exit.TRY_LATER:
             action = Action.DEFERRED
-        why = str(error) if error is not None else "interrupted before it was done"
+        why = str(error) if error is not None else INTERRUPTED
         hosts = connect.hosts(self.config)
         shown = self.known or self.planner.static(
             hosts, Unresolved(f"tag rule not resolved: {why}", action)
@@ -368,10 +370,8 @@ def _check_logins(
         try:
             session.sources(host).check_login(path)
         except RateLimited as error:
-            budgets.limited(host, f"{error}; run again later")
-        except AuthError:
-            raise
-        except Stopped:
+            budgets.limited(host, run_again_later(error))
+        except Stopped:  # a RegistryError, but the run's, not this source's
             raise
         except RegistryError as error:  # the breaker remembers a dead host for its images
             log.debug("%s: the login check failed: %s", host, error)

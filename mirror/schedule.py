@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mirror.model import Pending
@@ -151,30 +151,24 @@ def jobs(pendings: Iterable[Pending]) -> list[Job]:
 
 @dataclass
 class Queue:
-    """Jobs waiting to start, in order; the first one the budgets admit goes next.
-
-    A job whose lead can be filled from a target (`free` says which) costs no pull.
-    """
+    """Jobs waiting to start, in order; the first one the budgets admit goes next."""
 
     waiting: list[Job]
     budgets: Budgets
     reasons: dict[int, str] = field(default_factory=dict)  # why a job could not start
 
-    def next(self, reserved: dict[str, int], cost: dict[int, int]) -> Job | None:
-        """Take the first job whose pulls fit its host's budget now; None if none fits.
-        `cost` is each job's pulls (by id); `reserved`, the running copies' pulls by host."""
+    def next(self, reserved: dict[str, int], cost: Callable[[Job], int]) -> tuple[Job, int] | None:
+        """Take the first job whose pulls fit its host's budget now, with those pulls; None if
+        none fits. `cost` gives a job's pulls (none when a target already has its image);
+        `reserved`, the running copies' pulls by host."""
         for job in self.waiting:
-            reason = self.budgets.shortfall(job.host, cost[id(job)], reserved)
+            pulls = cost(job)
+            reason = self.budgets.shortfall(job.host, pulls, reserved)
             if reason is None:
                 self.waiting.remove(job)
                 self.reasons.pop(id(job), None)
-                log.debug(
-                    "starting %s (%d pull(s) from %s)",
-                    job.lead.task.source,
-                    cost[id(job)],
-                    job.host,
-                )
-                return job
+                log.debug("starting %s (%d pull(s) from %s)", job.lead.task.source, pulls, job.host)
+                return job, pulls
             self.reasons[id(job)] = reason
         return None
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,9 @@ from mirror.errors import (
     RegistryError,
     Stopped,
     bug_message,
+    run_again_later,
 )
+from mirror.http import backoff
 from mirror.model import Action, Outcome, Pending
 from mirror.registry import INDEX_TYPES, OCI_INDEX, sha256
 from mirror.schedule import Backpressure, Budgets, Job
@@ -219,7 +220,7 @@ class Transfer:
         if self.stop.is_set() or isinstance(error, Stopped):
             return Action.DEFERRED  # we stopped skopeo ourselves
         if isinstance(error, RateLimited) or (isinstance(error, CopyError) and error.rate_limited):
-            self.budgets.limited(host, f"{error}; run again later")
+            self.budgets.limited(host, run_again_later(error))
             return Action.DEFERRED
         if getattr(error, "transient", False) and failures < self.retry.attempts:
             return None
@@ -230,8 +231,8 @@ class Transfer:
             return INTERRUPTED
         return self.budgets.blocked(host) or str(error)
 
-    def _pause(self, attempt: int, why: str, backoff: float) -> None:
-        delay = min(30.0, backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
+    def _pause(self, attempt: int, why: str, base: float) -> None:
+        delay = backoff(base, attempt)
         log.debug("copy attempt failed (%s); trying again in %.1f s", why, delay)
         self.stop.wait(delay)
 
@@ -332,10 +333,7 @@ def choose_platforms(
     `linux/arm/v7` only that variant. Attestations (platform unknown/unknown) are left out."""
     chosen = []
     for entry in manifests:
-        platform = entry.get("platform")
-        platform = platform if isinstance(platform, dict) else {}
-        os_arch = f"{platform.get('os')}/{platform.get('architecture')}"
-        full = f"{os_arch}/{platform['variant']}" if platform.get("variant") else os_arch
+        os_arch, full = _platform(entry)
         if os_arch in wanted or full in wanted:
             chosen.append(entry)
     return chosen
@@ -364,13 +362,16 @@ def filtered_index(
 
 
 def platform_names(manifests: list[dict[str, Any]]) -> list[str]:
-    names = []
-    for entry in manifests:
-        platform = entry.get("platform")
-        platform = platform if isinstance(platform, dict) else {}
-        name = f"{platform.get('os')}/{platform.get('architecture')}"
-        names.append(f"{name}/{platform['variant']}" if platform.get("variant") else name)
-    return names
+    return [_platform(entry)[1] for entry in manifests]
+
+
+def _platform(entry: dict[str, Any]) -> tuple[str, str]:
+    """An index entry's platform as the config writes it: (`os/arch`, `os/arch/variant`, or
+    `os/arch` again when it has no variant)."""
+    platform = entry.get("platform")
+    platform = platform if isinstance(platform, dict) else {}
+    os_arch = f"{platform.get('os')}/{platform.get('architecture')}"
+    return os_arch, f"{os_arch}/{platform['variant']}" if platform.get("variant") else os_arch
 
 
 def _settle(pending: Pending, action: Action, error: str, started: float) -> Outcome:

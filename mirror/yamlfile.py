@@ -17,8 +17,7 @@ from typing import Any
 
 import yaml
 
-from mirror.errors import ConfigError
-from mirror.errors import kind as _plain_kind
+from mirror.errors import ConfigError, shortened
 
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -26,6 +25,7 @@ _BOOL = "tag:yaml.org,2002:bool"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+_TYPE_NAMES = {type(None): "nothing", list: "a list", dict: "a mapping"}
 
 
 class WrittenInt(int):
@@ -155,7 +155,7 @@ def _key_path(where: str, key: yaml.Node) -> str:
     """`images[0].tags`, `source.credentials["ghcr.io"]`: as config's messages name keys."""
     text = key.value if isinstance(key, yaml.ScalarNode) else "?"
     if not _PLAIN_KEY.match(text):
-        return f'{where}["{_short(text)}"]'
+        return f'{where}["{shortened(text)}"]'
     return f"{where}.{text}" if where else text
 
 
@@ -175,14 +175,18 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 def kind(data: Any) -> str:
     """How a wrong value is named in a message: as written when YAML kept the text (`3.10 (a
-    number)`, `2024-13-45 (a date)`), else errors.kind's way; long values are cut."""
+    number)`, `2024-13-45 (a date)`), else its value (cut when long), or else its type."""
     if isinstance(data, (WrittenInt, WrittenFloat)):
-        return f"{_short(data.text)} (a number)"
+        return f"{shortened(data.text)} (a number)"
     if isinstance(data, Unread):
-        return f"{_short(data.text)} ({data.kind})"
+        return f"{shortened(data.text)} ({data.kind})"
     if isinstance(data, str):
-        return repr(_short(data))
-    return _plain_kind(data)
+        return repr(shortened(data))
+    if isinstance(data, bool):
+        return f"{str(data).lower()} (a boolean)"
+    if isinstance(data, (int, float)):
+        return f"{data!r} (a number)"
+    return _TYPE_NAMES.get(type(data), type(data).__name__)
 
 
 def type_name(data: Any) -> str:
@@ -196,15 +200,14 @@ def type_name(data: Any) -> str:
         return "a number"
     if isinstance(data, str):
         return "text"
-    names = {type(None): "nothing", list: "a list", dict: "a mapping"}
-    return names.get(type(data), f"a {type(data).__name__}")
+    return _TYPE_NAMES.get(type(data), f"a {type(data).__name__}")
 
 
 def not_a_string(data: Any) -> str | None:
     """Where a string is wanted and YAML read something else from plain text: what it read
     and how to write the text instead (in quotes). None for other values."""
     if isinstance(data, (WrittenInt, WrittenFloat, Unread)):
-        text = _short(data.text)
+        text = shortened(data.text)
         what = "a number" if not isinstance(data, Unread) else data.kind
         if isinstance(data, WrittenFloat) and repr(float(data)) != data.text:
             what += f" ({float(data)!r})"
@@ -224,7 +227,3 @@ def one_line(text: str) -> str:
     """`text` with newlines and other invisible characters escaped (`\\n`, `\\x00`): a
     message is one line whatever a key or value holds."""
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else f"{text[:40]}... ({len(text)} characters)"
