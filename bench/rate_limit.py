@@ -10,9 +10,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import yaml
-
+from bench.tools import mirror_config
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.demo import environment
 from tests.standins.hub import HubFront
@@ -43,15 +43,10 @@ def main() -> int:
 
 
 def write_config(work: Path, hub: HubFront, ecr: Registry, prefix: str) -> Path:
-    path = work / f"{prefix}.yaml"
-    document = {
-        "source": {"registry": hub.host, "tls_verify": False},
-        "ecr": {"region": "us-east-1", "repository_prefix": prefix, "endpoint": ecr.host,
-                "tls_verify": False},
-        "images": [{"source": repository, "tags": ["1"]} for repository, _ in IMAGES],
-    }  # fmt: skip
-    path.write_text(yaml.safe_dump(document))
-    return path
+    images: list[dict[str, Any]] = [{"source": name, "tags": ["1"]} for name, _ in IMAGES]
+    return mirror_config(
+        work / f"{prefix}.yaml", source=hub.host, endpoint=ecr.host, prefix=prefix, images=images
+    )
 
 
 def sync(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -16,9 +16,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import yaml
-
+from bench.tools import mirror_config
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.demo import environment
 from tests.standins.ecr import EcrFront
@@ -63,14 +63,12 @@ def first_sync(
     work: Path, hub: HubFront, ecr: EcrFront, env: dict[str, str], *, storm: bool
 ) -> tuple[str, float, int, int, int]:
     prefix = "storm" if storm else "calm"
-    path = work / f"{prefix}.yaml"
-    document = {
-        "source": {"registry": hub.host, "tls_verify": False},
-        "ecr": {"region": "us-east-1", "repository_prefix": prefix, "endpoint": ecr.host,
-                "tls_verify": False},
-        "images": [{"source": f"app{number}", "tags": ["1"]} for number in range(IMAGES)],
-    }  # fmt: skip
-    path.write_text(yaml.safe_dump(document))
+    images: list[dict[str, Any]] = [
+        {"source": f"app{number}", "tags": ["1"]} for number in range(IMAGES)
+    ]
+    path = mirror_config(
+        work / f"{prefix}.yaml", source=hub.host, endpoint=ecr.host, prefix=prefix, images=images
+    )
     report = work / f"{prefix}.json"
     ecr.reset_counts()
     if storm:

@@ -246,17 +246,30 @@ def make_tool(setup: Setup, repositories: dict[str, list[str]]) -> Tool:
 def write_mirror_config(setup: Setup, repositories: dict[str, list[str]]) -> Path:
     """mirror.yaml as in tests/standins/demo.py: the hub front as the source, the tool's
     registry as ``ecr.endpoint``, plain HTTP on both sides."""
+    return mirror_config(
+        setup.workdir / "mirror.yaml",
+        source=setup.source_host,
+        endpoint=setup.dest_host,
+        prefix=setup.prefix,
+        images=[{"source": repo, "tags": tags} for repo, tags in repositories.items()],
+    )
+
+
+def mirror_config(
+    path: Path, *, source: str, endpoint: str, prefix: str, images: list[dict[str, Any]]
+) -> Path:
+    """Write a mirror config at ``path``: ``source`` as the registry of the images (plain
+    HTTP), ``endpoint`` as ECR's registry, repositories under ``prefix``."""
     document: dict[str, Any] = {
-        "source": {"registry": setup.source_host, "tls_verify": False},
+        "source": {"registry": source, "tls_verify": False},
         "ecr": {
             "region": "us-east-1",
-            "repository_prefix": setup.prefix,
-            "endpoint": setup.dest_host,
+            "repository_prefix": prefix,
+            "endpoint": endpoint,
             "tls_verify": False,
         },
-        "images": [{"source": repo, "tags": tags} for repo, tags in repositories.items()],
+        "images": images,
     }
-    path = setup.workdir / "mirror.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 

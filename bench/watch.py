@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
+from bench.tools import mirror_config
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.demo import environment
 from tests.standins.hub import HubFront
@@ -61,15 +60,9 @@ def main() -> int:
 def config(
     work: Path, name: str, source: str, endpoint: str, images: list[dict[str, object]]
 ) -> Path:
-    path = work / f"{name}.yaml"
-    document = {
-        "source": {"registry": source, "tls_verify": False},
-        "ecr": {"region": "us-east-1", "repository_prefix": name, "endpoint": endpoint,
-                "tls_verify": False},
-        "images": images,
-    }  # fmt: skip
-    path.write_text(yaml.safe_dump(document))
-    return path
+    return mirror_config(
+        work / f"{name}.yaml", source=source, endpoint=endpoint, prefix=name, images=images
+    )
 
 
 def command(path: Path, *args: str) -> list[str]:

@@ -8,12 +8,11 @@ and the report.
 The destination mirror writes to is `stage.dest`, the ECR-like front (as strict as ECR: no
 repository without CreateRepository in moto, immutable tags, no digest header on GET, ...);
 `stage.backend` is the registry behind it, which `dest_digest` and `dest_manifest` read directly.
-A test that puts an image at the destination itself uses `stage.seed_dest(...)`, which creates
-the repository in moto first, as it would have to exist on ECR.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import boto3
 import yaml
@@ -112,18 +111,10 @@ class Stage:
         ``settings`` are ``CreateRepository`` arguments (``imageTagMutability=...``).
         """
         name = self.dest_repo(repo)
-        try:
-            self._ecr().create_repository(repositoryName=name, **settings)
-        except self._ecr().exceptions.RepositoryAlreadyExistsException:
-            pass
+        ecr = self.ecr()
+        with contextlib.suppress(ecr.exceptions.RepositoryAlreadyExistsException):
+            ecr.create_repository(repositoryName=name, **settings)
         return name
-
-    def seed_dest(self, tag: str, *, repo: str | None = None, **kwargs: Any) -> str:
-        """Put an image at the destination directly (created in moto first); its digest."""
-        name = self.create_dest_repo(repo)
-        return make_image(
-            self.backend.host, name, tag, workdir=self.tmp, auth=self.dest_auth, **kwargs
-        )
 
     def dest_repo(self, repo: str | None = None) -> str:
         return f"mirror/{repo or self.repo}"
@@ -134,10 +125,11 @@ class Stage:
 
     def ecr_repositories(self, *, registry_id: str | None = None) -> list[str]:
         ids = {"registryId": registry_id} if registry_id else {}
-        repositories = self._ecr().describe_repositories(**ids)["repositories"]
+        repositories = self.ecr().describe_repositories(**ids)["repositories"]
         return sorted(r["repositoryName"] for r in repositories)
 
-    def _ecr(self) -> Any:
+    def ecr(self) -> Any:
+        """A boto3 ECR client on moto, as the tests' own hand on the repositories."""
         return boto3.client("ecr", region_name="us-east-1", endpoint_url=self.moto.url)
 
     # --- config and the command -----------------------------------------------------------------
@@ -188,12 +180,21 @@ class Stage:
         loaded = json.loads(report_path.read_text()) if report_path.exists() else None
         return Run(completed.returncode, completed.stdout, completed.stderr, loaded)
 
-    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+    def popen(
+        self,
+        *args: str,
+        stdout: int | IO[Any] = subprocess.PIPE,
+        stderr: int | IO[Any] = subprocess.PIPE,
+        text: bool = True,
+        **env: str,
+    ) -> subprocess.Popen[Any]:
+        """Start `python -m mirror ARGS -c mirror.yaml` (stdout and stderr piped unless
+        given: a terminal, a full pipe, /dev/full...); `env` adds environment variables."""
         return subprocess.Popen(
             self.command(*args, "-c", str(self.tmp / "mirror.yaml")),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            stdout=stdout,
+            stderr=stderr,
+            text=text,
             env={**os.environ, **self.env, **env},
             cwd=self.tmp,
             stdin=subprocess.DEVNULL,

@@ -156,16 +156,11 @@ def test_a_dockerfile_that_is_not_utf8_keeps_every_byte(stage: Stage) -> None:
     stage.config()
     path = stage.tmp / "Dockerfile"
     path.write_bytes(b"# caf\xe9 \xa9 1999\r\nFROM " + stage.repo.encode() + b":1\r\n")
-    done = subprocess.run(
-        stage.command(
-            "ensure", "--dockerfile", str(path), "--format", "dockerfile",
-            "-c", str(stage.tmp / "mirror.yaml"),
-        ),
-        capture_output=True, env={**os.environ, **stage.env}, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    done = stage.popen("ensure", "--dockerfile", str(path), "--format", "dockerfile", text=False)
+    stdout, stderr = done.communicate(timeout=120)
+    assert done.returncode == 0, stderr
     destination = f"{stage.dest.host}/{stage.dest_repo()}:1".encode()
-    assert done.stdout == b"# caf\xe9 \xa9 1999\r\nFROM " + destination + b"\r\n"
+    assert stdout == b"# caf\xe9 \xa9 1999\r\nFROM " + destination + b"\r\n"
 
 
 def test_a_utf16_dockerfile_is_one_line(stage: Stage) -> None:
@@ -317,30 +312,14 @@ def test_a_report_keeps_the_mode_of_the_file_it_replaces(stage: Stage) -> None:
 def test_a_closed_stdout_is_one_line_not_a_traceback(stage: Stage) -> None:
     stage.push("a", seed="a")
     stage.config()
-    done = subprocess.run(
-        [*stage.command("ensure", f"{stage.repo}:a"), "-c", str(stage.tmp / "mirror.yaml")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **stage.env},
-        check=False,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    closed = stage.popen("ensure", f"{stage.repo}:a", stdout=subprocess.DEVNULL)
+    _, stderr = closed.communicate(timeout=60)
+    assert closed.returncode == 0, stderr
     with open("/dev/full", "w") as no_space:
-        full = subprocess.run(
-            [*stage.command("ensure", f"{stage.repo}:a"), "-c", str(stage.tmp / "mirror.yaml")],
-            stdout=no_space,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **stage.env},
-            check=False,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-        )
+        full = stage.popen("ensure", f"{stage.repo}:a", stdout=no_space)
+        _, stderr = full.communicate(timeout=60)
     assert full.returncode == 1
-    assert full.stderr.strip().endswith(
+    assert stderr.strip().endswith(
         "mirror: cannot write the result to stdout: No space left on device"
     )
-    assert "Traceback" not in full.stderr
+    assert "Traceback" not in stderr

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import boto3
 
 from tests.stage import Stage
 
@@ -25,10 +22,6 @@ LIFECYCLE = {
 }
 
 
-def _ecr(stage: Stage) -> Any:
-    return boto3.client("ecr", region_name="us-east-1", endpoint_url=stage.moto.url)
-
-
 def test_settings_applied_at_creation_and_drift_repaired(stage: Stage) -> None:
     (stage.tmp / "lifecycle.json").write_text(json.dumps(LIFECYCLE))
     stage.push("a", seed="a")
@@ -46,7 +39,7 @@ def test_settings_applied_at_creation_and_drift_repaired(stage: Stage) -> None:
     )
     run = stage.mirror("sync")
     assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
-    client = _ecr(stage)
+    client = stage.ecr()
     (repository,) = client.describe_repositories(repositoryNames=[stage.dest_repo()])[
         "repositories"
     ]
@@ -92,7 +85,7 @@ def test_repos_reports_missing_repositories_and_encryption_it_cannot_fix(stage: 
         [stage.image("a"), {"source": f"{stage.repo}-other", "tags": ["a"]}],
         ecr={"repository_settings": {"encryption": {"type": "KMS"}}},
     )
-    _ecr(stage).create_repository(repositoryName=stage.dest_repo())
+    stage.ecr().create_repository(repositoryName=stage.dest_repo())
     run = stage.mirror("repos", "--apply")
     assert run.code == 1
     assert (

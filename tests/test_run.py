@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import urllib3
@@ -29,7 +30,6 @@ from mirror.pipeline import Settings
 from mirror.registry import Registry
 from tests.stage import ROOT, TIMESTAMP, Stage
 from tests.standins.aws import ECR_PASSWORD
-from tests.standins.hub import HubFront
 from tests.standins.misbehaving import (
     Answer,
     Raw,
@@ -77,31 +77,30 @@ def test_each_image_line_appears_as_it_settles_not_at_the_end(stage: Stage) -> N
     stage.push("fast1", seed="fast1")
     stage.push("fast2", seed="fast2")
     stage.push("slow", seed="slow")
-    with HubFront(stage.source.url) as slow:
-        slow.hold()  # the slow image's copy waits until both fast lines have been read
-        slow_host = slow.host
-        stage.config(
-            [
-                {
-                    "source": f"{slow.host}/{stage.repo}",
-                    "tags": ["slow"],
-                    "repository": "mirror/slow",
-                },
-                stage.image("fast1", "fast2"),
-            ]
-        )
-        process = stage.popen("sync")
-        lines = _stdout_lines(process)
-        early = _read_until(lines, lambda seen: sum(":fast" in line for line in seen) == 2)
-        assert process.poll() is None, "the run ended before the slow image was let through"
-        slow.release()
-        late = _rest(lines)
-        _, stderr = process.communicate(timeout=60)
+    slow = stage.second_hub()
+    slow.hold()  # the slow image's copy waits until both fast lines have been read
+    stage.config(
+        [
+            {
+                "source": f"{slow.host}/{stage.repo}",
+                "tags": ["slow"],
+                "repository": "mirror/slow",
+            },
+            stage.image("fast1", "fast2"),
+        ]
+    )
+    process = stage.popen("sync")
+    lines = _stdout_lines(process)
+    early = _read_until(lines, lambda seen: sum(":fast" in line for line in seen) == 2)
+    assert process.poll() is None, "the run ended before the slow image was let through"
+    slow.release()
+    late = _rest(lines)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     texts = [TIMESTAMP.sub("", line) for line in early + late]
     assert [text.split()[0] for text in texts] == ["copied", "copied", "copied", "3"]
     assert len(early) == 2, "the fast images' lines came only at the end"
-    assert texts[2].startswith(f"copied      {slow_host}/{stage.repo}:slow")  # finished last
+    assert texts[2].startswith(f"copied      {slow.host}/{stage.repo}:slow")  # finished last
     assert texts[-1].startswith("3 copied (3 images in ")  # the summary is last
     assert all(TIMESTAMP.match(line) for line in early + late)  # off a terminal: timestamped
 
@@ -109,21 +108,21 @@ def test_each_image_line_appears_as_it_settles_not_at_the_end(stage: Stage) -> N
 def test_report_keeps_config_order_whatever_order_the_work_finished_in(stage: Stage) -> None:
     stage.push("fast", seed="fast")
     stage.push("slow", seed="slow2")
-    with HubFront(stage.source.url) as slow:
-        slow.hold()
-        stage.config(
-            [
-                {"source": f"{slow.host}/{stage.repo}", "tags": ["slow"], "repository": "mirror/s"},
-                stage.image("fast"),
-            ]
-        )
-        report = stage.tmp / "report.json"
-        process = stage.popen("sync", "--log-format", "json", "--report", str(report))
-        lines = _stdout_lines(process)
-        early = _read_until(lines, lambda seen: len(seen) == 1)
-        slow.release()
-        late = _rest(lines)
-        _, stderr = process.communicate(timeout=60)
+    slow = stage.second_hub()
+    slow.hold()
+    stage.config(
+        [
+            {"source": f"{slow.host}/{stage.repo}", "tags": ["slow"], "repository": "mirror/s"},
+            stage.image("fast"),
+        ]
+    )
+    report = stage.tmp / "report.json"
+    process = stage.popen("sync", "--log-format", "json", "--report", str(report))
+    lines = _stdout_lines(process)
+    early = _read_until(lines, lambda seen: len(seen) == 1)
+    slow.release()
+    late = _rest(lines)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     events = [json.loads(line) for line in early + late]
     assert [e.get("source", "").rsplit(":", 1)[-1] for e in events[:2]] == ["fast", "slow"]
@@ -137,15 +136,7 @@ def test_status_line_on_a_terminal_only(stage: Stage) -> None:
     stage.push("b", seed="b")
     stage.config([stage.image("a", "b")])
     leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        stage.command("sync", "-c", str(stage.tmp / "mirror.yaml")),
-        stdout=subprocess.PIPE,
-        stderr=follower,
-        text=True,
-        env={**os.environ, **stage.env, "COLUMNS": "200"},
-        cwd=stage.tmp,
-        stdin=subprocess.DEVNULL,
-    )
+    process = stage.popen("sync", stderr=follower, COLUMNS="200")
     os.close(follower)
     seen = b""
     while True:
@@ -367,7 +358,6 @@ def test_a_destination_that_does_not_answer_costs_one_time_out_not_one_per_tag(
 ) -> None:
     tags = [f"t{number}" for number in range(16)]
     stage.push("t0", seed="t")
-    stage.config([stage.image(*tags)])
     with Raw(behaviour) as dead:  # type: ignore[arg-type]
         stage.config([stage.image(*tags)], ecr={"endpoint": dead.host})
         # One time-out per tag, even sixteen at once, would take past the 30 s hang guard.
@@ -402,16 +392,7 @@ def test_a_signal_against_an_unresponsive_destination_ends_the_run_within_second
         stage.config([stage.image("a", "b", "c")], ecr={"endpoint": dead.host})
         report = stage.tmp / "stopped.json"
         process = stage.popen("sync", "--report", str(report))  # the default 30 s time-out
-        deadline = time.monotonic() + 30
-        while dead.connections == 0:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.3)
-        sent = time.monotonic()
-        process.send_signal(signum)
-        _, stderr = process.communicate(timeout=20)
-        took = time.monotonic() - sent
+        took, stderr = _signal_once(process, lambda: dead.connections > 0, signum)
     assert process.returncode == code, stderr
     assert took < Settings().grace, f"{took:.1f} s from the signal to the exit"
     written = json.loads(report.read_text())
@@ -428,31 +409,13 @@ def test_a_signal_while_stdout_does_not_drain_still_leaves_the_report(stage: Sta
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: one page, far less than the lines
     report = stage.tmp / "late.json"
-    process = subprocess.Popen(
-        stage.command(
-            "sync",
-            "-c",
-            str(stage.tmp / "mirror.yaml"),
-            "--report",
-            str(report),
-            "--log-format",
-            "json",
-        ),
-        stdout=write_end,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **stage.env},
-        cwd=stage.tmp,
-        stdin=subprocess.DEVNULL,
-    )
+    process = stage.popen(
+        "sync", "--report", str(report), "--log-format", "json",
+        stdout=write_end, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     os.close(write_end)
-    deadline = time.monotonic() + 30
-    while not report.exists():  # all work done, the report written, stdout still full
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.05)
-    sent = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=10)
-    took = time.monotonic() - sent
+    # Once the report is written, all work is done and stdout still full.
+    took, _ = _signal_once(process, report.exists)
     os.close(read_end)
     assert process.returncode == 143
     assert took < cli.DRAIN_AFTER_SIGNAL + Settings().grace
@@ -557,8 +520,11 @@ def test_exit_codes_are_one_table_in_readme_and_help() -> None:
         assert exit_code_text() in shown
 
 
-def _signal_once(process: subprocess.Popen[str], ready: Callable[[], bool]) -> float:
-    """Wait until `ready()`, send SIGTERM, and return the seconds until the process exits."""
+def _signal_once(
+    process: subprocess.Popen[Any], ready: Callable[[], bool], signum: int = signal.SIGTERM
+) -> tuple[float, str]:
+    """Wait until `ready()`, send `signum`; the seconds until the process exits, and its
+    stderr (when piped)."""
     deadline = time.monotonic() + 30
     while not ready():
         assert process.poll() is None, process.communicate()
@@ -566,9 +532,9 @@ def _signal_once(process: subprocess.Popen[str], ready: Callable[[], bool]) -> f
         time.sleep(0.05)
     time.sleep(0.3)
     sent = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=20)
-    return time.monotonic() - sent
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=20)
+    return time.monotonic() - sent, stderr or ""
 
 
 def test_a_signal_while_tag_lists_are_read_ends_the_run_within_seconds(stage: Stage) -> None:
@@ -580,7 +546,7 @@ def test_a_signal_while_tag_lists_are_read_ends_the_run_within_seconds(stage: St
         )  # fmt: skip
         report = stage.tmp / "planning.json"
         process = stage.popen("sync", "--report", str(report))
-        took = _signal_once(process, lambda: silent.connections > 0)
+        took, _ = _signal_once(process, lambda: silent.connections > 0)
     assert (process.returncode, took < Settings().grace) == (143, True), took
     written = json.loads(report.read_text())
     assert [image["action"] for image in written["images"]] == ["deferred", "deferred"]
@@ -597,7 +563,7 @@ def test_a_signal_while_the_ecr_api_does_not_answer_ends_the_run_within_seconds(
             "sync", "--report", str(report), AWS_ENDPOINT_URL_ECR=f"http://{silent.host}",
             AWS_ENDPOINT_URL=f"http://{silent.host}",
         )  # fmt: skip
-        took = _signal_once(process, lambda: silent.connections > 0)
+        took, _ = _signal_once(process, lambda: silent.connections > 0)
     assert (process.returncode, took < Settings().grace) == (143, True), took
     written = json.loads(report.read_text())
     assert [(i["action"], i["error"]) for i in written["images"]] == [

@@ -24,7 +24,8 @@ from tests.standins.images import (
     IN_TOTO,
     build_image,
     make_image,
-    skopeo_policy_file,
+    skopeo_copy,
+    skopeo_inspect,
     write_auth_file,
     write_oci_layout,
 )
@@ -43,28 +44,12 @@ def bearer(session: requests.Session, front: HubFront, repo: str) -> dict[str, s
     return {"Authorization": f"Bearer {answer.json()['token']}", "Accept": INDEX_ACCEPT}
 
 
-def skopeo_copy(
+def copy_all(
     src: str, dest: str, auth_file: Path, tmp_path: Path
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "skopeo",
-            "--policy",
-            str(skopeo_policy_file(tmp_path)),
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            "--authfile",
-            str(auth_file),
-            f"docker://{src}",
-            f"docker://{dest}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    """Every platform of ``src``, digests kept, to ``dest`` with ``auth_file``."""
+    return skopeo_copy(
+        src, dest, tmp_path, "--all", "--preserve-digests", auth_file=auth_file, timeout=60
     )
 
 
@@ -176,21 +161,8 @@ def test_skopeo_sends_basic_credentials_to_the_token_realm(
     with HubFront(source_registry.url, credentials=("hubuser", "hubpass")) as front:
 
         def inspect(password: str) -> subprocess.CompletedProcess[str]:
-            auth_file = write_auth_file(tmp_path / "auth.json", front.host, "hubuser", password)
-            return subprocess.run(
-                [
-                    "skopeo",
-                    "inspect",
-                    "--raw",
-                    "--tls-verify=false",
-                    "--authfile",
-                    str(auth_file),
-                    f"docker://{front.host}/{repo_name}:1",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
+            return skopeo_inspect(
+                front.host, f"{repo_name}:1", tmp_path, creds=("hubuser", password)
             )
 
         wrong = inspect("nope")
@@ -295,7 +267,7 @@ def test_skopeo_copies_from_front_to_ecr_standin_keeping_the_index_digest(
         source_registry.host, repo_name, "1", platforms=PLATFORMS, layer_sizes=(512, 1024, 2048)
     )
     auth_file = ecr_auth_file(tmp_path, dest_registry)
-    done = skopeo_copy(
+    done = copy_all(
         f"{hub.host}/{repo_name}:1", f"{dest_registry.host}/{repo_name}:1", auth_file, tmp_path
     )
     assert done.returncode == 0, done.stderr
@@ -331,7 +303,7 @@ def test_skopeo_fails_when_blobs_are_cut(
     make_image(source_registry.host, repo_name, "1", layer_sizes=(100_000,), seed="cut")
     hub.cut_blobs(50)
     auth_file = ecr_auth_file(tmp_path, dest_registry)
-    done = skopeo_copy(
+    done = copy_all(
         f"{hub.host}/{repo_name}:1", f"{dest_registry.host}/{repo_name}:1", auth_file, tmp_path
     )
     assert done.returncode != 0
@@ -371,7 +343,7 @@ def test_skopeo_on_a_spent_budget_with_retry_after_zero_fails_at_once(
     with HubFront(source_registry.url, limit=5, retry_after=0) as front:
         front.set_remaining(0)
         started = time.monotonic()
-        done = skopeo_copy(
+        done = copy_all(
             f"{front.host}/{repo_name}:1",
             f"{dest_registry.host}/{repo_name}:1",
             auth_file,
@@ -444,21 +416,6 @@ def test_abuse_limit_is_a_plain_429_before_auth_on_any_request(
     assert (counts.abuse_429, counts.status_429, counts.manifest_get_ok) == (3, 3, 1)
 
 
-def skopeo_inspect(
-    front_host: str, ref: str, tmp_path: Path, *, creds: tuple[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    auth = ["--no-creds"]
-    if creds is not None:
-        auth = ["--authfile", str(write_auth_file(tmp_path / "auth.json", front_host, *creds))]
-    return subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false", *auth, f"docker://{front_host}/{ref}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_skopeo_waits_out_an_abuse_429_and_retries(
     source_registry: Registry, hub: HubFront, tmp_path: Path, repo_name: str
 ) -> None:
@@ -528,7 +485,7 @@ def test_manifest_served_unlike_its_announced_digest(
         )
         by_digest = session.get(f"{url}/{digest}", headers=headers)
         auth_file = ecr_auth_file(tmp_path, dest_registry)
-        done = skopeo_copy(
+        done = copy_all(
             f"{front.host}/{repo_name}:1",
             f"{dest_registry.host}/{repo_name}:1",
             auth_file,
@@ -651,7 +608,7 @@ def test_skopeo_copies_attested_images_keeping_the_digest(
         attestations=True,
     )
     auth_file = ecr_auth_file(tmp_path, dest_registry)
-    done = skopeo_copy(
+    done = copy_all(
         f"{hub.host}/{repo_name}:1", f"{dest_registry.host}/{repo_name}:1", auth_file, tmp_path
     )
     assert done.returncode == 0, done.stderr
@@ -677,21 +634,7 @@ def test_skopeo_reaches_a_made_up_host_only_through_the_proxy(
     with ForwardProxy({"hub.proxied.test": "127.0.0.1"}) as proxy:
 
         def inspect(**env: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [
-                    "skopeo",
-                    "inspect",
-                    "--raw",
-                    "--tls-verify=false",
-                    "--no-creds",
-                    f"docker://{host}/{repo_name}:1",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                env=without_proxies(**env),
-            )
+            return skopeo_inspect(host, f"{repo_name}:1", tmp_path, env=without_proxies(**env))
 
         direct = inspect()
         proxied = inspect(**proxy.env())
@@ -726,26 +669,13 @@ def test_proxy_streams_a_push_both_ways(
     hosts = {"hub.proxied.test": "127.0.0.1", "ecr.proxied.test": "127.0.0.1"}
     with EcrFront(dest_registry.url, moto.url) as ecr, ForwardProxy(hosts) as proxy:
         src, dest = f"hub.proxied.test:{hub.port}", f"ecr.proxied.test:{ecr.port}"
-        auth_file = write_auth_file(tmp_path / "auth.json", dest, ECR_USER, ECR_PASSWORD)
-        done = subprocess.run(
-            [
-                "skopeo",
-                "--policy",
-                str(skopeo_policy_file(tmp_path)),
-                "copy",
-                "--src-tls-verify=false",
-                "--dest-tls-verify=false",
-                "--src-no-creds",
-                "--authfile",
-                str(auth_file),
-                f"docker://{src}/{repo_name}:1",
-                f"docker://{dest}/{repo_name}:1",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        done = skopeo_copy(
+            f"{src}/{repo_name}:1",
+            f"{dest}/{repo_name}:1",
+            tmp_path,
+            auth_file=write_auth_file(tmp_path / "auth.json", dest, ECR_USER, ECR_PASSWORD),
             env=without_proxies(**proxy.env()),
+            timeout=60,
         )
         assert done.returncode == 0, done.stderr
         with requests.Session() as session:  # a chunked upload through the proxy, read back

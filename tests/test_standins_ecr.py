@@ -23,7 +23,7 @@ from tests.standins.ecr import (
     wildcard_match,
 )
 from tests.standins.hub import HubFront
-from tests.standins.images import make_image, skopeo_policy_file, write_auth_file
+from tests.standins.images import make_image, skopeo_copy, skopeo_inspect, write_auth_file
 from tests.standins.registry import MANIFEST_ACCEPT, Registry, manifest_digest
 
 ECR_LOGIN = (ECR_USER, ECR_PASSWORD)
@@ -57,31 +57,10 @@ def immutable(tag: str, repo: str) -> str:
     )
 
 
-def copy(
-    src: str, dest: str, tmp_path: Path, *flags: str, dest_host: str
-) -> subprocess.CompletedProcess[str]:
+def copy(src: str, dest: str, tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     """skopeo copy to the front with moto's ECR login in an auth file."""
-    auth_file = write_auth_file(tmp_path / "ecr-auth.json", dest_host, *ECR_LOGIN)
-    return subprocess.run(
-        [
-            "skopeo",
-            "--policy",
-            str(skopeo_policy_file(tmp_path)),
-            "copy",
-            *flags,
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            "--src-no-creds",
-            "--authfile",
-            str(auth_file),
-            f"docker://{src}",
-            f"docker://{dest}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    auth_file = write_auth_file(tmp_path / "ecr-auth.json", dest.partition("/")[0], *ECR_LOGIN)
+    return skopeo_copy(src, dest, tmp_path, *flags, auth_file=auth_file)
 
 
 def put_manifest(
@@ -228,7 +207,6 @@ def test_skopeo_push_into_an_unknown_repository_fails_with_name_unknown(
         f"{source_registry.host}/{repo_name}:1",
         f"{ecr_front.host}/mirror/{repo_name}:1",
         tmp_path,
-        dest_host=ecr_front.host,
     )
     assert done.returncode != 0
     assert (
@@ -322,7 +300,7 @@ def test_skopeo_repush_to_an_immutable_tag_fails_even_with_the_same_digest(
     def push(tag: str, *flags: str) -> subprocess.CompletedProcess[str]:
         src = f"{source_registry.host}/{repo_name}:{tag}"
         dest = f"{ecr_front.host}/{repo_name}:{tag}"
-        return copy(src, dest, tmp_path, "--preserve-digests", *flags, dest_host=ecr_front.host)
+        return copy(src, dest, tmp_path, "--preserve-digests", *flags)
 
     assert push("single").returncode == 0
     assert push("multi", "--all").returncode == 0
@@ -339,7 +317,6 @@ def test_skopeo_repush_to_an_immutable_tag_fails_even_with_the_same_digest(
         f"{ecr_front.host}/{repo_name}:multi",
         tmp_path,
         "--all",
-        dest_host=ecr_front.host,
     )
     assert multi_converting.returncode != 0
     assert immutable("multi", repo_name) in multi_converting.stderr
@@ -431,7 +408,6 @@ def test_skopeo_surfaces_a_throttled_manifest_put(
         f"{ecr_front.host}/{repo_name}:1",
         tmp_path,
         "--preserve-digests",
-        dest_host=ecr_front.host,
     )
     assert done.returncode != 0
     assert "toomanyrequests: Rate exceeded" in done.stderr
@@ -457,26 +433,10 @@ def test_skopeo_retries_throttled_requests_without_a_body(
             f"{front.host}/{repo_name}:1",
             tmp_path,
             "--preserve-digests",
-            dest_host=front.host,
         )
         assert done.returncode == 0, done.stderr
         front.throttle_next("manifest_get", times=3)
-        auth_file = write_auth_file(tmp_path / "inspect.json", front.host, *ECR_LOGIN)
-        inspect = subprocess.run(
-            [
-                "skopeo",
-                "inspect",
-                "--raw",
-                "--tls-verify=false",
-                "--authfile",
-                str(auth_file),
-                f"docker://{front.host}/{repo_name}:1",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        inspect = skopeo_inspect(front.host, f"{repo_name}:1", tmp_path, creds=ECR_LOGIN)
         counts = front.counts
     assert inspect.returncode == 0, inspect.stderr
     assert "sha256:" + hashlib.sha256(inspect.stdout.encode()).hexdigest() == digest
@@ -496,7 +456,6 @@ def test_skopeo_backs_off_without_retry_after(
         f"{source_registry.host}/{repo_name}:1",
         f"{ecr_front.host}/{repo_name}:1",
         tmp_path,
-        dest_host=ecr_front.host,
     )
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started >= 2.0
@@ -534,7 +493,6 @@ def test_images_per_repository_quota_refuses_new_images_only(
         f"{source_registry.host}/{repo_name}:3",
         f"{ecr_front.host}/{repo_name}:3",
         tmp_path,
-        dest_host=ecr_front.host,
     )
     assert done.returncode != 0
     assert f"denied: {message}" in done.stderr
@@ -557,7 +515,6 @@ def test_blob_mounts_only_when_the_registry_setting_is_on(
             f"{source_registry.host}/{repo_name}:1",
             f"{front.host}/{repo_name}/{repo}:1",
             tmp_path,
-            dest_host=front.host,
         )
         assert done.returncode == 0, done.stderr
 
@@ -619,7 +576,6 @@ def test_the_front_relays_pulls_through_hub_to_ecr_copy(
         tmp_path,
         "--all",
         "--preserve-digests",
-        dest_host=ecr_front.host,
     )
     assert done.returncode == 0, done.stderr
     assert manifest_digest(ecr_front.url, f"mirror/{repo_name}", "1", auth=ECR_LOGIN) == digest

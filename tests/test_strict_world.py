@@ -257,7 +257,8 @@ def test_a_throttling_storm_over_a_first_sync_of_40_images_ends_with_exit_0(stag
     # Every fifth request of each kind, four times a kind: whatever order the four jobs'
     # requests come in, each kind is throttled (a time window or a count shared by the kinds
     # left that to the timing of the machine).
-    for kind in ("upload_start", "upload_patch", "upload_put", "manifest_put"):
+    kinds = ("upload_start", "upload_patch", "upload_put", "manifest_put")
+    for kind in kinds:
         stage.dest.throttle_next(kind, times=4, every=5)
     run = stage.mirror("sync", "--jobs", "4", timeout=300)
     assert (run.code, run.actions()) == (0, ["copied"] * 40), said(run)
@@ -265,7 +266,6 @@ def test_a_throttling_storm_over_a_first_sync_of_40_images_ends_with_exit_0(stag
     throttled = stage.dest.counts.throttled
     # Throttled requests of each kind: skopeo waited out those without a body itself (upload
     # start and finish), mirror tried again the copies it failed with (upload parts, manifests).
-    kinds = ("upload_start", "upload_patch", "upload_put", "manifest_put")
     assert {kind: throttled[kind] for kind in kinds} == dict.fromkeys(kinds, 4), throttled
     assert run.report is not None and run.report["throttled_requests"] >= throttled["manifest_put"]
     assert "pull rate limit" not in run.stdout + run.stderr

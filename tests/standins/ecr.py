@@ -44,12 +44,9 @@ Request kinds (for counts and throttling): ``ping``, ``manifest_get``, ``manifes
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import random
 import re
-import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -61,7 +58,13 @@ import boto3
 import urllib3
 
 from tests.standins.aws import ACCOUNT, ECR_PASSWORD, ECR_USER, REGION
-from tests.standins.front import CHUNK, FrontHandler, HttpFront
+from tests.standins.front import (
+    CHUNK,
+    FrontHandler,
+    HttpFront,
+    basic_credentials,
+    same_credentials,
+)
 from tests.standins.registry import MANIFEST_ACCEPT
 
 SERVICE = "ecr.amazonaws.com"
@@ -378,18 +381,8 @@ class EcrFront(HttpFront):
     # auth and moto
 
     def _authenticated(self, req: FrontHandler) -> bool:
-        scheme, _, value = req.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        user, _, password = decoded.partition(":")
-        want_user, want_password = self.credentials
-        return secrets.compare_digest(user, want_user) and secrets.compare_digest(
-            password, want_password
-        )
+        given = basic_credentials(req.headers.get("Authorization", ""))
+        return given is not None and same_credentials(given, self.credentials)
 
     def _challenge(self, req: FrontHandler) -> int:
         realm = f"https://{self.account}.dkr.ecr.{self.region}.amazonaws.com/"

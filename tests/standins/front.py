@@ -10,8 +10,11 @@ the front did not read is drained after the answer, so the connection stays usab
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
+import secrets
 import socket
 import sys
 import threading
@@ -115,6 +118,26 @@ class FrontHandler(BaseHTTPRequestHandler):
 
     def read_body(self) -> bytes:
         return b"".join(self.body_chunks())
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(user, password) of a `Basic` Authorization header; None when it is not one."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
+def same_credentials(given: tuple[str, str], wanted: tuple[str, str]) -> bool:
+    """Constant-time comparison of both parts, as a registry compares them."""
+    return secrets.compare_digest(given[0], wanted[0]) and secrets.compare_digest(
+        given[1], wanted[1]
+    )
 
 
 class HttpFront(Service):

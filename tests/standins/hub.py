@@ -32,8 +32,6 @@ name (through :class:`~tests.standins.proxy.ForwardProxy`) sends clients back th
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import secrets
@@ -47,7 +45,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import urllib3
 
-from tests.standins.front import CHUNK, FrontHandler, HttpFront
+from tests.standins.front import (
+    CHUNK,
+    FrontHandler,
+    HttpFront,
+    basic_credentials,
+    same_credentials,
+)
 
 SERVICE = "hub.test"
 RATE_LIMIT_WINDOW = 21600
@@ -377,21 +381,10 @@ class HubFront(HttpFront):
 
     def _basic(self, header: str) -> tuple[str | None, bool]:
         """(user name, whether the credentials are right) from a Basic Authorization header."""
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic":
+        given = basic_credentials(header)
+        if given is None:
             return None, False
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return None, False
-        user, _, password = decoded.partition(":")
-        if self.credentials is None:
-            return user, False
-        want_user, want_password = self.credentials
-        right = secrets.compare_digest(user, want_user) and secrets.compare_digest(
-            password, want_password
-        )
-        return user, right
+        return given[0], self.credentials is not None and same_credentials(given, self.credentials)
 
     def _locked(self, user: str | None) -> bool:
         now = time.monotonic()

@@ -72,6 +72,63 @@ def write_auth_file(path: Path, registry_host: str, user: str, password: str) ->
     return path
 
 
+def skopeo_inspect(
+    host: str,
+    ref: str,
+    workdir: Path,
+    *,
+    creds: tuple[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``skopeo inspect --raw`` of ``host/ref`` (plain HTTP allowed), anonymous unless
+    ``creds`` are given (in an auth file in ``workdir``, never on argv)."""
+    auth = ["--no-creds"]
+    if creds is not None:
+        auth = ["--authfile", str(write_auth_file(workdir / "inspect-auth.json", host, *creds))]
+    return subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", *auth, f"docker://{host}/{ref}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
+def skopeo_copy(
+    src: str,
+    dest: str,
+    workdir: Path,
+    *flags: str,
+    auth_file: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``skopeo copy`` from ``src`` (anonymous) to ``dest`` with the credentials of
+    ``auth_file`` (never on argv); plain HTTP allowed on both sides."""
+    return subprocess.run(
+        [
+            "skopeo",
+            "--policy",
+            str(skopeo_policy_file(workdir)),
+            "copy",
+            *flags,
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--src-no-creds",
+            "--authfile",
+            str(auth_file),
+            f"docker://{src}",
+            f"docker://{dest}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+
+
 @dataclass(frozen=True)
 class Blob:
     media_type: str
@@ -269,6 +326,11 @@ def write_oci_layout(
         media_types=media_types,
         attestations=attestations,
     )
+    _write_layout(layout, tag, top, blobs)
+    return top.digest
+
+
+def _write_layout(layout: Path, tag: str, top: Blob, blobs: dict[str, Blob]) -> None:
     blob_dir = layout / "blobs" / "sha256"
     blob_dir.mkdir(parents=True, exist_ok=True)
     for digest, blob in blobs.items():
@@ -279,7 +341,6 @@ def write_oci_layout(
         "manifests": [top.descriptor(annotations={"org.opencontainers.image.ref.name": tag})],
     }
     (layout / "index.json").write_text(json.dumps(index))
-    return top.digest
 
 
 def make_image(
@@ -312,34 +373,21 @@ def make_image(
     ``vnd.docker.reference.type: attestation-manifest``), which makes even one platform an index;
     attestation manifests are OCI manifests in either family, as Docker documents them.
     """
+    top, blobs = build_image(
+        platforms=platforms,
+        layer_sizes=layer_sizes,
+        seed=seed,
+        base_layers=base_layers or (),
+        media_types=media_types,
+        attestations=attestations,
+    )
     if media_types != "oci":  # skopeo's oci: transport finds no Docker-typed manifest
-        return push_image(
-            registry_host,
-            repo,
-            tag,
-            *build_image(
-                platforms=platforms,
-                layer_sizes=layer_sizes,
-                seed=seed,
-                base_layers=base_layers or (),
-                media_types=media_types,
-                attestations=attestations,
-            ),
-            auth=auth,
-        )
+        return push_image(registry_host, repo, tag, top, blobs, auth=auth)
     tmp = Path(tempfile.mkdtemp(prefix="image-", dir=workdir))
     try:
         layout = tmp / "layout"
-        expected = write_oci_layout(
-            layout,
-            tag,
-            platforms=platforms,
-            layer_sizes=layer_sizes,
-            seed=seed,
-            base_layers=base_layers or (),
-            media_types=media_types,
-            attestations=attestations,
-        )
+        _write_layout(layout, tag, top, blobs)
+        expected = top.digest
         digest_file = tmp / "digest"
         creds = ["--dest-no-creds"]
         if auth is not None:
