@@ -369,8 +369,9 @@ def _running_options() -> argparse.ArgumentParser:
         type=_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="the most a registry request may take, retries included (default 30); a host "
-        "that does not answer in time is not asked again in this run",
+        help="the most a registry request of mirror's own may take, retries included "
+        "(default 30, at most 3600); a host that does not answer in time is not asked again in "
+        "this run (skopeo's copies are bounded as a whole, at one hour)",
     )
     running.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
     running.add_argument(

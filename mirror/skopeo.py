@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 from collections import deque
@@ -249,6 +251,7 @@ class Skopeo:
                 _out=_discard,
                 _err=watch.line,
                 _env=child_env(os.environ),
+                _preexec_fn=die_with(os.getpid()),
             )
         except sh.CommandNotFound:
             raise CopyError(f"skopeo not found on PATH: {INSTALL_HINT}") from None
@@ -280,6 +283,24 @@ class Skopeo:
         for process in running:
             with contextlib.suppress(ProcessLookupError, OSError):
                 process.terminate()
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with(parent: int) -> Callable[[], None]:
+    """What a skopeo child runs between fork and exec: it is killed (SIGKILL) when the thread
+    of `parent` that started it ends, as when mirror itself is SIGKILLed (prctl(2)
+    PR_SET_PDEATHSIG). Otherwise it would go on pushing beside the next run, with an auth file
+    the next run removes as a killed run's leftover."""
+
+    def arm() -> None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the call took effect
+            os._exit(1)
+
+    return arm
 
 
 class _Deadline:

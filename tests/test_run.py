@@ -453,6 +453,44 @@ def test_a_killed_runs_workspace_is_removed_by_the_next_run(stage: Stage) -> Non
     assert alive.exists()  # a running process's workspace is left alone
 
 
+def test_a_killed_runs_skopeo_dies_with_it(stage: Stage) -> None:
+    stage.push("a", seed="a")
+    slow = stage.second_hub()
+    slow.hold()  # skopeo's pulls wait: the copy is in flight when mirror is killed
+    stage.config([{"source": f"{slow.host}/{stage.repo}", "tags": ["a"], "repository": "k/a"}])
+    process = stage.popen("sync")
+    deadline = time.monotonic() + 30
+    while not (children := _children(process.pid, "skopeo")):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "skopeo never started"
+        time.sleep(0.05)
+    process.kill()
+    process.communicate(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in children):
+        assert time.monotonic() < deadline, f"skopeo {children} outlived the killed run"
+        time.sleep(0.05)
+    slow.release()
+    again = stage.mirror("sync")  # takes the lock, removes the leftover workspace, copies
+    assert (again.code, again.actions()) == (0, ["copied"]), again.stderr
+    assert not list(Path(stage.env["TMPDIR"]).glob("mirror-*/owner"))
+
+
+def _children(parent: int, name: str) -> list[int]:
+    """The PIDs of `parent`'s children called `name` (from /proc/PID/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        ppid = int(text[text.rindex(")") + 2 :].split()[1])
+        if ppid == parent and comm == name:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def _started(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
 
