@@ -87,7 +87,7 @@ class Ecr:
         self._client = client or _client("ecr", region, timeout)
         self._login: EcrLogin | None = None
         self._lock = threading.Lock()
-        self._mutability: dict[str, TagMutability] = {}
+        self._mutability: dict[str, TagMutability | None] = {}  # None: no such repository
 
     def login(self) -> EcrLogin:
         """The registry login, fetched once and renewed before it expires."""
@@ -108,19 +108,28 @@ class Ecr:
     def is_immutable(self, name: str, tag: str) -> bool:
         """Does ECR refuse to move `tag` in repository `name`? By the repository's tag
         mutability and its exclusion filters; False when the repository does not exist."""
+        mutability = self._described(name)
+        return mutability is not None and mutability.immutable(tag)
+
+    def exists(self, name: str) -> bool:
+        """Is there a repository `name` (as DescribeRepositories says, once per run)?"""
+        return self._described(name) is not None
+
+    def _described(self, name: str) -> TagMutability | None:
+        """Repository `name`'s tag mutability; None when it does not exist. Asked once."""
         with self._lock:
             if name not in self._mutability:
-                self._mutability[name] = self._fetch_mutability(name)
-            return self._mutability[name].immutable(tag)
+                self._mutability[name] = self._describe(name)
+            return self._mutability[name]
 
-    def _fetch_mutability(self, name: str) -> TagMutability:
+    def _describe(self, name: str) -> TagMutability | None:
         kwargs: dict[str, Any] = {"repositoryNames": [name]}
         if self.registry_id:
             kwargs["registryId"] = self.registry_id
         try:
             answer = _call(self._client.describe_repositories, f"describe {name}", **kwargs)
         except _NotFound:
-            return TagMutability()
+            return None
         return tag_mutability(answer["repositories"][0])
 
 

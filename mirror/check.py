@@ -58,6 +58,9 @@ class Target:
     registry: Registry
     ensure_repository: Callable[[str], object] = lambda repository: None  # none to create
     is_immutable: Callable[[str, str], bool] = lambda repository, tag: False
+    # Why a copy into the repository cannot be made (it is missing and mirror may not create
+    # it), or None.
+    cannot_write: Callable[[str], str | None] = lambda repository: None
 
 
 class Limits(Protocol):
@@ -154,6 +157,12 @@ class Checker:
                 task, number, Action.UP_TO_DATE, digest, target.digest, started=started
             )
         repository = task.repositories[number]
+        refused = None if target.found else self.targets[number].cannot_write(repository)
+        if refused:  # found out before any pull is spent on a copy ECR would refuse
+            error = f"{self._destination(task, number)}: {refused}"
+            return self._outcome(
+                task, number, Action.FAILED, digest, None, started=started, error=error
+            )
         if target.found and self.targets[number].is_immutable(repository, task.tag):
             error = (
                 f"{self._destination(task, number)} holds {target.digest} and the tag is "

@@ -92,9 +92,20 @@ class _Target:
             registry=self.registry,
             is_immutable=self.ecr.is_immutable,
         )
-        if self.config.create_repositories and not dry_run:
+        if not self.config.create_repositories:
+            target = replace(target, cannot_write=self.cannot_write)
+        elif not dry_run:
             target = replace(target, ensure_repository=self.ensure_repository)
         return target
+
+    def cannot_write(self, name: str) -> str | None:
+        """Why nothing can be copied into `name`: it does not exist and may not be created."""
+        if self.ecr.exists(name):
+            return None
+        return (
+            f"no repository {name} in ECR, and create_repositories is false: create it, "
+            "or set create_repositories: true"
+        )
 
     def ensure_repository(self, name: str) -> None:
         """Create the repository once, with its repository_settings (an existing one is left

@@ -358,3 +358,26 @@ def test_a_copy_tried_again_counts_its_pulls_again(stage: Stage) -> None:
     budget = run.report["rate_limit"][stage.hub.host]
     assert budget["spent"] == 2 == stage.hub.counts.manifest_get_ok
     assert budget["remaining"] == stage.hub.remaining == 98
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["sync", "dry-run"])
+def test_a_repository_mirror_may_not_create_fails_before_any_pull(
+    stage: Stage, dry_run: bool
+) -> None:
+    digest = stage.push("a", seed="a")
+    stage.config([stage.image("a")], ecr={"create_repositories": False})
+    stage.hub.reset_counts()
+    run = stage.mirror("sync", *(["--dry-run"] if dry_run else []))
+    assert (run.code, run.actions()) == (1, ["failed"]), said(run)
+    assert run.report is not None
+    repository = stage.dest_repo()
+    assert run.report["images"][0]["error"] == (
+        f"{stage.dest.host}/{repository}:a: no repository {repository} in ECR, and "
+        "create_repositories is false: create it, or set create_repositories: true"
+    )
+    assert stage.hub.counts.manifest_get == 0  # no pull spent on a copy ECR would refuse
+    assert stage.ecr_repositories() == []
+    stage.create_dest_repo()  # once someone creates it, the same config copies into it
+    again = stage.mirror("sync")
+    assert (again.code, again.actions()) == (0, ["copied"]), said(again)
+    assert stage.dest_digest("a") == digest
