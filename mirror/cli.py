@@ -96,7 +96,7 @@ def _validate(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     rules = sum(image.rule is not None for image in loaded.images)
     text = f"{loaded.path}: ok ({_count(len(loaded.images), 'image')}, {_count(count, 'tag')}"
     text += f", {_count(rules, 'tag rule')})" if rules else ")"
-    print(text)
+    _write_result(text + "\n")
     return Exit.OK
 
 
@@ -148,8 +148,8 @@ def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
 
 
 def _write_result(output: str) -> None:
-    """`ensure`'s result on stdout, byte for byte (a Dockerfile's bytes that are not UTF-8
-    included)."""
+    """A command's result on stdout, byte for byte (a Dockerfile's bytes that are not UTF-8
+    included); MirrorError (exit 1) when stdout is closed, full or gone."""
     try:
         sys.stdout.flush()
         sys.stdout.buffer.write(output.encode("utf-8", "surrogateescape"))
@@ -251,22 +251,21 @@ def _repos(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     """List the configured repositories with their drift from the config; --apply fixes it."""
     loaded = config.load(config.config_path(args.config))
     states = repository_states(loaded, apply=args.apply)
-    left = 0
-    for state in states:
-        for line, problem in _repository_lines(state):
-            print(line)
-            left += problem
+    lines = [item for state in states for item in _repository_lines(state)]
+    left = sum(problem for _, problem in lines)
     changed = sum(len(state.applied) for state in states)
-    print(
-        f"{len(states)} repositories, {left} differences left"
-        + (f", {changed} settings changed" if args.apply else "")
-    )
+    total = f"{len(states)} repositories, {left} differences left"
+    total += f", {changed} settings changed" if args.apply else ""
+    _write_result("".join(f"{line}\n" for line, _ in lines) + total + "\n")
     return Exit.FAILED if left else Exit.OK
 
 
 def _repository_lines(state: RepositoryState) -> list[tuple[str, bool]]:
     """(line, still a problem) for one repository."""
     where = f"{state.target}: {state.name}"
+    if state.missing and not state.creatable:
+        why = "create_repositories is false: its images fail until someone creates it"
+        return [(f"missing     {where} ({why})", True)]
     if state.missing:
         return [
             (f"missing     {where} (mirror creates it, with its settings, on first copy)", False)

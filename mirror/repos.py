@@ -22,6 +22,7 @@ class RepositoryState:
     missing: bool
     drifts: list[Drift]
     applied: list[str] = field(default_factory=list)
+    creatable: bool = True  # the target's create_repositories: mirror creates it when missing
 
 
 def repository_states(config: Config, *, apply: bool) -> list[RepositoryState]:
@@ -40,7 +41,9 @@ def repository_states(config: Config, *, apply: bool) -> list[RepositoryState]:
         for name, settings in sorted(config.repository_settings(target).items()):
             actual = repositories.actual(name)
             drifts = [] if actual is None else drift(settings, actual)
-            state = RepositoryState(host, name, settings, actual is None, drifts)
+            state = RepositoryState(
+                host, name, settings, actual is None, drifts, creatable=target.create_repositories
+            )
             if apply and drifts:
                 state.applied = repositories.apply(name, drifts, settings)
             states.append(state)

@@ -309,14 +309,16 @@ def test_a_report_keeps_the_mode_of_the_file_it_replaces(stage: Stage) -> None:
     assert json.loads(report.read_text())["summary"] == {"copied": 1}
 
 
-def test_a_closed_stdout_is_one_line_not_a_traceback(stage: Stage) -> None:
+@pytest.mark.parametrize("command", ["ensure", "validate", "repos"])
+def test_a_closed_stdout_is_one_line_not_a_traceback(stage: Stage, command: str) -> None:
     stage.push("a", seed="a")
-    stage.config()
-    closed = stage.popen("ensure", f"{stage.repo}:a", stdout=subprocess.DEVNULL)
+    stage.config([stage.image("a")])
+    args = ("ensure", f"{stage.repo}:a") if command == "ensure" else (command,)
+    closed = stage.popen(*args, stdout=subprocess.DEVNULL)
     _, stderr = closed.communicate(timeout=60)
     assert closed.returncode == 0, stderr
     with open("/dev/full", "w") as no_space:
-        full = stage.popen("ensure", f"{stage.repo}:a", stdout=no_space)
+        full = stage.popen(*args, stdout=no_space)
         _, stderr = full.communicate(timeout=60)
     assert full.returncode == 1
     assert stderr.strip().endswith(

@@ -93,3 +93,18 @@ def test_repos_reports_missing_repositories_and_encryption_it_cannot_fix(stage: 
         "AES256 (ECR cannot change it after creation)"
     ) in run.stdout
     assert f"missing     {stage.dest.host}: mirror/{stage.repo}-other" in run.stdout
+
+
+def test_repos_counts_a_missing_repository_mirror_may_not_create_as_a_difference(
+    stage: Stage,
+) -> None:
+    stage.config([stage.image("a")], ecr={"create_repositories": False})
+    run = stage.mirror("repos")
+    assert run.code == 1, run.stderr
+    assert run.stdout.splitlines() == [
+        f"missing     {stage.dest.host}: {stage.dest_repo()} (create_repositories is false: "
+        "its images fail until someone creates it)",
+        "1 repositories, 1 differences left",
+    ]
+    stage.ecr().create_repository(repositoryName=stage.dest_repo())
+    assert stage.mirror("repos").code == 0
