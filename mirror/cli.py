@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mirror import __version__, config, dockerfile, lock, report
+from mirror import __version__, aws, config, dockerfile, lock, report
+from mirror.connect import region_of
 from mirror.console import Console, LogHandler
 from mirror.errors import EXIT_CODES, ConfigError, Exit, MirrorError, bug_message
 from mirror.model import Action
@@ -92,6 +93,9 @@ def _drained(console: Console, stop: Stop) -> bool:
 
 def _validate(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     loaded = config.load(config.config_path(args.config))
+    aws.check_environment()  # what sync would refuse before it starts, without asking AWS
+    for target in loaded.targets:
+        region_of(loaded, target)
     count = sum(len(image.tags) for image in loaded.images)
     rules = sum(image.rule is not None for image in loaded.images)
     text = f"{loaded.path}: ok ({_count(len(loaded.images), 'image')}, {_count(count, 'tag')}"
@@ -163,11 +167,18 @@ def _ensure_names(args: argparse.Namespace) -> tuple[list[str], str, list[docker
     lines: list[dockerfile.ImageUse] = []
     text = ""
     names = list(args.images)
+    if len(args.dockerfile) > 1:
+        raise ConfigError(
+            f"--dockerfile given {len(args.dockerfile)} times: give one (the result is one "
+            "Dockerfile); name a second one's images in another ensure"
+        )
     if args.dockerfile:
-        text, lines = _read_dockerfile(Path(args.dockerfile), args.build_arg)
+        text, lines = _read_dockerfile(Path(args.dockerfile[0]), args.build_arg)
         names += dockerfile.images(lines)
     elif args.format != "refs":
         raise ConfigError(f"--format {args.format} needs --dockerfile")
+    elif args.build_arg:
+        raise ConfigError("--build-arg needs --dockerfile: build args are for its ARGs")
     if not names and not args.dockerfile:
         raise ConfigError("name at least one IMAGE, or a --dockerfile")
     return names, text, lines
@@ -219,9 +230,12 @@ def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[docke
     overrides = {}
     for item in build_args:
         name, equals, value = item.partition("=")
-        if not equals or not name:
-            raise ConfigError(f"--build-arg {item!r}: expected NAME=VALUE")
-        overrides[name] = value
+        if not name:
+            raise ConfigError(f"--build-arg {item!r}: expected NAME=VALUE or NAME")
+        if equals:
+            overrides[name] = value
+        elif name in os.environ:  # as docker build: NAME alone takes the environment's value
+            overrides[name] = os.environ[name]
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -328,8 +342,10 @@ def _parser() -> argparse.ArgumentParser:
         commands,
         "validate",
         parents=[common],
-        help="check the config file",
-        description="Check the config file; exit 0 when it is valid, 2 when it is not.",
+        help="check the config file (and the AWS settings sync would refuse)",
+        description="Check the config file, and the AWS settings sync would refuse before it "
+        "starts (AWS_REGION, AWS_PROFILE, the AWS files, a region for every target), without "
+        "asking AWS; exit 0 when all is well, 2 when not.",
     )
     validate.set_defaults(handler=_validate)
     return parser
@@ -441,6 +457,8 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
     ensure.add_argument("images", nargs="*", metavar="IMAGE[:TAG]")
     ensure.add_argument(
         "--dockerfile",
+        action="append",
+        default=[],
         metavar="PATH",
         help="also mirror every image this Dockerfile pulls: the # syntax= frontend, FROM, "
         "COPY --from and RUN --mount from= images",
@@ -450,7 +468,8 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a build argument for the Dockerfile's ARG defaults (repeatable)",
+        help="a build argument for the Dockerfile's ARG defaults (repeatable); NAME alone "
+        "takes its value from the environment, as docker build does",
     )
     ensure.add_argument(
         "--format",

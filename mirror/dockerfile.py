@@ -167,9 +167,13 @@ def parse(text: str, build_args: Mapping[str, str] | None = None) -> list[ImageU
     try:
         physical = _physical_lines(text)
         instructions = list(_instructions(physical))
-        froms = {i.number: _split_from(i) for i in instructions if i.command == "from"}
-        build = _Build(text, dict(build_args or {}), froms)
         syntax = _syntax_use(text, physical)
+        froms = {i.number: _split_from(i) for i in instructions if i.command == "from"}
+        if not froms:  # an empty file, a typo'd path to some other file
+            raise DockerfileError(
+                "line 1: no FROM instruction: not a Dockerfile (BuildKit builds none without one)"
+            )
+        build = _Build(text, dict(build_args or {}), froms)
         uses = [syntax] if syntax else []
         for instruction in instructions:
             uses += build.step(instruction)

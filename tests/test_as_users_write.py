@@ -163,6 +163,24 @@ def test_a_dockerfile_that_is_not_utf8_keeps_every_byte(stage: Stage) -> None:
     assert stdout == b"# caf\xe9 \xa9 1999\r\nFROM " + destination + b"\r\n"
 
 
+@pytest.mark.parametrize("given", ["set", "unset"])
+def test_a_build_arg_by_name_takes_the_environments_value_as_docker_build_does(
+    stage: Stage, given: str
+) -> None:
+    stage.push("2", seed="two")
+    stage.config()
+    path = stage.tmp / "Dockerfile"
+    path.write_text(f"ARG BASE={stage.repo}:1\nFROM $BASE\n")
+    env = {"BASE": f"{stage.repo}:2"} if given == "set" else {}
+    run = stage.mirror("ensure", "--dockerfile", str(path), "--build-arg", "BASE", **env)
+    if given == "unset":  # no such variable: the ARG keeps its default, which the source lacks
+        assert (run.code, run.actions()) == (1, ["failed"]), run.stderr
+        assert run.report is not None and run.report["images"][0]["source"].endswith(":1")
+        return
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    assert run.stdout == f"{stage.dest.host}/{stage.dest_repo()}:2\n"
+
+
 def test_a_utf16_dockerfile_is_one_line(stage: Stage) -> None:
     stage.config()
     path = stage.tmp / "Dockerfile"

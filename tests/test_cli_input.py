@@ -42,7 +42,7 @@ def test_an_empty_config_exits_2(stage: Stage, command: str, text: str) -> None:
     )
 
 
-@pytest.mark.parametrize("command", [["sync"], ["ensure", "ruby:3.3"], ["repos"]])
+@pytest.mark.parametrize("command", [["sync"], ["ensure", "ruby:3.3"], ["repos"], ["validate"]])
 def test_a_missing_aws_profile_stops_everything_first(stage: Stage, command: list[str]) -> None:
     stage.push("a", seed="a")
     stage.config([stage.image("a")])
@@ -54,10 +54,53 @@ def test_a_missing_aws_profile_stops_everything_first(stage: Stage, command: lis
     assert (stage.hub.counts.manifest_head, stage.hub.counts.manifest_get) == (0, 0)
 
 
-def test_a_malformed_region_variable_stops_sync(stage: Stage) -> None:
+@pytest.mark.parametrize("command", ["sync", "validate"])
+def test_a_malformed_region_variable_stops_sync_and_validate(stage: Stage, command: str) -> None:
     stage.config([stage.image("a")])
-    assert one_line(stage, "sync", AWS_REGION="us-east-1 ") == (
+    assert one_line(stage, command, AWS_REGION="us-east-1 ") == (
         "mirror: $AWS_REGION: 'us-east-1 ' is not an AWS region name (did you mean 'us-east-1'?)"
+    )
+
+
+@pytest.mark.parametrize("command", ["sync", "validate"])
+def test_no_region_anywhere_stops_sync_and_validate(stage: Stage, command: str) -> None:
+    path = stage.config([stage.image("a")])
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if "region:" not in line))
+    assert "region:" not in path.read_text()
+    assert one_line(stage, command, AWS_REGION="", AWS_DEFAULT_REGION="") == (
+        "mirror: no AWS region: set ecr.region in the config, or AWS_REGION"
+    )
+
+
+def test_a_second_dockerfile_is_refused_not_passed_over(stage: Stage) -> None:
+    stage.config()
+    for name in ("a", "b"):
+        (stage.tmp / name).write_text(f"FROM {name}:1\n")
+    assert one_line(
+        stage, "ensure", "--dockerfile", str(stage.tmp / "a"), "--dockerfile", str(stage.tmp / "b")
+    ) == (
+        "mirror: --dockerfile given 2 times: give one (the result is one Dockerfile); name a "
+        "second one's images in another ensure"
+    )
+    assert stage.hub.counts.manifest_head == 0
+
+
+def test_build_args_without_a_dockerfile_are_refused(stage: Stage) -> None:
+    stage.config()
+    assert one_line(stage, "ensure", "ruby:3.3", "--build-arg", "V=1") == (
+        "mirror: --build-arg needs --dockerfile: build args are for its ARGs"
+    )
+
+
+@pytest.mark.parametrize("content", ["", "# only a comment\n", "\x7fELF\x02\x01\x01"])
+def test_a_file_that_is_not_a_dockerfile_is_refused(stage: Stage, content: str) -> None:
+    stage.config()
+    path = stage.tmp / "Dockerfile"
+    path.write_text(content)
+    assert one_line(stage, "ensure", "--dockerfile", str(path)) == (
+        f"mirror: {path}: line 1: no FROM instruction: not a Dockerfile (BuildKit builds none "
+        "without one)"
     )
 
 

@@ -254,8 +254,6 @@ FROM_CASES: list[tuple[str, str, dict[str, str], list[Row]]] = [
             ("from", 15, "alpine:3.20", "alpine:3.20", None),
         ],
     ),
-    ("an empty file pulls nothing", "", {}, []),
-    ("comments only", "# nothing here\n\n", {}, []),
 ]
 
 SYNTAX = "BUILDKIT_SYNTAX"
@@ -868,6 +866,7 @@ def test_build_args(
 
 
 VARIABLE_ADVICE = "FROM $NAME AS name, with ARG NAME before the first FROM"
+NO_FROM = "line 1: no FROM instruction: not a Dockerfile (BuildKit builds none without one)"
 UNQUOTABLE = "its quotes leave no place to write another image; quote the whole image or nothing"
 
 ERROR_CASES: list[tuple[str, dict[str, str], str]] = [
@@ -1033,6 +1032,12 @@ ERROR_CASES: list[tuple[str, dict[str, str], str]] = [
         "line 2: COPY --from=$X: BuildKit expands no variables or quotes in --from; "
         f"copy from a stage instead ({VARIABLE_ADVICE})",
     ),
+    # Not a Dockerfile at all: an empty file, comments, ARGs and RUNs only, some other file
+    ("", {}, NO_FROM),
+    ("# nothing here\n\n", {}, NO_FROM),
+    ("ARG BASE=ruby\nRUN echo hi\n", {}, NO_FROM),
+    ("\x7fELF\x02\x01\x01\x00\x00\x00", {}, NO_FROM),
+    ("# syntax=docker/dockerfile:1\nfrom_here = 1\n", {}, NO_FROM),
 ]
 
 
