@@ -235,6 +235,7 @@ def _parse(data: Any, path: Path) -> Config:
     platforms = _platforms(defaults.get("platforms", "all"), "defaults.platforms")
     images = _parse_images(top.get("images"), source, platforms, path.parent)
     config = Config(path, source, targets, platforms, images)
+    _check_distinct_targets(config)
     _check_same_images(config, list(top.get("images") or ()))
     _check_derived_repositories(config)
     _check_unique_destinations(config)
@@ -500,6 +501,20 @@ def _platforms(data: Any, where: str) -> tuple[str, ...]:
     if len(set(data)) != len(data):
         raise ConfigError(f"{where}: a platform is listed twice")
     return tuple(data)
+
+
+def _check_distinct_targets(config: Config) -> None:
+    """Two `ecr` targets naming one registry and prefix: every image would be copied twice
+    into the same repositories."""
+    seen: dict[tuple[str | None, ...], int] = {}
+    for index, target in enumerate(config.targets):
+        key = (target.endpoint, target.region, target.registry_id, target.repository_prefix)
+        first = seen.setdefault(key, index)
+        if first != index:
+            raise ConfigError(
+                f"ecr[{index}]: the same registry and repository_prefix as ecr[{first}]: every "
+                "image would be copied twice into the same repositories"
+            )
 
 
 def _check_same_images(config: Config, written: list[Any]) -> None:

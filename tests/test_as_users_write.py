@@ -171,8 +171,8 @@ def test_a_build_arg_by_name_takes_the_environments_value_as_docker_build_does(
     stage.config()
     path = stage.tmp / "Dockerfile"
     path.write_text(f"ARG BASE={stage.repo}:1\nFROM $BASE\n")
-    env = {"BASE": f"{stage.repo}:2"} if given == "set" else {}
-    run = stage.mirror("ensure", "--dockerfile", str(path), "--build-arg", "BASE", **env)
+    argv = ("ensure", "--dockerfile", str(path), "--build-arg", "BASE")
+    run = stage.mirror(*argv, BASE=f"{stage.repo}:2") if given == "set" else stage.mirror(*argv)
     if given == "unset":  # no such variable: the ARG keeps its default, which the source lacks
         assert (run.code, run.actions()) == (1, ["failed"]), run.stderr
         assert run.report is not None and run.report["images"][0]["source"].endswith(":1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
+import yaml
 
 from tests.stage import Stage
 
@@ -109,3 +110,17 @@ def test_a_superscript_shard_is_refused(stage: Stage) -> None:
     assert one_line(stage, "sync", "--shard", "²/3") == (
         "mirror: --shard / $MIRROR_SHARD: expected K/N with 1 <= K <= N, got '²/3'"
     )
+
+
+def test_two_targets_naming_one_registry_and_prefix_are_refused(stage: Stage) -> None:
+    path = stage.config([stage.image("a")])
+    one = {"region": "us-east-1", "endpoint": stage.dest.host, "tls_verify": False}
+    text = path.read_text()
+    document = yaml.safe_load(text)
+    document["ecr"] = [one, dict(one)]
+    path.write_text(yaml.safe_dump(document))
+    assert one_line(stage, "sync") == (
+        f"mirror: {path}: ecr[1]: the same registry and repository_prefix as ecr[0]: every "
+        "image would be copied twice into the same repositories"
+    )
+    assert (stage.hub.counts.manifest_head, stage.ecr_repositories()) == (0, [])

@@ -208,6 +208,17 @@ ERRORS = [
         "ecr[1].regoin: unknown key (did you mean 'region'?)",
     ),
     (
+        "ecr: [{region: us-east-1, repository_prefix: hub},"
+        " {region: us-east-1, repository_prefix: hub}]",
+        "ecr[1]: the same registry and repository_prefix as ecr[0]: every image would be copied "
+        "twice into the same repositories",
+    ),
+    (
+        "ecr: [{region: us-east-1}, {region: eu-west-1}, {region: us-east-1}]",
+        "ecr[2]: the same registry and repository_prefix as ecr[0]: every image would be copied "
+        "twice into the same repositories",
+    ),
+    (
         "source: {credentials: {ghcr.io: {username_env: U}}}",
         'source.credentials["ghcr.io"].password_env: required (the name of an environment '
         "variable)",
