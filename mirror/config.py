@@ -186,7 +186,9 @@ def load(path: Path) -> Config:
         raise ConfigError(
             f"{path}: no such config file (name one with -c or $MIRROR_CONFIG)"
         ) from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:  # a directory, no permission: the reason, not Python's repr
+        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: cannot read: {error}") from None
     try:
         data = yamlfile.load(text)

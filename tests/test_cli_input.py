@@ -124,3 +124,12 @@ def test_two_targets_naming_one_registry_and_prefix_are_refused(stage: Stage) ->
         "image would be copied twice into the same repositories"
     )
     assert (stage.hub.counts.manifest_head, stage.ecr_repositories()) == (0, [])
+
+
+@pytest.mark.parametrize("command", ["validate", "sync"])
+def test_a_directory_as_the_config_is_one_plain_line(stage: Stage, command: str) -> None:
+    directory = stage.tmp / "configs"
+    directory.mkdir()
+    assert one_line(stage, command, "-c", str(directory)) == (
+        f"mirror: {directory}: cannot read: Is a directory"
+    )
