@@ -334,7 +334,8 @@ def _parser() -> argparse.ArgumentParser:
         description="List the configured ECR repositories with the differences between their "
         "repository_settings and what ECR has. --apply changes what ECR allows changing "
         "(scan_on_push, tag_mutability, lifecycle_policy, tags); encryption is fixed at "
-        "creation. Exit 0 when nothing differs (after --apply), else 1.",
+        "creation. A missing repository counts as a difference when create_repositories is "
+        "false. Exit 0 when nothing differs (after --apply), else 1.",
     )
     repos.add_argument("--apply", action="store_true", help="bring ECR in line with the config")
     repos.set_defaults(handler=_repos)
@@ -345,7 +346,7 @@ def _parser() -> argparse.ArgumentParser:
         help="check the config file (and the AWS settings sync would refuse)",
         description="Check the config file, and the AWS settings sync would refuse before it "
         "starts (AWS_REGION, AWS_PROFILE, the AWS files, a region for every target), without "
-        "asking AWS; exit 0 when all is well, 2 when not.",
+        "asking AWS; exit 0 when all is well, 2 when not (1 when stdout cannot be written).",
     )
     validate.set_defaults(handler=_validate)
     return parser
@@ -386,7 +387,7 @@ def _running_options() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="the most a registry request of mirror's own may take, retries included "
         "(default 30, at most 3600); a host that does not answer in time is not asked again in "
-        "this run (skopeo's copies are bounded as a whole, at one hour)",
+        "this run (a copy is skopeo's: each attempt at one is stopped after an hour)",
     )
     running.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
     running.add_argument(

@@ -505,12 +505,19 @@ def _platforms(data: Any, where: str) -> tuple[str, ...]:
     return tuple(data)
 
 
+def target_region(target: Ecr) -> str | None:
+    """The target's region: its own, else AWS_REGION, else AWS_DEFAULT_REGION (botocore's
+    order for these two); None when none is set."""
+    return target.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
 def _check_distinct_targets(config: Config) -> None:
-    """Two `ecr` targets naming one registry and prefix: every image would be copied twice
+    """Two `ecr` targets naming one registry and prefix (a region written in one and taken
+    from the environment in the other is the same region): every image would be copied twice
     into the same repositories."""
     seen: dict[tuple[str | None, ...], int] = {}
     for index, target in enumerate(config.targets):
-        key = (target.endpoint, target.region, target.registry_id, target.repository_prefix)
+        key = (target.endpoint, target_region(target), target.registry_id, target.repository_prefix)
         first = seen.setdefault(key, index)
         if first != index:
             raise ConfigError(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from mirror import aws, skopeo
 from mirror.check import Target
-from mirror.config import Config, Credentials, Ecr
+from mirror.config import Config, Credentials, Ecr, target_region
 from mirror.errors import ConfigError, SetupError
 from mirror.http import Http, Policy, check_proxies
 from mirror.pipeline import check_jobs
@@ -24,11 +24,8 @@ from mirror.schedule import Backpressure
 
 
 def region_of(config: Config, target: Ecr | None = None) -> str:
-    region = (
-        (target or config.ecr).region
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-    )
+    """The target's region (the first target's by default); SetupError when none is set."""
+    region = target_region(target or config.ecr)
     if not region:
         raise SetupError("no AWS region: set ecr.region in the config, or AWS_REGION")
     return region

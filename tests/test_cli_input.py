@@ -133,3 +133,20 @@ def test_a_directory_as_the_config_is_one_plain_line(stage: Stage, command: str)
     assert one_line(stage, command, "-c", str(directory)) == (
         f"mirror: {directory}: cannot read: Is a directory"
     )
+
+
+def test_a_target_whose_region_comes_from_the_environment_is_the_same_registry(
+    stage: Stage,
+) -> None:
+    path = stage.config([stage.image("a")])
+    document = yaml.safe_load(path.read_text())
+    written = {"region": "us-east-1", "endpoint": stage.dest.host, "tls_verify": False}
+    from_environment = {"endpoint": stage.dest.host, "tls_verify": False}
+    document["ecr"] = [written, from_environment]
+    path.write_text(yaml.safe_dump(document))
+    assert one_line(stage, "validate", AWS_REGION="us-east-1") == (
+        f"mirror: {path}: ecr[1]: the same registry and repository_prefix as ecr[0]: every "
+        "image would be copied twice into the same repositories"
+    )
+    other = stage.mirror("validate", AWS_REGION="eu-west-1")  # another region: two registries
+    assert (other.code, other.stdout) == (0, f"{path}: ok (1 image, 1 tag)\n"), other.stderr
