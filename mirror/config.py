@@ -25,9 +25,11 @@ from mirror.reference import (
     check_digest,
     check_host,
     check_tag,
+    host_part,
     is_docker_hub,
     parse_repository,
     pin_tag,
+    reads_as_host_part,
 )
 from mirror.repo_settings import RepositorySettings, parse_settings
 from mirror.yamlfile import WrittenInt
@@ -150,11 +152,33 @@ class Config:
         return self.targets[0]
 
     def destination_repository(self, image: Image, target: Ecr | None = None) -> str:
-        """The ECR repository an image lands in: explicit, or <prefix>/<path on the source>."""
+        """The ECR repository an image lands in: explicit, or <prefix>/<derived path>."""
         if image.repository:
             return image.repository
         prefix = (target or self.ecr).repository_prefix
-        return f"{prefix}/{image.source.path}" if prefix else image.source.path
+        path = self.derived_path(image.source)
+        return f"{prefix}/{path}" if prefix else path
+
+    def derived_path(self, source: Repository) -> str:
+        """A source repository's part of its ECR name: its path on `source.registry` (Docker
+        Hub's names as they are, `library/ruby`); on any other registry, the host first, so
+        that two registries' `org/app` never share a repository (`ghcr.io/org/app`,
+        `127.0.0.1_5000/org/app`: `host_part`)."""
+        if source.registry == self.source.registry:
+            return source.path
+        return f"{host_part(source.registry)}/{source.path}"
+
+    def derived_problem(self, source: Repository) -> str | None:
+        """Why `source` cannot have a derived ECR name: a path on `source.registry` whose first
+        part reads as another registry's host (`docker.io/localhost/app` would derive what
+        `localhost/app` derives). None when it can."""
+        first, slash, _ = source.path.partition("/")
+        if source.registry != self.source.registry or not slash or not reads_as_host_part(first):
+            return None
+        return (
+            f"its path {source.path!r} starts with {first!r}, which is also how another "
+            "registry's host is written in derived names: give it an explicit repository"
+        )
 
     def repository_settings(self, target: Ecr) -> dict[str, RepositorySettings]:
         """Each configured repository of a target, with its settings (image over target)."""
@@ -550,6 +574,10 @@ def _check_derived_repositories(config: Config) -> None:
     """ECR's rule for every repository name `<prefix>/<source path>`, in every target: a name
     it refuses would fail every copy at CreateRepository."""
     rule = aws.repository_name_rule()
+    for index, image in enumerate(config.images):
+        ambiguous = None if image.repository else config.derived_problem(image.source)
+        if ambiguous:
+            raise ConfigError(f"images[{index}].source: {ambiguous}")
     for target_index, target in enumerate(config.targets):
         prefix_key = f"ecr[{target_index}]" if len(config.targets) > 1 else "ecr"
         for index, image in enumerate(config.images):
@@ -558,10 +586,10 @@ def _check_derived_repositories(config: Config) -> None:
             name = config.destination_repository(image, target)
             problem = rule.problem(name)
             if problem:
+                path = config.derived_path(image.source)
+                what = "the source path" if path == image.source.path else "the host and path"
                 origin = (
-                    f"{prefix_key}.repository_prefix + the source path"
-                    if target.repository_prefix
-                    else "the source path"
+                    f"{prefix_key}.repository_prefix + {what}" if target.repository_prefix else what
                 )
                 raise ConfigError(
                     f"images[{index}].source: bad ECR repository name {name!r} from {origin} "
@@ -570,18 +598,40 @@ def _check_derived_repositories(config: Config) -> None:
 
 
 def _check_unique_destinations(config: Config) -> None:
+    """Two images never share an ECR repository and tag; nor a repository at all when one of
+    them has a tag rule (its tags are not known before the run)."""
     for target_index, target in enumerate(config.targets):
+        where = f" in ecr[{target_index}]" if len(config.targets) > 1 else ""
         seen: dict[tuple[str, str], int] = {}
+        users: dict[str, list[int]] = {}
         for index, image in enumerate(config.images):
             repository = config.destination_repository(image, target)
+            users.setdefault(repository, []).append(index)
             for entry in image.tags:
                 earlier = seen.setdefault((repository, entry.tag), index)
                 if earlier != index:
-                    where = f" in ecr[{target_index}]" if len(config.targets) > 1 else ""
                     raise ConfigError(
                         f"images[{index}]: {repository}:{entry.tag} is already the destination "
                         f"of images[{earlier}]{where}"
                     )
+        for repository, indexes in users.items():
+            _check_rule_alone(config, repository, indexes, where)
+
+
+def _check_rule_alone(config: Config, repository: str, indexes: list[int], where: str) -> None:
+    """A repository that an image with a tag rule lands in holds no other source's images."""
+    ruled = next((index for index in indexes if config.images[index].rule), None)
+    if ruled is None:
+        return
+    source = config.images[ruled].source
+    other = next((index for index in indexes if config.images[index].source != source), None)
+    if other is not None:
+        first, second = sorted((ruled, other))
+        raise ConfigError(
+            f"images[{second}]: {repository} is also the repository of images[{first}] "
+            f"({config.images[first].source}), and a tag rule may choose any tag{where}: give "
+            "one of them another repository"
+        )
 
 
 def _check_shared_repository_settings(config: Config) -> None:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from mirror.config import Config, Image, TagEntry, check_repository_name
 from mirror.errors import ConfigError
 from mirror.model import Action, Outcome, Task
-from mirror.reference import PIN_TAG, BadReference, ImageRef, parse_reference, pin_tag
+from mirror.reference import (
+    PIN_TAG,
+    BadReference,
+    ImageRef,
+    Repository,
+    parse_reference,
+    pin_tag,
+)
 from mirror.registry import TagList
 
 NOT_RESOLVED = "its tag rule was not resolved: the run stopped first"
@@ -136,27 +143,64 @@ def plan_names(config: Config, names: Sequence[str]) -> tuple[Plan, dict[str, Wa
     """`mirror ensure`: a task per distinct image among `names` (written as after FROM), and
     what each name maps to. A pinned name (`name:tag@digest`, `name@digest`) is mirrored under
     its pin tag only (`pin_tag`): ensure never moves a tag for it. Raises ConfigError naming a
-    name that is not a reference."""
+    name that is not a reference, or whose ECR repository and tag would also be another
+    image's (another name's, or a listed image's)."""
     wanted: dict[str, Wanted] = {}
     tasks: dict[tuple[str, str], Task] = {}
+    first: dict[tuple[int, str, str], tuple[str, Repository]] = {}  # the first name there
     for position, name in enumerate(names):
-        try:
-            reference = parse_reference(name, default_registry=config.source.registry)
-        except BadReference as error:
-            raise ConfigError(f"{name!r}: {error}") from None
-        if name.partition(":")[0].partition("@")[0] == "scratch":
-            raise ConfigError(f"{name!r}: scratch is Docker's empty base, not an image to mirror")
-        image = config.image_for(reference.repository)
-        for repository in {
-            config.destination_repository(image, target) for target in config.targets
-        }:
-            check_repository_name(repository, f"{name!r}: its ECR repository")
-        tag = pin_tag(reference.digest) if reference.digest else reference.tag or "latest"
-        digest = reference.digest or _pinned_in_config(image, tag)  # never undo a config pin
-        task = image_task(config, image, tag, digest, order=(position, 0))
+        task, reference = _name_task(config, name, position)
+        _check_claims(config, name, task)
+        for number, repository in enumerate(task.repositories):
+            earlier, source = first.setdefault(
+                (number, repository, task.tag), (name, task.source.repository)
+            )
+            if source != task.source.repository:
+                raise ConfigError(
+                    f"{earlier!r} and {name!r} are two images that would share "
+                    f"{repository}:{task.tag} in ECR: list one of them under images with a "
+                    "repository of its own"
+                )
         task = tasks.setdefault((task.repositories[0], task.tag), task)
-        wanted[name] = Wanted(task, reference.tag if reference.digest else tag, reference.digest)
+        tag = task.tag if not reference.digest else reference.tag
+        wanted[name] = Wanted(task, tag, reference.digest)
     return Plan(tuple(tasks.values())), wanted
+
+
+def _name_task(config: Config, name: str, position: int) -> tuple[Task, ImageRef]:
+    """The task that mirrors one name given to `ensure`, and the name parsed."""
+    try:
+        reference = parse_reference(name, default_registry=config.source.registry)
+    except BadReference as error:
+        raise ConfigError(f"{name!r}: {error}") from None
+    if name.partition(":")[0].partition("@")[0] == "scratch":
+        raise ConfigError(f"{name!r}: scratch is Docker's empty base, not an image to mirror")
+    image = config.image_for(reference.repository)
+    ambiguous = None if image.repository else config.derived_problem(image.source)
+    if ambiguous:
+        raise ConfigError(f"{name!r}: {ambiguous} (under images, in the config)")
+    for repository in {config.destination_repository(image, target) for target in config.targets}:
+        check_repository_name(repository, f"{name!r}: its ECR repository")
+    tag = pin_tag(reference.digest) if reference.digest else reference.tag or "latest"
+    digest = reference.digest or _pinned_in_config(image, tag)  # never undo a config pin
+    return image_task(config, image, tag, digest, order=(position, 0)), reference
+
+
+def _check_claims(config: Config, name: str, task: Task) -> None:
+    """A listed image of another source that lands on the task's repository and tag (or in
+    its repository, with a tag rule, which may choose any tag) keeps it: ConfigError."""
+    for index, image in enumerate(config.images):
+        if image.source == task.source.repository:
+            continue
+        tags = {entry.tag for entry in _entries(image.tags)}
+        for number, target in enumerate(config.targets):
+            repository = config.destination_repository(image, target)
+            if repository == task.repositories[number] and (image.rule or task.tag in tags):
+                raise ConfigError(
+                    f"{name!r}: {repository}:{task.tag} in ECR is the destination of "
+                    f"images[{index}] ({image.source}), another image: list {name!r} under "
+                    "images with a repository of its own"
+                )
 
 
 def image_task(

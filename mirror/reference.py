@@ -148,6 +148,24 @@ def canonical_registry(host: str) -> str:
     return f"{name}:{int(port)}" if colon and port.isdigit() else name + colon + port
 
 
+def host_part(registry: str) -> str:
+    """A registry host as one part of an ECR repository name (ECR names take no `:`):
+    `ghcr.io` as it is, `127.0.0.1:5000` as `127.0.0.1_5000`. A DNS name never holds `_`, so
+    the part names one host only. `registry` is canonical (`canonical_registry`)."""
+    return registry.replace(":", "_")
+
+
+# A dotless host with a port (localhost:5000, registry:443), as host_part writes it.
+_HOST_PART = re.compile(r"[a-z0-9-]+_[0-9]+\Z")
+
+
+def reads_as_host_part(component: str) -> bool:
+    """Could this first part of a path be `host_part` of some registry (it holds a `.`, is
+    `localhost`, or is `name_port`)? Then `<that>/rest` is also what another registry's `rest`
+    derives."""
+    return "." in component or component == "localhost" or bool(_HOST_PART.match(component))
+
+
 def _is_domain(part: str) -> bool:
     return "." in part or ":" in part or part == "localhost"
 

@@ -232,10 +232,13 @@ def test_an_unpinned_ensure_never_undoes_a_config_pin(stage: Stage) -> None:
 
 
 def test_ensure_checks_ecr_names_and_knows_scratch(tmp_path: Path) -> None:
-    loaded = config.parse({"images": []}, tmp_path / "m.yaml")
+    loaded = config.parse({"ecr": {"repository_prefix": "p" * 250}}, tmp_path / "m.yaml")
     with pytest.raises(ConfigError) as caught:
         plan_names(loaded, ["localhost:5000/x:1"])
-    assert str(caught.value).startswith("'localhost:5000/x:1': its ECR repository: bad ECR ")
+    assert str(caught.value).startswith(
+        "'localhost:5000/x:1': its ECR repository: bad ECR repository name 'ppp"
+    )
+    assert "(267 characters; " in str(caught.value)
     with pytest.raises(ConfigError, match="scratch is Docker's empty base"):
         plan_names(loaded, ["scratch"])
 

@@ -109,7 +109,7 @@ def test_ecr_names_follow_botocores_rule_not_a_hand_copy(tmp_path: Path) -> None
     )
     assert [loaded.destination_repository(image) for image in loaded.images] == [
         "infra__x/a--b",
-        "my__hub--mirror/a__b/c--d",
+        "my__hub--mirror/quay.io/a__b/c--d",
     ]
     assert rule.problem("x" * 256) is None
     assert rule.problem("x" * 257) == f"257 characters; {rule}"
@@ -653,9 +653,28 @@ BAD_NAMES = [
     ),
     (
         "derived ECR name of one character",
-        "images: [{source: 'localhost:5000/x', tags: [a]}]",
+        "source: {registry: 'localhost:5000'}\nimages: [{source: 'localhost:5000/x', tags: [a]}]",
         f"images[0].source: bad ECR repository name 'x' from the source path (1 character; "
         f"{ECR_RULE})",
+    ),
+    (
+        "derived ECR name too long with the host",
+        f"ecr: {{repository_prefix: hub}}\nimages: [{{source: 'quay.io/{'q' * 246}', tags: [a]}}]",
+        f"images[0].source: bad ECR repository name 'hub/quay.io/{'q' * 246}' from "
+        f"ecr.repository_prefix + the host and path (258 characters; {ECR_RULE})",
+    ),
+    (
+        "a derived name that reads as another registry's",
+        "images: [{source: docker.io/localhost/app, tags: [a]}]",
+        "images[0].source: its path 'localhost/app' starts with 'localhost', which is also how "
+        "another registry's host is written in derived names: give it an explicit repository",
+    ),
+    (
+        "a tag rule in another source's repository",
+        "images: [{source: ghcr.io/org/app, tags: {newest: 2}, repository: hub/org/app},"
+        " {source: org/app, tags: ['1'], repository: hub/org/app}]",
+        "images[1]: hub/org/app is also the repository of images[0] (ghcr.io/org/app), and a "
+        "tag rule may choose any tag: give one of them another repository",
     ),
     (
         "derived ECR name too long",
