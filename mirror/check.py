@@ -11,19 +11,30 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from mirror.errors import MirrorError, RateLimited, Stopped, bug_message, run_again_later
-from mirror.model import Action, Outcome, Pending, Task
+from mirror.errors import (
+    MirrorError,
+    RateLimited,
+    RegistryError,
+    Stopped,
+    bug_message,
+    run_again_later,
+)
+from mirror.model import INTERRUPTED, Action, Outcome, Pending, Task
 from mirror.registry import Head, RateLimit, TagList
+from mirror.stale import NOT_ASKED, SOURCE_DEADLINE, Refresh, unrefreshed
+
+T = TypeVar("T")
 
 log = logging.getLogger("mirror")
 SOURCE_DIGEST = "io.github.mirror.source.digest"  # annotations on an index mirror writes
 PLATFORMS = "io.github.mirror.platforms"
 # At most one platform's entry in an index, in bytes: more platforms guessed, never fewer.
 INDEX_ENTRY_BYTES = 300
-INTERRUPTED = "interrupted before it was done"
 
 
 class Registry(Protocol):
@@ -42,6 +53,8 @@ class Registry(Protocol):
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
 
     def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None: ...
+
+    def get_blob(self, path: str, digest: str) -> bytes | None: ...
 
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str: ...
 
@@ -81,7 +94,12 @@ Checked = Outcome | Pending
 
 
 class Checker:
-    """Checks tasks against the source and every target; safe to call from many threads."""
+    """Checks tasks against the source and every target; safe to call from many threads.
+
+    `refresh` is `ensure`'s: with `if-possible`, a source asked while the first target holds
+    a copy gets `source_deadline` seconds to answer (the copy is served when it cannot);
+    with `never`, it is not asked at all then.
+    """
 
     def __init__(
         self,
@@ -91,26 +109,42 @@ class Checker:
         limits: Limits,
         stop: threading.Event,
         source_gets: bool = True,
+        refresh: Refresh = Refresh.ALWAYS,
+        source_deadline: float = SOURCE_DEADLINE,
     ):
         self.sources = sources
         self.targets = list(targets)
         self.limits = limits
         self.stop = stop
         self.source_gets = source_gets  # may a source that gives no digest on HEAD be read?
+        self.refresh = refresh
+        self.source_deadline = source_deadline
 
     def check(self, task: Task) -> list[Checked]:
         """One outcome or pending copy per target, in target order. Never raises: a failure
-        is the task's `failed` outcome, a 429, a spent budget or a stop its `deferred` one."""
+        is the task's `failed` outcome, a 429, a spent budget or a stop its `deferred` one
+        (each with what the target holds), and with `refresh`, a first target's copy that
+        the source could not refresh its `stale` one."""
         started = time.monotonic()
-        host = task.source.repository.registry
-        if self.stop.is_set() or self.limits.blocked(host):
-            why = INTERRUPTED if self.stop.is_set() else self.limits.blocked(host)
-            return self._all(task, Action.DEFERRED, why, started)
+        if self.stop.is_set():
+            return self._all(task, Action.DEFERRED, INTERRUPTED, started)
         try:
-            return self._compare(task, started)
+            heads = [
+                target.registry.describe_manifest(task.repositories[number], task.tag)
+                for number, target in enumerate(self.targets)
+            ]
         except Exception as error:
             action, why = self._fault(task, error)
             return self._all(task, action, why, started)
+        try:
+            return self._compare(task, heads, started)
+        except Exception as error:
+            action, why = self._fault(task, error)
+            if (action is not Action.FAILED and why == INTERRUPTED) or not self._has_copy(
+                task, heads
+            ):
+                return self._all(task, action, why, started, heads)
+            return self._served(task, heads, unrefreshed(why), started)
 
     def _fault(self, task: Task, error: Exception) -> tuple[Action, str]:
         if isinstance(error, Stopped) or (isinstance(error, MirrorError) and self.stop.is_set()):
@@ -126,11 +160,7 @@ class Checker:
         log.debug("checking %s", task.source, exc_info=error)
         return Action.FAILED, bug_message(error)
 
-    def _compare(self, task: Task, started: float) -> list[Checked]:
-        heads = [
-            target.registry.describe_manifest(task.repositories[number], task.tag)
-            for number, target in enumerate(self.targets)
-        ]
+    def _compare(self, task: Task, heads: list[Head], started: float) -> list[Checked]:
         if task.source.digest:  # a pin already in place costs no request to the source
             pinned = Head(found=True, digest=task.source.digest)
             if all(self._holds(task, n, pinned, head) for n, head in enumerate(heads)):
@@ -145,8 +175,41 @@ class Checker:
                     )
                     for n, head in enumerate(heads)
                 ]
-        source = self._head_source(task)
+        if self.refresh is Refresh.NEVER and self._has_copy(task, heads):
+            return self._served(task, heads, NOT_ASKED, started)
+        blocked = self.limits.blocked(task.source.repository.registry)
+        if blocked:
+            raise Later(blocked)
+        source = self._head_source(task, quick=self._has_copy(task, heads))
         return [self._decide(task, n, source, head, started) for n, head in enumerate(heads)]
+
+    def _has_copy(self, task: Task, heads: list[Head]) -> bool:
+        """May the first target's copy be served instead of a refresh (`ensure`, a tag)?"""
+        return self.refresh is not Refresh.ALWAYS and not task.source.digest and heads[0].found
+
+    def _served(self, task: Task, heads: list[Head], why: str, started: float) -> list[Checked]:
+        """The first target's copy, served unrefreshed (`stale`, with why); a target that
+        holds the tag too likewise, and one that lacks it filled from the first."""
+        served: list[Checked] = []
+        for number, head in enumerate(heads):
+            if head.found:
+                served.append(
+                    self._outcome(
+                        task, number, Action.STALE, None, head.digest, started=started, error=why
+                    )
+                )
+            else:
+                served.append(
+                    Pending(
+                        task,
+                        number,
+                        self._destination(task, number),
+                        heads[0].digest or "",
+                        None,
+                        0,
+                    )
+                )
+        return served
 
     def _decide(
         self, task: Task, number: int, source: Head, target: Head, started: float
@@ -197,7 +260,9 @@ class Checker:
             and annotations.get(PLATFORMS) == ",".join(task.platforms)
         )
 
-    def _head_source(self, task: Task) -> Head:
+    def _head_source(self, task: Task, *, quick: bool = False) -> Head:
+        """The source's digest for the task (a HEAD; a GET, within the budget, when the HEAD
+        tells none). `quick`: ECR has a copy to serve, so wait at most `source_deadline`."""
         host = task.source.repository.registry
         short: list[str] = []
 
@@ -208,9 +273,12 @@ class Checker:
             short.extend([reason] if reason else [])
             return reason is None
 
-        head = self.sources(host).describe_manifest(
-            task.source.repository.path, task.source_reference, get=may_get
-        )
+        def describe() -> Head:
+            return self.sources(host).describe_manifest(
+                task.source.repository.path, task.source_reference, get=may_get
+            )
+
+        head = within(self.source_deadline, describe, host) if quick else describe()
         self.limits.see(host, head.rate_limit)
         if head.fetched:  # a GET: Docker Hub counts it as a pull
             self.limits.spend(host, 1)
@@ -263,11 +331,49 @@ class Checker:
             seconds=time.monotonic() - started,
         )
 
-    def _all(self, task: Task, action: Action, error: str | None, started: float) -> list[Checked]:
+    def _all(
+        self,
+        task: Task,
+        action: Action,
+        error: str | None,
+        started: float,
+        heads: Sequence[Head] = (),
+    ) -> list[Checked]:
+        """The same outcome in every target, each with what that target holds (when read)."""
+        held = [head.digest if head.found else None for head in heads]
         return [
-            self._outcome(task, number, action, None, None, started=started, error=error)
+            self._outcome(
+                task,
+                number,
+                action,
+                None,
+                held[number] if number < len(held) else None,
+                started=started,
+                error=error,
+            )
             for number in range(len(self.targets))
         ]
+
+
+def within(seconds: float, call: Callable[[], T], host: str) -> T:
+    """`call()`'s result if it comes within `seconds`; else RegistryError naming `host`.
+
+    The call goes on in a daemon thread, bounded by its own deadline (`--timeout`), and its
+    result is dropped: a DNS lookup or a peer that never answers cannot hold up the build.
+    """
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as error:  # handed to the waiting thread
+            future.set_exception(error)
+
+    threading.Thread(target=run, name=f"source-{host}", daemon=True).start()
+    try:
+        return future.result(timeout=seconds)
+    except FutureTimeout:
+        raise RegistryError(f"{host}: no answer within {seconds:g} s", transient=True) from None
 
 
 class Later(MirrorError):

@@ -12,6 +12,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,10 +24,12 @@ from mirror.model import Action
 from mirror.plan import Shard, plan_names
 from mirror.repos import RepositoryState, repository_states
 from mirror.run import FixedPlanner, Options, Stop, SyncPlanner, execute, signals_to, write_reports
+from mirror.stale import SOURCE_DEADLINE, Refresh
 
 log = logging.getLogger("mirror")
 
 SHARD_ENV = "MIRROR_SHARD"
+SERVED = (Action.COPIED, Action.UP_TO_DATE, Action.STALE)  # what ensure prints a reference for
 DRAIN_AFTER_SIGNAL = 2.0  # seconds a stopped run waits for a slow stdout before it leaves
 
 
@@ -123,7 +126,7 @@ def _count(number: int, thing: str) -> str:
 
 
 def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
-    options = _options(args)
+    options = replace(_options(args), refresh=Refresh(args.refresh), check_logins=False)
     with _reported(options):
         loaded = config.load(config.config_path(args.config))
         names, text, lines = _ensure_names(args)
@@ -134,9 +137,7 @@ def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     done = execute(loaded, FixedPlanner(fixed), options, console, stop)
     if done.report.error:
         console.error(done.report.error)
-    if done.exit_code != Exit.OK or any(
-        outcome.action not in (Action.COPIED, Action.UP_TO_DATE) for outcome in done.outcomes
-    ):
+    if done.exit_code != Exit.OK or any(outcome.action not in SERVED for outcome in done.outcomes):
         return done.exit_code or Exit.FAILED
     # With several targets, the first one's reference: the registry builds pull from.
     first = {o.order: o.destination for o in done.outcomes if o.target == 0}
@@ -453,7 +454,12 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
         description="Mirror each IMAGE (written as after FROM in a Dockerfile), and with "
         "--dockerfile each image the build pulls, if missing or stale in ECR; then print "
         "the ECR references. Uses the config's source and ecr sections; the images need not be "
-        "listed under images. Progress goes to stderr; stdout has only the result.",
+        "listed under images. Progress goes to stderr; stdout has only the result. When ECR "
+        "has a copy and the source cannot refresh it (pull budget spent, 429, login locked "
+        "out, 5xx, no answer, unreachable, tag or repository gone), the copy is served: its "
+        "reference is printed, exit 0, and one warning line on stderr names the image, the "
+        "source's reason and the copy's age (`stale` in the report). It fails (non-zero, "
+        "nothing on stdout) only when an image cannot be had at all.",
     )
     ensure.add_argument("images", nargs="*", metavar="IMAGE[:TAG]")
     ensure.add_argument(
@@ -480,6 +486,16 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
         "the Dockerfile with every image it pulls pointed at ECR, every other byte unchanged; "
         "build-args: --build-arg NAME=ref for images written as a whole ARG (and "
         "BUILDKIT_SYNTAX for the # syntax= frontend)",
+    )
+    ensure.add_argument(
+        "--refresh",
+        choices=[str(mode) for mode in Refresh],
+        default=str(Refresh.IF_POSSIBLE),
+        help="if-possible (default): refresh from the source, but when ECR has a copy, wait "
+        f"at most {SOURCE_DEADLINE:g} s (or --timeout) for the source and serve the copy, "
+        "with a warning, when it cannot refresh it; always: an image that cannot be "
+        "refreshed fails; never: serve what ECR has without asking the source (it is asked "
+        "only for images ECR lacks). A pinned reference ECR holds never needs the source",
     )
     ensure.set_defaults(handler=_ensure)
 

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from mirror.errors import hide_passwords
 from mirror.model import Action, Outcome
 from mirror.pipeline import Progress
+from mirror.stale import NOT_ASKED
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _LABELS = (
@@ -35,7 +36,11 @@ _LABELS = (
     (Action.WOULD_COPY, "would copy"),
     (Action.DEFERRED, "deferred"),
     (Action.FAILED, "failed"),
+    (Action.STALE, "stale"),
 )
+
+
+_LEVELS = {Action.FAILED: "error", Action.STALE: "warning"}
 
 
 def one_line(text: str) -> str:
@@ -77,7 +82,7 @@ def image_line(outcome: Outcome) -> str:
 
 def shown_digest(outcome: Outcome) -> str | None:
     """The digest a line shows: what the target holds, or (would-copy) what it would get."""
-    if outcome.action in (Action.COPIED, Action.UP_TO_DATE):
+    if outcome.action in (Action.COPIED, Action.UP_TO_DATE, Action.STALE):
         return outcome.destination_digest
     if outcome.action == Action.WOULD_COPY:
         return outcome.source_digest
@@ -128,13 +133,16 @@ class Console:
     # --- a run's events -------------------------------------------------------------------------
 
     def settled(self, outcome: Outcome) -> None:
-        """One line per image: action, source -> destination, short digest, seconds, error."""
-        failed = outcome.action == Action.FAILED
-        if self.quiet and not failed:
+        """One line per image: action, source -> destination, short digest, seconds, error.
+        A stale copy served because the source could not refresh it is a warning."""
+        level = _LEVELS.get(outcome.action, "info")
+        if outcome.action == Action.STALE and outcome.error == NOT_ASKED:
+            level = "info"  # --refresh never: what was asked for
+        if self.quiet and level == "info":
             return
         self._emit(
             self.out,
-            "error" if failed else "info",
+            level,
             image_line(outcome),
             event="image",
             source=outcome.source,

@@ -19,7 +19,11 @@ class Exit(IntEnum):
 
 
 EXIT_CODES: tuple[tuple[Exit, str], ...] = (
-    (Exit.OK, "every image copied or already up to date"),
+    (
+        Exit.OK,
+        "every image copied or already up to date (`ensure`: or ECR's copy served, with a "
+        "warning, because the source could not refresh it)",
+    ),
     (
         Exit.FAILED,
         "at least one image failed; the others were still done (`repos`: differences remain)",
@@ -33,7 +37,8 @@ EXIT_CODES: tuple[tuple[Exit, str], ...] = (
     (
         Exit.TRY_LATER,
         "try again later, nothing lost: a source's pull budget is spent or it answered 429 "
-        "(its images are deferred), or another run holds the lock",
+        "(its images are deferred; for `ensure`, only those ECR lacks, or with --refresh "
+        "always), or another run holds the lock",
     ),
     (Exit.INTERRUPTED, "interrupted by SIGINT (Ctrl-C); the report says what was done"),
     (Exit.TERMINATED, "terminated by SIGTERM; the report says what was done"),

@@ -11,6 +11,8 @@ from enum import Enum
 
 from mirror.reference import ImageRef
 
+INTERRUPTED = "interrupted before it was done"  # why work a stop cut short is deferred
+
 
 class Action(str, Enum):
     """What happened to an image in a target: the `action` of a report entry."""
@@ -20,6 +22,9 @@ class Action(str, Enum):
     WOULD_COPY = "would-copy"  # --dry-run: a copy is needed and was not made
     DEFERRED = "deferred"  # not done now (budget, rate limit, interrupted): run again later
     FAILED = "failed"
+    # `ensure`: the target's copy is served as it is, not refreshed from the source (which
+    # could not be asked, or was not, with --refresh never); `error` says why.
+    STALE = "stale"
 
     def __str__(self) -> str:
         return self.value

@@ -15,11 +15,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from mirror.check import INTERRUPTED, Checker, Registry, Target
+from mirror.check import Checker, Registry, Target
 from mirror.errors import MirrorError, RateLimited, run_again_later
-from mirror.model import Action, Outcome, Pending, Task
+from mirror.model import INTERRUPTED, Action, Outcome, Pending, Task
 from mirror.plan import Plan
 from mirror.schedule import Backpressure, Budgets, Job, Queue, jobs
+from mirror.stale import SOURCE_DEADLINE, Refresh, Serve
 from mirror.transfer import Copier, Holdings, Retry, Transfer
 from mirror.workers import Workers, wait_all, wait_any
 
@@ -32,6 +33,8 @@ class Settings:
     dry_run: bool = False
     retry: Retry = field(default_factory=Retry)
     grace: float = 5.0  # seconds to wait for work in flight once stopped
+    refresh: Refresh = Refresh.ALWAYS  # ensure's --refresh; sync always refreshes
+    source_deadline: float = SOURCE_DEADLINE  # seconds, when a target has a copy to serve
 
     @property
     def check_jobs(self) -> int:
@@ -74,12 +77,14 @@ class Result:
 
 
 class Collector:
-    """Every entry's outcome, exactly once (the first wins); passes each on to the sink."""
+    """Every entry's outcome, exactly once (the first wins), settled by `serve` (ensure's
+    stale-if-error); passes each on to the sink."""
 
-    def __init__(self, total: int, sink: Sink, budgets: Budgets):
+    def __init__(self, total: int, sink: Sink, budgets: Budgets, serve: Serve | None = None):
         self.total = total
         self.sink = sink
         self.budgets = budgets
+        self.serve = serve
         self.running = 0
         self._outcomes: dict[tuple[tuple[int, int], int], Outcome] = {}
         self._counts: Counter[Action] = Counter()
@@ -88,6 +93,8 @@ class Collector:
 
     def add(self, outcome: Outcome) -> None:
         key = (outcome.order, outcome.target)
+        if self.serve is not None and not self.has(*key):
+            outcome = self.serve.settle(outcome)  # may read the copy's age: not under the lock
         with self._lock:
             if self._closed or key in self._outcomes:
                 return
@@ -144,7 +151,10 @@ class Pipeline:
 
     def run(self, plan: Plan) -> Result:
         total = len(plan.tasks) * len(self.targets) + len(plan.outcomes)
-        collector = Collector(total, self.sink, self.budgets)
+        serve = None
+        if self.settings.refresh is not Refresh.ALWAYS:
+            serve = Serve(self.settings.refresh, [target.registry for target in self.targets])
+        collector = Collector(total, self.sink, self.budgets, serve)
         for outcome in plan.outcomes:
             collector.add(outcome)
         pendings = self._check(plan.tasks, collector)
@@ -163,6 +173,8 @@ class Pipeline:
             limits=self.budgets,
             stop=self.stop,
             source_gets=not self.settings.dry_run,
+            refresh=self.settings.refresh,
+            source_deadline=self.settings.source_deadline,
         )
         pendings: list[Pending] = []
         with Workers(self.settings.check_jobs, "check") as workers:

@@ -215,6 +215,18 @@ class Registry:
         self._raise_for_status(response, f"{path}:{reference}")
         return _media_type(response), response.data
 
+    def get_blob(self, path: str, digest: str) -> bytes | None:
+        """GET a small blob (an image config: the body is read whole) and check it against its
+        digest; None when the registry has none. ECR answers with a redirect to S3, followed
+        without the registry's credentials."""
+        response = self._request("GET", f"/v2/{path}/blobs/{digest}", path)
+        if response.status == 404:
+            return None
+        self._raise_for_status(response, f"{path}@{digest}")
+        if sha256(response.data) != digest:
+            raise RegistryError(f"{self.host}/{path}@{digest}: the blob does not match its digest")
+        return response.data
+
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
         """PUT a manifest (an image index mirror wrote); return its digest."""
         response = self._request(

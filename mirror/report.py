@@ -107,8 +107,9 @@ def write_junit(path: Path, report: Report) -> None:
 def junit(report: Report) -> str:
     """One test case per image and target: class = destination repository, name = tag.
 
-    failed -> <failure> with the cause; deferred and would-copy -> <skipped> with why. A run
-    that stopped early says why in the suite's <system-err>.
+    failed -> <failure> with the cause; deferred and would-copy -> <skipped> with why; stale
+    (ensure served ECR's copy) passes, saying why in <system-out>. A run that stopped early
+    says why in the suite's <system-err>.
     """
     outcomes = report.outcomes
     stopped = bool(report.error and not outcomes)  # before any image was known: one case
@@ -151,11 +152,13 @@ def _case(suite: ElementTree.Element, outcome: Outcome) -> None:
     elif outcome.action in (Action.DEFERRED, Action.WOULD_COPY):
         why = error if outcome.action == Action.DEFERRED else "dry run: would copy"
         ElementTree.SubElement(case, "skipped", message=why or outcome.action.value)
-    else:
+    else:  # copied, up to date, or stale (served as it is: passed, and it says why)
         output = ElementTree.SubElement(case, "system-out")
         output.text = (
             f"{outcome.action} {outcome.source} {outcome.destination_digest or ''}".strip()
         )
+        if error:
+            output.text += f": {error}"
 
 
 def usable(path: Path, option: str, *, junit: bool = False) -> Path:

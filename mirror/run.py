@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mirror import aws, connect, lock, report
-from mirror.check import INTERRUPTED
 from mirror.config import Config
 from mirror.errors import (
     BUG,
@@ -33,12 +32,13 @@ from mirror.errors import (
     bug_message,
     run_again_later,
 )
-from mirror.model import Action, Outcome
+from mirror.model import INTERRUPTED, Action, Outcome
 from mirror.pipeline import Pipeline, Result, Settings, Sink
 from mirror.plan import NOT_RESOLVED, Plan, Shard, Unresolved, plan, rule_images
 from mirror.reference import Repository
 from mirror.registry import TagList
 from mirror.schedule import Budgets
+from mirror.stale import SOURCE_DEADLINE, Refresh
 from mirror.transfer import Retry
 from mirror.workers import Workers, wait_all
 
@@ -54,6 +54,10 @@ class Options:
     report: Path | None = None
     junit: Path | None = None
     retry: Retry = field(default_factory=Retry)
+    refresh: Refresh = Refresh.ALWAYS  # ensure's --refresh
+    # Try each source's credentials before any image (sync); ensure asks a source only for
+    # what ECR cannot serve, and a wrong password is then that image's failure.
+    check_logins: bool = True
 
 
 class Console(Sink, Protocol):
@@ -287,7 +291,8 @@ class _Execution:
                 )
             self.stop.on_stop(session.stop)
             hosts = [target.host for target in session.targets]
-            _check_logins(session, self.planner.sources(), self.budgets)
+            if options.check_logins:
+                _check_logins(session, self.planner.sources(), self.budgets)
             self.known = self.planner.resolve(session, self.stop, hosts, self.budgets)
             _say_plan(self.known, self.console)
             pipeline = Pipeline(
@@ -295,7 +300,13 @@ class _Execution:
                 targets=session.targets,
                 copier=session.copier,
                 budgets=self.budgets,
-                settings=Settings(jobs=options.jobs, dry_run=options.dry_run, retry=options.retry),
+                settings=Settings(
+                    jobs=options.jobs,
+                    dry_run=options.dry_run,
+                    retry=options.retry,
+                    refresh=options.refresh,
+                    source_deadline=min(SOURCE_DEADLINE, options.timeout),
+                ),
                 stop=self.stop.event,
                 sink=self.console,
                 backpressure=session.backpressure,
@@ -304,6 +315,7 @@ class _Execution:
                 self.result = pipeline.run(self.known)
             finally:
                 self.throttled = session.backpressure.throttled_requests
+                session.http.stop()  # requests given up on (a source past its deadline) end
 
     def _finish(self) -> Run:
         if self.result is not None:

@@ -74,7 +74,10 @@ class Budgets:
 
     def shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None:
         """Why `pulls` more from `host` cannot be spent now, with `reserved` promised to the
-        copies running (per host); None when they can."""
+        copies running (per host); None when they can. A job that costs no pull (filled from
+        a target that has the image) is never short, even from a host that answered 429."""
+        if pulls == 0:
+            return None
         with self._lock:
             budget = self._get(host)
             if budget.limited:

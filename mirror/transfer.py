@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
-from mirror.check import INTERRUPTED, PLATFORMS, SOURCE_DIGEST, Registry, Target
+from mirror.check import PLATFORMS, SOURCE_DIGEST, Registry, Target
 from mirror.errors import (
     CopyError,
     MirrorError,
@@ -27,7 +27,7 @@ from mirror.errors import (
     run_again_later,
 )
 from mirror.http import backoff
-from mirror.model import Action, Outcome, Pending
+from mirror.model import INTERRUPTED, Action, Outcome, Pending
 from mirror.registry import INDEX_TYPES, OCI_INDEX, sha256
 from mirror.schedule import Backpressure, Budgets, Job
 
@@ -69,8 +69,10 @@ class Holdings:
         self._lock = threading.Lock()
 
     def add(self, outcome: Outcome, *, platforms: tuple[str, ...]) -> None:
-        """Record an up-to-date or copied outcome of a task that takes `platforms`."""
-        if outcome.tag is None or outcome.action not in (Action.UP_TO_DATE, Action.COPIED):
+        """Record an outcome that leaves the image in its target (up to date, copied, or
+        stale: served as it is) of a task that takes `platforms`."""
+        held = (Action.UP_TO_DATE, Action.COPIED, Action.STALE)
+        if outcome.tag is None or outcome.action not in held:
             return
         place = Place(outcome.target, outcome.repository, outcome.tag, outcome.destination)
         with self._lock:

@@ -72,6 +72,9 @@ class FakeRegistry:
             digest = reference
         return None if digest is None else ("application/json", digest.encode())
 
+    def get_blob(self, path: str, digest: str) -> bytes | None:
+        return None
+
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
         self.digests[f"{path}:{reference}"] = body.decode()
         return body.decode()

@@ -182,6 +182,7 @@ def _image(
     seed: int | str,
     base_layers: Sequence[bytes],
     family: MediaTypes,
+    created: str = "1970-01-01T00:00:00Z",
 ) -> tuple[Blob, list[Blob]]:
     """One platform's manifest and the blobs it refers to (config and layers)."""
     layers = [
@@ -196,7 +197,7 @@ def _image(
         family.config,
         {
             **platform_fields,
-            "created": "1970-01-01T00:00:00Z",
+            "created": created,
             "config": {"Labels": {"test.seed": str(seed)}},
             "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in layers]},
         },
@@ -269,9 +270,11 @@ def build_image(
     base_layers: Sequence[bytes] = (),
     media_types: str = "oci",
     attestations: bool = False,
+    created: str = "1970-01-01T00:00:00Z",
 ) -> tuple[Blob, dict[str, Blob]]:
     """The top manifest (an index if more than one platform or with attestations) and every
-    blob and manifest it refers to, by digest.
+    blob and manifest it refers to, by digest. ``created`` is each image config's build time
+    (the 1970 of reproducible builds by default).
     """
     if not platforms:
         raise ValueError("at least one platform")
@@ -282,7 +285,7 @@ def build_image(
     entries: list[dict[str, Any]] = []
     manifests: list[tuple[str, Blob]] = []
     for platform in platforms:
-        manifest, parts = _image(platform, layer_sizes, seed, base_layers, family)
+        manifest, parts = _image(platform, layer_sizes, seed, base_layers, family, created)
         manifests.append((platform, manifest))
         entries.append(manifest.descriptor(platform=_platform_fields(platform)))
         blobs.update({blob.digest: blob for blob in (manifest, *parts)})
@@ -316,6 +319,7 @@ def write_oci_layout(
     base_layers: Sequence[bytes] = (),
     media_types: str = "oci",
     attestations: bool = False,
+    created: str = "1970-01-01T00:00:00Z",
 ) -> str:
     """Write an OCI layout holding ``tag``; returns its top digest (index if multi-platform)."""
     top, blobs = build_image(
@@ -325,6 +329,7 @@ def write_oci_layout(
         base_layers=base_layers,
         media_types=media_types,
         attestations=attestations,
+        created=created,
     )
     _write_layout(layout, tag, top, blobs)
     return top.digest
@@ -356,6 +361,7 @@ def make_image(
     auth: tuple[str, str] | None = None,
     media_types: str = "oci",
     attestations: bool = False,
+    created: str = "1970-01-01T00:00:00Z",
 ) -> str:
     """Build an image and push it to ``registry_host/repo:tag`` over plain HTTP; return its digest.
 
@@ -380,6 +386,7 @@ def make_image(
         base_layers=base_layers or (),
         media_types=media_types,
         attestations=attestations,
+        created=created,
     )
     if media_types != "oci":  # skopeo's oci: transport finds no Docker-typed manifest
         return push_image(registry_host, repo, tag, top, blobs, auth=auth)
