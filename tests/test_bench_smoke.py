@@ -79,3 +79,22 @@ def test_benchmark_runs_at_a_smoke_size_and_mirror_no_op_spends_no_pull(tmp_path
         "mirror_peak_rss_mb",
     } <= size["derived"].keys()
     assert {row["target"] for row in size["targets"]} >= {"noop_ratio", "first_ratio"}
+
+
+@pytest.mark.e2e
+def test_the_ensure_benchmark_runs_and_never_reaches_the_source(tmp_path: Path) -> None:
+    out = tmp_path / "ensure.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ensure", "--runs", "1", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# bench.ensure")
+    for case in ("healthy source", "source down", "source hanging", "--refresh never"):
+        assert f"| {case}" in text
+    assert "reached the source during the `--refresh never` runs: 0" in text

@@ -13,7 +13,7 @@ import pytest
 import urllib3
 
 from tests.stage import Run, Stage
-from tests.standins.misbehaving import Raw, never_answers, refusing
+from tests.standins.misbehaving import Behaviour, Raw, never_answers, refusing, trickles
 
 CREATED = "2026-01-02T03:04:05Z"  # the build time of the images ECR holds here
 CREDENTIALS = {"credentials": {"username_env": "HUB_USER", "password_env": "HUB_TOKEN"}}
@@ -130,9 +130,9 @@ def test_a_tag_deleted_upstream_serves_ecrs_copy(stage: Stage) -> None:
 
 
 @contextlib.contextmanager
-def hanging(stage: Stage) -> Iterator[str]:
-    """The source accepts connections and never answers."""
-    raw = Raw(never_answers).start()
+def hanging(stage: Stage, behave: Behaviour = never_answers) -> Iterator[str]:
+    """The source accepts connections and never answers (or answers a byte at a time)."""
+    raw = Raw(behave).start()
     try:
         stage.config(source={"registry": raw.host, "tls_verify": False})
         yield raw.host
@@ -152,6 +152,14 @@ def test_a_source_that_never_answers_does_not_hold_up_the_build(stage: Stage) ->
         assert f"not refreshed: {host}: no answer within 5 s" in stale_lines(run)[0]
         assert took < 60, f"ensure took {took:.0f} s on a source that never answers"
         stale_everywhere(stage, digest, f"{host}: no answer within 5 s")
+
+
+def test_a_source_that_trickles_does_not_hold_up_the_build(stage: Stage) -> None:
+    in_ecr(stage)
+    with hanging(stage, trickles(0.5)) as host:
+        run = stage.mirror("ensure", "--timeout", "100", f"{stage.repo}:3.3")
+    assert (run.code, run.actions()) == (0, ["stale"]), run.stderr
+    assert f"not refreshed: {host}: no answer within 5 s" in stale_lines(run)[0]
 
 
 @pytest.mark.parametrize("fault", ["5xx", "lockout", "wrong password", "repository gone"])
