@@ -241,6 +241,26 @@ def test_digest_header_on_head_not_on_get(
         assert get.headers["Content-Type"] == head.headers["Content-Type"] == doc["mediaType"]
 
 
+def test_a_blob_comes_from_another_host_that_refuses_the_registrys_credentials(
+    ecr_front: EcrFront, ecr: Any, session: requests.Session, repo_name: str
+) -> None:
+    ecr.create_repository(repositoryName=repo_name)
+    config = tiny_manifest(session, ecr_front, repo_name, "bucket")["config"]
+    url = f"{ecr_front.url}/v2/{repo_name}/blobs/{config['digest']}"
+    answer = session.get(url, allow_redirects=False)
+    assert answer.status_code == 307
+    bucket = answer.headers["Location"]
+    assert bucket.startswith(f"http://localhost:{ecr_front.port}/")  # not the registry's host
+    both = requests.get(bucket, auth=ECR_LOGIN, timeout=30)  # S3 takes one way of signing
+    assert both.status_code == 400 and "Only one auth mechanism allowed" in both.text
+    forged = requests.get(bucket.replace("Signature=", "Signature=0"), timeout=30)
+    assert forged.status_code == 403
+    fetched = session.get(url)  # requests drops the credentials on a redirect to another host
+    assert fetched.status_code == 200
+    assert "sha256:" + hashlib.sha256(fetched.content).hexdigest() == config["digest"]
+    assert session.get(f"{url[:-6]}000000", allow_redirects=False).status_code == 404
+
+
 # --- immutability -----------------------------------------------------------------------------
 
 
