@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import os
 import sys
@@ -126,7 +127,7 @@ def _count(number: int, thing: str) -> str:
 
 
 def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
-    options = replace(_options(args), refresh=Refresh(args.refresh), check_logins=False)
+    options = replace(_options(args), refresh=args.refresh, check_logins=False)
     with _reported(options):
         loaded = config.load(config.config_path(args.config))
         names, text, lines = _ensure_names(args)
@@ -489,8 +490,9 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
     )
     ensure.add_argument(
         "--refresh",
-        choices=[str(mode) for mode in Refresh],
-        default=str(Refresh.IF_POSSIBLE),
+        type=_refresh,
+        default=Refresh.IF_POSSIBLE,
+        metavar="{always,if-possible,never}",
         help="if-possible (default): refresh from the source, but when ECR has a copy, wait "
         f"at most {SOURCE_DEADLINE:g} s (or --timeout) for the source and serve the copy, "
         "with a warning, when it cannot refresh it; always: an image that cannot be "
@@ -526,6 +528,17 @@ def _whole(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
     return value
+
+
+def _refresh(text: str) -> Refresh:
+    """`--refresh`: always, if-possible or never, in any letter case (`if_possible` too)."""
+    word = text.strip().lower().replace("_", "-")
+    modes = [str(mode) for mode in Refresh]
+    if word in modes:
+        return Refresh(word)
+    close = difflib.get_close_matches(word, modes, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "expected " + ", ".join(modes)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a refresh mode ({hint})")
 
 
 def _seconds(text: str) -> float:

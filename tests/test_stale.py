@@ -279,11 +279,27 @@ def test_quiet_still_shows_the_warning(stage: Stage) -> None:
     assert len(stale_lines(run)) == 1
 
 
-def test_a_refresh_typo_is_a_usage_error(stage: Stage) -> None:
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("nevr", "'nevr' is not a refresh mode (did you mean 'never'?)"),
+        ("ifpossible", "'ifpossible' is not a refresh mode (did you mean 'if-possible'?)"),
+        ("sometimes", "'sometimes' is not a refresh mode (expected always, if-possible, never)"),
+        ("", "'' is not a refresh mode (expected always, if-possible, never)"),
+    ],
+)
+def test_a_refresh_typo_is_a_usage_error(stage: Stage, given: str, said: str) -> None:
     stage.config()
-    run = stage.mirror("ensure", "--refresh", "nevr", "ruby:3")
-    assert run.code == 2
-    assert run.error == (
-        "mirror ensure: argument --refresh: invalid choice: 'nevr' (choose from 'always', "
-        "'if-possible', 'never') (see mirror ensure --help)"
-    )
+    run = stage.mirror("ensure", "--refresh", given, "ruby:3")
+    assert (run.code, run.stdout) == (2, "")
+    assert run.error == f"mirror ensure: argument --refresh: {said} (see mirror ensure --help)"
+
+
+def test_refresh_takes_any_letter_case(stage: Stage) -> None:
+    in_ecr(stage)
+    stage.hub.reset_counts()
+    for spelling in ("NEVER", "Never", " never"):
+        run = stage.mirror("ensure", f"--refresh={spelling}", f"{stage.repo}:3.3")
+        assert (run.code, run.actions()) == (0, ["stale"]), run.stderr
+    assert stage.hub.counts.requests == []
+    assert stage.mirror("ensure", "--refresh", "IF_POSSIBLE", f"{stage.repo}:3.3").code == 0
