@@ -59,12 +59,14 @@ def formats(stage: Stage, tag: str = "3.3") -> list[tuple[str, tuple[str, ...], 
     ]
 
 
-def stale_everywhere(stage: Stage, digest: str, reason: str, tag: str = "3.3") -> None:
+def stale_everywhere(
+    stage: Stage, digest: str, reason: str, tag: str = "3.3", *options: str
+) -> None:
     """In each --format: ECR's reference printed, exit 0, one warning line on stderr naming
     the image, the source's reason and the copy's age; `stale` in the report and JSON lines."""
     reference = f"{stage.dest.host}/{stage.dest_repo()}:{tag}"
     for form, args, expected in formats(stage, tag):
-        run = stage.mirror("ensure", *args)
+        run = stage.mirror("ensure", *options, *args)
         assert (run.code, run.stdout) == (0, expected.format(ref=reference)), (form, run.stderr)
         assert run.actions() == ["stale"], form
         assert run.report is not None
@@ -151,7 +153,8 @@ def test_a_source_that_never_answers_does_not_hold_up_the_build(stage: Stage) ->
         assert run.stdout == f"{stage.dest.host}/{stage.dest_repo()}:3.3\n"
         assert f"not refreshed: {host}: no answer within 5 s" in stale_lines(run)[0]
         assert took < 60, f"ensure took {took:.0f} s on a source that never answers"
-        stale_everywhere(stage, digest, f"{host}: no answer within 5 s")
+        # the formats with a shorter --timeout, which also shortens the source deadline
+        stale_everywhere(stage, digest, f"{host}: no answer within 2 s", "3.3", "--timeout", "2")
 
 
 def test_a_source_that_trickles_does_not_hold_up_the_build(stage: Stage) -> None:
