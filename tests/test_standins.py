@@ -14,10 +14,12 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+import urllib3
 
 from tests.standins.aws import ECR_AUTHORIZATION_TOKEN, ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.ecr import EcrFront
-from tests.standins.hub import LOGIN_LOCKED, SERVICE, TOO_MANY_REQUESTS, HubFront
+from tests.standins.front import FrontHandler, HttpFront
+from tests.standins.hub import HOLD_LIMIT, LOGIN_LOCKED, SERVICE, TOO_MANY_REQUESTS, HubFront
 from tests.standins.images import (
     ATTESTATION_PREDICATES,
     FAMILIES,
@@ -137,6 +139,70 @@ def test_rate_limit_spent_by_gets_only_then_429(source_registry: Registry, repo_
     assert (counts.manifest_get, counts.manifest_get_ok, counts.status_429) == (4, 3, 1)
     assert counts.manifest_head == 5
     assert ("GET", f"/v2/{url}", 429) in counts.requests
+
+
+class GatedBackend(HttpFront):
+    """A pass-through to a registry that holds every manifest GET until ``release``: what
+    happens between a front's budget check and its answer can be seen, whatever the timing."""
+
+    server_name = "gated-backend"
+
+    def __init__(self, backend_url: str) -> None:
+        super().__init__()
+        self.backend_url = backend_url
+        self.arrived = 0  # manifest GETs that reached the backend
+        self.gate = threading.Event()
+        self.changed = threading.Condition()
+        self._pool = urllib3.PoolManager(maxsize=16, retries=False)
+
+    def _handle(self, req: FrontHandler) -> None:
+        if req.command == "GET" and "/manifests/" in req.path:
+            with self.changed:
+                self.arrived += 1
+                self.changed.notify_all()
+            self.gate.wait(HOLD_LIMIT)
+        headers = {"Accept": req.headers.get("Accept", "")}
+        resp = self._pool.request(req.command, self.backend_url + req.path, headers=headers)
+        passed = {k: v for k, v in resp.headers.items() if k.lower() != "transfer-encoding"}
+        self._send(req, resp.status, passed, resp.data)
+
+
+def test_parallel_pulls_never_spend_more_than_is_left(
+    source_registry: Registry, repo_name: str
+) -> None:
+    """Three clients pulling two manifests each at once, 5 pulls left: 5 are served and 1
+    gets the 429, even when all six pass the front before any is answered (Docker Hub's
+    budget is one counter)."""
+    make_image(source_registry.host, repo_name, "1", seed="atomic")
+    with (
+        GatedBackend(source_registry.url) as backend,
+        HubFront(backend.url, limit=5) as front,
+    ):
+        statuses: list[int] = []
+        url = f"{front.url}/v2/{repo_name}/manifests/1"
+
+        def pull(headers: dict[str, str]) -> None:
+            status = requests.get(url, headers=headers, timeout=HOLD_LIMIT).status_code
+            with backend.changed:
+                statuses.append(status)
+                backend.changed.notify_all()
+
+        with requests.Session() as session:
+            tokens = [bearer(session, front, repo_name) for _client in range(3)]
+        threads = [threading.Thread(target=pull, args=(headers,)) for headers in tokens * 2]
+        for thread in threads:
+            thread.start()
+        with backend.changed:  # every GET is held at the backend or already answered
+            assert backend.changed.wait_for(
+                lambda: backend.arrived + len(statuses) >= 6, timeout=HOLD_LIMIT
+            )
+        backend.gate.set()
+        for thread in threads:
+            thread.join(HOLD_LIMIT)
+        counts = front.counts
+    assert sorted(statuses) == [200] * 5 + [429]
+    assert (backend.arrived, counts.manifest_get_ok, counts.status_429) == (5, 5, 1)
+    assert front.remaining == 0
 
 
 def test_token_endpoint_checks_basic_credentials(source_registry: Registry) -> None:
