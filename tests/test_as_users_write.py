@@ -238,6 +238,12 @@ def test_ensure_checks_ecr_names_and_knows_scratch(tmp_path: Path) -> None:
     assert str(caught.value).startswith("'localhost:5000/x:1': its ECR repository: bad ECR ")
     with pytest.raises(ConfigError, match="scratch is Docker's empty base"):
         plan_names(loaded, ["scratch"])
+    referrers = "alpine:sha256-" + "c" * 64
+    with pytest.raises(ConfigError) as caught:
+        plan_names(loaded, [referrers])
+    assert str(caught.value).startswith(f"{referrers!r}: 'sha256-{'c' * 64}' is a referrers tag")
+    signature = "alpine:sha256-" + "c" * 64 + ".sig"  # cosign's signature: copied as asked
+    assert plan_names(loaded, [signature])[1][signature].tag == "sha256-" + "c" * 64 + ".sig"
 
 
 @pytest.mark.parametrize(
@@ -245,8 +251,17 @@ def test_ensure_checks_ecr_names_and_knows_scratch(tmp_path: Path) -> None:
     [
         (
             "images: [{source: ruby, tags: ['sha256-" + "a" * 64 + "']}]",
-            "images[0].tags[0]: 'sha256-" + "a" * 64 + "' is the form of mirror's pin tags "
-            "(sha256-<hex>, kept for a pinned digest): pin the digest instead, as TAG@sha256:...",
+            "images[0].tags[0]: 'sha256-" + "a" * 64 + "' is a referrers tag (OCI's referrers "
+            "tag schema: the signatures and attestations of the image sha256:aaaaaaaaaaaa...) and "
+            "the form of mirror's pin tags, not an image to mirror by name; to mirror that image, "
+            "pin it: TAG@sha256:" + "a" * 64,
+        ),
+        (
+            "images: [{source: ruby, tags: ['sha512-" + "b" * 64 + "']}]",
+            "images[0].tags[0]: 'sha512-" + "b" * 64 + "' is a referrers tag (OCI's referrers "
+            "tag schema: the signatures and attestations of the image sha512:bbbbbbbbbbbb...) and "
+            "the form of mirror's pin tags, not an image to mirror by name; to mirror that image, "
+            "pin it: TAG@<its digest>",
         ),
         (
             "source: {credentials: {username_env: U, password_env: P, docker.io: "
