@@ -17,6 +17,7 @@ from mirror.check import Target
 from mirror.config import Config, Credentials, Ecr, target_region
 from mirror.errors import ConfigError, SetupError
 from mirror.http import Http, Policy, check_proxies
+from mirror.model import Copied
 from mirror.pipeline import check_jobs
 from mirror.registry import Login, Registry
 from mirror.repo_settings import RepositorySettings
@@ -142,7 +143,7 @@ class Copier:
         src_tls_verify: bool,
         dest_tls_verify: bool,
         pull_hosts: frozenset[str] = frozenset(),
-    ) -> str:
+    ) -> Copied:
         self.refresh()
         return self.tool.copy(
             source,

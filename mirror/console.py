@@ -128,10 +128,15 @@ class Console:
     # --- a run's events -------------------------------------------------------------------------
 
     def settled(self, outcome: Outcome) -> None:
-        """One line per image: action, source -> destination, short digest, seconds, error."""
+        """One line per image: action, source -> destination, short digest, seconds, error;
+        then its warning, if it has one (also with --quiet)."""
         failed = outcome.action == Action.FAILED
-        if self.quiet and not failed:
-            return
+        if not self.quiet or failed:
+            self._image(outcome, failed=failed)
+        if outcome.warning:
+            self.warning(outcome.warning)
+
+    def _image(self, outcome: Outcome, *, failed: bool) -> None:
         self._emit(
             self.out,
             "error" if failed else "info",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mirror import aws, connect, lock, report
+from mirror import aws, connect, lock, report, state
 from mirror.check import INTERRUPTED
 from mirror.config import Config
 from mirror.errors import (
@@ -39,6 +39,7 @@ from mirror.plan import NOT_RESOLVED, Plan, Shard, Unresolved, plan, rule_images
 from mirror.reference import Repository
 from mirror.registry import TagList
 from mirror.schedule import Budgets
+from mirror.state import Refusals
 from mirror.transfer import Retry
 from mirror.workers import Workers, wait_all
 
@@ -251,6 +252,7 @@ class _Execution:
     result: Result | None = None
     error: MirrorError | None = None
     throttled: int = 0
+    state_warnings: list[str] = field(default_factory=list)  # the memory of refused images
 
     def __post_init__(self) -> None:
         self.budgets = Budgets(self.options.max_pulls)
@@ -286,6 +288,7 @@ class _Execution:
                     )
                 )
             self.stop.on_stop(session.stop)
+            refusals = self._remembered()
             hosts = [target.host for target in session.targets]
             _check_logins(session, self.planner.sources(), self.budgets)
             self.known = self.planner.resolve(session, self.stop, hosts, self.budgets)
@@ -299,17 +302,36 @@ class _Execution:
                 stop=self.stop.event,
                 sink=self.console,
                 backpressure=session.backpressure,
+                refusals=refusals,
             )
             try:
                 self.result = pipeline.run(self.known)
             finally:
                 self.throttled = session.backpressure.throttled_requests
+                self._remember(refusals)
+
+    def _remembered(self) -> Refusals:
+        """The images earlier runs on this machine refused (mirror.state)."""
+        refusals, warning = Refusals.load(state.refusals_path())
+        if warning:
+            self._state_warning(warning)
+        return refusals
+
+    def _remember(self, refusals: Refusals) -> None:
+        warning = None if self.options.dry_run else refusals.save()
+        if warning:
+            self._state_warning(warning)
+
+    def _state_warning(self, warning: str) -> None:
+        self.console.warning(warning)
+        self.state_warnings.append(warning)
 
     def _finish(self) -> Run:
         if self.result is not None:
             outcomes, warnings = self.result.outcomes, self.result.warnings
         else:  # stopped before any image was looked at: the report lists them, the log not
             outcomes, warnings = self._unfinished(), []
+        warnings = [*warnings, *self.state_warnings]
         code = _exit_code(outcomes, self.error, self.stop)
         done = report.Report(
             outcomes,

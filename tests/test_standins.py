@@ -26,10 +26,15 @@ from tests.standins.images import (
     IN_TOTO,
     build_image,
     make_image,
+    nested_index,
+    push_image,
+    push_schema1,
     skopeo_copy,
     skopeo_inspect,
+    windows_image,
     write_auth_file,
     write_oci_layout,
+    zstd_docker_image,
 )
 from tests.standins.proxy import ForwardProxy
 from tests.standins.registry import MANIFEST_ACCEPT, Registry, get_manifest, manifest_digest
@@ -682,6 +687,61 @@ def test_skopeo_copies_attested_images_keeping_the_digest(
         manifest_digest(dest_registry.url, repo_name, "1", auth=(ECR_USER, ECR_PASSWORD)) == digest
     )
     assert hub.counts.manifest_get_ok == 5  # the index, two images, two attestations
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_what_skopeo_1_9_does_with_content_of_every_shape(
+    source_registry: Registry,
+    hub: HubFront,
+    dest_registry: Registry,
+    tmp_path: Path,
+    repo_name: str,
+) -> None:
+    """The facts mirror's refusals and work-arounds rest on (skopeo 1.9.3, `copy --all
+    --preserve-digests` into another repository, as mirror copies)."""
+    auth_file = ecr_auth_file(tmp_path, dest_registry)
+    shapes = {
+        "nested": nested_index("facts"),
+        "zstd": zstd_docker_image("facts"),
+        "windows": windows_image("facts"),
+    }
+    digests = {
+        name: push_image(source_registry.host, f"{repo_name}/{name}", "1", *built)
+        for name, built in shapes.items()
+    }
+    digests["schema1"] = push_schema1(source_registry.host, f"{repo_name}/schema1", "1", "facts")
+
+    def copy(name: str) -> subprocess.CompletedProcess[str]:
+        source = f"{hub.host}/{repo_name}/{name}@{digests[name]}"
+        return skopeo_copy(
+            source, f"{dest_registry.host}/mirror/{repo_name}/{name}:1", tmp_path, "--all",
+            "--preserve-digests", "--debug", auth_file=auth_file, timeout=60,
+        )  # fmt: skip
+
+    nested = copy("nested")
+    assert nested.returncode == 1
+    assert "Unexpectedly received a manifest list instead of a manifest for a single image" in (
+        nested.stderr
+    )
+    zstd = copy("zstd")
+    assert zstd.returncode == 1
+    assert (
+        'unsupported docker v2s2 media type: \\"application/vnd.docker.image.rootfs.diff.tar.zstd'
+        in (zstd.stderr)
+    )
+    schema1 = copy("schema1")
+    assert schema1.returncode == 1
+    assert "Copying a schema1 image with an embedded Docker reference" in schema1.stderr
+    assert "Instructed to preserve digests" in schema1.stderr
+    windows = copy("windows")
+    assert windows.returncode == 0, windows.stderr
+    assert "Skipping foreign layer" in windows.stderr
+    destination = f"mirror/{repo_name}/windows"
+    auth = (ECR_USER, ECR_PASSWORD)
+    assert manifest_digest(dest_registry.url, destination, "1", auth=auth) == digests["windows"]
+    # nested: the top and the inner index; zstd: the manifest; schema 1: the manifest (read
+    # before skopeo finds it cannot keep it); windows: the manifest
+    assert hub.counts.manifest_get_ok == 5
 
 
 # --- a forward proxy, and made-up hosts only it can reach ----------------------------------------

@@ -1,0 +1,126 @@
+"""What mirror remembers between runs on a machine: source images it refused, by digest.
+
+Some images cannot be copied whole with their digest (a Docker v2 manifest with zstd layers
+is only found out by reading it: a pull). Once refused, an image is remembered by its source
+repository and digest, so later runs refuse it from a free HEAD and spend no pull on it until
+the source changes (a new digest is tried again).
+
+The memory is a small JSON file, `$XDG_STATE_HOME/mirror/refused.json` (default
+`~/.local/state/mirror/`), per user: the XDG base directory for state that outlives a run.
+ECR has no place for a note about an image it does not hold (short of writing into the
+user's repositories), and a failure must write nothing there. Losing the file costs one pull
+per refused image to learn it again; a CodeBuild project keeps it with `cache: paths`. A file
+that cannot be read or written is a warning, never a failed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+FILE = "refused.json"
+VERSION = 1
+MAX_ENTRIES = 1000  # the oldest are forgotten first: a forgotten one costs one pull once
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """`$XDG_STATE_HOME/mirror`, else `~/.local/state/mirror`; None without a home."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_STATE_HOME") or ""
+    if base and os.path.isabs(base):
+        return Path(base) / "mirror"
+    home = env.get("HOME") or ""
+    return Path(home) / ".local" / "state" / "mirror" if os.path.isabs(home) else None
+
+
+def refusals_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    directory = state_dir(environ)
+    return None if directory is None else directory / FILE
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    seen: str  # ISO-8601 UTC, when a run last refused it
+
+
+class Refusals:
+    """Source images refused by digest. Thread-safe; `save()` writes what was added."""
+
+    def __init__(self, path: Path | None, entries: dict[str, Refusal] | None = None):
+        self.path = path
+        self._entries = dict(entries or {})
+        self._changed = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path | None) -> tuple[Refusals, str | None]:
+        """The remembered refusals, and a warning when the file cannot be read (then none)."""
+        if path is None:
+            return cls(None), None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries = {
+                key: Refusal(str(value["reason"]), str(value["seen"]))
+                for key, value in data["refused"].items()
+            }
+        except FileNotFoundError:
+            return cls(path), None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            why = error.strerror if isinstance(error, OSError) else "not a mirror state file"
+            return cls(path), f"cannot read {path} ({why}): refused images are tried again"
+        return cls(path, entries), None
+
+    def why(self, repository: str, digest: str) -> Refusal | None:
+        with self._lock:
+            return self._entries.get(_key(repository, digest))
+
+    def add(self, repository: str, digest: str, reason: str) -> None:
+        seen = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self._lock:
+            self._entries[_key(repository, digest)] = Refusal(reason, seen)
+            self._changed = True
+
+    def save(self) -> str | None:
+        """Write the file if anything was added (atomically: a reader never sees half of
+        it); a warning when it cannot be written, None when done."""
+        if self.path is None:
+            return None
+        on_disk, _ = Refusals.load(self.path)  # another run may have added some meanwhile
+        with self._lock:
+            if not self._changed:
+                return None
+            entries = {**on_disk._entries, **self._entries}
+            kept = sorted(entries.items(), key=lambda item: item[1].seen)[-MAX_ENTRIES:]
+            document = {
+                "version": VERSION,
+                "refused": {key: {"reason": r.reason, "seen": r.seen} for key, r in kept},
+            }
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{FILE}.")
+            try:
+                with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                    json.dump(document, handle, indent=1, sort_keys=True)
+                os.replace(temporary, self.path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        except OSError as error:
+            return (
+                f"cannot write {self.path} ({error.strerror or error}): the images refused in "
+                "this run will cost a pull again next run"
+            )
+        with self._lock:
+            self._changed = False
+        return None
+
+
+def _key(repository: str, digest: str) -> str:
+    return f"{repository}@{digest}"
