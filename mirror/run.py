@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -248,6 +249,7 @@ class _Execution:
     console: Console
     stop: Stop
     started: float = field(default_factory=time.monotonic)
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     known: Plan | None = None
     result: Result | None = None
     error: MirrorError | None = None
@@ -341,6 +343,8 @@ class _Execution:
             exit_code=code,
             seconds=time.monotonic() - self.started,
             throttled=self.throttled,
+            started=self.started_at,
+            ended=datetime.now(timezone.utc),
         )
         try:
             write_reports(done, self.options)

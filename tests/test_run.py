@@ -220,6 +220,8 @@ def test_a_config_error_still_leaves_a_report(stage: Stage) -> None:
     (stage.tmp / "mirror.yaml").write_text("images: [{source: ruby, tags: [3.3], nope: 1}]\n")
     run = stage.mirror("sync")
     assert run.code == 2
+    assert run.report is not None
+    assert run.report.pop("started") == run.report.pop("ended")  # ISO-8601 UTC: ends at once
     assert run.report == {
         "exit_code": 2,
         "error": f"{stage.tmp / 'mirror.yaml'}: images[0].nope: unknown key "
