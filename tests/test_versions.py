@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from mirror import config, versions
 from mirror.errors import ConfigError
+from mirror.repo_settings import ENCRYPTION_TYPES
 
 SIG = "sha256-" + "a" * 64
 # As Docker Hub lists them (cut down): words, versions of every shape, alpine's edge
@@ -189,3 +190,12 @@ def test_any_text_reads_as_a_version_or_a_word(text: str) -> None:
 def test_the_order_is_total_and_stable(tags: list[str]) -> None:
     once = sorted(tags, key=versions.sort_key)
     assert sorted(reversed(tags), key=versions.sort_key) == once
+
+
+def test_readme_documents_every_rule_key_and_encryption_type() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rules = readme.split("### Tag rules\n", 1)[1].split("\n### ", 1)[0]
+    written = rules.split("`tags: {", 1)[1].split("}`", 1)[0]
+    assert [part.split(":")[0].strip() for part in written.split(",")] == list(config._RULE_KEYS)
+    for kind in ENCRYPTION_TYPES:
+        assert f"{{type: {kind}" in readme, kind
