@@ -6,8 +6,8 @@ A tag is **version-like** when it reads, in this order (README, "Tag rules", say
 
 - the release: numbers joined by `.` (`3`, `3.20`, `3.20.3`, `1.2.3.4`), after an optional `v`;
 - a pre-release, attached or after `-`/`.`/`_`: `rc1`, `-rc.1`, `-beta2`, `a5`, `b2`, `-M02`,
-  `-dev`, `-preview1` (words: alpha, beta, rc, pre, preview, dev, snapshot, nightly, canary,
-  milestone; the letters a, b, c, m only with a number after them);
+  `-dev`, `-preview1`, `-ea-15` (words: alpha, beta, rc, pre, preview, dev, snapshot,
+  nightly, canary, milestone, ea; the letters a, b, c, m only with a number after them);
 - a variant, after `-` or `_` (or `.` before a letter): `-slim`, `-alpine3.20`,
   `-bookworm-slim`, `-debian-12-r5`, `_7-jdk`, `.Final`.
 
@@ -52,6 +52,7 @@ _PRE_WORDS = {
     "nightly": "nightly",
     "canary": "canary",
     "milestone": "milestone",
+    "ea": "ea",  # early access: openjdk's 24-ea-15
 }
 _PRE_LETTERS = {"a": "alpha", "b": "beta", "c": "rc", "m": "milestone"}  # with a number only
 _VARIANT_SEPARATORS = "-_"
@@ -227,12 +228,12 @@ def _pre_release(tag: str, position: int) -> tuple[tuple[str, str] | None, int]:
     canonical = _PRE_WORDS.get(word) or _PRE_LETTERS.get(word)
     if canonical is None or end == start:
         return None, position
-    number_start = end + 1 if tag[end : end + 1] == "." else end
+    number_start = end + 1 if tag[end : end + 1] in (".", "-") else end  # rc.1, ea-15
     number_end = _digits_end(tag, number_start)
-    if number_end == number_start:  # no number: only whole words, and not `1.2.3.rc.x`
-        if word in _PRE_LETTERS or number_start != end:
+    if number_end == number_start:  # no number: whole words only (rc-slim, not rc.x)
+        if word in _PRE_LETTERS or tag[end : end + 1] == ".":
             return None, position
-        number_end = end
+        number_start = number_end = end
     if number_end < len(tag) and tag[number_end] not in _VARIANT_SEPARATORS + ".":
         return None, position  # `-alpine`, `-rcx`: not a pre-release
     return (canonical, _plain(tag[number_start:number_end]) if number_end > end else ""), number_end

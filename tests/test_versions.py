@@ -115,6 +115,7 @@ def test_version_order(higher: str, lower: str) -> None:
         ("3.13-rc-slim", "3.13.0-rc"),
         ("8.0-M02", "8.0.0-milestone.2"),
         ("1.0.0-dev", "1.0.0-dev"),
+        ("24-ea-15-jdk", "24.0.0-ea.15"),  # early access build 15, variant -jdk
         ("1.22-alpine", "1.22.0"),  # alpine is no alpha
         ("7.2.4-debian-12-r5", "7.2.4"),
         ("20240923", None),  # a date
