@@ -263,6 +263,21 @@ def test_ensure_checks_ecr_names_and_knows_scratch(tmp_path: Path) -> None:
             "the form of mirror's pin tags, not an image to mirror by name; to mirror that image, "
             "pin it: TAG@<its digest>",
         ),
+        (  # a semver range as skopeo's docs write it, unquoted: YAML reads '>' as block text
+            "images:\n  - source: alpine\n    tags:\n      semver: >=3.18 <4",
+            "line 4, column 16: YAML syntax error: expected chomping or indentation indicators, "
+            "but found '=' (a value starting with '>' must be in quotes: semver: \">=3.18 <4\")",
+        ),
+        (
+            "images: [{source: alpine, tags: {semver: >=3.18 <4, newest: 2}}]",
+            "line 1, column 42: YAML syntax error: found character '>' that cannot start any "
+            "token (a value starting with '>' must be in quotes: semver: \">=3.18 <4\")",
+        ),
+        (
+            "images: [{source: alpine, tags: {semver: '>=3.18, <4 ||'}}]",
+            "images[0].tags.semver: bad version range '>=3.18, <4 ||': an empty alternative "
+            "around '||' (it would match every version)",
+        ),
         (
             "source: {credentials: {username_env: U, password_env: P, docker.io: "
             "{username_env: V, password_env: Q}}}\nimages: []",
