@@ -39,6 +39,13 @@ def dest_has(stage: Stage, digest: str) -> bool:
     return found == digest
 
 
+def assert_next_run_is_free(stage: Stage) -> None:
+    stage.hub.reset_counts()
+    again = stage.mirror("sync")
+    assert (again.code, again.actions()) == (0, ["up-to-date"])
+    assert stage.hub.counts.manifest_get == 0
+
+
 @pytest.mark.parametrize("family", ["oci", "docker"])
 def test_an_index_of_indexes_is_copied_whole_with_every_digest(stage: Stage, family: str) -> None:
     top, blobs = nested_index(f"whole-{family}", media_types=family)
@@ -57,10 +64,7 @@ def test_an_index_of_indexes_is_copied_whole_with_every_digest(stage: Stage, fam
     # the top, the inner index and the three leaves (5)
     assert stage.hub.counts.manifest_get_ok == 7
 
-    stage.hub.reset_counts()
-    again = stage.mirror("sync")
-    assert (again.code, again.actions()) == (0, ["up-to-date"])
-    assert stage.hub.counts.manifest_get == 0
+    assert_next_run_is_free(stage)
 
 
 def test_an_index_of_indexes_fills_a_second_target_without_a_pull(
@@ -99,10 +103,7 @@ def test_a_platform_subset_of_an_index_of_indexes_looks_inside(stage: Stage) -> 
     assert index["annotations"]["io.github.mirror.source.digest"] == digest
     assert stage.hub.counts.manifest_get_ok == 3  # the top, the inner index, arm64
 
-    stage.hub.reset_counts()
-    again = stage.mirror("sync")
-    assert (again.code, again.actions()) == (0, ["up-to-date"])
-    assert stage.hub.counts.manifest_get == 0
+    assert_next_run_is_free(stage)
 
 
 def test_zstd_docker_v2_is_refused_once_then_costs_no_pull_until_it_changes(
