@@ -164,6 +164,7 @@ class Session:
     http: Http
     tool: skopeo.Skopeo
     backpressure: Backpressure
+    tool_version: str | None = None  # skopeo's ("1.9.3"); None in a dry run, which runs none
 
     def stop(self) -> None:
         self.http.stop()
@@ -194,8 +195,7 @@ def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iter
         )
         is not None
     }
-    if not dry_run:
-        skopeo.probe()
+    version = None if dry_run else ".".join(map(str, skopeo.probe()))
     backpressure = Backpressure(jobs)
     http = Http(
         policy=Policy(timeout=timeout),
@@ -213,6 +213,7 @@ def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iter
             copier=Copier(tool, logins, targets),
             http=http,
             tool=tool,
+            tool_version=version,
             backpressure=backpressure,
         )
 

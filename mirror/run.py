@@ -290,7 +290,7 @@ class _Execution:
                     )
                 )
             self.stop.on_stop(session.stop)
-            refusals = self._remembered()
+            refusals = self._remembered(session.tool_version)
             hosts = [target.host for target in session.targets]
             _check_logins(session, self.planner.sources(), self.budgets)
             self.known = self.planner.resolve(session, self.stop, hosts, self.budgets)
@@ -312,9 +312,10 @@ class _Execution:
                 self.throttled = session.backpressure.throttled_requests
                 self._remember(refusals)
 
-    def _remembered(self) -> Refusals:
-        """The images earlier runs on this machine refused (mirror.state)."""
-        refusals, warning = Refusals.load(state.refusals_path())
+    def _remembered(self, tool: str | None) -> Refusals:
+        """The images earlier runs on this machine refused with this skopeo (mirror.state)."""
+        tool_name = None if tool is None else f"skopeo {tool}"
+        refusals, warning = Refusals.load(state.refusals_path(), tool=tool_name)
         if warning:
             self._state_warning(warning)
         return refusals

@@ -461,7 +461,7 @@ def classify(stderr_lines: list[str], what: str) -> CopyError | Unmirrorable:
 
 _ZSTD_DOCKER = (
     "a Docker v2 manifest with zstd-compressed layers ({media_type}): the Docker v2 format has "
-    "no zstd layer type (only OCI manifests carry zstd), and skopeo 1.9 refuses to read it, "
+    "no zstd layer type (only OCI manifests carry zstd), and this skopeo refuses to read it, "
     "so mirror does not copy it; ask its publisher for an OCI image"
 )
 _UNSUPPORTED_V2S2 = re.compile(r"unsupported docker v2s2 media type: \W*([\w.+/-]+)")

@@ -2,8 +2,9 @@
 
 Some images cannot be copied whole with their digest (a Docker v2 manifest with zstd layers
 is only found out by reading it: a pull). Once refused, an image is remembered by its source
-repository and digest, so later runs refuse it from a free HEAD and spend no pull on it until
-the source changes (a new digest is tried again).
+repository and digest, with the skopeo version that refused it, so later runs refuse it from
+a free HEAD and spend no pull on it until the source changes (a new digest is tried again) or
+skopeo does (another version may copy it).
 
 The memory is a small JSON file, `$XDG_STATE_HOME/mirror/refused.json` (default
 `~/.local/state/mirror/`), per user: the XDG base directory for state that outlives a run.
@@ -48,43 +49,56 @@ def refusals_path(environ: Mapping[str, str] | None = None) -> Path | None:
 class Refusal:
     reason: str
     seen: str  # ISO-8601 UTC, when a run last refused it
+    tool: str = ""  # the skopeo that refused it: another version tries the image again
 
 
 class Refusals:
     """Source images refused by digest. Thread-safe; `save()` writes what was added."""
 
-    def __init__(self, path: Path | None, entries: dict[str, Refusal] | None = None):
+    def __init__(
+        self,
+        path: Path | None,
+        entries: dict[str, Refusal] | None = None,
+        *,
+        tool: str | None = None,
+    ):
         self.path = path
+        self.tool = tool  # this run's skopeo; None (a dry run): any refusal counts
         self._entries = dict(entries or {})
         self._changed = False
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path | None) -> tuple[Refusals, str | None]:
+    def load(cls, path: Path | None, *, tool: str | None = None) -> tuple[Refusals, str | None]:
         """The remembered refusals, and a warning when the file cannot be read (then none)."""
         if path is None:
-            return cls(None), None
+            return cls(None, tool=tool), None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             entries = {
-                key: Refusal(str(value["reason"]), str(value["seen"]))
+                key: Refusal(str(value["reason"]), str(value["seen"]), str(value.get("tool", "")))
                 for key, value in data["refused"].items()
             }
         except FileNotFoundError:
-            return cls(path), None
+            return cls(path, tool=tool), None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             why = error.strerror if isinstance(error, OSError) else "not a mirror state file"
-            return cls(path), f"cannot read {path} ({why}): refused images are tried again"
-        return cls(path, entries), None
+            warning = f"cannot read {path} ({why}): refused images are tried again"
+            return cls(path, tool=tool), warning
+        return cls(path, entries, tool=tool), None
 
     def why(self, repository: str, digest: str) -> Refusal | None:
+        """Why an earlier run refused this image, if one did with this run's skopeo."""
         with self._lock:
-            return self._entries.get(_key(repository, digest))
+            refusal = self._entries.get(_key(repository, digest))
+        if refusal is None or (self.tool is not None and refusal.tool != self.tool):
+            return None
+        return refusal
 
     def add(self, repository: str, digest: str, reason: str) -> None:
         seen = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         with self._lock:
-            self._entries[_key(repository, digest)] = Refusal(reason, seen)
+            self._entries[_key(repository, digest)] = Refusal(reason, seen, self.tool or "")
             self._changed = True
 
     def save(self) -> str | None:
@@ -100,7 +114,9 @@ class Refusals:
             kept = sorted(entries.items(), key=lambda item: item[1].seen)[-MAX_ENTRIES:]
             document = {
                 "version": VERSION,
-                "refused": {key: {"reason": r.reason, "seen": r.seen} for key, r in kept},
+                "refused": {
+                    key: {"reason": r.reason, "seen": r.seen, "tool": r.tool} for key, r in kept
+                },
             }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

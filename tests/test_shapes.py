@@ -24,7 +24,7 @@ from tests.standins.registry import manifest_digest
 ZSTD_REFUSAL = (
     "a Docker v2 manifest with zstd-compressed layers (application/vnd.docker.image.rootfs."
     "diff.tar.zstd): the Docker v2 format has no zstd layer type (only OCI manifests carry "
-    "zstd), and skopeo 1.9 refuses to read it, so mirror does not copy it; ask its publisher "
+    "zstd), and this skopeo refuses to read it, so mirror does not copy it; ask its publisher "
     "for an OCI image"
 )
 SCHEMA1_REFUSAL = (

@@ -326,7 +326,7 @@ def test_skopeo_errors_name_the_fault(stderr: str, kind: str, message: str) -> N
             Unmirrorable,
             "a Docker v2 manifest with zstd-compressed layers (application/vnd.docker.image."
             "rootfs.diff.tar.zstd): the Docker v2 format has no zstd layer type (only OCI "
-            "manifests carry zstd), and skopeo 1.9 refuses to read it, so mirror does not copy "
+            "manifests carry zstd), and this skopeo refuses to read it, so mirror does not copy "
             "it; ask its publisher for an OCI image",
         ),
         (
