@@ -105,7 +105,14 @@ class Refusals:
         """Write the file if anything was added (atomically: a reader never sees half of
         it); a warning when it cannot be written, None when done."""
         if self.path is None:
-            return None
+            with self._lock:
+                lost = self._changed
+            return (
+                "neither $XDG_STATE_HOME nor $HOME is set: the images refused in this run are "
+                "not remembered and will cost a pull again next run"
+                if lost
+                else None
+            )
         on_disk, _ = Refusals.load(self.path)  # another run may have added some meanwhile
         with self._lock:
             if not self._changed:

@@ -76,3 +76,14 @@ def test_an_unwritable_place_is_a_warning(tmp_path: Path) -> None:
     assert warning is not None
     assert warning.startswith(f"cannot write {tmp_path / 'mirror' / 'refused.json'} (")
     assert warning.endswith("): the images refused in this run will cost a pull again next run")
+
+
+def test_without_a_home_a_refusal_is_not_remembered_and_the_run_says_so() -> None:
+    refusals, warning = Refusals.load(state.refusals_path({}))
+    assert warning is None
+    assert refusals.save() is None  # nothing refused: nothing to say
+    refusals.add(IMAGE, DIGEST, "zstd")
+    assert refusals.save() == (
+        "neither $XDG_STATE_HOME nor $HOME is set: the images refused in this run are not "
+        "remembered and will cost a pull again next run"
+    )
