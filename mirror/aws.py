@@ -12,6 +12,7 @@ import difflib
 import functools
 import json
 import os
+import pwd
 import re
 import threading
 import time
@@ -229,6 +230,8 @@ def _call(method: Any, what: str, **kwargs: Any) -> Any:
     except _SETUP_ERRORS as error:
         raise SetupError(f"cannot {what}: {_setup_problem(error)}") from None
     except _CREDENTIAL_ERRORS as error:
+        if _is_sso(error):
+            raise AuthError(f"cannot {what}: {_sso_problem(error)}") from None
         # Their text may quote a credential_process's output: name only where it failed.
         provider = getattr(error, "kwargs", {}).get("provider", "the configured source")
         raise AuthError(
@@ -256,6 +259,36 @@ _CREDENTIAL_ERRORS = (
     botocore.exceptions.SSOError,
     botocore.exceptions.RefreshWithMFAUnsupportedError,
 )
+
+
+def _is_sso(error: botocore.exceptions.BotoCoreError) -> bool:
+    """An AWS SSO (IAM Identity Center) profile without a valid login: no cached token, or
+    one that expired (botocore's SSOError family; TokenRetrievalError from its token
+    provider, which is named "sso")."""
+    if isinstance(error, botocore.exceptions.SSOError):
+        return True
+    provider = getattr(error, "kwargs", {}).get("provider", "")
+    return isinstance(error, botocore.exceptions.TokenRetrievalError) and provider == "sso"
+
+
+def _sso_problem(error: botocore.exceptions.BotoCoreError) -> str:
+    """The profile and the user, since the fix is `aws sso login` by that user for that
+    profile: a login made by another user (a person, not cron's) is not this user's."""
+    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
+    user = _user()
+    return (
+        f"the AWS profile {profile!r} signs in with AWS SSO (IAM Identity Center) and user "
+        f"{user!r} has no valid SSO login for it ({type(error).__name__}): run `aws sso login "
+        f"--profile {profile}` as {user} (an SSO login lasts hours; for cron, give this user "
+        "credentials that need no login, such as an instance role)"
+    )
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
 
 
 def _setup_problem(error: botocore.exceptions.BotoCoreError) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from mirror.errors import (
+    SCHEMA1_REFUSAL,
     MirrorError,
     RateLimited,
     RegistryError,
@@ -25,8 +26,9 @@ from mirror.errors import (
     run_again_later,
 )
 from mirror.model import INTERRUPTED, Action, Outcome, Pending, Task
-from mirror.registry import Head, RateLimit, TagList
+from mirror.registry import SCHEMA1_TYPES, Head, RateLimit, TagList
 from mirror.stale import NOT_ASKED, SOURCE_DEADLINE, Refresh, unrefreshed
+from mirror.state import Refusals
 
 T = TypeVar("T")
 
@@ -111,6 +113,7 @@ class Checker:
         source_gets: bool = True,
         refresh: Refresh = Refresh.ALWAYS,
         source_deadline: float = SOURCE_DEADLINE,
+        refusals: Refusals | None = None,
     ):
         self.sources = sources
         self.targets = list(targets)
@@ -119,6 +122,7 @@ class Checker:
         self.source_gets = source_gets  # may a source that gives no digest on HEAD be read?
         self.refresh = refresh
         self.source_deadline = source_deadline
+        self.refusals = refusals or Refusals(None)  # images earlier runs could not copy
 
     def check(self, task: Task) -> list[Checked]:
         """One outcome or pending copy per target, in target order. Never raises: a failure
@@ -219,6 +223,12 @@ class Checker:
             return self._outcome(
                 task, number, Action.UP_TO_DATE, digest, target.digest, started=started
             )
+        unmirrorable = self._unmirrorable(task, source)
+        if unmirrorable:  # found out from the HEAD or an earlier run: no pull spent on it
+            error = f"{task.source}: {unmirrorable}"
+            return self._outcome(
+                task, number, Action.FAILED, digest, target.digest, started=started, error=error
+            )
         repository = task.repositories[number]
         refused = None if target.found else self.targets[number].cannot_write(repository)
         if refused:  # found out before any pull is spent on a copy ECR would refuse
@@ -241,6 +251,19 @@ class Checker:
             digest,
             target.digest if target.found else None,
             self._estimate_pulls(task, number, source, target),
+        )
+
+    def _unmirrorable(self, task: Task, source: Head) -> str | None:
+        """Why no copy can keep the source image (a schema 1 manifest, as its HEAD says), or
+        why an earlier run refused this very digest; None when it may be copied."""
+        if source.media_type in SCHEMA1_TYPES:
+            return SCHEMA1_REFUSAL
+        refused = self.refusals.why(str(task.source.repository), source.digest or "")
+        if refused is None:
+            return None
+        return (
+            f"{refused.reason} (found by an earlier run on {refused.seen[:10]}; not tried "
+            "again until the source changes)"
         )
 
     def _holds(self, task: Task, number: int, source: Head, target: Head) -> bool:

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -192,7 +193,11 @@ def _reported(options: Options) -> Iterator[None]:
     try:
         yield
     except MirrorError as error:
-        write_reports(report.Report((), error=str(error), exit_code=error.exit_code), options)
+        now = datetime.now(timezone.utc)  # it ended where it started
+        done = report.Report(
+            (), error=str(error), exit_code=error.exit_code, started=now, ended=now
+        )
+        write_reports(done, options)
         raise
 
 

@@ -14,9 +14,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mirror import aws, yamlfile
+from mirror import aws, versions, yamlfile
 from mirror.errors import ConfigError
 from mirror.reference import (
+    DIGEST_LENGTHS,
     DOCKER_HUB,
     PIN_TAG,
     BadReference,
@@ -94,35 +95,30 @@ class TagEntry:
 
 @dataclass(frozen=True)
 class TagRule:
-    """Tags chosen from the source's tag list: full-match `match`, minus `exclude`, then the
-    `newest` N by version order (numeric parts compared as numbers: 1.10.0 > 1.9.9)."""
+    """Tags chosen from the source's tag list: those `match` matches whole, minus those
+    `exclude` matches, within the `semver` range (npm's grammar), then the `newest` N by
+    version order. Version order, what is version-like and what a range sees are
+    mirror.versions'; referrer-shaped tags (`sha256-<hex>`, `.sig`...) are never chosen."""
 
     match: str | None = None
     exclude: str | None = None
     newest: int | None = None
+    semver: str | None = None
 
     def select(self, tags: Iterable[str]) -> list[str]:
+        """The chosen tags, highest version first (words last, by text)."""
         chosen = [
             tag
             for tag in tags
-            if (self.match is None or re.fullmatch(self.match, tag))
+            if not versions.is_referrer_tag(tag)
+            and (self.match is None or re.fullmatch(self.match, tag))
             and not (self.exclude is not None and re.fullmatch(self.exclude, tag))
+            and (self.semver is None or versions.in_range(tag, self.semver))
         ]
-        chosen.sort(key=version_key, reverse=True)
-        return chosen[: self.newest] if self.newest is not None else chosen
-
-
-def version_key(tag: str) -> tuple[tuple[int, int, str], ...]:
-    """Order tags as versions: digit runs compare as numbers (by length, then digits: no
-    conversion, so a 5,000-digit run is no error), other runs as text."""
-    key = []
-    for part in re.findall(r"[0-9]+|[^0-9]+", tag):
-        if part.isascii() and part.isdigit():
-            number = part.lstrip("0") or "0"
-            key.append((0, len(number), number))
-        else:
-            key.append((1, 0, part))
-    return tuple(key)
+        keyed = sorted(((versions.sort_key(tag), tag) for tag in chosen), reverse=True)
+        if self.newest is None:
+            return [tag for _, tag in keyed]
+        return [tag for key, tag in keyed if key[0] > 0][: self.newest]  # versions, then dates
 
 
 ALL_PLATFORMS: tuple[str, ...] = ()
@@ -227,7 +223,7 @@ def load(path: Path) -> Config:
 # --- parsing -------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("source", "ecr", "defaults", "images")
-_RULE_KEYS = ("match", "exclude", "newest")
+_RULE_KEYS = ("match", "exclude", "semver", "newest")
 _PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?\Z")
 _SOURCE_KEYS = ("registry", "tls_verify", "credentials")
 _CREDENTIAL_KEYS = ("username_env", "password_env", "secrets_manager")
@@ -458,7 +454,8 @@ def _parse_image(
 def _tags(data: Any, where: str) -> tuple[TagEntry, ...]:
     if not isinstance(data, list) or not data:
         raise ConfigError(
-            f"{where}: expected a non-empty list of tags or a rule {{match, exclude, newest}}, "
+            f"{where}: expected a non-empty list of tags or a rule {{match, exclude, semver, "
+            "newest}, "
             f"got {_kind(data)}"
         )
     entries = [_tag_entry(item, f"{where}[{index}]") for index, item in enumerate(data)]
@@ -478,18 +475,30 @@ def _tag_entry(data: Any, where: str) -> TagEntry:
     if at:
         _check(check_digest, digest, where)
     if PIN_TAG.match(tag) and not (digest and tag == pin_tag(digest)):
-        raise ConfigError(
-            f"{where}: {tag!r} is the form of mirror's pin tags (sha256-<hex>, kept for a "
-            "pinned digest): pin the digest instead, as TAG@sha256:..."
-        )
+        raise ConfigError(f"{where}: {referrers_tag_refusal(tag)}")
     return TagEntry(tag, digest or None)
+
+
+def referrers_tag_refusal(tag: str) -> str:
+    """Why a `sha256-<hex>` tag is not mirrored by name: in the OCI referrers tag schema it
+    holds the index of another image's signatures and attestations (and mirror keeps its pin
+    tags in that form). cosign's `sha256-<hex>.sig`, `.att` and `.sbom` are copied as listed."""
+    algorithm, _, hexdigits = tag.partition("-")
+    whole = DIGEST_LENGTHS.get(algorithm) == len(hexdigits)
+    pin = f"pin it: TAG@{algorithm}:{hexdigits}" if whole else "pin it: TAG@<its digest>"
+    return (
+        f"{tag!r} is a referrers tag (OCI's referrers tag schema: the signatures and "
+        f"attestations of the image {algorithm}:{hexdigits[:12]}...) and the form of mirror's "
+        f"pin tags, not an image to mirror by name; to mirror that image, {pin}"
+    )
 
 
 def _rule(data: Mapping[str, Any], where: str) -> TagRule:
     table = _mapping(data, where, _RULE_KEYS)
     if not table:
-        raise ConfigError(f"{where}: a tag rule needs match, exclude or newest")
+        raise ConfigError(f"{where}: a tag rule needs match, exclude, semver or newest")
     patterns = {key: _regex(table.get(key), f"{where}.{key}") for key in ("match", "exclude")}
+    semver = _semver(table.get("semver"), f"{where}.semver")
     newest = table.get("newest")
     if newest is not None and (
         isinstance(newest, bool) or not isinstance(newest, int) or newest < 1
@@ -497,7 +506,21 @@ def _rule(data: Mapping[str, Any], where: str) -> TagRule:
         raise ConfigError(
             f"{where}.newest: expected a whole number of 1 or more, got {_kind(newest)}"
         )
-    return TagRule(patterns["match"], patterns["exclude"], None if newest is None else int(newest))
+    return TagRule(
+        patterns["match"], patterns["exclude"], None if newest is None else int(newest), semver
+    )
+
+
+def _semver(data: Any, where: str) -> str | None:
+    """A version range in npm's grammar ('>=3.18 <4', '^3.18', '3.x', '||')."""
+    if data is None:
+        return None
+    text = _string(data, where)
+    try:
+        versions.check_range(text)
+    except versions.BadRange as error:
+        raise ConfigError(f"{where}: bad version range {_kind(text)}: {error}") from None
+    return text
 
 
 def _regex(data: Any, where: str) -> str | None:

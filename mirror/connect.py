@@ -17,6 +17,7 @@ from mirror.check import Target
 from mirror.config import Config, Credentials, Ecr, target_region
 from mirror.errors import ConfigError, SetupError
 from mirror.http import Http, Policy, check_proxies
+from mirror.model import Copied
 from mirror.pipeline import check_jobs
 from mirror.registry import Login, Registry
 from mirror.repo_settings import RepositorySettings
@@ -142,7 +143,7 @@ class Copier:
         src_tls_verify: bool,
         dest_tls_verify: bool,
         pull_hosts: frozenset[str] = frozenset(),
-    ) -> str:
+    ) -> Copied:
         self.refresh()
         return self.tool.copy(
             source,
@@ -163,6 +164,7 @@ class Session:
     http: Http
     tool: skopeo.Skopeo
     backpressure: Backpressure
+    tool_version: str | None = None  # skopeo's ("1.9.3"); None in a dry run, which runs none
 
     def stop(self) -> None:
         self.http.stop()
@@ -193,8 +195,7 @@ def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iter
         )
         is not None
     }
-    if not dry_run:
-        skopeo.probe()
+    version = None if dry_run else ".".join(map(str, skopeo.probe()))
     backpressure = Backpressure(jobs)
     http = Http(
         policy=Policy(timeout=timeout),
@@ -212,6 +213,7 @@ def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iter
             copier=Copier(tool, logins, targets),
             http=http,
             tool=tool,
+            tool_version=version,
             backpressure=backpressure,
         )
 

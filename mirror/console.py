@@ -133,13 +133,18 @@ class Console:
     # --- a run's events -------------------------------------------------------------------------
 
     def settled(self, outcome: Outcome) -> None:
-        """One line per image: action, source -> destination, short digest, seconds, error.
-        A stale copy served because the source could not refresh it is a warning."""
+        """One line per image: action, source -> destination, short digest, seconds, error;
+        then its warning, if it has one (also with --quiet). A stale copy served because the
+        source could not refresh it is a warning."""
         level = _LEVELS.get(outcome.action, "info")
         if outcome.action == Action.STALE and outcome.error == NOT_ASKED:
             level = "info"  # --refresh never: what was asked for
-        if self.quiet and level == "info":
-            return
+        if not self.quiet or level != "info":
+            self._image(outcome, level)
+        if outcome.warning:
+            self.warning(outcome.warning)
+
+    def _image(self, outcome: Outcome, level: str) -> None:
         self._emit(
             self.out,
             level,

@@ -120,6 +120,23 @@ class CopyError(MirrorError):
         self.host = host  # the registry that answered 429, when skopeo named it
 
 
+class Unmirrorable(MirrorError):
+    """The source image is of a kind no copy can keep whole with its digest (a schema 1
+    manifest, a Docker v2 manifest with zstd layers): refused without a retry. The run
+    remembers it by the source digest, so later runs spend no pull on it until it changes."""
+
+
+SCHEMA1_REFUSAL = (
+    "a Docker schema 1 image (the format of Docker 1.9 and older, deprecated): its signed "
+    "manifest names its own repository and tag, so no copy into another repository can keep "
+    "its digest, and mirror does not copy it; ask its publisher for a schema 2 or OCI image"
+)
+
+
+class NestedIndex(CopyError):
+    """skopeo 1.9 met an image index whose entries are indexes, which it cannot copy whole."""
+
+
 def run_again_later(error: BaseException) -> str:
     """Why work is deferred after a source's 429: its message, and what to do."""
     return f"{error}; run again later"

@@ -70,6 +70,15 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class Copied:
+    """What a copy wrote: the digest at the destination, and the foreign layers skopeo left
+    at their URLs (Windows base layers: the destination holds only their descriptors)."""
+
+    digest: str
+    foreign_layers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What became of one entry in one target. Final: printed once, reported once.
 
@@ -87,6 +96,7 @@ class Outcome:
     seconds: float = 0.0
     target: int = 0
     order: tuple[int, int] = (0, 0)
+    warning: str | None = None  # besides the action, for the log and the report's warnings
 
     @classmethod
     def of(
@@ -100,6 +110,7 @@ class Outcome:
         destination_digest: str | None = None,
         error: str | None = None,
         seconds: float = 0.0,
+        warning: str | None = None,
     ) -> Outcome:
         return cls(
             source=str(task.source),
@@ -113,6 +124,7 @@ class Outcome:
             seconds=seconds,
             target=target,
             order=task.order,
+            warning=warning,
         )
 
     @classmethod

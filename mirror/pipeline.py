@@ -21,6 +21,7 @@ from mirror.model import INTERRUPTED, Action, Outcome, Pending, Task
 from mirror.plan import Plan
 from mirror.schedule import Backpressure, Budgets, Job, Queue, jobs
 from mirror.stale import SOURCE_DEADLINE, Refresh, Serve
+from mirror.state import Refusals
 from mirror.transfer import Copier, Holdings, Retry, Transfer
 from mirror.workers import Workers, wait_all, wait_any
 
@@ -137,6 +138,7 @@ class Pipeline:
         stop: threading.Event,
         sink: Sink,
         backpressure: Backpressure | None = None,
+        refusals: Refusals | None = None,
     ):
         self.sources = sources
         self.targets = list(targets)
@@ -147,6 +149,7 @@ class Pipeline:
         self.sink = sink
         self.holdings = Holdings()
         self.backpressure = backpressure or Backpressure(settings.jobs)
+        self.refusals = refusals or Refusals(None)
         self._grace_end: float | None = None
 
     def run(self, plan: Plan) -> Result:
@@ -162,7 +165,9 @@ class Pipeline:
             self._transfer(pendings, collector)
             self._read_budgets(pendings)
         self._settle_the_rest(plan.tasks, collector)
-        return Result(collector.close(), self.budgets, list(plan.warnings))
+        outcomes = collector.close()
+        warnings = [*plan.warnings, *(o.warning for o in outcomes if o.warning)]
+        return Result(outcomes, self.budgets, warnings)
 
     # --- step 2: checks -------------------------------------------------------------------------
 
@@ -175,6 +180,7 @@ class Pipeline:
             source_gets=not self.settings.dry_run,
             refresh=self.settings.refresh,
             source_deadline=self.settings.source_deadline,
+            refusals=self.refusals,
         )
         pendings: list[Pending] = []
         with Workers(self.settings.check_jobs, "check") as workers:
@@ -220,6 +226,7 @@ class Pipeline:
             retry=self.settings.retry,
             recheck=lambda pending: self._recheck(pending, needed),
             backpressure=self.backpressure,
+            refusals=self.refusals,
         )
         running: dict[Future[None], tuple[Job, int]] = {}
         with Workers(self.settings.jobs, "copy") as workers:

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from mirror.config import Config, Image, TagEntry, check_repository_name
+from mirror.config import (
+    Config,
+    Image,
+    TagEntry,
+    TagRule,
+    check_repository_name,
+    referrers_tag_refusal,
+)
 from mirror.errors import ConfigError
 from mirror.model import Action, Outcome, Task
 from mirror.reference import (
@@ -103,10 +110,7 @@ def plan(
                     + ", ".join(chosen)
                 )
             else:
-                found = len(answer.tags)
-                warnings.append(
-                    f"{where}: tag rule chose no tag from {found} tag{'' if found == 1 else 's'}"
-                )
+                warnings.append(f"{where}: {_chose_none(image.rule, answer.tags)}")
             entries += [TagEntry(tag) for tag in chosen]
         tasks += [
             image_task(config, image, entry.tag, entry.digest, order=(index, position))
@@ -175,6 +179,8 @@ def _name_task(config: Config, name: str, position: int) -> tuple[Task, ImageRef
         raise ConfigError(f"{name!r}: {error}") from None
     if name.partition(":")[0].partition("@")[0] == "scratch":
         raise ConfigError(f"{name!r}: scratch is Docker's empty base, not an image to mirror")
+    if reference.tag and PIN_TAG.match(reference.tag):
+        raise ConfigError(f"{name!r}: {referrers_tag_refusal(reference.tag)}")
     image = config.image_for(reference.repository)
     ambiguous = None if image.repository else config.derived_problem(image.source)
     if ambiguous:
@@ -262,6 +268,21 @@ def _unresolved(
             )
         )
     return outcomes
+
+
+def _chose_none(rule: TagRule, tags: Sequence[str]) -> str:
+    """The warning for a rule that chose nothing, with why when `newest` is the reason."""
+    found = len(tags)
+    text = f"tag rule chose no tag from {found} tag{'' if found == 1 else 's'}"
+    if rule.newest is None:
+        return text
+    matched = len(replace(rule, newest=None).select(tags))
+    if not matched:
+        return text
+    return (
+        f"{text}: newest ranks versions only, and none of the {matched} it matched is a "
+        "version (words such as latest or edge have none)"
+    )
 
 
 def _shard_key(task: Task) -> str:

@@ -32,6 +32,13 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+# Docker's schema 1 (Docker 1.9 and older): registries still serve the images pushed so.
+SCHEMA1_TYPES = frozenset(
+    {
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/vnd.docker.distribution.manifest.v1+json",
+    }
+)
 ACCEPT = ", ".join(MANIFEST_TYPES)  # FACTS.md: what a pull accepts, so HEAD gets its digest
 MAX_TAG_PAGES = 1000  # a tags list longer than this many pages is cut, with a warning
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')

@@ -29,7 +29,9 @@ MUTABILITY_KEYS = ("mode", "exclusions")
 MAX_EXCLUSIONS = 5  # ECR's imageTagMutabilityExclusionFilters: 1 to 5 wildcard filters
 # botocore's ImageTagMutabilityExclusionFilterValue
 _EXCLUSION = re.compile(r"[0-9a-zA-Z._*-]{1,128}\Z")
-ENCRYPTION_TYPES = ("AES256", "KMS")
+# ECR's EncryptionType (botocore's model): KMS_DSSE is dual-layer encryption with a KMS key.
+ENCRYPTION_TYPES = ("AES256", "KMS", "KMS_DSSE")
+KMS_TYPES = ("KMS", "KMS_DSSE")  # those that take a kms_key
 MAX_TAGS = 50  # per ECR repository
 MAX_TAG_KEY = 128
 MAX_TAG_VALUE = 256
@@ -43,7 +45,8 @@ NOT_SET = "(not set)"  # how an absent lifecycle policy or tag reads in a Drift
 
 @dataclass(frozen=True)
 class Encryption:
-    """How ECR encrypts a repository: AES256, or KMS with a key (None: the AWS managed key)."""
+    """How ECR encrypts a repository: AES256, or KMS or KMS_DSSE (dual-layer) with a key
+    (None: the AWS managed key)."""
 
     type: str
     kms_key: str | None = None
@@ -198,20 +201,20 @@ def _encryption(data: Any, where: str) -> Encryption | None:
         return None
     table = _mapping(data, where, ENCRYPTION_KEYS)
     if "type" not in table:
-        raise ConfigError(f"{where}.type: required (AES256 or KMS)")
+        raise ConfigError(f"{where}.type: required (AES256, KMS or KMS_DSSE)")
     kind = table["type"]
     if kind not in ENCRYPTION_TYPES:
-        raise ConfigError(f"{where}.type: expected AES256 or KMS, got {_kind(kind)}")
+        raise ConfigError(f"{where}.type: expected AES256, KMS or KMS_DSSE, got {_kind(kind)}")
     key = table.get("kms_key")
     if key is None:
         return Encryption(str(kind))
-    if kind != "KMS":
-        raise ConfigError(f"{where}.kms_key: only allowed with type KMS")
+    if kind not in KMS_TYPES:
+        raise ConfigError(f"{where}.kms_key: only allowed with type KMS or KMS_DSSE")
     if not isinstance(key, str) or not key:
         raise ConfigError(f"{where}.kms_key: expected a KMS key ARN, ID or alias, got {_kind(key)}")
     if len(key) > MAX_KMS_KEY:
         raise ConfigError(f"{where}.kms_key: longer than {MAX_KMS_KEY} characters")
-    return Encryption("KMS", key)
+    return Encryption(str(kind), key)
 
 
 def _lifecycle(data: Any, where: str, base_dir: Path) -> str | None:

@@ -35,6 +35,8 @@ class Report:
     exit_code: int = 0
     seconds: float = 0.0
     throttled: int = 0  # 429s the destinations sent, each waited out and sent again
+    started: datetime | None = None  # when the run started and ended (UTC): a report left
+    ended: datetime | None = None  # by a run killed later is told apart by its dates
 
 
 def summary(outcomes: Sequence[Outcome]) -> dict[str, int]:
@@ -63,6 +65,8 @@ def budget_lines(budgets: Sequence[HostBudget]) -> list[str]:
 def document(report: Report) -> dict[str, Any]:
     """The JSON report (README's "The report" documents every field)."""
     return {
+        "started": utc_text(report.started),
+        "ended": utc_text(report.ended),
         "exit_code": report.exit_code,
         "error": None if report.error is None else hide_passwords(report.error),
         "images": [
@@ -94,6 +98,14 @@ def document(report: Report) -> dict[str, Any]:
     }
 
 
+def utc_text(moment: datetime | None) -> str | None:
+    """ISO-8601 in UTC with milliseconds, as the log lines: `2026-01-15T03:17:00.042Z`."""
+    if moment is None:
+        return None
+    utc = moment.astimezone(timezone.utc)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def write(path: Path, report: Report) -> None:
     """Write the JSON report atomically: a reader never sees half a file."""
     _write_atomically(path, json.dumps(document(report), indent=2) + "\n")
@@ -121,7 +133,7 @@ def junit(report: Report) -> str:
         errors=str(int(stopped)),
         skipped=str(sum(o.action in (Action.DEFERRED, Action.WOULD_COPY) for o in outcomes)),
         time=f"{sum(o.seconds for o in outcomes):.3f}",
-        timestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+        timestamp=(report.started or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S"),
     )
     for outcome in outcomes:
         _case(suite, outcome)

@@ -17,10 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from mirror import aws, connect, lock, report
+from mirror import aws, connect, lock, report, state
 from mirror.config import Config
 from mirror.errors import (
     BUG,
@@ -39,6 +40,7 @@ from mirror.reference import Repository
 from mirror.registry import TagList
 from mirror.schedule import Budgets
 from mirror.stale import SOURCE_DEADLINE, Refresh
+from mirror.state import Refusals
 from mirror.transfer import Retry
 from mirror.workers import Workers, wait_all
 
@@ -251,10 +253,12 @@ class _Execution:
     console: Console
     stop: Stop
     started: float = field(default_factory=time.monotonic)
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     known: Plan | None = None
     result: Result | None = None
     error: MirrorError | None = None
     throttled: int = 0
+    state_warnings: list[str] = field(default_factory=list)  # the memory of refused images
 
     def __post_init__(self) -> None:
         self.budgets = Budgets(self.options.max_pulls)
@@ -290,6 +294,7 @@ class _Execution:
                     )
                 )
             self.stop.on_stop(session.stop)
+            refusals = self._remembered(session.tool_version)
             hosts = [target.host for target in session.targets]
             if options.check_logins:
                 _check_logins(session, self.planner.sources(), self.budgets)
@@ -310,18 +315,38 @@ class _Execution:
                 stop=self.stop.event,
                 sink=self.console,
                 backpressure=session.backpressure,
+                refusals=refusals,
             )
             try:
                 self.result = pipeline.run(self.known)
             finally:
                 self.throttled = session.backpressure.throttled_requests
                 session.http.stop()  # requests given up on (a source past its deadline) end
+                self._remember(refusals)
+
+    def _remembered(self, tool: str | None) -> Refusals:
+        """The images earlier runs on this machine refused with this skopeo (mirror.state)."""
+        tool_name = None if tool is None else f"skopeo {tool}"
+        refusals, warning = Refusals.load(state.refusals_path(), tool=tool_name)
+        if warning:
+            self._state_warning(warning)
+        return refusals
+
+    def _remember(self, refusals: Refusals) -> None:
+        warning = None if self.options.dry_run else refusals.save()
+        if warning:
+            self._state_warning(warning)
+
+    def _state_warning(self, warning: str) -> None:
+        self.console.warning(warning)
+        self.state_warnings.append(warning)
 
     def _finish(self) -> Run:
         if self.result is not None:
             outcomes, warnings = self.result.outcomes, self.result.warnings
         else:  # stopped before any image was looked at: the report lists them, the log not
             outcomes, warnings = self._unfinished(), []
+        warnings = [*warnings, *self.state_warnings]
         code = _exit_code(outcomes, self.error, self.stop)
         done = report.Report(
             outcomes,
@@ -331,6 +356,8 @@ class _Execution:
             exit_code=code,
             seconds=time.monotonic() - self.started,
             throttled=self.throttled,
+            started=self.started_at,
+            ended=datetime.now(timezone.utc),
         )
         try:
             write_reports(done, self.options)

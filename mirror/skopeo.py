@@ -26,7 +26,8 @@ from typing import Any
 
 import sh
 
-from mirror.errors import CopyError, SetupError
+from mirror.errors import SCHEMA1_REFUSAL, CopyError, NestedIndex, SetupError, Unmirrorable
+from mirror.model import Copied
 from mirror.registry import Login
 
 log = logging.getLogger("mirror")
@@ -214,8 +215,9 @@ class Skopeo:
         src_tls_verify: bool,
         dest_tls_verify: bool,
         pull_hosts: frozenset[str] = frozenset(),
-    ) -> str:
-        """Copy one image; return the digest written at the destination.
+    ) -> Copied:
+        """Copy one image; return the digest written at the destination and the foreign
+        layers skopeo left at their URLs.
 
         A 429 from one of `pull_hosts` (the source's registry API hosts) is a pull limit: skopeo
         is stopped at once instead of sleeping through its own retries. A 429 from any other
@@ -231,16 +233,16 @@ class Skopeo:
             src_tls_verify=src_tls_verify,
             dest_tls_verify=dest_tls_verify,
         )
-        self._run(args, what=source, pull_hosts=pull_hosts)
+        watch = _Watch(pull_hosts, self.on_throttled)
+        self._run(args, what=source, watch=watch)
         try:
-            return digestfile.read_text().strip()
+            return Copied(digestfile.read_text().strip(), tuple(watch.foreign_layers))
         finally:
             digestfile.unlink(missing_ok=True)
 
-    def _run(self, args: list[str], *, what: str, pull_hosts: frozenset[str]) -> None:
+    def _run(self, args: list[str], *, what: str, watch: _Watch) -> None:
         if self._stopping:
             raise CopyError(f"{what}: not started: mirror is stopping")
-        watch = _Watch(pull_hosts, self.on_throttled)
         log.debug("running %s %s", self.command, " ".join(args))  # argv holds no secret
         try:
             process = sh.Command(self.command)(
@@ -335,8 +337,12 @@ class _Watch:
         self.rate_limited = False
         self.host = ""  # the source registry that answered 429
         self.tail: deque[str] = deque(maxlen=20)
+        self.foreign_layers: dict[str, None] = {}  # left at their URLs, in order, once each
 
     def line(self, text: str, stdin: object, process: Any) -> bool | None:
+        foreign = _FOREIGN.search(text)
+        if foreign:
+            self.foreign_layers[foreign.group(1)] = None
         if _TOO_MANY in text:
             host = too_many_requests_host(text)
             if host and host not in self.pull_hosts:
@@ -374,6 +380,9 @@ def _rate_limited(what: str, host: str = "") -> CopyError:
     return CopyError(f"{what}: pull rate limit reached (429 TOOMANYREQUESTS)", rate_limited=True)
 
 
+# containers/image's debug line for a layer with URLs that a registry destination keeps as a
+# descriptor only (copy.go: "Skipping foreign layer %q copy to %s").
+_FOREIGN = re.compile(r"Skipping foreign layer \W*(sha(?:256|384|512):[0-9a-f]{64,128})")
 _TOO_MANY = "Too many requests to "
 _TOO_MANY_URL = re.compile(r"Too many requests to \w+://([^/\s:]+(?::\d+)?)")
 
@@ -424,13 +433,17 @@ _SERVER_ERROR = re.compile(r"\b50[0234]\b")
 _FATAL = re.compile(r'level=fatal msg="(.*)"\s*$')
 
 
-def classify(stderr_lines: list[str], what: str) -> CopyError:
+def classify(stderr_lines: list[str], what: str) -> CopyError | Unmirrorable:
     """Turn skopeo's stderr into one plain-words error naming the fault: a source's pull
     limit, ECR throttling (back-pressure, worth another try), ECR's images-per-repository
-    quota, an immutable tag, a login lockout, or a transient fault."""
+    quota, an immutable tag, a login lockout, an image no copy can keep (Unmirrorable), an
+    index of indexes (NestedIndex), or a transient fault."""
     text = "".join(stderr_lines)
     message = _last_message(stderr_lines) or "skopeo failed without a message"
     lowered = text.lower()
+    content = unmirrorable(message) or (NestedIndex(message) if _NESTED in message else None)
+    if content is not None:
+        return content
     for needle, name in _PERMANENT:
         if needle in lowered:
             return CopyError(f"{name}: {message}")
@@ -444,6 +457,29 @@ def classify(stderr_lines: list[str], what: str) -> CopyError:
         return CopyError(f"ECR throttling: {message}", throttled=True)
     transient = any(word in lowered for word in _TRANSIENT) or bool(_SERVER_ERROR.search(lowered))
     return CopyError(message, transient=transient)
+
+
+_ZSTD_DOCKER = (
+    "a Docker v2 manifest with zstd-compressed layers ({media_type}): the Docker v2 format has "
+    "no zstd layer type (only OCI manifests carry zstd), and this skopeo refuses to read it, "
+    "so mirror does not copy it; ask its publisher for an OCI image"
+)
+_UNSUPPORTED_V2S2 = re.compile(r"unsupported docker v2s2 media type: \W*([\w.+/-]+)")
+_SCHEMA1_REFERENCE = "copying a schema1 image with an embedded docker reference"
+_NESTED = "Unexpectedly received a manifest list instead of a manifest for a single image"
+
+
+def unmirrorable(message: str) -> Unmirrorable | None:
+    """skopeo's refusal of the image's very form, in plain words; None for other failures.
+    (skopeo 1.9.3: `unsupported docker v2s2 media type: "...tar.zstd"` when reading a zstd
+    Docker v2 manifest; `Copying a schema1 image with an embedded Docker reference to ...
+    would change the manifest` with --preserve-digests.)"""
+    zstd = _UNSUPPORTED_V2S2.search(message)
+    if zstd:
+        return Unmirrorable(_ZSTD_DOCKER.format(media_type=zstd.group(1)))
+    if _SCHEMA1_REFERENCE in message.lower():
+        return Unmirrorable(SCHEMA1_REFUSAL)
+    return None
 
 
 _PERMANENT = (

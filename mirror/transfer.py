@@ -15,21 +15,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from mirror.check import PLATFORMS, SOURCE_DIGEST, Registry, Target
 from mirror.errors import (
+    SCHEMA1_REFUSAL,
     CopyError,
     MirrorError,
+    NestedIndex,
     RateLimited,
     RegistryError,
     Stopped,
+    Unmirrorable,
     bug_message,
     run_again_later,
 )
 from mirror.http import backoff
-from mirror.model import INTERRUPTED, Action, Outcome, Pending
-from mirror.registry import INDEX_TYPES, OCI_INDEX, sha256
+from mirror.model import INTERRUPTED, Action, Copied, Outcome, Pending
+from mirror.registry import INDEX_TYPES, OCI_INDEX, SCHEMA1_TYPES, sha256
 from mirror.schedule import Backpressure, Budgets, Job
+from mirror.state import Refusals
 
 log = logging.getLogger("mirror")
 
@@ -43,7 +48,7 @@ class Copier(Protocol):
         src_tls_verify: bool,
         dest_tls_verify: bool,
         pull_hosts: frozenset[str] = frozenset(),
-    ) -> str: ...
+    ) -> Copied: ...
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class Transfer:
         retry: Retry = Retry(),
         recheck: Callable[[Pending], None] = lambda pending: None,
         backpressure: Backpressure | None = None,
+        refusals: Refusals | None = None,
     ):
         self.sources = sources
         self.targets = list(targets)
@@ -131,6 +137,7 @@ class Transfer:
         self.retry = retry
         self.recheck = recheck  # reads the true budget after a copy from the source
         self.backpressure = backpressure or Backpressure(1)
+        self.refusals = refusals or Refusals(None)  # images no copy can keep, by digest
 
     def run(self, job: Job) -> None:
         """Copy the job's image once from the source, then fill the rest from the targets.
@@ -162,7 +169,7 @@ class Transfer:
     # --- attempts ------------------------------------------------------------------------------
 
     def _attempts(
-        self, pending: Pending, copy: Callable[[Pending], str], *, pulls: int = 0
+        self, pending: Pending, copy: Callable[[Pending], Copied], *, pulls: int = 0
     ) -> Outcome:
         started = time.monotonic()
         host = pending.task.source.repository.registry
@@ -174,10 +181,15 @@ class Transfer:
             try:
                 self.targets[pending.target].ensure_repository(pending.repository)
                 try:
-                    digest = copy(pending)
+                    copied = copy(pending)
                 finally:
                     if pulls:  # every attempt GETs the manifests again
                         self.budgets.spend(host, pulls)
+            except Unmirrorable as error:  # the image's own form: no other try would do
+                self.refusals.add(
+                    str(pending.task.source.repository), pending.source_digest, str(error)
+                )
+                return _settle(pending, Action.FAILED, f"{pending.task.source}: {error}", started)
             except MirrorError as error:
                 if _throttled(error) and throttles + 1 < self.retry.throttled_attempts:
                     throttles += 1
@@ -196,11 +208,12 @@ class Transfer:
                 self._pause(failures, str(error), self.retry.backoff)
                 continue
             self.backpressure.succeeded()
-            return self._copied(pending, digest, started)
+            return self._copied(pending, copied, started)
         return _settle(pending, Action.DEFERRED, INTERRUPTED, started)
 
-    def _copied(self, pending: Pending, digest: str, started: float) -> Outcome:
+    def _copied(self, pending: Pending, copied: Copied, started: float) -> Outcome:
         """The copy's outcome, once what was written is checked against what was announced."""
+        digest = copied.digest
         if not pending.task.platforms and digest != pending.source_digest:
             wrong = (
                 f"copied, but {pending.destination} now holds {digest}, not the "
@@ -215,6 +228,25 @@ class Transfer:
             source_digest=pending.source_digest,
             destination_digest=digest,
             seconds=time.monotonic() - started,
+            warning=self._foreign_warning(pending, copied),
+        )
+
+    def _foreign_warning(self, pending: Pending, copied: Copied) -> str | None:
+        """Foreign layers (Windows base layers with `urls`) stay where their URLs point:
+        skopeo copies their descriptors only, as Docker does. Named, with their hosts read
+        from what the destination now holds (free), since a build host that cannot reach
+        those hosts cannot pull the image."""
+        if not copied.foreign_layers:
+            return None
+        registry = self.targets[pending.target].registry
+        urls = foreign_urls(registry, pending.repository, copied.digest, set(copied.foreign_layers))
+        hosts = sorted({urlsplit(url).hostname or url for url in urls}) or ["their URLs"]
+        count = len(copied.foreign_layers)
+        return (
+            f"{pending.destination}: {count} foreign layer{'s' if count > 1 else ''} (Windows "
+            f"base layers) not copied: the image's manifest points to {', '.join(hosts)} for "
+            f"{'them' if count > 1 else 'it'}, as Docker Hub's does, so a build host without "
+            "access to that host cannot pull this image from ECR"
         )
 
     def _verdict(self, error: MirrorError, host: str, failures: int) -> Action | None:
@@ -240,26 +272,66 @@ class Transfer:
 
     # --- the copies ------------------------------------------------------------------------------
 
-    def _from_source(self, pending: Pending) -> str:
+    def _from_source(self, pending: Pending) -> Copied:
         source = self.sources(pending.task.source.repository.registry)
-        target = self.targets[pending.target]
+        origin = _Origin(
+            source,
+            pending.task.source.repository.path,
+            str(pending.task.source.repository),
+            frozenset({source.api}),  # its 429 is a pull limit
+        )
         if pending.task.platforms:
-            return self._subset_from_source(pending, source, target)
-        return self._whole_from_source(pending, source, target)
+            return self._subset(pending, origin)
+        return self._whole(pending, origin, f"{origin.name}@{pending.source_digest}")
 
-    def _whole_from_source(self, pending: Pending, source: Registry, target: Target) -> str:
-        """The image as it is: every platform, every digest kept. Copied by the digest the
-        check saw, so skopeo refuses a manifest that does not match it and a tag that moved
-        since the check does not slip in unchecked."""
+    def _whole(self, pending: Pending, origin: _Origin, reference: str) -> Copied:
+        """The image as it is, every platform, every digest kept, from `reference` (on the
+        source, the digest the check saw: skopeo refuses a manifest that does not match it,
+        and a tag that moved since the check does not slip in unchecked). An index of
+        indexes, which skopeo 1.9 cannot copy, is walked instead (`_walk`)."""
+        target = self.targets[pending.target]
+        try:
+            return self.copier.copy(
+                reference,
+                pending.destination,
+                src_tls_verify=origin.registry.tls_verify,
+                dest_tls_verify=target.registry.tls_verify,
+                pull_hosts=origin.pull_hosts,
+            )
+        except NestedIndex:
+            log.debug("%s: an index of indexes; copying it part by part", pending.task.source)
+            return self._walk(pending, origin)
+
+    def _walk(self, pending: Pending, origin: _Origin) -> Copied:
+        """An index whose entries are indexes, copied whole by parts, every digest kept: each
+        leaf manifest by digest with skopeo, then each index's own bytes PUT by digest,
+        innermost first, and the top one under the tag."""
+        target = self.targets[pending.target]
+        media_type, body = origin.fetch(pending.source_digest)
+        tree = _Tree.read(origin, media_type, body)
+        foreign: dict[str, None] = {}
+        for digest in dict.fromkeys(leaf["digest"] for leaf in tree.leaves):
+            copied = self._copy_digest(pending, origin, digest)
+            foreign.update(dict.fromkeys(copied.foreign_layers))
+        for digest, (inner_type, inner_body) in tree.inner.items():
+            target.registry.put_manifest(pending.repository, digest, inner_body, inner_type)
+        written = target.registry.put_manifest(
+            pending.repository, pending.task.tag, body, media_type
+        )
+        return Copied(written, tuple(foreign))
+
+    def _copy_digest(self, pending: Pending, origin: _Origin, digest: str) -> Copied:
+        """One manifest of the image, by digest, into the destination repository."""
+        target = self.targets[pending.target]
         return self.copier.copy(
-            f"{pending.task.source.repository}@{pending.source_digest}",
-            pending.destination,
-            src_tls_verify=source.tls_verify,
+            f"{origin.name}@{digest}",
+            f"{target.host}/{pending.repository}@{digest}",
+            src_tls_verify=origin.registry.tls_verify,
             dest_tls_verify=target.registry.tls_verify,
-            pull_hosts=frozenset({source.api}),
+            pull_hosts=origin.pull_hosts,
         )
 
-    def _from_target(self, pending: Pending, *, donor: Place) -> str:
+    def _from_target(self, pending: Pending, *, donor: Place) -> Copied:
         """Fill a target from one that has the image: in the same repository, a manifest PUT
         under the new tag (every blob is there already); else registry to registry."""
         target = self.targets[pending.target]
@@ -268,49 +340,118 @@ class Transfer:
             raw = target.registry.get_manifest_raw(donor.repository, reference)
             if raw is not None:
                 media_type, body = raw
-                return target.registry.put_manifest(
-                    pending.repository, pending.task.tag, body, media_type
+                return Copied(
+                    target.registry.put_manifest(
+                        pending.repository, pending.task.tag, body, media_type
+                    )
                 )
-        return self.copier.copy(
-            donor.reference,
-            pending.destination,
-            src_tls_verify=self.targets[donor.target].registry.tls_verify,
-            dest_tls_verify=target.registry.tls_verify,
-        )
+        holder = self.targets[donor.target]
+        origin = _Origin(holder.registry, donor.repository, f"{holder.host}/{donor.repository}")
+        return self._whole(pending, origin, donor.reference)
 
-    def _subset_from_source(self, pending: Pending, source: Registry, target: Target) -> str:
+    def _subset(self, pending: Pending, origin: _Origin) -> Copied:
         """Copy only the configured platforms: each platform's manifest by digest (digests
-        kept), then an index of just those, annotated with the source digest it came from."""
+        kept), then an index of just those, annotated with the source digest it came from.
+        In an index of indexes, the platforms are looked for in the inner ones."""
         task = pending.task
-        raw = source.get_manifest_raw(task.source.repository.path, pending.source_digest)
-        if raw is None:
-            raise MirrorError(f"{task.source}: {pending.source_digest} not found on the source")
-        media_type, body = raw
-        if sha256(body) != pending.source_digest:
-            raise MirrorError(
-                f"{task.source}: the source served a manifest whose digest is {sha256(body)}, "
-                f"not the {pending.source_digest} it announced"
-            )
+        media_type, body = origin.fetch(pending.source_digest)
         if media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
-            return self._whole_from_source(pending, source, target)
-        index = _index(body, task.source)
-        chosen = choose_platforms(index["manifests"], task.platforms)
+            return self._whole(pending, origin, f"{origin.name}@{pending.source_digest}")
+        tree = _Tree.read(origin, media_type, body)
+        chosen = choose_platforms(tree.leaves, task.platforms)
         if not chosen:
             raise MirrorError(
                 f"{task.source}: none of {', '.join(task.platforms)} in the source index "
-                f"(it has {', '.join(platform_names(index.get('manifests') or []))})"
+                f"(it has {', '.join(platform_names(tree.leaves))})"
             )
+        foreign: dict[str, None] = {}
         for child in chosen:
-            self.copier.copy(
-                f"{task.source.repository}@{child['digest']}",
-                f"{target.host}/{pending.repository}@{child['digest']}",
-                src_tls_verify=source.tls_verify,
-                dest_tls_verify=target.registry.tls_verify,
-                pull_hosts=frozenset({source.api}),
+            copied = self._copy_digest(pending, origin, child["digest"])
+            foreign.update(dict.fromkeys(copied.foreign_layers))
+        index = _index(body, task.source)
+        written = filtered_index(index, chosen, sha256(body), task.platforms, media_type)
+        target = self.targets[pending.target]
+        digest = target.registry.put_manifest(pending.repository, task.tag, written, media_type)
+        return Copied(digest, tuple(foreign))
+
+
+MAX_DEPTH = 4  # indexes inside indexes: deeper is refused (no image needs it)
+MAX_MANIFESTS = 1000  # manifests in one image, all levels together
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where a copy reads the image: the source, or a target that already holds it."""
+
+    registry: Registry
+    path: str  # the repository's path on that registry
+    name: str  # host/path, as skopeo is given it
+    pull_hosts: frozenset[str] = frozenset()  # where a 429 is a pull limit: the source's API
+
+    def fetch(self, digest: str) -> tuple[str, bytes]:
+        """A manifest by digest (on the source, a pull), checked against that digest."""
+        raw = self.registry.get_manifest_raw(self.path, digest)
+        if raw is None:
+            raise MirrorError(f"{self.name}: {digest} not found")
+        media_type, body = raw
+        if media_type in SCHEMA1_TYPES:  # its digest leaves its signatures out: no sha256
+            raise Unmirrorable(SCHEMA1_REFUSAL)
+        if sha256(body) != digest:
+            raise MirrorError(
+                f"{self.name}: the source served a manifest whose digest is {sha256(body)}, "
+                f"not the {digest} it announced"
             )
-        kind = media_type if media_type in INDEX_TYPES else OCI_INDEX
-        written = filtered_index(index, chosen, sha256(body), task.platforms, kind)
-        return target.registry.put_manifest(pending.repository, task.tag, written, kind)
+        return media_type, body
+
+
+@dataclass
+class _Tree:
+    """An image index read down to its leaves: the leaf manifests' descriptors (with the
+    platform of the nearest entry that names one) and the inner indexes, innermost first."""
+
+    leaves: list[dict[str, Any]]
+    inner: dict[str, tuple[str, bytes]]
+
+    @classmethod
+    def read(cls, origin: _Origin, media_type: str, body: bytes) -> _Tree:
+        tree = cls([], {})
+        tree._add(origin, _index(body, origin.name), None, 1)
+        return tree
+
+    def _add(self, origin: _Origin, index: dict[str, Any], platform: Any, depth: int) -> None:
+        for entry in index["manifests"]:
+            if len(self.leaves) + len(self.inner) >= MAX_MANIFESTS:
+                raise MirrorError(
+                    f"{origin.name}: more than {MAX_MANIFESTS} manifests in one image"
+                )
+            inherited = "platform" not in entry and platform is not None
+            descriptor = {**entry, "platform": platform} if inherited else entry
+            if descriptor.get("mediaType") not in INDEX_TYPES:
+                self.leaves.append(descriptor)
+                continue
+            if depth >= MAX_DEPTH:
+                raise MirrorError(f"{origin.name}: image indexes nested deeper than {MAX_DEPTH}")
+            inner_type, inner_body = origin.fetch(descriptor["digest"])
+            inner = _index(inner_body, origin.name)
+            self._add(origin, inner, descriptor.get("platform"), depth + 1)
+            self.inner[descriptor["digest"]] = (inner_type, inner_body)
+
+
+def foreign_urls(registry: Registry, repository: str, digest: str, layers: set[str]) -> list[str]:
+    """The URLs that the manifests under `digest` (an index's children included) give for
+    `layers`, read from `registry` by digest."""
+    urls: list[str] = []
+    queue, seen = [digest], 0
+    while queue and seen < MAX_MANIFESTS:
+        document = registry.get_manifest(repository, queue.pop(0)) or {}
+        seen += 1
+        for entry in document.get("manifests") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
+                queue.append(entry["digest"])
+        for layer in document.get("layers") or []:
+            if isinstance(layer, dict) and layer.get("digest") in layers:
+                urls += [url for url in layer.get("urls") or [] if isinstance(url, str)]
+    return urls
 
 
 def _index(body: bytes, source: object) -> dict[str, Any]:

@@ -166,8 +166,28 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or "not valid YAML"
     if mark is not None:
-        return f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {problem}"
+        where = f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {problem}"
+        return where + _quote_hint(mark)
     return f"YAML syntax error: {problem}"
+
+
+# `key: >=3.18 <4`: a value starting with one of YAML's indicators ('>' and '|' begin block
+# text, '*' an alias, '@' and '`' are reserved), which YAML cannot read as plain text.
+_INDICATOR_VALUE = re.compile(r"([\w.-]+):[ \t]+([>|*@`][^,}\n#]*)")
+
+
+def _quote_hint(mark: Any) -> str:
+    """How to write the value of the line YAML stopped on, when quoting it is the fix."""
+    buffer = getattr(mark, "buffer", None)
+    if not isinstance(buffer, str):
+        return ""
+    lines = buffer.splitlines()
+    line = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+    found = _INDICATOR_VALUE.search(line[:1000])
+    if found is None:
+        return ""
+    key, value = found.group(1), found.group(2).strip()
+    return f' (a value starting with {value[0]!r} must be in quotes: {key}: "{shortened(value)}")'
 
 
 # --- naming values in messages -------------------------------------------------------------------

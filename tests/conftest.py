@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.stage import Stage
-from tests.standins.aws import Moto
+from tests.standins.aws import ECR_PASSWORD, Moto
 from tests.standins.ecr import EcrFront
 from tests.standins.hub import HubFront
 from tests.standins.registry import Registry
@@ -41,6 +41,19 @@ def stage(
     yield stage
     for front in (stage.hub, stage.dest, *stage.extra_hubs):  # a test may have put its own in
         front.stop()
+
+
+@pytest.fixture
+def second_ecr(stage: Stage) -> Iterator[EcrFront]:
+    """Another account's registry, as strict as ECR: the caller's one token opens it too
+    (GetAuthorizationToken's registryIds is deprecated; the token works for every registry the
+    principal may use)."""
+    login = ("AWS", ECR_PASSWORD)
+    with (
+        Registry(stage.tmp / "ecr2", htpasswd=login) as registry,
+        EcrFront(registry.url, stage.moto.url, account="111122223333", credentials=login) as front,
+    ):
+        yield front
 
 
 STAND_INS = frozenset(

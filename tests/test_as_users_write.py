@@ -241,6 +241,13 @@ def test_ensure_checks_ecr_names_and_knows_scratch(tmp_path: Path) -> None:
     assert "(267 characters; " in str(caught.value)
     with pytest.raises(ConfigError, match="scratch is Docker's empty base"):
         plan_names(loaded, ["scratch"])
+    plain = config.parse({"images": []}, tmp_path / "m.yaml")
+    referrers = "alpine:sha256-" + "c" * 64
+    with pytest.raises(ConfigError) as caught:
+        plan_names(plain, [referrers])
+    assert str(caught.value).startswith(f"{referrers!r}: 'sha256-{'c' * 64}' is a referrers tag")
+    signature = "alpine:sha256-" + "c" * 64 + ".sig"  # cosign's signature: copied as asked
+    assert plan_names(plain, [signature])[1][signature].tag == "sha256-" + "c" * 64 + ".sig"
 
 
 @pytest.mark.parametrize(
@@ -248,8 +255,32 @@ def test_ensure_checks_ecr_names_and_knows_scratch(tmp_path: Path) -> None:
     [
         (
             "images: [{source: ruby, tags: ['sha256-" + "a" * 64 + "']}]",
-            "images[0].tags[0]: 'sha256-" + "a" * 64 + "' is the form of mirror's pin tags "
-            "(sha256-<hex>, kept for a pinned digest): pin the digest instead, as TAG@sha256:...",
+            "images[0].tags[0]: 'sha256-" + "a" * 64 + "' is a referrers tag (OCI's referrers "
+            "tag schema: the signatures and attestations of the image sha256:aaaaaaaaaaaa...) and "
+            "the form of mirror's pin tags, not an image to mirror by name; to mirror that image, "
+            "pin it: TAG@sha256:" + "a" * 64,
+        ),
+        (
+            "images: [{source: ruby, tags: ['sha512-" + "b" * 64 + "']}]",
+            "images[0].tags[0]: 'sha512-" + "b" * 64 + "' is a referrers tag (OCI's referrers "
+            "tag schema: the signatures and attestations of the image sha512:bbbbbbbbbbbb...) and "
+            "the form of mirror's pin tags, not an image to mirror by name; to mirror that image, "
+            "pin it: TAG@<its digest>",
+        ),
+        (  # a semver range as skopeo's docs write it, unquoted: YAML reads '>' as block text
+            "images:\n  - source: alpine\n    tags:\n      semver: >=3.18 <4",
+            "line 4, column 16: YAML syntax error: expected chomping or indentation indicators, "
+            "but found '=' (a value starting with '>' must be in quotes: semver: \">=3.18 <4\")",
+        ),
+        (
+            "images: [{source: alpine, tags: {semver: >=3.18 <4, newest: 2}}]",
+            "line 1, column 42: YAML syntax error: found character '>' that cannot start any "
+            "token (a value starting with '>' must be in quotes: semver: \">=3.18 <4\")",
+        ),
+        (
+            "images: [{source: alpine, tags: {semver: '>=3.18, <4 ||'}}]",
+            "images[0].tags.semver: bad version range '>=3.18, <4 ||': an empty alternative "
+            "around '||' (it would match every version)",
         ),
         (
             "source: {credentials: {username_env: U, password_env: P, docker.io: "

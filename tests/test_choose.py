@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.stage import Stage
 from tests.standins.aws import ECR_PASSWORD
 from tests.standins.ecr import EcrFront
 from tests.standins.hub import HubFront
-from tests.standins.registry import Registry, get_manifest, manifest_digest
+from tests.standins.registry import get_manifest, manifest_digest
 
 VERSIONS = ["1.2.0", "1.9.9", "1.10.0", "1.10.1", "1.10.0-rc1", "2.0.0-alpine", "0.9.0",
             "1.3.0", "latest", "edge"]  # fmt: skip
@@ -123,19 +120,6 @@ def test_platform_not_in_the_index_fails_clearly(stage: Stage) -> None:
 
 def _target(endpoint: str, **keys: str) -> dict[str, object]:
     return {"region": "us-east-1", "endpoint": endpoint, "tls_verify": False, **keys}
-
-
-@pytest.fixture
-def second_ecr(stage: Stage) -> Iterator[EcrFront]:
-    """Another account's registry, as strict as ECR: the caller's one token opens it too
-    (GetAuthorizationToken's registryIds is deprecated; the token works for every registry the
-    principal may use)."""
-    login = ("AWS", ECR_PASSWORD)
-    with (
-        Registry(stage.tmp / "ecr2", htpasswd=login) as registry,
-        EcrFront(registry.url, stage.moto.url, account="111122223333", credentials=login) as front,
-    ):
-        yield front
 
 
 def test_two_targets_filled_with_one_pull_per_image(stage: Stage, second_ecr: EcrFront) -> None:

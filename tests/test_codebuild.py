@@ -13,6 +13,7 @@ from xml.etree import ElementTree
 import pytest
 import yaml
 
+from mirror import state
 from tests.stage import ROOT, TIMESTAMP, Stage
 
 BUILDSPEC = yaml.safe_load((ROOT / "buildspec.yaml").read_text())
@@ -56,6 +57,8 @@ def test_buildspec_is_unprivileged_and_complete() -> None:
     assert BUILDSPEC["reports"]["mirror"]["file-format"] == "JUNITXML"
     shards = BUILDSPEC["batch"]["build-matrix"]["dynamic"]["env"]["variables"]["MIRROR_SHARD"]
     assert shards == ["1/3", "2/3", "3/3"]
+    # the memory of refused images is kept between builds (CodeBuild runs as root)
+    assert BUILDSPEC["cache"]["paths"] == [f"{state.state_dir({'HOME': '/root'})}/**/*"]
 
 
 def test_buildspec_commands_mirror_with_codebuild_variables(stage: Stage) -> None:

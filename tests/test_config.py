@@ -191,7 +191,7 @@ ERRORS = [
     ),
     (
         "images: [{source: ruby, tags: {}}]",
-        "images[0].tags: a tag rule needs match, exclude or newest",
+        "images[0].tags: a tag rule needs match, exclude, semver or newest",
     ),
     (
         "images: [{source: ruby, tags: {match: '7.('}}]",
@@ -234,12 +234,14 @@ ERRORS = [
     ("images: [{source: ruby, tag: [a]}]", "images[0].tag: unknown key (did you mean 'tags'?)"),
     (
         "images: [{source: ruby, tags: '3.3'}]",
-        "images[0].tags: expected a non-empty list of tags or a rule {match, exclude, newest}, "
+        "images[0].tags: expected a non-empty list of tags or a rule "
+        "{match, exclude, semver, newest}, "
         "got '3.3'",
     ),
     (
         "images: [{source: ruby, tags: []}]",
-        "images[0].tags: expected a non-empty list of tags or a rule {match, exclude, newest}, "
+        "images[0].tags: expected a non-empty list of tags or a rule "
+        "{match, exclude, semver, newest}, "
         "got a list",
     ),
     (

@@ -124,15 +124,21 @@ ERRORS = [
         f"{WHERE}.tag_mutability: expected one of {MODES}, got true (a boolean)",
     ),
     ("{encryption: KMS}", f"{WHERE}.encryption: expected a mapping, got 'KMS'"),
-    ("{encryption: {kms_key: x}}", f"{WHERE}.encryption.type: required (AES256 or KMS)"),
-    ("{encryption: {type: kms}}", f"{WHERE}.encryption.type: expected AES256 or KMS, got 'kms'"),
     (
-        "{encryption: {type: KMS_DSSE}}",
-        f"{WHERE}.encryption.type: expected AES256 or KMS, got 'KMS_DSSE'",
+        "{encryption: {kms_key: x}}",
+        f"{WHERE}.encryption.type: required (AES256, KMS or KMS_DSSE)",
+    ),
+    (
+        "{encryption: {type: kms}}",
+        f"{WHERE}.encryption.type: expected AES256, KMS or KMS_DSSE, got 'kms'",
+    ),
+    (
+        "{encryption: {type: kms_dsse}}",
+        f"{WHERE}.encryption.type: expected AES256, KMS or KMS_DSSE, got 'kms_dsse'",
     ),
     (
         f"{{encryption: {{type: AES256, kms_key: '{KEY_ARN}'}}}}",
-        f"{WHERE}.encryption.kms_key: only allowed with type KMS",
+        f"{WHERE}.encryption.kms_key: only allowed with type KMS or KMS_DSSE",
     ),
     (
         "{encryption: {type: KMS, kms_key: 42}}",
@@ -312,6 +318,17 @@ def test_kms_without_a_key_and_aes256(tmp_path: Path) -> None:
     assert settings_of("{encryption: {type: AES256}}", tmp_path).encryption == Encryption("AES256")
 
 
+def test_kms_dsse_dual_layer_encryption_as_ecr_takes_it(tmp_path: Path) -> None:
+    dsse = settings_of(f"{{encryption: {{type: KMS_DSSE, kms_key: '{KEY_ARN}'}}}}", tmp_path)
+    assert dsse.encryption == Encryption("KMS_DSSE", KEY_ARN)
+    assert create_arguments(dsse) == {
+        "encryptionConfiguration": {"encryptionType": "KMS_DSSE", "kmsKey": KEY_ARN}
+    }
+    assert settings_of("{encryption: {type: KMS_DSSE}}", tmp_path).encryption == Encryption(
+        "KMS_DSSE"
+    )
+
+
 def test_empty_tag_value_is_allowed(tmp_path: Path) -> None:
     assert settings_of("{tags: {flag: ''}}", tmp_path).tags == (("flag", ""),)
 
@@ -439,6 +456,18 @@ DRIFTS: list[tuple[str, RepositorySettings, ActualSettings, list[Drift]]] = [
         RepositorySettings(encryption=Encryption("KMS", KEY_ARN[:-2] + "ff")),
         ACTUAL_KMS,
         [Drift("encryption", f"KMS {KEY_ARN[:-2]}ff", f"KMS {KEY_ARN}", False)],
+    ),
+    (
+        "kms-dsse-is-not-kms",
+        RepositorySettings(encryption=Encryption("KMS_DSSE", KEY_ARN)),
+        ACTUAL_KMS,
+        [Drift("encryption", f"KMS_DSSE {KEY_ARN}", f"KMS {KEY_ARN}", False)],
+    ),
+    (
+        "kms-dsse-same",
+        RepositorySettings(encryption=Encryption("KMS_DSSE")),
+        ActualSettings(False, TagMutability(), "KMS_DSSE", kms_key=KEY_ARN),
+        [],
     ),
     (
         "lifecycle-missing",

@@ -14,20 +14,27 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+import urllib3
 
 from tests.standins.aws import ECR_AUTHORIZATION_TOKEN, ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.ecr import EcrFront
-from tests.standins.hub import LOGIN_LOCKED, SERVICE, TOO_MANY_REQUESTS, HubFront
+from tests.standins.front import FrontHandler, HttpFront
+from tests.standins.hub import HOLD_LIMIT, LOGIN_LOCKED, SERVICE, TOO_MANY_REQUESTS, HubFront
 from tests.standins.images import (
     ATTESTATION_PREDICATES,
     FAMILIES,
     IN_TOTO,
     build_image,
     make_image,
+    nested_index,
+    push_image,
+    push_schema1,
     skopeo_copy,
     skopeo_inspect,
+    windows_image,
     write_auth_file,
     write_oci_layout,
+    zstd_docker_image,
 )
 from tests.standins.proxy import ForwardProxy
 from tests.standins.registry import MANIFEST_ACCEPT, Registry, get_manifest, manifest_digest
@@ -137,6 +144,70 @@ def test_rate_limit_spent_by_gets_only_then_429(source_registry: Registry, repo_
     assert (counts.manifest_get, counts.manifest_get_ok, counts.status_429) == (4, 3, 1)
     assert counts.manifest_head == 5
     assert ("GET", f"/v2/{url}", 429) in counts.requests
+
+
+class GatedBackend(HttpFront):
+    """A pass-through to a registry that holds every manifest GET until ``release``: what
+    happens between a front's budget check and its answer can be seen, whatever the timing."""
+
+    server_name = "gated-backend"
+
+    def __init__(self, backend_url: str) -> None:
+        super().__init__()
+        self.backend_url = backend_url
+        self.arrived = 0  # manifest GETs that reached the backend
+        self.gate = threading.Event()
+        self.changed = threading.Condition()
+        self._pool = urllib3.PoolManager(maxsize=16, retries=False)
+
+    def _handle(self, req: FrontHandler) -> None:
+        if req.command == "GET" and "/manifests/" in req.path:
+            with self.changed:
+                self.arrived += 1
+                self.changed.notify_all()
+            self.gate.wait(HOLD_LIMIT)
+        headers = {"Accept": req.headers.get("Accept", "")}
+        resp = self._pool.request(req.command, self.backend_url + req.path, headers=headers)
+        passed = {k: v for k, v in resp.headers.items() if k.lower() != "transfer-encoding"}
+        self._send(req, resp.status, passed, resp.data)
+
+
+def test_parallel_pulls_never_spend_more_than_is_left(
+    source_registry: Registry, repo_name: str
+) -> None:
+    """Three clients pulling two manifests each at once, 5 pulls left: 5 are served and 1
+    gets the 429, even when all six pass the front before any is answered (Docker Hub's
+    budget is one counter)."""
+    make_image(source_registry.host, repo_name, "1", seed="atomic")
+    with (
+        GatedBackend(source_registry.url) as backend,
+        HubFront(backend.url, limit=5) as front,
+    ):
+        statuses: list[int] = []
+        url = f"{front.url}/v2/{repo_name}/manifests/1"
+
+        def pull(headers: dict[str, str]) -> None:
+            status = requests.get(url, headers=headers, timeout=HOLD_LIMIT).status_code
+            with backend.changed:
+                statuses.append(status)
+                backend.changed.notify_all()
+
+        with requests.Session() as session:
+            tokens = [bearer(session, front, repo_name) for _client in range(3)]
+        threads = [threading.Thread(target=pull, args=(headers,)) for headers in tokens * 2]
+        for thread in threads:
+            thread.start()
+        with backend.changed:  # every GET is held at the backend or already answered
+            assert backend.changed.wait_for(
+                lambda: backend.arrived + len(statuses) >= 6, timeout=HOLD_LIMIT
+            )
+        backend.gate.set()
+        for thread in threads:
+            thread.join(HOLD_LIMIT)
+        counts = front.counts
+    assert sorted(statuses) == [200] * 5 + [429]
+    assert (backend.arrived, counts.manifest_get_ok, counts.status_429) == (5, 5, 1)
+    assert front.remaining == 0
 
 
 def test_token_endpoint_checks_basic_credentials(source_registry: Registry) -> None:
@@ -616,6 +687,61 @@ def test_skopeo_copies_attested_images_keeping_the_digest(
         manifest_digest(dest_registry.url, repo_name, "1", auth=(ECR_USER, ECR_PASSWORD)) == digest
     )
     assert hub.counts.manifest_get_ok == 5  # the index, two images, two attestations
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_what_skopeo_1_9_does_with_content_of_every_shape(
+    source_registry: Registry,
+    hub: HubFront,
+    dest_registry: Registry,
+    tmp_path: Path,
+    repo_name: str,
+) -> None:
+    """The facts mirror's refusals and work-arounds rest on (skopeo 1.9.3, `copy --all
+    --preserve-digests` into another repository, as mirror copies)."""
+    auth_file = ecr_auth_file(tmp_path, dest_registry)
+    shapes = {
+        "nested": nested_index("facts"),
+        "zstd": zstd_docker_image("facts"),
+        "windows": windows_image("facts"),
+    }
+    digests = {
+        name: push_image(source_registry.host, f"{repo_name}/{name}", "1", *built)
+        for name, built in shapes.items()
+    }
+    digests["schema1"] = push_schema1(source_registry.host, f"{repo_name}/schema1", "1", "facts")
+
+    def copy(name: str) -> subprocess.CompletedProcess[str]:
+        source = f"{hub.host}/{repo_name}/{name}@{digests[name]}"
+        return skopeo_copy(
+            source, f"{dest_registry.host}/mirror/{repo_name}/{name}:1", tmp_path, "--all",
+            "--preserve-digests", "--debug", auth_file=auth_file, timeout=60,
+        )  # fmt: skip
+
+    nested = copy("nested")
+    assert nested.returncode == 1
+    assert "Unexpectedly received a manifest list instead of a manifest for a single image" in (
+        nested.stderr
+    )
+    zstd = copy("zstd")
+    assert zstd.returncode == 1
+    assert (
+        'unsupported docker v2s2 media type: \\"application/vnd.docker.image.rootfs.diff.tar.zstd'
+        in (zstd.stderr)
+    )
+    schema1 = copy("schema1")
+    assert schema1.returncode == 1
+    assert "Copying a schema1 image with an embedded Docker reference" in schema1.stderr
+    assert "Instructed to preserve digests" in schema1.stderr
+    windows = copy("windows")
+    assert windows.returncode == 0, windows.stderr
+    assert "Skipping foreign layer" in windows.stderr
+    destination = f"mirror/{repo_name}/windows"
+    auth = (ECR_USER, ECR_PASSWORD)
+    assert manifest_digest(dest_registry.url, destination, "1", auth=auth) == digests["windows"]
+    # nested: the top and the inner index; zstd: the manifest; schema 1: the manifest (read
+    # before skopeo finds it cannot keep it); windows: the manifest
+    assert hub.counts.manifest_get_ok == 5
 
 
 # --- a forward proxy, and made-up hosts only it can reach ----------------------------------------

@@ -20,7 +20,7 @@ from mirror.config import parse
 from mirror.console import Console, image_line, one_line, status_line
 from mirror.errors import ConfigError, CopyError, LockHeld, MirrorError, RateLimited
 from mirror.http import proxy_for
-from mirror.model import Action, Outcome, Task
+from mirror.model import Action, Copied, Outcome, Task
 from mirror.pipeline import Pipeline, Progress, Settings
 from mirror.plan import Plan, Shard, Unresolved, plan
 from mirror.reference import ImageRef, Repository
@@ -103,7 +103,7 @@ class FakeCopier:
         src_tls_verify: bool,
         dest_tls_verify: bool,
         pull_hosts: frozenset[str] = frozenset(),
-    ) -> str:
+    ) -> Copied:
         with self.lock:
             self.copies.append(source)
             if self.errors:
@@ -117,7 +117,7 @@ class FakeCopier:
             registry.limit = RateLimit(registry.limit.limit, registry.limit.remaining - 1)
         dest_host, _, dest_path = destination.partition("/")
         self.registries[dest_host].digests[dest_path] = digest
-        return digest
+        return Copied(digest)
 
 
 class Events:

@@ -12,7 +12,13 @@ import pytest
 from botocore.stub import Stubber
 
 from mirror import aws, skopeo
-from mirror.errors import CopyError, SetupError
+from mirror.errors import (
+    SCHEMA1_REFUSAL,
+    CopyError,
+    NestedIndex,
+    SetupError,
+    Unmirrorable,
+)
 from mirror.reference import (
     BadReference,
     Repository,
@@ -299,6 +305,7 @@ def test_workspace_is_private_and_removed() -> None:
 )
 def test_skopeo_errors_name_the_fault(stderr: str, kind: str, message: str) -> None:
     error = skopeo.classify([stderr], "r:t")
+    assert isinstance(error, CopyError)
     kinds = {
         "rate-limited": (True, False, False),
         "throttled": (False, True, True),
@@ -307,6 +314,50 @@ def test_skopeo_errors_name_the_fault(stderr: str, kind: str, message: str) -> N
     }
     assert (error.rate_limited, error.throttled, error.transient) == kinds[kind]
     assert str(error) == message
+
+
+@pytest.mark.parametrize(
+    ("stderr", "kind", "message"),
+    [  # skopeo 1.9.3's own words, measured on the stand-ins
+        (
+            'time="x" level=fatal msg="initializing image from source docker://h/z@sha256:1: '
+            'unsupported docker v2s2 media type: \\"application/vnd.docker.image.rootfs.diff.'
+            'tar.zstd\\""\n',
+            Unmirrorable,
+            "a Docker v2 manifest with zstd-compressed layers (application/vnd.docker.image."
+            "rootfs.diff.tar.zstd): the Docker v2 format has no zstd layer type (only OCI "
+            "manifests carry zstd), and this skopeo refuses to read it, so mirror does not copy "
+            "it; ask its publisher for an OCI image",
+        ),
+        (
+            'time="x" level=fatal msg="Copying a schema1 image with an embedded Docker reference '
+            "to docker://h/m/s1:1 (Docker reference h/m/s1:1) would change the manifest, which "
+            'we cannot do: \\"Instructed to preserve digests\\""\n',
+            Unmirrorable,
+            SCHEMA1_REFUSAL,
+        ),
+        (
+            'time="x" level=fatal msg="copying image 1/2 from manifest list: Unexpectedly '
+            'received a manifest list instead of a manifest for a single image"\n',
+            NestedIndex,
+            "copying image 1/2 from manifest list: Unexpectedly received a manifest list "
+            "instead of a manifest for a single image",
+        ),
+    ],
+)
+def test_skopeo_refusals_of_the_image_form(stderr: str, kind: type, message: str) -> None:
+    error = skopeo.classify([stderr], "r:t")
+    assert type(error) is kind
+    assert str(error) == message
+
+
+def test_skopeo_foreign_layers_are_noted_from_its_debug_lines() -> None:
+    watch = skopeo._Watch(frozenset(), lambda host: None)
+    layer = "sha256:" + "9" * 64
+    line = f'time="x" level=debug msg="Skipping foreign layer \\"{layer}\\" copy to docker"\n'
+    for _ in range(2):
+        assert watch.line(line, None, None) is None
+    assert list(watch.foreign_layers) == [layer]
 
 
 def test_a_source_429_stops_skopeo_and_a_destinations_is_left_to_its_retries() -> None:

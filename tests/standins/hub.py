@@ -5,7 +5,9 @@ its ``/token`` realm (anonymous, or Basic with the right credentials; wrong ones
 tokens to repositories, answers 401 (not 404) for a repository that does not exist, and with
 ``limit`` set puts ``ratelimit-*`` headers on every manifest response, spends one pull per
 successful manifest GET (never a HEAD) and answers manifest GETs with 429 ``TOOMANYREQUESTS``
-once none remain. It counts what it serves and can inject faults. All on 127.0.0.1, over plain
+once none remain. A pull is taken (checked and spent in one step, under a lock) before the
+manifest is read, and given back if none is served: parallel clients never get more pulls
+than were left. It counts what it serves and can inject faults. All on 127.0.0.1, over plain
 HTTP/1.1 with keep-alive.
 
 What Docker Hub and registries in front of it do besides, each as an option or a method:
@@ -471,26 +473,26 @@ class HubFront(HttpFront):
             return self._send(req, 405, {"Allow": "GET", **self._rate_headers()}, b"")
         costs = method == "GET" and self.limit is not None
         costs = costs and (self.count_digest_gets or not ref.startswith("sha256:"))
-        if costs:
-            with self._lock:
-                spent = self._remaining <= 0
-            if spent:
-                return self._error(
-                    req, 429, "TOOMANYREQUESTS", TOO_MANY_REQUESTS, self._rate_headers()
-                )
+        if costs and not self._take_pull():
+            return self._error(req, 429, "TOOMANYREQUESTS", TOO_MANY_REQUESTS, self._rate_headers())
         accept = ", ".join(req.headers.get_all("Accept") or [])
-        resp = self._backend.request(
-            method,
-            f"{self.backend_url}/v2/{name}/manifests/{ref}",
-            headers={"Accept": accept} if accept else {},
-        )
+        try:
+            resp = self._backend.request(
+                method,
+                f"{self.backend_url}/v2/{name}/manifests/{ref}",
+                headers={"Accept": accept} if accept else {},
+            )
+        except BaseException:
+            if costs:
+                self._give_back_pull()
+            raise
+        if costs and resp.status != 200:
+            self._give_back_pull()  # only a manifest served is a pull
         if resp.status == 404 and not self._repo_exists(name):
             return self._challenge(req, name, missing=True)
         if resp.status == 200 and method == "GET":
             with self._lock:
                 self._counts.manifest_get_ok += 1
-                if costs:
-                    self._remaining = max(0, self._remaining - 1)
         headers = {**self._passed(resp), **self._rate_headers()}
         if method == "HEAD" and self.head == "no-digest":
             headers.pop("Docker-Content-Digest", None)
@@ -498,6 +500,19 @@ class HubFront(HttpFront):
         if self.mismatch_digest and method == "GET" and resp.status == 200:
             body = _reserialised(body) if not ref.startswith("sha256:") else body
         return self._send(req, resp.status, headers, body)
+
+    def _take_pull(self) -> bool:
+        """Spend one pull if one is left. The check and the spend are one step under the lock,
+        as on Docker Hub: parallel clients never get more pulls than were left."""
+        with self._lock:
+            if self._remaining <= 0:
+                return False
+            self._remaining -= 1
+            return True
+
+    def _give_back_pull(self) -> None:
+        with self._lock:
+            self._remaining += 1
 
     def _blob(self, req: FrontHandler, method: str, name: str, digest: str) -> int:
         with self._lock:

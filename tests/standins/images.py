@@ -447,7 +447,36 @@ def push_image(
     those already there), then the child manifests by digest, then ``top`` by ``tag``.
     Returns the digest of ``top``.
     """
+    call = _caller(auth)
     base = f"http://{registry_host}/v2/{repo}"
+    manifests = [b for b in blobs.values() if b.media_type in MANIFEST_TYPES and b != top]
+    layers = [b for b in blobs.values() if b.media_type not in MANIFEST_TYPES and b != top]
+    push_blobs(registry_host, repo, layers, auth=auth)
+    for blob in (*manifests, top):
+        reference = tag if blob == top else blob.digest
+        call("PUT", f"{base}/manifests/{reference}", blob.data, **{"Content-Type": blob.media_type})
+    return top.digest
+
+
+def push_blobs(
+    registry_host: str,
+    repo: str,
+    blobs: Sequence[Blob],
+    *,
+    auth: tuple[str, str] | None = None,
+) -> None:
+    """Upload ``blobs`` (monolithic PUTs), skipping those the repository has."""
+    call = _caller(auth)
+    base = f"http://{registry_host}/v2/{repo}"
+    for blob in blobs:
+        if call("HEAD", f"{base}/blobs/{blob.digest}").status == 200:
+            continue
+        location = call("POST", f"{base}/blobs/uploads/").headers["Location"]
+        joiner = "&" if "?" in location else "?"
+        call("PUT", f"{location}{joiner}digest={blob.digest}", blob.data)
+
+
+def _caller(auth: tuple[str, str] | None) -> Any:
     headers = urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}") if auth else {}
 
     def call(method: str, url: str, body: bytes | None = None, **extra: str) -> Any:
@@ -456,16 +485,211 @@ def push_image(
             raise RuntimeError(f"{method} {url}: HTTP {resp.status}: {resp.data[:300]!r}")
         return resp
 
-    manifests = [b for b in blobs.values() if b.media_type in MANIFEST_TYPES and b != top]
-    for blob in blobs.values():
-        if blob.media_type in MANIFEST_TYPES or blob == top:
-            continue
-        if call("HEAD", f"{base}/blobs/{blob.digest}").status == 200:
-            continue
-        location = call("POST", f"{base}/blobs/uploads/").headers["Location"]
-        joiner = "&" if "?" in location else "?"
-        call("PUT", f"{location}{joiner}digest={blob.digest}", blob.data)
-    for blob in (*manifests, top):
-        reference = tag if blob == top else blob.digest
-        call("PUT", f"{base}/manifests/{reference}", blob.data, **{"Content-Type": blob.media_type})
-    return top.digest
+    return call
+
+
+# --- content of every shape: what skopeo 1.9.3 and mirror meet in the field -------------------
+
+DOCKER_ZSTD_LAYER = "application/vnd.docker.image.rootfs.diff.tar.zstd"  # not in Docker's spec
+FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+COSIGN_SIGNATURE = "application/vnd.dev.cosign.simplesigning.v1+json"
+
+
+def zstd_frame(data: bytes) -> bytes:
+    """``data`` as one zstd frame of raw (stored) blocks: valid zstd (RFC 8878), no library."""
+    frame = bytearray(b"\x28\xb5\x2f\xfd")  # magic number, little-endian
+    frame.append(0xA0)  # single segment, 4-byte frame content size
+    frame += len(data).to_bytes(4, "little")
+    blocks = [data[i : i + 65536] for i in range(0, len(data), 65536)] or [b""]
+    for number, block in enumerate(blocks):
+        last = number == len(blocks) - 1
+        frame += ((len(block) << 3) | int(last)).to_bytes(3, "little") + block  # a raw block
+    return bytes(frame)
+
+
+def tar_bytes(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, content in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(content), 0o644, 0
+            tar.addfile(info, io.BytesIO(content))
+    return raw.getvalue()
+
+
+def _docker_manifest(
+    layers: list[tuple[Blob, str, dict[str, Any]]], *, os_name: str = "linux"
+) -> tuple[Blob, dict[str, Blob]]:
+    """A Docker v2 manifest over ``layers`` (blob, diff_id, extra descriptor fields)."""
+    config = _json_blob(
+        DOCKER_CONFIG,
+        {
+            "architecture": "amd64",
+            "os": os_name,
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id, _ in layers]},
+        },
+    )
+    manifest = _json_blob(
+        DOCKER_MANIFEST,
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": config.descriptor(),
+            "layers": [blob.descriptor(**extra) for blob, _, extra in layers],
+        },
+    )
+    return manifest, {config.digest: config, manifest.digest: manifest}
+
+
+def zstd_docker_image(seed: int | str) -> tuple[Blob, dict[str, Blob]]:
+    """A Docker v2 manifest whose layer is zstd-compressed (``...diff.tar.zstd``), as BuildKit
+    writes with ``compression=zstd`` and Docker media types; skopeo 1.9.3 refuses to read it."""
+    tar = tar_bytes({"zstd.txt": f"seed {seed}".encode()})
+    layer = Blob(DOCKER_ZSTD_LAYER, zstd_frame(tar))
+    diff_id = "sha256:" + hashlib.sha256(tar).hexdigest()
+    manifest, blobs = _docker_manifest([(layer, diff_id, {})])
+    return manifest, {**blobs, layer.digest: layer}
+
+
+def windows_image(
+    seed: int | str, *, url_host: str = "mcr.microsoft.com"
+) -> tuple[Blob, dict[str, Blob]]:
+    """A Windows image as Microsoft's base images are: its base layer is a foreign layer
+    (``...foreign.diff.tar.gzip`` with ``urls`` on ``url_host``) that the registry does not
+    hold; only the layer on top is a blob here. skopeo keeps the descriptor, copies no blob."""
+    base, base_diff = make_layer({"Files/base.txt": f"base {seed}".encode()}, FOREIGN_LAYER)
+    own, own_diff = make_layer({"Files/app.txt": f"app {seed}".encode()}, DOCKER_LAYER)
+    url = f"https://{url_host}/v2/windows/servercore/blobs/{base.digest}"
+    manifest, blobs = _docker_manifest(
+        [(base, base_diff, {"urls": [url]}), (own, own_diff, {})], os_name="windows"
+    )
+    return manifest, {**blobs, own.digest: own}
+
+
+def nested_index(seed: int | str, *, media_types: str = "oci") -> tuple[Blob, dict[str, Blob]]:
+    """An index whose first entry is itself an index (linux/amd64 and linux/arm64, with no
+    platform on the entry, as ``docker buildx imagetools create`` of indexes can write), then
+    a linux/s390x manifest: registries take it, skopeo 1.9.3 cannot copy it whole."""
+    family = FAMILIES[media_types]
+    inner, blobs = build_image(
+        platforms=("linux/amd64", "linux/arm64"), layer_sizes=(512,), seed=f"{seed}-inner",
+        media_types=media_types,
+    )  # fmt: skip
+    other, more = build_image(
+        platforms=("linux/s390x",), layer_sizes=(512,), seed=f"{seed}-s390x",
+        media_types=media_types,
+    )  # fmt: skip
+    blobs.update(more)
+    top = _json_blob(
+        family.index,
+        {
+            "schemaVersion": 2,
+            "mediaType": family.index,
+            "manifests": [
+                inner.descriptor(),
+                other.descriptor(platform=_platform_fields("linux/s390x")),
+            ],
+        },
+    )
+    return top, {**blobs, top.digest: top}
+
+
+def cosign_signature(subject: str, seed: int | str) -> tuple[Blob, dict[str, Blob]]:
+    """What cosign pushes under ``sha256-<hex>.sig``: an OCI manifest whose layer is a
+    simple-signing payload naming ``subject``, with the signature as an annotation."""
+    payload = _json_blob(
+        COSIGN_SIGNATURE,
+        {
+            "critical": {
+                "identity": {"docker-reference": "test"},
+                "image": {"docker-manifest-digest": subject},
+                "type": "cosign container image signature",
+            },
+            "optional": {"seed": str(seed)},
+        },
+    )
+    config = _json_blob(OCI_CONFIG, {"architecture": "", "os": "", "config": {}, "rootfs": {
+        "type": "layers", "diff_ids": [payload.digest]}})  # fmt: skip
+    signature = base64.b64encode(hashlib.sha256(f"sig {seed}".encode()).digest()).decode()
+    manifest = _json_blob(
+        OCI_MANIFEST,
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.descriptor(),
+            "layers": [
+                payload.descriptor(annotations={"dev.cosignproject.cosign/signature": signature})
+            ],
+        },
+    )
+    return manifest, {blob.digest: blob for blob in (payload, config, manifest)}
+
+
+def push_schema1(registry_host: str, repo: str, tag: str, seed: int | str) -> str:
+    """Push a signed schema 1 image (``...manifest.v1+prettyjws``, as Docker 1.9 and older
+    pushed them) over plain HTTP; return its digest, which registries compute over the
+    manifest without its signatures. The JWS is libtrust's: ES256 over the payload, whose
+    length and tail the protected header records. The registry checks the signature."""
+    layer, _ = make_layer({"schema1.txt": f"seed {seed}".encode()}, DOCKER_LAYER)
+    push_blobs(registry_host, repo, [layer])
+    history = json.dumps({"id": hashlib.sha256(str(seed).encode()).hexdigest(),
+                          "created": "2015-01-01T00:00:00Z", "os": "linux"})  # fmt: skip
+    document = {
+        "schemaVersion": 1,
+        "name": repo,
+        "tag": tag,
+        "architecture": "amd64",
+        "fsLayers": [{"blobSum": layer.digest}],
+        "history": [{"v1Compatibility": history}],
+    }
+    payload = json.dumps(document, indent=3).encode()
+    body = payload[:-1] + b',\n   "signatures": ' + _jws(payload) + b"\n}"
+    resp = _HTTP.request(
+        "PUT",
+        f"http://{registry_host}/v2/{repo}/manifests/{tag}",
+        body=body,
+        headers={"Content-Type": SCHEMA1_SIGNED},
+    )
+    if resp.status != 201:
+        raise RuntimeError(f"schema 1 push of {repo}:{tag}: HTTP {resp.status}: {resp.data!r}")
+    digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+    assert resp.headers["Docker-Content-Digest"] == digest
+    return digest
+
+
+def _jws(payload: bytes) -> bytes:
+    """libtrust's signatures of a pretty JSON payload ending in a newline-less ``}``."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    key = ec.derive_private_key(20161, ec.SECP256R1())  # a fixed key: stable digests
+    public = key.public_key()
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    kid = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    numbers = public.public_numbers()
+    jwk = {
+        "crv": "P-256",
+        "kid": ":".join(kid[i : i + 4] for i in range(0, len(kid), 4)),
+        "kty": "EC",
+        "x": b64(numbers.x.to_bytes(32, "big")),
+        "y": b64(numbers.y.to_bytes(32, "big")),
+    }
+    length = len(payload) - 1  # the payload up to its closing brace
+    header = {"formatLength": length, "formatTail": b64(payload[length:]),
+              "time": "2015-01-01T00:00:00Z"}  # fmt: skip
+    protected = b64(json.dumps(header).encode())
+    r, s = decode_dss_signature(
+        key.sign(f"{protected}.{b64(payload)}".encode(), ec.ECDSA(hashes.SHA256()))
+    )
+    signature = b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    signatures = [{"header": {"jwk": jwk, "alg": "ES256"}, "signature": signature,
+                   "protected": protected}]  # fmt: skip
+    return json.dumps(signatures, indent=3).replace("\n", "\n   ").encode()

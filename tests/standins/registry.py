@@ -92,6 +92,10 @@ class Registry(Service):
                 "secret": secrets.token_hex(16),
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
             },
+            # As Docker Hub and ECR do: store schema 1 manifests pushed to them, and
+            # manifests whose foreign layers name URLs (Windows base images).
+            "compatibility": {"schema1": {"enabled": True}},
+            "validation": {"manifests": {"urls": {"allow": ["^https?://"]}}},
         }
         if self.htpasswd is not None:
             user, password = self.htpasswd

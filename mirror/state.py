@@ -1,0 +1,149 @@
+"""What mirror remembers between runs on a machine: source images it refused, by digest.
+
+Some images cannot be copied whole with their digest (a Docker v2 manifest with zstd layers
+is only found out by reading it: a pull). Once refused, an image is remembered by its source
+repository and digest, with the skopeo version that refused it, so later runs refuse it from
+a free HEAD and spend no pull on it until the source changes (a new digest is tried again) or
+skopeo does (another version may copy it).
+
+The memory is a small JSON file, `$XDG_STATE_HOME/mirror/refused.json` (default
+`~/.local/state/mirror/`), per user: the XDG base directory for state that outlives a run.
+ECR has no place for a note about an image it does not hold (short of writing into the
+user's repositories), and a failure must write nothing there. Losing the file costs one pull
+per refused image to learn it again; a CodeBuild project keeps it with `cache: paths`. A file
+that cannot be read or written is a warning, never a failed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+FILE = "refused.json"
+VERSION = 1
+MAX_ENTRIES = 1000  # the oldest are forgotten first: a forgotten one costs one pull once
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """`$XDG_STATE_HOME/mirror`, else `~/.local/state/mirror`; None without a home."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_STATE_HOME") or ""
+    if base and os.path.isabs(base):
+        return Path(base) / "mirror"
+    home = env.get("HOME") or ""
+    return Path(home) / ".local" / "state" / "mirror" if os.path.isabs(home) else None
+
+
+def refusals_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    directory = state_dir(environ)
+    return None if directory is None else directory / FILE
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    seen: str  # ISO-8601 UTC, when a run last refused it
+    tool: str = ""  # the skopeo that refused it: another version tries the image again
+
+
+class Refusals:
+    """Source images refused by digest. Thread-safe; `save()` writes what was added."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        entries: dict[str, Refusal] | None = None,
+        *,
+        tool: str | None = None,
+    ):
+        self.path = path
+        self.tool = tool  # this run's skopeo; None (a dry run): any refusal counts
+        self._entries = dict(entries or {})
+        self._changed = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path | None, *, tool: str | None = None) -> tuple[Refusals, str | None]:
+        """The remembered refusals, and a warning when the file cannot be read (then none)."""
+        if path is None:
+            return cls(None, tool=tool), None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries = {
+                key: Refusal(str(value["reason"]), str(value["seen"]), str(value.get("tool", "")))
+                for key, value in data["refused"].items()
+            }
+        except FileNotFoundError:
+            return cls(path, tool=tool), None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            why = error.strerror if isinstance(error, OSError) else "not a mirror state file"
+            warning = f"cannot read {path} ({why}): refused images are tried again"
+            return cls(path, tool=tool), warning
+        return cls(path, entries, tool=tool), None
+
+    def why(self, repository: str, digest: str) -> Refusal | None:
+        """Why an earlier run refused this image, if one did with this run's skopeo."""
+        with self._lock:
+            refusal = self._entries.get(_key(repository, digest))
+        if refusal is None or (self.tool is not None and refusal.tool != self.tool):
+            return None
+        return refusal
+
+    def add(self, repository: str, digest: str, reason: str) -> None:
+        seen = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self._lock:
+            self._entries[_key(repository, digest)] = Refusal(reason, seen, self.tool or "")
+            self._changed = True
+
+    def save(self) -> str | None:
+        """Write the file if anything was added (atomically: a reader never sees half of
+        it); a warning when it cannot be written, None when done."""
+        if self.path is None:
+            with self._lock:
+                lost = self._changed
+            return (
+                "neither $XDG_STATE_HOME nor $HOME is set: the images refused in this run are "
+                "not remembered and will cost a pull again next run"
+                if lost
+                else None
+            )
+        on_disk, _ = Refusals.load(self.path)  # another run may have added some meanwhile
+        with self._lock:
+            if not self._changed:
+                return None
+            entries = {**on_disk._entries, **self._entries}
+            kept = sorted(entries.items(), key=lambda item: item[1].seen)[-MAX_ENTRIES:]
+            document = {
+                "version": VERSION,
+                "refused": {
+                    key: {"reason": r.reason, "seen": r.seen, "tool": r.tool} for key, r in kept
+                },
+            }
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{FILE}.")
+            try:
+                with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                    json.dump(document, handle, indent=1, sort_keys=True)
+                os.replace(temporary, self.path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        except OSError as error:
+            return (
+                f"cannot write {self.path} ({error.strerror or error}): the images refused in "
+                "this run will cost a pull again next run"
+            )
+        with self._lock:
+            self._changed = False
+        return None
+
+
+def _key(repository: str, digest: str) -> str:
+    return f"{repository}@{digest}"

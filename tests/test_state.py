@@ -1,0 +1,89 @@
+"""The memory of refused images between runs (mirror.state): no I/O but a temporary directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mirror import state
+from mirror.state import Refusals
+
+IMAGE = "docker.io/library/x"
+DIGEST = "sha256:" + "a" * 64
+
+
+def test_where_the_memory_lives() -> None:
+    assert state.refusals_path({"XDG_STATE_HOME": "/s", "HOME": "/h"}) == Path(
+        "/s/mirror/refused.json"
+    )
+    assert state.refusals_path({"HOME": "/var/lib/mirror"}) == Path(
+        "/var/lib/mirror/.local/state/mirror/refused.json"
+    )
+    assert state.refusals_path({"XDG_STATE_HOME": "relative", "HOME": "/h"}) == Path(
+        "/h/.local/state/mirror/refused.json"
+    )  # the XDG spec: a relative path is ignored
+    assert state.refusals_path({}) is None  # cron without HOME: nothing remembered
+
+
+def test_a_refusal_is_kept_for_the_skopeo_that_made_it(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "refused.json"
+    first, warning = Refusals.load(path, tool="skopeo 1.9.3")
+    assert warning is None and first.why(IMAGE, DIGEST) is None
+    first.add(IMAGE, DIGEST, "zstd")
+    assert first.save() is None
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+
+    same, _ = Refusals.load(path, tool="skopeo 1.9.3")
+    refusal = same.why(IMAGE, DIGEST)
+    assert refusal is not None and refusal.reason == "zstd"
+    assert same.why(IMAGE, "sha256:" + "b" * 64) is None  # the source changed: tried again
+    newer, _ = Refusals.load(path, tool="skopeo 1.18.0")
+    assert newer.why(IMAGE, DIGEST) is None  # another skopeo may copy it: tried again
+    dry, _ = Refusals.load(path)  # a dry run runs no skopeo: what was refused is shown
+    assert dry.why(IMAGE, DIGEST) is not None
+
+
+def test_two_runs_saving_at_once_keep_both(tmp_path: Path) -> None:
+    path = tmp_path / "refused.json"
+    one, _ = Refusals.load(path)
+    other, _ = Refusals.load(path)
+    one.add(IMAGE, DIGEST, "one")
+    other.add("quay.io/y/z", DIGEST, "other")
+    assert one.save() is None and other.save() is None
+    assert sorted(json.loads(path.read_text())["refused"]) == [
+        f"{IMAGE}@{DIGEST}",
+        f"quay.io/y/z@{DIGEST}",
+    ]
+
+
+def test_a_broken_file_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    path = tmp_path / "refused.json"
+    path.write_text("{not json")
+    refusals, warning = Refusals.load(path)
+    assert (
+        warning == f"cannot read {path} (not a mirror state file): refused images are tried again"
+    )
+    assert refusals.why(IMAGE, DIGEST) is None
+    refusals.add(IMAGE, DIGEST, "zstd")
+    assert refusals.save() is None  # replaced by a good one
+
+
+def test_an_unwritable_place_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "mirror").write_text("a file where the directory should be")
+    refusals, _ = Refusals.load(tmp_path / "mirror" / "refused.json")
+    refusals.add(IMAGE, DIGEST, "zstd")
+    warning = refusals.save()
+    assert warning is not None
+    assert warning.startswith(f"cannot write {tmp_path / 'mirror' / 'refused.json'} (")
+    assert warning.endswith("): the images refused in this run will cost a pull again next run")
+
+
+def test_without_a_home_a_refusal_is_not_remembered_and_the_run_says_so() -> None:
+    refusals, warning = Refusals.load(state.refusals_path({}))
+    assert warning is None
+    assert refusals.save() is None  # nothing refused: nothing to say
+    refusals.add(IMAGE, DIGEST, "zstd")
+    assert refusals.save() == (
+        "neither $XDG_STATE_HOME nor $HOME is set: the images refused in this run are not "
+        "remembered and will cost a pull again next run"
+    )
