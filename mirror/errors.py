@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import threading
 from enum import IntEnum
 
 
@@ -153,13 +156,93 @@ def shortened(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:40]}... ({len(text)} characters)"
 
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+QUOTED = 300  # characters: the most of a text from outside (a registry, skopeo, a file) quoted
+_SCANNED = 1 << 16  # characters of such a text looked at before it is cut to QUOTED
+
+
+def quoted(text: str, limit: int = QUOTED) -> str:
+    """Text from outside, as a message may quote it: secrets hidden (`hide_passwords`), then
+    cut to `limit` characters with its length said. Linear in `text`; whatever its size, the
+    result is short, so no later step (a line, the report, JUnit) does much work on it."""
+    size = len(text)
+    shown = hide_passwords(text[: max(limit, _SCANNED)])
+    if size <= limit and len(shown) <= limit:
+        return shown
+    return f"{shown[:limit]}... ({size:,} characters)"
+
+
+class _Secrets:
+    """Every secret this process holds, in each form it sends one (plain, `user:password`,
+    base64 of it, a bearer token), so that none is printed or stored even when a registry or
+    proxy quotes the request back."""
+
+    SHORTEST = 4  # a shorter value would hide ordinary words; no real password is that short
+
+    def __init__(self) -> None:
+        self._forms: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def remember(self, *values: str) -> None:
+        forms = set()
+        for value in values:
+            if len(value) >= self.SHORTEST:
+                forms |= {value, json.dumps(value)[1:-1]}  # as written, and inside JSON
+        with self._lock:
+            known = set(self._forms)
+            if not forms <= known:  # longest first: a secret inside another is hidden whole
+                self._forms = tuple(sorted(known | forms, key=len, reverse=True))
+
+    def hide(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, "***")
+        return text
+
+
+_SECRETS = _Secrets()
+
+
+def remember_secret(*values: str) -> None:
+    """Hide `values` (a password, a token, `base64(user:password)`) from every message,
+    line, report and JUnit file from now on (`hide_passwords`)."""
+    _SECRETS.remember(*values)
+
+
+def remember_login(username: str, password: str) -> None:
+    """Hide a login in every form it is sent: the password, `user:password`, and its
+    base64 (an `Authorization: Basic` value, an auth file's `auth`)."""
+    pair = f"{username}:{password}"
+    remember_secret(password, pair, base64.b64encode(pair.encode()).decode())
 
 
 def hide_passwords(text: str) -> str:
     """`text` with the password of every `scheme://user:password@host` replaced by `***`
-    (a proxy URL quoted by a library's error, say): no message ever shows one."""
-    return _USERINFO.sub(r"\1:***@", text)
+    (a proxy URL quoted by a library's error, say), and every secret mirror holds
+    (`remember_secret`) replaced by `***`: no message ever shows one. Linear in `text`."""
+    return _SECRETS.hide(_hide_userinfo(text))
+
+
+def _hide_userinfo(text: str) -> str:
+    """`://user:password@` -> `://user:***@`, by a scan from each `://` (no regular expression
+    whose time could grow with the square of the text)."""
+    pieces: list[str] = []
+    done = 0
+    at = text.find("://")
+    while at >= 0:
+        start = at + 3
+        run = _AUTHORITY.match(text, start)
+        end = run.end() if run else start
+        authority = text[start:end]
+        if end < len(text) and text[end] == "@" and ":" in authority:
+            user = authority.partition(":")[0]
+            pieces += (text[done:start], user, ":***")
+            done = end
+        at = text.find("://", max(end - 1, start))  # the run may end on the next one's ":"
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+_AUTHORITY = re.compile(r"[^/@\s]*")  # one run from a given place: linear
 
 
 BUG = "internal error (a bug in mirror)"

@@ -10,6 +10,12 @@ cause instead of each waiting out the time-out.
 Proxies are chosen per URL from HTTPS_PROXY, HTTP_PROXY and NO_PROXY (and the lower-case
 forms) by the rules of Go's net/http, which skopeo uses, so both reach a registry the same way.
 
+Redirects (GET and HEAD only) are followed where credentials stay safe: the Authorization
+header goes on only to the same scheme, host and port (the origin); a redirect from HTTPS to
+plain HTTP is refused; and a redirect to a loopback, private or link-local address is refused
+unless the registry itself answered from one (checked on the connected socket, so a name that
+resolves there is caught too, and again on a connection kept alive).
+
 This module and mirror/registry.py are the only ones that speak HTTP to registries.
 """
 
@@ -32,7 +38,7 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from mirror.errors import RegistryError, SetupError, Stopped, hide_passwords
+from mirror.errors import RegistryError, SetupError, Stopped, hide_passwords, quoted, remember_login
 
 log = logging.getLogger("mirror")
 
@@ -68,6 +74,7 @@ class Response:
     status: int
     headers: Mapping[str, str]
     data: bytes
+    url: str = ""  # where the answer came from: the last URL, after redirects
 
 
 # --- the watchdog --------------------------------------------------------------------------------
@@ -82,16 +89,37 @@ class _Call:
     deadline: float
     connection: Any = None
     cut: str | None = None  # why the watchdog cut it off: "deadline" or "stopped"
+    refuse_inner: bool = False  # a peer on a loopback, private or link-local address is refused
+    peer: str | None = None  # the address the connection reached (None through a proxy)
 
 
 class _Watched:
-    """Mixed into urllib3's connections: tells the current call which connection it uses."""
+    """Mixed into urllib3's connections: tells the current call which connection it uses, and
+    which address it reached (checked before a byte of the request is sent)."""
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        _check_peer(self)
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         call: _Call | None = getattr(_local, "call", None)
         if call is not None:
             call.connection = self
+            if getattr(self, "sock", None) is not None:  # a connection kept alive
+                _check_peer(self)
         return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+def _check_peer(connection: Any) -> None:
+    call: _Call | None = getattr(_local, "call", None)
+    if call is None:
+        return
+    try:
+        call.peer = str(connection.sock.getpeername()[0])
+    except (OSError, AttributeError, IndexError, TypeError):
+        return
+    if call.refuse_inner and is_inner(call.peer):
+        raise _InnerAddress(call.peer)
 
 
 class _WatchedHTTPConnection(_Watched, HTTPConnection):
@@ -124,8 +152,8 @@ class _Watchdog:
         self._stopping = False
 
     @contextlib.contextmanager
-    def watching(self, deadline: float) -> Iterator[_Call]:
-        call = _Call(deadline)
+    def watching(self, deadline: float, *, refuse_inner: bool = False) -> Iterator[_Call]:
+        call = _Call(deadline, refuse_inner=refuse_inner)
         with self._lock:
             if self._stopping:
                 raise Stopped
@@ -337,6 +365,52 @@ def _proxy_headers(proxy: str) -> dict[str, str]:
     return dict(urllib3.make_headers(proxy_basic_auth=auth))
 
 
+def _remember_proxy_logins(environ: Mapping[str, str]) -> None:
+    """Hide each proxy password (plain, in its URL, and as sent: base64 of user:password)."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        value = environ.get(name) or ""
+        with contextlib.suppress(ValueError):
+            parts = urlsplit(value if "://" in value else f"http://{value}")
+            if parts.password:
+                remember_login(unquote(parts.username or ""), unquote(parts.password))
+                remember_login(parts.username or "", parts.password)  # as written in the URL
+
+
+# --- addresses ------------------------------------------------------------------------------------
+
+
+def is_inner(address: str) -> bool:
+    """Is `address` (an IP address) loopback, private, link-local or otherwise not on the
+    public internet? IPv4-mapped IPv6 addresses are judged by their IPv4 address."""
+    ip = _ip(address.partition("%")[0])
+    if ip is None:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global
+
+
+def _named_inner(host: str) -> bool:
+    """Does a host as written (an IP address or `localhost`) name an inner address?"""
+    host = host.lower().strip("[]")
+    return host == "localhost" or host.endswith(".localhost") or is_inner(host)
+
+
+def same_origin(first: str, second: str) -> bool:
+    """Do two URLs have the same scheme, host and effective port (443 or 80 when none is
+    written)? Only there does a registry's Authorization header go."""
+    return _origin(first) == _origin(second) is not None
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme, 0)
+    except ValueError:
+        return None
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
 class Http:
     """Requests with a deadline, retries, a breaker per host and a stop switch; thread-safe.
 
@@ -354,6 +428,7 @@ class Http:
         self.policy = policy or Policy()
         self.on_throttled = on_throttled  # told of each 429 a throttled request waits out
         self._environ = dict(os.environ if environ is None else environ)
+        _remember_proxy_logins(self._environ)
         self._managers = _Managers(pool_size)
         self._watchdog = _Watchdog()
         self._down: dict[str, str] = {}  # host -> why it was given up on
@@ -375,6 +450,7 @@ class Http:
         body: bytes | None = None,
         probe: bool = False,
         throttled: bool = False,
+        limit: int | None = None,
     ) -> Response:
         """Send and read the whole answer, retrying as the policy says.
 
@@ -383,30 +459,40 @@ class Http:
         TLS probe): one attempt, and only no answer at all counts against the host.
         `throttled`: a 429 is back-pressure (ECR's "Rate exceeded"), not a verdict: wait
         (Retry-After when given, else backoff with jitter) and send it again; the waits do not
-        count against the deadline. The last 429 is returned to the caller.
+        count against the deadline. The last 429 is returned to the caller. `limit`: the most
+        bytes of body read (default MAX_BODY); a longer answer is a RegistryError. Redirects
+        are followed as the module docstring says; one that is refused is a RegistryError.
         """
         host = _host_of(url)
         with self._lock:
             down = self._down.get(host)
         if down is not None:
             raise RegistryError(f"{host}: {down} (earlier in this run; not asked again)")
+        proxy = proxy_for(url, self._environ)
         call = _Request(
             method,
             url,
             dict(headers or {}),
             body,
             time.monotonic() + self.policy.timeout,
-            self._managers.get(proxy_for(url, self._environ), tls_verify),
+            self._managers.get(proxy, tls_verify),
             tls_verify,
+            limit=limit or MAX_BODY,
+            proxied=proxy is not None,
         )
         attempts = 1 if probe else self.policy.attempts
         attempt = waits = redirects = 0
         while True:
             attempt += 1
             try:
-                response = self._attempt(call)
+                response, peer = self._attempt(call)
             except _Stopping:
                 raise Stopped from None
+            except _InnerAddress as refused:
+                raise RegistryError(
+                    f"{host}: a redirect to {_host_of(call.url)}, which is at {refused}, a "
+                    "loopback, private or link-local address, refused: the registry is not on one"
+                ) from None
             except _TooLarge as large:  # that answer only: the host is not given up
                 raise RegistryError(f"{host}: {large}") from None
             except _Failed as failure:
@@ -428,6 +514,9 @@ class Http:
                 call = replace(call, deadline=call.deadline + delay)
                 self._wait(delay, call)
                 continue
+            if call.origin_inner is None:  # the registry's own address: may redirects go inside?
+                inner = _named_inner(_hostname(url)) if peer is None else is_inner(peer)
+                call = replace(call, origin_inner=inner)
             followed = self._redirect(call, response, redirects)
             if followed is not None:
                 call, redirects = followed, redirects + 1
@@ -436,24 +525,45 @@ class Http:
             if retried and self._retry(call, attempt, attempts, f"HTTP {response.status}"):
                 self._wait(backoff(self.policy.backoff, attempt), call)
                 continue
-            return response
+            return replace(response, url=call.url)
 
     def _redirect(self, call: _Request, response: Response, redirects: int) -> _Request | None:
         """The request a redirect asks for (GET and HEAD only; registry.k8s.io redirects every
         request to the registry that serves it), or None. The Authorization header goes to the
-        same host only: a blob store behind a redirect must not get the registry's token."""
+        same origin only: a blob store behind a redirect must not get the registry's token.
+        RegistryError for a redirect that is refused (see the module docstring)."""
         location = response.headers.get("Location")
         if response.status not in _REDIRECTS or not location or call.method not in ("GET", "HEAD"):
             return None
+        host = _host_of(call.url)
         if redirects >= MAX_REDIRECTS:
-            raise RegistryError(f"{_host_of(call.url)}: more than {MAX_REDIRECTS} redirects")
+            raise RegistryError(f"{host}: more than {MAX_REDIRECTS} redirects")
         url = urljoin(call.url, location)
+        scheme = urlsplit(url).scheme
+        if scheme not in ("http", "https") or (call.url.startswith("https:") and scheme == "http"):
+            raise RegistryError(
+                f"{host}: a redirect from {urlsplit(call.url).scheme} to {quoted(_shown(url))!r} "
+                f"({quoted(scheme, 20) or 'no scheme'}) refused: a registry spoken to over HTTPS "
+                "is never followed to plain HTTP"
+            )
+        if not call.origin_inner and _named_inner(_hostname(url)):
+            raise RegistryError(
+                f"{host}: a redirect to {quoted(_host_of(url), 80)}, a loopback, private or "
+                "link-local address, refused: the registry is not on one"
+            )
         headers = dict(call.headers)
-        if _host_of(url) != _host_of(call.url):
+        if not same_origin(url, call.url):
             headers.pop("Authorization", None)
-        log.debug("%s %s -> %d, to %s", call.method, _shown(call.url), response.status, _shown(url))
-        manager = self._managers.get(proxy_for(url, self._environ), call.verify)
-        return replace(call, url=url, headers=headers, manager=manager)
+        log.debug(
+            "%s %s -> %d, to %s",
+            call.method,
+            _shown(call.url),
+            response.status,
+            quoted(_shown(url)),
+        )
+        proxy = proxy_for(url, self._environ)
+        manager = self._managers.get(proxy, call.verify)
+        return replace(call, url=url, headers=headers, manager=manager, proxied=proxy is not None)
 
     def _throttled_delay(self, response: Response, waits: int) -> float:
         told = retry_after(response.headers)
@@ -465,13 +575,15 @@ class Http:
         if self._stopped.wait(max(0.0, min(delay, call.deadline - time.monotonic()))):
             raise Stopped
 
-    def _attempt(self, call: _Request) -> Response:
+    def _attempt(self, call: _Request) -> tuple[Response, str | None]:
+        """One try: the answer, and the address it came from (None through a proxy)."""
         started = time.monotonic()
         left = call.deadline - started
         if left <= 0:
             raise _Failed(f"no answer within {self.policy.timeout:g} s", final=True)
         timeout = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, left), read=left)
-        with self._watchdog.watching(call.deadline) as watched:
+        refuse_inner = call.origin_inner is False and not call.proxied
+        with self._watchdog.watching(call.deadline, refuse_inner=refuse_inner) as watched:
             try:
                 raw = call.manager.request(
                     call.method,
@@ -493,17 +605,17 @@ class Http:
                 cut = urllib3.exceptions.ProtocolError("cut off")
                 raise self._failure(watched, cut, call, started)
         log.debug("%s %s -> %d in %d ms", call.method, _shown(call.url), raw.status, _ms(started))
-        return Response(raw.status, raw.headers, data)
+        return Response(raw.status, raw.headers, data), None if call.proxied else watched.peer
 
     def _body(self, raw: urllib3.BaseHTTPResponse, call: _Request) -> bytes:
-        """The whole body, read in pieces: at most MAX_BODY bytes (decompressed), and not past
-        the deadline, whatever the peer keeps sending."""
+        """The whole body, read in pieces: at most `call.limit` bytes (decompressed), and not
+        past the deadline, whatever the peer keeps sending."""
         pieces: list[bytes] = []
         size = 0
         while piece := raw.read(_PIECE):
             size += len(piece)
-            if size > MAX_BODY:
-                raise _TooLarge(f"an answer over {MAX_BODY // (1 << 20)} MiB")
+            if size > call.limit:
+                raise _TooLarge(f"an answer over {call.limit / (1 << 20):g} MiB")
             if time.monotonic() > call.deadline:
                 raise urllib3.exceptions.ReadTimeoutError(None, call.url, "past the deadline")  # type: ignore[arg-type]
             pieces.append(piece)
@@ -550,6 +662,9 @@ class _Request:
     deadline: float  # time.monotonic() by which the whole request, retries included, ends
     manager: Any  # the urllib3 pool manager (direct or through a proxy)
     verify: bool = True  # TLS certificates checked
+    limit: int = MAX_BODY  # bytes of body read at most
+    proxied: bool = False  # sent through a proxy: the address reached is the proxy's
+    origin_inner: bool | None = None  # the registry is on an inner address (None: not known yet)
 
 
 class _Failed(Exception):
@@ -560,6 +675,10 @@ class _Failed(Exception):
 
 class _TooLarge(Exception):
     pass
+
+
+class _InnerAddress(Exception):
+    """A redirect reached a loopback, private or link-local address (the message)."""
 
 
 class _Stopping(_Failed):
@@ -586,6 +705,13 @@ def _repeatable(method: str) -> bool:
 
 def _host_of(url: str) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+def _hostname(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _shown(url: str) -> str:

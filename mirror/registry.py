@@ -20,9 +20,16 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from mirror.errors import AuthError, RateLimited, RegistryError
-from mirror.http import Http, Response, retry_after
-from mirror.reference import api_host, is_tag
+from mirror.errors import (
+    AuthError,
+    RateLimited,
+    RegistryError,
+    quoted,
+    remember_login,
+    remember_secret,
+)
+from mirror.http import Http, Response, retry_after, same_origin
+from mirror.reference import BadReference, api_host, check_digest, is_tag
 
 log = logging.getLogger("mirror")
 
@@ -41,7 +48,10 @@ SCHEMA1_TYPES = frozenset(
 )
 ACCEPT = ", ".join(MANIFEST_TYPES)  # FACTS.md: what a pull accepts, so HEAD gets its digest
 MAX_TAG_PAGES = 1000  # a tags list longer than this many pages is cut, with a warning
-_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+MAX_TAGS = 100_000  # tags kept from one repository's list; past it the list is cut, with a warning
+MAX_TAG_PAGE = 8 << 20  # bytes: one page of a tags list (1,000 tags of 128 characters: 140 kB)
+MAX_TAG_BYTES = 64 << 20  # bytes: all the pages of one tags list together
+MAX_HEADER = 8192  # characters of a WWW-Authenticate or Link header mirror reads
 _FIRST_NUMBER = re.compile(r"\s*(\d{1,18})\b")
 _TOKEN_MARGIN = 10.0  # seconds: renew a token this long before it expires
 _LOCKED_OUT = "too many failed login attempts"  # Docker Hub's token answer during a lockout
@@ -59,6 +69,9 @@ class Login:
     username: str = field(repr=False)
     password: str = field(repr=False)
     origin: str = "the configured credentials"
+
+    def __post_init__(self) -> None:
+        remember_login(self.username, self.password)  # hidden wherever a registry quotes it
 
     def basic(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
@@ -106,6 +119,45 @@ class _Challenge:
     service: str = ""
 
 
+def parse_challenge(header: str) -> _Challenge:
+    """`Bearer realm="https://auth.docker.io/token",service="registry.docker.io"` (RFC 7235
+    auth-params: quoted or bare values, backslash escapes in quotes), by one scan of the
+    header: linear in its length. Parameters other than realm and service are ignored."""
+    scheme, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {}
+    pos, size = 0, len(rest)
+    while pos < size:
+        while pos < size and rest[pos] in ", \t":
+            pos += 1
+        equals = rest.find("=", pos)
+        if equals < 0:
+            break
+        key = rest[pos:equals].strip().lower()
+        value, pos = _param_value(rest, equals + 1)
+        params.setdefault(key, value)
+    return _Challenge(scheme.lower(), params.get("realm", ""), params.get("service", ""))
+
+
+def _param_value(text: str, pos: int) -> tuple[str, int]:
+    """An auth-param's value starting at `pos` (quoted or not) and where the next one starts."""
+    if not text.startswith('"', pos):
+        comma = text.find(",", pos)
+        end = len(text) if comma < 0 else comma
+        return text[pos:end].strip(), end
+    chars: list[str] = []
+    pos += 1
+    while pos < len(text):
+        char = text[pos]
+        if char == '"':
+            return "".join(chars), pos + 1
+        if char == "\\" and pos + 1 < len(text):
+            pos += 1
+            char = text[pos]
+        chars.append(char)
+        pos += 1
+    return "".join(chars), pos
+
+
 def parse_rate_limit(headers: Mapping[str, str], *, host: str = "") -> RateLimit | None:
     """`ratelimit-limit: 100;w=21600` and `ratelimit-remaining: 76;w=21600`; absent = unlimited.
 
@@ -120,8 +172,8 @@ def parse_rate_limit(headers: Mapping[str, str], *, host: str = "") -> RateLimit
         log.debug(
             "%s: rate-limit headers without a number (limit %r, remaining %r): no budget known",
             host,
-            limit,
-            remaining,
+            quoted(limit, 80),
+            quoted(remaining, 80),
         )
         return None
     return RateLimit(int(numbers[0].group(1)), int(numbers[1].group(1)))
@@ -162,7 +214,7 @@ class Registry:
         self._raise_for_status(response, f"{path}:{reference}")
         return Head(
             found=True,
-            digest=response.headers.get("Docker-Content-Digest"),
+            digest=self._digest_header(response, f"{path}:{reference}"),
             rate_limit=rate_limit,
             media_type=_media_type(response),
             size=_length(response),
@@ -204,14 +256,12 @@ class Registry:
         )
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:
-        """GET a manifest and parse it. On Docker Hub this costs a pull: use it on ECR only."""
+        """GET a manifest and parse it. On Docker Hub this costs a pull: use it on ECR only.
+        RegistryError, naming the host, when it is not JSON (or nested too deep to read)."""
         raw = self.get_manifest_raw(path, reference)
         if raw is None:
             return None
-        try:
-            document = json.loads(raw[1])
-        except ValueError:
-            raise RegistryError(f"{self.host}/{path}:{reference}: manifest is not JSON") from None
+        document = json_document(raw[1], f"{self.host}/{path}:{reference}: the manifest")
         return document if isinstance(document, dict) else None
 
     def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None:
@@ -258,17 +308,22 @@ class Registry:
         tags: dict[str, None] = {}
         url_path = f"/v2/{path}/tags/list?n={page_size}"
         read: set[str] = set()
-        bad = 0
+        bad = size = 0
+        where = f"{self.host}/{path}"
         for _ in range(max_pages):
             read.add(url_path)
-            response = self._request("GET", url_path, path)
+            response = self._request("GET", url_path, path, limit=MAX_TAG_PAGE)
             if response.status == 404:
-                raise RegistryError(f"{self.host}/{path}: repository not found", status=404)
+                raise RegistryError(f"{where}: repository not found", status=404)
             self._raise_for_status(response, f"{path} (tag list)")
-            page, passed_over = _tags_of(response.data, f"{self.host}/{path}")
-            tags.update(dict.fromkeys(page))
+            page, passed_over = _tags_of(response.data, where)
+            tags.update(dict.fromkeys(page[: MAX_TAGS - len(tags)]))
             bad += passed_over
-            following = _next_page(response.headers.get("Link", ""))
+            size += len(response.data)
+            following = _next_page(_header(response, "Link", where))
+            cut = _cut_short(where, len(tags), size)
+            if cut and following is not None:
+                return TagList(tuple(tags), f"{cut}: stopped after {len(read)} pages")
             if following is None:
                 warning = (
                     f"the tags list of {self.host}/{path} has {bad} entries that are not tags: "
@@ -276,12 +331,12 @@ class Registry:
                     if bad
                     else None
                 )
-                return TagList(tuple(tags), warning)
+                return TagList(tuple(tags), cut or warning)
             if following in read:
                 return TagList(
                     tuple(tags),
                     f"the tags list of {self.host}/{path} links back to a page already read "
-                    f"({following}): stopped after {len(read)} pages, {len(tags)} tags",
+                    f"({quoted(following)}): stopped after {len(read)} pages, {len(tags)} tags",
                 )
             url_path = following
         return TagList(
@@ -299,7 +354,7 @@ class Registry:
             return
         if self._challenge is None:
             response = self._send("GET", "/v2/", {})
-            if response.status == 401:
+            if response.status == 401 and self._own(response):
                 self._learn_challenge(response)
         challenge = self._challenge
         if challenge is not None and challenge.scheme == "bearer":
@@ -320,8 +375,11 @@ class Registry:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         actions: str = "pull",
+        limit: int | None = None,
     ) -> Response:
-        send = partial(self._authorized, method, url_path, repo, body, headers or {}, actions)
+        send = partial(
+            self._authorized, method, url_path, repo, body, headers or {}, actions, limit
+        )
         if self._introduced:
             return send()
         with self._first:  # one thread learns how this registry wants to be asked
@@ -340,30 +398,56 @@ class Registry:
         body: bytes | None,
         extra: dict[str, str],
         actions: str,
+        limit: int | None = None,
     ) -> Response:
-        """Send with the Authorization the registry asked for; on a 401 learn and retry once."""
+        """Send with the Authorization the registry asked for; on a 401 learn and retry once.
+        Only the registry's own 401 teaches how to log in: a 401 from a host a redirect led
+        to is an answer like any other (it must not choose where the credentials go)."""
         headers = {"Accept": ACCEPT, **extra}
         sent = self._authorization(repo, actions)
         if sent:
             headers["Authorization"] = sent
-        response = self._send(method, url_path, headers, body)
-        if response.status == 401:
+        response = self._send(method, url_path, headers, body, limit)
+        if response.status == 401 and self._own(response):
             self._learn_challenge(response)
             if sent and sent.startswith("Bearer "):
                 self._tokens.pop(_scope(repo, actions), None)  # expired or revoked
             fresh = self._authorization(repo, actions)
             if fresh and fresh != sent:
                 headers["Authorization"] = fresh
-                response = self._send(method, url_path, headers, body)
+                response = self._send(method, url_path, headers, body, limit)
         return response
 
+    def _own(self, response: Response) -> bool:
+        """Did the registry itself give this answer (not a host a redirect led to)?"""
+        own = same_origin(response.url, self._url("/v2/")) if response.url else True
+        if not own:
+            log.debug(
+                "%s: a 401 from %s, where a redirect led: not a challenge of this registry",
+                self.host,
+                quoted(response.url),
+            )
+        return own
+
+    def _url(self, url_path: str) -> str:
+        return f"{self._scheme or self._detect_scheme()}://{self.api}{url_path}"
+
     def _send(
-        self, method: str, url_path: str, headers: dict[str, str], body: bytes | None = None
+        self,
+        method: str,
+        url_path: str,
+        headers: dict[str, str],
+        body: bytes | None = None,
+        limit: int | None = None,
     ) -> Response:
-        scheme = self._scheme or self._detect_scheme()
-        url = f"{scheme}://{self.api}{url_path}"
         return self._http.request(
-            method, url, headers, tls_verify=self.tls_verify, body=body, throttled=self.throttled
+            method,
+            self._url(url_path),
+            headers,
+            tls_verify=self.tls_verify,
+            body=body,
+            throttled=self.throttled,
+            limit=limit,
         )
 
     def _detect_scheme(self) -> str:
@@ -381,13 +465,28 @@ class Registry:
             return self._scheme
 
     def _learn_challenge(self, response: Response) -> None:
-        """Remember how the registry wants to be asked (WWW-Authenticate: Bearer or Basic)."""
-        header = response.headers.get("WWW-Authenticate", "")
-        scheme, _, rest = header.partition(" ")
-        params = dict(_CHALLENGE_PARAM.findall(rest))
-        challenge = _Challenge(scheme.lower(), params.get("realm", ""), params.get("service", ""))
+        """Remember how the registry wants to be asked (WWW-Authenticate: Bearer or Basic).
+        A Bearer realm must be an http(s) URL, and plain http only when the registry itself
+        is spoken to over plain http: credentials never travel in clear text from an HTTPS
+        registry."""
+        challenge = parse_challenge(_header(response, "WWW-Authenticate", self.host))
+        if challenge.scheme == "bearer":
+            self._check_realm(challenge.realm)
         with self._lock:
             self._challenge = challenge
+
+    def _check_realm(self, realm: str) -> None:
+        parts = urlsplit(realm)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise RegistryError(
+                f"{self.host}: its token realm {quoted(realm)!r} is not an http(s) URL"
+            )
+        if parts.scheme == "http" and self._url("/").startswith("https:"):
+            raise RegistryError(
+                f"{self.host}: its token realm {quoted(realm)!r} is plain HTTP while the "
+                "registry is HTTPS: refused (the credentials and tokens would travel in clear "
+                "text)"
+            )
 
     def _authorization(self, repo: str, actions: str = "pull") -> str | None:
         challenge = self._challenge
@@ -439,9 +538,21 @@ class Registry:
                 status=response.status,
                 transient=response.status >= 500,
             )
-        token, lifetime = _read_token(response.data)
+        token, lifetime = _read_token(response.data, self.host)
         self._tokens[scope] = (token, now + max(lifetime - _TOKEN_MARGIN, 1.0))
         return token
+
+    def _digest_header(self, response: Response, what: str) -> str | None:
+        """Docker-Content-Digest, checked: a value that is not a digest is the answer's fault."""
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest is None:
+            return None
+        try:
+            return check_digest(digest)
+        except BadReference:
+            raise RegistryError(
+                f"{self.host}/{what}: Docker-Content-Digest {quoted(digest, 80)!r} is not a digest"
+            ) from None
 
     def _raise_for_status(self, response: Response, what: str) -> None:
         """Name the fault for what it is: pull limit, request limit, ECR throttling, ECR
@@ -490,12 +601,48 @@ def too_many_requests(response: Response) -> str:
 
 
 def error_of(response: Response) -> tuple[str, str]:
-    """The first error of a registry's JSON error body: (code, message); ("", "") if none."""
+    """The first error of a registry's JSON error body: (code, message); ("", "") if none.
+    Both are cut to a few hundred characters (`quoted`), whatever the registry sent."""
     try:
         first = json.loads(response.data or b"{}").get("errors")[0]
-        return str(first.get("code") or ""), str(first.get("message") or "")
+        code, message = first.get("code") or "", first.get("message") or ""
     except (ValueError, AttributeError, IndexError, TypeError, KeyError, RecursionError):
         return "", ""
+    return quoted(str(code), 80), quoted(str(message))
+
+
+def json_document(body: bytes, what: str) -> Any:
+    """Outside JSON, parsed; RegistryError saying `what` is not JSON when it is not, or is
+    nested deeper than Python's recursion limit (about 1,000) lets it be read."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise RegistryError(f"{what} is JSON nested too deeply to read") from None
+    except ValueError:
+        raise RegistryError(f"{what} is not JSON") from None
+
+
+def _header(response: Response, name: str, where: str) -> str:
+    """A header mirror parses, at most MAX_HEADER characters (RegistryError if longer)."""
+    value = response.headers.get(name, "")
+    if len(value) > MAX_HEADER:
+        raise RegistryError(
+            f"{where}: a {name} header of {len(value):,} characters (mirror reads at most "
+            f"{MAX_HEADER:,})"
+        )
+    return value
+
+
+def _cut_short(where: str, tags: int, size: int) -> str | None:
+    """Why a tags list is not read further (too many tags, too many bytes), or None."""
+    if tags >= MAX_TAGS:
+        return f"the tags list of {where} has more than {MAX_TAGS:,} tags: only those were read"
+    if size >= MAX_TAG_BYTES:
+        return (
+            f"the tags list of {where} is over {MAX_TAG_BYTES >> 20} MiB: only its first "
+            f"{tags:,} tags were read"
+        )
+    return None
 
 
 def sha256(body: bytes) -> str:
@@ -519,10 +666,8 @@ def _length(response: Response) -> int:
 def _tags_of(body: bytes, where: str) -> tuple[list[str], int]:
     """The tags of one page, and how many entries were not tags (passed over: a tag is
     never allowed to become a path)."""
-    try:
-        tags = json.loads(body).get("tags") or []
-    except (ValueError, AttributeError, RecursionError):
-        raise RegistryError(f"{where}: the tags list is not JSON") from None
+    document = json_document(body, f"{where}: the tags list")
+    tags = (document.get("tags") if isinstance(document, dict) else None) or []
     if not isinstance(tags, list):
         raise RegistryError(f"{where}: the tags list is not a list")
     good = [tag for tag in tags if isinstance(tag, str) and is_tag(tag)]
@@ -531,25 +676,46 @@ def _tags_of(body: bytes, where: str) -> tuple[list[str], int]:
 
 def _next_page(link: str) -> str | None:
     """`</v2/x/tags/list?last=t&n=100>; rel="next"` -> the path to ask next (None at the end,
-    and for a link that leads anywhere but this registry's /v2/ API)."""
-    match = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
-    if not match:
-        return None
-    target = urlsplit(match.group(1))
-    if not target.path.startswith("/v2/"):
-        return None
-    return target.path + (f"?{target.query}" if target.query else "")
+    and for a link that leads anywhere but this registry's /v2/ API). One scan of the header
+    (RFC 8288: links separated by commas, each `<target>` with `; param=value`s)."""
+    pos = 0
+    while (opening := link.find("<", pos)) >= 0:
+        closing = link.find(">", opening)
+        if closing < 0:
+            return None
+        following = link.find("<", closing)
+        params = link[closing + 1 : following if following >= 0 else len(link)]
+        if _is_next(params):
+            target = urlsplit(link[opening + 1 : closing])
+            if not target.path.startswith("/v2/"):
+                return None
+            return target.path + (f"?{target.query}" if target.query else "")
+        pos = closing + 1
+    return None
 
 
-def _read_token(body: bytes) -> tuple[str, float]:
+def _is_next(params: str) -> bool:
+    """Do a link's parameters (`; rel="next"`) say rel=next?"""
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "rel" and "next" in value.strip().strip('",').lower().split():
+            return True
+    return False
+
+
+def _read_token(body: bytes, host: str) -> tuple[str, float]:
+    where = f"{host}: the token service's answer"
+    data = json_document(body, where)
+    token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
     try:
-        data = json.loads(body)
-        token = data.get("token") or data.get("access_token")
         lifetime = float(data.get("expires_in") or 60)
-    except (ValueError, AttributeError, TypeError):
-        token = None
+    except (ValueError, TypeError, OverflowError, AttributeError):
+        lifetime = 60.0
     if not isinstance(token, str) or not token:
-        raise RegistryError("the token service answered without a token")
+        raise RegistryError(f"{host}: the token service answered without a token")
     if not _HEADER_SAFE.match(token):  # never quoted: it is a credential
-        raise RegistryError("the token service answered a token that cannot go in a header")
+        raise RegistryError(
+            f"{host}: the token service answered a token that cannot go in a header"
+        )
+    remember_secret(token)  # hidden wherever a registry quotes it back
     return token, lifetime
