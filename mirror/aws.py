@@ -165,7 +165,7 @@ def secret_login(
     try:
         data = json.loads(answer.get("SecretString") or "")
         username, password = data["username"], data["password"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         username = password = None
     if not isinstance(username, str) or not isinstance(password, str) or not username:
         raise SetupError(

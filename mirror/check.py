@@ -26,7 +26,7 @@ from mirror.errors import (
     run_again_later,
 )
 from mirror.model import INTERRUPTED, Action, Outcome, Pending, Task
-from mirror.registry import SCHEMA1_TYPES, Head, RateLimit, TagList
+from mirror.registry import SCHEMA1_TYPES, Head, RateLimit, TagList, Unreadable
 from mirror.stale import NOT_ASKED, SOURCE_DEADLINE, Refresh, unrefreshed
 from mirror.state import Refusals
 
@@ -276,8 +276,14 @@ class Checker:
         if not task.platforms or not target.is_index:
             return False
         registry = self.targets[number].registry
-        written = registry.get_manifest(task.repositories[number], task.tag)
-        annotations = (written or {}).get("annotations") or {}
+        try:
+            written = registry.get_manifest(task.repositories[number], task.tag) or {}
+        except Unreadable as error:  # whoever wrote it, a copy replaces it
+            log.debug("%s", error)
+            return False
+        annotations = written.get("annotations")
+        if not isinstance(annotations, dict):
+            return False
         return bool(
             annotations.get(SOURCE_DIGEST) == source.digest
             and annotations.get(PLATFORMS) == ",".join(task.platforms)
@@ -323,8 +329,13 @@ class Checker:
         platforms = 0
         if target.found and target.is_index:
             registry = self.targets[number].registry
-            previous = registry.get_manifest(task.repositories[number], task.tag) or {}
-            platforms = len(previous.get("manifests") or [])
+            try:
+                previous = registry.get_manifest(task.repositories[number], task.tag) or {}
+            except Unreadable as error:  # estimated from the size instead
+                log.debug("%s", error)
+                previous = {}
+            entries = previous.get("manifests")
+            platforms = len(entries) if isinstance(entries, list) else 0
         if not platforms:
             platforms = max(1, math.ceil(source.size / INDEX_ENTRY_BYTES))
         return 1 + platforms

@@ -10,6 +10,7 @@ import contextlib
 import difflib
 import logging
 import os
+import stat
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -243,10 +244,7 @@ def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[docke
             overrides[name] = value
         elif name in os.environ:  # as docker build: NAME alone takes the environment's value
             overrides[name] = os.environ[name]
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    raw = read_dockerfile(path)
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ConfigError(f"{path}: UTF-16 text; BuildKit reads a Dockerfile as UTF-8")
     # Bytes that are not UTF-8 (a Latin-1 comment) are carried through as they are, and
@@ -256,6 +254,28 @@ def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[docke
         return text, dockerfile.parse(text, overrides)
     except dockerfile.DockerfileError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+def read_dockerfile(path: Path) -> bytes:
+    """A Dockerfile's bytes: a regular file (through a symbolic link is fine) of at most
+    dockerfile.MAX_SIZE bytes. A FIFO, a device (/dev/zero) or a directory is refused at
+    once, without a byte read or a wait; ConfigError naming the file."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ConfigError(f"{path}: not a regular file (a Dockerfile is one)")
+        try:
+            raw = handle.read(dockerfile.MAX_SIZE + 1)
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    if len(raw) > dockerfile.MAX_SIZE:
+        raise ConfigError(
+            f"{path}: over {dockerfile.MAX_SIZE >> 20} MiB: not read (a Dockerfile is a few kB)"
+        )
+    return raw
 
 
 def parse_shard(text: str) -> Shard:

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mirror import aws, versions, yamlfile
+from mirror import aws, patterns, versions, yamlfile
 from mirror.errors import ConfigError
 from mirror.reference import (
     DIGEST_LENGTHS,
@@ -98,7 +98,9 @@ class TagRule:
     """Tags chosen from the source's tag list: those `match` matches whole, minus those
     `exclude` matches, within the `semver` range (npm's grammar), then the `newest` N by
     version order. Version order, what is version-like and what a range sees are
-    mirror.versions'; referrer-shaped tags (`sha256-<hex>`, `.sig`...) are never chosen."""
+    mirror.versions'; referrer-shaped tags (`sha256-<hex>`, `.sig`...) are never chosen. The
+    `match` and `exclude` patterns are RE2's (mirror/patterns.py): linear in the tag, whatever
+    the pattern."""
 
     match: str | None = None
     exclude: str | None = None
@@ -111,8 +113,8 @@ class TagRule:
             tag
             for tag in tags
             if not versions.is_referrer_tag(tag)
-            and (self.match is None or re.fullmatch(self.match, tag))
-            and not (self.exclude is not None and re.fullmatch(self.exclude, tag))
+            and (self.match is None or patterns.fullmatch(self.match, tag))
+            and not (self.exclude is not None and patterns.fullmatch(self.exclude, tag))
             and (self.semver is None or versions.in_range(tag, self.semver))
         ]
         keyed = sorted(((versions.sort_key(tag), tag) for tag in chosen), reverse=True)
@@ -528,9 +530,13 @@ def _regex(data: Any, where: str) -> str | None:
         return None
     pattern = _string(data, where)
     try:
-        re.compile(pattern)
-    except (re.error, OverflowError, RecursionError) as error:
-        raise ConfigError(f"{where}: bad regular expression {_kind(pattern)}: {error}") from None
+        patterns.compiled(pattern)
+    except patterns.PatternError as error:
+        raise ConfigError(
+            f"{where}: bad regular expression {_kind(pattern)}: {error} (tag rules use RE2 "
+            "syntax, which matches in linear time: no backreferences or lookarounds; \\z, "
+            "not \\Z)"
+        ) from None
     return pattern
 
 

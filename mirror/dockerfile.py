@@ -117,8 +117,15 @@ BUILDER_ARGS = frozenset(
 # The build arg BuildKit takes, when given, as the frontend image instead of the syntax directive.
 _SYNTAX_ARG = "BUILDKIT_SYNTAX"
 
-# BuildKit's directive regexp; Go's \s is [\t\n\f\r ].
-_DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
+# BuildKit's directive regexp is ([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$ (Go's \s is
+# [\t\n\f\r ]); `_directive` reads the same by hand, in time linear in the line.
+_DIRECTIVE_KEY = re.compile(r"[a-zA-Z][a-zA-Z0-9]*")
+_GO_SPACE = "\t\n\f\r "
+MAX_SIZE = 1 << 20  # bytes of a Dockerfile mirror reads (real ones: a few kB, rarely 100 kB)
+MAX_VALUE = 4096  # characters an expanded ARG value or FROM word may have (an image: ~300)
+MAX_EXPANDED = 16 << 20  # characters all ARG expansions of one file may produce together
+MAX_QUOTES = 64  # quote characters next to an image that parse will look through
+_MESSAGE = 400  # characters of a message; longer ones keep their start and end
 _DIRECTIVES = frozenset({"escape", "syntax", "check"})
 _TOKEN = re.compile(r"[^\t\v\f\r ]+")  # BuildKit splits instruction arguments on [\t\v\f\r ]+
 _SPACE = "\t\n\v\f\r \x85\xa0"  # Go's unicode.IsSpace, which extractBuilderFlags splits flags on
@@ -137,7 +144,17 @@ Kind = Literal["syntax", "from", "copy", "mount"]
 
 
 class DockerfileError(ValueError):
-    """The Dockerfile cannot be read; the message starts with the 1-based line number."""
+    """The Dockerfile cannot be read; the message starts with the 1-based line number. What
+    it quotes from the file is cut: a message is at most a few hundred characters."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_fit(message))
+
+
+def _fit(message: str) -> str:
+    if len(message) <= _MESSAGE:
+        return message
+    return f"{message[:240]} ...({len(message):,} characters)... {message[-120:]}"
 
 
 @dataclass(frozen=True)
@@ -353,10 +370,21 @@ def _directive(line: str, prefix: str) -> tuple[str, str, int] | None:
         return None
     rest = line[len(prefix) :]
     body = rest.lstrip()
-    match = _DIRECTIVE.match(body)
-    if not match or match.group(1).lower() not in _DIRECTIVES:
+    key = _DIRECTIVE_KEY.match(body)
+    if not key or key.group().lower() not in _DIRECTIVES:
         return None
-    return match.group(1).lower(), match.group(2), len(line) - len(body) + match.start(2)
+    after = body[key.end() :].lstrip(_GO_SPACE)
+    if not after.startswith("="):
+        return None
+    value_text = after[1:]  # each of these is an end of `body`
+    stripped = value_text.lstrip(_GO_SPACE)
+    if stripped:
+        value, start = stripped.rstrip(_GO_SPACE), len(body) - len(stripped)
+    elif value_text:  # only blanks: (.+?) takes the last one, as Go's and Python's regexps do
+        value, start = value_text[-1], len(body) - 1
+    else:
+        return None
+    return key.group().lower(), value, len(line) - len(body) + start
 
 
 def _append(
@@ -376,7 +404,7 @@ def _heredocs(args: str, escape: str) -> list[tuple[str, bool]]:
     if args.lstrip().startswith("["):
         try:
             form = json.loads(args)
-        except ValueError:
+        except (ValueError, RecursionError):
             form = None
         if isinstance(form, list) and all(isinstance(item, str) for item in form):
             return []  # exec form: no here-documents
@@ -441,7 +469,7 @@ def _syntax_use(text: str, physical: list[tuple[int, str]]) -> ImageUse | None:
         number, offset, _ = lines[0]
         try:
             document = json.loads(text[offset:])
-        except ValueError:
+        except (ValueError, RecursionError):
             document = None
         if isinstance(document, dict) and isinstance(document.get("syntax"), str):
             raise DockerfileError(
@@ -675,11 +703,13 @@ class _Word:
         itself: quotes that open or close inside are taken in. None if there is no such span."""
         covered = {p for start, end in self.spans for p in range(start, end)}
         backs = [self.spans[a][0]]
-        while backs[-1] > self.start and backs[-1] - 1 not in covered:
+        while backs[-1] > self.start and backs[-1] - 1 not in covered and len(backs) <= MAX_QUOTES:
             backs.append(backs[-1] - 1)  # a quote character, just before
         ahead = [self.spans[b - 1][1]]
-        while ahead[-1] < self.end and ahead[-1] not in covered:
+        while ahead[-1] < self.end and ahead[-1] not in covered and len(ahead) <= MAX_QUOTES:
             ahead.append(ahead[-1] + 1)  # a quote character, just after
+        if len(backs) > MAX_QUOTES or len(ahead) > MAX_QUOTES:
+            return None  # hundreds of quotes around an image: no one writes that
         candidates = sorted(
             ((i + j, back, end) for i, back in enumerate(backs) for j, end in enumerate(ahead)),
         )
@@ -835,6 +865,9 @@ def _csv_fields(value: str) -> list[tuple[str, list[tuple[int, int]]]]:
 class _ExpandError(Exception):
     """A word cannot be expanded; the message has no line number yet."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(_fit(message))
+
 
 @dataclass(frozen=True)
 class _Unknown:
@@ -849,6 +882,7 @@ class _Scope:
     def __init__(self, overrides: Mapping[str, str]) -> None:
         self.declared: set[str] = set()
         self.values: dict[str, str | _Unknown] = {}
+        self.expanded = 0  # characters every expansion so far produced (MAX_EXPANDED)
         for name in BUILDER_ARGS:
             self.values[name] = (
                 overrides[name]
@@ -875,14 +909,34 @@ class _Scope:
 
 
 class _Expander:
+    """One word expanded as BuildKit's shell lexer does, to at most MAX_VALUE characters (so
+    that 40 lines of `ARG B=$A$A` do not double into terabytes), within the file's
+    MAX_EXPANDED in all."""
+
     def __init__(self, word: str, escape: str, scope: _Scope) -> None:
         self.word = word
         self.escape = escape
         self.scope = scope
         self.pos = 0
+        self.size = 0
 
     def expand(self) -> str:
-        return self._until("")
+        value = self._until("")
+        if len(value) > MAX_VALUE:
+            raise _ExpandError(f"expands to more than {MAX_VALUE:,} characters")
+        return value
+
+    def _grown(self, piece: str) -> str:
+        """`piece`, counted against the limits before it is added to a value."""
+        self.size += len(piece)
+        self.scope.expanded += len(piece)
+        if self.size > MAX_VALUE:
+            raise _ExpandError(f"expands to more than {MAX_VALUE:,} characters")
+        if self.scope.expanded > MAX_EXPANDED:
+            raise _ExpandError(
+                f"the ARGs of this file expand to more than {MAX_EXPANDED >> 20} MiB in all"
+            )
+        return piece
 
     def _until(self, stop: str, *, raw_escapes: bool = False) -> str:
         """Expand up to `stop` (consumed), or to the end when `stop` is ""."""
@@ -894,11 +948,11 @@ class _Expander:
                 self.pos += 1
                 return "".join(out)
             if ch == "'":
-                out.append(self._single_quoted())
+                out.append(self._grown(self._single_quoted()))
             elif ch == '"':
-                out.append(self._double_quoted())
+                out.append(self._grown(self._double_quoted()))
             elif ch == "$":
-                out.append(self._dollar())
+                out.append(self._grown(self._dollar()))
             else:
                 self.pos += 1
                 if ch == self.escape:
@@ -931,7 +985,7 @@ class _Expander:
                 self.pos += 1
                 return "".join(out)
             if ch == "$":
-                out.append(self._dollar())
+                out.append(self._grown(self._dollar()))
                 continue
             self.pos += 1
             if ch == self.escape and self.pos < len(word) and word[self.pos] in ('"', "$", ch):
@@ -994,7 +1048,8 @@ def _trim(value: str, pattern: str, prefix: bool, longest: bool) -> str:
     glob = re.compile(fnmatch.translate(pattern))
     size = len(value)
     for cut in range(size, -1, -1) if longest else range(size + 1):
-        part = value[:cut] if prefix else value[size - cut :]
-        if glob.fullmatch(part):
+        # the part tried, value[:cut] or value[size - cut:], without copying it
+        start, end = (0, cut) if prefix else (size - cut, size)
+        if glob.fullmatch(value, start, end):
             return value[cut:] if prefix else value[: size - cut]
     return value

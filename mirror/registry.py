@@ -611,15 +611,19 @@ def error_of(response: Response) -> tuple[str, str]:
     return quoted(str(code), 80), quoted(str(message))
 
 
+class Unreadable(RegistryError):
+    """An answer that cannot be read: not JSON, or nested too deeply."""
+
+
 def json_document(body: bytes, what: str) -> Any:
-    """Outside JSON, parsed; RegistryError saying `what` is not JSON when it is not, or is
+    """Outside JSON, parsed; Unreadable saying `what` is not JSON when it is not, or is
     nested deeper than Python's recursion limit (about 1,000) lets it be read."""
     try:
         return json.loads(body)
     except RecursionError:
-        raise RegistryError(f"{what} is JSON nested too deeply to read") from None
+        raise Unreadable(f"{what} is JSON nested too deeply to read") from None
     except ValueError:
-        raise RegistryError(f"{what} is not JSON") from None
+        raise Unreadable(f"{what} is not JSON") from None
 
 
 def _header(response: Response, name: str, where: str) -> str:

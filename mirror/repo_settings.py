@@ -419,7 +419,7 @@ def _canonical_text(text: str | None) -> str | None:
         return None
     try:
         return canonical_json(json.loads(text))
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import sh
 
-from mirror.errors import SCHEMA1_REFUSAL, CopyError, NestedIndex, SetupError, Unmirrorable
+from mirror.errors import SCHEMA1_REFUSAL, CopyError, NestedIndex, SetupError, Unmirrorable, quoted
 from mirror.model import Copied
 from mirror.registry import Login
 
@@ -353,7 +353,7 @@ class _Watch:
                 process.kill()
             return True  # no more lines wanted
         if "level=debug" not in text:
-            self.tail.append(text)
+            self.tail.append(text[:_LINE_KEPT])  # a registry's body quoted whole stays out
         return None
 
 
@@ -384,6 +384,7 @@ def _rate_limited(what: str, host: str = "") -> CopyError:
 # descriptor only (copy.go: "Skipping foreign layer %q copy to %s").
 _FOREIGN = re.compile(r"Skipping foreign layer \W*(sha(?:256|384|512):[0-9a-f]{64,128})")
 _TOO_MANY = "Too many requests to "
+_LINE_KEPT = 4096  # characters of one stderr line kept to classify a failure and quote it
 _TOO_MANY_URL = re.compile(r"Too many requests to \w+://([^/\s:]+(?::\d+)?)")
 
 
@@ -430,7 +431,7 @@ _TRANSIENT = (
     "context deadline exceeded",
 )
 _SERVER_ERROR = re.compile(r"\b50[0234]\b")
-_FATAL = re.compile(r'level=fatal msg="(.*)"\s*$')
+_FATAL = 'level=fatal msg="'
 
 
 def classify(stderr_lines: list[str], what: str) -> CopyError | Unmirrorable:
@@ -439,7 +440,7 @@ def classify(stderr_lines: list[str], what: str) -> CopyError | Unmirrorable:
     quota, an immutable tag, a login lockout, an image no copy can keep (Unmirrorable), an
     index of indexes (NestedIndex), or a transient fault."""
     text = "".join(stderr_lines)
-    message = _last_message(stderr_lines) or "skopeo failed without a message"
+    message = quoted(_last_message(stderr_lines) or "skopeo failed without a message")
     lowered = text.lower()
     content = unmirrorable(message) or (NestedIndex(message) if _NESTED in message else None)
     if content is not None:
@@ -491,8 +492,9 @@ _PERMANENT = (
 
 def _last_message(lines: list[str]) -> str:
     for line in reversed("".join(lines).splitlines()):
-        match = _FATAL.search(line)
-        if match:
-            return match.group(1).replace('\\"', '"')
+        at = line.find(_FATAL)
+        message = line[at + len(_FATAL) :].rstrip()
+        if at >= 0 and message.endswith('"'):
+            return message[:-1].replace('\\"', '"')
     stripped = [line.strip() for line in "".join(lines).splitlines() if line.strip()]
     return stripped[-1] if stripped else ""

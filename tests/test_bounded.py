@@ -8,7 +8,8 @@ import base64
 
 import pytest
 
-from mirror import errors
+from mirror import dockerfile, errors
+from mirror.config import TagRule
 from mirror.errors import hide_passwords, quoted, remember_login, remember_secret
 from mirror.http import is_inner, same_origin
 from mirror.registry import _next_page, parse_challenge
@@ -148,3 +149,49 @@ def test_same_origin_is_scheme_host_and_effective_port(first: str, second: str, 
 )
 def test_inner_addresses(address: str, inner: bool) -> None:
     assert is_inner(address) is inner
+
+
+def test_a_tag_rule_with_nested_quantifiers_is_matched_whole_and_at_once() -> None:
+    rule = TagRule(match=r"(\d+\.?)+", exclude=r"(a|a)*b")
+    assert rule.select(["1" * 40 + "x", "1.2.3", "a" * 100]) == ["1.2.3"]
+
+
+DOUBLING = "ARG A0=xx\n" + "".join(f"ARG A{n + 1}=${{A{n}}}${{A{n}}}\n" for n in range(40))
+
+
+@pytest.mark.parametrize(
+    ("text", "images"),
+    [
+        ("# syntax=docker/dockerfile:1" + " " * MB + "\nFROM a\n", ["docker/dockerfile:1", "a"]),
+        ("# syntax=" + " \t" * (MB // 2) + "x\nFROM a\n", ["x", "a"]),
+        ("FROM a\nRUN " + '"' * MB + "\n", ["a"]),
+        ("FROM a\nRUN " + "'" * MB + "\n", ["a"]),
+        ("FROM a\nRUN " + "\\ " * (MB // 2) + "\n", ["a"]),
+        ('ARG X="' + '\\"' * (MB // 2) + "\nFROM a\n", ["a"]),
+        ("FROM a\n" + "RUN x\n" * (MB // 6), ["a"]),
+        ("FROM a\nRUN --mount=" + "from=x," * (MB // 8) + " true\n", ["a", "x"]),
+        (DOUBLING + "FROM a:${A3}\n", ["a:" + "xx" * 8]),
+    ],
+)
+def test_hostile_dockerfiles_parse_as_buildkit_reads_them(text: str, images: list[str]) -> None:
+    assert dockerfile.images(dockerfile.parse(text)) == images
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (DOUBLING + "FROM a:${A40}\n", "line 42: expands to more than 4,096 characters"),
+        (
+            "FROM a\nCOPY --from=" + '"' * (MB // 2) + "img" + '"' * (MB // 2) + " / /\n",
+            "line 2: COPY --from=img: its quotes leave no place to write another image",
+        ),
+        ("ARG V=" + "a" * 5000 + "\nFROM x${V##*b}\n", "line 2: expands to more than 4,096"),
+        ("[" * MB, "line 1: no FROM instruction"),
+        ("FROM $" + "A" * MB + "\n", "line 1: unknown variable $AAAAAAAAAA"),
+    ],
+)
+def test_hostile_dockerfiles_fail_with_a_short_message(text: str, message: str) -> None:
+    with pytest.raises(dockerfile.DockerfileError) as caught:
+        dockerfile.parse(text)
+    assert str(caught.value).startswith(message)
+    assert len(str(caught.value)) < 500

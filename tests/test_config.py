@@ -195,8 +195,8 @@ ERRORS = [
     ),
     (
         "images: [{source: ruby, tags: {match: '7.('}}]",
-        "images[0].tags.match: bad regular expression '7.(': missing ), unterminated subpattern "
-        "at position 2",
+        "images[0].tags.match: bad regular expression '7.(': missing ): 7.( (tag rules use RE2 "
+        "syntax, which matches in linear time: no backreferences or lookarounds; \\z, not \\Z)",
     ),
     (
         "images: [{source: ruby, tags: {newest: 0}}]",
@@ -535,10 +535,25 @@ BAD_YAML = [
     ("NUL character", "a: \x00", "character '\\x00' at position 3: not allowed in YAML"),
     ("nested too deeply", "[" * 3000, "YAML nested too deeply"),
     (
+        "regex lookahead",
+        "images: [{source: ruby, tags: {exclude: '(?!7).*'}}]",
+        "images[0].tags.exclude: bad regular expression '(?!7).*': invalid perl operator: (?! "
+        "(tag rules use RE2 syntax, which matches in linear time: no backreferences or "
+        "lookarounds; \\z, not \\Z)",
+    ),
+    (
+        "regex backreference",
+        "images: [{source: ruby, tags: {match: '(a)\\1'}}]",
+        "images[0].tags.match: bad regular expression '(a)\\\\1': invalid escape sequence: \\1 "
+        "(tag rules use RE2 syntax, which matches in linear time: no backreferences or "
+        "lookarounds; \\z, not \\Z)",
+    ),
+    (
         "regex repeat too large",
-        "images: [{source: ruby, tags: {match: 'a{99999999999}'}}]",
-        "images[0].tags.match: bad regular expression 'a{99999999999}': the repetition number "
-        "is too large",
+        "images: [{source: ruby, tags: {match: 'a{1001}'}}]",
+        "images[0].tags.match: bad regular expression 'a{1001}': invalid repetition size: {1001}"
+        " (tag rules use RE2 syntax, which matches in linear time: no backreferences or "
+        "lookarounds; \\z, not \\Z)",
     ),
     (
         "two documents",
