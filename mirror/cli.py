@@ -115,7 +115,7 @@ def _sync(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     with _reported(options):
         shard = parse_shard(args.shard or os.environ.get(SHARD_ENV) or "1/1")
         loaded = config.load(config.config_path(args.config))
-    lock_path = Path(args.lock_file) if args.lock_file else lock.default_path(loaded.path)
+        lock_path = Path(args.lock_file) if args.lock_file else lock.default_path(loaded.path)
     if lock_path.resolve() in (options.report, options.junit):
         raise ConfigError(f"--lock-file {lock_path}: also named by --report or --junit")
     done = execute(loaded, SyncPlanner(loaded, shard), options, console, stop, lock_path=lock_path)
@@ -465,8 +465,9 @@ def _sync_parser(commands: argparse._SubParsersAction[_Parser], parents: list[An
     sync.add_argument(
         "--lock-file",
         metavar="PATH",
-        help="lock held while syncing (default: one per config file in the temporary "
-        "directory); an existing file that is not a mirror lock is refused, never changed",
+        help="lock held while syncing (default: one per config file in mirror-locks-<uid>, "
+        "a directory of the temporary directory only this user may enter); an existing file "
+        "that is not a mirror lock is refused, never changed",
     )
     sync.set_defaults(handler=_sync)
 

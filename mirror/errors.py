@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import pwd
 import re
 import threading
 from enum import IntEnum
@@ -243,6 +244,16 @@ def _hide_userinfo(text: str) -> str:
 
 
 _AUTHORITY = re.compile(r"[^/@\s]*")  # one run from a given place: linear
+
+
+def user_named(uid: int | None) -> str:
+    """`user nobody (uid 65534)`, for messages about files and processes of other users."""
+    if uid is None:
+        return "an unknown user"
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 BUG = "internal error (a bug in mirror)"

@@ -3,12 +3,18 @@
 Every run that gets past argument parsing writes them (when asked), also when it stops early:
 then `error` says why and the images not done are `deferred` or `failed`. Entries keep config
 order, whatever order the work finished in. Files are replaced atomically.
+
+They are files only the run's user controls: a symbolic link on the way that belongs to
+another user (not root) is not followed, nor is a directory another user owns written in, and
+a file written is never group- or world-writable (a report another user made with mode 0666
+is replaced by one of the run's own).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -19,7 +25,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from mirror.console import one_line
-from mirror.errors import ConfigError, MirrorError, hide_passwords
+from mirror.errors import ConfigError, MirrorError, hide_passwords, user_named
 from mirror.model import Action, Outcome
 from mirror.schedule import HostBudget
 
@@ -177,10 +183,10 @@ def usable(path: Path, option: str, *, junit: bool = False) -> Path:
     """Check, before anything is done, that a report (or with `junit`, a JUnit file) can be
     written at `path` (by making and removing a file beside it), and that what is there is
     an earlier one: mirror replaces only its own files, never a config or a Dockerfile named
-    by mistake. Return the path to write (symbolic links followed). Raises ConfigError
-    (exit 2) naming the option and the problem."""
-    resolved = path.resolve()
+    by mistake. Return the path to write (symbolic links of the user's own, or root's,
+    followed). Raises ConfigError (exit 2) naming the option and the problem."""
     where = f"{option} {path}"
+    resolved = safe_path(path, where)
     if resolved.is_dir():
         raise ConfigError(f"{where}: is a directory; name a file")
     if resolved.exists() and not resolved.is_file():
@@ -193,6 +199,7 @@ def usable(path: Path, option: str, *, junit: bool = False) -> Path:
         )
     if not resolved.parent.is_dir():
         raise ConfigError(f"{where}: directory {resolved.parent} does not exist")
+    _check_directory(resolved.parent, where)
     try:
         descriptor, probe = tempfile.mkstemp(dir=resolved.parent, prefix=f".{resolved.name}.")
     except OSError as error:
@@ -200,6 +207,55 @@ def usable(path: Path, option: str, *, junit: bool = False) -> Path:
     os.close(descriptor)
     os.unlink(probe)
     return resolved
+
+
+def safe_path(path: Path, where: str) -> Path:
+    """`path` made absolute with its symbolic links followed, as the kernel would, except
+    that a link belonging to another user than this one or root is refused (ConfigError): in
+    /tmp, such a link would choose the file mirror creates or replaces."""
+    trusted = {0, os.geteuid()}
+    parts = list(reversed(Path(os.path.abspath(path)).parts[1:]))
+    done = Path("/")
+    hops = 0
+    while parts:
+        name = parts.pop()
+        here = done / name
+        try:
+            info = os.lstat(here)
+        except OSError:  # missing: the rest is created (or refused) later
+            return here.joinpath(*reversed(parts))
+        if not stat.S_ISLNK(info.st_mode):
+            done = here if name not in (".", "..") else Path(os.path.normpath(here))
+            continue
+        if info.st_uid not in trusted:
+            raise ConfigError(
+                f"{where}: {here} is a symbolic link of {user_named(info.st_uid)}, another user: "
+                "not followed (it would choose the file mirror writes)"
+            )
+        hops += 1
+        if hops > 40:
+            raise ConfigError(f"{where}: too many levels of symbolic links")
+        target = Path(os.readlink(here))
+        parts.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+        if target.is_absolute():
+            done = Path("/")
+    return done
+
+
+def _check_directory(directory: Path, where: str) -> None:
+    """Refuse a directory another user owns, or one others may write in without the sticky
+    bit (/tmp has it): there, another user could replace what mirror writes."""
+    info = os.stat(directory)
+    if info.st_uid not in (0, os.geteuid()):
+        raise ConfigError(
+            f"{where}: directory {directory} belongs to {user_named(info.st_uid)}, another user, "
+            "who could replace what mirror writes there"
+        )
+    if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+        raise ConfigError(
+            f"{where}: directory {directory} is writable by every user (and not sticky, as "
+            "/tmp is): another user could replace what mirror writes there"
+        )
 
 
 def _ours(path: Path, *, junit: bool) -> bool:
@@ -221,6 +277,12 @@ def _write_atomically(path: Path, text: str) -> None:
     one gets the umask's), so a reader never sees half a file. MirrorError (exit 1: the run's
     work is done, its record is not) when it cannot."""
     try:
+        moved = safe_path(path, f"cannot write {path}") != path
+    except ConfigError as error:
+        raise MirrorError(str(error)) from None
+    if moved:  # a symbolic link put on the way during the run
+        raise MirrorError(f"cannot write {path}: a symbolic link now leads elsewhere")
+    try:
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     except OSError as error:
         raise MirrorError(f"cannot write {path}: {error.strerror}") from None
@@ -238,9 +300,12 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _mode_for(path: Path) -> int:
+    """The mode of the file replaced (a new one: the umask's), never group- or
+    world-writable."""
     try:
-        return path.stat().st_mode & 0o777
+        mode = path.stat().st_mode & 0o777
     except OSError:
         umask = os.umask(0)
         os.umask(umask)
-        return 0o666 & ~umask
+        mode = 0o666 & ~umask
+    return mode & ~0o022

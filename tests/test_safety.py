@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -185,25 +188,59 @@ def test_immutable_repository(stage: Stage) -> None:
     assert stage.dest_digest("v1") == first
 
 
-def test_a_second_run_exits_75_while_the_lock_is_held(stage: Stage) -> None:
+def test_a_second_run_exits_75_while_a_mirror_run_holds_the_lock(stage: Stage) -> None:
     stage.push("a", seed="a")
-    config = stage.config([stage.image("a")])
+    stage.push("b", seed="b")
     scratch = Path(stage.env["TMPDIR"])
-    digest = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:16]
-    default = scratch / f"mirror-{digest}.lock"
-    for path, args in (
-        (default, ()),
-        (stage.tmp / "my.lock", ("--lock-file", str(stage.tmp / "my.lock"))),
-    ):
-        with lock.held(path):
+    mine = stage.tmp / "my.lock"
+    for tag, args in (("a", ()), ("b", ("--lock-file", str(mine)))):
+        config = stage.config([stage.image(tag)])
+        digest = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:16]
+        path = mine if args else scratch / f"mirror-locks-{os.geteuid()}" / f"mirror-{digest}.lock"
+        stage.hub.hold()  # the first run holds the lock while its copy waits
+        heads = stage.hub.counts.manifest_head
+        first = stage.popen("sync", *args)
+        try:  # it has the lock once it checks its image
+            _wait_for(functools.partial(_heads_over, stage, heads), first)
             run = stage.mirror("sync", *args)
-            assert run.code == 75
-            assert run.error == (
-                f"mirror: another mirror run (PID {os.getpid()}) holds {path}; try again later"
-            )
-            assert path.read_bytes() == lock.MARK  # the holder's file is untouched
-    assert stage.hub.counts.manifest_head == 0
+        finally:
+            stage.hub.release()
+            first.communicate(timeout=60)
+        assert run.code == 75, run.stderr
+        assert run.error == (
+            f"mirror: another mirror run (PID {first.pid}) holds {path}; try again later"
+        )
+        assert path.read_bytes() == lock.MARK  # the holder's file is untouched
+        assert first.returncode == 0
+    heads = stage.hub.counts.manifest_head
     assert stage.mirror("sync").code == 0  # free again
+    assert stage.hub.counts.manifest_head == heads + 1
+
+
+def test_a_lock_held_by_a_process_that_is_not_mirror_is_not_another_run(stage: Stage) -> None:
+    stage.config([stage.image("a")])
+    path = stage.tmp / "my.lock"
+    with lock.held(path):  # this test's own process: python -m pytest
+        run = stage.mirror("sync", "--lock-file", str(path))
+    assert run.code == 2, run.stderr
+    assert run.error.startswith(f"mirror: --lock-file {path}: held by PID {os.getpid()} (")
+    assert run.error.endswith(
+        "which is not a mirror run: mirror does not wait on it; find out why it holds the "
+        "lock, or name another lock file"
+    )
+    assert stage.hub.counts.manifest_head == 0
+
+
+def _heads_over(stage: Stage, heads: int) -> bool:
+    return stage.hub.counts.manifest_head > heads
+
+
+def _wait_for(ready: Callable[[], bool], process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "never ready"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -226,7 +263,8 @@ def test_signal_mid_copy_stops_children_cleans_up_and_reports(
     _, stderr = process.communicate(timeout=20)
     assert process.returncode == code, stderr
     assert _skopeo_children(scratch) == []
-    assert [p.name for p in Path(scratch).iterdir() if not p.name.endswith(".lock")] == []
+    locks = f"mirror-locks-{os.geteuid()}"  # the private directory of the default lock
+    assert [p.name for p in Path(scratch).iterdir() if p.name != locks] == []
     written = json.loads(report.read_text())
     assert [image["action"] for image in written["images"]] == ["deferred", "deferred"]
     assert written["images"][0]["error"] == "interrupted before it was done"
