@@ -199,8 +199,11 @@ class Console:
 
     def _emit(self, stream: TextIO, level: str, text: str, **fields: Any) -> None:
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        if self.json_lines:
-            line = json.dumps({"time": now, "level": level, "message": text, **fields})
+        if self.json_lines:  # no secret in any field either
+            shown = {k: hide_passwords(v) if isinstance(v, str) else v for k, v in fields.items()}
+            line = json.dumps(
+                {"time": now, "level": level, "message": hide_passwords(text), **shown}
+            )
         else:
             line = one_line(text)
             if self.timestamps:

@@ -88,7 +88,7 @@ def document(report: Report) -> dict[str, Any]:
             for outcome in report.outcomes
         ],
         "summary": summary(report.outcomes),
-        "warnings": list(report.warnings),
+        "warnings": [hide_passwords(warning) for warning in report.warnings],
         "rate_limit": {
             budget.host: {
                 "limit": None if budget.start is None else budget.start.limit,

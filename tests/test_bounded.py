@@ -8,11 +8,13 @@ import base64
 
 import pytest
 
+import mirror.http
 from mirror import dockerfile, errors
 from mirror.config import TagRule
-from mirror.errors import hide_passwords, quoted, remember_login, remember_secret
-from mirror.http import is_inner, same_origin
+from mirror.errors import RegistryError, hide_passwords, quoted, remember_login, remember_secret
+from mirror.http import Http, is_inner, same_origin
 from mirror.registry import _next_page, parse_challenge
+from tests.standins.misbehaving import Answer, Scripted
 
 MB = 1 << 20
 
@@ -195,3 +197,24 @@ def test_hostile_dockerfiles_fail_with_a_short_message(text: str, message: str) 
         dockerfile.parse(text)
     assert str(caught.value).startswith(message)
     assert len(str(caught.value)) < 500
+
+
+def test_the_socket_check_refuses_an_inner_address_a_name_hides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As if 127.0.0.1 were a public registry and the redirect named a host that resolves to
+    127.0.0.2: the name passes the check of what is written, the connected socket does not."""
+    monkeypatch.setattr(mirror.http, "is_inner", lambda address: address != "127.0.0.1")
+    monkeypatch.setattr(mirror.http, "_named_inner", lambda host: False)
+    with Scripted(lambda method, path: Answer.json(200, {}), address="127.0.0.2") as inside:
+        location = f"http://{inside.host}/v2/"
+        with Scripted(lambda method, path: Answer(302, {"Location": location})) as registry:
+            with pytest.raises(RegistryError) as refused:
+                Http(environ={}).request("GET", f"http://{registry.host}/v2/")
+            allowed = Http(environ={}).request("GET", f"http://{inside.host}/v2/")
+    assert str(refused.value) == (
+        f"{registry.host}: a redirect to {inside.host}, which is at 127.0.0.2, a loopback, "
+        "private or link-local address, refused: the registry is not on one"
+    )
+    assert inside.asked == [inside.asked[0]]  # only the direct request: nothing was sent
+    assert allowed.status == 200

@@ -4,7 +4,11 @@
   says nothing), `trickles` (a header line every few seconds, never a whole answer), `drops`
   (closes at once);
 - :class:`Scripted` answers HTTP requests with a function of (method, path): e.g. a tags list
-  whose ``Link: rel="next"`` points back at itself, or an error message with a newline in it.
+  whose ``Link: rel="next"`` points back at itself, or an error message with a newline in it;
+  or, given ``answer=``, of the whole request (:class:`Asked`: its headers too). With ``tls``
+  it speaks HTTPS and plain HTTP on the same port (it looks at the first byte), as a host
+  that redirects from https:// to http:// on one address does; ``asked`` lists every request
+  with its headers and whether it came over TLS.
 
 Each counts the connections it accepted; ``stop()`` ends every connection at once.
 :func:`refusing` gives a host that refuses every connection (a registry that is down).
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -145,13 +150,37 @@ class Answer:
 Script = Callable[[str, str], Answer]
 
 
-class Scripted(Service):
-    """An HTTP/1.1 server answering every request with `script(method, path)`; it records
-    the requests, with the time each came (time.monotonic)."""
+@dataclass(frozen=True)
+class Asked:
+    """One request as a :class:`Scripted` got it."""
 
-    def __init__(self, script: Script):
+    method: str
+    path: str  # as sent: a path, or a whole URL when the stand-in is used as a proxy
+    headers: dict[str, str]
+    tls: bool  # came over HTTPS
+
+
+class Scripted(Service):
+    """An HTTP/1.1 server answering every request with `script(method, path)` (or
+    `answer(Asked)`); it records the requests, with the time each came (time.monotonic), and
+    each with its headers in `asked`. `tls`: HTTPS too, on the same port; `address`: where it
+    listens (any 127.0.0.x)."""
+
+    def __init__(
+        self,
+        script: Script | None = None,
+        *,
+        answer: Callable[[Asked], Answer] | None = None,
+        tls: ssl.SSLContext | None = None,
+        address: str = "127.0.0.1",
+    ):
+        assert (script is None) != (answer is None), "a script or an answer"
         self.script = script
+        self.answer = answer
+        self.tls = tls
+        self.address = address
         self.requests: list[tuple[float, str, str]] = []
+        self.asked: list[Asked] = []
         self._server: ThreadingHTTPServer | None = None
         self._host = ""
 
@@ -173,7 +202,14 @@ class Scripted(Service):
                 if length:
                     self.rfile.read(length)
                 stand_in.requests.append((time.monotonic(), self.command, self.path))
-                answer = stand_in.script(self.command, self.path)
+                tls = isinstance(self.connection, ssl.SSLSocket)
+                asked = Asked(self.command, self.path, dict(self.headers.items()), tls)
+                stand_in.asked.append(asked)
+                if stand_in.answer is not None:
+                    answer = stand_in.answer(asked)
+                else:
+                    assert stand_in.script is not None
+                    answer = stand_in.script(self.command, self.path)
                 self.send_response(answer.status)
                 for key, value in answer.headers.items():
                     self.send_header(key, value)
@@ -184,10 +220,25 @@ class Scripted(Service):
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = _answer
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
+        tls = self.tls
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def finish_request(self, request: Any, client_address: Any) -> None:
+                if tls is None or not _speaks_tls(request):
+                    super().finish_request(request, client_address)
+                    return
+                try:
+                    wrapped = tls.wrap_socket(request, server_side=True)
+                except (OSError, ValueError):
+                    return  # a client that did not trust us: it says so itself
+                with wrapped:
+                    super().finish_request(wrapped, client_address)
+
+        server = Server((self.address, 0), Handler)
         self._server = server
-        self._host = f"127.0.0.1:{server.server_address[1]}"
+        self._host = f"{self.address}:{server.server_address[1]}"
         threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
@@ -198,3 +249,14 @@ class Scripted(Service):
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _speaks_tls(connection: socket.socket) -> bool:
+    """Does the client start a TLS handshake (a ClientHello record starts with 0x16)?"""
+    connection.settimeout(10)
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b"\x16"
+    except OSError:
+        return False
+    finally:
+        connection.settimeout(None)
