@@ -103,27 +103,35 @@ def test_a_long_header_fails_its_image_at_once(stage: Stage, header: str, value:
     )
 
 
-def test_a_signal_after_a_hostile_answer_still_ends_the_run_within_seconds(stage: Stage) -> None:
-    huge = "://x:" * (MB // 5)
-    asked = threading.Event()
+def test_a_signal_after_hostile_answers_still_ends_the_run_within_seconds(stage: Stage) -> None:
+    """Two images fail on 4 MB error bodies (their lines printed at once); the others' GETs
+    wait: the run is busy when SIGTERM comes, and must still end within seconds."""
+    huge = "a" * (4 * MB)  # the old password-hiding pattern's worst case
+    waiting = threading.Event()
     release = threading.Event()
+    answered: list[str] = []
 
     def script(method: str, path: str) -> Answer:
-        if "/tags/list" in path and len(odd.requests) > 2:
-            asked.set()
-            release.wait(60)  # the third list waits: the run is still going when signalled
-        return Answer.json(200, {}) if path == "/v2/" else _denied(huge)
+        if path == "/v2/":
+            return Answer.json(200, {})
+        if method == "HEAD":  # no digest on HEAD: mirror GETs the manifest
+            return Answer(405)
+        if len(answered) >= 2:
+            waiting.set()
+            release.wait(60)
+        answered.append(path)
+        return _denied(huge)
 
     with Scripted(script) as odd:
         images = [
-            {"source": f"{odd.host}/x/y{n}", "tags": {"match": ".*"}, "repository": f"m/{n}"}
+            {"source": f"{odd.host}/x/y{n}", "tags": ["1"], "repository": f"m/{n}"}
             for n in range(4)
         ]
         stage.config(images)
         report = stage.tmp / "signalled.json"
         process = stage.popen("sync", "--jobs", "1", "--report", str(report))
         try:
-            assert asked.wait(60), process.communicate()
+            assert waiting.wait(60), process.communicate()
             sent = time.monotonic()
             process.send_signal(signal.SIGTERM)
             _, stderr = process.communicate(timeout=30)
@@ -133,7 +141,7 @@ def test_a_signal_after_a_hostile_answer_still_ends_the_run_within_seconds(stage
     assert (process.returncode, took < Settings().grace) == (143, True), (took, stderr[-2000:])
     written = json.loads(report.read_text())
     assert written["error"] == "interrupted by SIGTERM"
-    assert "failed" in [image["action"] for image in written["images"]]
+    assert len(written["images"]) == 4
 
 
 def _tag_pages(pages: int, per_page: int, *, page_bytes: int = 0) -> Scripted:

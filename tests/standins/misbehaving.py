@@ -20,6 +20,7 @@ import contextlib
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -224,6 +225,10 @@ class Scripted(Service):
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                if not isinstance(sys.exc_info()[1], OSError):  # a client hanging up is fine
+                    super().handle_error(request, client_address)
 
             def finish_request(self, request: Any, client_address: Any) -> None:
                 if tls is None or not _speaks_tls(request):
