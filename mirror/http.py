@@ -75,6 +75,9 @@ class Response:
     headers: Mapping[str, str]
     data: bytes
     url: str = ""  # where the answer came from: the last URL, after redirects
+    inner: bool | None = (
+        None  # the first URL's host is on a loopback, private or link-local address
+    )
 
 
 # --- the watchdog --------------------------------------------------------------------------------
@@ -451,6 +454,7 @@ class Http:
         probe: bool = False,
         throttled: bool = False,
         limit: int | None = None,
+        inner: bool | None = None,
     ) -> Response:
         """Send and read the whole answer, retrying as the policy says.
 
@@ -462,12 +466,12 @@ class Http:
         count against the deadline. The last 429 is returned to the caller. `limit`: the most
         bytes of body read (default MAX_BODY); a longer answer is a RegistryError. Redirects
         are followed as the module docstring says; one that is refused is a RegistryError.
+        `inner`: whether the registry this request is for is on an inner address (the answer's
+        `inner` tells, for its origin); False refuses an inner address from the first hop on,
+        for a URL a registry chose (its token realm). None: the URL's own address decides.
         """
         host = _host_of(url)
-        with self._lock:
-            down = self._down.get(host)
-        if down is not None:
-            raise RegistryError(f"{host}: {down} (earlier in this run; not asked again)")
+        self._admit(host, url, inner)
         proxy = proxy_for(url, self._environ)
         call = _Request(
             method,
@@ -479,6 +483,7 @@ class Http:
             tls_verify,
             limit=limit or MAX_BODY,
             proxied=proxy is not None,
+            origin_inner=inner,
         )
         attempts = 1 if probe else self.policy.attempts
         attempt = waits = redirects = 0
@@ -489,9 +494,10 @@ class Http:
             except _Stopping:
                 raise Stopped from None
             except _InnerAddress as refused:
+                what = "a redirect to " if call.url != url else ""
                 raise RegistryError(
-                    f"{host}: a redirect to {_host_of(call.url)}, which is at {refused}, a "
-                    "loopback, private or link-local address, refused: the registry is not on one"
+                    f"{host}: {what}{_host_of(call.url)}, which is at {refused}, a loopback, "
+                    "private or link-local address, refused: the registry is not on one"
                 ) from None
             except _TooLarge as large:  # that answer only: the host is not given up
                 raise RegistryError(f"{host}: {large}") from None
@@ -525,7 +531,19 @@ class Http:
             if retried and self._retry(call, attempt, attempts, f"HTTP {response.status}"):
                 self._wait(backoff(self.policy.backoff, attempt), call)
                 continue
-            return replace(response, url=call.url)
+            return replace(response, url=call.url, inner=call.origin_inner)
+
+    def _admit(self, host: str, url: str, inner: bool | None) -> None:
+        """Refuse a request to a host given up on, or to an inner address not allowed."""
+        if inner is False and _named_inner(_hostname(url)):
+            raise RegistryError(
+                f"{host}: a loopback, private or link-local address, refused: the registry "
+                "that sent mirror there is not on one"
+            )
+        with self._lock:
+            down = self._down.get(host)
+        if down is not None:
+            raise RegistryError(f"{host}: {down} (earlier in this run; not asked again)")
 
     def _redirect(self, call: _Request, response: Response, redirects: int) -> _Request | None:
         """The request a redirect asks for (GET and HEAD only; registry.k8s.io redirects every

@@ -204,6 +204,7 @@ class Registry:
         self._token_locks: dict[str, threading.Lock] = {}
         self._first = threading.Lock()
         self._introduced = False  # a first request has been made: the challenge is known
+        self._inner: bool | None = None  # on a loopback, private or link-local address
 
     def head_manifest(self, path: str, reference: str) -> Head:
         """HEAD /v2/<path>/manifests/<reference>: the digest a pull would get, for free."""
@@ -474,6 +475,7 @@ class Registry:
             self._check_realm(challenge.realm)
         with self._lock:
             self._challenge = challenge
+            self._inner = response.inner
 
     def _check_realm(self, realm: str) -> None:
         parts = urlsplit(realm)
@@ -519,8 +521,12 @@ class Registry:
             scope,
             "anonymous" if not self.login else "with credentials",
         )
-        response = self._http.request(
-            "GET", f"{challenge.realm}?{query}", headers, tls_verify=self.tls_verify
+        response = self._http.request(  # inside only if the registry itself is inside
+            "GET",
+            f"{challenge.realm}?{query}",
+            headers,
+            tls_verify=self.tls_verify,
+            inner=self._inner,
         )
         if response.status in (401, 403):
             raise AuthError(f"{self.host}: the token service refused {who} (check the credentials)")

@@ -347,12 +347,13 @@ def proxy() -> Iterator[ForwardProxy]:
         yield forward
 
 
+@pytest.mark.parametrize("way", ["realm redirects there", "realm is there"])
 def test_a_public_registry_is_not_followed_to_a_loopback_address(
-    stage: Stage, proxy: ForwardProxy
+    stage: Stage, proxy: ForwardProxy, way: str
 ) -> None:
     """The registry is reached by a name (through the proxy, as a public registry would be);
-    its token realm redirects to an address inside: refused, and the inside's "token" is
-    never sent back to the registry."""
+    its token realm is, or redirects to, an address inside: refused, and the inside's "token"
+    is never sent back to the registry."""
 
     def inside(asked: Asked) -> Answer:
         return Answer.json(200, {"token": "INSIDE-CREDENTIAL-1234"})
@@ -362,7 +363,8 @@ def test_a_public_registry_is_not_followed_to_a_loopback_address(
             return Answer(307, {"Location": f"http://{metadata.host}/latest/credentials"})
         if "INSIDE-CREDENTIAL" in asked.headers.get("Authorization", ""):
             return Answer.json(200, {})
-        realm = f'Bearer realm="http://{name}/token",service="odd"'
+        token = f"{name}/token" if way == "realm redirects there" else f"{metadata.host}/token"
+        realm = f'Bearer realm="http://{token}",service="odd"'
         return Answer.json(401, {"errors": []}, **{"WWW-Authenticate": realm})
 
     with Scripted(answer=inside) as metadata, Scripted(answer=registry) as odd:
@@ -377,6 +379,9 @@ def test_a_public_registry_is_not_followed_to_a_loopback_address(
     assert run.report["images"][1]["error"] == (
         f"{name}: a redirect to {metadata.host}, a loopback, private or link-local address, "
         "refused: the registry is not on one"
+        if way == "realm redirects there"
+        else f"{metadata.host}: a loopback, private or link-local address, refused: the "
+        "registry that sent mirror there is not on one"
     )
 
 
