@@ -76,7 +76,7 @@ def _tag_pages(page_bytes: int) -> Callable[[str, str], Answer]:
         if path == "/v2/":
             return Answer.json(200, {})
         page = int(path.rpartition("page=")[2]) if "page=" in path else 0
-        count = page_bytes // 20
+        count = page_bytes // 24  # "0-0000000000000000", is 22 to 24 bytes
         tags = [f"{page}-{n:016d}" for n in range(count)]
         link = f'</v2/x/y/tags/list?page={page + 1}>; rel="next"' if page < 999 else ""
         return Answer(
