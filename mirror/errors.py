@@ -157,7 +157,8 @@ def shortened(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:40]}... ({len(text)} characters)"
 
 
-QUOTED = 300  # characters: the most of a text from outside (a registry, skopeo, a file) quoted
+QUOTED = 500  # characters: the most of a text from outside (a registry, skopeo, a file) quoted;
+# ECR's longest message (the images-per-repository quota, naming a 256-character repository) fits
 _SCANNED = 1 << 16  # characters of such a text looked at before it is cut to QUOTED
 
 

@@ -440,7 +440,8 @@ def classify(stderr_lines: list[str], what: str) -> CopyError | Unmirrorable:
     quota, an immutable tag, a login lockout, an image no copy can keep (Unmirrorable), an
     index of indexes (NestedIndex), or a transient fault."""
     text = "".join(stderr_lines)
-    message = quoted(_last_message(stderr_lines) or "skopeo failed without a message")
+    # skopeo's line names the destination too, before quoting the registry: twice the room
+    message = quoted(_last_message(stderr_lines) or "skopeo failed without a message", 1000)
     lowered = text.lower()
     content = unmirrorable(message) or (NestedIndex(message) if _NESTED in message else None)
     if content is not None:

@@ -98,3 +98,21 @@ def test_the_ensure_benchmark_runs_and_never_reaches_the_source(tmp_path: Path) 
     for case in ("healthy source", "source down", "source hanging", "--refresh never"):
         assert f"| {case}" in text
     assert "reached the source during the `--refresh never` runs: 0" in text
+
+
+@pytest.mark.e2e
+def test_the_hostile_benchmark_runs_its_cases_and_records_them(tmp_path: Path) -> None:
+    cases = "403-1mb,link-60kb,dockerfile-quote-runs-1mb"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.hostile", "--cases", cases, "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "hostile-worktree.json").read_text())["results"]
+    assert [result["case"] for result in results] == cases.split(",")
+    assert [result["exit_code"] for result in results] == [1, 1, 2]  # each refused, none killed
+    assert all(result["peak_rss_mb"] > 0 for result in results)
