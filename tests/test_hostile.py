@@ -520,3 +520,14 @@ def test_a_padded_syntax_line_is_read_at_once(stage: Stage) -> None:
     run = stage.mirror("ensure", "--dockerfile", str(path), timeout=60)
     assert run.code == 0, run.stderr[-2000:]
     assert run.stdout == f"{stage.dest.host}/{stage.dest_repo()}:a\n"
+
+
+def test_validate_refuses_a_tag_rule_re2_cannot_match_in_linear_time(stage: Stage) -> None:
+    stage.config([{"source": stage.repo, "tags": {"match": r"(\d+)\.\1", "newest": 3}}])
+    run = stage.mirror("validate")
+    assert run.code == 2, run.stderr
+    assert run.error == (
+        f"mirror: {stage.tmp / 'mirror.yaml'}: images[0].tags.match: bad regular expression "
+        "'(\\\\d+)\\\\.\\\\1': invalid escape sequence: \\1 (tag rules use RE2 syntax, "
+        "which matches in linear time: no backreferences or lookarounds; \\z, not \\Z)"
+    )
