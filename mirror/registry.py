@@ -55,6 +55,9 @@ MAX_HEADER = 8192  # characters of a WWW-Authenticate or Link header mirror read
 _FIRST_NUMBER = re.compile(r"\s*(\d{1,18})\b")
 _TOKEN_MARGIN = 10.0  # seconds: renew a token this long before it expires
 _LOCKED_OUT = "too many failed login attempts"  # Docker Hub's token answer during a lockout
+# A token is the registry's own choice: a short one ("failed", a digest prefix) would let it
+# blank out ordinary words in every line mirror prints. Real tokens are far longer (JWTs).
+_SHORTEST_HIDDEN_TOKEN = 16
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,8192}\Z")  # visible ASCII: what a header can carry
 
 
@@ -727,5 +730,6 @@ def _read_token(body: bytes, host: str) -> tuple[str, float]:
         raise RegistryError(
             f"{host}: the token service answered a token that cannot go in a header"
         )
-    remember_secret(token)  # hidden wherever a registry quotes it back
+    if len(token) >= _SHORTEST_HIDDEN_TOKEN:  # hidden wherever a registry quotes it back
+        remember_secret(token)
     return token, lifetime

@@ -13,7 +13,7 @@ from mirror import dockerfile, errors
 from mirror.config import TagRule
 from mirror.errors import RegistryError, hide_passwords, quoted, remember_login, remember_secret
 from mirror.http import Http, is_inner, same_origin
-from mirror.registry import _next_page, parse_challenge
+from mirror.registry import _next_page, _read_token, parse_challenge
 from tests.standins.misbehaving import Answer, Scripted
 
 MB = 1 << 20
@@ -218,3 +218,10 @@ def test_the_socket_check_refuses_an_inner_address_a_name_hides(
     )
     assert inside.asked == [inside.asked[0]]  # only the direct request: nothing was sent
     assert allowed.status == 200
+
+
+def test_a_registry_cannot_blank_out_words_with_a_short_token() -> None:
+    assert _read_token(b'{"token": "failed"}', "odd") == ("failed", 60.0)
+    assert hide_passwords("failed") == "failed"
+    _read_token(b'{"token": "eyJhbGciOiJSUzI1NiJ9.long"}', "odd")
+    assert hide_passwords("Bearer eyJhbGciOiJSUzI1NiJ9.long") == "Bearer ***"
