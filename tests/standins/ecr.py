@@ -21,7 +21,8 @@ this module):
   existing immutable tag is 400 ``TAG_INVALID`` "The image tag '<tag>' already exists in the
   '<repo>' repository and cannot be overwritten because the repository is immutable.", even when
   the digest is the same (400 is distribution's status for TAG_INVALID and what clients report
-  for ECR's answer).
+  for ECR's answer). Writes of a tag are decided one at a time, as ECR's are: of two runs
+  racing on one immutable tag, exactly one wins.
 - Manifest GET answers carry no ``Docker-Content-Digest`` (nor ``ETag``); HEAD answers do. The
   manifest PUT answer carries ``Docker-Content-Digest`` but no ``Location``.
 - Manifests over 4 MiB (4194304 bytes, PutImage's limit) are refused with 405 ``UNSUPPORTED``,
@@ -29,6 +30,9 @@ this module):
   failed to satisfy constraint: ..."); the exact wording ECR uses for the size is unverified.
 - Throttling (:meth:`EcrFront.throttle_next`, :meth:`EcrFront.throttle_for`): 429
   ``{"errors":[{"code":"TOOMANYREQUESTS","message":"Rate exceeded"}]}`` on chosen request kinds.
+- Other faults on chosen request kinds (:meth:`EcrFront.fail_next`): a 5xx answer with the
+  registry error JSON, or (``status=None``) a dropped connection: the request's body is read
+  and the connection closed without an answer, as a load balancer dropping an upload does.
 - Images-per-repository quota (:meth:`EcrFront.fill_image_quota`): a manifest PUT of a digest
   the repository does not hold yet is 403 ``DENIED`` "The repository with name '<repo>' in
   registry with id '<account>' already has the maximum allowed number of images which is '<n>'".
@@ -50,15 +54,19 @@ Request kinds (for counts and throttling): ``ping``, ``manifest_get``, ``manifes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import random
 import re
 import secrets
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -142,7 +150,8 @@ class EcrCounts:
     """What the front answered. ``EcrFront.counts`` hands out a copy (a snapshot).
 
     ``kinds`` counts requests that passed auth, by kind; ``statuses`` counts their answers by
-    (kind, status); ``throttled`` the 429 ``TOOMANYREQUESTS`` the front chose to send, by kind.
+    (kind, status); ``throttled`` the 429 ``TOOMANYREQUESTS`` the front chose to send, by kind;
+    ``faulted`` the other faults it chose (:meth:`EcrFront.fail_next`).
     A 401 challenge is in ``unauthorized`` and ``requests`` only. ``requests`` lists every answer
     in the order sent, as (method, path, status).
     """
@@ -150,6 +159,7 @@ class EcrCounts:
     kinds: Counter[str] = field(default_factory=Counter)
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     throttled: Counter[str] = field(default_factory=Counter)
+    faulted: Counter[str] = field(default_factory=Counter)  # fail_next: 5xx and drops, by kind
     unauthorized: int = 0
     connections: int = 0
     requests: list[tuple[str, str, int]] = field(default_factory=list)
@@ -166,6 +176,7 @@ class EcrCounts:
             Counter(self.kinds),
             Counter(self.statuses),
             Counter(self.throttled),
+            Counter(self.faulted),
             self.unauthorized,
             self.connections,
             list(self.requests),
@@ -186,6 +197,7 @@ class _Throttle:
     rng: random.Random | None = None
     fraction: float = 0.0
     seen: Counter[str] = field(default_factory=Counter)
+    status: int | None = 429  # None: drop the connection without an answer
 
     def fires(self, kind: str) -> bool:
         self.seen[kind] += 1
@@ -250,6 +262,7 @@ class EcrFront(HttpFront):
         )
         self._counts = EcrCounts()
         self._throttles: list[_Throttle] = []
+        self._tag_writes = threading.Lock()
         self._quota: tuple[frozenset[str] | None, int] | None = None
 
     def _stopped(self) -> None:
@@ -261,6 +274,18 @@ class EcrFront(HttpFront):
     def counts(self) -> EcrCounts:
         with self._lock:
             return self._counts.copy()
+
+    def fail_next(
+        self, kind: str = "any", status: int | None = 503, times: int | None = 1, *, every: int = 1
+    ) -> None:
+        """The next ``times`` requests of ``kind`` (every one until :meth:`clear_faults` when
+        ``times`` is None; with ``every``, only every ``every``-th) answer ``status`` with the
+        registry error JSON (``UNAVAILABLE`` for 502/503/504, ``UNKNOWN`` otherwise), or with
+        ``status=None`` are dropped: the body is read, the connection closed, no answer sent.
+        Counted in ``counts.faulted`` by kind.
+        """
+        with self._lock:
+            self._throttles.append(_Throttle(_kinds(kind), times=times, every=every, status=status))
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -325,15 +350,17 @@ class EcrFront(HttpFront):
         elif status == 401:
             self._counts.unauthorized += 1
 
-    def _throttled(self, kind: str) -> bool:
+    def _fault(self, kind: str) -> _Throttle | None:
+        """The rule that answers this request instead of the registry, if one fires."""
         now = time.monotonic()
         with self._lock:
             self._throttles = [rule for rule in self._throttles if not rule.expired(now)]
             for rule in self._throttles:
                 if kind in rule.kinds and rule.fires(kind):
-                    self._counts.throttled[kind] += 1
-                    return True
-        return False
+                    counter = self._counts.throttled if rule.status == 429 else self._counts.faulted
+                    counter[kind] += 1
+                    return rule
+        return None
 
     def _handle(self, req: FrontHandler) -> None:
         parts = urlsplit(req.path)
@@ -355,9 +382,9 @@ class EcrFront(HttpFront):
         req.kind = kind
         with self._lock:
             self._counts.kinds[kind] += 1
-        if self._throttled(kind):
-            headers = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
-            self._error(req, 429, "TOOMANYREQUESTS", RATE_EXCEEDED, headers)
+        fault = self._fault(kind)
+        if fault is not None:
+            self._answer_fault(req, fault.status)
             return
         if kind == "ping":
             self._send_json(req, 200, {}, _API_VERSION)
@@ -434,6 +461,21 @@ class EcrFront(HttpFront):
     def _sign(self, key: str) -> str:
         return hmac.new(self._presign_key, key.encode(), hashlib.sha256).hexdigest()
 
+    def _answer_fault(self, req: FrontHandler, status: int | None) -> None:
+        if status is None:  # dropped: the body taken, no answer
+            if req.has_body:
+                req.read_body()
+            req.close_connection = True
+            with contextlib.suppress(OSError):
+                req.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if status == 429:
+            headers = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+            self._error(req, 429, "TOOMANYREQUESTS", RATE_EXCEEDED, headers)
+            return
+        code = "UNAVAILABLE" if status in (502, 503, 504) else "UNKNOWN"
+        self._error(req, status, code, HTTPStatus(status).phrase)
+
     # auth and moto
 
     def _authenticated(self, req: FrontHandler) -> bool:
@@ -489,6 +531,12 @@ class EcrFront(HttpFront):
                 f"'Member must have length less than or equal to {MAX_MANIFEST_BYTES}'"
             )
             return self._error(req, 405, "UNSUPPORTED", message)
+        with self._tag_writes:  # ECR decides a tag's write atomically: one of two racers wins
+            return self._manifest_write(req, name, ref, repository, body)
+
+    def _manifest_write(
+        self, req: FrontHandler, name: str, ref: str, repository: dict[str, Any], body: bytes
+    ) -> int:
         if not ref.startswith("sha256:") and self._tag_locked(name, ref, repository):
             message = (
                 f"The image tag '{ref}' already exists in the '{name}' repository and cannot "

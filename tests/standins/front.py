@@ -18,6 +18,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
@@ -54,6 +55,11 @@ class FrontHandler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return self.server.front.server_name
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, by the front's clock (``clock_offset`` seconds off the machine's)."""
+        now = time.time() if timestamp is None else timestamp
+        return super().date_time_string(now + self.server.front.clock_offset)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -144,6 +150,7 @@ class HttpFront(Service):
     """The life cycle of an HTTP stand-in on a free loopback port; see the module docstring."""
 
     server_name = "standin"
+    clock_offset = 0.0  # seconds the front's clock (its Date header) is ahead of the machine's
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -27,6 +27,10 @@ What Docker Hub and registries in front of it do besides, each as an option or a
   still announce the stored digest in ``Docker-Content-Digest`` (a GET by digest is left alone:
   clients check those).
 - Two fronts over one backend are two registry hosts with their own budgets and counts.
+- Tokens expire as Docker Hub's do: ``expires_in`` (``token_lifetime``, 300 s) after their
+  ``issued_at``, both by the front's clock, which ``clock_offset`` sets ahead of the machine's
+  (its ``Date`` header too); :meth:`HubFront.expire_tokens` ages every token issued past its
+  end, as a long copy would.
 
 The token realm is built from the request's ``Host`` header, so a front reached under another
 name (through :class:`~tests.standins.proxy.ForwardProxy`) sends clients back through that name.
@@ -121,6 +125,7 @@ class HubCounts:
 class _Token:
     repos: frozenset[str]
     authenticated: bool
+    expires: float = float("inf")  # time.time() + clock_offset at which it stops working
 
 
 @dataclass
@@ -155,8 +160,12 @@ class HubFront(HttpFront):
         mismatch_digest: bool = False,
         lockout_after: int | None = None,
         lockout_seconds: float = 600.0,
+        clock_offset: float = 0.0,
+        token_lifetime: int = 300,
     ) -> None:
         super().__init__()
+        self.clock_offset = clock_offset
+        self.token_lifetime = token_lifetime
         if rate_header_form not in RATE_HEADER_FORMS:
             raise ValueError(f"rate_header_form must be one of {RATE_HEADER_FORMS}")
         if head not in HEAD_MODES:
@@ -183,6 +192,7 @@ class HubFront(HttpFront):
         self._cut_times: int | None = None
         self._open = threading.Event()  # cleared by hold(): pulls wait
         self._open.set()
+        self._held = 0  # pulls waiting now
         self._backend = urllib3.PoolManager(
             maxsize=16, retries=False, timeout=urllib3.Timeout(connect=5, read=60)
         )
@@ -207,6 +217,22 @@ class HubFront(HttpFront):
     def release(self) -> None:
         """Let held and later pulls through."""
         self._open.set()
+
+    @property
+    def held(self) -> int:
+        """How many pulls wait behind :meth:`hold` now."""
+        with self._lock:
+            return self._held
+
+    def expire_tokens(self) -> None:
+        """Age every token issued past its ``expires_in``: the next request with one is 401,
+        as after a long copy (the token endpoint still answers)."""
+        with self._lock:
+            for token in self._tokens.values():
+                token.expires = self._now()
+
+    def _now(self) -> float:
+        return time.time() + self.clock_offset
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -315,8 +341,14 @@ class HubFront(HttpFront):
         if self.delay:
             time.sleep(self.delay)
         match = _V2_PATH.match(urlsplit(req.path).path)
-        if req.command == "GET" and match and match["kind"] != "tags":
-            self._open.wait(HOLD_LIMIT)
+        if req.command == "GET" and match and match["kind"] != "tags" and not self._open.is_set():
+            with self._lock:
+                self._held += 1
+            try:
+                self._open.wait(HOLD_LIMIT)
+            finally:
+                with self._lock:
+                    self._held -= 1
         self._route(req, req.command)
 
     def _route(self, req: FrontHandler, method: str) -> int:  # noqa: PLR0911 - a router
@@ -371,14 +403,20 @@ class HubFront(HttpFront):
                 if len(bits) == 3 and bits[0] == "repository":
                     repos.add(bits[1])
         token = secrets.token_urlsafe(24)
+        now = self._now()
         with self._lock:
-            self._tokens[token] = _Token(frozenset(repos), right)
+            self._tokens[token] = _Token(frozenset(repos), right, now + self.token_lifetime)
             if right:
                 self._counts.token_authenticated += 1
             else:
                 self._counts.token_anonymous += 1
-        issued = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        body = {"token": token, "access_token": token, "expires_in": 300, "issued_at": issued}
+        issued = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "token": token,
+            "access_token": token,
+            "expires_in": self.token_lifetime,
+            "issued_at": issued,
+        }
         return self._send_json(req, 200, body)
 
     def _basic(self, header: str) -> tuple[str | None, bool]:
@@ -411,7 +449,9 @@ class HubFront(HttpFront):
             return False
         with self._lock:
             info = self._tokens.get(token.strip())
-        return info is not None and (name is None or name in info.repos)
+        if info is None or info.expires <= self._now():
+            return False
+        return name is None or name in info.repos
 
     def _challenge(self, req: FrontHandler, name: str | None, *, missing: bool = False) -> int:
         """401 as Docker Hub sends it; ``missing``: the token was fine but the repository does
