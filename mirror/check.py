@@ -26,7 +26,7 @@ from mirror.errors import (
     run_again_later,
 )
 from mirror.model import INTERRUPTED, Action, Outcome, Pending, Task
-from mirror.registry import SCHEMA1_TYPES, Head, RateLimit, TagList, Unreadable
+from mirror.registry import SCHEMA1_TYPES, Head, Pulled, RateLimit, TagList, Unreadable
 from mirror.stale import NOT_ASKED, SOURCE_DEADLINE, Refresh, unrefreshed
 from mirror.state import Refusals
 
@@ -35,8 +35,10 @@ T = TypeVar("T")
 log = logging.getLogger("mirror")
 SOURCE_DIGEST = "io.github.mirror.source.digest"  # annotations on an index mirror writes
 PLATFORMS = "io.github.mirror.platforms"
-# At most one platform's entry in an index, in bytes: more platforms guessed, never fewer.
-INDEX_ENTRY_BYTES = 300
+# The least an index entry can take, in bytes: `{"digest":"sha256:<64 hex>"}` and a comma.
+# An index's size divided by it is more entries than it can hold: a count never too low.
+MIN_INDEX_ENTRY_BYTES = 84
+UNKNOWN_SIZE_PULLS = 1000  # an index of unknown size: counted high, so learnt before a copy
 
 
 class Registry(Protocol):
@@ -57,6 +59,8 @@ class Registry(Protocol):
     def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None: ...
 
     def get_blob(self, path: str, digest: str) -> bytes | None: ...
+
+    def pull_manifest(self, path: str, reference: str) -> Pulled | None: ...
 
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str: ...
 
@@ -83,13 +87,20 @@ class Limits(Protocol):
 
     def see(self, host: str, rate_limit: RateLimit | None) -> None: ...
 
-    def spend(self, host: str, pulls: int) -> None: ...
-
     def shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None: ...
 
     def limited(self, host: str, why: str) -> None: ...
 
     def blocked(self, host: str) -> str | None: ...
+
+
+class Describer(Protocol):
+    """How a source's manifest is looked at (mirror.pulls.Pulls: a GET it makes is counted
+    and kept for the copy)."""
+
+    def describe(
+        self, host: str, path: str, reference: str, *, get: Callable[[], bool]
+    ) -> Head: ...
 
 
 Checked = Outcome | Pending
@@ -106,7 +117,7 @@ class Checker:
     def __init__(
         self,
         *,
-        sources: Callable[[str], Registry],
+        pulls: Describer,
         targets: Sequence[Target],
         limits: Limits,
         stop: threading.Event,
@@ -115,7 +126,7 @@ class Checker:
         source_deadline: float = SOURCE_DEADLINE,
         refusals: Refusals | None = None,
     ):
-        self.sources = sources
+        self.pulls = pulls
         self.targets = list(targets)
         self.limits = limits
         self.stop = stop
@@ -250,7 +261,7 @@ class Checker:
             self._destination(task, number),
             digest,
             target.digest if target.found else None,
-            self._estimate_pulls(task, number, source, target),
+            *self._estimate_pulls(task, source),
         )
 
     def _unmirrorable(self, task: Task, source: Head) -> str | None:
@@ -281,13 +292,7 @@ class Checker:
         except Unreadable as error:  # whoever wrote it, a copy replaces it
             log.debug("%s", error)
             return False
-        annotations = written.get("annotations")
-        if not isinstance(annotations, dict):
-            return False
-        return bool(
-            annotations.get(SOURCE_DIGEST) == source.digest
-            and annotations.get(PLATFORMS) == ",".join(task.platforms)
-        )
+        return made_from(written, source.digest or "", task.platforms)
 
     def _head_source(self, task: Task, *, quick: bool = False) -> Head:
         """The source's digest for the task (a HEAD; a GET, within the budget, when the HEAD
@@ -302,15 +307,12 @@ class Checker:
             short.extend([reason] if reason else [])
             return reason is None
 
-        def describe() -> Head:
-            return self.sources(host).describe_manifest(
-                task.source.repository.path, task.source_reference, get=may_get
+        def describe() -> Head:  # a GET it makes is counted, and kept for the copy
+            return self.pulls.describe(
+                host, task.source.repository.path, task.source_reference, get=may_get
             )
 
         head = within(self.source_deadline, describe, host) if quick else describe()
-        self.limits.see(host, head.rate_limit)
-        if head.fetched:  # a GET: Docker Hub counts it as a pull
-            self.limits.spend(host, 1)
         if head.found and not head.digest and short:
             raise Later(f"{short[0]} (the source gives no digest on HEAD: reading it is a pull)")
         if not head.found:
@@ -318,27 +320,18 @@ class Checker:
             raise MirrorError(f"{task.source}: {what} not found on the source")
         return head
 
-    def _estimate_pulls(self, task: Task, number: int, source: Head, target: Head) -> int:
-        """What copying from the source will cost: one manifest GET, plus one per platform
-        copied from an index. The platform count of an index copied whole comes from the
-        previous copy in ECR when there is one (a GET there is free), else from its size."""
+    @staticmethod
+    def _estimate_pulls(task: Task, source: Head) -> tuple[int, bool]:
+        """What copying from the source costs, and whether exactly: one manifest GET (none
+        when the check's GET is kept), plus one per entry of an index. An index's entries are
+        not known before it is read (a pull): they are counted high, from its size, and the
+        schedule reads the index when that count does not fit the budget."""
+        first = 0 if source.fetched else 1
         if not source.is_index:
-            return 1
-        if task.platforms:
-            return 1 + len(task.platforms)
-        platforms = 0
-        if target.found and target.is_index:
-            registry = self.targets[number].registry
-            try:
-                previous = registry.get_manifest(task.repositories[number], task.tag) or {}
-            except Unreadable as error:  # estimated from the size instead
-                log.debug("%s", error)
-                previous = {}
-            entries = previous.get("manifests")
-            platforms = len(entries) if isinstance(entries, list) else 0
-        if not platforms:
-            platforms = max(1, math.ceil(source.size / INDEX_ENTRY_BYTES))
-        return 1 + platforms
+            return first, True
+        if not source.size:
+            return first + UNKNOWN_SIZE_PULLS, False
+        return first + math.ceil(source.size / MIN_INDEX_ENTRY_BYTES), False
 
     def _destination(self, task: Task, number: int) -> str:
         return task.destination(self.targets[number].host, number)
@@ -408,6 +401,17 @@ def within(seconds: float, call: Callable[[], T], host: str) -> T:
         return future.result(timeout=seconds)
     except FutureTimeout:
         raise RegistryError(f"{host}: no answer within {seconds:g} s", transient=True) from None
+
+
+def made_from(index: dict[str, Any], source_digest: str, platforms: Sequence[str]) -> bool:
+    """Is `index` one mirror wrote from `source_digest` for exactly `platforms` (its
+    annotations say so)?"""
+    annotations = index.get("annotations") or {}
+    return bool(
+        isinstance(annotations, dict)
+        and annotations.get(SOURCE_DIGEST) == source_digest
+        and annotations.get(PLATFORMS) == ",".join(platforms)
+    )
 
 
 class Later(MirrorError):

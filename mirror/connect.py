@@ -15,11 +15,14 @@ from dataclasses import dataclass, field, replace
 from mirror import aws, skopeo
 from mirror.check import Target
 from mirror.config import Config, Credentials, Ecr, target_region
-from mirror.errors import ConfigError, SetupError
+from mirror.errors import ConfigError, CopyError, SetupError
 from mirror.http import Http, Policy, check_proxies
 from mirror.model import Copied
 from mirror.pipeline import check_jobs
+from mirror.pulls import Pulls, Spending
+from mirror.reference import Repository
 from mirror.registry import Login, Registry
+from mirror.relay import Relay
 from mirror.repo_settings import RepositorySettings
 from mirror.schedule import Backpressure
 
@@ -116,10 +119,17 @@ class _Target:
 
 
 class Copier:
-    """skopeo, with the auth file kept in step with the ECR tokens (renewed on long runs)."""
+    """skopeo, with the auth file kept in step with the ECR tokens (renewed on long runs), and
+    the source relay in front of every source."""
 
-    def __init__(self, tool: skopeo.Skopeo, logins: dict[str, Login], targets: list[_Target]):
-        self.tool, self.logins, self.targets = tool, logins, targets
+    def __init__(
+        self,
+        tool: skopeo.Skopeo,
+        logins: dict[str, Login],
+        targets: list[_Target],
+        relay: Relay,
+    ):
+        self.tool, self.logins, self.targets, self.relay = tool, logins, targets, relay
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
@@ -135,22 +145,30 @@ class Copier:
             if changed:
                 self.tool.workspace.write_auths(self.logins)
 
-    def copy(
-        self,
-        source: str,
-        destination: str,
-        *,
-        src_tls_verify: bool,
-        dest_tls_verify: bool,
-        pull_hosts: frozenset[str] = frozenset(),
+    def pull(
+        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
     ) -> Copied:
+        """Copy `source@digest` from its registry, through the relay: skopeo reads what mirror
+        pulled (once per run), never the source itself."""
+        self.refresh()
+        with self.relay.route(source.registry, source.path, str(source)) as route:
+            try:
+                return self.tool.copy(
+                    route.reference(digest),
+                    destination,
+                    src_tls_verify=False,  # the relay speaks plain HTTP on 127.0.0.1
+                    dest_tls_verify=dest_tls_verify,
+                )
+            except CopyError as error:
+                raise route.explain(error) from None
+
+    def copy(
+        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+    ) -> Copied:
+        """Copy registry to registry between targets (no pull)."""
         self.refresh()
         return self.tool.copy(
-            source,
-            destination,
-            src_tls_verify=src_tls_verify,
-            dest_tls_verify=dest_tls_verify,
-            pull_hosts=pull_hosts,
+            source, destination, src_tls_verify=src_tls_verify, dest_tls_verify=dest_tls_verify
         )
 
 
@@ -164,6 +182,7 @@ class Session:
     http: Http
     tool: skopeo.Skopeo
     backpressure: Backpressure
+    pulls: Pulls
     tool_version: str | None = None  # skopeo's ("1.9.3"); None in a dry run, which runs none
 
     def stop(self) -> None:
@@ -177,8 +196,12 @@ def hosts(config: Config) -> list[str]:
 
 
 @contextlib.contextmanager
-def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iterator[Session]:
-    """Connect everything; the private workspace with credentials is removed on every way out."""
+def session(
+    config: Config, *, jobs: int, dry_run: bool, timeout: float, budgets: Spending
+) -> Iterator[Session]:
+    """Connect everything; the private workspace with credentials is removed on every way out.
+    skopeo's auth file names the targets and the relay only: no source credential, and every
+    host skopeo talks to is in it, so it never falls back to the files in the user's home."""
     skopeo.remove_leftovers()
     check_proxies(os.environ)
     region = region_of(config)
@@ -203,18 +226,21 @@ def session(config: Config, *, jobs: int, dry_run: bool, timeout: float) -> Iter
         on_throttled=backpressure.throttled,
     )
     targets = _connect_targets(config, http, timeout)
-    logins = {**source_logins, **{target.host: target.ecr.login().login for target in targets}}
-    with skopeo.Workspace() as workspace:
+    sources = Sources(config, http, source_logins)
+    pulls = Pulls(sources, budgets)
+    with skopeo.Workspace() as workspace, Relay(pulls, sources) as relay:
+        logins = {relay.host: relay.login, **{t.host: t.ecr.login().login for t in targets}}
         workspace.write_auths(logins)
         tool = skopeo.Skopeo(workspace, on_throttled=backpressure.throttled)
         yield Session(
-            sources=Sources(config, http, source_logins),
+            sources=sources,
             targets=[target.step_target(dry_run=dry_run) for target in targets],
-            copier=Copier(tool, logins, targets),
+            copier=Copier(tool, logins, targets, relay),
             http=http,
             tool=tool,
             tool_version=version,
             backpressure=backpressure,
+            pulls=pulls,
         )
 
 

@@ -113,13 +113,11 @@ class CopyError(MirrorError):
         message: str,
         *,
         transient: bool = False,
-        rate_limited: bool = False,
         throttled: bool = False,
         host: str = "",
     ):
         super().__init__(message)
         self.transient = transient or throttled
-        self.rate_limited = rate_limited  # a source's 429: stop pulling from it
         self.throttled = throttled  # a destination's 429: back-pressure, worth another try
         self.host = host  # the registry that answered 429, when skopeo named it
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import math
 import os
 import random
 import socket
@@ -47,6 +48,7 @@ MAX_WAIT = 30.0  # seconds: the longest wait before a throttled request is sent 
 MAX_BODY = 32 << 20  # bytes: a manifest is at most 4 MiB (ECR), a page of tags far less
 MAX_REDIRECTS = 5
 _PIECE = 64 << 10
+_STREAM_PIECE = 256 << 10  # a streamed body's piece: fewer, larger writes on the way through
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONNECT_TIMEOUT = 10.0
 
@@ -69,7 +71,8 @@ class Policy:
 
 @dataclass(frozen=True)
 class Response:
-    """A whole answer: status, headers (case-insensitive) and body."""
+    """An answer: status, headers (case-insensitive) and body. With `request(stream=True)`, a
+    200's body is not in `data` but in `body`, still on the wire, to be read and closed."""
 
     status: int
     headers: Mapping[str, str]
@@ -78,6 +81,64 @@ class Response:
     inner: bool | None = (
         None  # the first URL's host is on a loopback, private or link-local address
     )
+    body: Body | None = field(default=None, repr=False, compare=False)
+
+
+class Body:
+    """A body still on the wire (a blob of any size): read it with `pieces()`, then `close()`.
+
+    Its deadline is one of progress, not of the whole answer: each piece (256 KiB, or the rest)
+    must come within `idle` seconds of being asked for, so a layer of gigabytes that keeps
+    moving is never cut, and one that stalls or trickles is; the time the reader takes with a
+    piece (a slow destination behind skopeo) does not count. `stop()` cuts it as it cuts every
+    request (Stopped).
+    """
+
+    def __init__(
+        self,
+        raw: urllib3.BaseHTTPResponse,
+        watched: _Call,
+        done: Callable[[], None],
+        idle: float,
+        host: str,
+    ):
+        self._raw, self._watched, self._done, self._idle = raw, watched, done, idle
+        self.host = host
+        self._complete = False
+
+    def pieces(self) -> Iterator[bytes]:
+        """The body as it arrives. Raises Stopped, or RegistryError (transient) when the peer
+        drops the line or stalls."""
+        host = self.host
+        try:
+            while True:
+                self._watched.deadline = time.monotonic() + self._idle
+                piece = self._raw.read(_STREAM_PIECE, decode_content=False)
+                if self._watched.cut:
+                    break
+                if not piece:
+                    self._complete = True
+                    return
+                self._watched.deadline = math.inf  # the reader's time is not the peer's
+                yield piece
+        except urllib3.exceptions.HTTPError as error:
+            if not self._watched.cut:
+                raise RegistryError(f"{host}: {_reason(error)}", transient=True) from None
+        if self._watched.cut == "stopped":
+            raise Stopped
+        raise RegistryError(
+            f"{host}: the answer stalled: no progress within {self._idle:g} s", transient=True
+        )
+
+    def close(self) -> None:
+        """Give the connection back (whole answers only; one read in part is closed)."""
+        try:
+            if self._complete:
+                self._raw.release_conn()
+            else:
+                self._raw.close()
+        finally:
+            self._done()
 
 
 # --- the watchdog --------------------------------------------------------------------------------
@@ -455,6 +516,7 @@ class Http:
         throttled: bool = False,
         limit: int | None = None,
         inner: bool | None = None,
+        stream: bool = False,
     ) -> Response:
         """Send and read the whole answer, retrying as the policy says.
 
@@ -469,6 +531,8 @@ class Http:
         `inner`: whether the registry this request is for is on an inner address (the answer's
         `inner` tells, for its origin); False refuses an inner address from the first hop on,
         for a URL a registry chose (its token realm). None: the URL's own address decides.
+        `stream`: a 200's body is left on the wire, in the answer's `body` (see Body), which
+        the caller must close; other answers are read whole.
         """
         host = _host_of(url)
         self._admit(host, url, inner)
@@ -484,6 +548,7 @@ class Http:
             limit=limit or MAX_BODY,
             proxied=proxy is not None,
             origin_inner=inner,
+            stream=stream,
         )
         attempts = 1 if probe else self.policy.attempts
         attempt = waits = redirects = 0
@@ -601,7 +666,9 @@ class Http:
             raise _Failed(f"no answer within {self.policy.timeout:g} s", final=True)
         timeout = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, left), read=left)
         refuse_inner = call.origin_inner is False and not call.proxied
-        with self._watchdog.watching(call.deadline, refuse_inner=refuse_inner) as watched:
+        watching = self._watchdog.watching(call.deadline, refuse_inner=refuse_inner)
+        with contextlib.ExitStack() as stack:
+            watched = stack.enter_context(watching)
             try:
                 raw = call.manager.request(
                     call.method,
@@ -613,6 +680,13 @@ class Http:
                     timeout=timeout,
                     preload_content=False,
                 )
+                if call.stream and raw.status == 200:  # the body goes to the caller
+                    host = _host_of(call.url)
+                    body = Body(raw, watched, stack.pop_all().close, self.policy.timeout, host)
+                    log.debug("%s %s -> 200 in %d ms, body streamed", call.method,
+                              _shown(call.url), _ms(started))  # fmt: skip
+                    peer = None if call.proxied else watched.peer
+                    return Response(raw.status, raw.headers, b"", body=body), peer
                 try:
                     data = self._body(raw, call)
                 finally:
@@ -683,6 +757,7 @@ class _Request:
     limit: int = MAX_BODY  # bytes of body read at most
     proxied: bool = False  # sent through a proxy: the address reached is the proxy's
     origin_inner: bool | None = None  # the registry is on an inner address (None: not known yet)
+    stream: bool = False  # a 200's body is handed over unread (Body)
 
 
 class _Failed(Exception):

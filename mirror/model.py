@@ -62,7 +62,8 @@ class Pending:
     destination: str  # host/repository:tag
     source_digest: str
     destination_digest: str | None  # what the target holds now (None: nothing)
-    pulls: int  # the pulls copying from the source is expected to cost
+    pulls: int  # the pulls copying from the source costs: exactly, or at most (`exact` False)
+    exact: bool = True  # False: an index whose entries are not counted yet (`pulls` is high)
 
     @property
     def repository(self) -> str:

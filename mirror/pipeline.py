@@ -13,16 +13,18 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, TypeVar
 
 from mirror.check import Checker, Registry, Target
 from mirror.errors import MirrorError, RateLimited, run_again_later
 from mirror.model import INTERRUPTED, Action, Outcome, Pending, Task
 from mirror.plan import Plan
+from mirror.pulls import Pulls
 from mirror.schedule import Backpressure, Budgets, Job, Queue, jobs
 from mirror.stale import SOURCE_DEADLINE, Refresh, Serve
 from mirror.state import Refusals
-from mirror.transfer import Copier, Holdings, Retry, Transfer
+from mirror.transfer import Copier, Holdings, Retry, Transfer, pulls_after
 from mirror.workers import Workers, wait_all, wait_any
 
 T = TypeVar("T")
@@ -139,6 +141,7 @@ class Pipeline:
         sink: Sink,
         backpressure: Backpressure | None = None,
         refusals: Refusals | None = None,
+        pulls: Pulls | None = None,
     ):
         self.sources = sources
         self.targets = list(targets)
@@ -150,7 +153,9 @@ class Pipeline:
         self.holdings = Holdings()
         self.backpressure = backpressure or Backpressure(settings.jobs)
         self.refusals = refusals or Refusals(None)
+        self.pulls = pulls or Pulls(sources, budgets)
         self._grace_end: float | None = None
+        self._learned: dict[int, int] = {}  # a job's pulls, once its index was read
 
     def run(self, plan: Plan) -> Result:
         total = len(plan.tasks) * len(self.targets) + len(plan.outcomes)
@@ -166,14 +171,15 @@ class Pipeline:
             self._read_budgets(pendings)
         self._settle_the_rest(plan.tasks, collector)
         outcomes = collector.close()
-        warnings = [*plan.warnings, *(o.warning for o in outcomes if o.warning)]
+        warnings = [*plan.warnings, *self.pulls.warnings()]
+        warnings += [o.warning for o in outcomes if o.warning]
         return Result(outcomes, self.budgets, warnings)
 
     # --- step 2: checks -------------------------------------------------------------------------
 
     def _check(self, tasks: Sequence[Task], collector: Collector) -> list[Pending]:
         checker = Checker(
-            sources=self.sources,
+            pulls=self.pulls,
             targets=self.targets,
             limits=self.budgets,
             stop=self.stop,
@@ -212,11 +218,8 @@ class Pipeline:
 
     def _transfer(self, pendings: list[Pending], collector: Collector) -> None:
         queue = Queue(jobs(pendings), self.budgets)
-        needed = Counter[str]()
-        for job in queue.waiting:
-            needed[job.host] += job.lead.pulls
         transfer = Transfer(
-            sources=self.sources,
+            pulls=self.pulls,
             targets=self.targets,
             copier=self.copier,
             budgets=self.budgets,
@@ -224,7 +227,6 @@ class Pipeline:
             emit=collector.add,
             stop=self.stop,
             retry=self.settings.retry,
-            recheck=lambda pending: self._recheck(pending, needed),
             backpressure=self.backpressure,
             refusals=self.refusals,
         )
@@ -233,7 +235,8 @@ class Pipeline:
             while queue.waiting and not self.stop.is_set():
                 admitted = None
                 if len(running) < min(self.settings.jobs, self.backpressure.limit):
-                    admitted = queue.next(self._reserved(running), self._cost)
+                    reserved = self._reserved(running)
+                    admitted = queue.next(reserved, partial(self._cost, reserved=reserved))
                 if admitted is not None:
                     job, pulls = admitted
                     running[workers.submit(transfer.run, job)] = (job, pulls)
@@ -252,16 +255,27 @@ class Pipeline:
             for pending in job.pendings():
                 collector.add(Outcome.settled(pending, Action.DEFERRED, error=why))
 
-    def _cost(self, job: Job) -> int:
-        """A job whose image a target already has costs no pull."""
-        return 0 if self.holdings.donor(job.lead) is not None else job.lead.pulls
-
-    def _recheck(self, pending: Pending, needed: Mapping[str, int]) -> None:
-        """Read the true budget left after a copy, with a HEAD (free) on the same image: only
-        when the budget is tight (under twice what the run needs); a 429 is still caught."""
-        host = pending.task.source.repository.registry
-        if self.budgets.tight(host, needed.get(host, 0)):
-            self._read_budget(pending.task)
+    def _cost(self, job: Job, reserved: dict[str, int]) -> int:
+        """The pulls a job still needs: none when a target already has its image; for an index
+        whose entries are counted high and do not fit the budget so, the exact count, learnt
+        by reading the index (a pull the copy then does not make again)."""
+        lead = job.lead
+        if self.holdings.donor(lead) is not None:
+            return 0
+        if id(job) in self._learned:
+            return self._learned[id(job)]
+        if lead.exact or self.budgets.shortfall(job.host, lead.pulls, reserved) is None:
+            return lead.pulls
+        repository = lead.task.source.repository
+        try:
+            media_type, body = self.pulls.manifest(
+                repository.registry, repository.path, lead.source_digest
+            )
+            learned = pulls_after(media_type, body, lead.task.platforms)
+        except MirrorError:  # a 429 is now the host's block; anything else, the copy's fault
+            return lead.pulls
+        self._learned[id(job)] = learned
+        return learned
 
     def _read_budgets(self, pendings: list[Pending]) -> None:
         """After every copy has finished, the budget each source reports now (one free HEAD

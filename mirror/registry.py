@@ -8,13 +8,14 @@ it in time, retries it and gives up on a host that does not answer.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -101,10 +102,21 @@ class Head:
     media_type: str = ""
     size: int = 0
     fetched: bool = False
+    body: bytes = field(default=b"", repr=False)  # the manifest, when `fetched`
 
     @property
     def is_index(self) -> bool:
         return self.media_type in INDEX_TYPES
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """A manifest read with a GET (a pull on Docker Hub): its type, bytes and the budget the
+    answer reported."""
+
+    media_type: str
+    body: bytes = field(repr=False)
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +269,7 @@ class Registry:
             media_type=_media_type(response),
             size=len(response.data),
             fetched=True,
+            body=response.data,
         )
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:
@@ -270,11 +283,34 @@ class Registry:
 
     def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None:
         """GET a manifest as bytes with its media type (a pull on Docker Hub)."""
+        pulled = self.pull_manifest(path, reference)
+        return None if pulled is None else (pulled.media_type, pulled.body)
+
+    def pull_manifest(self, path: str, reference: str) -> Pulled | None:
+        """GET a manifest (a pull on Docker Hub), with the budget its answer reported; None
+        when there is none."""
         response = self._request("GET", f"/v2/{path}/manifests/{reference}", path)
         if response.status == 404:
             return None
         self._raise_for_status(response, f"{path}:{reference}")
-        return _media_type(response), response.data
+        rate_limit = parse_rate_limit(response.headers, host=self.host)
+        return Pulled(_media_type(response), response.data, rate_limit)
+
+    @contextlib.contextmanager
+    def blob(self, path: str, digest: str) -> Iterator[Response]:
+        """GET a blob (no pull), its body left on the wire: the answer's `body` (http.Body),
+        closed on leaving. An answer other than 200 comes whole, without a body."""
+        url_path = f"/v2/{path}/blobs/{digest}"
+        response = self._request("GET", url_path, path, stream=True)
+        try:
+            yield response
+        finally:
+            if response.body is not None:
+                response.body.close()
+
+    def head_blob(self, path: str, digest: str) -> Response:
+        """HEAD a blob: whether the source has it, and its size."""
+        return self._request("HEAD", f"/v2/{path}/blobs/{digest}", path)
 
     def get_blob(self, path: str, digest: str) -> bytes | None:
         """GET a small blob (an image config: the body is read whole) and check it against its
@@ -380,9 +416,18 @@ class Registry:
         headers: dict[str, str] | None = None,
         actions: str = "pull",
         limit: int | None = None,
+        stream: bool = False,
     ) -> Response:
         send = partial(
-            self._authorized, method, url_path, repo, body, headers or {}, actions, limit
+            self._authorized,
+            method,
+            url_path,
+            repo,
+            body,
+            headers or {},
+            actions,
+            limit,
+            stream=stream,
         )
         if self._introduced:
             return send()
@@ -403,15 +448,18 @@ class Registry:
         extra: dict[str, str],
         actions: str,
         limit: int | None = None,
+        *,
+        stream: bool = False,
     ) -> Response:
-        """Send with the Authorization the registry asked for; on a 401 learn and retry once.
-        Only the registry's own 401 teaches how to log in: a 401 from a host a redirect led
-        to is an answer like any other (it must not choose where the credentials go)."""
+        """Send with the Authorization the registry asked for; on a 401 learn and retry once
+        (a token expired or revoked is replaced by a fresh one). Only the registry's own 401
+        teaches how to log in: a 401 from a host a redirect led to is an answer like any other
+        (it must not choose where the credentials go)."""
         headers = {"Accept": ACCEPT, **extra}
         sent = self._authorization(repo, actions)
         if sent:
             headers["Authorization"] = sent
-        response = self._send(method, url_path, headers, body, limit)
+        response = self._send(method, url_path, headers, body, limit, stream=stream)
         if response.status == 401 and self._own(response):
             self._learn_challenge(response)
             if sent and sent.startswith("Bearer "):
@@ -419,7 +467,7 @@ class Registry:
             fresh = self._authorization(repo, actions)
             if fresh and fresh != sent:
                 headers["Authorization"] = fresh
-                response = self._send(method, url_path, headers, body, limit)
+                response = self._send(method, url_path, headers, body, limit, stream=stream)
         return response
 
     def _own(self, response: Response) -> bool:
@@ -443,6 +491,8 @@ class Registry:
         headers: dict[str, str],
         body: bytes | None = None,
         limit: int | None = None,
+        *,
+        stream: bool = False,
     ) -> Response:
         return self._http.request(
             method,
@@ -452,6 +502,7 @@ class Registry:
             body=body,
             throttled=self.throttled,
             limit=limit,
+            stream=stream,
         )
 
     def _detect_scheme(self) -> str:

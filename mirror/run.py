@@ -291,6 +291,7 @@ class _Execution:
                         jobs=options.jobs,
                         dry_run=options.dry_run,
                         timeout=options.timeout,
+                        budgets=self.budgets,
                     )
                 )
             self.stop.on_stop(session.stop)
@@ -316,9 +317,12 @@ class _Execution:
                 sink=self.console,
                 backpressure=session.backpressure,
                 refusals=refusals,
+                pulls=session.pulls,
             )
             try:
                 self.result = pipeline.run(self.known)
+                for warning in self.result.warnings[len(self.known.warnings) :]:
+                    self.console.warning(warning)  # what the run learnt on the way
             finally:
                 self.throttled = session.backpressure.throttled_requests
                 session.http.stop()  # requests given up on (a source past its deadline) end

@@ -27,7 +27,7 @@ class HostBudget:
     host: str
     start: RateLimit | None = None  # the first figures the host sent
     last: RateLimit | None = None  # the latest, lowered by the pulls spent since
-    spent: int = 0  # pulls spent by copies from this host, retries included
+    spent: int = 0  # manifest GETs the host answered in this run (what it counts as pulls)
     limited: str | None = None  # why the host is off limits for the rest of the run (a 429)
 
 
@@ -96,12 +96,6 @@ class Budgets:
                     "run again later"
                 )
         return None
-
-    def tight(self, host: str, needed: int) -> bool:
-        """Is the host's budget under twice what the run still needs from it?"""
-        with self._lock:
-            last = self._get(host).last
-        return last is not None and last.remaining < 2 * needed
 
     def snapshot(self) -> list[HostBudget]:
         with self._lock:

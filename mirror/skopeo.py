@@ -72,7 +72,8 @@ def parse_version(output: str) -> tuple[int, ...]:
 
 
 class Workspace:
-    """A private directory (0700) holding skopeo's signature policy and auth file (0600).
+    """A private directory (0700) holding skopeo's signature policy, its registries.conf and
+    registries.d (empty: nothing of the machine's is read) and the auth file (0600).
 
     It is removed on every way out but SIGKILL; it names its owner (PID and process start
     time) so that the next run can remove what a killed one left (`remove_leftovers`).
@@ -82,8 +83,12 @@ class Workspace:
         self.path = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX, dir=parent))
         self.policy = self.path / "policy.json"
         self.authfile = self.path / "auth.json"
+        self.registries_conf = self.path / "registries.conf"
+        self.registries_d = self.path / "registries.d"
         (self.path / OWNER).write_text(f"{os.getpid()} {_started(os.getpid())}\n")
         self.policy.write_text(json.dumps(_POLICY))
+        self.registries_conf.write_text("")
+        self.registries_d.mkdir()
         self.write_auths({})
 
     def write_auths(self, logins: Mapping[str, Login]) -> None:
@@ -161,16 +166,26 @@ def copy_args(
     digestfile: Path,
     src_tls_verify: bool = True,
     dest_tls_verify: bool = True,
+    registries_conf: Path | None = None,
+    registries_d: Path | None = None,
 ) -> list[str]:
     """argv after `skopeo` for an exact copy: every platform, every digest preserved.
 
     `--debug` is there for one line: containers/image logs "Too many requests to ..." when a
-    registry answers 429, then sleeps and retries for 30 s. We watch for it and stop skopeo.
+    registry answers 429 (a destination throttling), then sleeps and retries itself.
+    `--registries-conf` and `--registries.d` name mirror's own (empty) files, so the machine's
+    (credential helpers, mirrors, signature lookaside) never change what a copy does.
     """
+    machine_free = []
+    if registries_conf is not None:
+        machine_free += ["--registries-conf", str(registries_conf)]
+    if registries_d is not None:
+        machine_free += ["--registries.d", str(registries_d)]
     return [
         "--debug",
         "--policy",
         str(policy),
+        *machine_free,
         "copy",
         "--authfile",
         str(authfile),
@@ -214,14 +229,13 @@ class Skopeo:
         *,
         src_tls_verify: bool,
         dest_tls_verify: bool,
-        pull_hosts: frozenset[str] = frozenset(),
     ) -> Copied:
         """Copy one image; return the digest written at the destination and the foreign
         layers skopeo left at their URLs.
 
-        A 429 from one of `pull_hosts` (the source's registry API hosts) is a pull limit: skopeo
-        is stopped at once instead of sleeping through its own retries. A 429 from any other
-        host (ECR throttling) is left to skopeo's retries, and reported to `on_throttled`.
+        skopeo reads sources through mirror's relay (mirror/relay.py), never a source itself,
+        so a 429 it sees is a destination throttling (or a target read from): left to skopeo's
+        own retries, and reported to `on_throttled`.
         """
         digestfile = self.workspace.path / f"digest-{next(self._counter)}"
         args = copy_args(
@@ -232,8 +246,10 @@ class Skopeo:
             digestfile=digestfile,
             src_tls_verify=src_tls_verify,
             dest_tls_verify=dest_tls_verify,
+            registries_conf=self.workspace.registries_conf,
+            registries_d=self.workspace.registries_d,
         )
-        watch = _Watch(pull_hosts, self.on_throttled)
+        watch = _Watch(self.on_throttled)
         self._run(args, what=source, watch=watch)
         try:
             return Copied(digestfile.read_text().strip(), tuple(watch.foreign_layers))
@@ -266,8 +282,6 @@ class Skopeo:
             with _Deadline(process, self.timeout) as timer:
                 process.wait()
         except sh.ErrorReturnCode:
-            if watch.rate_limited:
-                raise _rate_limited(what, watch.host) from None
             if timer.fired:
                 raise CopyError(
                     f"copy timed out after {self.timeout:g} s", transient=True
@@ -328,33 +342,22 @@ class _Deadline:
 
 
 class _Watch:
-    """Reads skopeo's stderr as it comes: stops it on a source's 429, tells of a destination's,
-    keeps the last lines worth quoting."""
+    """Reads skopeo's stderr as it comes: tells of a destination's 429 (skopeo waits it out),
+    notes the foreign layers it leaves at their URLs, keeps the last lines worth quoting."""
 
-    def __init__(self, pull_hosts: frozenset[str], on_throttled: Callable[[str], None]) -> None:
-        self.pull_hosts = pull_hosts
+    def __init__(self, on_throttled: Callable[[str], None]) -> None:
         self.on_throttled = on_throttled
-        self.rate_limited = False
-        self.host = ""  # the source registry that answered 429
         self.tail: deque[str] = deque(maxlen=20)
         self.foreign_layers: dict[str, None] = {}  # left at their URLs, in order, once each
 
-    def line(self, text: str, stdin: object, process: Any) -> bool | None:
+    def line(self, text: str, stdin: object, process: Any) -> None:
         foreign = _FOREIGN.search(text)
         if foreign:
             self.foreign_layers[foreign.group(1)] = None
         if _TOO_MANY in text:
-            host = too_many_requests_host(text)
-            if host and host not in self.pull_hosts:
-                self.on_throttled(host)  # back-pressure: skopeo waits and tries again
-                return None
-            self.rate_limited, self.host = True, host
-            with contextlib.suppress(ProcessLookupError, OSError):
-                process.kill()
-            return True  # no more lines wanted
-        if "level=debug" not in text:
+            self.on_throttled(too_many_requests_host(text))  # back-pressure
+        elif "level=debug" not in text:
             self.tail.append(text[:_LINE_KEPT])  # a registry's body quoted whole stays out
-        return None
 
 
 def too_many_requests_host(line: str) -> str:
@@ -366,18 +369,6 @@ def too_many_requests_host(line: str) -> str:
 
 def _discard(text: str) -> None:
     return None
-
-
-def _rate_limited(what: str, host: str = "") -> CopyError:
-    """A source's 429 during a copy. skopeo's debug line names the URL, not the answer's body,
-    so a pull limit and a limit on requests cannot be told apart here: say what is known."""
-    if host:
-        return CopyError(
-            f"{host}: rate limited (429 Too Many Requests) while pulling",
-            rate_limited=True,
-            host=host,
-        )
-    return CopyError(f"{what}: pull rate limit reached (429 TOOMANYREQUESTS)", rate_limited=True)
 
 
 # containers/image's debug line for a layer with URLs that a registry destination keeps as a
@@ -425,23 +416,27 @@ _TRANSIENT = (
     "connection refused",
     "connection reset",
     "unexpected eof",
+    '": eof',  # Go's io.EOF: the line was dropped before an answer (a dropped upload)
     "i/o timeout",
     "tls handshake timeout",
     "broken pipe",
     "context deadline exceeded",
 )
 _SERVER_ERROR = re.compile(r"\b50[0234]\b")
+_QUERY = re.compile(r'(\w+://[^\s"?]+)\?[^\s"]*')  # an upload URL's state: long, and no help
 _FATAL = 'level=fatal msg="'
 
 
 def classify(stderr_lines: list[str], what: str) -> CopyError | Unmirrorable:
-    """Turn skopeo's stderr into one plain-words error naming the fault: a source's pull
-    limit, ECR throttling (back-pressure, worth another try), ECR's images-per-repository
-    quota, an immutable tag, a login lockout, an image no copy can keep (Unmirrorable), an
-    index of indexes (NestedIndex), or a transient fault."""
+    """Turn skopeo's stderr into one plain-words error naming the fault: ECR throttling
+    (back-pressure, worth another try), ECR's images-per-repository quota, an immutable tag,
+    an image no copy can keep (Unmirrorable), an index of indexes (NestedIndex), or a
+    transient fault (a 5xx, a dropped line). skopeo reads sources through mirror's relay,
+    which keeps the source's own faults: what skopeo says is about the destination."""
     text = "".join(stderr_lines)
     # skopeo's line names the destination too, before quoting the registry: twice the room
-    message = quoted(_last_message(stderr_lines) or "skopeo failed without a message", 1000)
+    last = _QUERY.sub(r"\1", _last_message(stderr_lines))
+    message = quoted(last or "skopeo failed without a message", 1000)
     lowered = text.lower()
     content = unmirrorable(message) or (NestedIndex(message) if _NESTED in message else None)
     if content is not None:
@@ -449,13 +444,7 @@ def classify(stderr_lines: list[str], what: str) -> CopyError | Unmirrorable:
     for needle, name in _PERMANENT:
         if needle in lowered:
             return CopyError(f"{name}: {message}")
-    if "too many requests to registry" in lowered:  # 429 on skopeo's own token request
-        return _rate_limited(what)
     if "toomanyrequests" in lowered or ("429" in lowered and "too many requests" in lowered):
-        if "pull rate limit" in lowered:
-            return _rate_limited(what)
-        # A source's 429 on a read stops skopeo before it gets here (see _Watch): what is
-        # left is a write ECR refused for its rate (PutImage, a layer upload part).
         return CopyError(f"ECR throttling: {message}", throttled=True)
     transient = any(word in lowered for word in _TRANSIENT) or bool(_SERVER_ERROR.search(lowered))
     return CopyError(message, transient=transient)

@@ -12,12 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from mirror.check import PLATFORMS, SOURCE_DIGEST, Registry, Target
+from mirror.check import PLATFORMS, SOURCE_DIGEST, Later, Registry, Target, made_from
 from mirror.errors import (
     SCHEMA1_REFUSAL,
     CopyError,
@@ -32,6 +32,7 @@ from mirror.errors import (
 )
 from mirror.http import backoff
 from mirror.model import INTERRUPTED, Action, Copied, Outcome, Pending
+from mirror.reference import Repository
 from mirror.registry import INDEX_TYPES, OCI_INDEX, SCHEMA1_TYPES, sha256
 from mirror.schedule import Backpressure, Budgets, Job
 from mirror.state import Refusals
@@ -40,15 +41,26 @@ log = logging.getLogger("mirror")
 
 
 class Copier(Protocol):
+    """skopeo (mirror.connect.Copier)."""
+
+    def pull(
+        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
+    ) -> Copied:
+        """Copy from a source registry, through the relay (its manifests read through
+        `Pulls`: once per run)."""
+
     def copy(
-        self,
-        source: str,
-        destination: str,
-        *,
-        src_tls_verify: bool,
-        dest_tls_verify: bool,
-        pull_hosts: frozenset[str] = frozenset(),
-    ) -> Copied: ...
+        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+    ) -> Copied:
+        """Copy registry to registry between targets (no pull)."""
+
+
+class Manifests(Protocol):
+    """The source manifests pulled in this run (mirror.pulls.Pulls)."""
+
+    def manifest(self, host: str, path: str, digest: str) -> tuple[str, bytes]: ...
+
+    def has(self, host: str, path: str, digest: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,7 @@ class Transfer:
     def __init__(
         self,
         *,
-        sources: Callable[[str], Registry],
+        pulls: Manifests,
         targets: Sequence[Target],
         copier: Copier,
         budgets: Budgets,
@@ -123,11 +135,10 @@ class Transfer:
         emit: Callable[[Outcome], None],
         stop: threading.Event,
         retry: Retry = Retry(),
-        recheck: Callable[[Pending], None] = lambda pending: None,
         backpressure: Backpressure | None = None,
         refusals: Refusals | None = None,
     ):
-        self.sources = sources
+        self.pulls = pulls
         self.targets = list(targets)
         self.copier = copier
         self.budgets = budgets
@@ -135,7 +146,6 @@ class Transfer:
         self.emit = emit
         self.stop = stop
         self.retry = retry
-        self.recheck = recheck  # reads the true budget after a copy from the source
         self.backpressure = backpressure or Backpressure(1)
         self.refusals = refusals or Refusals(None)  # images no copy can keep, by digest
 
@@ -156,35 +166,31 @@ class Transfer:
             if donor is not None:
                 outcome = self._attempts(pending, partial(self._from_target, donor=donor))
             else:
-                outcome = self._attempts(pending, self._from_source, pulls=pending.pulls)
+                outcome = self._attempts(pending, self._from_source, from_source=True)
             self.emit(outcome)
             self.holdings.add(outcome, platforms=pending.task.platforms)
-            if donor is None and outcome.action != Action.COPIED:
+            if donor is None and outcome.action not in (Action.COPIED, Action.UP_TO_DATE):
                 for rest in pendings[position + 1 :]:  # they needed that copy
                     self.emit(Outcome.settled(rest, outcome.action, error=outcome.error))
                 return
-            if donor is None:
-                self.recheck(pending)
 
     # --- attempts ------------------------------------------------------------------------------
 
     def _attempts(
-        self, pending: Pending, copy: Callable[[Pending], Copied], *, pulls: int = 0
+        self, pending: Pending, copy: Callable[[Pending], Copied], *, from_source: bool = False
     ) -> Outcome:
+        """Copy, trying again after a destination's fault (throttling, 5xx, a dropped line):
+        what was pulled is pulled once (`Pulls`), so a retry costs the source nothing."""
         started = time.monotonic()
         host = pending.task.source.repository.registry
         failures = throttles = 0
         while not self.stop.is_set():
-            blocked = self.budgets.blocked(host) if pulls else None
+            blocked = self.budgets.blocked(host) if from_source else None
             if blocked:  # the source said 429 since this job started
                 return _settle(pending, Action.DEFERRED, blocked, started)
             try:
                 self.targets[pending.target].ensure_repository(pending.repository)
-                try:
-                    copied = copy(pending)
-                finally:
-                    if pulls:  # every attempt GETs the manifests again
-                        self.budgets.spend(host, pulls)
+                copied = copy(pending)
             except Unmirrorable as error:  # the image's own form: no other try would do
                 self.refusals.add(
                     str(pending.task.source.repository), pending.source_digest, str(error)
@@ -199,8 +205,8 @@ class Transfer:
                 failures += 1
                 verdict = self._verdict(error, host, failures)
                 if verdict is Action.FAILED:
-                    tries = failures + throttles
-                    return _settle(pending, Action.FAILED, _after(str(error), tries), started)
+                    why = _after(str(error), failures + throttles)
+                    return self._failed(pending, why, started)
                 if verdict is Action.DEFERRED:
                     return _settle(
                         pending, Action.DEFERRED, self._deferred_why(error, host), started
@@ -249,12 +255,44 @@ class Transfer:
             "access to that host cannot pull this image from ECR"
         )
 
+    def _failed(self, pending: Pending, why: str, started: float) -> Outcome:
+        """A copy that failed for good, unless the destination holds what was wanted anyway
+        (another run wrote it meanwhile: a success, whoever wrote it); an immutable tag that
+        holds something else is named as such (skopeo's own words for an index refused there
+        are about converting it)."""
+        target = self.targets[pending.target]
+        try:
+            head = target.registry.head_manifest(pending.repository, pending.task.tag)
+            if head.found and self._wanted(pending, head.digest, head.is_index):
+                log.debug("%s: holds %s after all", pending.destination, head.digest)
+                found = Outcome.settled(pending, Action.UP_TO_DATE, seconds=_since(started))
+                return replace(found, destination_digest=head.digest)
+            if head.found and target.is_immutable(pending.repository, pending.task.tag):
+                why = (
+                    f"{pending.destination} holds {head.digest} and the tag is immutable in "
+                    f"{pending.repository}: not overwritten with {pending.source_digest}"
+                )
+        except MirrorError as error:
+            log.debug("%s: cannot look at it after the failure: %s", pending.destination, error)
+        return _settle(pending, Action.FAILED, why, started)
+
+    def _wanted(self, pending: Pending, digest: str | None, is_index: bool) -> bool:
+        if not pending.task.platforms:
+            return digest == pending.source_digest
+        if not is_index:
+            return False
+        registry = self.targets[pending.target].registry
+        written = registry.get_manifest(pending.repository, pending.task.tag) or {}
+        return made_from(written, pending.source_digest, pending.task.platforms)
+
     def _verdict(self, error: MirrorError, host: str, failures: int) -> Action | None:
         """After a failed attempt: DEFERRED (stopped or rate limited), FAILED, or None: retry."""
         if self.stop.is_set() or isinstance(error, Stopped):
             return Action.DEFERRED  # we stopped skopeo ourselves
-        if isinstance(error, RateLimited) or (isinstance(error, CopyError) and error.rate_limited):
-            self.budgets.limited(host, run_again_later(error))
+        if isinstance(error, RateLimited):
+            self.budgets.limited(error.host or host, run_again_later(error))
+            return Action.DEFERRED
+        if isinstance(error, Later):  # the budget cannot cover the rest
             return Action.DEFERRED
         if getattr(error, "transient", False) and failures < self.retry.attempts:
             return None
@@ -273,13 +311,8 @@ class Transfer:
     # --- the copies ------------------------------------------------------------------------------
 
     def _from_source(self, pending: Pending) -> Copied:
-        source = self.sources(pending.task.source.repository.registry)
-        origin = _Origin(
-            source,
-            pending.task.source.repository.path,
-            str(pending.task.source.repository),
-            frozenset({source.api}),  # its 429 is a pull limit
-        )
+        repository = pending.task.source.repository
+        origin = _Origin(repository.path, str(repository), source=repository, pulls=self.pulls)
         if pending.task.platforms:
             return self._subset(pending, origin)
         return self._whole(pending, origin, f"{origin.name}@{pending.source_digest}")
@@ -289,15 +322,8 @@ class Transfer:
         source, the digest the check saw: skopeo refuses a manifest that does not match it,
         and a tag that moved since the check does not slip in unchecked). An index of
         indexes, which skopeo 1.9 cannot copy, is walked instead (`_walk`)."""
-        target = self.targets[pending.target]
         try:
-            return self.copier.copy(
-                reference,
-                pending.destination,
-                src_tls_verify=origin.registry.tls_verify,
-                dest_tls_verify=target.registry.tls_verify,
-                pull_hosts=origin.pull_hosts,
-            )
+            return self._copy(pending, origin, reference, pending.destination)
         except NestedIndex:
             log.debug("%s: an index of indexes; copying it part by part", pending.task.source)
             return self._walk(pending, origin)
@@ -309,6 +335,7 @@ class Transfer:
         target = self.targets[pending.target]
         media_type, body = origin.fetch(pending.source_digest)
         tree = _Tree.read(origin, media_type, body)
+        self._afford(pending, origin, [leaf["digest"] for leaf in tree.leaves])
         foreign: dict[str, None] = {}
         for digest in dict.fromkeys(leaf["digest"] for leaf in tree.leaves):
             copied = self._copy_digest(pending, origin, digest)
@@ -320,15 +347,32 @@ class Transfer:
         )
         return Copied(written, tuple(foreign))
 
+    def _afford(self, pending: Pending, origin: _Origin, digests: list[str]) -> None:
+        """Refuse (Later: deferred) to go on pulling what the budget cannot cover: the inner
+        indexes of an index of indexes tell its real size only once read."""
+        if origin.source is None or origin.pulls is None:
+            return
+        host = origin.source.registry
+        needed = sum(not origin.pulls.has(host, origin.path, d) for d in dict.fromkeys(digests))
+        short = self.budgets.shortfall(host, needed, {})
+        if short:
+            raise Later(short)
+
     def _copy_digest(self, pending: Pending, origin: _Origin, digest: str) -> Copied:
         """One manifest of the image, by digest, into the destination repository."""
         target = self.targets[pending.target]
+        destination = f"{target.host}/{pending.repository}@{digest}"
+        return self._copy(pending, origin, f"{origin.name}@{digest}", destination)
+
+    def _copy(self, pending: Pending, origin: _Origin, reference: str, to: str) -> Copied:
+        """skopeo: from the source through the relay (by digest), else from a target."""
+        verify = self.targets[pending.target].registry.tls_verify
+        if origin.source is not None:
+            digest = reference.rpartition("@")[2]
+            return self.copier.pull(origin.source, digest, to, dest_tls_verify=verify)
+        assert origin.registry is not None  # a target's: set by _from_target
         return self.copier.copy(
-            f"{origin.name}@{digest}",
-            f"{target.host}/{pending.repository}@{digest}",
-            src_tls_verify=origin.registry.tls_verify,
-            dest_tls_verify=target.registry.tls_verify,
-            pull_hosts=origin.pull_hosts,
+            reference, to, src_tls_verify=origin.registry.tls_verify, dest_tls_verify=verify
         )
 
     def _from_target(self, pending: Pending, *, donor: Place) -> Copied:
@@ -346,7 +390,9 @@ class Transfer:
                     )
                 )
         holder = self.targets[donor.target]
-        origin = _Origin(holder.registry, donor.repository, f"{holder.host}/{donor.repository}")
+        origin = _Origin(
+            donor.repository, f"{holder.host}/{donor.repository}", registry=holder.registry
+        )
         return self._whole(pending, origin, donor.reference)
 
     def _subset(self, pending: Pending, origin: _Origin) -> Copied:
@@ -381,15 +427,20 @@ MAX_MANIFESTS = 1000  # manifests in one image, all levels together
 
 @dataclass(frozen=True)
 class _Origin:
-    """Where a copy reads the image: the source, or a target that already holds it."""
+    """Where a copy reads the image: the source (`source` and `pulls`: every manifest pulled
+    once per run, skopeo reading through the relay), or a target that already holds it."""
 
-    registry: Registry
     path: str  # the repository's path on that registry
-    name: str  # host/path, as skopeo is given it
-    pull_hosts: frozenset[str] = frozenset()  # where a 429 is a pull limit: the source's API
+    name: str  # host/path, as messages (and skopeo, for a target) name it
+    registry: Registry | None = None  # a target's
+    source: Repository | None = None
+    pulls: Manifests | None = None
 
     def fetch(self, digest: str) -> tuple[str, bytes]:
-        """A manifest by digest (on the source, a pull), checked against that digest."""
+        """A manifest by digest (on the source, a pull, once per run), checked against it."""
+        if self.source is not None and self.pulls is not None:
+            return self.pulls.manifest(self.source.registry, self.path, digest)
+        assert self.registry is not None
         raw = self.registry.get_manifest_raw(self.path, digest)
         if raw is None:
             raise MirrorError(f"{self.name}: {digest} not found")
@@ -517,8 +568,22 @@ def _platform(entry: dict[str, Any]) -> tuple[str, str]:
     return os_arch, f"{os_arch}/{platform['variant']}" if platform.get("variant") else os_arch
 
 
+def pulls_after(media_type: str, body: bytes, platforms: Sequence[str]) -> int:
+    """The pulls a copy still needs once its top manifest is read: one per entry of an index
+    (one per chosen platform for a subset), none for a single manifest. An entry that is an
+    index itself counts once here: its own entries are counted high by the caller's margin."""
+    if media_type not in INDEX_TYPES:
+        return 0
+    entries = _index(body, "the source").get("manifests") or []
+    return len(choose_platforms(entries, platforms) if platforms else entries)
+
+
+def _since(started: float) -> float:
+    return time.monotonic() - started
+
+
 def _settle(pending: Pending, action: Action, error: str, started: float) -> Outcome:
-    return Outcome.settled(pending, action, error=error, seconds=time.monotonic() - started)
+    return Outcome.settled(pending, action, error=error, seconds=_since(started))
 
 
 def _throttled(error: MirrorError) -> bool:

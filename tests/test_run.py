@@ -517,7 +517,11 @@ def test_verbose_logs_requests_tokens_and_skopeo_but_no_secret(stage: Stage) -> 
         f"mirror: {stage.hub.host}: token for repository:{stage.repo}:pull (with credentials)"
         in log
     )
-    assert re.search(r"mirror: running skopeo --debug --policy \S+ copy --authfile \S+ --all", log)
+    running = (
+        r"mirror: running skopeo --debug --policy \S+ --registries-conf \S+ --registries.d \S+ "
+        r"copy --authfile \S+ --all .* docker://127\.0\.0\.1:\d+/r\d+/"  # from the relay
+    )
+    assert re.search(running, log)
     assert re.search(rf"mirror: starting {host}/{stage.repo}:a \(1 pull\(s\) from {host}\)", log)
     for secret in ("hub-Secret-42", ECR_PASSWORD, "Authorization", "Bearer ", "Basic "):
         assert secret not in run.stderr + run.stdout

@@ -45,11 +45,12 @@ def run(
 ) -> list[Outcome]:
     targets = [Target("ecr", registries["ecr"])]
     targets.append(Target("ecr2", registries["ecr2"]))
+    budgets = Budgets()
     pipeline = Pipeline(
         sources=lambda host: registries[host],
         targets=targets,
-        copier=FakeCopier(registries),
-        budgets=Budgets(),
+        copier=FakeCopier(registries, budgets),
+        budgets=budgets,
         settings=Settings(jobs=2, retry=Retry(backoff=0.0), refresh=refresh),
         stop=threading.Event(),
         sink=Events(),

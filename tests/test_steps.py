@@ -24,7 +24,7 @@ from mirror.model import Action, Copied, Outcome, Task
 from mirror.pipeline import Pipeline, Progress, Settings
 from mirror.plan import Plan, Shard, Unresolved, plan
 from mirror.reference import ImageRef, Repository
-from mirror.registry import Head, RateLimit, TagList
+from mirror.registry import Head, Pulled, RateLimit, TagList
 from mirror.schedule import Budgets
 from mirror.transfer import Retry
 
@@ -75,6 +75,10 @@ class FakeRegistry:
     def get_blob(self, path: str, digest: str) -> bytes | None:
         return None
 
+    def pull_manifest(self, path: str, reference: str) -> Pulled | None:
+        raw = self.get_manifest_raw(path, reference)
+        return None if raw is None else Pulled(*raw, self.limit)
+
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
         self.digests[f"{path}:{reference}"] = body.decode()
         return body.decode()
@@ -87,22 +91,41 @@ class FakeRegistry:
 
 
 class FakeCopier:
-    """Copies by looking the digest up in the source registries; `errors` fail copies in turn."""
+    """Copies by looking the digest up in the source registries; `errors` fail copies in turn,
+    after the manifest was pulled (through the relay: once per run, as `Pulls` keeps it)."""
 
-    def __init__(self, registries: dict[str, FakeRegistry], errors: list[Exception] | None = None):
+    def __init__(
+        self,
+        registries: dict[str, FakeRegistry],
+        budgets: Budgets,
+        errors: list[Exception] | None = None,
+    ):
         self.registries = registries
+        self.budgets = budgets
         self.errors = errors or []
         self.copies: list[str] = []
+        self.pulled: set[str] = set()
         self.lock = threading.Lock()
 
+    def pull(
+        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
+    ) -> Copied:
+        registry = self.registries[source.registry]
+        assert digest in registry.digests.values(), f"{source}@{digest}: no such manifest"
+        with self.lock:
+            first = f"{source}@{digest}" not in self.pulled
+            self.pulled.add(f"{source}@{digest}")
+        if first:  # a GET spends a pull, as on Docker Hub
+            if registry.limit is not None:
+                registry.limit = RateLimit(registry.limit.limit, registry.limit.remaining - 1)
+            self.budgets.spend(source.registry, 1)
+            self.budgets.see(source.registry, registry.limit)
+        return self.copy(
+            f"{source}@{digest}", destination, src_tls_verify=True, dest_tls_verify=dest_tls_verify
+        )
+
     def copy(
-        self,
-        source: str,
-        destination: str,
-        *,
-        src_tls_verify: bool,
-        dest_tls_verify: bool,
-        pull_hosts: frozenset[str] = frozenset(),
+        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
     ) -> Copied:
         with self.lock:
             self.copies.append(source)
@@ -113,8 +136,6 @@ class FakeCopier:
         _, at, pinned = path_reference.partition("@")
         digest = pinned if at else registry.digests[path_reference]
         assert digest in registry.digests.values(), f"{source}: no such manifest"
-        if registry.limit is not None:  # a GET spends a pull, as on Docker Hub
-            registry.limit = RateLimit(registry.limit.limit, registry.limit.remaining - 1)
         dest_host, _, dest_path = destination.partition("/")
         self.registries[dest_host].digests[dest_path] = digest
         return Copied(digest)
@@ -148,9 +169,9 @@ def run(
     max_pulls: int | None = None,
     **settings: Any,
 ) -> tuple[list[Outcome], Events, FakeCopier, Budgets]:
-    copier = FakeCopier(registries, errors)
-    events = Events()
     budgets = Budgets(max_pulls)
+    copier = FakeCopier(registries, budgets, errors)
+    events = Events()
     pipeline = Pipeline(
         sources=lambda host: registries[host],
         targets=[Target("ecr", registries["ecr"])],
@@ -220,7 +241,7 @@ def test_transient_copy_errors_are_retried_then_fail() -> None:
         Action.FAILED,
         "connection reset (after 3 attempts)",
     )
-    assert budgets.snapshot()[0].spent == 3  # every attempt GETs the manifest again
+    assert budgets.snapshot()[0].spent == 1  # the manifest was pulled once, for every attempt
 
 
 def test_permanent_copy_errors_fail_at_once() -> None:

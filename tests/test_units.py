@@ -254,10 +254,10 @@ def test_workspace_is_private_and_removed() -> None:
     ("stderr", "kind", "message"),
     [
         (
-            'time="x" level=fatal msg="initializing source docker://h/r:t: reading manifest t in '
-            'h/r: toomanyrequests: You have reached your pull rate limit."\n',
-            "rate-limited",
-            "r:t: pull rate limit reached (429 TOOMANYREQUESTS)",
+            'level=fatal msg="writing blob: Patch \\"http://e/v2/r/blobs/uploads/u?_state=x\\": '
+            'EOF"\n',
+            "transient",
+            'writing blob: Patch "http://e/v2/r/blobs/uploads/u": EOF',
         ),
         (
             'level=fatal msg="writing manifest: uploading manifest sha256:ab to e/r:t: '
@@ -307,12 +307,11 @@ def test_skopeo_errors_name_the_fault(stderr: str, kind: str, message: str) -> N
     error = skopeo.classify([stderr], "r:t")
     assert isinstance(error, CopyError)
     kinds = {
-        "rate-limited": (True, False, False),
-        "throttled": (False, True, True),
-        "transient": (False, False, True),
-        "permanent": (False, False, False),
+        "throttled": (True, True),
+        "transient": (False, True),
+        "permanent": (False, False),
     }
-    assert (error.rate_limited, error.throttled, error.transient) == kinds[kind]
+    assert (error.throttled, error.transient) == kinds[kind]
     assert str(error) == message
 
 
@@ -352,35 +351,21 @@ def test_skopeo_refusals_of_the_image_form(stderr: str, kind: type, message: str
 
 
 def test_skopeo_foreign_layers_are_noted_from_its_debug_lines() -> None:
-    watch = skopeo._Watch(frozenset(), lambda host: None)
+    watch = skopeo._Watch(lambda host: None)
     layer = "sha256:" + "9" * 64
     line = f'time="x" level=debug msg="Skipping foreign layer \\"{layer}\\" copy to docker"\n'
     for _ in range(2):
-        assert watch.line(line, None, None) is None
+        watch.line(line, None, None)
     assert list(watch.foreign_layers) == [layer]
 
 
-def test_a_source_429_stops_skopeo_and_a_destinations_is_left_to_its_retries() -> None:
+def test_a_429_skopeo_waits_out_is_told_as_throttling_and_skopeo_left_running() -> None:
     told: list[str] = []
-    watch = skopeo._Watch(frozenset({"registry-1.docker.io"}), told.append)
-
-    class Process:
-        killed = False
-
-        def kill(self) -> None:
-            self.killed = True
-
-    process = Process()
+    watch = skopeo._Watch(told.append)
     ecr = "Too many requests to https://1.dkr.ecr.us-east-1.amazonaws.com/v2/x/blobs/uploads/: "
-    assert watch.line(f"{ecr}sleeping for 2.000000 seconds", None, process) is None
-    assert (told, process.killed, watch.rate_limited) == (
-        ["1.dkr.ecr.us-east-1.amazonaws.com"],
-        False,
-        False,
-    )
-    hub = "Too many requests to https://registry-1.docker.io/v2/library/ruby/manifests/3: s"
-    assert watch.line(hub, None, process) is True
-    assert (process.killed, watch.rate_limited, watch.host) == (True, True, "registry-1.docker.io")
+    watch.line(f"{ecr}sleeping for 2.000000 seconds", None, object())
+    assert told == ["1.dkr.ecr.us-east-1.amazonaws.com"]
+    assert not watch.tail
 
 
 # --- the ECR token: fetched once, renewed before expiry, never looped on -------------------------

@@ -1,0 +1,249 @@
+"""The source relay and the pulls behind it, without stand-ins: fake sources, a real socket.
+
+What skopeo meets on 127.0.0.1 (auth, routes, manifests by digest, blobs, the source's faults)
+and what `Pulls` promises (one GET per digest and run, checked, counted, 429 told to the budget).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import pytest
+import urllib3
+
+from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError
+from mirror.http import Body, Response
+from mirror.pulls import Pulls
+from mirror.registry import Head, Pulled, RateLimit
+from mirror.relay import Relay, Route
+from mirror.schedule import Budgets
+
+MANIFEST = b'{"schemaVersion":2}'
+DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+BLOB = b"layer bytes " * 10_000
+BLOB_DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+
+
+class FakeBody:
+    def __init__(self, data: bytes, *, cut: bool = False):
+        self.data, self.cut, self.closed = data, cut, False
+
+    def pieces(self) -> Iterator[bytes]:
+        yield self.data[:1000]
+        if self.cut:
+            raise RegistryError("hub: connection closed without an answer", transient=True)
+        yield self.data[1000:]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeSource:
+    """A source registry: manifests by digest, one blob; counts its GETs."""
+
+    host = "hub"
+
+    def __init__(self, *, fail: MirrorError | None = None, cut: bool = False) -> None:
+        self.gets = 0
+        self.fail = fail
+        self.cut = cut
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.release.set()
+
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
+    ) -> Head:
+        allowed = get() if callable(get) else get
+        if not allowed:
+            return Head(found=True)
+        with self.lock:
+            self.gets += 1
+        return Head(found=True, digest=DIGEST, fetched=True, body=MANIFEST, media_type="x")
+
+    def pull_manifest(self, path: str, reference: str) -> Pulled | None:
+        self.release.wait(5)
+        with self.lock:
+            self.gets += 1
+        if self.fail is not None:
+            raise self.fail
+        if reference != DIGEST:
+            return None
+        return Pulled("application/vnd.oci.image.manifest.v1+json", MANIFEST, RateLimit(100, 7))
+
+    @contextlib.contextmanager
+    def blob(self, path: str, digest: str) -> Iterator[Response]:
+        if digest != BLOB_DIGEST:
+            yield Response(404, {}, b"")
+            return
+        body = FakeBody(BLOB, cut=self.cut)
+        yield Response(200, {"Content-Length": str(len(BLOB))}, b"", body=cast(Body, body))
+
+    def head_blob(self, path: str, digest: str) -> Response:
+        return Response(200 if digest == BLOB_DIGEST else 404, {"Content-Length": "5"}, b"")
+
+
+@pytest.fixture
+def world() -> Iterator[tuple[Relay, FakeSource, Budgets, Pulls]]:
+    source = FakeSource()
+    budgets = Budgets()
+    pulls = Pulls(lambda host: source, budgets)
+    with Relay(pulls, lambda host: cast(Any, source)) as relay:
+        yield relay, source, budgets, pulls
+
+
+def ask(relay: Relay, path: str, *, method: str = "GET", login: bool = True) -> Any:
+    headers = {}
+    if login:
+        token = f"{relay.login.username}:{relay.login.password}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
+    http = urllib3.PoolManager(retries=False, timeout=10)
+    return http.request(method, f"http://{relay.host}{path}", headers=headers)
+
+
+def test_the_relay_asks_for_its_password_and_answers_nothing_without_it(world: Any) -> None:
+    relay, source, _, _ = world
+    assert relay.host.startswith("127.0.0.1:")
+    with relay.route("hub", "library/ruby", "hub/library/ruby") as route:
+        answer = ask(relay, f"/v2/{route.name}/library/ruby/manifests/{DIGEST}", login=False)
+        assert answer.status == 401
+        assert answer.headers["WWW-Authenticate"] == 'Basic realm="mirror relay"'
+        wrong = ask(relay, "/v2/", login=False)
+        assert wrong.status == 401
+    assert source.gets == 0
+    assert ask(relay, "/v2/").status == 200
+
+
+def test_a_manifest_is_pulled_once_per_run_however_often_skopeo_asks(world: Any) -> None:
+    relay, source, budgets, _ = world
+    for _ in range(3):  # a copy and two retries, each with a route of its own
+        with relay.route("hub", "library/ruby", "hub/library/ruby") as route:
+            answer = ask(relay, f"/v2/{route.name}/library/ruby/manifests/{DIGEST}")
+            assert (answer.status, answer.data) == (200, MANIFEST)
+            assert answer.headers["Docker-Content-Digest"] == DIGEST
+    assert source.gets == 1
+    (budget,) = budgets.snapshot()
+    assert (budget.spent, budget.last) == (1, RateLimit(100, 7))
+
+
+def test_two_copies_asking_at_once_make_one_get(world: Any) -> None:
+    relay, source, _, _ = world
+    source.release.clear()
+    answers: list[int] = []
+    with relay.route("hub", "library/ruby", "hub/library/ruby") as route:
+        path = f"/v2/{route.name}/library/ruby/manifests/{DIGEST}"
+        threads = [
+            threading.Thread(target=lambda: answers.append(ask(relay, path).status))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        source.release.set()
+        for thread in threads:
+            thread.join(10)
+    assert (answers, source.gets) == ([200] * 4, 1)
+
+
+def test_only_the_routes_repository_and_digests_are_served(world: Any) -> None:
+    relay, source, _, _ = world
+    with relay.route("hub", "library/ruby", "hub/library/ruby") as route:
+        other = ask(relay, f"/v2/{route.name}/library/node/manifests/{DIGEST}")
+        by_tag = ask(relay, f"/v2/{route.name}/library/ruby/manifests/latest")
+        unknown = ask(relay, f"/v2/r999/library/ruby/manifests/{DIGEST}")
+        put = ask(relay, f"/v2/{route.name}/library/ruby/manifests/{DIGEST}", method="PUT")
+    gone = ask(relay, f"/v2/{route.name}/library/ruby/manifests/{DIGEST}")  # closed route
+    assert [a.status for a in (other, by_tag, unknown, gone)] == [404] * 4
+    assert put.status == 501
+    assert source.gets == 0
+
+
+def test_a_blob_is_streamed_whole_and_a_missing_one_is_404(world: Any) -> None:
+    relay, _, budgets, _ = world
+    with relay.route("hub", "library/ruby", "hub/library/ruby") as route:
+        answer = ask(relay, f"/v2/{route.name}/library/ruby/blobs/{BLOB_DIGEST}")
+        head = ask(relay, f"/v2/{route.name}/library/ruby/blobs/{BLOB_DIGEST}", method="HEAD")
+        missing = ask(relay, f"/v2/{route.name}/library/ruby/blobs/sha256:{'0' * 64}")
+        fault = route.fault
+    assert (answer.status, answer.data) == (200, BLOB)
+    assert (head.status, head.headers["Content-Length"]) == (200, "5")
+    assert missing.status == 404 and fault is not None
+    assert budgets.snapshot() == []  # a blob is no pull
+
+
+def test_a_source_fault_is_kept_for_the_copy_that_met_it() -> None:
+    source = FakeSource(fail=RateLimited("hub", "pull rate limit reached (429 TOOMANYREQUESTS)"))
+    budgets = Budgets()
+    with Relay(Pulls(lambda host: source, budgets), lambda host: cast(Any, source)) as relay:
+        with relay.route("hub", "library/ruby", "hub/library/ruby") as route:
+            answer = ask(relay, f"/v2/{route.name}/library/ruby/manifests/{DIGEST}")
+        assert answer.status == 502  # not a 429: skopeo would sleep through five of them
+        explained = route.explain(CopyError("reading manifest: 502 Bad Gateway"))
+    assert isinstance(explained, RateLimited)
+    assert budgets.blocked("hub") == (
+        "hub: pull rate limit reached (429 TOOMANYREQUESTS); run again later"
+    )
+
+
+def test_a_blob_cut_at_the_source_drops_skopeos_line_and_is_named() -> None:
+    source = FakeSource(cut=True)
+    with Relay(Pulls(lambda host: source, Budgets()), lambda host: cast(Any, source)) as relay:
+        with (
+            relay.route("hub", "library/ruby", "hub/library/ruby") as route,
+            pytest.raises(urllib3.exceptions.ProtocolError),
+        ):
+            ask(relay, f"/v2/{route.name}/library/ruby/blobs/{BLOB_DIGEST}")
+        explained = route.explain(CopyError("reading blob: unexpected EOF", transient=True))
+    assert str(explained) == "hub: connection closed without an answer"
+    assert getattr(explained, "transient", False)
+
+
+def test_without_a_source_fault_skopeos_words_name_the_source_not_the_relay() -> None:
+    route = Route("r3", "127.0.0.1:4000", "docker.io", "library/ruby", "docker.io/library/ruby")
+    error = CopyError(
+        "initializing source docker://127.0.0.1:4000/r3/library/ruby@sha256:1: pinging "
+        "container registry 127.0.0.1:4000: refused",
+        transient=True,
+    )
+    explained = route.explain(error)
+    assert str(explained) == (
+        "initializing source docker://docker.io/library/ruby@sha256:1: pinging container "
+        "registry docker.io: refused"
+    )
+    assert isinstance(explained, CopyError) and explained.transient
+
+
+def test_a_tls_hello_is_answered_by_closing_so_skopeo_falls_back_to_http(world: Any) -> None:
+    relay, _, _, _ = world
+    host, port = relay.host.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03")
+        assert connection.recv(100) == b""  # closed at once, no wait for a newline
+
+
+def test_pulls_keep_the_checks_get_for_the_copy(world: Any) -> None:
+    _, source, budgets, pulls = world
+    head = pulls.describe("hub", "library/ruby", "a", get=lambda: True)
+    assert head.digest == DIGEST
+    assert pulls.manifest("hub", "library/ruby", DIGEST)[1] == MANIFEST
+    assert source.gets == 1
+    assert budgets.snapshot()[0].spent == 1
+    assert pulls.warnings() == [
+        "hub gives no digest on a manifest HEAD: every run reads each tag's manifest with a "
+        "GET, a pull (1 pull in this run)"
+    ]
+
+
+def test_pulls_refuse_a_manifest_that_is_not_the_digest_asked_for() -> None:
+    class Liar(FakeSource):
+        def pull_manifest(self, path: str, reference: str) -> Pulled | None:
+            return Pulled("x", b"something else")
+
+    pulls = Pulls(lambda host: Liar(), Budgets())
+    with pytest.raises(MirrorError, match="served a manifest whose digest is sha256:"):
+        pulls.manifest("hub", "library/ruby", DIGEST)
