@@ -118,7 +118,15 @@ def _sync(args: argparse.Namespace, console: Console, stop: Stop) -> int:
         lock_path = Path(args.lock_file) if args.lock_file else lock.default_path(loaded.path)
     if lock_path.resolve() in (options.report, options.junit):
         raise ConfigError(f"--lock-file {lock_path}: also named by --report or --junit")
-    done = execute(loaded, SyncPlanner(loaded, shard), options, console, stop, lock_path=lock_path)
+    done = execute(
+        loaded,
+        SyncPlanner(loaded, shard),
+        options,
+        console,
+        stop,
+        lock_path=lock_path,
+        lock_option="--lock-file" if args.lock_file else lock.DEFAULT_OPTION,
+    )
     if done.report.error:
         console.error(done.report.error)
     return done.exit_code
@@ -466,7 +474,7 @@ def _sync_parser(commands: argparse._SubParsersAction[_Parser], parents: list[An
         "--lock-file",
         metavar="PATH",
         help="lock held while syncing (default: one per config file in mirror-locks-<uid>, "
-        "a directory of the temporary directory only this user may enter); an existing file "
+        "a directory of $TMPDIR, else /tmp, only this user may enter); an existing file "
         "that is not a mirror lock is refused, never changed",
     )
     sync.set_defaults(handler=_sync)

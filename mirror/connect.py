@@ -74,6 +74,10 @@ class Sources:
                 )
             return self._clients[host]
 
+    def made(self) -> list[Registry]:
+        with self._lock:
+            return list(self._clients.values())
+
 
 @dataclass
 class _Target:
@@ -184,10 +188,33 @@ class Session:
     backpressure: Backpressure
     pulls: Pulls
     tool_version: str | None = None  # skopeo's ("1.9.3"); None in a dry run, which runs none
+    registries: list[Registry] = field(default_factory=list)  # the targets'
 
     def stop(self) -> None:
         self.http.stop()
         self.tool.terminate_all()
+
+    def clock_warnings(self) -> list[str]:
+        """The registries asked in this run whose clocks are far from this machine's."""
+        return clock_warnings([*self.sources.made(), *self.registries])
+
+
+CLOCK_SKEW = 10.0  # seconds between this machine's clock and a registry's Date worth a warning
+
+
+def clock_warnings(registries: list[Registry]) -> list[str]:
+    """One line per registry whose clock (its Date header) is CLOCK_SKEW or more off ours."""
+    lines = []
+    for registry in sorted(registries, key=lambda r: r.host):
+        skew = registry.clock_skew
+        if skew is not None and abs(skew) >= CLOCK_SKEW:
+            side = "behind" if skew > 0 else "ahead of"
+            lines.append(
+                f"this machine's clock is {abs(skew):.0f} s {side} {registry.host}'s (its Date "
+                "header): tokens and certificates are judged by clocks; set the clock right "
+                "(NTP)"
+            )
+    return lines
 
 
 def hosts(config: Config) -> list[str]:
@@ -241,6 +268,7 @@ def session(
             tool_version=version,
             backpressure=backpressure,
             pulls=pulls,
+            registries=[target.registry for target in targets],
         )
 
 

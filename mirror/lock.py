@@ -23,7 +23,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from mirror.errors import ConfigError, LockHeld, MirrorError, quoted, user_named
@@ -32,12 +32,22 @@ MARK = b"mirror lock file: held with flock(2) while a mirror run syncs; safe to 
 _LEGACY = re.compile(rb"\d*\n?\Z")  # what mirror wrote before it kept lock files whole: its PID
 
 
+DEFAULT_OPTION = "lock file (by default in $TMPDIR, else /tmp; --lock-file names another)"
+
+
+def temporary_directory(environ: Mapping[str, str] | None = None) -> Path:
+    """Where mirror and skopeo keep temporary files: $TMPDIR, else /tmp, as Go's os.TempDir
+    (skopeo's) chooses. Not Python's tempfile.gettempdir(), which passes over an unusable one
+    silently, down to the current directory."""
+    return Path((os.environ if environ is None else environ).get("TMPDIR") or "/tmp")
+
+
 def default_path(config_path: Path) -> Path:
     """A lock per config file, in the user's private lock directory (made, and checked,
     here): <tmp>/mirror-locks-<uid>/mirror-<hash of the config's absolute path>.lock.
     ConfigError when that directory is not the user's alone."""
     digest = hashlib.sha256(str(config_path.resolve()).encode()).hexdigest()[:16]
-    return private_directory(Path(tempfile.gettempdir())) / f"mirror-{digest}.lock"
+    return private_directory(temporary_directory()) / f"mirror-{digest}.lock"
 
 
 def private_directory(parent: Path) -> Path:
@@ -50,7 +60,10 @@ def private_directory(parent: Path) -> Path:
     except FileExistsError:
         pass
     except OSError as error:
-        raise ConfigError(f"cannot make the lock directory {path}: {error.strerror}") from None
+        raise ConfigError(
+            f"cannot make the lock directory {path}: {error.strerror} (it is in the temporary "
+            "directory: set TMPDIR to a writable one, or give --lock-file)"
+        ) from None
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a directory"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import hashlib
 import json
 import logging
@@ -220,6 +221,9 @@ class Registry:
         self._first = threading.Lock()
         self._introduced = False  # a first request has been made: the challenge is known
         self._inner: bool | None = None  # on a loopback, private or link-local address
+        # Seconds the registry's clock (its Date header) is ahead of this machine's, from the
+        # first answer that carried one; None until then.
+        self.clock_skew: float | None = None
 
     def head_manifest(self, path: str, reference: str) -> Head:
         """HEAD /v2/<path>/manifests/<reference>: the digest a pull would get, for free."""
@@ -494,7 +498,7 @@ class Registry:
         *,
         stream: bool = False,
     ) -> Response:
-        return self._http.request(
+        response = self._http.request(
             method,
             self._url(url_path),
             headers,
@@ -504,6 +508,9 @@ class Registry:
             limit=limit,
             stream=stream,
         )
+        if self.clock_skew is None:
+            self.clock_skew = clock_skew(response.headers.get("Date"))
+        return response
 
     def _detect_scheme(self) -> str:
         # tls_verify: false means "HTTPS without verification, else plain HTTP", as skopeo does.
@@ -711,6 +718,18 @@ def _cut_short(where: str, tags: int, size: int) -> str | None:
 
 def sha256(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def clock_skew(date: str | None, now: float | None = None) -> float | None:
+    """Seconds an answer's `Date` header (RFC 9110: an HTTP date, one-second precision) is
+    ahead of this machine's clock (`now`, default time.time()); None without a readable one."""
+    if not date:
+        return None
+    try:
+        stamp = email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return stamp - (time.time() if now is None else now)
 
 
 def _media_type(response: Response) -> str:

@@ -240,9 +240,13 @@ def execute(
     stop: Stop,
     *,
     lock_path: Path | None = None,
+    lock_option: str = "--lock-file",
 ) -> Run:
-    """Run the steps, holding `lock_path` meanwhile; always end with the report written."""
-    return _Execution(config, planner, options, console, stop).run(lock_path)
+    """Run the steps, holding `lock_path` meanwhile; always end with the report written.
+    `lock_option` names the lock in messages (the option that gave it)."""
+    return _Execution(config, planner, options, console, stop, lock_option=lock_option).run(
+        lock_path
+    )
 
 
 @dataclass
@@ -252,6 +256,7 @@ class _Execution:
     options: Options
     console: Console
     stop: Stop
+    lock_option: str = "--lock-file"
     started: float = field(default_factory=time.monotonic)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     known: Plan | None = None
@@ -284,7 +289,7 @@ class _Execution:
         with contextlib.ExitStack() as stack:
             with self.stop.raising():
                 if lock_path is not None:
-                    stack.enter_context(lock.held(lock_path))
+                    stack.enter_context(lock.held(lock_path, option=self.lock_option))
                 session = stack.enter_context(
                     connect.session(
                         self.config,
@@ -321,6 +326,7 @@ class _Execution:
             )
             try:
                 self.result = pipeline.run(self.known)
+                self.result.warnings.extend(session.clock_warnings())
                 for warning in self.result.warnings[len(self.known.warnings) :]:
                     self.console.warning(warning)  # what the run learnt on the way
             finally:

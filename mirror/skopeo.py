@@ -27,6 +27,7 @@ from typing import Any
 import sh
 
 from mirror.errors import SCHEMA1_REFUSAL, CopyError, NestedIndex, SetupError, Unmirrorable, quoted
+from mirror.lock import temporary_directory
 from mirror.model import Copied
 from mirror.registry import Login
 
@@ -77,19 +78,28 @@ class Workspace:
 
     It is removed on every way out but SIGKILL; it names its owner (PID and process start
     time) so that the next run can remove what a killed one left (`remove_leftovers`).
+    Raises SetupError (exit 2), naming the directory, when it cannot be made there.
     """
 
     def __init__(self, *, parent: Path | None = None) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX, dir=parent))
+        parent = parent or temporary_directory()
+        try:
+            self.path = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX, dir=parent))
+        except OSError as error:
+            raise _unwritable(parent, error) from None
         self.policy = self.path / "policy.json"
         self.authfile = self.path / "auth.json"
         self.registries_conf = self.path / "registries.conf"
         self.registries_d = self.path / "registries.d"
-        (self.path / OWNER).write_text(f"{os.getpid()} {_started(os.getpid())}\n")
-        self.policy.write_text(json.dumps(_POLICY))
-        self.registries_conf.write_text("")
-        self.registries_d.mkdir()
-        self.write_auths({})
+        try:
+            (self.path / OWNER).write_text(f"{os.getpid()} {_started(os.getpid())}\n")
+            self.policy.write_text(json.dumps(_POLICY))
+            self.registries_conf.write_text("")
+            self.registries_d.mkdir()
+            self.write_auths({})
+        except OSError as error:
+            self.remove()
+            raise _unwritable(parent, error) from None
 
     def write_auths(self, logins: Mapping[str, Login]) -> None:
         """Replace the auth file: {"auths": {host: {"auth": base64("user:password")}}}."""
@@ -118,11 +128,19 @@ class Workspace:
         self.remove()
 
 
+def _unwritable(directory: Path, error: OSError) -> SetupError:
+    return SetupError(
+        f"cannot write in the temporary directory {directory} ({error.strerror}): mirror keeps "
+        "skopeo's auth file and signature policy there; set TMPDIR to a writable directory "
+        "with some free space"
+    )
+
+
 def remove_leftovers(parent: Path | None = None) -> list[Path]:
     """Remove the workspaces (credentials included) of mirror runs that were killed: ours
     (same user), with an owner file naming a process that is gone. Returns what it removed."""
     removed = []
-    for path in Path(parent or tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}*"):
+    for path in (parent or temporary_directory()).glob(f"{WORKSPACE_PREFIX}*"):
         try:
             if not path.is_dir() or path.is_symlink() or path.stat().st_uid != os.getuid():
                 continue

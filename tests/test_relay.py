@@ -20,7 +20,7 @@ import urllib3
 from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError
 from mirror.http import Body, Response
 from mirror.pulls import Pulls
-from mirror.registry import Head, Pulled, RateLimit
+from mirror.registry import Head, Pulled, RateLimit, clock_skew
 from mirror.relay import Relay, Route
 from mirror.schedule import Budgets
 
@@ -247,3 +247,17 @@ def test_pulls_refuse_a_manifest_that_is_not_the_digest_asked_for() -> None:
     pulls = Pulls(lambda host: Liar(), Budgets())
     with pytest.raises(MirrorError, match="served a manifest whose digest is sha256:"):
         pulls.manifest("hub", "library/ruby", DIGEST)
+
+
+@pytest.mark.parametrize(
+    ("date", "skew"),
+    [
+        ("Sun, 07 Dec 2026 14:00:30 GMT", 30.0),
+        ("Sun, 07 Dec 2026 13:59:00 GMT", -60.0),
+        ("yesterday", None),
+        (None, None),
+    ],
+)
+def test_a_registrys_clock_is_read_from_its_date_header(date: str | None, skew: float) -> None:
+    now = 1796652000.0  # Sun, 07 Dec 2026 14:00:00 GMT
+    assert clock_skew(date, now) == skew
