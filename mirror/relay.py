@@ -45,7 +45,9 @@ log = logging.getLogger("mirror")
 USER = "mirror"
 _V2 = re.compile(r"^/v2/(?P<route>r\d+)/(?P<path>.+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)$")
 _TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS ClientHello (skopeo tries HTTPS first)
-_PIECE_WAIT = 60.0  # seconds an idle keep-alive connection from skopeo is kept
+# Seconds a read from or a write to skopeo may block: as long as skopeo's own copy may take
+# (a slow destination makes skopeo read slowly); the relay's connections end with the run.
+_SKOPEO_WAIT = 3600.0
 
 
 class Manifests(Protocol):
@@ -318,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "mirror-relay"
     sys_version = ""
-    timeout = _PIECE_WAIT
+    timeout = _SKOPEO_WAIT
     server: _Server
     started = False
 

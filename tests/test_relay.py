@@ -9,16 +9,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 import pytest
 import urllib3
 
-from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError
-from mirror.http import Body, Response
+from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError, Stopped
+from mirror.http import Body, Http, Policy, Response
 from mirror.pulls import Pulls
 from mirror.registry import Head, Pulled, RateLimit, clock_skew
 from mirror.relay import Relay, Route
@@ -261,3 +263,71 @@ def test_pulls_refuse_a_manifest_that_is_not_the_digest_asked_for() -> None:
 def test_a_registrys_clock_is_read_from_its_date_header(date: str | None, skew: float) -> None:
     now = 1796652000.0  # Sun, 07 Dec 2026 14:00:00 GMT
     assert clock_skew(date, now) == skew
+
+
+# --- a blob streamed by mirror/http.py -----------------------------------------------------------
+
+
+class _Blobs(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    stall = threading.Event()  # set: let a stalled answer go on
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BLOB)))
+        self.end_headers()
+        if self.path == "/stalls":
+            self.wfile.write(BLOB[:10])
+            self.wfile.flush()
+            self.stall.wait(30)
+            return
+        self.wfile.write(BLOB)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def blobs() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Blobs)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Blobs.stall.clear()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        _Blobs.stall.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_streamed_body_waits_for_its_reader_without_a_deadline(blobs: str) -> None:
+    http = Http(policy=Policy(timeout=5))
+    response = http.request("GET", f"{blobs}/blob", stream=True)
+    assert response.status == 200 and response.body is not None
+    pieces = response.body.pieces()
+    first = next(pieces)
+    # While the reader holds a piece (skopeo slowed by its destination), no deadline runs.
+    assert response.body._watched.deadline == math.inf
+    assert first + b"".join(pieces) == BLOB
+    response.body.close()
+
+
+def test_a_streamed_body_that_stalls_is_cut_and_named(blobs: str) -> None:
+    http = Http(policy=Policy(timeout=0.5))
+    response = http.request("GET", f"{blobs}/stalls", stream=True)
+    assert response.body is not None
+    with pytest.raises(RegistryError, match=r"the answer stalled: no progress within 0\.5 s"):
+        b"".join(response.body.pieces())
+    response.body.close()
+
+
+def test_a_streamed_body_is_cut_when_mirror_stops(blobs: str) -> None:
+    http = Http(policy=Policy(timeout=30))
+    response = http.request("GET", f"{blobs}/stalls", stream=True)
+    assert response.body is not None
+    threading.Timer(0.2, http.stop).start()
+    with pytest.raises(Stopped):
+        b"".join(response.body.pieces())
+    response.body.close()
