@@ -255,7 +255,7 @@ def session(
     targets = _connect_targets(config, http, timeout)
     sources = Sources(config, http, source_logins)
     pulls = Pulls(sources, budgets)
-    with skopeo.Workspace() as workspace, Relay(pulls, sources) as relay:
+    with skopeo.Workspace() as workspace, contextlib.closing(Relay(pulls, sources)) as relay:
         logins = {relay.host: relay.login, **{t.host: t.ecr.login().login for t in targets}}
         workspace.write_auths(logins)
         tool = skopeo.Skopeo(workspace, on_throttled=backpressure.throttled)

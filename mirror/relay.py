@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Protocol
 
 from mirror.errors import CopyError, MirrorError, RegistryError, Stopped
@@ -102,7 +101,7 @@ class Route:
 
 
 class Relay:
-    """The relay's server, on 127.0.0.1 and a port of its own; `stop()` ends it."""
+    """The relay's server, on 127.0.0.1 and a port of its own; `close()` ends it."""
 
     def __init__(self, manifests: Manifests, blobs: Callable[[str], Blobs]):
         self.manifests = manifests
@@ -138,23 +137,13 @@ class Relay:
             with self._lock:
                 del self._routes[route.name]
 
-    def stop(self) -> None:
-        """Stop serving and close every connection (skopeo's, if any are left)."""
+    def close(self) -> None:
+        """Stop serving and close every connection (skopeo's, if any are left); use the relay
+        as `with contextlib.closing(Relay(...)) as relay:`."""
         self._server.shutdown()
         self._server.server_close()
         self._server.close_connections()
         self._thread.join(timeout=5)
-
-    def __enter__(self) -> Relay:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- serving ---------------------------------------------------------------------------------
 

@@ -571,7 +571,7 @@ def _platform(entry: dict[str, Any]) -> tuple[str, str]:
 def pulls_after(media_type: str, body: bytes, platforms: Sequence[str]) -> int:
     """The pulls a copy still needs once its top manifest is read: one per entry of an index
     (one per chosen platform for a subset), none for a single manifest. An entry that is an
-    index itself counts once here: its own entries are counted high by the caller's margin."""
+    index itself counts once here: the walk checks its entries against the budget once read."""
     if media_type not in INDEX_TYPES:
         return 0
     entries = _index(body, "the source").get("manifests") or []

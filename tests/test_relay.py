@@ -13,6 +13,7 @@ import math
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
@@ -96,7 +97,7 @@ def world() -> Iterator[tuple[Relay, FakeSource, Budgets, Pulls]]:
     source = FakeSource()
     budgets = Budgets()
     pulls = Pulls(lambda host: source, budgets)
-    with Relay(pulls, lambda host: cast(Any, source)) as relay:
+    with closing(Relay(pulls, lambda host: cast(Any, source))) as relay:
         yield relay, source, budgets, pulls
 
 
@@ -181,7 +182,9 @@ def test_a_blob_is_streamed_whole_and_a_missing_one_is_404(world: Any) -> None:
 def test_a_source_fault_is_kept_for_the_copy_that_met_it() -> None:
     source = FakeSource(fail=RateLimited("hub", "pull rate limit reached (429 TOOMANYREQUESTS)"))
     budgets = Budgets()
-    with Relay(Pulls(lambda host: source, budgets), lambda host: cast(Any, source)) as relay:
+    with closing(
+        Relay(Pulls(lambda host: source, budgets), lambda host: cast(Any, source))
+    ) as relay:
         with relay.route("hub", "library/ruby", "hub/library/ruby") as route:
             answer = ask(relay, f"/v2/{route.name}/library/ruby/manifests/{DIGEST}")
         assert answer.status == 502  # not a 429: skopeo would sleep through five of them
@@ -194,7 +197,9 @@ def test_a_source_fault_is_kept_for_the_copy_that_met_it() -> None:
 
 def test_a_blob_cut_at_the_source_drops_skopeos_line_and_is_named() -> None:
     source = FakeSource(cut=True)
-    with Relay(Pulls(lambda host: source, Budgets()), lambda host: cast(Any, source)) as relay:
+    with closing(
+        Relay(Pulls(lambda host: source, Budgets()), lambda host: cast(Any, source))
+    ) as relay:
         with (
             relay.route("hub", "library/ruby", "hub/library/ruby") as route,
             pytest.raises(urllib3.exceptions.ProtocolError),
