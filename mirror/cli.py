@@ -421,8 +421,10 @@ def _running_options() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="the most a registry request of mirror's own may take, retries included "
-        "(default 30, at most 3600); a host that does not answer in time is not asked again in "
-        "this run (a copy is skopeo's: each attempt at one is stopped after an hour)",
+        "(default 30, at most 3600), a copy's reads from the source too (a blob's must keep "
+        "moving: 256 KiB at least per SECONDS); a host that does not answer in time is not "
+        "asked again in this run (a copy's writes are skopeo's: each attempt at one is "
+        "stopped after an hour)",
     )
     running.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
     running.add_argument(
