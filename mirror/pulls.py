@@ -48,7 +48,7 @@ class Spending(Protocol):
 
     def see(self, host: str, rate_limit: RateLimit | None) -> None: ...
 
-    def spend(self, host: str, pulls: int) -> None: ...
+    def pulled(self, host: str, rate_limit: RateLimit | None) -> None: ...
 
     def limited(self, host: str, why: str) -> None: ...
 
@@ -71,12 +71,13 @@ class Pulls:
         head = self._ask(
             host, lambda: self.sources(host).describe_manifest(path, reference, get=get)
         )
-        self.budgets.see(host, head.rate_limit)
         if head.fetched and head.found and head.digest:
-            self.budgets.spend(host, 1)
+            self.budgets.pulled(host, head.rate_limit)
             with self._lock:
                 self._digestless[host] += 1
             self._keep((host, path, head.digest), head.media_type, head.body)
+        else:
+            self.budgets.see(host, head.rate_limit)
         return head
 
     def manifest(self, host: str, path: str, digest: str) -> tuple[str, bytes]:
@@ -97,8 +98,7 @@ class Pulls:
             pulled = self._ask(host, lambda: self.sources(host).pull_manifest(path, digest))
             if pulled is None:
                 raise MirrorError(f"{host}/{path}@{digest}: not found on the source")
-            self.budgets.spend(host, 1)
-            self.budgets.see(host, pulled.rate_limit)
+            self.budgets.pulled(host, pulled.rate_limit)
             if pulled.media_type in SCHEMA1_TYPES:  # its digest leaves its signatures out
                 raise Unmirrorable(SCHEMA1_REFUSAL)
             served = digest_of(pulled.body, digest)

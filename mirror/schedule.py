@@ -49,15 +49,21 @@ class Budgets:
                 host, budget.start or rate_limit, rate_limit, budget.spent, budget.limited
             )
 
-    def spend(self, host: str, pulls: int) -> None:
+    def pulled(self, host: str, rate_limit: RateLimit | None) -> None:
+        """One manifest GET answered (a pull): spent, and the budget its answer reported.
+        Answers to pulls made at once can come back in any order, so theirs only ever lower
+        the figure (a HEAD's, `see`, sets it)."""
         with self._lock:
             budget = self._get(host)
             last = budget.last
             if last is not None:
-                last = RateLimit(last.limit, max(0, last.remaining - pulls))
-            self._hosts[host] = HostBudget(
-                host, budget.start, last, budget.spent + pulls, budget.limited
-            )
+                last = RateLimit(last.limit, max(0, last.remaining - 1))
+            if rate_limit is not None and (last is None or last.limit != rate_limit.limit):
+                last = rate_limit
+            elif rate_limit is not None and last is not None:
+                last = RateLimit(last.limit, min(last.remaining, rate_limit.remaining))
+            start = budget.start or rate_limit
+            self._hosts[host] = HostBudget(host, start, last, budget.spent + 1, budget.limited)
 
     def limited(self, host: str, why: str) -> None:
         """The host answered 429: start nothing more from it in this run."""

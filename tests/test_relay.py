@@ -336,3 +336,15 @@ def test_a_streamed_body_is_cut_when_mirror_stops(blobs: str) -> None:
     with pytest.raises(Stopped):
         b"".join(response.body.pieces())
     response.body.close()
+
+
+def test_answers_to_pulls_that_cross_in_flight_only_lower_the_budget() -> None:
+    budgets = Budgets()
+    budgets.see("hub", RateLimit(100, 2))  # the check's HEAD
+    budgets.pulled("hub", RateLimit(100, 0))  # the second pull's answer came back first
+    budgets.pulled("hub", RateLimit(100, 1))
+    (budget,) = budgets.snapshot()
+    assert (budget.spent, budget.last) == (2, RateLimit(100, 0))
+    assert budgets.shortfall("hub", 1, {}) == (
+        "hub: pull budget: needs 1, 0 left of 100; run again later"
+    )

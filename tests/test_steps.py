@@ -118,8 +118,7 @@ class FakeCopier:
         if first:  # a GET spends a pull, as on Docker Hub
             if registry.limit is not None:
                 registry.limit = RateLimit(registry.limit.limit, registry.limit.remaining - 1)
-            self.budgets.spend(source.registry, 1)
-            self.budgets.see(source.registry, registry.limit)
+            self.budgets.pulled(source.registry, registry.limit)
         return self.copy(
             f"{source}@{digest}", destination, src_tls_verify=True, dest_tls_verify=dest_tls_verify
         )
