@@ -32,13 +32,14 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Protocol
 
 from mirror.errors import CopyError, MirrorError, RegistryError, Stopped
 from mirror.http import Response
 from mirror.reference import BadReference, check_digest
 from mirror.registry import Login
+from mirror.workers import Workers
 
 log = logging.getLogger("mirror")
 
@@ -48,6 +49,9 @@ _TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS ClientHello (skopeo tries HT
 # Seconds a read from or a write to skopeo may block: as long as skopeo's own copy may take
 # (a slow destination makes skopeo read slowly); the relay's connections end with the run.
 _SKOPEO_WAIT = 3600.0
+# Connections served at once at most: skopeo keeps a few per copy (manifests, blobs in
+# parallel, the HTTPS try); a connection over the limit waits for a thread.
+_CONNECTIONS = 256
 
 
 class Manifests(Protocol):
@@ -276,9 +280,11 @@ def _send_error(
     _send(request, status, {"Content-Type": "application/json", **(headers or {})}, body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
+class _Server(HTTPServer):
+    """Serves each connection on a thread of a pool (mirror.workers: daemon threads, kept for
+    the next connection): skopeo opens several for every copy, and a new thread for each cost
+    more than the answers did."""
+
     request_queue_size = 64
     relay: Relay
 
@@ -286,6 +292,22 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, handler)
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self._workers = Workers(_CONNECTIONS, "relay")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._workers.submit(self._serve_connection, request, client_address)
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._workers.close()
 
     def track(self, connection: socket.socket, *, add: bool) -> None:
         with self._connections_lock:
