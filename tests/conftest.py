@@ -13,6 +13,30 @@ from tests.standins.registry import Registry
 
 pytest_plugins = ["tests.standins.fixtures"]
 
+# Where AWS would be: a closed port on 127.0.0.1 (nothing listens on port 1), so a call that
+# escapes every fake is refused at once, here, and never reaches AWS.
+NO_AWS = "http://127.0.0.1:1"
+
+
+@pytest.fixture(autouse=True)
+def no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches real AWS by accident, whatever the machine holds: fake keys (they win
+    over a profile and ~/.aws), no profile, no container or instance role, and every AWS
+    endpoint a closed local port. Tests that need AWS set their own (`aws_env`: moto)."""
+    for name in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", NO_AWS)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
 
 @pytest.fixture
 def stage(
