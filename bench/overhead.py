@@ -76,7 +76,7 @@ def _bare(work: Path, hub: HubFront, ecr: Registry, names: list[str]) -> list[fl
 
 
 def _wrapper(hub: HubFront, ecr: Registry, names: list[str]) -> list[float]:
-    from mirror.registry import Login
+    from mirror.oci import Login
 
     times = []
     with skopeo.Workspace() as workspace:

@@ -36,7 +36,7 @@ from mirror.errors import (
     SetupError,
     hide_passwords,
 )
-from mirror.registry import Login
+from mirror.oci import Login
 from mirror.repo_settings import (
     ActualSettings,
     Drift,

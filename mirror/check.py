@@ -22,19 +22,18 @@ from mirror.errors import (
     RateLimited,
     RegistryError,
     Stopped,
+    Unreadable,
     bug_message,
     run_again_later,
 )
 from mirror.model import INTERRUPTED, Action, Outcome, Pending, Task
-from mirror.registry import SCHEMA1_TYPES, Head, Pulled, RateLimit, TagList, Unreadable
+from mirror.oci import SCHEMA1_TYPES, Descriptor, Manifest, RateLimit, TagList, made_from
 from mirror.stale import NOT_ASKED, SOURCE_DEADLINE, Refresh, unrefreshed
 from mirror.state import Refusals
 
 T = TypeVar("T")
 
 log = logging.getLogger("mirror")
-SOURCE_DIGEST = "io.github.mirror.source.digest"  # annotations on an index mirror writes
-PLATFORMS = "io.github.mirror.platforms"
 # The least an index entry can take, in bytes: `{"digest":"sha256:<64 hex>"}` and a comma.
 # An index's size divided by it is more entries than it can hold: a count never too low.
 MIN_INDEX_ENTRY_BYTES = 84
@@ -48,19 +47,17 @@ class Registry(Protocol):
     api: str  # the host that serves the registry API (Docker Hub's: registry-1.docker.io)
     tls_verify: bool
 
-    def head_manifest(self, path: str, reference: str) -> Head: ...
+    def head_manifest(self, path: str, reference: str) -> Descriptor: ...
 
     def describe_manifest(
         self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Head: ...
+    ) -> Descriptor: ...
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
 
-    def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None: ...
-
     def get_blob(self, path: str, digest: str) -> bytes | None: ...
 
-    def pull_manifest(self, path: str, reference: str) -> Pulled | None: ...
+    def pull_manifest(self, path: str, reference: str) -> Manifest | None: ...
 
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str: ...
 
@@ -100,7 +97,7 @@ class Describer(Protocol):
 
     def describe(
         self, host: str, path: str, reference: str, *, get: Callable[[], bool]
-    ) -> Head: ...
+    ) -> Descriptor: ...
 
 
 Checked = Outcome | Pending
@@ -175,9 +172,9 @@ class Checker:
         log.debug("checking %s", task.source, exc_info=error)
         return Action.FAILED, bug_message(error)
 
-    def _compare(self, task: Task, heads: list[Head], started: float) -> list[Checked]:
+    def _compare(self, task: Task, heads: list[Descriptor], started: float) -> list[Checked]:
         if task.source.digest:  # a pin already in place costs no request to the source
-            pinned = Head(found=True, digest=task.source.digest)
+            pinned = Descriptor(found=True, digest=task.source.digest)
             if all(self._holds(task, n, pinned, head) for n, head in enumerate(heads)):
                 return [
                     self._outcome(
@@ -198,11 +195,13 @@ class Checker:
         source = self._head_source(task, quick=self._has_copy(task, heads))
         return [self._decide(task, n, source, head, started) for n, head in enumerate(heads)]
 
-    def _has_copy(self, task: Task, heads: list[Head]) -> bool:
+    def _has_copy(self, task: Task, heads: list[Descriptor]) -> bool:
         """May the first target's copy be served instead of a refresh (`ensure`, a tag)?"""
         return self.refresh is not Refresh.ALWAYS and not task.source.digest and heads[0].found
 
-    def _served(self, task: Task, heads: list[Head], why: str, started: float) -> list[Checked]:
+    def _served(
+        self, task: Task, heads: list[Descriptor], why: str, started: float
+    ) -> list[Checked]:
         """The first target's copy, served unrefreshed (`stale`, with why); a target that
         holds the tag too likewise, and one that lacks it filled from the first."""
         served: list[Checked] = []
@@ -227,7 +226,7 @@ class Checker:
         return served
 
     def _decide(
-        self, task: Task, number: int, source: Head, target: Head, started: float
+        self, task: Task, number: int, source: Descriptor, target: Descriptor, started: float
     ) -> Checked:
         digest = source.digest or ""
         if target.found and digest and self._holds(task, number, source, target):
@@ -264,7 +263,7 @@ class Checker:
             *self._estimate_pulls(task, source),
         )
 
-    def _unmirrorable(self, task: Task, source: Head) -> str | None:
+    def _unmirrorable(self, task: Task, source: Descriptor) -> str | None:
         """Why no copy can keep the source image (a schema 1 manifest, as its HEAD says), or
         why an earlier run refused this very digest; None when it may be copied."""
         if source.media_type in SCHEMA1_TYPES:
@@ -277,7 +276,7 @@ class Checker:
             "again until the source changes)"
         )
 
-    def _holds(self, task: Task, number: int, source: Head, target: Head) -> bool:
+    def _holds(self, task: Task, number: int, source: Descriptor, target: Descriptor) -> bool:
         """Does the target already hold what the source has? Same digest; or, for a platform
         subset, an index that mirror wrote from exactly this source digest (its annotation)."""
         if not target.found:
@@ -294,7 +293,7 @@ class Checker:
             return False
         return made_from(written, source.digest or "", task.platforms)
 
-    def _head_source(self, task: Task, *, quick: bool = False) -> Head:
+    def _head_source(self, task: Task, *, quick: bool = False) -> Descriptor:
         """The source's digest for the task (a HEAD; a GET, within the budget, when the HEAD
         tells none). `quick`: ECR has a copy to serve, so wait at most `source_deadline`."""
         host = task.source.repository.registry
@@ -307,7 +306,7 @@ class Checker:
             short.extend([reason] if reason else [])
             return reason is None
 
-        def describe() -> Head:  # a GET it makes is counted, and kept for the copy
+        def describe() -> Descriptor:  # a GET it makes is counted, and kept for the copy
             return self.pulls.describe(
                 host, task.source.repository.path, task.source_reference, get=may_get
             )
@@ -321,7 +320,7 @@ class Checker:
         return head
 
     @staticmethod
-    def _estimate_pulls(task: Task, source: Head) -> tuple[int, bool]:
+    def _estimate_pulls(task: Task, source: Descriptor) -> tuple[int, bool]:
         """What copying from the source costs, and whether exactly: one manifest GET (none
         when the check's GET is kept), plus one per entry of an index. An index's entries are
         not known before it is read (a pull): they are counted high, from its size, and the
@@ -364,7 +363,7 @@ class Checker:
         action: Action,
         error: str | None,
         started: float,
-        heads: Sequence[Head] = (),
+        heads: Sequence[Descriptor] = (),
     ) -> list[Checked]:
         """The same outcome in every target, each with what that target holds (when read)."""
         held = [head.digest if head.found else None for head in heads]
@@ -401,17 +400,6 @@ def within(seconds: float, call: Callable[[], T], host: str) -> T:
         return future.result(timeout=seconds)
     except FutureTimeout:
         raise RegistryError(f"{host}: no answer within {seconds:g} s", transient=True) from None
-
-
-def made_from(index: dict[str, Any], source_digest: str, platforms: Sequence[str]) -> bool:
-    """Is `index` one mirror wrote from `source_digest` for exactly `platforms` (its
-    annotations say so)?"""
-    annotations = index.get("annotations") or {}
-    return bool(
-        isinstance(annotations, dict)
-        and annotations.get(SOURCE_DIGEST) == source_digest
-        and annotations.get(PLATFORMS) == ",".join(platforms)
-    )
 
 
 class Later(MirrorError):

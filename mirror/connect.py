@@ -18,10 +18,11 @@ from mirror.config import Config, Credentials, Ecr, target_region
 from mirror.errors import ConfigError, CopyError, SetupError
 from mirror.http import Http, Policy, check_proxies
 from mirror.model import Copied
+from mirror.oci import Login
 from mirror.pipeline import check_jobs
 from mirror.pulls import Pulls, Spending
 from mirror.reference import Repository
-from mirror.registry import Login, Registry
+from mirror.registry import Registry
 from mirror.relay import Relay
 from mirror.repo_settings import RepositorySettings
 from mirror.schedule import Backpressure

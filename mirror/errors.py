@@ -98,6 +98,10 @@ class RateLimited(RegistryError):
         self.host = host
 
 
+class Unreadable(RegistryError):
+    """An answer that cannot be read: not JSON, or nested too deeply."""
+
+
 class Stopped(RegistryError):
     """mirror is stopping (SIGINT or SIGTERM): the request was not made or was cut off."""
 

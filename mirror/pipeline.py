@@ -268,10 +268,8 @@ class Pipeline:
             return lead.pulls
         repository = lead.task.source.repository
         try:
-            media_type, body = self.pulls.manifest(
-                repository.registry, repository.path, lead.source_digest
-            )
-            learned = pulls_after(media_type, body, lead.task.platforms)
+            top = self.pulls.manifest(repository.registry, repository.path, lead.source_digest)
+            learned = pulls_after(top, lead.task.platforms)
         except MirrorError:  # a 429 is now the host's block; anything else, the copy's fault
             return lead.pulls
         self._learned[id(job)] = learned

@@ -21,6 +21,7 @@ from mirror.config import (
 )
 from mirror.errors import ConfigError
 from mirror.model import Action, Outcome, Task
+from mirror.oci import TagList
 from mirror.reference import (
     PIN_TAG,
     BadReference,
@@ -29,7 +30,6 @@ from mirror.reference import (
     parse_reference,
     pin_tag,
 )
-from mirror.registry import TagList
 
 NOT_RESOLVED = "its tag rule was not resolved: the run stopped first"
 

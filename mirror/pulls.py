@@ -12,7 +12,6 @@ pulls spent are the GETs the source answered, which is what it counts.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from mirror.errors import (
     Unmirrorable,
     run_again_later,
 )
-from mirror.registry import SCHEMA1_TYPES, Head, Pulled, RateLimit
+from mirror.oci import SCHEMA1_TYPES, Descriptor, Manifest, RateLimit, digest_of
 
 _T = TypeVar("_T")
 MAX_KEPT = 256 << 20  # bytes of manifests kept at most; past it, a retry reads them again
@@ -38,9 +37,9 @@ class Source(Protocol):
 
     def describe_manifest(
         self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Head: ...
+    ) -> Descriptor: ...
 
-    def pull_manifest(self, path: str, reference: str) -> Pulled | None: ...
+    def pull_manifest(self, path: str, reference: str) -> Manifest | None: ...
 
 
 class Spending(Protocol):
@@ -59,13 +58,15 @@ class Pulls:
     def __init__(self, sources: Callable[[str], Source], budgets: Spending):
         self.sources = sources
         self.budgets = budgets
-        self._kept: dict[tuple[str, str, str], tuple[str, bytes]] = {}
+        self._kept: dict[tuple[str, str, str], Manifest] = {}
         self._kept_bytes = 0
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._lock = threading.Lock()
         self._digestless: Counter[str] = Counter()  # GETs made because HEAD gave no digest
 
-    def describe(self, host: str, path: str, reference: str, *, get: Callable[[], bool]) -> Head:
+    def describe(
+        self, host: str, path: str, reference: str, *, get: Callable[[], bool]
+    ) -> Descriptor:
         """The source's manifest HEAD; when it gives no digest, a GET (if `get()` allows: it
         is a pull), whose manifest is kept for the copy that follows."""
         head = self._ask(
@@ -75,13 +76,13 @@ class Pulls:
             self.budgets.pulled(host, head.rate_limit)
             with self._lock:
                 self._digestless[host] += 1
-            self._keep((host, path, head.digest), head.media_type, head.body)
+            self._keep((host, path, head.digest), Manifest(head.media_type, head.body))
         else:
             self.budgets.see(host, head.rate_limit)
         return head
 
-    def manifest(self, host: str, path: str, digest: str) -> tuple[str, bytes]:
-        """The manifest `digest` of `host/path`: (media type, bytes), read from the source
+    def manifest(self, host: str, path: str, digest: str) -> Manifest:
+        """The manifest `digest` of `host/path`, read from the source
         once per run. Raises MirrorError when it is not there or is not what was asked for,
         RateLimited (after telling the budgets) on a 429."""
         key = (host, path, digest)
@@ -107,7 +108,7 @@ class Pulls:
                     f"{host}/{path}: the source served a manifest whose digest is {served}, "
                     f"not the {digest} asked for"
                 )
-            return self._keep(key, pulled.media_type, pulled.body)
+            return self._keep(key, Manifest(pulled.media_type, pulled.body))
 
     def has(self, host: str, path: str, digest: str) -> bool:
         """Is the manifest kept already (reading it again costs nothing)?"""
@@ -131,17 +132,10 @@ class Pulls:
             self.budgets.limited(error.host or host, run_again_later(error))
             raise
 
-    def _keep(self, key: tuple[str, str, str], media_type: str, body: bytes) -> tuple[str, bytes]:
+    def _keep(self, key: tuple[str, str, str], manifest: Manifest) -> Manifest:
         with self._lock:
-            if key not in self._kept and self._kept_bytes + len(body) <= MAX_KEPT:
-                self._kept[key] = (media_type, body)
-                self._kept_bytes += len(body)
-        return media_type, body
-
-
-def digest_of(body: bytes, like: str) -> str:
-    """The digest of `body` in the algorithm of `like` (sha256, sha384 or sha512)."""
-    algorithm = like.partition(":")[0]
-    if algorithm not in ("sha256", "sha384", "sha512"):
-        algorithm = "sha256"
-    return f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
+            size = len(manifest.body)
+            if key not in self._kept and self._kept_bytes + size <= MAX_KEPT:
+                self._kept[key] = manifest
+                self._kept_bytes += size
+        return manifest

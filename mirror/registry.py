@@ -7,17 +7,15 @@ it in time, retries it and gives up on a host that does not answer.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import email.utils
-import hashlib
 import json
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -26,28 +24,16 @@ from mirror.errors import (
     AuthError,
     RateLimited,
     RegistryError,
+    Unreadable,
     quoted,
-    remember_login,
     remember_secret,
 )
 from mirror.http import Http, Response, retry_after, same_origin
+from mirror.oci import MANIFEST_TYPES, Descriptor, Login, Manifest, RateLimit, TagList, sha256
 from mirror.reference import BadReference, api_host, check_digest, is_tag
 
 log = logging.getLogger("mirror")
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
-# Docker's schema 1 (Docker 1.9 and older): registries still serve the images pushed so.
-SCHEMA1_TYPES = frozenset(
-    {
-        "application/vnd.docker.distribution.manifest.v1+prettyjws",
-        "application/vnd.docker.distribution.manifest.v1+json",
-    }
-)
 ACCEPT = ", ".join(MANIFEST_TYPES)  # FACTS.md: what a pull accepts, so HEAD gets its digest
 MAX_TAG_PAGES = 1000  # a tags list longer than this many pages is cut, with a warning
 MAX_TAGS = 100_000  # tags kept from one repository's list; past it the list is cut, with a warning
@@ -61,71 +47,6 @@ _LOCKED_OUT = "too many failed login attempts"  # Docker Hub's token answer duri
 # blank out ordinary words in every line mirror prints. Real tokens are far longer (JWTs).
 _SHORTEST_HIDDEN_TOKEN = 16
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,8192}\Z")  # visible ASCII: what a header can carry
-
-
-@dataclass(frozen=True)
-class Login:
-    """A username and password for one registry; neither ever shows in a repr or a message.
-
-    `origin` says where they came from ("$DOCKERHUB_USERNAME and $DOCKERHUB_TOKEN"), for
-    messages: a message names the origin, never a value.
-    """
-
-    username: str = field(repr=False)
-    password: str = field(repr=False)
-    origin: str = "the configured credentials"
-
-    def __post_init__(self) -> None:
-        remember_login(self.username, self.password)  # hidden wherever a registry quotes it
-
-    def basic(self) -> str:
-        raw = f"{self.username}:{self.password}".encode()
-        return "Basic " + base64.b64encode(raw).decode()
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """Docker Hub's `ratelimit-limit` / `ratelimit-remaining` headers (pulls per window)."""
-
-    limit: int
-    remaining: int
-
-
-@dataclass(frozen=True)
-class Head:
-    """What a manifest HEAD told: whether it exists, its digest, size, type and the budget.
-    `fetched`: the HEAD told too little (no digest, or 405) and a GET was made instead, which
-    Docker Hub counts as a pull."""
-
-    found: bool
-    digest: str | None = None
-    rate_limit: RateLimit | None = None
-    media_type: str = ""
-    size: int = 0
-    fetched: bool = False
-    body: bytes = field(default=b"", repr=False)  # the manifest, when `fetched`
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES
-
-
-@dataclass(frozen=True)
-class Pulled:
-    """A manifest read with a GET (a pull on Docker Hub): its type, bytes and the budget the
-    answer reported."""
-
-    media_type: str
-    body: bytes = field(repr=False)
-    rate_limit: RateLimit | None = None
-
-
-@dataclass(frozen=True)
-class TagList:
-    """A repository's tags; `warning` says why the list may be incomplete."""
-
-    tags: tuple[str, ...]
-    warning: str | None = None
 
 
 @dataclass
@@ -225,14 +146,14 @@ class Registry:
         # first answer that carried one; None until then.
         self.clock_skew: float | None = None
 
-    def head_manifest(self, path: str, reference: str) -> Head:
+    def head_manifest(self, path: str, reference: str) -> Descriptor:
         """HEAD /v2/<path>/manifests/<reference>: the digest a pull would get, for free."""
         response = self._request("HEAD", f"/v2/{path}/manifests/{reference}", path)
         rate_limit = parse_rate_limit(response.headers, host=self.host)
         if response.status == 404:
-            return Head(found=False, rate_limit=rate_limit)
+            return Descriptor(found=False, rate_limit=rate_limit)
         self._raise_for_status(response, f"{path}:{reference}")
-        return Head(
+        return Descriptor(
             found=True,
             digest=self._digest_header(response, f"{path}:{reference}"),
             rate_limit=rate_limit,
@@ -242,11 +163,11 @@ class Registry:
 
     def describe_manifest(
         self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Head:
+    ) -> Descriptor:
         """A HEAD; when it gives no `Docker-Content-Digest` (the distribution spec allows
         that) or the registry answers HEAD with 405, a GET (when `get` is true, or returns
         true: it is asked only then), whose body's sha256 is the digest a pull gets.
-        Otherwise such a Head has no digest (a 405 is then found, without a digest)."""
+        Otherwise such a Descriptor has no digest (a 405 is then found, without a digest)."""
         allowed = get if callable(get) else (lambda: get)
         try:
             head = self.head_manifest(path, reference)
@@ -254,7 +175,7 @@ class Registry:
             if error.status != 405:
                 raise
             if not allowed():
-                return Head(found=True)
+                return Descriptor(found=True)
             why = "HEAD is not allowed (405)"
         else:
             if not head.found or head.digest or not allowed():
@@ -264,9 +185,9 @@ class Registry:
         response = self._request("GET", f"/v2/{path}/manifests/{reference}", path)
         rate_limit = parse_rate_limit(response.headers, host=self.host)
         if response.status == 404:
-            return Head(found=False, rate_limit=rate_limit, fetched=True)
+            return Descriptor(found=False, rate_limit=rate_limit, fetched=True)
         self._raise_for_status(response, f"{path}:{reference}")
-        return Head(
+        return Descriptor(
             found=True,
             digest=sha256(response.data),
             rate_limit=rate_limit,
@@ -279,18 +200,13 @@ class Registry:
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:
         """GET a manifest and parse it. On Docker Hub this costs a pull: use it on ECR only.
         RegistryError, naming the host, when it is not JSON (or nested too deep to read)."""
-        raw = self.get_manifest_raw(path, reference)
-        if raw is None:
+        manifest = self.pull_manifest(path, reference)
+        if manifest is None:
             return None
-        document = json_document(raw[1], f"{self.host}/{path}:{reference}: the manifest")
+        document = json_document(manifest.body, f"{self.host}/{path}:{reference}: the manifest")
         return document if isinstance(document, dict) else None
 
-    def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None:
-        """GET a manifest as bytes with its media type (a pull on Docker Hub)."""
-        pulled = self.pull_manifest(path, reference)
-        return None if pulled is None else (pulled.media_type, pulled.body)
-
-    def pull_manifest(self, path: str, reference: str) -> Pulled | None:
+    def pull_manifest(self, path: str, reference: str) -> Manifest | None:
         """GET a manifest (a pull on Docker Hub), with the budget its answer reported; None
         when there is none."""
         response = self._request("GET", f"/v2/{path}/manifests/{reference}", path)
@@ -298,7 +214,7 @@ class Registry:
             return None
         self._raise_for_status(response, f"{path}:{reference}")
         rate_limit = parse_rate_limit(response.headers, host=self.host)
-        return Pulled(_media_type(response), response.data, rate_limit)
+        return Manifest(_media_type(response), response.data, rate_limit)
 
     @contextlib.contextmanager
     def blob(self, path: str, digest: str) -> Iterator[Response]:
@@ -678,10 +594,6 @@ def error_of(response: Response) -> tuple[str, str]:
     return quoted(str(code), 80), quoted(str(message))
 
 
-class Unreadable(RegistryError):
-    """An answer that cannot be read: not JSON, or nested too deeply."""
-
-
 def json_document(body: bytes, what: str) -> Any:
     """Outside JSON, parsed; Unreadable saying `what` is not JSON when it is not, or is
     nested deeper than Python's recursion limit (about 1,000) lets it be read."""
@@ -714,10 +626,6 @@ def _cut_short(where: str, tags: int, size: int) -> str | None:
             f"{tags:,} tags were read"
         )
     return None
-
-
-def sha256(body: bytes) -> str:
-    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def clock_skew(date: str | None, now: float | None = None) -> float | None:

@@ -37,8 +37,8 @@ from typing import Any, Protocol
 
 from mirror.errors import CopyError, MirrorError, RegistryError, Stopped
 from mirror.http import Response
+from mirror.oci import Login, Manifest
 from mirror.reference import BadReference, check_digest
-from mirror.registry import Login
 from mirror.workers import Workers
 
 log = logging.getLogger("mirror")
@@ -57,7 +57,7 @@ _CONNECTIONS = 256
 class Manifests(Protocol):
     """Where manifests come from (mirror.pulls.Pulls)."""
 
-    def manifest(self, host: str, path: str, digest: str) -> tuple[str, bytes]: ...
+    def manifest(self, host: str, path: str, digest: str) -> Manifest: ...
 
 
 class Blobs(Protocol):
@@ -178,16 +178,16 @@ class Relay:
 
     def _manifest(self, request: _Handler, route: Route, digest: str) -> None:
         try:
-            media_type, body = self.manifests.manifest(route.host, route.path, digest)
+            manifest = self.manifests.manifest(route.host, route.path, digest)
         except MirrorError as error:
             self._fault(request, route, error)
             return
         headers = {
-            "Content-Type": media_type,
-            "Content-Length": str(len(body)),
+            "Content-Type": manifest.media_type,
+            "Content-Length": str(len(manifest.body)),
             "Docker-Content-Digest": digest,
         }
-        _send(request, 200, headers, body)
+        _send(request, 200, headers, manifest.body)
 
     def _blob(self, request: _Handler, route: Route, digest: str) -> None:
         try:

@@ -34,10 +34,10 @@ from mirror.errors import (
     run_again_later,
 )
 from mirror.model import INTERRUPTED, Action, Outcome
+from mirror.oci import TagList
 from mirror.pipeline import Pipeline, Result, Settings, Sink
 from mirror.plan import NOT_RESOLVED, Plan, Shard, Unresolved, plan, rule_images
 from mirror.reference import Repository
-from mirror.registry import TagList
 from mirror.schedule import Budgets
 from mirror.stale import SOURCE_DEADLINE, Refresh
 from mirror.state import Refusals

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mirror.model import Pending
-from mirror.registry import RateLimit
+from mirror.oci import RateLimit
 
 log = logging.getLogger("mirror")
 

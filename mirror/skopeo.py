@@ -29,7 +29,7 @@ import sh
 from mirror.errors import SCHEMA1_REFUSAL, CopyError, NestedIndex, SetupError, Unmirrorable, quoted
 from mirror.lock import temporary_directory
 from mirror.model import Copied
-from mirror.registry import Login
+from mirror.oci import Login
 
 log = logging.getLogger("mirror")
 

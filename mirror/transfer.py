@@ -7,7 +7,6 @@ skopeo copy between ECR registries), which costs no pull.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,7 +16,7 @@ from functools import partial
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from mirror.check import PLATFORMS, SOURCE_DIGEST, Later, Registry, Target, made_from
+from mirror.check import Later, Registry, Target
 from mirror.errors import (
     SCHEMA1_REFUSAL,
     CopyError,
@@ -32,8 +31,18 @@ from mirror.errors import (
 )
 from mirror.http import backoff
 from mirror.model import INTERRUPTED, Action, Copied, Outcome, Pending
+from mirror.oci import (
+    INDEX_TYPES,
+    SCHEMA1_TYPES,
+    Manifest,
+    choose_platforms,
+    filtered_index,
+    index_of,
+    made_from,
+    platform_names,
+    sha256,
+)
 from mirror.reference import Repository
-from mirror.registry import INDEX_TYPES, OCI_INDEX, SCHEMA1_TYPES, sha256
 from mirror.schedule import Backpressure, Budgets, Job
 from mirror.state import Refusals
 
@@ -58,7 +67,7 @@ class Copier(Protocol):
 class Manifests(Protocol):
     """The source manifests pulled in this run (mirror.pulls.Pulls)."""
 
-    def manifest(self, host: str, path: str, digest: str) -> tuple[str, bytes]: ...
+    def manifest(self, host: str, path: str, digest: str) -> Manifest: ...
 
     def has(self, host: str, path: str, digest: str) -> bool: ...
 
@@ -333,17 +342,17 @@ class Transfer:
         leaf manifest by digest with skopeo, then each index's own bytes PUT by digest,
         innermost first, and the top one under the tag."""
         target = self.targets[pending.target]
-        media_type, body = origin.fetch(pending.source_digest)
-        tree = _Tree.read(origin, media_type, body)
+        top = origin.fetch(pending.source_digest)
+        tree = _Tree.read(origin, top)
         self._afford(pending, origin, [leaf["digest"] for leaf in tree.leaves])
         foreign: dict[str, None] = {}
         for digest in dict.fromkeys(leaf["digest"] for leaf in tree.leaves):
             copied = self._copy_digest(pending, origin, digest)
             foreign.update(dict.fromkeys(copied.foreign_layers))
-        for digest, (inner_type, inner_body) in tree.inner.items():
-            target.registry.put_manifest(pending.repository, digest, inner_body, inner_type)
+        for digest, inner in tree.inner.items():
+            target.registry.put_manifest(pending.repository, digest, inner.body, inner.media_type)
         written = target.registry.put_manifest(
-            pending.repository, pending.task.tag, body, media_type
+            pending.repository, pending.task.tag, top.body, top.media_type
         )
         return Copied(written, tuple(foreign))
 
@@ -381,12 +390,11 @@ class Transfer:
         target = self.targets[pending.target]
         if donor.target == pending.target and donor.repository == pending.repository:
             reference = pending.source_digest if not pending.task.platforms else donor.tag
-            raw = target.registry.get_manifest_raw(donor.repository, reference)
-            if raw is not None:
-                media_type, body = raw
+            held = target.registry.pull_manifest(donor.repository, reference)
+            if held is not None:
                 return Copied(
                     target.registry.put_manifest(
-                        pending.repository, pending.task.tag, body, media_type
+                        pending.repository, pending.task.tag, held.body, held.media_type
                     )
                 )
         holder = self.targets[donor.target]
@@ -400,10 +408,10 @@ class Transfer:
         kept), then an index of just those, annotated with the source digest it came from.
         In an index of indexes, the platforms are looked for in the inner ones."""
         task = pending.task
-        media_type, body = origin.fetch(pending.source_digest)
-        if media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
+        top = origin.fetch(pending.source_digest)
+        if top.media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
             return self._whole(pending, origin, f"{origin.name}@{pending.source_digest}")
-        tree = _Tree.read(origin, media_type, body)
+        tree = _Tree.read(origin, top)
         chosen = choose_platforms(tree.leaves, task.platforms)
         if not chosen:
             raise MirrorError(
@@ -414,10 +422,10 @@ class Transfer:
         for child in chosen:
             copied = self._copy_digest(pending, origin, child["digest"])
             foreign.update(dict.fromkeys(copied.foreign_layers))
-        index = _index(body, task.source)
-        written = filtered_index(index, chosen, sha256(body), task.platforms, media_type)
+        index = index_of(top.body, task.source)
+        written = filtered_index(index, chosen, sha256(top.body), task.platforms, top.media_type)
         target = self.targets[pending.target]
-        digest = target.registry.put_manifest(pending.repository, task.tag, written, media_type)
+        digest = target.registry.put_manifest(pending.repository, task.tag, written, top.media_type)
         return Copied(digest, tuple(foreign))
 
 
@@ -436,23 +444,22 @@ class _Origin:
     source: Repository | None = None
     pulls: Manifests | None = None
 
-    def fetch(self, digest: str) -> tuple[str, bytes]:
+    def fetch(self, digest: str) -> Manifest:
         """A manifest by digest (on the source, a pull, once per run), checked against it."""
         if self.source is not None and self.pulls is not None:
             return self.pulls.manifest(self.source.registry, self.path, digest)
         assert self.registry is not None
-        raw = self.registry.get_manifest_raw(self.path, digest)
-        if raw is None:
+        manifest = self.registry.pull_manifest(self.path, digest)
+        if manifest is None:
             raise MirrorError(f"{self.name}: {digest} not found")
-        media_type, body = raw
-        if media_type in SCHEMA1_TYPES:  # its digest leaves its signatures out: no sha256
+        if manifest.media_type in SCHEMA1_TYPES:  # its digest leaves its signatures out: no sha256
             raise Unmirrorable(SCHEMA1_REFUSAL)
-        if sha256(body) != digest:
+        if sha256(manifest.body) != digest:
             raise MirrorError(
-                f"{self.name}: the source served a manifest whose digest is {sha256(body)}, "
-                f"not the {digest} it announced"
+                f"{self.name}: the source served a manifest whose digest is "
+                f"{sha256(manifest.body)}, not the {digest} it announced"
             )
-        return media_type, body
+        return manifest
 
 
 @dataclass
@@ -461,12 +468,12 @@ class _Tree:
     platform of the nearest entry that names one) and the inner indexes, innermost first."""
 
     leaves: list[dict[str, Any]]
-    inner: dict[str, tuple[str, bytes]]
+    inner: dict[str, Manifest]
 
     @classmethod
-    def read(cls, origin: _Origin, media_type: str, body: bytes) -> _Tree:
+    def read(cls, origin: _Origin, top: Manifest) -> _Tree:
         tree = cls([], {})
-        tree._add(origin, _index(body, origin.name), None, 1)
+        tree._add(origin, index_of(top.body, origin.name), None, 1)
         return tree
 
     def _add(self, origin: _Origin, index: dict[str, Any], platform: Any, depth: int) -> None:
@@ -482,10 +489,11 @@ class _Tree:
                 continue
             if depth >= MAX_DEPTH:
                 raise MirrorError(f"{origin.name}: image indexes nested deeper than {MAX_DEPTH}")
-            inner_type, inner_body = origin.fetch(descriptor["digest"])
-            inner = _index(inner_body, origin.name)
-            self._add(origin, inner, descriptor.get("platform"), depth + 1)
-            self.inner[descriptor["digest"]] = (inner_type, inner_body)
+            inner = origin.fetch(descriptor["digest"])
+            self._add(
+                origin, index_of(inner.body, origin.name), descriptor.get("platform"), depth + 1
+            )
+            self.inner[descriptor["digest"]] = inner
 
 
 def foreign_urls(registry: Registry, repository: str, digest: str, layers: set[str]) -> list[str]:
@@ -505,76 +513,13 @@ def foreign_urls(registry: Registry, repository: str, digest: str, layers: set[s
     return urls
 
 
-def _index(body: bytes, source: object) -> dict[str, Any]:
-    """An image index's JSON, checked as far as a subset needs: entries with a digest."""
-    try:
-        index = json.loads(body)
-    except (ValueError, RecursionError):
-        index = None
-    entries = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(entries, list) or not all(
-        isinstance(entry, dict) and isinstance(entry.get("digest"), str) for entry in entries
-    ):
-        raise MirrorError(f"{source}: the source's image index is not valid JSON of an index")
-    checked: dict[str, Any] = index
-    return checked
-
-
-def choose_platforms(
-    manifests: list[dict[str, Any]], wanted: Sequence[str]
-) -> list[dict[str, Any]]:
-    """The index entries for the wanted platforms. `linux/arm64` matches any variant;
-    `linux/arm/v7` only that variant. Attestations (platform unknown/unknown) are left out."""
-    chosen = []
-    for entry in manifests:
-        os_arch, full = _platform(entry)
-        if os_arch in wanted or full in wanted:
-            chosen.append(entry)
-    return chosen
-
-
-def filtered_index(
-    index: dict[str, Any],
-    chosen: list[dict[str, Any]],
-    source_digest: str,
-    platforms: Sequence[str],
-    media_type: str = OCI_INDEX,
-) -> bytes:
-    """An index of the chosen entries, of the source's own type (an OCI index, or a Docker
-    manifest list: the family of its children, FACTS.md), recording where it came from in its
-    annotations (which a Docker manifest list's parsers pass over)."""
-    annotations = dict(index.get("annotations") or {})
-    annotations[SOURCE_DIGEST] = source_digest
-    annotations[PLATFORMS] = ",".join(platforms)
-    document = {
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "manifests": chosen,
-        "annotations": annotations,
-    }
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-
-
-def platform_names(manifests: list[dict[str, Any]]) -> list[str]:
-    return [_platform(entry)[1] for entry in manifests]
-
-
-def _platform(entry: dict[str, Any]) -> tuple[str, str]:
-    """An index entry's platform as the config writes it: (`os/arch`, `os/arch/variant`, or
-    `os/arch` again when it has no variant)."""
-    platform = entry.get("platform")
-    platform = platform if isinstance(platform, dict) else {}
-    os_arch = f"{platform.get('os')}/{platform.get('architecture')}"
-    return os_arch, f"{os_arch}/{platform['variant']}" if platform.get("variant") else os_arch
-
-
-def pulls_after(media_type: str, body: bytes, platforms: Sequence[str]) -> int:
+def pulls_after(manifest: Manifest, platforms: Sequence[str]) -> int:
     """The pulls a copy still needs once its top manifest is read: one per entry of an index
     (one per chosen platform for a subset), none for a single manifest. An entry that is an
     index itself counts once here: the walk checks its entries against the budget once read."""
-    if media_type not in INDEX_TYPES:
+    if manifest.media_type not in INDEX_TYPES:
         return 0
-    entries = _index(body, "the source").get("manifests") or []
+    entries = index_of(manifest.body, "the source").get("manifests") or []
     return len(choose_platforms(entries, platforms) if platforms else entries)
 
 

@@ -22,8 +22,9 @@ import urllib3
 
 from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError, Stopped
 from mirror.http import Body, Http, Policy, Response
+from mirror.oci import Descriptor, Manifest, RateLimit
 from mirror.pulls import Pulls
-from mirror.registry import Head, Pulled, RateLimit, clock_skew
+from mirror.registry import clock_skew
 from mirror.relay import Relay, Route
 from mirror.schedule import Budgets
 
@@ -62,15 +63,15 @@ class FakeSource:
 
     def describe_manifest(
         self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Head:
+    ) -> Descriptor:
         allowed = get() if callable(get) else get
         if not allowed:
-            return Head(found=True)
+            return Descriptor(found=True)
         with self.lock:
             self.gets += 1
-        return Head(found=True, digest=DIGEST, fetched=True, body=MANIFEST, media_type="x")
+        return Descriptor(found=True, digest=DIGEST, fetched=True, body=MANIFEST, media_type="x")
 
-    def pull_manifest(self, path: str, reference: str) -> Pulled | None:
+    def pull_manifest(self, path: str, reference: str) -> Manifest | None:
         self.release.wait(5)
         with self.lock:
             self.gets += 1
@@ -78,7 +79,7 @@ class FakeSource:
             raise self.fail
         if reference != DIGEST:
             return None
-        return Pulled("application/vnd.oci.image.manifest.v1+json", MANIFEST, RateLimit(100, 7))
+        return Manifest("application/vnd.oci.image.manifest.v1+json", MANIFEST, RateLimit(100, 7))
 
     @contextlib.contextmanager
     def blob(self, path: str, digest: str) -> Iterator[Response]:
@@ -237,7 +238,7 @@ def test_pulls_keep_the_checks_get_for_the_copy(world: Any) -> None:
     _, source, budgets, pulls = world
     head = pulls.describe("hub", "library/ruby", "a", get=lambda: True)
     assert head.digest == DIGEST
-    assert pulls.manifest("hub", "library/ruby", DIGEST)[1] == MANIFEST
+    assert pulls.manifest("hub", "library/ruby", DIGEST).body == MANIFEST
     assert source.gets == 1
     assert budgets.snapshot()[0].spent == 1
     assert pulls.warnings() == [
@@ -248,8 +249,8 @@ def test_pulls_keep_the_checks_get_for_the_copy(world: Any) -> None:
 
 def test_pulls_refuse_a_manifest_that_is_not_the_digest_asked_for() -> None:
     class Liar(FakeSource):
-        def pull_manifest(self, path: str, reference: str) -> Pulled | None:
-            return Pulled("x", b"something else")
+        def pull_manifest(self, path: str, reference: str) -> Manifest | None:
+            return Manifest("x", b"something else")
 
     pulls = Pulls(lambda host: Liar(), Budgets())
     with pytest.raises(MirrorError, match="served a manifest whose digest is sha256:"):

@@ -13,10 +13,10 @@ import pytest
 from mirror.check import Target, within
 from mirror.errors import BUG, MirrorError, RateLimited, RegistryError
 from mirror.model import INTERRUPTED, Action, Outcome, Task
+from mirror.oci import sha256
 from mirror.pipeline import Pipeline, Settings
 from mirror.plan import Plan
 from mirror.reference import ImageRef, Repository
-from mirror.registry import sha256
 from mirror.schedule import Budgets
 from mirror.stale import NOT_ASKED, Refresh, Serve, age_text, created, parse_time
 from mirror.transfer import Retry

@@ -21,10 +21,10 @@ from mirror.console import Console, image_line, one_line, status_line
 from mirror.errors import ConfigError, CopyError, LockHeld, MirrorError, RateLimited
 from mirror.http import proxy_for
 from mirror.model import Action, Copied, Outcome, Task
+from mirror.oci import Descriptor, Manifest, RateLimit, TagList
 from mirror.pipeline import Pipeline, Progress, Settings
 from mirror.plan import Plan, Shard, Unresolved, plan
 from mirror.reference import ImageRef, Repository
-from mirror.registry import Head, Pulled, RateLimit, TagList
 from mirror.schedule import Budgets
 from mirror.transfer import Retry
 
@@ -50,34 +50,30 @@ class FakeRegistry:
         self.limit = limit
         self.heads: list[str] = []
 
-    def head_manifest(self, path: str, reference: str) -> Head:
+    def head_manifest(self, path: str, reference: str) -> Descriptor:
         self.heads.append(f"{path}:{reference}")
         error = self.fail(f"{path}:{reference}")
         if error:
             raise error
         digest = self.digests.get(f"{path}:{reference}")
-        return Head(found=digest is not None, digest=digest, rate_limit=self.limit)
+        return Descriptor(found=digest is not None, digest=digest, rate_limit=self.limit)
 
     def describe_manifest(
         self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Head:
+    ) -> Descriptor:
         return self.head_manifest(path, reference)
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:
         return None
 
-    def get_manifest_raw(self, path: str, reference: str) -> tuple[str, bytes] | None:
-        digest = self.digests.get(f"{path}:{reference}")
-        if reference in self.digests.values():  # by digest
-            digest = reference
-        return None if digest is None else ("application/json", digest.encode())
-
     def get_blob(self, path: str, digest: str) -> bytes | None:
         return None
 
-    def pull_manifest(self, path: str, reference: str) -> Pulled | None:
-        raw = self.get_manifest_raw(path, reference)
-        return None if raw is None else Pulled(*raw, self.limit)
+    def pull_manifest(self, path: str, reference: str) -> Manifest | None:
+        digest = self.digests.get(f"{path}:{reference}")
+        if reference in self.digests.values():  # by digest
+            digest = reference
+        return None if digest is None else Manifest("application/json", digest.encode(), self.limit)
 
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
         self.digests[f"{path}:{reference}"] = body.decode()

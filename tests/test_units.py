@@ -19,6 +19,7 @@ from mirror.errors import (
     SetupError,
     Unmirrorable,
 )
+from mirror.oci import Login, RateLimit, choose_platforms
 from mirror.reference import (
     BadReference,
     Repository,
@@ -26,8 +27,7 @@ from mirror.reference import (
     parse_reference,
     parse_repository,
 )
-from mirror.registry import Login, RateLimit, parse_rate_limit
-from mirror.transfer import choose_platforms
+from mirror.registry import parse_rate_limit
 
 
 @pytest.mark.parametrize(
