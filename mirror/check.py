@@ -26,9 +26,18 @@ from mirror.errors import (
     bug_message,
     run_again_later,
 )
-from mirror.model import INTERRUPTED, Action, Outcome, Pending, Task
+from mirror.model import (
+    INTERRUPTED,
+    NOT_ASKED,
+    SOURCE_DEADLINE,
+    Action,
+    Outcome,
+    Pending,
+    Refresh,
+    Task,
+    unrefreshed,
+)
 from mirror.oci import SCHEMA1_TYPES, Descriptor, Manifest, RateLimit, TagList, made_from
-from mirror.stale import NOT_ASKED, SOURCE_DEADLINE, Refresh, unrefreshed
 from mirror.state import Refusals
 
 T = TypeVar("T")

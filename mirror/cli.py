@@ -23,11 +23,10 @@ from mirror import __version__, aws, config, dockerfile, lock, report
 from mirror.connect import region_of
 from mirror.console import Console, LogHandler
 from mirror.errors import EXIT_CODES, ConfigError, Exit, MirrorError, bug_message
-from mirror.model import Action
+from mirror.model import SOURCE_DEADLINE, Action, Refresh, Settings
 from mirror.plan import Shard, plan_names
 from mirror.repos import RepositoryState, repository_states
-from mirror.run import FixedPlanner, Options, Stop, SyncPlanner, execute, signals_to, write_reports
-from mirror.stale import SOURCE_DEADLINE, Refresh
+from mirror.run import FixedPlanner, Stop, SyncPlanner, execute, signals_to, write_reports
 
 log = logging.getLogger("mirror")
 
@@ -197,7 +196,7 @@ def _ensure_names(args: argparse.Namespace) -> tuple[list[str], str, list[docker
 
 
 @contextlib.contextmanager
-def _reported(options: Options) -> Iterator[None]:
+def _reported(options: Settings) -> Iterator[None]:
     """A usage or config error before the run starts still leaves a report saying so."""
     try:
         yield
@@ -210,13 +209,13 @@ def _reported(options: Options) -> Iterator[None]:
         raise
 
 
-def _options(args: argparse.Namespace) -> Options:
+def _options(args: argparse.Namespace) -> Settings:
     """The run's options; --report and --junit are checked here, before anything is done."""
     written = report.usable(Path(args.report), "--report") if args.report else None
     junit = report.usable(Path(args.junit), "--junit", junit=True) if args.junit else None
     if written is not None and written == junit:
         raise ConfigError(f"--report and --junit name the same file, {args.report}")
-    return Options(
+    return Settings(
         jobs=args.jobs,
         dry_run=getattr(args, "dry_run", False),
         max_pulls=getattr(args, "max_pulls", None),

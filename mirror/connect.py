@@ -17,9 +17,8 @@ from mirror.check import Target
 from mirror.config import Config, Credentials, Ecr, target_region
 from mirror.errors import ConfigError, CopyError, SetupError
 from mirror.http import Http, Policy, check_proxies
-from mirror.model import Copied
+from mirror.model import Copied, Settings
 from mirror.oci import Login
-from mirror.pipeline import check_jobs
 from mirror.pulls import Pulls, Spending
 from mirror.reference import Repository
 from mirror.registry import Registry
@@ -224,9 +223,7 @@ def hosts(config: Config) -> list[str]:
 
 
 @contextlib.contextmanager
-def session(
-    config: Config, *, jobs: int, dry_run: bool, timeout: float, budgets: Spending
-) -> Iterator[Session]:
+def session(config: Config, settings: Settings, *, budgets: Spending) -> Iterator[Session]:
     """Connect everything; the private workspace with credentials is removed on every way out.
     skopeo's auth file names the targets and the relay only: no source credential, and every
     host skopeo talks to is in it, so it never falls back to the files in the user's home."""
@@ -241,19 +238,19 @@ def session(
                 credentials,
                 region=region,
                 where=_credentials_where(config, host),
-                timeout=timeout,
+                timeout=settings.timeout,
             )
         )
         is not None
     }
-    version = None if dry_run else ".".join(map(str, skopeo.probe()))
-    backpressure = Backpressure(jobs)
+    version = None if settings.dry_run else ".".join(map(str, skopeo.probe()))
+    backpressure = Backpressure(settings.jobs)
     http = Http(
-        policy=Policy(timeout=timeout),
-        pool_size=check_jobs(jobs),
+        policy=Policy(timeout=settings.timeout),
+        pool_size=settings.check_jobs,
         on_throttled=backpressure.throttled,
     )
-    targets = _connect_targets(config, http, timeout)
+    targets = _connect_targets(config, http, settings.timeout)
     sources = Sources(config, http, source_logins)
     pulls = Pulls(sources, budgets)
     with skopeo.Workspace() as workspace, contextlib.closing(Relay(pulls, sources)) as relay:
@@ -262,7 +259,7 @@ def session(
         tool = skopeo.Skopeo(workspace, on_throttled=backpressure.throttled)
         yield Session(
             sources=sources,
-            targets=[target.step_target(dry_run=dry_run) for target in targets],
+            targets=[target.step_target(dry_run=settings.dry_run) for target in targets],
             copier=Copier(tool, logins, targets, relay),
             http=http,
             tool=tool,

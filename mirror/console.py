@@ -25,9 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from mirror.errors import hide_passwords
-from mirror.model import Action, Outcome
-from mirror.pipeline import Progress
-from mirror.stale import NOT_ASKED
+from mirror.model import NOT_ASKED, Action, Outcome, Progress
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _LABELS = (

@@ -1,4 +1,7 @@
-"""The values a run passes from step to step: tasks in, pending copies between, outcomes out.
+"""The values a run passes from step to step, and the settings it runs by.
+
+    Settings -> plan: Plan (Tasks) -> check: Pending | Outcome -> schedule: Job
+             -> transfer: Copied -> Outcome -> Progress (the sink), HostBudget (the report)
 
 All frozen: each step (plan, check, schedule, transfer) returns new values and never changes
 what an earlier step returned.
@@ -6,12 +9,77 @@ what an earlier step returned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
+from mirror.oci import RateLimit
 from mirror.reference import ImageRef
 
 INTERRUPTED = "interrupted before it was done"  # why work a stop cut short is deferred
+# Seconds `ensure` waits for the source's answer when ECR already has a copy to serve (or
+# --timeout, when shorter): a build pre-step must not sit through --timeout and its retries.
+SOURCE_DEADLINE = 5.0
+NOT_ASKED = "not refreshed: --refresh never (the source was not asked)"
+NOT_RESOLVED = "its tag rule was not resolved: the run stopped first"
+
+
+def unrefreshed(why: str | None) -> str:
+    """A `stale` outcome's reason, from the refresh's own failure."""
+    return f"not refreshed: {why or 'the source could not be asked'}"
+
+
+class Refresh(str, Enum):
+    """`ensure --refresh`: how hard to try the source before serving ECR's copy."""
+
+    ALWAYS = "always"  # a copy that cannot be refreshed fails (sync's rule)
+    IF_POSSIBLE = "if-possible"  # ECR's copy, with a warning, when the source cannot refresh it
+    NEVER = "never"  # ECR's copy as it is; the source is asked only for what ECR lacks
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a copy is tried again: after a transient failure, `attempts` in all, waiting from
+    `backoff` seconds (doubling, with jitter); after ECR throttling, which is back-pressure
+    rather than failure, up to `throttled_attempts`, waiting from `throttled_backoff`."""
+
+    attempts: int = 3
+    backoff: float = 1.0
+    throttled_attempts: int = 8
+    throttled_backoff: float = 2.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a run of `sync` or `ensure` goes: the command line's choices, and their defaults."""
+
+    jobs: int = 4  # copies at once
+    dry_run: bool = False
+    max_pulls: int | None = None
+    timeout: float = 30.0  # seconds for each registry request, retries included
+    retry: Retry = field(default_factory=Retry)
+    refresh: Refresh = Refresh.ALWAYS  # ensure's --refresh; sync always refreshes
+    # Try each source's credentials before any image (sync); ensure asks a source only for
+    # what ECR cannot serve, and a wrong password is then that image's failure.
+    check_logins: bool = True
+    grace: float = 5.0  # seconds to wait for work in flight once stopped
+    report: Path | None = None
+    junit: Path | None = None
+
+    @property
+    def check_jobs(self) -> int:
+        """HEAD checks at once for `jobs` copies: cheap requests, so four per copy slot, at
+        most 32 (and as many pooled connections)."""
+        return min(32, 4 * max(1, self.jobs))
+
+    @property
+    def source_deadline(self) -> float:
+        """Seconds a source gets when a target has a copy to serve (`ensure`)."""
+        return min(SOURCE_DEADLINE, self.timeout)
 
 
 class Action(str, Enum):
@@ -148,3 +216,74 @@ class Outcome:
     def sort_key(self) -> tuple[int, int, int]:
         """Config order, then target order: the order of the report and the JUnit file."""
         return (*self.order, self.target)
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """Why a tag rule's list could not be read, and what that makes of the image."""
+
+    error: str
+    action: Action = Action.FAILED  # DEFERRED when the source said "later" (429)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The tasks of a run, in config order, and what planning found on the way."""
+
+    tasks: tuple[Task, ...]
+    outcomes: tuple[Outcome, ...] = ()  # images settled by planning: unresolvable tag rules
+    warnings: tuple[str, ...] = ()  # for the log and the report
+    notes: tuple[str, ...] = ()  # what each tag rule chose, for the log
+
+
+@dataclass(frozen=True)
+class Job:
+    """The pending copies that need one source image, grouped by task, in config order."""
+
+    groups: tuple[tuple[Pending, ...], ...]
+
+    @property
+    def lead(self) -> Pending:
+        return self.groups[0][0]
+
+    @property
+    def host(self) -> str:
+        return self.lead.task.source.repository.registry
+
+    def pendings(self) -> list[Pending]:
+        return [pending for group in self.groups for pending in group]
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a whole image already is: a tag in a target."""
+
+    target: int
+    repository: str
+    tag: str
+    reference: str  # host/repository:tag
+
+
+@dataclass(frozen=True)
+class HostBudget:
+    """One source host's budget as seen in this run (a snapshot)."""
+
+    host: str
+    start: RateLimit | None = None  # the first figures the host sent
+    last: RateLimit | None = None  # the latest, lowered by the pulls spent since
+    spent: int = 0  # manifest GETs the host answered in this run (what it counts as pulls)
+    limited: str | None = None  # why the host is off limits for the rest of the run (a 429)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is: entries settled by action, out of `total`; copies running; pulls left."""
+
+    total: int
+    counts: Mapping[Action, int]
+    running: int = 0
+    pulls_left: int | None = None
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())

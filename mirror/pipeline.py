@@ -18,50 +18,26 @@ from typing import Protocol, TypeVar
 
 from mirror.check import Checker, Registry, Target
 from mirror.errors import MirrorError, RateLimited, run_again_later
-from mirror.model import INTERRUPTED, Action, Outcome, Pending, Task
-from mirror.plan import Plan
+from mirror.model import (
+    INTERRUPTED,
+    Action,
+    Job,
+    Outcome,
+    Pending,
+    Plan,
+    Progress,
+    Refresh,
+    Settings,
+    Task,
+)
 from mirror.pulls import Pulls
-from mirror.schedule import Backpressure, Budgets, Job, Queue, jobs
-from mirror.stale import SOURCE_DEADLINE, Refresh, Serve
+from mirror.schedule import Backpressure, Budgets, Queue, jobs
+from mirror.stale import Serve
 from mirror.state import Refusals
-from mirror.transfer import Copier, Holdings, Retry, Transfer, pulls_after
+from mirror.transfer import Copier, Holdings, Transfer, pulls_after
 from mirror.workers import Workers, wait_all, wait_any
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Settings:
-    jobs: int = 4  # copies at once
-    dry_run: bool = False
-    retry: Retry = field(default_factory=Retry)
-    grace: float = 5.0  # seconds to wait for work in flight once stopped
-    refresh: Refresh = Refresh.ALWAYS  # ensure's --refresh; sync always refreshes
-    source_deadline: float = SOURCE_DEADLINE  # seconds, when a target has a copy to serve
-
-    @property
-    def check_jobs(self) -> int:
-        return check_jobs(self.jobs)
-
-
-def check_jobs(jobs: int) -> int:
-    """HEAD checks at once for `jobs` copies: cheap requests, so four per copy slot, at most
-    32 (and as many pooled connections)."""
-    return min(32, 4 * max(1, jobs))
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a run is: entries settled by action, out of `total`; copies running; pulls left."""
-
-    total: int
-    counts: Mapping[Action, int]
-    running: int = 0
-    pulls_left: int | None = None
-
-    @property
-    def done(self) -> int:
-        return sum(self.counts.values())
 
 
 class Sink(Protocol):

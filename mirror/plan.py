@@ -20,7 +20,7 @@ from mirror.config import (
     referrers_tag_refusal,
 )
 from mirror.errors import ConfigError
-from mirror.model import Action, Outcome, Task
+from mirror.model import NOT_RESOLVED, Action, Outcome, Plan, Task, Unresolved
 from mirror.oci import TagList
 from mirror.reference import (
     PIN_TAG,
@@ -30,26 +30,6 @@ from mirror.reference import (
     parse_reference,
     pin_tag,
 )
-
-NOT_RESOLVED = "its tag rule was not resolved: the run stopped first"
-
-
-@dataclass(frozen=True)
-class Unresolved:
-    """Why a tag rule's list could not be read, and what that makes of the image."""
-
-    error: str
-    action: Action = Action.FAILED  # DEFERRED when the source said "later" (429)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The tasks of a run, in config order, and what planning found on the way."""
-
-    tasks: tuple[Task, ...]
-    outcomes: tuple[Outcome, ...] = ()  # images settled by planning: unresolvable tag rules
-    warnings: tuple[str, ...] = ()  # for the log and the report
-    notes: tuple[str, ...] = ()  # what each tag rule chose, for the log
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,7 @@ from xml.etree import ElementTree
 
 from mirror.console import one_line
 from mirror.errors import ConfigError, MirrorError, hide_passwords, user_named
-from mirror.model import Action, Outcome
-from mirror.schedule import HostBudget
+from mirror.model import Action, HostBudget, Outcome
 
 
 @dataclass(frozen=True)

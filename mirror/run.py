@@ -33,33 +33,16 @@ from mirror.errors import (
     bug_message,
     run_again_later,
 )
-from mirror.model import INTERRUPTED, Action, Outcome
+from mirror.model import INTERRUPTED, NOT_RESOLVED, Action, Outcome, Plan, Settings, Unresolved
 from mirror.oci import TagList
-from mirror.pipeline import Pipeline, Result, Settings, Sink
-from mirror.plan import NOT_RESOLVED, Plan, Shard, Unresolved, plan, rule_images
+from mirror.pipeline import Pipeline, Result, Sink
+from mirror.plan import Shard, plan, rule_images
 from mirror.reference import Repository
 from mirror.schedule import Budgets
-from mirror.stale import SOURCE_DEADLINE, Refresh
 from mirror.state import Refusals
-from mirror.transfer import Retry
 from mirror.workers import Workers, wait_all
 
 log = logging.getLogger("mirror")
-
-
-@dataclass(frozen=True)
-class Options:
-    jobs: int = 4
-    dry_run: bool = False
-    max_pulls: int | None = None
-    timeout: float = 30.0  # seconds for each registry request, retries included
-    report: Path | None = None
-    junit: Path | None = None
-    retry: Retry = field(default_factory=Retry)
-    refresh: Refresh = Refresh.ALWAYS  # ensure's --refresh
-    # Try each source's credentials before any image (sync); ensure asks a source only for
-    # what ECR cannot serve, and a wrong password is then that image's failure.
-    check_logins: bool = True
 
 
 class Console(Sink, Protocol):
@@ -235,7 +218,7 @@ class Run:
 def execute(
     config: Config,
     planner: Planner,
-    options: Options,
+    settings: Settings,
     console: Console,
     stop: Stop,
     *,
@@ -244,7 +227,7 @@ def execute(
 ) -> Run:
     """Run the steps, holding `lock_path` meanwhile; always end with the report written.
     `lock_option` names the lock in messages (the option that gave it)."""
-    return _Execution(config, planner, options, console, stop, lock_option=lock_option).run(
+    return _Execution(config, planner, settings, console, stop, lock_option=lock_option).run(
         lock_path
     )
 
@@ -253,7 +236,7 @@ def execute(
 class _Execution:
     config: Config
     planner: Planner
-    options: Options
+    settings: Settings
     console: Console
     stop: Stop
     lock_option: str = "--lock-file"
@@ -266,7 +249,7 @@ class _Execution:
     state_warnings: list[str] = field(default_factory=list)  # the memory of refused images
 
     def __post_init__(self) -> None:
-        self.budgets = Budgets(self.options.max_pulls)
+        self.budgets = Budgets(self.settings.max_pulls)
 
     def run(self, lock_path: Path | None) -> Run:
         try:
@@ -284,25 +267,19 @@ class _Execution:
         return self._finish()
 
     def _steps(self, lock_path: Path | None) -> None:
-        options = self.options
+        settings = self.settings
         aws.check_environment()  # a broken AWS set-up stops the run before anything is written
         with contextlib.ExitStack() as stack:
             with self.stop.raising():
                 if lock_path is not None:
                     stack.enter_context(lock.held(lock_path, option=self.lock_option))
                 session = stack.enter_context(
-                    connect.session(
-                        self.config,
-                        jobs=options.jobs,
-                        dry_run=options.dry_run,
-                        timeout=options.timeout,
-                        budgets=self.budgets,
-                    )
+                    connect.session(self.config, settings, budgets=self.budgets)
                 )
             self.stop.on_stop(session.stop)
             refusals = self._remembered(session.tool_version)
             hosts = [target.host for target in session.targets]
-            if options.check_logins:
+            if settings.check_logins:
                 _check_logins(session, self.planner.sources(), self.budgets)
             self.known = self.planner.resolve(session, self.stop, hosts, self.budgets)
             _say_plan(self.known, self.console)
@@ -311,13 +288,7 @@ class _Execution:
                 targets=session.targets,
                 copier=session.copier,
                 budgets=self.budgets,
-                settings=Settings(
-                    jobs=options.jobs,
-                    dry_run=options.dry_run,
-                    retry=options.retry,
-                    refresh=options.refresh,
-                    source_deadline=min(SOURCE_DEADLINE, options.timeout),
-                ),
+                settings=settings,
                 stop=self.stop.event,
                 sink=self.console,
                 backpressure=session.backpressure,
@@ -343,7 +314,7 @@ class _Execution:
         return refusals
 
     def _remember(self, refusals: Refusals) -> None:
-        warning = None if self.options.dry_run else refusals.save()
+        warning = None if self.settings.dry_run else refusals.save()
         if warning:
             self._state_warning(warning)
 
@@ -370,7 +341,7 @@ class _Execution:
             ended=datetime.now(timezone.utc),
         )
         try:
-            write_reports(done, self.options)
+            write_reports(done, self.settings)
         except MirrorError as error:  # the work is done; its record could not be written
             self.console.error(str(error))
             code = code or Exit.FAILED
@@ -456,8 +427,8 @@ def _exit_code(outcomes: Sequence[Outcome], error: MirrorError | None, stop: Sto
     return Exit.OK
 
 
-def write_reports(done: report.Report, options: Options) -> None:
-    if options.report is not None:
-        report.write(options.report, done)
-    if options.junit is not None:
-        report.write_junit(options.junit, done)
+def write_reports(done: report.Report, settings: Settings) -> None:
+    if settings.report is not None:
+        report.write(settings.report, done)
+    if settings.junit is not None:
+        report.write_junit(settings.junit, done)

@@ -14,21 +14,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from mirror.model import Pending
+from mirror.model import HostBudget, Job, Pending
 from mirror.oci import RateLimit
 
 log = logging.getLogger("mirror")
-
-
-@dataclass(frozen=True)
-class HostBudget:
-    """One source host's budget as seen in this run (a snapshot)."""
-
-    host: str
-    start: RateLimit | None = None  # the first figures the host sent
-    last: RateLimit | None = None  # the latest, lowered by the pulls spent since
-    spent: int = 0  # manifest GETs the host answered in this run (what it counts as pulls)
-    limited: str | None = None  # why the host is off limits for the rest of the run (a 429)
 
 
 class Budgets:
@@ -114,24 +103,6 @@ class Budgets:
 
     def _get(self, host: str) -> HostBudget:
         return self._hosts.get(host) or HostBudget(host)
-
-
-@dataclass(frozen=True)
-class Job:
-    """The pending copies that need one source image, grouped by task, in config order."""
-
-    groups: tuple[tuple[Pending, ...], ...]
-
-    @property
-    def lead(self) -> Pending:
-        return self.groups[0][0]
-
-    @property
-    def host(self) -> str:
-        return self.lead.task.source.repository.registry
-
-    def pendings(self) -> list[Pending]:
-        return [pending for group in self.groups for pending in group]
 
 
 def jobs(pendings: Iterable[Pending]) -> list[Job]:

@@ -16,33 +16,17 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from enum import Enum
 from typing import Any, Protocol
 
 from mirror.errors import BUG, MirrorError
-from mirror.model import INTERRUPTED, Action, Outcome
+from mirror.model import INTERRUPTED, NOT_ASKED, Action, Outcome, Refresh, unrefreshed
 
 log = logging.getLogger("mirror")
 
-# Seconds `ensure` waits for the source's answer when ECR already has a copy to serve (or
-# --timeout, when shorter): a build pre-step must not sit through --timeout and its retries.
-SOURCE_DEADLINE = 5.0
-NOT_ASKED = "not refreshed: --refresh never (the source was not asked)"
 _EARLIEST = datetime(1990, 1, 1, tzinfo=timezone.utc)  # before it: no real build time
 _TIME = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:([Zz])|([+-])(\d\d):(\d\d))\Z"
 )
-
-
-class Refresh(str, Enum):
-    """`ensure --refresh`: how hard to try the source before serving ECR's copy."""
-
-    ALWAYS = "always"  # a copy that cannot be refreshed fails (sync's rule)
-    IF_POSSIBLE = "if-possible"  # ECR's copy, with a warning, when the source cannot refresh it
-    NEVER = "never"  # ECR's copy as it is; the source is asked only for what ECR lacks
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Reader(Protocol):
@@ -113,11 +97,6 @@ class Serve:
             log.debug("%s: the age of the copy cannot be read: %s", outcome.destination, error)
             built = None
         return age_text(built, self.now())
-
-
-def unrefreshed(why: str | None) -> str:
-    """The stale outcome's reason, from the refresh's own failure."""
-    return f"not refreshed: {why or 'the source could not be asked'}"
 
 
 def created(reader: Reader, repository: str, digest: str) -> datetime | None:

@@ -30,7 +30,7 @@ from mirror.errors import (
     run_again_later,
 )
 from mirror.http import backoff
-from mirror.model import INTERRUPTED, Action, Copied, Outcome, Pending
+from mirror.model import INTERRUPTED, Action, Copied, Job, Outcome, Pending, Place, Retry
 from mirror.oci import (
     INDEX_TYPES,
     SCHEMA1_TYPES,
@@ -43,7 +43,7 @@ from mirror.oci import (
     sha256,
 )
 from mirror.reference import Repository
-from mirror.schedule import Backpressure, Budgets, Job
+from mirror.schedule import Backpressure, Budgets
 from mirror.state import Refusals
 
 log = logging.getLogger("mirror")
@@ -70,16 +70,6 @@ class Manifests(Protocol):
     def manifest(self, host: str, path: str, digest: str) -> Manifest: ...
 
     def has(self, host: str, path: str, digest: str) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where a whole image already is: a tag in a target."""
-
-    target: int
-    repository: str
-    tag: str
-    reference: str  # host/repository:tag
 
 
 class Holdings:
@@ -118,18 +108,6 @@ class Holdings:
             return places[0] if places else None
 
 
-@dataclass(frozen=True)
-class Retry:
-    """How a copy is tried again: after a transient failure, `attempts` in all, waiting from
-    `backoff` seconds (doubling, with jitter); after ECR throttling, which is back-pressure
-    rather than failure, up to `throttled_attempts`, waiting from `throttled_backoff`."""
-
-    attempts: int = 3
-    backoff: float = 1.0
-    throttled_attempts: int = 8
-    throttled_backoff: float = 2.0
-
-
 class Transfer:
     """Runs jobs; each settled copy goes to `emit` as soon as it is known. Thread-safe."""
 
@@ -143,7 +121,7 @@ class Transfer:
         holdings: Holdings,
         emit: Callable[[Outcome], None],
         stop: threading.Event,
-        retry: Retry = Retry(),
+        retry: Retry | None = None,
         backpressure: Backpressure | None = None,
         refusals: Refusals | None = None,
     ):
@@ -154,7 +132,7 @@ class Transfer:
         self.holdings = holdings
         self.emit = emit
         self.stop = stop
-        self.retry = retry
+        self.retry = retry or Retry()
         self.backpressure = backpressure or Backpressure(1)
         self.refusals = refusals or Refusals(None)  # images no copy can keep, by digest
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from mirror.pipeline import Settings
+from mirror.model import Settings
 from tests.stage import Run, Stage
 from tests.standins.misbehaving import Answer, Asked, Scripted
 from tests.standins.proxy import ForwardProxy

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mirror.pipeline import Settings
+from mirror.model import Settings
 from tests.stage import Run, Stage
 from tests.standins.registry import get_manifest
 

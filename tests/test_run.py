@@ -26,7 +26,7 @@ from mirror import cli, lock
 from mirror.cli import exit_code_text
 from mirror.errors import EXIT_CODES
 from mirror.http import Http
-from mirror.pipeline import Settings
+from mirror.model import Settings
 from mirror.registry import Registry
 from tests.stage import ROOT, TIMESTAMP, Stage
 from tests.standins.aws import ECR_PASSWORD

@@ -12,14 +12,22 @@ import pytest
 
 from mirror.check import Target, within
 from mirror.errors import BUG, MirrorError, RateLimited, RegistryError
-from mirror.model import INTERRUPTED, Action, Outcome, Task
+from mirror.model import (
+    INTERRUPTED,
+    NOT_ASKED,
+    Action,
+    Outcome,
+    Plan,
+    Refresh,
+    Retry,
+    Settings,
+    Task,
+)
 from mirror.oci import sha256
-from mirror.pipeline import Pipeline, Settings
-from mirror.plan import Plan
+from mirror.pipeline import Pipeline
 from mirror.reference import ImageRef, Repository
 from mirror.schedule import Budgets
-from mirror.stale import NOT_ASKED, Refresh, Serve, age_text, created, parse_time
-from mirror.transfer import Retry
+from mirror.stale import Serve, age_text, created, parse_time
 from tests.test_steps import Events, FakeCopier, FakeRegistry
 
 NOW = datetime(2026, 5, 10, 12, 0, 0, tzinfo=timezone.utc)

@@ -20,13 +20,22 @@ from mirror.config import parse
 from mirror.console import Console, image_line, one_line, status_line
 from mirror.errors import ConfigError, CopyError, LockHeld, MirrorError, RateLimited
 from mirror.http import proxy_for
-from mirror.model import Action, Copied, Outcome, Task
+from mirror.model import (
+    Action,
+    Copied,
+    Outcome,
+    Plan,
+    Progress,
+    Retry,
+    Settings,
+    Task,
+    Unresolved,
+)
 from mirror.oci import Descriptor, Manifest, RateLimit, TagList
-from mirror.pipeline import Pipeline, Progress, Settings
-from mirror.plan import Plan, Shard, Unresolved, plan
+from mirror.pipeline import Pipeline
+from mirror.plan import Shard, plan
 from mirror.reference import ImageRef, Repository
 from mirror.schedule import Budgets
-from mirror.transfer import Retry
 
 # --- fakes ---------------------------------------------------------------------------------------
 
