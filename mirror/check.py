@@ -1,7 +1,7 @@
 """Step 2, check: HEADs on both sides -> for each task and target, an outcome or a pending copy.
 
 A HEAD costs no pull, so this step decides what is up to date for free. It never writes.
-The boundaries come in as small protocols: unit tests hand in fakes.
+The boundaries come in as the small protocols of mirror/ports.py: unit tests hand in fakes.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 from mirror.errors import (
     SCHEMA1_REFUSAL,
+    Later,
     MirrorError,
     RateLimited,
     RegistryError,
@@ -37,8 +37,8 @@ from mirror.model import (
     Task,
     unrefreshed,
 )
-from mirror.oci import SCHEMA1_TYPES, Descriptor, Manifest, RateLimit, TagList, made_from
-from mirror.state import Refusals
+from mirror.oci import SCHEMA1_TYPES, Descriptor, made_from
+from mirror.ports import Limits, Manifests, Refusals, Target
 
 T = TypeVar("T")
 
@@ -47,66 +47,6 @@ log = logging.getLogger("mirror")
 # An index's size divided by it is more entries than it can hold: a count never too low.
 MIN_INDEX_ENTRY_BYTES = 84
 UNKNOWN_SIZE_PULLS = 1000  # an index of unknown size: counted high, so learnt before a copy
-
-
-class Registry(Protocol):
-    """What the steps need of a registry (mirror.registry.Registry is the real one)."""
-
-    host: str
-    api: str  # the host that serves the registry API (Docker Hub's: registry-1.docker.io)
-    tls_verify: bool
-
-    def head_manifest(self, path: str, reference: str) -> Descriptor: ...
-
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Descriptor: ...
-
-    def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
-
-    def get_blob(self, path: str, digest: str) -> bytes | None: ...
-
-    def pull_manifest(self, path: str, reference: str) -> Manifest | None: ...
-
-    def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str: ...
-
-    def check_login(self, path: str) -> None: ...
-
-    def list_tags(self, path: str) -> TagList: ...
-
-
-@dataclass(frozen=True)
-class Target:
-    """One ECR registry that receives images: its host, registry client and repository hooks."""
-
-    host: str
-    registry: Registry
-    ensure_repository: Callable[[str], object] = lambda repository: None  # none to create
-    is_immutable: Callable[[str, str], bool] = lambda repository, tag: False
-    # Why a copy into the repository cannot be made (it is missing and mirror may not create
-    # it), or None.
-    cannot_write: Callable[[str], str | None] = lambda repository: None
-
-
-class Limits(Protocol):
-    """The pull budgets (mirror.schedule.Budgets): what the checks tell and ask them."""
-
-    def see(self, host: str, rate_limit: RateLimit | None) -> None: ...
-
-    def shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None: ...
-
-    def limited(self, host: str, why: str) -> None: ...
-
-    def blocked(self, host: str) -> str | None: ...
-
-
-class Describer(Protocol):
-    """How a source's manifest is looked at (mirror.pulls.Pulls: a GET it makes is counted
-    and kept for the copy)."""
-
-    def describe(
-        self, host: str, path: str, reference: str, *, get: Callable[[], bool]
-    ) -> Descriptor: ...
 
 
 Checked = Outcome | Pending
@@ -123,14 +63,14 @@ class Checker:
     def __init__(
         self,
         *,
-        pulls: Describer,
+        pulls: Manifests,
         targets: Sequence[Target],
         limits: Limits,
         stop: threading.Event,
         source_gets: bool = True,
         refresh: Refresh = Refresh.ALWAYS,
         source_deadline: float = SOURCE_DEADLINE,
-        refusals: Refusals | None = None,
+        refusals: Refusals,
     ):
         self.pulls = pulls
         self.targets = list(targets)
@@ -139,7 +79,7 @@ class Checker:
         self.source_gets = source_gets  # may a source that gives no digest on HEAD be read?
         self.refresh = refresh
         self.source_deadline = source_deadline
-        self.refusals = refusals or Refusals(None)  # images earlier runs could not copy
+        self.refusals = refusals  # images earlier runs could not copy
 
     def check(self, task: Task) -> list[Checked]:
         """One outcome or pending copy per target, in target order. Never raises: a failure
@@ -409,7 +349,3 @@ def within(seconds: float, call: Callable[[], T], host: str) -> T:
         return future.result(timeout=seconds)
     except FutureTimeout:
         raise RegistryError(f"{host}: no answer within {seconds:g} s", transient=True) from None
-
-
-class Later(MirrorError):
-    """Not now: the task waits for a later run (a spent budget), named in the message."""

@@ -10,10 +10,9 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mirror import aws, skopeo
-from mirror.check import Target
 from mirror.config import Config, Credentials, Ecr, target_region
 from mirror.errors import ConfigError, CopyError, SetupError
 from mirror.http import Http, Policy, check_proxies
@@ -80,32 +79,25 @@ class Sources:
 
 
 @dataclass
-class _Target:
-    """One configured ECR target, connected: its API client, host and registry client."""
+class EcrTarget:
+    """One configured ECR target, connected: its API client, host and registry client (the
+    steps' `Target`)."""
 
     config: Ecr
     ecr: aws.Ecr
     host: str
     registry: Registry
     settings: dict[str, RepositorySettings]  # per configured repository
+    dry_run: bool = False  # nothing is created
     _created: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def step_target(self, *, dry_run: bool) -> Target:
-        target = Target(
-            host=self.host,
-            registry=self.registry,
-            is_immutable=self.ecr.is_immutable,
-        )
-        if not self.config.create_repositories:
-            target = replace(target, cannot_write=self.cannot_write)
-        elif not dry_run:
-            target = replace(target, ensure_repository=self.ensure_repository)
-        return target
+    def is_immutable(self, name: str, tag: str) -> bool:
+        return self.ecr.is_immutable(name, tag)
 
     def cannot_write(self, name: str) -> str | None:
         """Why nothing can be copied into `name`: it does not exist and may not be created."""
-        if self.ecr.exists(name):
+        if self.config.create_repositories or self.ecr.exists(name):
             return None
         return (
             f"no repository {name} in ECR, and create_repositories is false: create it, "
@@ -114,7 +106,10 @@ class _Target:
 
     def ensure_repository(self, name: str) -> None:
         """Create the repository once, with its repository_settings (an existing one is left
-        as it is: `mirror repos` shows and fixes its drift)."""
+        as it is: `mirror repos` shows and fixes its drift); not in a dry run, nor when
+        create_repositories is false."""
+        if self.dry_run or not self.config.create_repositories:
+            return
         with self._lock:
             if name not in self._created:
                 settings = self.settings.get(name, self.config.repository_settings)
@@ -130,7 +125,7 @@ class Copier:
         self,
         tool: skopeo.Skopeo,
         logins: dict[str, Login],
-        targets: list[_Target],
+        targets: list[EcrTarget],
         relay: Relay,
     ):
         self.tool, self.logins, self.targets, self.relay = tool, logins, targets, relay
@@ -181,7 +176,7 @@ class Session:
     """A run's connected boundaries. `stop()` cuts off every request and skopeo in flight."""
 
     sources: Sources
-    targets: list[Target]
+    targets: list[EcrTarget]
     copier: Copier
     http: Http
     tool: skopeo.Skopeo
@@ -250,7 +245,7 @@ def session(config: Config, settings: Settings, *, budgets: Spending) -> Iterato
         pool_size=settings.check_jobs,
         on_throttled=backpressure.throttled,
     )
-    targets = _connect_targets(config, http, settings.timeout)
+    targets = _connect_targets(config, http, settings)
     sources = Sources(config, http, source_logins)
     pulls = Pulls(sources, budgets)
     with skopeo.Workspace() as workspace, contextlib.closing(Relay(pulls, sources)) as relay:
@@ -259,7 +254,7 @@ def session(config: Config, settings: Settings, *, budgets: Spending) -> Iterato
         tool = skopeo.Skopeo(workspace, on_throttled=backpressure.throttled)
         yield Session(
             sources=sources,
-            targets=[target.step_target(dry_run=settings.dry_run) for target in targets],
+            targets=list(targets),
             copier=Copier(tool, logins, targets, relay),
             http=http,
             tool=tool,
@@ -275,12 +270,12 @@ def _credentials_where(config: Config, host: str) -> str:
     return f'source.credentials["{host}"]' if host in listed else "source.credentials"
 
 
-def _connect_targets(config: Config, http: Http, timeout: float) -> list[_Target]:
+def _connect_targets(config: Config, http: Http, settings: Settings) -> list[EcrTarget]:
     """An ECR client, token and registry client for every target (`ecr:` may be a list)."""
     targets = []
     for target in config.targets:
         region = region_of(config, target)
-        ecr = aws.Ecr(region=region, registry_id=target.registry_id, timeout=timeout)
+        ecr = aws.Ecr(region=region, registry_id=target.registry_id, timeout=settings.timeout)
         login = ecr.login()
         host = target.endpoint or aws.registry_host(
             region=region, registry_id=target.registry_id, token_host=login.host
@@ -288,5 +283,6 @@ def _connect_targets(config: Config, http: Http, timeout: float) -> list[_Target
         registry = Registry(
             host, http=http, tls_verify=target.tls_verify, login=login.login, throttled=True
         )
-        targets.append(_Target(target, ecr, host, registry, config.repository_settings(target)))
+        settings_of = config.repository_settings(target)
+        targets.append(EcrTarget(target, ecr, host, registry, settings_of, settings.dry_run))
     return targets

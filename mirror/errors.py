@@ -139,6 +139,10 @@ SCHEMA1_REFUSAL = (
 )
 
 
+class Later(MirrorError):
+    """Not now: the work waits for a later run (a spent pull budget), named in the message."""
+
+
 class NestedIndex(CopyError):
     """skopeo 1.9 met an image index whose entries are indexes, which it cannot copy whole."""
 

@@ -26,7 +26,6 @@ import ipaddress
 import logging
 import math
 import os
-import random
 import socket
 import threading
 import time
@@ -40,11 +39,11 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from mirror.errors import RegistryError, SetupError, Stopped, hide_passwords, quoted, remember_login
+from mirror.workers import MAX_WAIT, backoff
 
 log = logging.getLogger("mirror")
 
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})
-MAX_WAIT = 30.0  # seconds: the longest wait before a throttled request is sent again
 MAX_BODY = 32 << 20  # bytes: a manifest is at most 4 MiB (ECR), a page of tags far less
 MAX_REDIRECTS = 5
 _PIECE = 64 << 10
@@ -777,13 +776,6 @@ class _InnerAddress(Exception):
 class _Stopping(_Failed):
     def __init__(self) -> None:
         super().__init__("mirror is stopping", final=True)
-
-
-def backoff(base: float, attempt: int) -> float:
-    """Seconds to wait before attempt `attempt` + 1: `base` doubled per attempt, at most
-    MAX_WAIT, with ±50 % jitter (so that many clients do not come back at once)."""
-    delay = min(MAX_WAIT, base * 2.0 ** (attempt - 1))
-    return delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not cryptography
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

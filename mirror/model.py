@@ -265,6 +265,15 @@ class Place:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Why an earlier run refused a source image (mirror.state remembers it by digest)."""
+
+    reason: str
+    seen: str  # ISO-8601 UTC, when a run last refused it
+    tool: str = ""  # the skopeo that refused it: another version tries the image again
+
+
+@dataclass(frozen=True)
 class HostBudget:
     """One source host's budget as seen in this run (a snapshot)."""
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from mirror.check import Checker, Registry, Target
+from mirror.check import Checker
 from mirror.errors import MirrorError, RateLimited, run_again_later
 from mirror.model import (
     INTERRUPTED,
@@ -30,22 +30,15 @@ from mirror.model import (
     Settings,
     Task,
 )
+from mirror.ports import Copier, Sink, Source, Target
 from mirror.pulls import Pulls
 from mirror.schedule import Backpressure, Budgets, Queue, jobs
 from mirror.stale import Serve
 from mirror.state import Refusals
-from mirror.transfer import Copier, Holdings, Transfer, pulls_after
+from mirror.transfer import Holdings, Transfer, pulls_after
 from mirror.workers import Workers, wait_all, wait_any
 
 T = TypeVar("T")
-
-
-class Sink(Protocol):
-    """Who hears of a run as it goes (the console)."""
-
-    def settled(self, outcome: Outcome) -> None: ...
-
-    def progress(self, progress: Progress) -> None: ...
 
 
 @dataclass
@@ -108,7 +101,7 @@ class Pipeline:
     def __init__(
         self,
         *,
-        sources: Callable[[str], Registry],
+        sources: Callable[[str], Source],
         targets: Sequence[Target],
         copier: Copier,
         budgets: Budgets,

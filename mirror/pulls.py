@@ -25,21 +25,10 @@ from mirror.errors import (
     run_again_later,
 )
 from mirror.oci import SCHEMA1_TYPES, Descriptor, Manifest, RateLimit, digest_of
+from mirror.ports import Source
 
 _T = TypeVar("_T")
 MAX_KEPT = 256 << 20  # bytes of manifests kept at most; past it, a retry reads them again
-
-
-class Source(Protocol):
-    """What `Pulls` needs of a source registry (mirror.registry.Registry is the real one)."""
-
-    host: str
-
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Descriptor: ...
-
-    def pull_manifest(self, path: str, reference: str) -> Manifest | None: ...
 
 
 class Spending(Protocol):

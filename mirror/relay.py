@@ -29,15 +29,14 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Protocol
+from typing import Any
 
 from mirror.errors import CopyError, MirrorError, RegistryError, Stopped
-from mirror.http import Response
-from mirror.oci import Login, Manifest
+from mirror.oci import Login
+from mirror.ports import Manifests, Source
 from mirror.reference import BadReference, check_digest
 from mirror.workers import Workers
 
@@ -52,20 +51,6 @@ _SKOPEO_WAIT = 3600.0
 # Connections served at once at most: skopeo keeps a few per copy (manifests, blobs in
 # parallel, the HTTPS try); a connection over the limit waits for a thread.
 _CONNECTIONS = 256
-
-
-class Manifests(Protocol):
-    """Where manifests come from (mirror.pulls.Pulls)."""
-
-    def manifest(self, host: str, path: str, digest: str) -> Manifest: ...
-
-
-class Blobs(Protocol):
-    """Where blobs come from (mirror.registry.Registry)."""
-
-    def blob(self, path: str, digest: str) -> AbstractContextManager[Response]: ...
-
-    def head_blob(self, path: str, digest: str) -> Response: ...
 
 
 @dataclass
@@ -108,7 +93,7 @@ class Route:
 class Relay:
     """The relay's server, on 127.0.0.1 and a port of its own; `close()` ends it."""
 
-    def __init__(self, manifests: Manifests, blobs: Callable[[str], Blobs]):
+    def __init__(self, manifests: Manifests, blobs: Callable[[str], Source]):
         self.manifests = manifests
         self.blobs = blobs
         self.login = Login(USER, secrets.token_urlsafe(32), "the relay's password for this run")

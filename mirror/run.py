@@ -35,8 +35,9 @@ from mirror.errors import (
 )
 from mirror.model import INTERRUPTED, NOT_RESOLVED, Action, Outcome, Plan, Settings, Unresolved
 from mirror.oci import TagList
-from mirror.pipeline import Pipeline, Result, Sink
+from mirror.pipeline import Pipeline, Result
 from mirror.plan import Shard, plan, rule_images
+from mirror.ports import Sink
 from mirror.reference import Repository
 from mirror.schedule import Budgets
 from mirror.state import Refusals

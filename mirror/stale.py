@@ -16,10 +16,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
 
 from mirror.errors import BUG, MirrorError
 from mirror.model import INTERRUPTED, NOT_ASKED, Action, Outcome, Refresh, unrefreshed
+from mirror.ports import Reader
 
 log = logging.getLogger("mirror")
 
@@ -27,14 +27,6 @@ _EARLIEST = datetime(1990, 1, 1, tzinfo=timezone.utc)  # before it: no real buil
 _TIME = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:([Zz])|([+-])(\d\d):(\d\d))\Z"
 )
-
-
-class Reader(Protocol):
-    """What reading a copy's age needs of the target's registry (mirror.registry.Registry)."""
-
-    def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
-
-    def get_blob(self, path: str, digest: str) -> bytes | None: ...
 
 
 def servable(outcome: Outcome) -> bool:

@@ -21,9 +21,10 @@ import os
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from mirror.model import Refusal
 
 FILE = "refused.json"
 VERSION = 1
@@ -43,13 +44,6 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path | None:
 def refusals_path(environ: Mapping[str, str] | None = None) -> Path | None:
     directory = state_dir(environ)
     return None if directory is None else directory / FILE
-
-
-@dataclass(frozen=True)
-class Refusal:
-    reason: str
-    seen: str  # ISO-8601 UTC, when a run last refused it
-    tool: str = ""  # the skopeo that refused it: another version tries the image again
 
 
 class Refusals:

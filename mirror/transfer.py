@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
-from mirror.check import Later, Registry, Target
 from mirror.errors import (
     SCHEMA1_REFUSAL,
     CopyError,
+    Later,
     MirrorError,
     NestedIndex,
     RateLimited,
@@ -29,7 +29,6 @@ from mirror.errors import (
     bug_message,
     run_again_later,
 )
-from mirror.http import backoff
 from mirror.model import INTERRUPTED, Action, Copied, Job, Outcome, Pending, Place, Retry
 from mirror.oci import (
     INDEX_TYPES,
@@ -42,34 +41,11 @@ from mirror.oci import (
     platform_names,
     sha256,
 )
+from mirror.ports import Copier, Limits, Manifests, Pacing, Refusals, Registry, Target
 from mirror.reference import Repository
-from mirror.schedule import Backpressure, Budgets
-from mirror.state import Refusals
+from mirror.workers import backoff
 
 log = logging.getLogger("mirror")
-
-
-class Copier(Protocol):
-    """skopeo (mirror.connect.Copier)."""
-
-    def pull(
-        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
-    ) -> Copied:
-        """Copy from a source registry, through the relay (its manifests read through
-        `Pulls`: once per run)."""
-
-    def copy(
-        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
-    ) -> Copied:
-        """Copy registry to registry between targets (no pull)."""
-
-
-class Manifests(Protocol):
-    """The source manifests pulled in this run (mirror.pulls.Pulls)."""
-
-    def manifest(self, host: str, path: str, digest: str) -> Manifest: ...
-
-    def has(self, host: str, path: str, digest: str) -> bool: ...
 
 
 class Holdings:
@@ -117,13 +93,13 @@ class Transfer:
         pulls: Manifests,
         targets: Sequence[Target],
         copier: Copier,
-        budgets: Budgets,
+        budgets: Limits,
         holdings: Holdings,
         emit: Callable[[Outcome], None],
         stop: threading.Event,
         retry: Retry | None = None,
-        backpressure: Backpressure | None = None,
-        refusals: Refusals | None = None,
+        backpressure: Pacing,
+        refusals: Refusals,
     ):
         self.pulls = pulls
         self.targets = list(targets)
@@ -133,8 +109,8 @@ class Transfer:
         self.emit = emit
         self.stop = stop
         self.retry = retry or Retry()
-        self.backpressure = backpressure or Backpressure(1)
-        self.refusals = refusals or Refusals(None)  # images no copy can keep, by digest
+        self.backpressure = backpressure
+        self.refusals = refusals  # images no copy can keep, by digest
 
     def run(self, job: Job) -> None:
         """Copy the job's image once from the source, then fill the rest from the targets.

@@ -1,4 +1,5 @@
-"""A small pool of daemon threads, and a way to wait that keeps signal handlers running.
+"""A small pool of daemon threads, ways to wait that keep signal handlers running, and how long
+to wait before trying again.
 
 Why not ThreadPoolExecutor: its threads are joined when the interpreter exits, so one request
 stuck in a connect would hold a stopping run open. These threads are daemons: a run that was
@@ -8,6 +9,7 @@ told to stop waits for its work a few seconds at most, then leaves.
 from __future__ import annotations
 
 import queue
+import random
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -15,6 +17,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 SLICE = 0.1  # seconds the main thread waits at a time: signal handlers run between slices
+MAX_WAIT = 30.0  # seconds: the longest wait before something is tried again
 
 
 class Workers:
@@ -90,3 +93,10 @@ def wait_all(futures: Iterable[Future[Any]], *, until: Callable[[], bool] = lamb
         if pending and until():
             return False
     return True
+
+
+def backoff(base: float, attempt: int) -> float:
+    """Seconds to wait before attempt `attempt` + 1: `base` doubled per attempt, at most
+    MAX_WAIT, with ±50 % jitter (so that many clients do not come back at once)."""
+    delay = min(MAX_WAIT, base * 2.0 ** (attempt - 1))
+    return delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not cryptography

@@ -22,7 +22,7 @@ import urllib3
 
 from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError, Stopped
 from mirror.http import Body, Http, Policy, Response
-from mirror.oci import Descriptor, Manifest, RateLimit
+from mirror.oci import Descriptor, Manifest, RateLimit, TagList
 from mirror.pulls import Pulls
 from mirror.registry import clock_skew
 from mirror.relay import Relay, Route
@@ -91,6 +91,15 @@ class FakeSource:
 
     def head_blob(self, path: str, digest: str) -> Response:
         return Response(200 if digest == BLOB_DIGEST else 404, {"Content-Length": "5"}, b"")
+
+    def head_manifest(self, path: str, reference: str) -> Descriptor:
+        return Descriptor(found=True, digest=DIGEST)
+
+    def list_tags(self, path: str) -> TagList:
+        return TagList(())
+
+    def check_login(self, path: str) -> None:
+        pass
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mirror.check import Target, within
+from mirror.check import within
 from mirror.errors import BUG, MirrorError, RateLimited, RegistryError
 from mirror.model import (
     INTERRUPTED,
@@ -28,7 +28,7 @@ from mirror.pipeline import Pipeline
 from mirror.reference import ImageRef, Repository
 from mirror.schedule import Budgets
 from mirror.stale import Serve, age_text, created, parse_time
-from tests.test_steps import Events, FakeCopier, FakeRegistry
+from tests.test_steps import Events, FakeCopier, FakeRegistry, FakeTarget
 
 NOW = datetime(2026, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
 HELD = {"hub/library/ruby:a": "sha256:old"}
@@ -51,8 +51,8 @@ def two_targets(source: dict[str, str], fail: MirrorError | None = None) -> dict
 def run(
     registries: dict[str, Any], refresh: Refresh, *, tasks: list[Any] | None = None
 ) -> list[Outcome]:
-    targets = [Target("ecr", registries["ecr"])]
-    targets.append(Target("ecr2", registries["ecr2"]))
+    targets = [FakeTarget("ecr", registries["ecr"])]
+    targets.append(FakeTarget("ecr2", registries["ecr2"]))
     budgets = Budgets()
     pipeline = Pipeline(
         sources=lambda host: registries[host],

@@ -9,17 +9,18 @@ import json
 import os
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mirror import lock, report
-from mirror.check import Target
 from mirror.config import parse
 from mirror.console import Console, image_line, one_line, status_line
 from mirror.errors import ConfigError, CopyError, LockHeld, MirrorError, RateLimited
-from mirror.http import proxy_for
+from mirror.http import Response, proxy_for
 from mirror.model import (
     Action,
     Copied,
@@ -93,6 +94,29 @@ class FakeRegistry:
 
     def list_tags(self, path: str) -> TagList:
         return TagList(())
+
+    def blob(self, path: str, digest: str) -> AbstractContextManager[Response]:
+        raise AssertionError("blobs are skopeo's, through the relay: no fake copier reads one")
+
+    def head_blob(self, path: str, digest: str) -> Response:
+        raise AssertionError("blobs are skopeo's, through the relay: no fake copier reads one")
+
+
+@dataclass
+class FakeTarget:
+    """A target whose repositories all exist, none with immutable tags."""
+
+    host: str
+    registry: FakeRegistry
+
+    def ensure_repository(self, repository: str) -> None:
+        pass
+
+    def is_immutable(self, repository: str, tag: str) -> bool:
+        return False
+
+    def cannot_write(self, repository: str) -> str | None:
+        return None
 
 
 class FakeCopier:
@@ -178,7 +202,7 @@ def run(
     events = Events()
     pipeline = Pipeline(
         sources=lambda host: registries[host],
-        targets=[Target("ecr", registries["ecr"])],
+        targets=[FakeTarget("ecr", registries["ecr"])],
         copier=copier,
         budgets=budgets,
         settings=Settings(**{"jobs": 2, "retry": Retry(backoff=0.0), **settings}),

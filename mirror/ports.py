@@ -1,0 +1,184 @@
+"""What the steps ask of the outside world and of each other, as protocols.
+
+The steps (plan, check, schedule, transfer, and ensure's stale-if-error) import only these, the
+values (model.py, oci.py) and the errors; connect.py hands them the real things, unit tests
+hand them fakes. Each protocol has one implementation in mirror/:
+
+| protocol | implemented by | asked by |
+| --- | --- | --- |
+| `Source` | registry.Registry, metered by schedule.Metered | pulls, relay, the run |
+| `Registry` | registry.Registry (a target's) | check, transfer, stale |
+| `Target` | connect.EcrTarget (ECR's API and registry) | check, transfer |
+| `Manifests` | pulls.Pulls (every source manifest GET, once per run) | check, schedule, transfer |
+| `Copier` | connect.Copier (skopeo, reading through relay.Relay) | transfer |
+| `Limits` | schedule.Ledger (the pull budgets) | check, transfer |
+| `Pacing` | schedule.Backpressure (copies at once while ECR throttles) | transfer |
+| `Holdings` | transfer.Holdings (where each image already is) | schedule |
+| `Refusals` | state.Refusals (images refused by earlier runs) | check, transfer |
+| `Sink` | console.Console | pipeline |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mirror.model import Copied, Outcome, Pending, Place, Progress, Refusal
+from mirror.oci import Descriptor, Manifest, RateLimit, TagList
+from mirror.reference import Repository
+
+if TYPE_CHECKING:
+    from mirror.http import Response
+
+
+class Source(Protocol):
+    """A source registry, as the run reads it: manifests (a GET is a pull on Docker Hub, a
+    HEAD is not), blobs, tags and the login."""
+
+    @property
+    def host(self) -> str: ...
+
+    def head_manifest(self, path: str, reference: str) -> Descriptor: ...
+
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
+    ) -> Descriptor:
+        """A HEAD; when `get` allows, a GET when the HEAD tells no digest (a pull)."""
+
+    def pull_manifest(self, path: str, reference: str) -> Manifest | None: ...
+
+    def blob(self, path: str, digest: str) -> AbstractContextManager[Response]:
+        """A blob's answer, its body still on the wire (closed on leaving)."""
+
+    def head_blob(self, path: str, digest: str) -> Response: ...
+
+    def list_tags(self, path: str) -> TagList: ...
+
+    def check_login(self, path: str) -> None: ...
+
+
+class Registry(Protocol):
+    """A target's registry API (ECR's): what the checks and the copies read and write there."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def tls_verify(self) -> bool: ...
+
+    def head_manifest(self, path: str, reference: str) -> Descriptor: ...
+
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
+    ) -> Descriptor: ...
+
+    def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
+
+    def pull_manifest(self, path: str, reference: str) -> Manifest | None: ...
+
+    def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str: ...
+
+    def get_blob(self, path: str, digest: str) -> bytes | None: ...
+
+
+class Reader(Protocol):
+    """What reading a copy's age needs of a target's registry (ensure's stale-if-error)."""
+
+    def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
+
+    def get_blob(self, path: str, digest: str) -> bytes | None: ...
+
+
+class Target(Protocol):
+    """One ECR registry that receives images: its host, its registry API and its repositories."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    def ensure_repository(self, repository: str) -> None:
+        """Create the repository before a copy, when mirror creates repositories."""
+
+    def is_immutable(self, repository: str, tag: str) -> bool: ...
+
+    def cannot_write(self, repository: str) -> str | None:
+        """Why no copy into the repository can be made (it is missing and mirror may not
+        create it), or None."""
+
+
+class Manifests(Protocol):
+    """The source manifests of a run: a HEAD to describe one, and every GET made once and
+    kept (a pull on Docker Hub)."""
+
+    def describe(
+        self, host: str, path: str, reference: str, *, get: Callable[[], bool]
+    ) -> Descriptor:
+        """The HEAD; when `get()` allows, a GET when it tells no digest, kept for the copy."""
+
+    def manifest(self, host: str, path: str, digest: str) -> Manifest:
+        """The manifest by digest, read once per run and checked against it."""
+
+    def has(self, host: str, path: str, digest: str) -> bool:
+        """Is it read already (reading it again costs no pull)?"""
+
+
+class Copier(Protocol):
+    """skopeo: copies an image whole, every digest kept."""
+
+    def pull(
+        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
+    ) -> Copied:
+        """Copy from a source registry, its manifests read through `Manifests` (once per
+        run)."""
+
+    def copy(
+        self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+    ) -> Copied:
+        """Copy registry to registry between targets (no pull)."""
+
+
+class Limits(Protocol):
+    """The pull budgets, as the checks and the copies ask them: may this host be pulled from?"""
+
+    def see(self, host: str, rate_limit: RateLimit | None) -> None: ...
+
+    def limited(self, host: str, why: str) -> None: ...
+
+    def blocked(self, host: str) -> str | None:
+        """Why nothing more may come from `host` in this run (None: it may)."""
+
+    def shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None:
+        """Why `pulls` more from `host` cannot be spent now (None: they can)."""
+
+
+class Pacing(Protocol):
+    """How the copies hear of ECR's throttling, and tell of a copy that went well."""
+
+    def throttled(self, host: str) -> None: ...
+
+    def succeeded(self) -> None: ...
+
+
+class Holdings(Protocol):
+    """Where each image already is in the targets (a donor: no pull needed to fill a tag)."""
+
+    def donor(self, pending: Pending) -> Place | None: ...
+
+
+class Refusals(Protocol):
+    """Source images no copy can keep whole, remembered by digest across runs."""
+
+    def why(self, repository: str, digest: str) -> Refusal | None: ...
+
+    def add(self, repository: str, digest: str, reason: str) -> None: ...
+
+
+class Sink(Protocol):
+    """Who hears of a run as it goes (the console)."""
+
+    def settled(self, outcome: Outcome) -> None: ...
+
+    def progress(self, progress: Progress) -> None: ...
