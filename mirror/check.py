@@ -7,12 +7,13 @@ The boundaries come in as the small protocols of mirror/ports.py: unit tests han
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
+from functools import partial
 from typing import TypeVar
 
 from mirror.errors import (
@@ -43,10 +44,6 @@ from mirror.ports import Limits, Manifests, Refusals, Target
 T = TypeVar("T")
 
 log = logging.getLogger("mirror")
-# The least an index entry can take, in bytes: `{"digest":"sha256:<64 hex>"}` and a comma.
-# An index's size divided by it is more entries than it can hold: a count never too low.
-MIN_INDEX_ENTRY_BYTES = 84
-UNKNOWN_SIZE_PULLS = 1000  # an index of unknown size: counted high, so learnt before a copy
 
 
 Checked = Outcome | Pending
@@ -110,10 +107,8 @@ class Checker:
     def _fault(self, task: Task, error: Exception) -> tuple[Action, str]:
         if isinstance(error, Stopped) or (isinstance(error, MirrorError) and self.stop.is_set()):
             return Action.DEFERRED, INTERRUPTED
-        if isinstance(error, RateLimited):
-            why = run_again_later(error)
-            self.limits.limited(error.host or task.source.repository.registry, why)
-            return Action.DEFERRED, why
+        if isinstance(error, RateLimited):  # the metered source told the ledger already
+            return Action.DEFERRED, run_again_later(error)
         if isinstance(error, Later):
             return Action.DEFERRED, str(error)
         if isinstance(error, MirrorError):
@@ -164,12 +159,7 @@ class Checker:
             else:
                 served.append(
                     Pending(
-                        task,
-                        number,
-                        self._destination(task, number),
-                        heads[0].digest or "",
-                        None,
-                        0,
+                        task, number, self._destination(task, number), heads[0].digest or "", None
                     )
                 )
         return served
@@ -209,7 +199,7 @@ class Checker:
             self._destination(task, number),
             digest,
             target.digest if target.found else None,
-            *self._estimate_pulls(task, source),
+            replace(source, body=b""),  # the manifest itself is kept by the pulls
         )
 
     def _unmirrorable(self, task: Task, source: Descriptor) -> str | None:
@@ -246,40 +236,21 @@ class Checker:
         """The source's digest for the task (a HEAD; a GET, within the budget, when the HEAD
         tells none). `quick`: ECR has a copy to serve, so wait at most `source_deadline`."""
         host = task.source.repository.registry
-        short: list[str] = []
-
-        def may_get() -> bool:  # a GET for the digest is a pull: within the budget only
-            if not self.source_gets:
-                return False
-            reason = self.limits.shortfall(host, 1, {})
-            short.extend([reason] if reason else [])
-            return reason is None
-
-        def describe() -> Descriptor:  # a GET it makes is counted, and kept for the copy
-            return self.pulls.describe(
-                host, task.source.repository.path, task.source_reference, get=may_get
-            )
-
+        short = self.limits.shortfall(host, 1) if self.source_gets else None
+        describe = partial(  # a GET it makes is a pull: counted, and kept for the copy
+            self.pulls.describe,
+            host,
+            task.source.repository.path,
+            task.source_reference,
+            get=self.source_gets and short is None,
+        )
         head = within(self.source_deadline, describe, host) if quick else describe()
         if head.found and not head.digest and short:
-            raise Later(f"{short[0]} (the source gives no digest on HEAD: reading it is a pull)")
+            raise Later(f"{short} (the source gives no digest on HEAD: reading it is a pull)")
         if not head.found:
             what = "digest" if task.source.digest else "tag"
             raise MirrorError(f"{task.source}: {what} not found on the source")
         return head
-
-    @staticmethod
-    def _estimate_pulls(task: Task, source: Descriptor) -> tuple[int, bool]:
-        """What copying from the source costs, and whether exactly: one manifest GET (none
-        when the check's GET is kept), plus one per entry of an index. An index's entries are
-        not known before it is read (a pull): they are counted high, from its size, and the
-        schedule reads the index when that count does not fit the budget."""
-        first = 0 if source.fetched else 1
-        if not source.is_index:
-            return first, True
-        if not source.size:
-            return first + UNKNOWN_SIZE_PULLS, False
-        return first + math.ceil(source.size / MIN_INDEX_ENTRY_BYTES), False
 
     def _destination(self, task: Task, number: int) -> str:
         return task.destination(self.targets[number].host, number)

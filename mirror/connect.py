@@ -18,12 +18,12 @@ from mirror.errors import ConfigError, CopyError, SetupError
 from mirror.http import Http, Policy, check_proxies
 from mirror.model import Copied, Settings
 from mirror.oci import Login
-from mirror.pulls import Pulls, Spending
+from mirror.pulls import Pulls
 from mirror.reference import Repository
 from mirror.registry import Registry
 from mirror.relay import Relay
 from mirror.repo_settings import RepositorySettings
-from mirror.schedule import Backpressure
+from mirror.schedule import Backpressure, Ledger, Metered
 
 
 def region_of(config: Config, target: Ecr | None = None) -> str:
@@ -55,27 +55,30 @@ def source_login(
 
 
 class Sources:
-    """Source registry clients, one per host, made on first use, each with its credentials."""
+    """Source registry clients, one per host, made on first use, each with its credentials,
+    and each metered: every answer goes to the run's pull budgets (mirror.schedule)."""
 
-    def __init__(self, config: Config, http: Http, logins: dict[str, Login]):
-        self._config, self._http, self._logins = config, http, logins
-        self._clients: dict[str, Registry] = {}
+    def __init__(self, config: Config, http: Http, logins: dict[str, Login], ledger: Ledger):
+        self._config, self._http, self._logins, self._ledger = config, http, logins, ledger
+        self._clients: dict[str, tuple[Registry, Metered]] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, host: str) -> Registry:
+    def __call__(self, host: str) -> Metered:
         with self._lock:
             if host not in self._clients:
-                self._clients[host] = Registry(
+                registry = Registry(
                     host,
                     http=self._http,
                     tls_verify=self._config.source.tls_verify,
                     login=self._logins.get(host),
                 )
-            return self._clients[host]
+                self._clients[host] = (registry, self._ledger.meter(registry))
+            return self._clients[host][1]
 
     def made(self) -> list[Registry]:
+        """The registry clients made so far (their clocks are told at the end)."""
         with self._lock:
-            return list(self._clients.values())
+            return [registry for registry, _ in self._clients.values()]
 
 
 @dataclass
@@ -218,7 +221,7 @@ def hosts(config: Config) -> list[str]:
 
 
 @contextlib.contextmanager
-def session(config: Config, settings: Settings, *, budgets: Spending) -> Iterator[Session]:
+def session(config: Config, settings: Settings, *, ledger: Ledger) -> Iterator[Session]:
     """Connect everything; the private workspace with credentials is removed on every way out.
     skopeo's auth file names the targets and the relay only: no source credential, and every
     host skopeo talks to is in it, so it never falls back to the files in the user's home."""
@@ -246,8 +249,8 @@ def session(config: Config, settings: Settings, *, budgets: Spending) -> Iterato
         on_throttled=backpressure.throttled,
     )
     targets = _connect_targets(config, http, settings)
-    sources = Sources(config, http, source_logins)
-    pulls = Pulls(sources, budgets)
+    sources = Sources(config, http, source_logins, ledger)
+    pulls = Pulls(sources)
     with skopeo.Workspace() as workspace, contextlib.closing(Relay(pulls, sources)) as relay:
         logins = {relay.host: relay.login, **{t.host: t.ecr.login().login for t in targets}}
         workspace.write_auths(logins)

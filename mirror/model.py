@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from mirror.oci import RateLimit
+from mirror.oci import Descriptor, RateLimit
 from mirror.reference import ImageRef
 
 INTERRUPTED = "interrupted before it was done"  # why work a stop cut short is deferred
@@ -130,8 +130,9 @@ class Pending:
     destination: str  # host/repository:tag
     source_digest: str
     destination_digest: str | None  # what the target holds now (None: nothing)
-    pulls: int  # the pulls copying from the source costs: exactly, or at most (`exact` False)
-    exact: bool = True  # False: an index whose entries are not counted yet (`pulls` is high)
+    # What the source's HEAD told (its size and media type: what a copy will pull, as
+    # mirror.schedule.estimate counts it); None when the copy is filled from a target.
+    source: Descriptor | None = None
 
     @property
     def repository(self) -> str:

@@ -13,11 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TypeVar
 
 from mirror.check import Checker
-from mirror.errors import MirrorError, RateLimited, run_again_later
 from mirror.model import (
     INTERRUPTED,
     Action,
@@ -32,10 +30,10 @@ from mirror.model import (
 )
 from mirror.ports import Copier, Sink, Source, Target
 from mirror.pulls import Pulls
-from mirror.schedule import Backpressure, Budgets, Queue, jobs
+from mirror.schedule import Admission, Backpressure, Ledger, jobs, reread
 from mirror.stale import Serve
 from mirror.state import Refusals
-from mirror.transfer import Holdings, Transfer, pulls_after
+from mirror.transfer import Holdings, Transfer
 from mirror.workers import Workers, wait_all, wait_any
 
 T = TypeVar("T")
@@ -44,7 +42,7 @@ T = TypeVar("T")
 @dataclass
 class Result:
     outcomes: list[Outcome]  # in config order
-    budgets: Budgets
+    ledger: Ledger
     warnings: list[str] = field(default_factory=list)
 
 
@@ -52,10 +50,10 @@ class Collector:
     """Every entry's outcome, exactly once (the first wins), settled by `serve` (ensure's
     stale-if-error); passes each on to the sink."""
 
-    def __init__(self, total: int, sink: Sink, budgets: Budgets, serve: Serve | None = None):
+    def __init__(self, total: int, sink: Sink, ledger: Ledger, serve: Serve | None = None):
         self.total = total
         self.sink = sink
-        self.budgets = budgets
+        self.ledger = ledger
         self.serve = serve
         self.running = 0
         self._outcomes: dict[tuple[tuple[int, int], int], Outcome] = {}
@@ -86,7 +84,7 @@ class Collector:
     def report(self) -> None:
         with self._lock:
             counts = dict(self._counts)
-        self.sink.progress(Progress(self.total, counts, self.running, self.budgets.pulls_left()))
+        self.sink.progress(Progress(self.total, counts, self.running, self.ledger.pulls_left()))
 
     def close(self) -> list[Outcome]:
         """No more outcomes are taken; the ones taken, in config and target order."""
@@ -104,7 +102,7 @@ class Pipeline:
         sources: Callable[[str], Source],
         targets: Sequence[Target],
         copier: Copier,
-        budgets: Budgets,
+        ledger: Ledger,
         settings: Settings,
         stop: threading.Event,
         sink: Sink,
@@ -115,34 +113,34 @@ class Pipeline:
         self.sources = sources
         self.targets = list(targets)
         self.copier = copier
-        self.budgets = budgets
+        self.ledger = ledger
         self.settings = settings
         self.stop = stop
         self.sink = sink
         self.holdings = Holdings()
         self.backpressure = backpressure or Backpressure(settings.jobs)
         self.refusals = refusals or Refusals(None)
-        self.pulls = pulls or Pulls(sources, budgets)
+        self.pulls = pulls or Pulls(sources)  # `sources` metered: see Ledger.meter
         self._grace_end: float | None = None
-        self._learned: dict[int, int] = {}  # a job's pulls, once its index was read
 
     def run(self, plan: Plan) -> Result:
         total = len(plan.tasks) * len(self.targets) + len(plan.outcomes)
         serve = None
         if self.settings.refresh is not Refresh.ALWAYS:
             serve = Serve(self.settings.refresh, [target.registry for target in self.targets])
-        collector = Collector(total, self.sink, self.budgets, serve)
+        collector = Collector(total, self.sink, self.ledger, serve)
         for outcome in plan.outcomes:
             collector.add(outcome)
         pendings = self._check(plan.tasks, collector)
         if pendings and not self.settings.dry_run:
             self._transfer(pendings, collector)
-            self._read_budgets(pendings)
+            if not self.stop.is_set():
+                reread(self.ledger, pendings, self.sources)
         self._settle_the_rest(plan.tasks, collector)
         outcomes = collector.close()
         warnings = [*plan.warnings, *self.pulls.warnings()]
         warnings += [o.warning for o in outcomes if o.warning]
-        return Result(outcomes, self.budgets, warnings)
+        return Result(outcomes, self.ledger, warnings)
 
     # --- step 2: checks -------------------------------------------------------------------------
 
@@ -150,7 +148,7 @@ class Pipeline:
         checker = Checker(
             pulls=self.pulls,
             targets=self.targets,
-            limits=self.budgets,
+            limits=self.ledger,
             stop=self.stop,
             source_gets=not self.settings.dry_run,
             refresh=self.settings.refresh,
@@ -186,12 +184,12 @@ class Pipeline:
     # --- steps 3 and 4: schedule and transfer ---------------------------------------------------
 
     def _transfer(self, pendings: list[Pending], collector: Collector) -> None:
-        queue = Queue(jobs(pendings), self.budgets)
+        admission = Admission(jobs(pendings), self.ledger, self.holdings, self.pulls)
         transfer = Transfer(
             pulls=self.pulls,
             targets=self.targets,
             copier=self.copier,
-            budgets=self.budgets,
+            limits=self.ledger,
             holdings=self.holdings,
             emit=collector.add,
             stop=self.stop,
@@ -199,75 +197,28 @@ class Pipeline:
             backpressure=self.backpressure,
             refusals=self.refusals,
         )
-        running: dict[Future[None], tuple[Job, int]] = {}
+        running: dict[Future[None], Job] = {}
         with Workers(self.settings.jobs, "copy") as workers:
-            while queue.waiting and not self.stop.is_set():
+            while admission.waiting and not self.stop.is_set():
                 admitted = None
                 if len(running) < min(self.settings.jobs, self.backpressure.limit):
-                    reserved = self._reserved(running)
-                    admitted = queue.next(reserved, partial(self._cost, reserved=reserved))
+                    admitted = admission.next()
                 if admitted is not None:
-                    job, pulls = admitted
-                    running[workers.submit(transfer.run, job)] = (job, pulls)
+                    running[workers.submit(transfer.run, admitted)] = admitted
                 elif not running:
                     break
                 else:
                     for future in self._finished(running):
-                        del running[future]
+                        admission.done(running.pop(future))
                         future.result()  # a bug in a job surfaces here
                 collector.set_running(len(running))
             for future in self._finished(running, every=True):
                 future.result()
         collector.set_running(0)
-        for job, reason in queue.left():
+        for job, reason in admission.left():
             why = INTERRUPTED if self.stop.is_set() else reason
             for pending in job.pendings():
                 collector.add(Outcome.settled(pending, Action.DEFERRED, error=why))
-
-    def _cost(self, job: Job, reserved: dict[str, int]) -> int:
-        """The pulls a job still needs: none when a target already has its image; for an index
-        whose entries are counted high and do not fit the budget so, the exact count, learnt
-        by reading the index (a pull the copy then does not make again)."""
-        lead = job.lead
-        if self.holdings.donor(lead) is not None:
-            return 0
-        if id(job) in self._learned:
-            return self._learned[id(job)]
-        if lead.exact or self.budgets.shortfall(job.host, lead.pulls, reserved) is None:
-            return lead.pulls
-        repository = lead.task.source.repository
-        try:
-            top = self.pulls.manifest(repository.registry, repository.path, lead.source_digest)
-            learned = pulls_after(top, lead.task.platforms)
-        except MirrorError:  # a 429 is now the host's block; anything else, the copy's fault
-            return lead.pulls
-        self._learned[id(job)] = learned
-        return learned
-
-    def _read_budgets(self, pendings: list[Pending]) -> None:
-        """After every copy has finished, the budget each source reports now (one free HEAD
-        per host that was pulled from), so the figures at the end are the source's own."""
-        if self.stop.is_set():
-            return
-        last: dict[str, Task] = {}
-        for pending in pendings:
-            last[pending.task.source.repository.registry] = pending.task
-        for budget in self.budgets.snapshot():
-            if budget.spent and budget.last is not None and budget.host in last:
-                self._read_budget(last[budget.host])
-
-    def _read_budget(self, task: Task) -> None:
-        host = task.source.repository.registry
-        try:
-            head = self.sources(host).head_manifest(
-                task.source.repository.path, task.source_reference
-            )
-        except RateLimited as error:
-            self.budgets.limited(host, run_again_later(error))
-            return
-        except MirrorError:
-            return  # the estimate stands
-        self.budgets.see(host, head.rate_limit)
 
     # --- the end --------------------------------------------------------------------------------
 
@@ -286,13 +237,6 @@ class Pipeline:
         end = self._grace_end
         wait_all(futures, until=lambda: time.monotonic() >= end)
         return {future for future in futures if future.done()}
-
-    @staticmethod
-    def _reserved(running: Mapping[Future[None], tuple[Job, int]]) -> dict[str, int]:
-        reserved = Counter[str]()
-        for job, pulls in running.values():
-            reserved[job.host] += pulls
-        return dict(reserved)
 
     def _settle_the_rest(self, tasks: Sequence[Task], collector: Collector) -> None:
         """Anything without an outcome (work given up on after a stop) is deferred."""

@@ -11,7 +11,7 @@ hand them fakes. Each protocol has one implementation in mirror/:
 | `Target` | connect.EcrTarget (ECR's API and registry) | check, transfer |
 | `Manifests` | pulls.Pulls (every source manifest GET, once per run) | check, schedule, transfer |
 | `Copier` | connect.Copier (skopeo, reading through relay.Relay) | transfer |
-| `Limits` | schedule.Ledger (the pull budgets) | check, transfer |
+| `Limits` | schedule.Ledger (the pull budgets, read only) | check, transfer |
 | `Pacing` | schedule.Backpressure (copies at once while ECR throttles) | transfer |
 | `Holdings` | transfer.Holdings (where each image already is) | schedule |
 | `Refusals` | state.Refusals (images refused by earlier runs) | check, transfer |
@@ -20,12 +20,12 @@ hand them fakes. Each protocol has one implementation in mirror/:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mirror.model import Copied, Outcome, Pending, Place, Progress, Refusal
-from mirror.oci import Descriptor, Manifest, RateLimit, TagList
+from mirror.oci import Descriptor, Manifest, TagList
 from mirror.reference import Repository
 
 if TYPE_CHECKING:
@@ -41,10 +41,8 @@ class Source(Protocol):
 
     def head_manifest(self, path: str, reference: str) -> Descriptor: ...
 
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Descriptor:
-        """A HEAD; when `get` allows, a GET when the HEAD tells no digest (a pull)."""
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+        """A HEAD; with `get`, a GET when the HEAD tells no digest (a pull)."""
 
     def pull_manifest(self, path: str, reference: str) -> Manifest | None: ...
 
@@ -69,9 +67,7 @@ class Registry(Protocol):
 
     def head_manifest(self, path: str, reference: str) -> Descriptor: ...
 
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Descriptor: ...
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor: ...
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
 
@@ -113,10 +109,8 @@ class Manifests(Protocol):
     """The source manifests of a run: a HEAD to describe one, and every GET made once and
     kept (a pull on Docker Hub)."""
 
-    def describe(
-        self, host: str, path: str, reference: str, *, get: Callable[[], bool]
-    ) -> Descriptor:
-        """The HEAD; when `get()` allows, a GET when it tells no digest, kept for the copy."""
+    def describe(self, host: str, path: str, reference: str, *, get: bool) -> Descriptor:
+        """The HEAD; with `get`, a GET when it tells no digest, kept for the copy."""
 
     def manifest(self, host: str, path: str, digest: str) -> Manifest:
         """The manifest by digest, read once per run and checked against it."""
@@ -143,15 +137,14 @@ class Copier(Protocol):
 class Limits(Protocol):
     """The pull budgets, as the checks and the copies ask them: may this host be pulled from?"""
 
-    def see(self, host: str, rate_limit: RateLimit | None) -> None: ...
-
-    def limited(self, host: str, why: str) -> None: ...
-
     def blocked(self, host: str) -> str | None:
         """Why nothing more may come from `host` in this run (None: it may)."""
 
-    def shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None:
-        """Why `pulls` more from `host` cannot be spent now (None: they can)."""
+    def shortfall(
+        self, host: str, pulls: int, reserved: Mapping[str, int] | None = None
+    ) -> str | None:
+        """Why `pulls` more from `host` cannot be spent now, with `reserved` promised to the
+        copies running (None: they can)."""
 
 
 class Pacing(Protocol):

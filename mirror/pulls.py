@@ -6,8 +6,9 @@ index's platforms before a copy is started; a platform subset's index; and every
 skopeo reads, which it reads through the source relay (mirror/relay.py), not from the source.
 Each answer is kept by digest (checked against it) until the run ends, so a copy tried again
 after the destination failed it (ECR throttling, a 5xx, a dropped upload) reads its manifests
-from memory and pulls nothing again. What each GET reported goes to the budgets at once: the
-pulls spent are the GETs the source answered, which is what it counts.
+from memory and pulls nothing again. The sources it is handed are metered
+(mirror.schedule.Metered): what each GET reported goes to the budgets at once, and the pulls
+spent are the GETs the source answered, which is what it counts.
 """
 
 from __future__ import annotations
@@ -15,65 +16,39 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Protocol, TypeVar
 
-from mirror.errors import (
-    SCHEMA1_REFUSAL,
-    MirrorError,
-    RateLimited,
-    Unmirrorable,
-    run_again_later,
-)
-from mirror.oci import SCHEMA1_TYPES, Descriptor, Manifest, RateLimit, digest_of
+from mirror.errors import SCHEMA1_REFUSAL, MirrorError, Unmirrorable
+from mirror.oci import SCHEMA1_TYPES, Descriptor, Manifest, digest_of
 from mirror.ports import Source
 
-_T = TypeVar("_T")
 MAX_KEPT = 256 << 20  # bytes of manifests kept at most; past it, a retry reads them again
-
-
-class Spending(Protocol):
-    """What `Pulls` tells the pull budgets (mirror.schedule.Budgets)."""
-
-    def see(self, host: str, rate_limit: RateLimit | None) -> None: ...
-
-    def pulled(self, host: str, rate_limit: RateLimit | None) -> None: ...
-
-    def limited(self, host: str, why: str) -> None: ...
 
 
 class Pulls:
     """Every manifest GET on a source, made once per digest and run; thread-safe."""
 
-    def __init__(self, sources: Callable[[str], Source], budgets: Spending):
-        self.sources = sources
-        self.budgets = budgets
+    def __init__(self, sources: Callable[[str], Source]):
+        self.sources = sources  # metered: every answer is entered in the pull budgets
         self._kept: dict[tuple[str, str, str], Manifest] = {}
         self._kept_bytes = 0
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._lock = threading.Lock()
         self._digestless: Counter[str] = Counter()  # GETs made because HEAD gave no digest
 
-    def describe(
-        self, host: str, path: str, reference: str, *, get: Callable[[], bool]
-    ) -> Descriptor:
-        """The source's manifest HEAD; when it gives no digest, a GET (if `get()` allows: it
-        is a pull), whose manifest is kept for the copy that follows."""
-        head = self._ask(
-            host, lambda: self.sources(host).describe_manifest(path, reference, get=get)
-        )
+    def describe(self, host: str, path: str, reference: str, *, get: bool) -> Descriptor:
+        """The source's manifest HEAD; when it gives no digest, a GET (with `get`: it is a
+        pull), whose manifest is kept for the copy that follows."""
+        head = self.sources(host).describe_manifest(path, reference, get=get)
         if head.fetched and head.found and head.digest:
-            self.budgets.pulled(host, head.rate_limit)
             with self._lock:
                 self._digestless[host] += 1
             self._keep((host, path, head.digest), Manifest(head.media_type, head.body))
-        else:
-            self.budgets.see(host, head.rate_limit)
         return head
 
     def manifest(self, host: str, path: str, digest: str) -> Manifest:
         """The manifest `digest` of `host/path`, read from the source
         once per run. Raises MirrorError when it is not there or is not what was asked for,
-        RateLimited (after telling the budgets) on a 429."""
+        RateLimited on a 429."""
         key = (host, path, digest)
         with self._lock:
             kept = self._kept.get(key)
@@ -85,10 +60,9 @@ class Pulls:
                 kept = self._kept.get(key)
             if kept is not None:
                 return kept
-            pulled = self._ask(host, lambda: self.sources(host).pull_manifest(path, digest))
+            pulled = self.sources(host).pull_manifest(path, digest)
             if pulled is None:
                 raise MirrorError(f"{host}/{path}@{digest}: not found on the source")
-            self.budgets.pulled(host, pulled.rate_limit)
             if pulled.media_type in SCHEMA1_TYPES:  # its digest leaves its signatures out
                 raise Unmirrorable(SCHEMA1_REFUSAL)
             served = digest_of(pulled.body, digest)
@@ -113,13 +87,6 @@ class Pulls:
             f"with a GET, a pull ({count} pull{'s' if count != 1 else ''} in this run)"
             for host, count in counts
         ]
-
-    def _ask(self, host: str, call: Callable[[], _T]) -> _T:
-        try:
-            return call()
-        except RateLimited as error:
-            self.budgets.limited(error.host or host, run_again_later(error))
-            raise
 
     def _keep(self, key: tuple[str, str, str], manifest: Manifest) -> Manifest:
         with self._lock:

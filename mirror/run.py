@@ -39,7 +39,7 @@ from mirror.pipeline import Pipeline, Result
 from mirror.plan import Shard, plan, rule_images
 from mirror.ports import Sink
 from mirror.reference import Repository
-from mirror.schedule import Budgets
+from mirror.schedule import Ledger
 from mirror.state import Refusals
 from mirror.workers import Workers, wait_all
 
@@ -133,9 +133,7 @@ class Planner(Protocol):
     def static(self, hosts: Sequence[str], error: Unresolved) -> Plan:
         """The plan as far as it is known without asking a registry (tag rules: `error`)."""
 
-    def resolve(
-        self, session: connect.Session, stop: Stop, hosts: Sequence[str], budgets: Budgets
-    ) -> Plan: ...
+    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan: ...
 
     def sources(self) -> list[Repository]:
         """Every source repository the run may read, tag rules' included."""
@@ -155,9 +153,7 @@ class SyncPlanner:
     def sources(self) -> list[Repository]:
         return [image.source for image in self.config.images]
 
-    def resolve(
-        self, session: connect.Session, stop: Stop, hosts: Sequence[str], budgets: Budgets
-    ) -> Plan:
+    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan:
         rules = rule_images(self.config)
         answers: dict[int, TagList | Unresolved] = {}
         with Workers(min(8, len(rules)), "tags") as workers:
@@ -170,20 +166,17 @@ class SyncPlanner:
             wait_all(futures, until=stop.event.is_set)
             for future, index in futures.items():
                 if future.done():
-                    host = self.config.images[index].source.registry
-                    answers[index] = _answer(future.exception() or future.result(), host, budgets)
+                    answers[index] = _answer(future.exception() or future.result())
         return plan(self.config, answers, hosts=hosts, shard=self.shard)
 
 
-def _answer(result: TagList | BaseException, host: str, budgets: Budgets) -> TagList | Unresolved:
+def _answer(result: TagList | BaseException) -> TagList | Unresolved:
     if isinstance(result, TagList):
         return result
     if isinstance(result, Stopped):
         return Unresolved(NOT_RESOLVED, Action.DEFERRED)
-    if isinstance(result, RateLimited):
-        why = run_again_later(result)
-        budgets.limited(host, why)  # the source gives no more today
-        return Unresolved(f"tag rule: {why}", Action.DEFERRED)
+    if isinstance(result, RateLimited):  # the metered source told the ledger: no more today
+        return Unresolved(f"tag rule: {run_again_later(result)}", Action.DEFERRED)
     if isinstance(result, MirrorError):
         return Unresolved(f"tag rule: {result}")
     raise result
@@ -198,9 +191,7 @@ class FixedPlanner:
     def static(self, hosts: Sequence[str], error: Unresolved) -> Plan:
         return self.fixed
 
-    def resolve(
-        self, session: connect.Session, stop: Stop, hosts: Sequence[str], budgets: Budgets
-    ) -> Plan:
+    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan:
         return self.fixed
 
     def sources(self) -> list[Repository]:
@@ -250,7 +241,7 @@ class _Execution:
     state_warnings: list[str] = field(default_factory=list)  # the memory of refused images
 
     def __post_init__(self) -> None:
-        self.budgets = Budgets(self.settings.max_pulls)
+        self.ledger = Ledger(self.settings.max_pulls)
 
     def run(self, lock_path: Path | None) -> Run:
         try:
@@ -275,20 +266,20 @@ class _Execution:
                 if lock_path is not None:
                     stack.enter_context(lock.held(lock_path, option=self.lock_option))
                 session = stack.enter_context(
-                    connect.session(self.config, settings, budgets=self.budgets)
+                    connect.session(self.config, settings, ledger=self.ledger)
                 )
             self.stop.on_stop(session.stop)
             refusals = self._remembered(session.tool_version)
             hosts = [target.host for target in session.targets]
             if settings.check_logins:
-                _check_logins(session, self.planner.sources(), self.budgets)
-            self.known = self.planner.resolve(session, self.stop, hosts, self.budgets)
+                _check_logins(session, self.planner.sources())
+            self.known = self.planner.resolve(session, self.stop, hosts)
             _say_plan(self.known, self.console)
             pipeline = Pipeline(
                 sources=session.sources,
                 targets=session.targets,
                 copier=session.copier,
-                budgets=self.budgets,
+                ledger=self.ledger,
                 settings=settings,
                 stop=self.stop.event,
                 sink=self.console,
@@ -332,7 +323,7 @@ class _Execution:
         code = _exit_code(outcomes, self.error, self.stop)
         done = report.Report(
             outcomes,
-            self.budgets.snapshot(),
+            self.ledger.snapshot(),
             warnings,
             error=_why_stopped(self.error, self.stop),
             exit_code=code,
@@ -379,9 +370,7 @@ class _Execution:
         return sorted(outcomes, key=lambda outcome: outcome.sort_key)
 
 
-def _check_logins(
-    session: connect.Session, sources: Sequence[Repository], budgets: Budgets
-) -> None:
+def _check_logins(session: connect.Session, sources: Sequence[Repository]) -> None:
     """Try each source's credentials once, before any image: wrong ones are one error (exit 2).
     A source that cannot be asked now (down, or 429) is that source's images' fault only."""
     first: dict[str, str] = {}
@@ -390,8 +379,8 @@ def _check_logins(
     for host, path in first.items():
         try:
             session.sources(host).check_login(path)
-        except RateLimited as error:
-            budgets.limited(host, run_again_later(error))
+        except RateLimited:  # the metered source told the ledger: this source's images wait
+            pass
         except Stopped:  # a RegistryError, but the run's, not this source's
             raise
         except RegistryError as error:  # the breaker remembers a dead host for its images

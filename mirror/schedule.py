@@ -1,27 +1,62 @@
-"""Step 3, schedule: which pending copies start, and when, within each source's pull budget.
+"""Step 3, schedule: every decision about the pull budgets, and which copies start when.
 
-Budgets belong to a registry host: Docker Hub's headers say nothing about quay.io's, and a
-429 from one source defers only that source's images. `--max-pulls` caps the whole run.
-Pending copies that need one source image (alias tags, other targets) form one job: the image
-is pulled once, and everything else is filled from a target that has it.
+A source host's budget is what its answers said (Docker Hub's `ratelimit-*` headers, a 429)
+and the pulls spent in this run (the manifest GETs it answered: what it counts); Docker Hub's
+figures say nothing about quay.io's, and a 429 from one source defers only its own images.
+`--max-pulls` caps the whole run. Everything about it is decided here, and only here is the
+`Ledger` written:
+
+- what a source says: `Metered` wraps every source registry and enters each answer;
+- whether the check may GET a manifest for its digest: `Ledger.shortfall` (asked through
+  ports.Limits, as `blocked` is before a source is asked at all);
+- what a copy will pull: `estimate`, from the source's HEAD (an index's entries counted high
+  from its size, and learnt by reading it when that count does not fit);
+- which copy starts next: `Admission`, with the pulls of the copies running reserved;
+- the figures at the end: `reread`, one free HEAD per host pulled from.
+
+Pending copies that need one source image (alias tags, other targets) form one `Job`: the
+image is pulled once, and everything else is filled from a target that has it. `Backpressure`
+is the other limit: how many copies at once while ECR throttles.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from mirror.model import HostBudget, Job, Pending
-from mirror.oci import RateLimit
+from mirror.errors import MirrorError, RateLimited, run_again_later
+from mirror.model import HostBudget, Job, Pending, Task
+from mirror.oci import (
+    INDEX_TYPES,
+    Descriptor,
+    Manifest,
+    RateLimit,
+    TagList,
+    choose_platforms,
+    index_of,
+)
+from mirror.ports import Holdings, Manifests, Source
+
+if TYPE_CHECKING:
+    from mirror.http import Response
 
 log = logging.getLogger("mirror")
+# The least an index entry can take, in bytes: `{"digest":"sha256:<64 hex>"}` and a comma.
+# An index's size divided by it is more entries than it can hold: a count never too low.
+MIN_INDEX_ENTRY_BYTES = 84
+UNKNOWN_SIZE_PULLS = 1000  # an index of unknown size: counted high, so learnt before a copy
 
 
-class Budgets:
-    """The pull budget of every source host, and --max-pulls; thread-safe."""
+class Ledger:
+    """The pull budget of every source host as this run has seen it, and --max-pulls;
+    thread-safe. Only `Metered` enters what a source said (`see`, `pulled`, `limited`); the
+    steps ask `blocked` and `shortfall`."""
 
     def __init__(self, max_pulls: int | None = None):
         self.max_pulls = max_pulls
@@ -67,12 +102,15 @@ class Budgets:
         with self._lock:
             return self._get(host).limited
 
-    def shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None:
+    def shortfall(
+        self, host: str, pulls: int, reserved: Mapping[str, int] | None = None
+    ) -> str | None:
         """Why `pulls` more from `host` cannot be spent now, with `reserved` promised to the
         copies running (per host); None when they can. A job that costs no pull (filled from
         a target that has the image) is never short, even from a host that answered 429."""
         if pulls == 0:
             return None
+        reserved = reserved or {}
         with self._lock:
             budget = self._get(host)
             if budget.limited:
@@ -104,6 +142,99 @@ class Budgets:
     def _get(self, host: str) -> HostBudget:
         return self._hosts.get(host) or HostBudget(host)
 
+    def meter(self, source: Source) -> Metered:
+        """`source`, with every answer entered here."""
+        return Metered(source, self)
+
+
+class Metered:
+    """A source registry whose every answer is entered in the ledger as it comes: a HEAD's
+    figures, a manifest GET (a pull, with the figures its answer reported), a 429 (nothing more
+    from that host in this run). Every request the run makes to a source goes through one,
+    so no GET is left uncounted, whoever makes it (the check, an index read, skopeo through
+    the relay)."""
+
+    def __init__(self, source: Source, ledger: Ledger):
+        self.source = source
+        self.ledger = ledger
+
+    @property
+    def host(self) -> str:
+        return self.source.host
+
+    def head_manifest(self, path: str, reference: str) -> Descriptor:
+        with self._answers():
+            head = self.source.head_manifest(path, reference)
+        self.ledger.see(self.host, head.rate_limit)
+        return head
+
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+        with self._answers():
+            head = self.source.describe_manifest(path, reference, get=get)
+        if head.fetched and head.found and head.digest:
+            self.ledger.pulled(self.host, head.rate_limit)
+        else:
+            self.ledger.see(self.host, head.rate_limit)
+        return head
+
+    def pull_manifest(self, path: str, reference: str) -> Manifest | None:
+        with self._answers():
+            manifest = self.source.pull_manifest(path, reference)
+        if manifest is not None:
+            self.ledger.pulled(self.host, manifest.rate_limit)
+        return manifest
+
+    @contextlib.contextmanager
+    def blob(self, path: str, digest: str) -> Iterator[Response]:
+        with self._answers(), self.source.blob(path, digest) as answer:
+            yield answer
+
+    def head_blob(self, path: str, digest: str) -> Response:
+        with self._answers():
+            return self.source.head_blob(path, digest)
+
+    def list_tags(self, path: str) -> TagList:
+        with self._answers():
+            return self.source.list_tags(path)
+
+    def check_login(self, path: str) -> None:
+        with self._answers():
+            self.source.check_login(path)
+
+    @contextlib.contextmanager
+    def _answers(self) -> Iterator[None]:
+        try:
+            yield
+        except RateLimited as error:
+            self.ledger.limited(error.host or self.host, run_again_later(error))
+            raise
+
+
+def estimate(pending: Pending) -> tuple[int, bool]:
+    """What copying from the source costs, and whether exactly: one manifest GET (none when
+    the check's GET is kept), plus one per entry of an index. An index's entries are not known
+    before it is read (a pull): they are counted high, from its size, and `Admission` reads the
+    index when that count does not fit the budget. None for a copy filled from a target."""
+    source = pending.source
+    if source is None:
+        return 0, True
+    first = 0 if source.fetched else 1
+    if not source.is_index:
+        return first, True
+    if not source.size:
+        return first + UNKNOWN_SIZE_PULLS, False
+    return first + math.ceil(source.size / MIN_INDEX_ENTRY_BYTES), False
+
+
+def pulls_after(manifest: Manifest, platforms: Sequence[str]) -> int:
+    """The pulls a copy still needs once its top manifest is read: one per entry of an index
+    (one per chosen platform for a subset), none for a single manifest. An entry that is an
+    index itself counts once here: the copy checks its entries against the budget once read."""
+    if manifest.media_type not in INDEX_TYPES:
+        return 0
+    entries = index_of(manifest.body, "the source").get("manifests") or []
+    return len(choose_platforms(entries, platforms) if platforms else entries)
+
 
 def jobs(pendings: Iterable[Pending]) -> list[Job]:
     """Group pending copies by the image they need (the source digest, and the platforms
@@ -123,32 +254,91 @@ def jobs(pendings: Iterable[Pending]) -> list[Job]:
     return [Job(tuple(groups)) for groups in grouped.values()]
 
 
-@dataclass
-class Queue:
-    """Jobs waiting to start, in order; the first one the budgets admit goes next."""
+class Admission:
+    """The jobs waiting to start, in config order, and the pulls reserved for those running.
 
-    waiting: list[Job]
-    budgets: Budgets
-    reasons: dict[int, str] = field(default_factory=dict)  # why a job could not start
+    `next()` starts the first job whose pulls fit its host's budget now: none when a target
+    already holds its image (`holdings`); an index counted high that does not fit so is read
+    first (a pull the copy then does not make again) and costs its real count. Not
+    thread-safe: the run's main loop alone asks it."""
 
-    def next(self, reserved: dict[str, int], cost: Callable[[Job], int]) -> tuple[Job, int] | None:
-        """Take the first job whose pulls fit its host's budget now, with those pulls; None if
-        none fits. `cost` gives a job's pulls (none when a target already has its image);
-        `reserved`, the running copies' pulls by host."""
+    def __init__(self, jobs: list[Job], ledger: Ledger, holdings: Holdings, manifests: Manifests):
+        self.waiting = jobs
+        self.ledger = ledger
+        self.holdings = holdings
+        self.manifests = manifests
+        self._reasons: dict[int, str] = {}  # why a job could not start
+        self._learned: dict[int, int] = {}  # a job's pulls, once its index was read
+        self._running: dict[int, tuple[Job, int]] = {}  # the pulls reserved, by job
+
+    def next(self) -> Job | None:
+        """Take the first job that fits (its pulls reserved until `done`); None if none fits."""
+        reserved = self.reserved()
         for job in self.waiting:
-            pulls = cost(job)
-            reason = self.budgets.shortfall(job.host, pulls, reserved)
+            pulls = self._cost(job, reserved)
+            reason = self.ledger.shortfall(job.host, pulls, reserved)
             if reason is None:
                 self.waiting.remove(job)
-                self.reasons.pop(id(job), None)
+                self._reasons.pop(id(job), None)
+                self._running[id(job)] = (job, pulls)
                 log.debug("starting %s (%d pull(s) from %s)", job.lead.task.source, pulls, job.host)
-                return job, pulls
-            self.reasons[id(job)] = reason
+                return job
+            self._reasons[id(job)] = reason
         return None
+
+    def done(self, job: Job) -> None:
+        """The job ended: its pulls are spent (the ledger has them) or not needed."""
+        self._running.pop(id(job), None)
+
+    def reserved(self) -> dict[str, int]:
+        """The pulls promised to the jobs running, by host."""
+        reserved = Counter[str]()
+        for job, pulls in self._running.values():
+            reserved[job.host] += pulls
+        return dict(reserved)
 
     def left(self) -> Sequence[tuple[Job, str]]:
         """The jobs that never started, each with why."""
-        return [(job, self.reasons.get(id(job), "not started")) for job in self.waiting]
+        return [(job, self._reasons.get(id(job), "not started")) for job in self.waiting]
+
+    def _cost(self, job: Job, reserved: Mapping[str, int]) -> int:
+        """The pulls a job still needs: none when a target already has its image; for an index
+        whose entries are counted high and do not fit the budget so, the exact count, learnt
+        by reading the index (a pull the copy then does not make again)."""
+        lead = job.lead
+        if self.holdings.donor(lead) is not None:
+            return 0
+        if id(job) in self._learned:
+            return self._learned[id(job)]
+        pulls, exact = estimate(lead)
+        if exact or self.ledger.shortfall(job.host, pulls, reserved) is None:
+            return pulls
+        repository = lead.task.source.repository
+        try:
+            top = self.manifests.manifest(repository.registry, repository.path, lead.source_digest)
+            learned = pulls_after(top, lead.task.platforms)
+        except MirrorError:  # a 429 is now the host's block; anything else, the copy's fault
+            return pulls
+        self._learned[id(job)] = learned
+        return learned
+
+
+def reread(ledger: Ledger, pendings: Iterable[Pending], sources: Callable[[str], Source]) -> None:
+    """After every copy has finished, the budget each source reports now (one free HEAD per
+    host that was pulled from and told a limit, through its metered source), so the figures at
+    the end are the source's own."""
+    last: dict[str, Task] = {}
+    for pending in pendings:
+        last[pending.task.source.repository.registry] = pending.task
+    for budget in ledger.snapshot():
+        if budget.spent and budget.last is not None and budget.host in last:
+            task = last[budget.host]
+            try:
+                sources(budget.host).head_manifest(
+                    task.source.repository.path, task.source_reference
+                )
+            except MirrorError:  # the estimate stands (a 429 is entered as the host's block)
+                continue
 
 
 class Backpressure:

@@ -27,7 +27,6 @@ from mirror.errors import (
     Stopped,
     Unmirrorable,
     bug_message,
-    run_again_later,
 )
 from mirror.model import INTERRUPTED, Action, Copied, Job, Outcome, Pending, Place, Retry
 from mirror.oci import (
@@ -93,7 +92,7 @@ class Transfer:
         pulls: Manifests,
         targets: Sequence[Target],
         copier: Copier,
-        budgets: Limits,
+        limits: Limits,
         holdings: Holdings,
         emit: Callable[[Outcome], None],
         stop: threading.Event,
@@ -104,7 +103,7 @@ class Transfer:
         self.pulls = pulls
         self.targets = list(targets)
         self.copier = copier
-        self.budgets = budgets
+        self.limits = limits  # the pull budgets, asked before every pull
         self.holdings = holdings
         self.emit = emit
         self.stop = stop
@@ -148,7 +147,7 @@ class Transfer:
         host = pending.task.source.repository.registry
         failures = throttles = 0
         while not self.stop.is_set():
-            blocked = self.budgets.blocked(host) if from_source else None
+            blocked = self.limits.blocked(host) if from_source else None
             if blocked:  # the source said 429 since this job started
                 return _settle(pending, Action.DEFERRED, blocked, started)
             try:
@@ -252,8 +251,7 @@ class Transfer:
         """After a failed attempt: DEFERRED (stopped or rate limited), FAILED, or None: retry."""
         if self.stop.is_set() or isinstance(error, Stopped):
             return Action.DEFERRED  # we stopped skopeo ourselves
-        if isinstance(error, RateLimited):
-            self.budgets.limited(error.host or host, run_again_later(error))
+        if isinstance(error, RateLimited):  # the metered source told the ledger already
             return Action.DEFERRED
         if isinstance(error, Later):  # the budget cannot cover the rest
             return Action.DEFERRED
@@ -264,7 +262,7 @@ class Transfer:
     def _deferred_why(self, error: MirrorError, host: str) -> str:
         if self.stop.is_set() or isinstance(error, Stopped):
             return INTERRUPTED
-        return self.budgets.blocked(host) or str(error)
+        return self.limits.blocked(host) or str(error)
 
     def _pause(self, attempt: int, why: str, base: float) -> None:
         delay = backoff(base, attempt)
@@ -317,7 +315,7 @@ class Transfer:
             return
         host = origin.source.registry
         needed = sum(not origin.pulls.has(host, origin.path, d) for d in dict.fromkeys(digests))
-        short = self.budgets.shortfall(host, needed, {})
+        short = self.limits.shortfall(host, needed)
         if short:
             raise Later(short)
 
@@ -465,16 +463,6 @@ def foreign_urls(registry: Registry, repository: str, digest: str, layers: set[s
             if isinstance(layer, dict) and layer.get("digest") in layers:
                 urls += [url for url in layer.get("urls") or [] if isinstance(url, str)]
     return urls
-
-
-def pulls_after(manifest: Manifest, platforms: Sequence[str]) -> int:
-    """The pulls a copy still needs once its top manifest is read: one per entry of an index
-    (one per chosen platform for a subset), none for a single manifest. An entry that is an
-    index itself counts once here: the walk checks its entries against the budget once read."""
-    if manifest.media_type not in INDEX_TYPES:
-        return 0
-    entries = index_of(manifest.body, "the source").get("manifests") or []
-    return len(choose_platforms(entries, platforms) if platforms else entries)
 
 
 def _since(started: float) -> float:

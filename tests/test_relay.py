@@ -12,7 +12,7 @@ import hashlib
 import math
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
@@ -26,7 +26,7 @@ from mirror.oci import Descriptor, Manifest, RateLimit, TagList
 from mirror.pulls import Pulls
 from mirror.registry import clock_skew
 from mirror.relay import Relay, Route
-from mirror.schedule import Budgets
+from mirror.schedule import Ledger
 
 MANIFEST = b'{"schemaVersion":2}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
@@ -61,11 +61,8 @@ class FakeSource:
         self.release = threading.Event()
         self.release.set()
 
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Descriptor:
-        allowed = get() if callable(get) else get
-        if not allowed:
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+        if not get:
             return Descriptor(found=True)
         with self.lock:
             self.gets += 1
@@ -103,10 +100,10 @@ class FakeSource:
 
 
 @pytest.fixture
-def world() -> Iterator[tuple[Relay, FakeSource, Budgets, Pulls]]:
+def world() -> Iterator[tuple[Relay, FakeSource, Ledger, Pulls]]:
     source = FakeSource()
-    budgets = Budgets()
-    pulls = Pulls(lambda host: source, budgets)
+    budgets = Ledger()
+    pulls = Pulls(lambda host: budgets.meter(source))
     with closing(Relay(pulls, lambda host: cast(Any, source))) as relay:
         yield relay, source, budgets, pulls
 
@@ -191,9 +188,9 @@ def test_a_blob_is_streamed_whole_and_a_missing_one_is_404(world: Any) -> None:
 
 def test_a_source_fault_is_kept_for_the_copy_that_met_it() -> None:
     source = FakeSource(fail=RateLimited("hub", "pull rate limit reached (429 TOOMANYREQUESTS)"))
-    budgets = Budgets()
+    budgets = Ledger()
     with closing(
-        Relay(Pulls(lambda host: source, budgets), lambda host: cast(Any, source))
+        Relay(Pulls(lambda host: budgets.meter(source)), lambda host: cast(Any, source))
     ) as relay:
         with relay.route("hub", "library/ruby", "hub/library/ruby") as route:
             answer = ask(relay, f"/v2/{route.name}/library/ruby/manifests/{DIGEST}")
@@ -208,7 +205,7 @@ def test_a_source_fault_is_kept_for_the_copy_that_met_it() -> None:
 def test_a_blob_cut_at_the_source_drops_skopeos_line_and_is_named() -> None:
     source = FakeSource(cut=True)
     with closing(
-        Relay(Pulls(lambda host: source, Budgets()), lambda host: cast(Any, source))
+        Relay(Pulls(lambda host: Ledger().meter(source)), lambda host: cast(Any, source))
     ) as relay:
         with (
             relay.route("hub", "library/ruby", "hub/library/ruby") as route,
@@ -245,7 +242,7 @@ def test_a_tls_hello_is_answered_by_closing_so_skopeo_falls_back_to_http(world: 
 
 def test_pulls_keep_the_checks_get_for_the_copy(world: Any) -> None:
     _, source, budgets, pulls = world
-    head = pulls.describe("hub", "library/ruby", "a", get=lambda: True)
+    head = pulls.describe("hub", "library/ruby", "a", get=True)
     assert head.digest == DIGEST
     assert pulls.manifest("hub", "library/ruby", DIGEST).body == MANIFEST
     assert source.gets == 1
@@ -261,7 +258,7 @@ def test_pulls_refuse_a_manifest_that_is_not_the_digest_asked_for() -> None:
         def pull_manifest(self, path: str, reference: str) -> Manifest | None:
             return Manifest("x", b"something else")
 
-    pulls = Pulls(lambda host: Liar(), Budgets())
+    pulls = Pulls(lambda host: Ledger().meter(Liar()))
     with pytest.raises(MirrorError, match="served a manifest whose digest is sha256:"):
         pulls.manifest("hub", "library/ruby", DIGEST)
 
@@ -349,7 +346,7 @@ def test_a_streamed_body_is_cut_when_mirror_stops(blobs: str) -> None:
 
 
 def test_answers_to_pulls_that_cross_in_flight_only_lower_the_budget() -> None:
-    budgets = Budgets()
+    budgets = Ledger()
     budgets.see("hub", RateLimit(100, 2))  # the check's HEAD
     budgets.pulled("hub", RateLimit(100, 0))  # the second pull's answer came back first
     budgets.pulled("hub", RateLimit(100, 1))

@@ -26,7 +26,7 @@ from mirror.model import (
 from mirror.oci import sha256
 from mirror.pipeline import Pipeline
 from mirror.reference import ImageRef, Repository
-from mirror.schedule import Budgets
+from mirror.schedule import Ledger
 from mirror.stale import Serve, age_text, created, parse_time
 from tests.test_steps import Events, FakeCopier, FakeRegistry, FakeTarget
 
@@ -53,12 +53,12 @@ def run(
 ) -> list[Outcome]:
     targets = [FakeTarget("ecr", registries["ecr"])]
     targets.append(FakeTarget("ecr2", registries["ecr2"]))
-    budgets = Budgets()
+    budgets = Ledger()
     pipeline = Pipeline(
-        sources=lambda host: registries[host],
+        sources=lambda host: budgets.meter(registries[host]),
         targets=targets,
         copier=FakeCopier(registries, budgets),
-        budgets=budgets,
+        ledger=budgets,
         settings=Settings(jobs=2, retry=Retry(backoff=0.0), refresh=refresh),
         stop=threading.Event(),
         sink=Events(),

@@ -36,7 +36,7 @@ from mirror.oci import Descriptor, Manifest, RateLimit, TagList
 from mirror.pipeline import Pipeline
 from mirror.plan import Shard, plan
 from mirror.reference import ImageRef, Repository
-from mirror.schedule import Budgets
+from mirror.schedule import Ledger
 
 # --- fakes ---------------------------------------------------------------------------------------
 
@@ -68,9 +68,7 @@ class FakeRegistry:
         digest = self.digests.get(f"{path}:{reference}")
         return Descriptor(found=digest is not None, digest=digest, rate_limit=self.limit)
 
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
-    ) -> Descriptor:
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
         return self.head_manifest(path, reference)
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:
@@ -126,7 +124,7 @@ class FakeCopier:
     def __init__(
         self,
         registries: dict[str, FakeRegistry],
-        budgets: Budgets,
+        budgets: Ledger,
         errors: list[Exception] | None = None,
     ):
         self.registries = registries
@@ -196,15 +194,15 @@ def run(
     stop: threading.Event | None = None,
     max_pulls: int | None = None,
     **settings: Any,
-) -> tuple[list[Outcome], Events, FakeCopier, Budgets]:
-    budgets = Budgets(max_pulls)
+) -> tuple[list[Outcome], Events, FakeCopier, Ledger]:
+    budgets = Ledger(max_pulls)
     copier = FakeCopier(registries, budgets, errors)
     events = Events()
     pipeline = Pipeline(
-        sources=lambda host: registries[host],
+        sources=lambda host: budgets.meter(registries[host]),
         targets=[FakeTarget("ecr", registries["ecr"])],
         copier=copier,
-        budgets=budgets,
+        ledger=budgets,
         settings=Settings(**{"jobs": 2, "retry": Retry(backoff=0.0), **settings}),
         stop=stop or threading.Event(),
         sink=events,
