@@ -72,8 +72,13 @@ class EcrLogin:
     renew_at: float  # time.monotonic() after which the token should be fetched again
 
 
+_NO_LIFECYCLE_POLICY = "LifecyclePolicyNotFoundException"
+
+
 class Ecr:
-    """ECR for one region and registry (account)."""
+    """ECR's API for one region and registry (account): the registry's login, and its
+    repositories (whether one exists, its tag mutability; created with their settings, read
+    back, their drift fixed). One client for all, with the SDK's standard retries."""
 
     def __init__(
         self,
@@ -89,6 +94,7 @@ class Ecr:
         self._login: EcrLogin | None = None
         self._lock = threading.Lock()
         self._mutability: dict[str, TagMutability | None] = {}  # None: no such repository
+        self._arns: dict[str, str] = {}  # repository name -> ARN, as ECR told it
 
     def login(self) -> EcrLogin:
         """The registry login, fetched once and renewed before it expires."""
@@ -96,6 +102,11 @@ class Ecr:
             if self._login is None or time.monotonic() >= self._login.renew_at:
                 self._login = self._fetch_login()
             return self._login
+
+    def registry_login(self) -> Login:
+        """The Basic login of the registry API as it is now (renewed before it expires): what
+        a registry client asks for each request, and skopeo's auth file holds."""
+        return self.login().login
 
     def _fetch_login(self) -> EcrLogin:
         # No registryIds: the API marks it deprecated, and the token works for every registry
@@ -124,14 +135,136 @@ class Ecr:
             return self._mutability[name]
 
     def _describe(self, name: str) -> TagMutability | None:
-        kwargs: dict[str, Any] = {"repositoryNames": [name]}
-        if self.registry_id:
-            kwargs["registryId"] = self.registry_id
+        kwargs = self._ids(repositoryNames=[name])
         try:
             answer = _call(self._client.describe_repositories, f"describe {name}", **kwargs)
         except _NotFound:
             return None
         return tag_mutability(answer["repositories"][0])
+
+    # --- repository settings: create, read back, fix drift ------------------------------------
+
+    def create(self, name: str, settings: RepositorySettings) -> bool:
+        """Create the repository with the settings (then put its lifecycle policy, if managed);
+        False when it already exists, which is left as it is (see `actual` and `apply`)."""
+        kwargs = self._ids(repositoryName=name, **create_arguments(settings))
+        try:
+            answer = _call(
+                self._client.create_repository, f"create ECR repository {name}", **kwargs
+            )
+        except _AlreadyExists:
+            return False
+        self._arns[name] = str(answer["repository"]["repositoryArn"])
+        if settings.lifecycle_policy is not None:
+            self._put_lifecycle_policy(name, settings.lifecycle_policy)
+        return True
+
+    def actual(self, name: str) -> ActualSettings | None:
+        """What ECR reports for the repository; None when it does not exist."""
+        try:
+            answer = _call(
+                self._client.describe_repositories,
+                f"describe ECR repository {name}",
+                **self._ids(repositoryNames=[name]),
+            )
+        except _NotFound:
+            return None
+        repository = answer["repositories"][0]
+        arn = str(repository["repositoryArn"])
+        self._arns[name] = arn
+        scanning = repository.get("imageScanningConfiguration") or {}
+        encryption = repository.get("encryptionConfiguration") or {}
+        tags = _call(
+            self._client.list_tags_for_resource, f"list the tags of {name}", resourceArn=arn
+        )
+        return ActualSettings(
+            scan_on_push=bool(scanning.get("scanOnPush", False)),
+            tag_mutability=tag_mutability(repository),
+            encryption_type=str(encryption.get("encryptionType", "AES256")),
+            kms_key=encryption.get("kmsKey"),
+            lifecycle_policy=self._lifecycle_policy(name),
+            tags={str(tag["Key"]): str(tag["Value"]) for tag in tags.get("tags", [])},
+        )
+
+    def apply(self, name: str, drifts: list[Drift], settings: RepositorySettings) -> list[str]:
+        """Bring the fixable drifts back to `settings`; the settings changed, in drift order.
+        Unfixable drift (encryption) is left alone: it needs a new repository."""
+        wanted = {drift.setting for drift in drifts if drift.fixable}
+        changed: list[str] = []
+        if "scan_on_push" in wanted and settings.scan_on_push is not None:
+            _call(
+                self._client.put_image_scanning_configuration,
+                f"set scan on push of {name}",
+                **self._ids(
+                    repositoryName=name,
+                    imageScanningConfiguration={"scanOnPush": settings.scan_on_push},
+                ),
+            )
+            changed.append("scan_on_push")
+        if "tag_mutability" in wanted and settings.tag_mutability is not None:
+            mutability = settings.tag_mutability
+            filters = (
+                {"imageTagMutabilityExclusionFilters": mutability.filters()}
+                if mutability.exclusions
+                else {}
+            )
+            _call(
+                self._client.put_image_tag_mutability,
+                f"set tag mutability of {name}",
+                **self._ids(repositoryName=name, imageTagMutability=mutability.mode, **filters),
+            )
+            changed.append("tag_mutability")
+        if "lifecycle_policy" in wanted and settings.lifecycle_policy is not None:
+            self._put_lifecycle_policy(name, settings.lifecycle_policy)
+            changed.append("lifecycle_policy")
+        tags = [(key, value) for key, value in settings.tags if f"tags.{key}" in wanted]
+        if tags:
+            _call(
+                self._client.tag_resource,
+                f"tag ECR repository {name}",
+                resourceArn=self._arn(name),
+                tags=[{"Key": key, "Value": value} for key, value in tags],
+            )
+            changed.extend(f"tags.{key}" for key, _ in tags)
+        order = [drift.setting for drift in drifts]
+        return sorted(changed, key=order.index)
+
+    def _put_lifecycle_policy(self, name: str, text: str) -> None:
+        _call(
+            self._client.put_lifecycle_policy,
+            f"put the lifecycle policy of {name}",
+            **self._ids(repositoryName=name, lifecyclePolicyText=text),
+        )
+
+    def _lifecycle_policy(self, name: str) -> str | None:
+        def read(**kwargs: Any) -> Any:
+            # _translate knows no LifecyclePolicyNotFoundException: "no policy" is an answer.
+            try:
+                return self._client.get_lifecycle_policy(**kwargs)
+            except botocore.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") == _NO_LIFECYCLE_POLICY:
+                    return None
+                raise
+
+        answer = _call(
+            read, f"read the lifecycle policy of {name}", **self._ids(repositoryName=name)
+        )
+        return None if answer is None else str(answer["lifecyclePolicyText"])
+
+    def _arn(self, name: str) -> str:
+        if name not in self._arns:
+            answer = _call(
+                self._client.describe_repositories,
+                f"describe ECR repository {name}",
+                **self._ids(repositoryNames=[name]),
+            )
+            self._arns[name] = str(answer["repositories"][0]["repositoryArn"])
+        return self._arns[name]
+
+    def _ids(self, **kwargs: Any) -> dict[str, Any]:
+        if self.registry_id:
+            kwargs["registryId"] = self.registry_id
+        return kwargs
 
 
 def registry_host(*, region: str, registry_id: str | None, token_host: str) -> str:
@@ -321,151 +454,6 @@ def _translate(error: botocore.exceptions.ClientError, what: str) -> MirrorError
 
 
 # --- repository settings: scan on push, tag mutability, encryption, lifecycle policy, tags -------
-
-
-_NO_LIFECYCLE_POLICY = "LifecyclePolicyNotFoundException"
-
-
-class Repositories:
-    """Create ECR repositories with their settings, read the settings back, and fix drift.
-
-    Pass the client an `Ecr` already has (`Repositories.of(ecr)`) to share its connections and
-    retries; without one, a client for `region` is made.
-    """
-
-    def __init__(
-        self, client: Any = None, *, registry_id: str | None = None, region: str | None = None
-    ):
-        self.registry_id = registry_id
-        self._client = client or _client("ecr", region)
-        self._arns: dict[str, str] = {}
-
-    @classmethod
-    def of(cls, ecr: Ecr) -> Repositories:
-        """The repositories of `ecr`'s registry, through its client."""
-        return cls(ecr._client, registry_id=ecr.registry_id)
-
-    def create(self, name: str, settings: RepositorySettings) -> bool:
-        """Create the repository with the settings (then put its lifecycle policy, if managed);
-        False when it already exists, which is left as it is (see `actual` and `apply`)."""
-        kwargs = self._ids(repositoryName=name, **create_arguments(settings))
-        try:
-            answer = _call(
-                self._client.create_repository, f"create ECR repository {name}", **kwargs
-            )
-        except _AlreadyExists:
-            return False
-        self._arns[name] = str(answer["repository"]["repositoryArn"])
-        if settings.lifecycle_policy is not None:
-            self._put_lifecycle_policy(name, settings.lifecycle_policy)
-        return True
-
-    def actual(self, name: str) -> ActualSettings | None:
-        """What ECR reports for the repository; None when it does not exist."""
-        try:
-            answer = _call(
-                self._client.describe_repositories,
-                f"describe ECR repository {name}",
-                **self._ids(repositoryNames=[name]),
-            )
-        except _NotFound:
-            return None
-        repository = answer["repositories"][0]
-        arn = str(repository["repositoryArn"])
-        self._arns[name] = arn
-        scanning = repository.get("imageScanningConfiguration") or {}
-        encryption = repository.get("encryptionConfiguration") or {}
-        tags = _call(
-            self._client.list_tags_for_resource, f"list the tags of {name}", resourceArn=arn
-        )
-        return ActualSettings(
-            scan_on_push=bool(scanning.get("scanOnPush", False)),
-            tag_mutability=tag_mutability(repository),
-            encryption_type=str(encryption.get("encryptionType", "AES256")),
-            kms_key=encryption.get("kmsKey"),
-            lifecycle_policy=self._lifecycle_policy(name),
-            tags={str(tag["Key"]): str(tag["Value"]) for tag in tags.get("tags", [])},
-        )
-
-    def apply(self, name: str, drifts: list[Drift], settings: RepositorySettings) -> list[str]:
-        """Bring the fixable drifts back to `settings`; the settings changed, in drift order.
-        Unfixable drift (encryption) is left alone: it needs a new repository."""
-        wanted = {drift.setting for drift in drifts if drift.fixable}
-        changed: list[str] = []
-        if "scan_on_push" in wanted and settings.scan_on_push is not None:
-            _call(
-                self._client.put_image_scanning_configuration,
-                f"set scan on push of {name}",
-                **self._ids(
-                    repositoryName=name,
-                    imageScanningConfiguration={"scanOnPush": settings.scan_on_push},
-                ),
-            )
-            changed.append("scan_on_push")
-        if "tag_mutability" in wanted and settings.tag_mutability is not None:
-            mutability = settings.tag_mutability
-            filters = (
-                {"imageTagMutabilityExclusionFilters": mutability.filters()}
-                if mutability.exclusions
-                else {}
-            )
-            _call(
-                self._client.put_image_tag_mutability,
-                f"set tag mutability of {name}",
-                **self._ids(repositoryName=name, imageTagMutability=mutability.mode, **filters),
-            )
-            changed.append("tag_mutability")
-        if "lifecycle_policy" in wanted and settings.lifecycle_policy is not None:
-            self._put_lifecycle_policy(name, settings.lifecycle_policy)
-            changed.append("lifecycle_policy")
-        tags = [(key, value) for key, value in settings.tags if f"tags.{key}" in wanted]
-        if tags:
-            _call(
-                self._client.tag_resource,
-                f"tag ECR repository {name}",
-                resourceArn=self._arn(name),
-                tags=[{"Key": key, "Value": value} for key, value in tags],
-            )
-            changed.extend(f"tags.{key}" for key, _ in tags)
-        order = [drift.setting for drift in drifts]
-        return sorted(changed, key=order.index)
-
-    def _put_lifecycle_policy(self, name: str, text: str) -> None:
-        _call(
-            self._client.put_lifecycle_policy,
-            f"put the lifecycle policy of {name}",
-            **self._ids(repositoryName=name, lifecyclePolicyText=text),
-        )
-
-    def _lifecycle_policy(self, name: str) -> str | None:
-        def read(**kwargs: Any) -> Any:
-            # _translate knows no LifecyclePolicyNotFoundException: "no policy" is an answer.
-            try:
-                return self._client.get_lifecycle_policy(**kwargs)
-            except botocore.exceptions.ClientError as error:
-                if error.response.get("Error", {}).get("Code") == _NO_LIFECYCLE_POLICY:
-                    return None
-                raise
-
-        answer = _call(
-            read, f"read the lifecycle policy of {name}", **self._ids(repositoryName=name)
-        )
-        return None if answer is None else str(answer["lifecyclePolicyText"])
-
-    def _arn(self, name: str) -> str:
-        if name not in self._arns:
-            answer = _call(
-                self._client.describe_repositories,
-                f"describe ECR repository {name}",
-                **self._ids(repositoryNames=[name]),
-            )
-            self._arns[name] = str(answer["repositories"][0]["repositoryArn"])
-        return self._arns[name]
-
-    def _ids(self, **kwargs: Any) -> dict[str, Any]:
-        if self.registry_id:
-            kwargs["registryId"] = self.registry_id
-        return kwargs
 
 
 # --- the AWS environment, and ECR's rule for repository names (read from botocore's data) ------

@@ -75,7 +75,10 @@ class Source:
 
 
 @dataclass(frozen=True)
-class Ecr:
+class Target:
+    """One entry of `ecr:` (a mapping, or each item of a list): an ECR registry the images
+    are copied to, and how (aws.Ecr is ECR's API for it)."""
+
     region: str | None = None
     registry_id: str | None = None
     repository_prefix: str = ""
@@ -140,16 +143,16 @@ class Image:
 class Config:
     path: Path
     source: Source = field(default_factory=Source)
-    targets: tuple[Ecr, ...] = (Ecr(),)
+    targets: tuple[Target, ...] = (Target(),)
     platforms: tuple[str, ...] = ALL_PLATFORMS
     images: tuple[Image, ...] = ()
 
     @property
-    def ecr(self) -> Ecr:
+    def ecr(self) -> Target:
         """The first ECR target: where images are copied from the source."""
         return self.targets[0]
 
-    def destination_repository(self, image: Image, target: Ecr | None = None) -> str:
+    def destination_repository(self, image: Image, target: Target | None = None) -> str:
         """The ECR repository an image lands in: explicit, or <prefix>/<derived path>."""
         if image.repository:
             return image.repository
@@ -178,7 +181,7 @@ class Config:
             "registry's host is written in derived names: give it an explicit repository"
         )
 
-    def repository_settings(self, target: Ecr) -> dict[str, RepositorySettings]:
+    def repository_settings(self, target: Target) -> dict[str, RepositorySettings]:
         """Each configured repository of a target, with its settings (image over target)."""
         return {
             self.destination_repository(image, target): image.repository_settings.merged_over(
@@ -352,7 +355,7 @@ def _one_credentials(data: Any, where: str) -> Credentials:
     )
 
 
-def _parse_targets(data: Any, base_dir: Path) -> tuple[Ecr, ...]:
+def _parse_targets(data: Any, base_dir: Path) -> tuple[Target, ...]:
     """`ecr:` is one target (a mapping) or several (a list): other regions, accounts, endpoints."""
     if isinstance(data, list):
         if not data:
@@ -361,9 +364,9 @@ def _parse_targets(data: Any, base_dir: Path) -> tuple[Ecr, ...]:
     return (_parse_ecr(data, "ecr", base_dir),)
 
 
-def _parse_ecr(data: Any, where: str, base_dir: Path) -> Ecr:
+def _parse_ecr(data: Any, where: str, base_dir: Path) -> Target:
     if data is None:
-        return Ecr()
+        return Target()
     table = _mapping(data, where, _ECR_KEYS)
     account = table.get("registry_id")
     if isinstance(account, WrittenInt):
@@ -389,7 +392,7 @@ def _parse_ecr(data: Any, where: str, base_dir: Path) -> Ecr:
     region = _optional_string(table.get("region"), f"{where}.region")
     if region is not None:
         aws.check_region(region, f"{where}.region")
-    return Ecr(
+    return Target(
         region=region,
         registry_id=registry_id,
         repository_prefix=prefix,
@@ -558,7 +561,7 @@ def _platforms(data: Any, where: str) -> tuple[str, ...]:
     return tuple(data)
 
 
-def target_region(target: Ecr) -> str | None:
+def target_region(target: Target) -> str | None:
     """The target's region: its own, else AWS_REGION, else AWS_DEFAULT_REGION (botocore's
     order for these two); None when none is set."""
     return target.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mirror import aws, skopeo
-from mirror.config import Config, Credentials, Ecr, target_region
+from mirror.config import Config, Credentials, Target, target_region
 from mirror.errors import ConfigError, CopyError, SetupError
 from mirror.http import Http, Policy, check_proxies
 from mirror.model import Copied, Settings
@@ -26,7 +26,7 @@ from mirror.repo_settings import RepositorySettings
 from mirror.schedule import Backpressure, Ledger, Metered
 
 
-def region_of(config: Config, target: Ecr | None = None) -> str:
+def region_of(config: Config, target: Target | None = None) -> str:
     """The target's region (the first target's by default); SetupError when none is set."""
     region = target_region(target or config.ecr)
     if not region:
@@ -86,7 +86,7 @@ class EcrTarget:
     """One configured ECR target, connected: its API client, host and registry client (the
     steps' `Target`)."""
 
-    config: Ecr
+    config: Target
     ecr: aws.Ecr
     host: str
     registry: Registry
@@ -116,7 +116,7 @@ class EcrTarget:
         with self._lock:
             if name not in self._created:
                 settings = self.settings.get(name, self.config.repository_settings)
-                aws.Repositories.of(self.ecr).create(name, settings)
+                self.ecr.create(name, settings)
                 self._created.add(name)
 
 
@@ -139,10 +139,9 @@ class Copier:
         with self._lock:
             changed = False
             for target in self.targets:
-                login = target.ecr.login().login
+                login = target.ecr.registry_login()
                 if self.logins.get(target.host) != login:
                     self.logins[target.host] = login
-                    target.registry.login = login
                     changed = True
             if changed:
                 self.tool.workspace.write_auths(self.logins)
@@ -252,7 +251,7 @@ def session(config: Config, settings: Settings, *, ledger: Ledger) -> Iterator[S
     sources = Sources(config, http, source_logins, ledger)
     pulls = Pulls(sources)
     with skopeo.Workspace() as workspace, contextlib.closing(Relay(pulls, sources)) as relay:
-        logins = {relay.host: relay.login, **{t.host: t.ecr.login().login for t in targets}}
+        logins = {relay.host: relay.login, **{t.host: t.ecr.registry_login() for t in targets}}
         workspace.write_auths(logins)
         tool = skopeo.Skopeo(workspace, on_throttled=backpressure.throttled)
         yield Session(
@@ -283,8 +282,8 @@ def _connect_targets(config: Config, http: Http, settings: Settings) -> list[Ecr
         host = target.endpoint or aws.registry_host(
             region=region, registry_id=target.registry_id, token_host=login.host
         )
-        registry = Registry(
-            host, http=http, tls_verify=target.tls_verify, login=login.login, throttled=True
+        registry = Registry(  # it asks for the login each time: ECR's token is renewed
+            host, http=http, tls_verify=target.tls_verify, login=ecr.registry_login, throttled=True
         )
         settings_of = config.repository_settings(target)
         targets.append(EcrTarget(target, ecr, host, registry, settings_of, settings.dry_run))

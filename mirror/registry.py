@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -125,14 +125,14 @@ class Registry:
         *,
         http: Http,
         tls_verify: bool = True,
-        login: Login | None = None,
+        login: Login | Callable[[], Login] | None = None,
         throttled: bool = False,
     ):
         self.host = host
         self.throttled = throttled  # a 429 is back-pressure (ECR): waited out and sent again
         self.api = api_host(host)
         self.tls_verify = tls_verify
-        self.login = login
+        self._login = login  # or where it comes from, asked each time (ECR's is renewed)
         self._http = http
         self._lock = threading.Lock()
         self._scheme: str | None = "https" if tls_verify else None
@@ -145,6 +145,11 @@ class Registry:
         # Seconds the registry's clock (its Date header) is ahead of this machine's, from the
         # first answer that carried one; None until then.
         self.clock_skew: float | None = None
+
+    @property
+    def login(self) -> Login | None:
+        """The credentials as they are now."""
+        return self._login() if callable(self._login) else self._login
 
     def head_manifest(self, path: str, reference: str) -> Descriptor:
         """HEAD /v2/<path>/manifests/<reference>: the digest a pull would get, for free."""

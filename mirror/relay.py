@@ -19,7 +19,6 @@ source credential. This module is the only one that listens on a socket.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import itertools
 import json
@@ -97,7 +96,7 @@ class Relay:
         self.manifests = manifests
         self.blobs = blobs
         self.login = Login(USER, secrets.token_urlsafe(32), "the relay's password for this run")
-        self._expected = _basic(self.login)
+        self._expected = self.login.basic()
         self._routes: dict[str, Route] = {}
         self._names = itertools.count(1)
         self._lock = threading.Lock()
@@ -242,10 +241,6 @@ def _blob_headers(headers: Mapping[str, str], digest: str) -> dict[str, str]:
     if length.isascii() and length.isdigit():
         kept["Content-Length"] = length
     return kept
-
-
-def _basic(login: Login) -> str:
-    return "Basic " + base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
 
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="mirror relay"'}

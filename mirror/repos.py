@@ -34,17 +34,16 @@ def repository_states(config: Config, *, apply: bool) -> list[RepositoryState]:
     for target in config.targets:
         region = region_of(config, target)
         ecr = aws.Ecr(region=region, registry_id=target.registry_id)
-        repositories = aws.Repositories.of(ecr)
         host = target.endpoint or aws.registry_host(
             region=region, registry_id=target.registry_id, token_host=ecr.login().host
         )
         for name, settings in sorted(config.repository_settings(target).items()):
-            actual = repositories.actual(name)
+            actual = ecr.actual(name)
             drifts = [] if actual is None else drift(settings, actual)
             state = RepositoryState(
                 host, name, settings, actual is None, drifts, creatable=target.create_repositories
             )
             if apply and drifts:
-                state.applied = repositories.apply(name, drifts, settings)
+                state.applied = ecr.apply(name, drifts, settings)
             states.append(state)
     return states

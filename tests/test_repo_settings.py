@@ -1,5 +1,5 @@
 """Repository settings: config errors (exact text), merging, CreateRepository's arguments, drift,
-and `mirror.aws.Repositories` against moto's in-process ECR (moto.mock_aws)."""
+and `mirror.aws.Ecr`'s repositories against moto's in-process ECR (moto.mock_aws)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from mirror.aws import Ecr, Repositories
+from mirror.aws import Ecr
 from mirror.errors import ConfigError, RegistryError
 from mirror.repo_settings import (
     NOT_SET,
@@ -529,7 +529,7 @@ def test_drift(settings: RepositorySettings, actual: ActualSettings, expected: l
     assert drift(settings, actual) == expected
 
 
-# --- Repositories against moto -------------------------------------------------------------------
+# --- Ecr's repositories against moto ------------------------------------------------------------
 
 NAME = "dockerhub/library/ruby"
 FULL = RepositorySettings(
@@ -569,7 +569,7 @@ def _tags(client: Any, name: str = NAME) -> dict[str, str]:
 
 
 def test_create_sets_everything_and_ecr_reports_it(client: Any) -> None:
-    repositories = Repositories(client)
+    repositories = Ecr(region="us-east-1", client=client)
     assert repositories.create(NAME, FULL) is True
     repository = _described(client)
     assert repository["imageScanningConfiguration"] == {"scanOnPush": True}
@@ -592,7 +592,7 @@ def test_create_sets_everything_and_ecr_reports_it(client: Any) -> None:
 
 
 def test_create_again_is_false_and_changes_nothing(client: Any) -> None:
-    repositories = Repositories(client)
+    repositories = Ecr(region="us-east-1", client=client)
     assert (
         repositories.create(NAME, RepositorySettings(tag_mutability=TagMutability("IMMUTABLE")))
         is True
@@ -605,7 +605,7 @@ def test_create_again_is_false_and_changes_nothing(client: Any) -> None:
 
 
 def test_unmanaged_settings_get_ecr_defaults_and_no_lifecycle_policy(client: Any) -> None:
-    repositories = Repositories(client)
+    repositories = Ecr(region="us-east-1", client=client)
     assert repositories.create(NAME, RepositorySettings()) is True
     assert repositories.actual(NAME) == ActualSettings(
         scan_on_push=False,
@@ -618,11 +618,11 @@ def test_unmanaged_settings_get_ecr_defaults_and_no_lifecycle_policy(client: Any
 
 
 def test_actual_of_a_missing_repository_is_none(client: Any) -> None:
-    assert Repositories(client).actual("no/such/repository") is None
+    assert Ecr(region="us-east-1", client=client).actual("no/such/repository") is None
 
 
 def test_kms_without_a_key_gets_a_key_and_is_not_drift(client: Any) -> None:
-    repositories = Repositories(client)
+    repositories = Ecr(region="us-east-1", client=client)
     settings = RepositorySettings(encryption=Encryption("KMS"))
     repositories.create(NAME, settings)
     actual = repositories.actual(NAME)
@@ -633,7 +633,7 @@ def test_kms_without_a_key_gets_a_key_and_is_not_drift(client: Any) -> None:
 
 
 def test_out_of_band_changes_are_drift_and_apply_brings_them_back(client: Any) -> None:
-    repositories = Repositories(client)
+    repositories = Ecr(region="us-east-1", client=client)
     repositories.create(NAME, FULL)
     arn = _described(client)["repositoryArn"]
     # Someone changes the repository by hand.
@@ -659,7 +659,7 @@ def test_out_of_band_changes_are_drift_and_apply_brings_them_back(client: Any) -
         Drift("tags.team", "platform", "web", True),
     ]
 
-    fresh = Repositories(client)  # no ARN cached: apply finds it itself
+    fresh = Ecr(region="us-east-1", client=client)  # no ARN cached: apply finds it itself
     assert fresh.apply(NAME, drifts, FULL) == [d.setting for d in drifts]
 
     repository = _described(client)
@@ -676,7 +676,7 @@ def test_out_of_band_changes_are_drift_and_apply_brings_them_back(client: Any) -
 
 
 def test_encryption_drift_is_reported_and_left_alone(client: Any) -> None:
-    repositories = Repositories(client)
+    repositories = Ecr(region="us-east-1", client=client)
     repositories.create(NAME, RepositorySettings(encryption=Encryption("AES256")))
     wanted = RepositorySettings(encryption=Encryption("KMS", KEY_ARN), scan_on_push=True)
     actual = repositories.actual(NAME)
@@ -690,9 +690,9 @@ def test_encryption_drift_is_reported_and_left_alone(client: Any) -> None:
     assert _described(client)["encryptionConfiguration"] == {"encryptionType": "AES256"}
 
 
-def test_of_an_ecr_shares_its_client_and_registry(client: Any) -> None:
+def test_one_ecr_creates_reads_and_describes_its_registrys_repositories(client: Any) -> None:
     ecr = Ecr(region="us-east-1", registry_id="123456789012", client=client)
-    repositories = Repositories.of(ecr)
+    repositories = ecr
     assert repositories.registry_id == "123456789012"
     assert repositories.create(NAME, FULL) is True
     actual = repositories.actual(NAME)
@@ -702,7 +702,7 @@ def test_of_an_ecr_shares_its_client_and_registry(client: Any) -> None:
 
 
 def test_a_policy_ecr_refuses_is_one_plain_error(client: Any) -> None:
-    repositories = Repositories(client)
+    repositories = Ecr(region="us-east-1", client=client)
     rules = {"rules": [{**RULES["rules"][0], "action": {"type": "delete"}}]}
     bad = RepositorySettings(lifecycle_policy=canonical_json(rules))
     with pytest.raises(RegistryError) as caught:
@@ -743,7 +743,7 @@ def test_exclusion_filters_are_created_read_back_and_kept_by_apply(client: Any) 
     wanted = RepositorySettings(
         tag_mutability=TagMutability("IMMUTABLE_WITH_EXCLUSION", ("latest", "nightly-*"))
     )
-    repositories = Repositories(client)
+    repositories = Ecr(region="us-east-1", client=client)
     repositories.create(NAME, wanted)
     assert _described(client)["imageTagMutabilityExclusionFilters"] == [
         {"filterType": "WILDCARD", "filter": "latest"},
