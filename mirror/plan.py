@@ -112,12 +112,13 @@ class Wanted:
     tag: str | None  # as written (None for `name@digest`)
     digest: str | None  # the pin, as written
 
-    def reference(self, destination: str) -> str:
-        """What a build should pull: the destination, with the pin when there is one
-        (`host/repo:tag@sha256:...`, `host/repo@sha256:...`), so it never moves."""
+    def reference(self, host: str) -> str:
+        """What a build should pull from the first target, on `host`: its repository and tag,
+        with the pin when there is one (`host/repo:tag@sha256:...`, `host/repo@sha256:...`),
+        so it never moves."""
         if self.digest is None:
-            return destination
-        repository = destination.rpartition(":")[0]
+            return self.task.destination(host)
+        repository = f"{host}/{self.task.repositories[0]}"
         return (
             f"{repository}:{self.tag}@{self.digest}" if self.tag else f"{repository}@{self.digest}"
         )

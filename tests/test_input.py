@@ -17,6 +17,7 @@ import botocore.exceptions
 import pytest
 
 from mirror import aws, cli
+from mirror.commands import sync
 from mirror.errors import AuthError, ConfigError, SetupError
 from mirror.plan import Shard
 
@@ -319,15 +320,15 @@ def test_botocore_setup_errors_are_one_line_exit_2(
 )
 def test_shard_takes_ascii_digits_only(text: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        cli.parse_shard(text)
+        sync.parse_shard(text)
     assert str(caught.value) == (
         f"--shard / $MIRROR_SHARD: expected K/N with 1 <= K <= N, got {text!r}"
     )
 
 
 def test_shard_parses() -> None:
-    assert cli.parse_shard("2/3") == Shard(2, 3)
-    assert cli.parse_shard("003/010") == Shard(3, 10)
+    assert sync.parse_shard("2/3") == Shard(2, 3)
+    assert sync.parse_shard("003/010") == Shard(3, 10)
 
 
 @pytest.mark.parametrize("text", ["٣", "²", "+3", " 3", "3_0", "0", "-1", "", "9" * 5000])

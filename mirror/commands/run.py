@@ -10,6 +10,7 @@ printed, so a reader of stdout that is slow or gone can delay the exit, not lose
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import signal
@@ -25,23 +26,20 @@ from mirror import aws, connect, lock, report, state
 from mirror.config import Config
 from mirror.errors import (
     BUG,
+    ConfigError,
     Exit,
     MirrorError,
     RateLimited,
     RegistryError,
     Stopped,
     bug_message,
-    run_again_later,
 )
-from mirror.model import INTERRUPTED, NOT_RESOLVED, Action, Outcome, Plan, Settings, Unresolved
-from mirror.oci import TagList
+from mirror.model import INTERRUPTED, Action, Outcome, Plan, Settings, Unresolved
 from mirror.pipeline import Pipeline, Result
-from mirror.plan import Shard, plan, rule_images
 from mirror.ports import Sink
 from mirror.reference import Repository
 from mirror.schedule import Ledger
 from mirror.state import Refusals
-from mirror.workers import Workers, wait_all
 
 log = logging.getLogger("mirror")
 
@@ -139,72 +137,15 @@ class Planner(Protocol):
         """Every source repository the run may read, tag rules' included."""
 
 
-@dataclass(frozen=True)
-class SyncPlanner:
-    """`mirror sync`: the config's images; tag rules resolved from the source's tag lists."""
-
-    config: Config
-    shard: Shard = field(default_factory=Shard)
-
-    def static(self, hosts: Sequence[str], error: Unresolved) -> Plan:
-        rules = {index: error for index, _ in rule_images(self.config)}
-        return plan(self.config, rules, hosts=hosts, shard=self.shard)
-
-    def sources(self) -> list[Repository]:
-        return [image.source for image in self.config.images]
-
-    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan:
-        rules = rule_images(self.config)
-        answers: dict[int, TagList | Unresolved] = {}
-        with Workers(min(8, len(rules)), "tags") as workers:
-            futures = {
-                workers.submit(
-                    session.sources(image.source.registry).list_tags, image.source.path
-                ): index
-                for index, image in rules
-            }
-            wait_all(futures, until=stop.event.is_set)
-            for future, index in futures.items():
-                if future.done():
-                    answers[index] = _answer(future.exception() or future.result())
-        return plan(self.config, answers, hosts=hosts, shard=self.shard)
-
-
-def _answer(result: TagList | BaseException) -> TagList | Unresolved:
-    if isinstance(result, TagList):
-        return result
-    if isinstance(result, Stopped):
-        return Unresolved(NOT_RESOLVED, Action.DEFERRED)
-    if isinstance(result, RateLimited):  # the metered source told the ledger: no more today
-        return Unresolved(f"tag rule: {run_again_later(result)}", Action.DEFERRED)
-    if isinstance(result, MirrorError):
-        return Unresolved(f"tag rule: {result}")
-    raise result
-
-
-@dataclass(frozen=True)
-class FixedPlanner:
-    """`mirror ensure`: a plan known in advance (the named images)."""
-
-    fixed: Plan
-
-    def static(self, hosts: Sequence[str], error: Unresolved) -> Plan:
-        return self.fixed
-
-    def resolve(self, session: connect.Session, stop: Stop, hosts: Sequence[str]) -> Plan:
-        return self.fixed
-
-    def sources(self) -> list[Repository]:
-        return [task.source.repository for task in self.fixed.tasks]
-
-
 @dataclass
 class Run:
-    """What a finished run tells the command: its report and exit code."""
+    """What a finished run tells the command: its report and exit code, and the targets'
+    registry hosts (as connected; as far as the config tells when it stopped before)."""
 
     report: report.Report
     exit_code: int
     outcomes: list[Outcome] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
 
 
 def execute(
@@ -238,6 +179,7 @@ class _Execution:
     result: Result | None = None
     error: MirrorError | None = None
     throttled: int = 0
+    hosts: list[str] = field(default_factory=list)  # the targets' registry hosts, once known
     state_warnings: list[str] = field(default_factory=list)  # the memory of refused images
 
     def __post_init__(self) -> None:
@@ -270,10 +212,10 @@ class _Execution:
                 )
             self.stop.on_stop(session.stop)
             refusals = self._remembered(session.tool_version)
-            hosts = [target.host for target in session.targets]
+            self.hosts = [target.host for target in session.targets]
             if settings.check_logins:
                 _check_logins(session, self.planner.sources())
-            self.known = self.planner.resolve(session, self.stop, hosts)
+            self.known = self.planner.resolve(session, self.stop, self.hosts)
             _say_plan(self.known, self.console)
             pipeline = Pipeline(
                 sources=session.sources,
@@ -345,7 +287,7 @@ class _Execution:
                     f"ECR throttled {done.throttled} requests; each was waited out and sent again"
                 )
             self.console.summary(report.summary_line(done), summary=report.summary(outcomes))
-        return Run(done, code, outcomes)
+        return Run(done, code, outcomes, self.hosts or connect.hosts(self.config))
 
     def _unfinished(self) -> list[Outcome]:
         """Every entry of a run that stopped before its pipeline: failed or deferred, with why."""
@@ -422,3 +364,33 @@ def write_reports(done: report.Report, settings: Settings) -> None:
         report.write(settings.report, done)
     if settings.junit is not None:
         report.write_junit(settings.junit, done)
+
+
+@contextlib.contextmanager
+def reported(settings: Settings) -> Iterator[None]:
+    """A usage or config error before the run starts still leaves a report saying so."""
+    try:
+        yield
+    except MirrorError as error:
+        now = datetime.now(timezone.utc)  # it ended where it started
+        done = report.Report(
+            (), error=str(error), exit_code=error.exit_code, started=now, ended=now
+        )
+        write_reports(done, settings)
+        raise
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The run's options; --report and --junit are checked here, before anything is done."""
+    written = report.usable(Path(args.report), "--report") if args.report else None
+    junit = report.usable(Path(args.junit), "--junit", junit=True) if args.junit else None
+    if written is not None and written == junit:
+        raise ConfigError(f"--report and --junit name the same file, {args.report}")
+    return Settings(
+        jobs=args.jobs,
+        dry_run=getattr(args, "dry_run", False),
+        max_pulls=getattr(args, "max_pulls", None),
+        timeout=args.timeout,
+        report=written,
+        junit=junit,
+    )
