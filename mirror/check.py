@@ -20,12 +20,10 @@ from mirror.errors import (
     SCHEMA1_REFUSAL,
     Later,
     MirrorError,
-    RateLimited,
     RegistryError,
     Stopped,
     Unreadable,
     bug_message,
-    run_again_later,
 )
 from mirror.model import (
     INTERRUPTED,
@@ -107,10 +105,8 @@ class Checker:
     def _fault(self, task: Task, error: Exception) -> tuple[Action, str]:
         if isinstance(error, Stopped) or (isinstance(error, MirrorError) and self.stop.is_set()):
             return Action.DEFERRED, INTERRUPTED
-        if isinstance(error, RateLimited):  # the metered source told the ledger already
-            return Action.DEFERRED, run_again_later(error)
-        if isinstance(error, Later):
-            return Action.DEFERRED, str(error)
+        if isinstance(error, Later):  # a spent budget, or a 429 (the ledger has it already)
+            return Action.DEFERRED, error.why
         if isinstance(error, MirrorError):
             return Action.FAILED, str(error)
         log.debug("checking %s", task.source, exc_info=error)
@@ -286,19 +282,16 @@ class Checker:
         heads: Sequence[Descriptor] = (),
     ) -> list[Checked]:
         """The same outcome in every target, each with what that target holds (when read)."""
-        held = [head.digest if head.found else None for head in heads]
-        return [
-            self._outcome(
+        return list(
+            Outcome.everywhere(
                 task,
-                number,
+                [target.host for target in self.targets],
                 action,
-                None,
-                held[number] if number < len(held) else None,
-                started=started,
                 error=error,
+                held=[head.digest if head.found else None for head in heads],
+                seconds=time.monotonic() - started,
             )
-            for number in range(len(self.targets))
-        ]
+        )
 
 
 def within(seconds: float, call: Callable[[], T], host: str) -> T:

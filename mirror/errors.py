@@ -86,7 +86,19 @@ class RegistryError(MirrorError):
         self.transient = transient
 
 
-class RateLimited(RegistryError):
+class Later(MirrorError):
+    """Not now, and nobody's fault: the work waits for a later run (exit 75). A spent pull
+    budget (the message names it), or a source's 429 (RateLimited)."""
+
+    exit_code = Exit.TRY_LATER
+
+    @property
+    def why(self) -> str:
+        """Why the work is deferred, as its outcome says it: ends with what to do."""
+        return str(self)
+
+
+class RateLimited(RegistryError, Later):
     """A source registry answered 429 TOOMANYREQUESTS: stop pulling from it, run again later."""
 
     exit_code = Exit.TRY_LATER
@@ -96,6 +108,10 @@ class RateLimited(RegistryError):
     ):
         super().__init__(f"{host}: {message}" if host else message, status=429)
         self.host = host
+
+    @property
+    def why(self) -> str:
+        return f"{self}; run again later"
 
 
 class Unreadable(RegistryError):
@@ -139,17 +155,8 @@ SCHEMA1_REFUSAL = (
 )
 
 
-class Later(MirrorError):
-    """Not now: the work waits for a later run (a spent pull budget), named in the message."""
-
-
 class NestedIndex(CopyError):
     """skopeo 1.9 met an image index whose entries are indexes, which it cannot copy whole."""
-
-
-def run_again_later(error: BaseException) -> str:
-    """Why work is deferred after a source's 429: its message, and what to do."""
-    return f"{error}; run again later"
 
 
 class LockHeld(MirrorError):

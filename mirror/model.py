@@ -9,7 +9,7 @@ what an earlier step returned.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -23,6 +23,14 @@ INTERRUPTED = "interrupted before it was done"  # why work a stop cut short is d
 SOURCE_DEADLINE = 5.0
 NOT_ASKED = "not refreshed: --refresh never (the source was not asked)"
 NOT_RESOLVED = "its tag rule was not resolved: the run stopped first"
+
+
+def destination(host: str, repository: str, tag: str | None = None) -> str:
+    """`host/repository:tag`, as lines and reports name a destination: without the host while
+    it is not known (a run that stopped before it connected), without a tag for an image
+    whose tag rule was not resolved."""
+    where = f"{host}/{repository}" if host else repository
+    return f"{where}:{tag}" if tag is not None else where
 
 
 def unrefreshed(why: str | None) -> str:
@@ -118,7 +126,8 @@ class Task:
         return self.source.digest or self.source.tag or "latest"
 
     def destination(self, host: str, target: int = 0) -> str:
-        return f"{host}/{self.repositories[target]}:{self.tag}"
+        """`host/repository:tag` in target number `target` (on `host`)."""
+        return destination(host, self.repositories[target], self.tag)
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,32 @@ class Outcome:
             order=task.order,
             warning=warning,
         )
+
+    @classmethod
+    def everywhere(
+        cls,
+        task: Task,
+        hosts: Sequence[str],
+        action: Action,
+        *,
+        error: str | None = None,
+        held: Sequence[str | None] = (),
+        seconds: float = 0.0,
+    ) -> list[Outcome]:
+        """The same outcome of `task` in every target (on `hosts`), each with what that
+        target holds, when known (`held`, in target order)."""
+        return [
+            cls.of(
+                task,
+                number,
+                task.destination(host, number),
+                action,
+                destination_digest=held[number] if number < len(held) else None,
+                error=error,
+                seconds=seconds,
+            )
+            for number, host in enumerate(hosts)
+        ]
 
     @classmethod
     def settled(

@@ -240,14 +240,8 @@ class Pipeline:
 
     def _settle_the_rest(self, tasks: Sequence[Task], collector: Collector) -> None:
         """Anything without an outcome (work given up on after a stop) is deferred."""
+        hosts = [target.host for target in self.targets]
         for task in tasks:
-            for number, target in enumerate(self.targets):
-                if not collector.has(task.order, number):
-                    outcome = Outcome.of(
-                        task,
-                        number,
-                        task.destination(target.host, number),
-                        Action.DEFERRED,
-                        error=INTERRUPTED,
-                    )
+            for outcome in Outcome.everywhere(task, hosts, Action.DEFERRED, error=INTERRUPTED):
+                if not collector.has(task.order, outcome.target):
                     collector.add(outcome)

@@ -20,7 +20,7 @@ from mirror.config import (
     referrers_tag_refusal,
 )
 from mirror.errors import ConfigError
-from mirror.model import NOT_RESOLVED, Action, Outcome, Plan, Task, Unresolved
+from mirror.model import NOT_RESOLVED, Action, Outcome, Plan, Task, Unresolved, destination
 from mirror.oci import TagList
 from mirror.reference import (
     PIN_TAG,
@@ -118,7 +118,7 @@ class Wanted:
         so it never moves."""
         if self.digest is None:
             return self.task.destination(host)
-        repository = f"{host}/{self.task.repositories[0]}"
+        repository = destination(host, self.task.repositories[0])
         return (
             f"{repository}:{self.tag}@{self.digest}" if self.tag else f"{repository}@{self.digest}"
         )
@@ -239,7 +239,7 @@ def _unresolved(
         outcomes.append(
             Outcome(
                 source=str(image.source),
-                destination=f"{host}/{repository}" if host else repository,
+                destination=destination(host, repository),
                 repository=repository,
                 tag=None,
                 action=answer.action,

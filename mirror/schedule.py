@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from mirror.errors import MirrorError, RateLimited, run_again_later
+from mirror.errors import MirrorError, RateLimited
 from mirror.model import HostBudget, Job, Pending, Task
 from mirror.oci import (
     INDEX_TYPES,
@@ -206,7 +206,7 @@ class Metered:
         try:
             yield
         except RateLimited as error:
-            self.ledger.limited(error.host or self.host, run_again_later(error))
+            self.ledger.limited(error.host or self.host, error.why)
             raise
 
 

@@ -251,9 +251,7 @@ class Transfer:
         """After a failed attempt: DEFERRED (stopped or rate limited), FAILED, or None: retry."""
         if self.stop.is_set() or isinstance(error, Stopped):
             return Action.DEFERRED  # we stopped skopeo ourselves
-        if isinstance(error, RateLimited):  # the metered source told the ledger already
-            return Action.DEFERRED
-        if isinstance(error, Later):  # the budget cannot cover the rest
+        if isinstance(error, Later):  # a 429 (the ledger has it), or a budget short of the rest
             return Action.DEFERRED
         if getattr(error, "transient", False) and failures < self.retry.attempts:
             return None

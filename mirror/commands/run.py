@@ -302,13 +302,7 @@ class _Execution:
         )
         outcomes = list(shown.outcomes)
         for task in shown.tasks:
-            for number, host in enumerate(hosts):
-                where = (
-                    task.destination(host, number)
-                    if host
-                    else f"{task.repositories[number]}:{task.tag}"
-                )
-                outcomes.append(Outcome.of(task, number, where, action, error=why))
+            outcomes += Outcome.everywhere(task, hosts, action, error=why)
         return sorted(outcomes, key=lambda outcome: outcome.sort_key)
 
 

@@ -12,7 +12,7 @@ from mirror import lock
 from mirror.commands.run import Console, Stop, execute, reported, settings_of
 from mirror.config import Config, config_path, load
 from mirror.connect import Session
-from mirror.errors import ConfigError, MirrorError, RateLimited, Stopped, run_again_later
+from mirror.errors import ConfigError, MirrorError, RateLimited, Stopped
 from mirror.model import NOT_RESOLVED, Action, Plan, Unresolved
 from mirror.oci import TagList
 from mirror.plan import Shard, plan, rule_images
@@ -92,7 +92,7 @@ def _answer(result: TagList | BaseException) -> TagList | Unresolved:
     if isinstance(result, Stopped):
         return Unresolved(NOT_RESOLVED, Action.DEFERRED)
     if isinstance(result, RateLimited):  # the metered source told the ledger: no more today
-        return Unresolved(f"tag rule: {run_again_later(result)}", Action.DEFERRED)
+        return Unresolved(f"tag rule: {result.why}", Action.DEFERRED)
     if isinstance(result, MirrorError):
         return Unresolved(f"tag rule: {result}")
     raise result
