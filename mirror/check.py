@@ -38,6 +38,7 @@ from mirror.model import (
 )
 from mirror.oci import SCHEMA1_TYPES, Descriptor, made_from
 from mirror.ports import Limits, Manifests, Refusals, Target
+from mirror.workers import settle
 
 T = TypeVar("T")
 
@@ -301,14 +302,7 @@ def within(seconds: float, call: Callable[[], T], host: str) -> T:
     result is dropped: a DNS lookup or a peer that never answers cannot hold up the build.
     """
     future: Future[T] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(call())
-        except BaseException as error:  # handed to the waiting thread
-            future.set_exception(error)
-
-    threading.Thread(target=run, name=f"source-{host}", daemon=True).start()
+    threading.Thread(target=settle, args=(future, call), name=f"source-{host}", daemon=True).start()
     try:
         return future.result(timeout=seconds)
     except FutureTimeout:

@@ -198,7 +198,8 @@ class Pipeline:
             refusals=self.refusals,
         )
         running: dict[Future[None], Job] = {}
-        with Workers(self.settings.jobs, "copy") as workers:
+        # --jobs 1: each copy in this thread, one after another (workers.py: inline)
+        with Workers(self.settings.jobs, "copy", inline=self.settings.jobs == 1) as workers:
             while admission.waiting and not self.stop.is_set():
                 admitted = None
                 if len(running) < min(self.settings.jobs, self.backpressure.limit):

@@ -4,6 +4,10 @@ to wait before trying again.
 Why not ThreadPoolExecutor: its threads are joined when the interpreter exits, so one request
 stuck in a connect would hold a stopping run open. These threads are daemons: a run that was
 told to stop waits for its work a few seconds at most, then leaves.
+
+A pool made `inline` starts no thread: each call is made at once, in the caller's thread (as
+all-repos' thread_mapper does for one job). `--jobs 1` copies so: one copy after another, in
+the main thread, which a debugger steps through.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ MAX_WAIT = 30.0  # seconds: the longest wait before something is tried again
 
 
 class Workers:
-    """Up to `size` daemon threads, started as work arrives."""
+    """Up to `size` daemon threads, started as work arrives; none when `inline`."""
 
-    def __init__(self, size: int, name: str):
+    def __init__(self, size: int, name: str, *, inline: bool = False):
         self.size = max(1, size)
         self.name = name
+        self.inline = inline
         self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
             queue.SimpleQueue()
         )
@@ -35,6 +40,9 @@ class Workers:
 
     def submit(self, function: Callable[..., T], *args: Any) -> Future[T]:
         future: Future[T] = Future()
+        if self.inline:  # made now, here: the future comes back done
+            settle(future, lambda: function(*args))
+            return future
         self._queue.put((future, lambda: function(*args)))
         with self._lock:
             if self._idle:
@@ -59,10 +67,7 @@ class Workers:
                 return
             future, call = item
             if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(call())
-                except BaseException as error:
-                    future.set_exception(error)
+                settle(future, call)
             with self._lock:
                 self._idle += 1
 
@@ -71,6 +76,14 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def settle(future: Future[T], call: Callable[[], T]) -> None:
+    """Make `call()` and put its result, or what it raised, in `future`."""
+    try:
+        future.set_result(call())
+    except BaseException as error:  # handed to whoever asks the future
+        future.set_exception(error)
 
 
 def wait_any(

@@ -299,6 +299,35 @@ def test_a_spent_budget_defers_in_config_order() -> None:
     assert outcomes[2].error == "src: pull budget: needs 1, 0 left of 100; run again later"
 
 
+def test_jobs_1_copies_in_the_calling_thread_one_after_another() -> None:
+    source = {f"library/ruby:{t}": f"sha256:{t}" for t in "ab"}
+    threads: list[str] = []
+
+    class Watched(FakeCopier):
+        def copy(
+            self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
+        ) -> Copied:
+            threads.append(threading.current_thread().name)
+            return super().copy(
+                source, destination, src_tls_verify=src_tls_verify, dest_tls_verify=dest_tls_verify
+            )
+
+    registries = world(source)
+    budgets = Ledger()
+    pipeline = Pipeline(
+        sources=lambda host: budgets.meter(registries[host]),
+        targets=[FakeTarget("ecr", registries["ecr"])],
+        copier=Watched(registries, budgets),
+        ledger=budgets,
+        settings=Settings(jobs=1, retry=Retry(backoff=0.0)),
+        stop=threading.Event(),
+        sink=Events(),
+    )
+    result = pipeline.run(Plan((task("a"), task("b", order=1))))
+    assert [o.action for o in result.outcomes] == [Action.COPIED, Action.COPIED]
+    assert threads == [threading.current_thread().name] * 2
+
+
 def test_max_pulls_caps_every_source_together() -> None:
     registries = world({"library/ruby:a": "sha256:1"})
     registries["other"] = FakeRegistry("other", {"library/ruby:b": "sha256:2"})
