@@ -20,16 +20,34 @@ hand them fakes. Each protocol has one implementation in mirror/:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from mirror.model import Copied, Outcome, Pending, Place, Progress, Refusal
 from mirror.oci import Descriptor, Manifest, TagList
 from mirror.reference import Repository
 
-if TYPE_CHECKING:
-    from mirror.http import Response
+
+class Stream(Protocol):
+    """A body still on the wire (http.Body): read in pieces, then closed."""
+
+    def pieces(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class Answer(Protocol):
+    """A registry's answer to a blob request (http.Response); a 200's body is a Stream."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def body(self) -> Stream | None: ...
 
 
 class Source(Protocol):
@@ -46,10 +64,10 @@ class Source(Protocol):
 
     def pull_manifest(self, path: str, reference: str) -> Manifest | None: ...
 
-    def blob(self, path: str, digest: str) -> AbstractContextManager[Response]:
+    def blob(self, path: str, digest: str) -> AbstractContextManager[Answer]:
         """A blob's answer, its body still on the wire (closed on leaving)."""
 
-    def head_blob(self, path: str, digest: str) -> Response: ...
+    def head_blob(self, path: str, digest: str) -> Answer: ...
 
     def list_tags(self, path: str) -> TagList: ...
 

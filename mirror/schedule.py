@@ -28,7 +28,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from mirror.errors import MirrorError, RateLimited
 from mirror.model import HostBudget, Job, Pending, Task
@@ -41,10 +40,7 @@ from mirror.oci import (
     choose_platforms,
     index_of,
 )
-from mirror.ports import Holdings, Manifests, Source
-
-if TYPE_CHECKING:
-    from mirror.http import Response
+from mirror.ports import Answer, Holdings, Manifests, Source
 
 log = logging.getLogger("mirror")
 # The least an index entry can take, in bytes: `{"digest":"sha256:<64 hex>"}` and a comma.
@@ -185,11 +181,11 @@ class Metered:
         return manifest
 
     @contextlib.contextmanager
-    def blob(self, path: str, digest: str) -> Iterator[Response]:
+    def blob(self, path: str, digest: str) -> Iterator[Answer]:
         with self._answers(), self.source.blob(path, digest) as answer:
             yield answer
 
-    def head_blob(self, path: str, digest: str) -> Response:
+    def head_blob(self, path: str, digest: str) -> Answer:
         with self._answers():
             return self.source.head_blob(path, digest)
 
