@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
+import socket
+import stat
 import subprocess
 import threading
 import time
@@ -471,6 +474,26 @@ def test_a_dockerfile_that_is_a_symlink_to_dev_zero_or_a_fifo_is_refused_at_once
             2,
             f"mirror: {path}: not a regular file (a Dockerfile is one)",
         )
+
+
+def test_a_dockerfile_that_is_a_device_or_a_socket_is_never_opened(stage: Stage) -> None:
+    """A pull request's Dockerfile may be a symbolic link to any device: opening one can act
+    (/dev/watchdog arms a reboot, a tape rewinds), so mirror looks before it opens. A device
+    with no driver behind it, and a socket, fail to open (ENXIO): the message shows they were
+    not opened."""
+    device = stage.tmp / "driverless"
+    os.mknod(device, stat.S_IFCHR | 0o600, os.makedev(250, 77))  # 240-254: local use
+    (stage.tmp / "Dockerfile.device").symlink_to(device)
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(stage.tmp / "Dockerfile.socket"))
+    with listening:
+        for name in ("Dockerfile.device", "Dockerfile.socket"):
+            path = stage.tmp / name
+            run = _ensure(stage, path)
+            assert (run.code, run.error) == (
+                2,
+                f"mirror: {path}: not a regular file (a Dockerfile is one)",
+            )
 
 
 def test_a_dockerfile_over_1_mib_is_not_read(stage: Stage) -> None:
