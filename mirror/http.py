@@ -14,7 +14,8 @@ Redirects (GET and HEAD only) are followed where credentials stay safe: the Auth
 header goes on only to the same scheme, host and port (the origin); a redirect from HTTPS to
 plain HTTP is refused; and a redirect to a loopback, private or link-local address is refused
 unless the registry itself answered from one (checked on the connected socket, so a name that
-resolves there is caught too, and again on a connection kept alive).
+resolves there is caught too, and again on a connection kept alive; through a proxy, which
+resolves names itself, on the address as written, in every spelling a resolver takes).
 
 This module and mirror/registry.py are the only ones that speak HTTP to registries.
 """
@@ -455,9 +456,19 @@ def is_inner(address: str) -> bool:
 
 
 def _named_inner(host: str) -> bool:
-    """Does a host as written (an IP address or `localhost`) name an inner address?"""
-    host = host.lower().strip("[]")
-    return host == "localhost" or host.endswith(".localhost") or is_inner(host)
+    """Does a host as written (an IP address or `localhost`) name an inner address? Every
+    spelling counts that a resolver (a proxy's getaddrinfo) takes for an IPv4 address:
+    `2130706433`, `127.1`, `0x7f.0.0.1`, `0177.0.0.1`; and a name with its trailing dot."""
+    host = host.lower().strip("[]").removesuffix(".")
+    if host == "localhost" or host.endswith(".localhost") or is_inner(host):
+        return True
+    if host and set(host) <= _INET_ATON:  # inet_aton(3)'s forms, which getaddrinfo takes
+        with contextlib.suppress(OSError):
+            return is_inner(socket.inet_ntoa(socket.inet_aton(host)))
+    return False
+
+
+_INET_ATON = frozenset("0123456789abcdefx.")
 
 
 def same_origin(first: str, second: str) -> bool:

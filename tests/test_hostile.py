@@ -388,6 +388,42 @@ def test_a_public_registry_is_not_followed_to_a_loopback_address(
     )
 
 
+@pytest.mark.parametrize(
+    "spelling", ["2130706433", "127.1", "0x7f.0.0.1", "0177.0.0.1", "localhost."]
+)
+def test_a_loopback_address_spelled_otherwise_is_refused_through_a_proxy(
+    stage: Stage, spelling: str
+) -> None:
+    """Through a proxy, mirror cannot see the address the proxy reaches; the proxy resolves
+    what mirror sends (as getaddrinfo does: decimal, short, hex and octal IPv4, a trailing
+    dot). Every spelling of an inner address is refused as the address it is."""
+
+    def inside(asked: Asked) -> Answer:
+        return Answer.json(200, {"token": "INSIDE-CREDENTIAL-1234"})
+
+    def registry(asked: Asked) -> Answer:
+        if "INSIDE-CREDENTIAL" in asked.headers.get("Authorization", ""):
+            return Answer.json(200, {})
+        realm = f'Bearer realm="http://{spelling}:{metadata.host.rpartition(":")[2]}/token",service="odd"'
+        return Answer.json(401, {"errors": []}, **{"WWW-Authenticate": realm})
+
+    with Scripted(answer=inside) as metadata, Scripted(answer=registry) as odd:
+        hosts = {"odd.proxied.test": "127.0.0.1", spelling: "127.0.0.1"}
+        with ForwardProxy(hosts=hosts) as forward:
+            name = f"odd.proxied.test:{odd.host.rpartition(':')[2]}"
+            stage.config(_with_good(stage, name))
+            via = f"http://{forward.host}"
+            run = stage.mirror("sync", HTTP_PROXY=via, HTTPS_PROXY=via, NO_PROXY="127.0.0.1")
+    assert metadata.asked == []
+    assert not any("INSIDE" in str(asked.headers) for asked in odd.asked)
+    assert (run.code, run.actions()) == (1, ["copied", "failed"]), run.stderr[-2000:]
+    assert run.report is not None
+    assert run.report["images"][1]["error"] == (
+        f"{spelling}:{metadata.host.rpartition(':')[2]}: a loopback, private or link-local "
+        "address, refused: the registry that sent mirror there is not on one"
+    )
+
+
 def test_a_registry_on_loopback_may_redirect_to_another_loopback_address(stage: Stage) -> None:
     digest = stage.push("1", repo="x/y", seed="redirected")
     backend = stage.source.host
