@@ -52,6 +52,23 @@ _PIECE = 64 << 10
 _STREAM_PIECE = 256 << 10  # a streamed body's piece: fewer, larger writes on the way through
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONNECT_TIMEOUT = 10.0
+_HURRIED = threading.local()  # `hurried`: this thread's shorter deadline, if any
+
+
+@contextlib.contextmanager
+def hurried(seconds: float | None) -> Iterator[None]:
+    """Inside, each request this thread makes (its token requests too) gets at most `seconds`
+    in all, and a streamed body at most `seconds` a piece; None changes nothing. For a copy
+    `ensure` can do without (ECR has a copy to serve instead): the source's time-out is then
+    the short source deadline, not --timeout. A request cut off by it is not worth a retry
+    (RegistryError, not transient), and only requests hurried too are refused its host for the
+    rest of the run: an image nothing else can give still gets the whole --timeout."""
+    before = getattr(_HURRIED, "seconds", None)
+    _HURRIED.seconds = seconds if before is None or seconds is None else min(seconds, before)
+    try:
+        yield
+    finally:
+        _HURRIED.seconds = before
 
 
 @dataclass(frozen=True)
@@ -102,9 +119,12 @@ class Body:
         done: Callable[[], None],
         idle: float,
         host: str,
+        *,
+        hurried: bool = False,
     ):
         self._raw, self._watched, self._done, self._idle = raw, watched, done, idle
         self.host = host
+        self._hurried = hurried  # cut by `hurried`'s deadline: not worth a retry
         self._complete = False
 
     def pieces(self) -> Iterator[bytes]:
@@ -128,7 +148,8 @@ class Body:
         if self._watched.cut == "stopped":
             raise Stopped
         raise RegistryError(
-            f"{host}: the answer stalled: no progress within {self._idle:g} s", transient=True
+            f"{host}: the answer stalled: no progress within {self._idle:g} s",
+            transient=not self._hurried,
         )
 
     def close(self) -> None:
@@ -507,6 +528,7 @@ class Http:
         self._managers = _Managers(pool_size)
         self._watchdog = _Watchdog()
         self._down: dict[str, str] = {}  # host -> why it was given up on
+        self._slow: dict[str, str] = {}  # host -> why it was given up on by a hurried request
         self._lock = threading.Lock()
         self._stopped = threading.Event()
 
@@ -546,20 +568,23 @@ class Http:
         the caller must close; other answers are read whole.
         """
         host = _host_of(url)
-        self._admit(host, url, inner)
+        seconds, hurry = self._seconds()
+        self._admit(host, url, inner, hurry=hurry)
         proxy = proxy_for(url, self._environ)
         call = _Request(
             method,
             url,
             dict(headers or {}),
             body,
-            time.monotonic() + self.policy.timeout,
+            time.monotonic() + seconds,
             self._managers.get(proxy, tls_verify),
             tls_verify,
             limit=limit or MAX_BODY,
             proxied=proxy is not None,
             origin_inner=inner,
             stream=stream,
+            seconds=seconds,
+            hurried=hurry,
         )
         attempts = 1 if probe else self.policy.attempts
         attempt = waits = redirects = 0
@@ -580,8 +605,9 @@ class Http:
             except _Failed as failure:
                 if probe or failure.final or not self._retry(call, attempt, attempts, failure.why):
                     if failure.final or not probe:  # a probe that got no answer counts too
-                        self._give_up_on(host, failure.why)
-                    raise RegistryError(f"{host}: {failure.why}", transient=True) from None
+                        self._give_up_on(host, failure.why, hurried=hurry)
+                    transient = not (hurry and failure.final)  # hurried: the time is spent
+                    raise RegistryError(f"{host}: {failure.why}", transient=transient) from None
                 self._wait(backoff(self.policy.backoff, attempt), call)
                 continue
             if response.status == 429 and throttled and waits < self.policy.throttled_attempts - 1:
@@ -609,15 +635,23 @@ class Http:
                 continue
             return replace(response, url=call.url, inner=call.origin_inner)
 
-    def _admit(self, host: str, url: str, inner: bool | None) -> None:
-        """Refuse a request to a host given up on, or to an inner address not allowed."""
+    def _seconds(self) -> tuple[float, bool]:
+        """A request's whole deadline in seconds, and whether `hurried` shortened it."""
+        hurry = getattr(_HURRIED, "seconds", None)
+        if hurry is None or hurry >= self.policy.timeout:
+            return self.policy.timeout, False
+        return hurry, True
+
+    def _admit(self, host: str, url: str, inner: bool | None, *, hurry: bool = False) -> None:
+        """Refuse a request to a host given up on (a hurried one: also one that let a hurried
+        request down), or to an inner address not allowed."""
         if inner is False and _named_inner(_hostname(url)):
             raise RegistryError(
                 f"{host}: a loopback, private or link-local address, refused: the registry "
                 "that sent mirror there is not on one"
             )
         with self._lock:
-            down = self._down.get(host)
+            down = self._down.get(host) or (self._slow.get(host) if hurry else None)
         if down is not None:
             raise RegistryError(f"{host}: {down} (earlier in this run; not asked again)")
 
@@ -674,7 +708,7 @@ class Http:
         started = time.monotonic()
         left = call.deadline - started
         if left <= 0:
-            raise _Failed(f"no answer within {self.policy.timeout:g} s", final=True)
+            raise _Failed(f"no answer within {call.seconds:g} s", final=True)
         timeout = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, left), read=left)
         refuse_inner = call.origin_inner is False and not call.proxied
         watching = self._watchdog.watching(call.deadline, refuse_inner=refuse_inner)
@@ -693,7 +727,8 @@ class Http:
                 )
                 if call.stream and raw.status == 200:  # the body goes to the caller
                     host = _host_of(call.url)
-                    body = Body(raw, watched, stack.pop_all().close, self.policy.timeout, host)
+                    done = stack.pop_all().close
+                    body = Body(raw, watched, done, call.seconds, host, hurried=call.hurried)
                     log.debug("%s %s -> 200 in %d ms, body streamed", call.method,
                               _shown(call.url), _ms(started))  # fmt: skip
                     peer = None if call.proxied else watched.peer
@@ -730,7 +765,7 @@ class Http:
         if watched.cut == "stopped":
             return _Stopping()
         if watched.cut == "deadline" or isinstance(error, urllib3.exceptions.ReadTimeoutError):
-            why, final = f"no answer within {self.policy.timeout:g} s", True
+            why, final = f"no answer within {call.seconds:g} s", True
         else:
             why, final = _reason(error), False
         log.debug("%s %s failed after %d ms: %s", call.method, _shown(call.url), _ms(started), why)
@@ -749,11 +784,13 @@ class Http:
         )
         return True
 
-    def _give_up_on(self, host: str, why: str) -> None:
+    def _give_up_on(self, host: str, why: str, *, hurried: bool = False) -> None:
         with self._lock:
-            if host not in self._down:
-                log.debug("%s: giving up on it for this run: %s", host, why)
-                self._down[host] = why
+            given_up = self._slow if hurried else self._down
+            if host not in given_up:
+                what = "hurried requests to it" if hurried else "it"
+                log.debug("%s: giving up on %s for this run: %s", host, what, why)
+                given_up[host] = why
 
 
 @dataclass(frozen=True)
@@ -769,6 +806,8 @@ class _Request:
     proxied: bool = False  # sent through a proxy: the address reached is the proxy's
     origin_inner: bool | None = None  # the registry is on an inner address (None: not known yet)
     stream: bool = False  # a 200's body is handed over unread (Body)
+    seconds: float = 30.0  # the whole deadline, from its start (the policy's, or `hurried`'s)
+    hurried: bool = False  # `hurried` shortened it
 
 
 class _Failed(Exception):

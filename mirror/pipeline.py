@@ -229,6 +229,9 @@ class Pipeline:
             retry=self.settings.retry,
             backpressure=self.backpressure,
             refusals=self.refusals,
+            source_deadline=(
+                None if self.settings.refresh is Refresh.ALWAYS else self.settings.source_deadline
+            ),
         )
         running: dict[Future[None], tuple[Job, int]] = {}
         with Workers(self.settings.jobs, "copy") as workers:

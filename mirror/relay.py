@@ -42,7 +42,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Protocol
 
 from mirror.errors import CopyError, MirrorError, RegistryError, Stopped, user_named
-from mirror.http import Response
+from mirror.http import Response, hurried
 from mirror.reference import BadReference, check_digest
 from mirror.registry import Login
 from mirror.workers import Workers
@@ -83,6 +83,9 @@ class Route:
     host: str  # the source registry host, as the sources know it
     path: str  # the repository path on it
     shown: str  # the source repository as messages name it (docker.io/library/ruby)
+    # Seconds each read from the source may take (mirror.http.hurried), when the copy can be
+    # done without (ensure, ECR has a copy to serve); None: --timeout
+    deadline: float | None = None
     fault: MirrorError | None = None  # the first thing the source did wrong during the copy
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -137,10 +140,13 @@ class Relay:
         return f"127.0.0.1:{self._server.server_address[1]}"
 
     @contextlib.contextmanager
-    def route(self, host: str, path: str, shown: str) -> Iterator[Route]:
-        """A route to `host/path` for one copy; closed on leaving."""
+    def route(
+        self, host: str, path: str, shown: str, *, deadline: float | None = None
+    ) -> Iterator[Route]:
+        """A route to `host/path` for one copy, its reads from the source bounded by
+        `deadline` seconds when given; closed on leaving."""
         with self._lock:
-            route = Route(f"r{next(self._names)}", self.host, host, path, shown)
+            route = Route(f"r{next(self._names)}", self.host, host, path, shown, deadline)
             self._routes[route.name] = route
         try:
             yield route
@@ -175,12 +181,13 @@ class Relay:
         if not _is_digest(match["ref"]):
             _send_error(request, 404, "MANIFEST_UNKNOWN", "the relay serves digests only")
             return
-        if match["kind"] == "manifests":
-            self._manifest(request, route, match["ref"])
-        elif request.command == "HEAD":
-            self._blob_head(request, route, match["ref"])
-        else:
-            self._blob(request, route, match["ref"])
+        with hurried(route.deadline):
+            if match["kind"] == "manifests":
+                self._manifest(request, route, match["ref"])
+            elif request.command == "HEAD":
+                self._blob_head(request, route, match["ref"])
+            else:
+                self._blob(request, route, match["ref"])
 
     def _manifest(self, request: _Handler, route: Route, digest: str) -> None:
         try:

@@ -30,7 +30,7 @@ from mirror.errors import (
     bug_message,
     run_again_later,
 )
-from mirror.http import backoff
+from mirror.http import backoff, hurried
 from mirror.model import INTERRUPTED, Action, Copied, Outcome, Pending
 from mirror.reference import Repository
 from mirror.registry import INDEX_TYPES, OCI_INDEX, SCHEMA1_TYPES, sha256
@@ -44,10 +44,16 @@ class Copier(Protocol):
     """skopeo (mirror.connect.Copier)."""
 
     def pull(
-        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
+        self,
+        source: Repository,
+        digest: str,
+        destination: str,
+        *,
+        dest_tls_verify: bool,
+        deadline: float | None = None,
     ) -> Copied:
         """Copy from a source registry, through the relay (its manifests read through
-        `Pulls`: once per run)."""
+        `Pulls`: once per run), each read from it within `deadline` seconds when given."""
 
     def copy(
         self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
@@ -137,6 +143,7 @@ class Transfer:
         retry: Retry = Retry(),
         backpressure: Backpressure | None = None,
         refusals: Refusals | None = None,
+        source_deadline: float | None = None,
     ):
         self.pulls = pulls
         self.targets = list(targets)
@@ -148,6 +155,10 @@ class Transfer:
         self.retry = retry
         self.backpressure = backpressure or Backpressure(1)
         self.refusals = refusals or Refusals(None)  # images no copy can keep, by digest
+        # ensure's, when it may serve the copy a target holds: seconds for each read from
+        # the source during such a copy (a source that stalls mid-copy does not hold up the
+        # build); None: --timeout (sync, --refresh always)
+        self.source_deadline = source_deadline
 
     def run(self, job: Job) -> None:
         """Copy the job's image once from the source, then fill the rest from the targets.
@@ -312,7 +323,10 @@ class Transfer:
 
     def _from_source(self, pending: Pending) -> Copied:
         repository = pending.task.source.repository
-        origin = _Origin(repository.path, str(repository), source=repository, pulls=self.pulls)
+        deadline = self.source_deadline if _servable_instead(pending) else None
+        origin = _Origin(
+            repository.path, str(repository), source=repository, pulls=self.pulls, deadline=deadline
+        )
         if pending.task.platforms:
             return self._subset(pending, origin)
         return self._whole(pending, origin, f"{origin.name}@{pending.source_digest}")
@@ -369,7 +383,9 @@ class Transfer:
         verify = self.targets[pending.target].registry.tls_verify
         if origin.source is not None:
             digest = reference.rpartition("@")[2]
-            return self.copier.pull(origin.source, digest, to, dest_tls_verify=verify)
+            return self.copier.pull(
+                origin.source, digest, to, dest_tls_verify=verify, deadline=origin.deadline
+            )
         assert origin.registry is not None  # a target's: set by _from_target
         return self.copier.copy(
             reference, to, src_tls_verify=origin.registry.tls_verify, dest_tls_verify=verify
@@ -425,6 +441,12 @@ MAX_DEPTH = 4  # indexes inside indexes: deeper is refused (no image needs it)
 MAX_MANIFESTS = 1000  # manifests in one image, all levels together
 
 
+def _servable_instead(pending: Pending) -> bool:
+    """Does the target hold a copy of the tag that ensure may serve if this copy fails (as
+    mirror.stale.servable judges the outcome: a tag, not a pin)?"""
+    return pending.destination_digest is not None and not pending.task.source.digest
+
+
 @dataclass(frozen=True)
 class _Origin:
     """Where a copy reads the image: the source (`source` and `pulls`: every manifest pulled
@@ -435,11 +457,13 @@ class _Origin:
     registry: Registry | None = None  # a target's
     source: Repository | None = None
     pulls: Manifests | None = None
+    deadline: float | None = None  # seconds for each read from the source (None: --timeout)
 
     def fetch(self, digest: str) -> tuple[str, bytes]:
         """A manifest by digest (on the source, a pull, once per run), checked against it."""
         if self.source is not None and self.pulls is not None:
-            return self.pulls.manifest(self.source.registry, self.path, digest)
+            with hurried(self.deadline):
+                return self.pulls.manifest(self.source.registry, self.path, digest)
         assert self.registry is not None
         raw = self.registry.get_manifest_raw(self.path, digest)
         if raw is None:

@@ -21,11 +21,12 @@ import pytest
 import urllib3
 
 from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError, Stopped
-from mirror.http import Body, Http, Policy, Response
+from mirror.http import Body, Http, Policy, Response, hurried
 from mirror.pulls import Pulls
 from mirror.registry import Head, Pulled, RateLimit, clock_skew
 from mirror.relay import Relay, Route
 from mirror.schedule import Budgets
+from tests.standins.misbehaving import Raw, never_answers
 
 MANIFEST = b'{"schemaVersion":2}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
@@ -326,6 +327,40 @@ def test_a_streamed_body_that_stalls_is_cut_and_named(blobs: str) -> None:
     with pytest.raises(RegistryError, match=r"the answer stalled: no progress within 0\.5 s"):
         b"".join(response.body.pieces())
     response.body.close()
+
+
+def test_a_hurried_body_that_stalls_is_cut_at_the_shorter_deadline_for_good(blobs: str) -> None:
+    """ensure's source deadline during a copy it can do without: each piece within it, and
+    a stall is not worth another try (the copy is served from ECR instead)."""
+    http = Http(policy=Policy(timeout=30))
+    with hurried(0.3):
+        response = http.request("GET", f"{blobs}/stalls", stream=True)
+    assert response.body is not None
+    with pytest.raises(RegistryError, match=r"no progress within 0\.3 s") as stalled:
+        b"".join(response.body.pieces())
+    response.body.close()
+    assert stalled.value.transient is False
+
+
+def test_a_hurried_request_gives_up_on_its_host_for_hurried_requests_only() -> None:
+    """A source that does not answer a hurried request within its deadline is not asked
+    again by hurried ones, but an image nothing else can give still gets the whole time."""
+    http = Http(policy=Policy(timeout=0.6))
+    with Raw(never_answers) as silent:
+        url = f"http://{silent.host}/v2/"
+        with hurried(0.2), pytest.raises(RegistryError) as first:
+            http.request("GET", url)
+        assert (str(first.value), first.value.transient) == (
+            f"{silent.host}: no answer within 0.2 s",
+            False,
+        )
+        with hurried(0.2), pytest.raises(RegistryError, match="earlier in this run"):
+            http.request("GET", url)
+        with pytest.raises(RegistryError) as whole:
+            http.request("GET", url)  # not hurried: asked, for its whole deadline
+        assert str(whole.value) == f"{silent.host}: no answer within 0.6 s"
+        with hurried(5), pytest.raises(RegistryError, match=r"no answer within 0\.6 s \(earlier"):
+            http.request("GET", url)  # a deadline longer than the policy's changes nothing
 
 
 def test_a_streamed_body_is_cut_when_mirror_stops(blobs: str) -> None:

@@ -165,6 +165,36 @@ def test_a_source_that_trickles_does_not_hold_up_the_build(stage: Stage) -> None
     assert f"not refreshed: {host}: no answer within 5 s" in stale_lines(run)[0]
 
 
+@pytest.mark.parametrize("stalls", ["manifest", "blob"])
+def test_a_source_that_stalls_during_the_copy_does_not_hold_up_the_build(
+    stage: Stage, stalls: str
+) -> None:
+    """The source answers the check's HEAD (a new digest), then stops answering the copy's
+    reads: the manifest GET, or a layer midway (a blob store that stops mid-layer). Each read
+    gets the source deadline, not --timeout, and the copy is not tried again."""
+    digest = in_ecr(stage)
+    stage.push("3.3", seed="new")  # a refresh would copy this
+    if stalls == "manifest":
+        stage.hub.hold()  # GETs wait; the HEAD is answered
+        reason = f"{stage.hub.host}: no answer within 5 s"
+    else:
+        stage.hub.stall_blobs(1000)
+        reason = f"{stage.hub.host}: the answer stalled: no progress within 5 s"
+    try:
+        started = time.monotonic()
+        # --timeout 100: each read's whole deadline (the hold lasts 60 s) would let it copy
+        run = stage.mirror("ensure", "--timeout", "100", f"{stage.repo}:3.3")
+        took = time.monotonic() - started
+    finally:
+        stage.hub.release()
+    assert (run.code, run.actions()) == (0, ["stale"]), run.stderr
+    assert run.stdout == f"{stage.dest.host}/{stage.dest_repo()}:3.3\n"
+    assert f"not refreshed: {reason}" in stale_lines(run)[0], run.error
+    assert "after 2 attempts" not in run.error and "after 3 attempts" not in run.error
+    assert took < 50, f"ensure took {took:.0f} s on a source that stalls mid-copy"
+    assert stage.dest_digest("3.3") == digest
+
+
 @pytest.mark.parametrize("fault", ["5xx", "lockout", "wrong password", "repository gone"])
 def test_other_source_failures_serve_ecrs_copy(stage: Stage, fault: str) -> None:
     stage.use_hub(credentials=("hubuser", "right"))

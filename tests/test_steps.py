@@ -105,11 +105,19 @@ class FakeCopier:
         self.errors = errors or []
         self.copies: list[str] = []
         self.pulled: set[str] = set()
+        self.deadlines: list[float | None] = []  # each pull's source deadline
         self.lock = threading.Lock()
 
     def pull(
-        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
+        self,
+        source: Repository,
+        digest: str,
+        destination: str,
+        *,
+        dest_tls_verify: bool,
+        deadline: float | None = None,
     ) -> Copied:
+        self.deadlines.append(deadline)
         registry = self.registries[source.registry]
         assert digest in registry.digests.values(), f"{source}@{digest}: no such manifest"
         with self.lock:

@@ -192,12 +192,16 @@ class HubFront(HttpFront):
         self._cut_times: int | None = None
         self._open = threading.Event()  # cleared by hold(): pulls wait
         self._open.set()
+        self._stall_after: int | None = None  # stall_blobs(): bytes of a blob sent, then a stall
+        self._flowing = threading.Event()  # cleared by stall_blobs(): stalled blobs wait
+        self._flowing.set()
         self._held = 0  # pulls waiting now
         self._backend = urllib3.PoolManager(
             maxsize=16, retries=False, timeout=urllib3.Timeout(connect=5, read=60)
         )
 
     def _stopped(self) -> None:
+        self._flowing.set()  # a stalled blob ends with the front
         self._backend.clear()
 
     # -- test controls ----------------------------------------------------------------------
@@ -215,8 +219,11 @@ class HubFront(HttpFront):
         self._open.clear()
 
     def release(self) -> None:
-        """Let held and later pulls through."""
+        """Let held and later pulls through, and stalled blobs go on."""
         self._open.set()
+        with self._lock:
+            self._stall_after = None
+        self._flowing.set()
 
     @property
     def held(self) -> int:
@@ -282,6 +289,14 @@ class HubFront(HttpFront):
         """Blob GETs send the full Content-Length, ``after_bytes`` bytes, then drop the line."""
         with self._lock:
             self._cut_after, self._cut_times = after_bytes, times
+
+    def stall_blobs(self, after_bytes: int) -> None:
+        """From now on, blob GETs send the full Content-Length and ``after_bytes`` bytes, then
+        send nothing more (the connection stays open) until :meth:`release` (at most
+        ``HOLD_LIMIT`` seconds), as a blob store that stops mid-layer."""
+        with self._lock:
+            self._stall_after = after_bytes
+        self._flowing.clear()
 
     def clear_faults(self) -> None:
         """Forget injected faults, the abuse limit, lockouts and failed-login counts."""
@@ -579,9 +594,19 @@ class HubFront(HttpFront):
             if method == "HEAD":
                 return resp.status
             limit = self._take_cut() if resp.status in (200, 206) else None
+            with self._lock:
+                stall = self._stall_after if resp.status in (200, 206) else None
             sent = 0
             for chunk in resp.stream(CHUNK):
-                piece = chunk if limit is None else chunk[: limit - sent]
+                rest = chunk
+                if stall is not None and sent + len(chunk) > stall:
+                    req.wfile.write(chunk[: stall - sent])
+                    req.wfile.flush()
+                    with self._lock:
+                        self._counts.blob_bytes += stall - sent
+                    self._flowing.wait(HOLD_LIMIT)
+                    rest, sent, stall = chunk[stall - sent :], stall, None
+                piece = rest if limit is None else rest[: limit - sent]
                 req.wfile.write(piece)
                 sent += len(piece)
                 with self._lock:
