@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from mirror.errors import (
@@ -190,6 +190,10 @@ class Checker:
                     )
                     for n, head in enumerate(heads)
                 ]
+            if self._digest_in_a_target(task):  # under another tag: written from there
+                return [
+                    self._from_a_target(task, n, pinned, h, started) for n, h in enumerate(heads)
+                ]
         if self.refresh is Refresh.NEVER and self._has_copy(task, heads):
             return self._served(task, heads, NOT_ASKED, started)
         blocked = self.limits.blocked(task.source.repository.registry)
@@ -197,6 +201,28 @@ class Checker:
             raise Later(blocked)
         source = self._head_source(task, quick=self._has_copy(task, heads))
         return [self._decide(task, n, source, head, started) for n, head in enumerate(heads)]
+
+    def _digest_in_a_target(self, task: Task) -> bool:
+        """Does a target's repository hold the pinned digest, under another tag (an earlier
+        `ensure image:tag` of the digest Renovate now pins)? Then no source is needed: the
+        pin tag is written from there (mirror.transfer), at no pull. A HEAD on each target."""
+        digest = task.source.digest or ""
+        return any(
+            target.registry.describe_manifest(task.repositories[n], digest).found
+            for n, target in enumerate(self.targets)
+        )
+
+    def _from_a_target(
+        self, task: Task, number: int, pinned: Head, head: Head, started: float
+    ) -> Checked:
+        """A pin whose digest a target holds: up to date where the pin tag is, else a copy
+        that costs no pull (mirror.transfer writes it from the target that holds it)."""
+        if self._holds(task, number, pinned, head):
+            return self._outcome(
+                task, number, Action.UP_TO_DATE, pinned.digest, head.digest, started=started
+            )
+        decided = self._decide(task, number, pinned, head, started)
+        return replace(decided, pulls=0, exact=True) if isinstance(decided, Pending) else decided
 
     def _has_copy(self, task: Task, heads: list[Head]) -> bool:
         """May the first target's copy be served instead of a refresh (`ensure`, a tag)?"""

@@ -173,7 +173,7 @@ class Transfer:
     def _run(self, job: Job) -> None:
         pendings = job.pendings()
         for position, pending in enumerate(pendings):
-            donor = self.holdings.donor(pending)
+            donor = self.holdings.donor(pending) or self._pin_holder(pending)
             if donor is not None:
                 outcome = self._attempts(pending, partial(self._from_target, donor=donor))
             else:
@@ -184,6 +184,25 @@ class Transfer:
                 for rest in pendings[position + 1 :]:  # they needed that copy
                     self.emit(Outcome.settled(rest, outcome.action, error=outcome.error))
                 return
+
+    def _pin_holder(self, pending: Pending) -> Place | None:
+        """A target whose repository holds a pinned digest under another tag (the check found
+        it: mirror.check.Checker._digest_in_a_target), this one first: the pin tag is written
+        from there, with no request to the source."""
+        digest = pending.task.source.digest
+        if not digest:
+            return None
+        numbers = sorted(range(len(self.targets)), key=lambda n: n != pending.target)
+        for number in numbers:
+            target, repository = self.targets[number], pending.task.repositories[number]
+            try:
+                held = target.registry.describe_manifest(repository, digest).found
+            except MirrorError as error:
+                log.debug("%s@%s: %s", repository, digest, error)
+                continue
+            if held:
+                return Place(number, repository, digest, f"{target.host}/{repository}@{digest}")
+        return None
 
     # --- attempts ------------------------------------------------------------------------------
 

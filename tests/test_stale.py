@@ -265,6 +265,26 @@ def test_a_pin_in_ecr_needs_no_source_whatever_refresh_says(stage: Stage) -> Non
     assert stage.hub.counts.requests == []
 
 
+def test_a_pin_ecr_holds_under_another_tag_needs_no_source(stage: Stage) -> None:
+    """Renovate pins `FROM image:tag@sha256:D` to the digest an earlier `ensure image:tag`
+    put in ECR: ECR holds D (under the tag, not yet under its pin tag). The build gets it
+    with no request to the source, down or not, and the pin tag is written inside ECR."""
+    first = in_ecr(stage, "1.0")
+    second = in_ecr(stage, "2.0")
+    with refusing() as down:
+        stage.config(source={"registry": down, "tls_verify": False})  # same ECR names
+        run = stage.mirror("ensure", f"{stage.repo}:1.0@{first}")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    assert run.stdout == f"{stage.dest.host}/{stage.dest_repo()}:1.0@{first}\n"
+    assert stage.dest_digest(f"sha256-{first[7:]}") == first
+    stage.config([stage.image(f"2.0@{second}")])  # sync, with the source up: no pull either
+    stage.hub.reset_counts()
+    synced = stage.mirror("sync")
+    assert (synced.code, sorted(synced.actions())) == (0, ["copied", "up-to-date"]), synced.stderr
+    assert stage.dest_digest(f"sha256-{second[7:]}") == second
+    assert stage.hub.counts.requests == []
+
+
 def test_a_pin_ecr_lacks_is_never_served_from_another_digest(stage: Stage) -> None:
     in_ecr(stage, "1.0")
     other = stage.push("1.1", seed="other")
