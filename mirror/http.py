@@ -143,7 +143,10 @@ class Body:
                 self._watched.deadline = math.inf  # the reader's time is not the peer's
                 yield piece
         except urllib3.exceptions.HTTPError as error:
-            if not self._watched.cut:
+            # the socket's own read time-out (what was left of the request's deadline when
+            # it was sent) may fire before the watchdog: a stall too
+            stalled = isinstance(error, urllib3.exceptions.ReadTimeoutError)
+            if not self._watched.cut and not stalled:
                 raise RegistryError(f"{host}: {_reason(error)}", transient=True) from None
         if self._watched.cut == "stopped":
             raise Stopped
