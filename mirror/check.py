@@ -51,7 +51,7 @@ class Registry(Protocol):
     def head_manifest(self, path: str, reference: str) -> Head: ...
 
     def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
     ) -> Head: ...
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None: ...
@@ -88,6 +88,8 @@ class Limits(Protocol):
     def see(self, host: str, rate_limit: RateLimit | None) -> None: ...
 
     def shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None: ...
+
+    def claim(self, host: str) -> str | None: ...
 
     def limited(self, host: str, why: str) -> None: ...
 
@@ -326,10 +328,10 @@ class Checker:
         host = task.source.repository.registry
         short: list[str] = []
 
-        def may_get() -> bool:  # a GET for the digest is a pull: within the budget only
+        def may_get() -> bool:  # a GET for the digest is a pull: claimed from the budget
             if not self.source_gets:
                 return False
-            reason = self.limits.shortfall(host, 1, {})
+            reason = self.limits.claim(host)
             short.extend([reason] if reason else [])
             return reason is None
 

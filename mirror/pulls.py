@@ -37,7 +37,7 @@ class Source(Protocol):
     host: str
 
     def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
     ) -> Head: ...
 
     def pull_manifest(self, path: str, reference: str) -> Pulled | None: ...
@@ -48,7 +48,9 @@ class Spending(Protocol):
 
     def see(self, host: str, rate_limit: RateLimit | None) -> None: ...
 
-    def pulled(self, host: str, rate_limit: RateLimit | None) -> None: ...
+    def pulled(self, host: str, rate_limit: RateLimit | None, *, claimed: bool = False) -> None: ...
+
+    def unclaim(self, host: str) -> None: ...
 
     def limited(self, host: str, why: str) -> None: ...
 
@@ -67,16 +69,33 @@ class Pulls:
 
     def describe(self, host: str, path: str, reference: str, *, get: Callable[[], bool]) -> Head:
         """The source's manifest HEAD; when it gives no digest, a GET (if `get()` allows: it
-        is a pull), whose manifest is kept for the copy that follows."""
-        head = self._ask(
-            host, lambda: self.sources(host).describe_manifest(path, reference, get=get)
-        )
+        is a pull), whose manifest is kept for the copy that follows. `get()` is asked after
+        the budgets have the HEAD's figures; saying yes, it has claimed the pull from them
+        (Budgets.claim), which is settled here: spent when answered, else given back."""
+        claimed = False
+
+        def allowed(rate_limit: RateLimit | None) -> bool:
+            nonlocal claimed
+            self.budgets.see(host, rate_limit)
+            claimed = get()
+            return claimed
+
+        try:
+            head = self._ask(
+                host, lambda: self.sources(host).describe_manifest(path, reference, get=allowed)
+            )
+        except BaseException:
+            if claimed:
+                self.budgets.unclaim(host)
+            raise
         if head.fetched and head.found and head.digest:
-            self.budgets.pulled(host, head.rate_limit)
+            self.budgets.pulled(host, head.rate_limit, claimed=claimed)
             with self._lock:
                 self._digestless[host] += 1
             self._keep((host, path, head.digest), head.media_type, head.body)
         else:
+            if claimed:
+                self.budgets.unclaim(host)
             self.budgets.see(host, head.rate_limit)
         return head
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ class Budgets:
     def __init__(self, max_pulls: int | None = None):
         self.max_pulls = max_pulls
         self._hosts: dict[str, HostBudget] = {}
+        self._claimed: Counter[str] = Counter()  # pulls promised to GETs not yet answered
         self._lock = threading.Lock()
 
     def see(self, host: str, rate_limit: RateLimit | None) -> None:
@@ -49,11 +51,14 @@ class Budgets:
                 host, budget.start or rate_limit, rate_limit, budget.spent, budget.limited
             )
 
-    def pulled(self, host: str, rate_limit: RateLimit | None) -> None:
+    def pulled(self, host: str, rate_limit: RateLimit | None, *, claimed: bool = False) -> None:
         """One manifest GET answered (a pull): spent, and the budget its answer reported.
         Answers to pulls made at once can come back in any order, so theirs only ever lower
-        the figure (a HEAD's, `see`, sets it)."""
+        the figure (a HEAD's, `see`, sets it). `claimed`: the pull was promised by `claim`,
+        and is now spent instead (in one step: it is never counted twice)."""
         with self._lock:
+            if claimed:
+                self._claimed[host] -= 1
             budget = self._get(host)
             last = budget.last
             if last is not None:
@@ -78,29 +83,45 @@ class Budgets:
         with self._lock:
             return self._get(host).limited
 
+    def claim(self, host: str) -> str | None:
+        """Promise one pull from `host` to a GET made outside the copies (a check's, when a
+        HEAD gives no digest), or say why it cannot be spent. Checks run at once: the check
+        and the promise are one step, so together they never overrun --max-pulls or the
+        budget. The promise is settled by `pulled(..., claimed=True)` or `unclaim`."""
+        with self._lock:
+            reason = self._shortfall(host, 1, {})
+            if reason is None:
+                self._claimed[host] += 1
+            return reason
+
+    def unclaim(self, host: str) -> None:
+        """A pull promised by `claim` that was not spent (the GET failed or found nothing)."""
+        with self._lock:
+            self._claimed[host] -= 1
+
     def shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None:
         """Why `pulls` more from `host` cannot be spent now, with `reserved` promised to the
         copies running (per host); None when they can. A job that costs no pull (filled from
         a target that has the image) is never short, even from a host that answered 429."""
+        with self._lock:
+            return self._shortfall(host, pulls, reserved)
+
+    def _shortfall(self, host: str, pulls: int, reserved: dict[str, int]) -> str | None:
         if pulls == 0:
             return None
-        with self._lock:
-            budget = self._get(host)
-            if budget.limited:
-                return budget.limited
-            spent = sum(b.spent for b in self._hosts.values())
-            if (
-                self.max_pulls is not None
-                and spent + sum(reserved.values()) + pulls > self.max_pulls
-            ):
-                return f"--max-pulls {self.max_pulls} reached; run again later"
-            last = budget.last
-            left = None if last is None else last.remaining - reserved.get(host, 0)
-            if last is not None and left is not None and left < pulls:
-                return (
-                    f"{host}: pull budget: needs {pulls}, {left} left of {last.limit}; "
-                    "run again later"
-                )
+        budget = self._get(host)
+        if budget.limited:
+            return budget.limited
+        promised = Counter(reserved) + self._claimed
+        spent = sum(b.spent for b in self._hosts.values())
+        if self.max_pulls is not None and spent + promised.total() + pulls > self.max_pulls:
+            return f"--max-pulls {self.max_pulls} reached; run again later"
+        last = budget.last
+        left = None if last is None else last.remaining - promised[host]
+        if last is not None and left is not None and left < pulls:
+            return (
+                f"{host}: pull budget: needs {pulls}, {left} left of {last.limit}; run again later"
+            )
         return None
 
     def snapshot(self) -> list[HostBudget]:

@@ -62,9 +62,9 @@ class FakeSource:
         self.release.set()
 
     def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
     ) -> Head:
-        allowed = get() if callable(get) else get
+        allowed = get(None) if callable(get) else get
         if not allowed:
             return Head(found=True)
         with self.lock:

@@ -59,7 +59,7 @@ class FakeRegistry:
         return Head(found=digest is not None, digest=digest, rate_limit=self.limit)
 
     def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[], bool] = True
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
     ) -> Head:
         return self.head_manifest(path, reference)
 
