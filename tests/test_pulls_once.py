@@ -131,6 +131,19 @@ def test_a_source_without_digest_on_head_costs_one_pull_per_tag_and_a_warning(
     assert stage.hub.counts.manifest_get == 2 == budget(again, stage)["spent"]
     assert again.report is not None and warning in again.report["warnings"]
 
+    stage.hub.reset_counts()  # a dry run makes no GET: it cannot know, and says so
+    stage.push("c", seed="c")
+    stage.config([stage.image("a", "b", "c")])
+    dry = stage.mirror("sync", "--dry-run")
+    assert (dry.code, dry.actions()) == (0, ["would-copy"] * 3), said(dry)
+    assert dry.report is not None
+    unknown = (
+        f"{stage.hub.host} gives no digest on a manifest HEAD: whether the image changed is "
+        "known only by reading it, a pull, which a dry run does not make"
+    )
+    assert [image["error"] for image in dry.report["images"]] == [unknown, unknown, None]
+    assert stage.hub.counts.manifest_get == 0
+
 
 def test_a_compact_index_of_twelve_platforms_never_starts_on_a_budget_it_overruns(
     stage: Stage,
