@@ -261,7 +261,8 @@ class Pipeline:
     def _cost(self, job: Job, reserved: dict[str, int]) -> int:
         """The pulls a job still needs: none when a target already has its image; for an index
         whose entries are counted high and do not fit the budget so, the exact count, learnt
-        by reading the index (a pull the copy then does not make again)."""
+        by reading the index (a pull the copy then does not make again) when the budget
+        covers at least the index and one entry; else that least, which does not fit."""
         lead = job.lead
         if self.holdings.donor(lead) is not None:
             return 0
@@ -270,6 +271,10 @@ class Pipeline:
         if lead.exact or self.budgets.shortfall(job.host, lead.pulls, reserved) is None:
             return lead.pulls
         repository = lead.task.source.repository
+        kept = self.pulls.has(repository.registry, repository.path, lead.source_digest)
+        least = (0 if kept else 1) + 1  # the index, unless read already, and one entry
+        if self.budgets.shortfall(job.host, least, reserved) is not None:
+            return least  # reading the index would spend a pull on a copy that cannot start
         try:
             media_type, body = self.pulls.manifest(
                 repository.registry, repository.path, lead.source_digest

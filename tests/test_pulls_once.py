@@ -262,3 +262,24 @@ def test_checks_reading_digestless_sources_at_once_never_overrun_the_pulls_allow
     start = 100 if cap.startswith("--") else 1  # the HEADs' figure, before any GET
     assert (figures["spent"], figures["remaining_at_start"]) == (1, start)
     assert figures["remaining"] == start - 1 == stage.hub.remaining
+
+
+@pytest.mark.parametrize("cap", ["--max-pulls 1", "1 pull left"])
+def test_an_index_is_not_read_to_be_counted_when_not_even_two_pulls_are_left(
+    stage: Stage, cap: str
+) -> None:
+    """An index costs itself and at least one entry: with one pull left, reading it to count
+    its entries spends that pull for nothing, on every run."""
+    stage.use_hub(limit=100)
+    stage.push("m", seed="m", platforms=("linux/amd64", "linux/arm64"), attestations=True)
+    stage.config([stage.image("m")])
+    if cap == "1 pull left":
+        stage.hub.set_remaining(1)
+    run = stage.mirror("sync", *(cap.split() if cap.startswith("--") else []))
+    assert (run.code, run.actions()) == (75, ["deferred"]), said(run)
+    assert run.report is not None
+    why = "--max-pulls 1 reached" if cap.startswith("--") else "needs 2, 1 left of 100"
+    assert why in run.report["images"][0]["error"]
+    assert stage.hub.counts.manifest_get == 0
+    assert stage.hub.remaining == (100 if cap.startswith("--") else 1)
+    assert stage.dest_digest("m") is None
