@@ -367,7 +367,7 @@ class Transfer:
         innermost first, and the top one under the tag."""
         target = self.targets[pending.target]
         media_type, body = origin.fetch(pending.source_digest)
-        tree = _Tree.read(origin, media_type, body)
+        tree = _Tree.read(origin, media_type, body, afford=partial(self._afford, pending, origin))
         self._afford(pending, origin, [leaf["digest"] for leaf in tree.leaves])
         foreign: dict[str, None] = {}
         for digest in dict.fromkeys(leaf["digest"] for leaf in tree.leaves):
@@ -438,13 +438,14 @@ class Transfer:
         media_type, body = origin.fetch(pending.source_digest)
         if media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
             return self._whole(pending, origin, f"{origin.name}@{pending.source_digest}")
-        tree = _Tree.read(origin, media_type, body)
+        tree = _Tree.read(origin, media_type, body, afford=partial(self._afford, pending, origin))
         chosen = choose_platforms(tree.leaves, task.platforms)
         if not chosen:
             raise MirrorError(
                 f"{task.source}: none of {', '.join(task.platforms)} in the source index "
                 f"(it has {', '.join(platform_names(tree.leaves))})"
             )
+        self._afford(pending, origin, [child["digest"] for child in chosen])
         foreign: dict[str, None] = {}
         for child in chosen:
             copied = self._copy_digest(pending, origin, child["digest"])
@@ -507,12 +508,28 @@ class _Tree:
     inner: dict[str, tuple[str, bytes]]
 
     @classmethod
-    def read(cls, origin: _Origin, media_type: str, body: bytes) -> _Tree:
+    def read(
+        cls,
+        origin: _Origin,
+        media_type: str,
+        body: bytes,
+        *,
+        afford: Callable[[list[str]], None] = lambda digests: None,
+    ) -> _Tree:
+        """`afford(digests)` is called before an inner index is read (a pull from a source):
+        it raises when the budget cannot cover it."""
         tree = cls([], {})
-        tree._add(origin, _index(body, origin.name), None, 1)
+        tree._add(origin, _index(body, origin.name), None, 1, afford)
         return tree
 
-    def _add(self, origin: _Origin, index: dict[str, Any], platform: Any, depth: int) -> None:
+    def _add(
+        self,
+        origin: _Origin,
+        index: dict[str, Any],
+        platform: Any,
+        depth: int,
+        afford: Callable[[list[str]], None],
+    ) -> None:
         for entry in index["manifests"]:
             if len(self.leaves) + len(self.inner) >= MAX_MANIFESTS:
                 raise MirrorError(
@@ -525,9 +542,10 @@ class _Tree:
                 continue
             if depth >= MAX_DEPTH:
                 raise MirrorError(f"{origin.name}: image indexes nested deeper than {MAX_DEPTH}")
+            afford([descriptor["digest"]])
             inner_type, inner_body = origin.fetch(descriptor["digest"])
             inner = _index(inner_body, origin.name)
-            self._add(origin, inner, descriptor.get("platform"), depth + 1)
+            self._add(origin, inner, descriptor.get("platform"), depth + 1, afford)
             self.inner[descriptor["digest"]] = (inner_type, inner_body)
 
 
