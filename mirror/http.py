@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -875,8 +876,29 @@ def _reason(error: BaseException) -> str:
         if isinstance(error, kind):
             if kind is urllib3.exceptions.NewConnectionError and "refused" not in str(error):
                 return "cannot connect: " + str(error).split(": ", 1)[-1]
+            if kind is urllib3.exceptions.SSLError and _UNTRUSTED.search(str(error)):
+                return _untrusted(str(error))
             return words or f"{type(error).__name__}: {error}"
     return str(error) or type(error).__name__
+
+
+# OpenSSL's words when no trusted CA signed the chain (not an expired or misnamed certificate).
+_UNTRUSTED = re.compile(
+    r"certificate verify failed: ((?:unable to get local issuer certificate|self[- ]signed "
+    r"certificate(?: in certificate chain)?|unable to get issuer certificate))"
+)
+
+
+def _untrusted(text: str) -> str:
+    """A certificate no trusted CA signed, in plain words, with what fixes it (FACTS: Python
+    and skopeo both read SSL_CERT_FILE)."""
+    match = _UNTRUSTED.search(text)
+    why = match.group(1) if match else "no trusted CA signed it"
+    return (
+        f"its TLS certificate is not trusted ({why}): if a private CA signed it, set "
+        "SSL_CERT_FILE to a file that holds the CA's certificate (or tls_verify: false, which "
+        "checks nothing)"
+    )
 
 
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (

@@ -42,6 +42,7 @@ import json
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -162,8 +163,10 @@ class HubFront(HttpFront):
         lockout_seconds: float = 600.0,
         clock_offset: float = 0.0,
         token_lifetime: int = 300,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__()
+        self.tls = tls  # HTTPS only (a private CA's certificate), its token realm too
         self.clock_offset = clock_offset
         self.token_lifetime = token_lifetime
         if rate_header_form not in RATE_HEADER_FORMS:
@@ -473,7 +476,8 @@ class HubFront(HttpFront):
         not exist, which Docker Hub does not admit to (no 404, ``error="insufficient_scope"``).
         """
         realm_host = req.headers.get("Host") or self.host
-        challenge = f'Bearer realm="http://{realm_host}/token",service="{SERVICE}"'
+        scheme = "https" if self.tls else "http"
+        challenge = f'Bearer realm="{scheme}://{realm_host}/token",service="{SERVICE}"'
         detail = None
         if name is not None:
             challenge += f',scope="repository:{name}:pull"'
