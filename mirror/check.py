@@ -128,6 +128,10 @@ class Checker:
                     )
                     for n, head in enumerate(heads)
                 ]
+            if self._digest_in_a_target(task):  # under another tag: written from there
+                return [
+                    self._from_a_target(task, n, pinned, h, started) for n, h in enumerate(heads)
+                ]
         if self.refresh is Refresh.NEVER and self._has_copy(task, heads):
             return self._served(task, heads, NOT_ASKED, started)
         blocked = self.limits.blocked(task.source.repository.registry)
@@ -135,6 +139,28 @@ class Checker:
             raise Later(blocked)
         source = self._head_source(task, quick=self._has_copy(task, heads))
         return [self._decide(task, n, source, head, started) for n, head in enumerate(heads)]
+
+    def _digest_in_a_target(self, task: Task) -> bool:
+        """Does a target's repository hold the pinned digest, under another tag (an earlier
+        `ensure image:tag` of the digest Renovate now pins)? Then no source is needed: the
+        pin tag is written from there (mirror.transfer), at no pull. A HEAD on each target."""
+        digest = task.source.digest or ""
+        return any(
+            target.registry.describe_manifest(task.repositories[n], digest).found
+            for n, target in enumerate(self.targets)
+        )
+
+    def _from_a_target(
+        self, task: Task, number: int, pinned: Descriptor, head: Descriptor, started: float
+    ) -> Checked:
+        """A pin whose digest a target holds: up to date where the pin tag is, else a copy
+        that costs no pull (mirror.transfer writes it from the target that holds it)."""
+        if self._holds(task, number, pinned, head):
+            return self._outcome(
+                task, number, Action.UP_TO_DATE, pinned.digest, head.digest, started=started
+            )
+        decided = self._decide(task, number, pinned, head, started)
+        return replace(decided, source=None) if isinstance(decided, Pending) else decided
 
     def _has_copy(self, task: Task, heads: list[Descriptor]) -> bool:
         """May the first target's copy be served instead of a refresh (`ensure`, a tag)?"""
@@ -233,16 +259,16 @@ class Checker:
         """The source's digest for the task (a HEAD; a GET, within the budget, when the HEAD
         tells none). `quick`: ECR has a copy to serve, so wait at most `source_deadline`."""
         host = task.source.repository.registry
-        short = self.limits.shortfall(host, 1) if self.source_gets else None
-        describe = partial(  # a GET it makes is a pull: counted, and kept for the copy
+        describe = partial(  # a GET it makes is a pull: promised from the budget, and kept
             self.pulls.describe,
             host,
             task.source.repository.path,
             task.source_reference,
-            get=self.source_gets and short is None,
+            get=self.source_gets,
         )
         head = within(self.source_deadline, describe, host) if quick else describe()
-        if head.found and not head.digest and short:
+        if head.found and not head.digest and self.source_gets:  # the budget had no pull
+            short = self.limits.shortfall(host, 1) or "the pull budget is promised to others"
             raise Later(f"{short} (the source gives no digest on HEAD: reading it is a pull)")
         if not head.found:
             what = "digest" if task.source.digest else "tag"

@@ -502,6 +502,12 @@ def _rule(data: Mapping[str, Any], where: str) -> TagRule:
     table = _mapping(data, where, _RULE_KEYS)
     if not table:
         raise ConfigError(f"{where}: a tag rule needs match, exclude, semver or newest")
+    for key, value in table.items():  # `semver:` left empty: no narrowing, every tag chosen
+        if value is None:
+            raise ConfigError(
+                f"{where}.{key}: no value (YAML reads an empty value, ~ and null as none): "
+                "give one, or leave the key out"
+            )
     patterns = {key: _regex(table.get(key), f"{where}.{key}") for key in ("match", "exclude")}
     semver = _semver(table.get("semver"), f"{where}.semver")
     newest = table.get("newest")

@@ -147,12 +147,20 @@ class Copier:
                 self.tool.workspace.write_auths(self.logins)
 
     def pull(
-        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
+        self,
+        source: Repository,
+        digest: str,
+        destination: str,
+        *,
+        dest_tls_verify: bool,
+        deadline: float | None = None,
     ) -> Copied:
         """Copy `source@digest` from its registry, through the relay: skopeo reads what mirror
-        pulled (once per run), never the source itself."""
+        pulled (once per run), never the source itself; each read within `deadline` seconds
+        when given (else --timeout)."""
         self.refresh()
-        with self.relay.route(source.registry, source.path, str(source)) as route:
+        where = (source.registry, source.path, str(source))
+        with self.relay.route(*where, deadline=deadline) as route:
             try:
                 return self.tool.copy(
                     route.reference(digest),

@@ -14,7 +14,8 @@ Redirects (GET and HEAD only) are followed where credentials stay safe: the Auth
 header goes on only to the same scheme, host and port (the origin); a redirect from HTTPS to
 plain HTTP is refused; and a redirect to a loopback, private or link-local address is refused
 unless the registry itself answered from one (checked on the connected socket, so a name that
-resolves there is caught too, and again on a connection kept alive).
+resolves there is caught too, and again on a connection kept alive; through a proxy, which
+resolves names itself, on the address as written, in every spelling a resolver takes).
 
 This module and mirror/registry.py are the only ones that speak HTTP to registries.
 """
@@ -26,6 +27,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -50,6 +52,24 @@ _PIECE = 64 << 10
 _STREAM_PIECE = 256 << 10  # a streamed body's piece: fewer, larger writes on the way through
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONNECT_TIMEOUT = 10.0
+_HURRIED = threading.local()  # `hurried`: this thread's shorter deadline, if any
+
+
+@contextlib.contextmanager
+def hurried(seconds: float | None) -> Iterator[None]:
+    """Inside, each request this thread makes (its token requests too) gets at most `seconds`
+    in all, and a streamed body at most `seconds` a piece; None changes nothing. For a copy
+    `ensure` can do without (ECR has a copy to serve instead): the source's time-out is then
+    the short source deadline, not --timeout. A request cut off by it is not worth a retry
+    (RegistryError, not transient), and only requests hurried too are refused its host for the
+    rest of the run: an image nothing else can give still gets the whole --timeout."""
+    before = getattr(_HURRIED, "seconds", None)
+    if seconds is not None:  # None changes nothing: an outer hurried still holds
+        _HURRIED.seconds = seconds if before is None else min(seconds, before)
+    try:
+        yield
+    finally:
+        _HURRIED.seconds = before
 
 
 @dataclass(frozen=True)
@@ -100,9 +120,12 @@ class Body:
         done: Callable[[], None],
         idle: float,
         host: str,
+        *,
+        hurried: bool = False,
     ):
         self._raw, self._watched, self._done, self._idle = raw, watched, done, idle
         self.host = host
+        self._hurried = hurried  # cut by `hurried`'s deadline: not worth a retry
         self._complete = False
 
     def pieces(self) -> Iterator[bytes]:
@@ -121,12 +144,16 @@ class Body:
                 self._watched.deadline = math.inf  # the reader's time is not the peer's
                 yield piece
         except urllib3.exceptions.HTTPError as error:
-            if not self._watched.cut:
+            # the socket's own read time-out (what was left of the request's deadline when
+            # it was sent) may fire before the watchdog: a stall too
+            stalled = isinstance(error, urllib3.exceptions.ReadTimeoutError)
+            if not self._watched.cut and not stalled:
                 raise RegistryError(f"{host}: {_reason(error)}", transient=True) from None
         if self._watched.cut == "stopped":
             raise Stopped
         raise RegistryError(
-            f"{host}: the answer stalled: no progress within {self._idle:g} s", transient=True
+            f"{host}: the answer stalled: no progress within {self._idle:g} s",
+            transient=not self._hurried,
         )
 
     def close(self) -> None:
@@ -454,9 +481,19 @@ def is_inner(address: str) -> bool:
 
 
 def _named_inner(host: str) -> bool:
-    """Does a host as written (an IP address or `localhost`) name an inner address?"""
-    host = host.lower().strip("[]")
-    return host == "localhost" or host.endswith(".localhost") or is_inner(host)
+    """Does a host as written (an IP address or `localhost`) name an inner address? Every
+    spelling counts that a resolver (a proxy's getaddrinfo) takes for an IPv4 address:
+    `2130706433`, `127.1`, `0x7f.0.0.1`, `0177.0.0.1`; and a name with its trailing dot."""
+    host = host.lower().strip("[]").removesuffix(".")
+    if host == "localhost" or host.endswith(".localhost") or is_inner(host):
+        return True
+    if host and set(host) <= _INET_ATON:  # inet_aton(3)'s forms, which getaddrinfo takes
+        with contextlib.suppress(OSError):
+            return is_inner(socket.inet_ntoa(socket.inet_aton(host)))
+    return False
+
+
+_INET_ATON = frozenset("0123456789abcdefx.")
 
 
 def same_origin(first: str, second: str) -> bool:
@@ -495,6 +532,7 @@ class Http:
         self._managers = _Managers(pool_size)
         self._watchdog = _Watchdog()
         self._down: dict[str, str] = {}  # host -> why it was given up on
+        self._slow: dict[str, str] = {}  # host -> why it was given up on by a hurried request
         self._lock = threading.Lock()
         self._stopped = threading.Event()
 
@@ -534,20 +572,23 @@ class Http:
         the caller must close; other answers are read whole.
         """
         host = _host_of(url)
-        self._admit(host, url, inner)
+        seconds, hurry = self._seconds()
+        self._admit(host, url, inner, hurry=hurry)
         proxy = proxy_for(url, self._environ)
         call = _Request(
             method,
             url,
             dict(headers or {}),
             body,
-            time.monotonic() + self.policy.timeout,
+            time.monotonic() + seconds,
             self._managers.get(proxy, tls_verify),
             tls_verify,
             limit=limit or MAX_BODY,
             proxied=proxy is not None,
             origin_inner=inner,
             stream=stream,
+            seconds=seconds,
+            hurried=hurry,
         )
         attempts = 1 if probe else self.policy.attempts
         attempt = waits = redirects = 0
@@ -568,8 +609,9 @@ class Http:
             except _Failed as failure:
                 if probe or failure.final or not self._retry(call, attempt, attempts, failure.why):
                     if failure.final or not probe:  # a probe that got no answer counts too
-                        self._give_up_on(host, failure.why)
-                    raise RegistryError(f"{host}: {failure.why}", transient=True) from None
+                        self._give_up_on(host, failure.why, hurried=hurry)
+                    transient = not (hurry and failure.final)  # hurried: the time is spent
+                    raise RegistryError(f"{host}: {failure.why}", transient=transient) from None
                 self._wait(backoff(self.policy.backoff, attempt), call)
                 continue
             if response.status == 429 and throttled and waits < self.policy.throttled_attempts - 1:
@@ -597,15 +639,23 @@ class Http:
                 continue
             return replace(response, url=call.url, inner=call.origin_inner)
 
-    def _admit(self, host: str, url: str, inner: bool | None) -> None:
-        """Refuse a request to a host given up on, or to an inner address not allowed."""
+    def _seconds(self) -> tuple[float, bool]:
+        """A request's whole deadline in seconds, and whether `hurried` shortened it."""
+        hurry = getattr(_HURRIED, "seconds", None)
+        if hurry is None or hurry >= self.policy.timeout:
+            return self.policy.timeout, False
+        return hurry, True
+
+    def _admit(self, host: str, url: str, inner: bool | None, *, hurry: bool = False) -> None:
+        """Refuse a request to a host given up on (a hurried one: also one that let a hurried
+        request down), or to an inner address not allowed."""
         if inner is False and _named_inner(_hostname(url)):
             raise RegistryError(
                 f"{host}: a loopback, private or link-local address, refused: the registry "
                 "that sent mirror there is not on one"
             )
         with self._lock:
-            down = self._down.get(host)
+            down = self._down.get(host) or (self._slow.get(host) if hurry else None)
         if down is not None:
             raise RegistryError(f"{host}: {down} (earlier in this run; not asked again)")
 
@@ -662,7 +712,7 @@ class Http:
         started = time.monotonic()
         left = call.deadline - started
         if left <= 0:
-            raise _Failed(f"no answer within {self.policy.timeout:g} s", final=True)
+            raise _Failed(f"no answer within {call.seconds:g} s", final=True)
         timeout = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, left), read=left)
         refuse_inner = call.origin_inner is False and not call.proxied
         watching = self._watchdog.watching(call.deadline, refuse_inner=refuse_inner)
@@ -681,7 +731,8 @@ class Http:
                 )
                 if call.stream and raw.status == 200:  # the body goes to the caller
                     host = _host_of(call.url)
-                    body = Body(raw, watched, stack.pop_all().close, self.policy.timeout, host)
+                    done = stack.pop_all().close
+                    body = Body(raw, watched, done, call.seconds, host, hurried=call.hurried)
                     log.debug("%s %s -> 200 in %d ms, body streamed", call.method,
                               _shown(call.url), _ms(started))  # fmt: skip
                     peer = None if call.proxied else watched.peer
@@ -718,7 +769,7 @@ class Http:
         if watched.cut == "stopped":
             return _Stopping()
         if watched.cut == "deadline" or isinstance(error, urllib3.exceptions.ReadTimeoutError):
-            why, final = f"no answer within {self.policy.timeout:g} s", True
+            why, final = f"no answer within {call.seconds:g} s", True
         else:
             why, final = _reason(error), False
         log.debug("%s %s failed after %d ms: %s", call.method, _shown(call.url), _ms(started), why)
@@ -737,11 +788,13 @@ class Http:
         )
         return True
 
-    def _give_up_on(self, host: str, why: str) -> None:
+    def _give_up_on(self, host: str, why: str, *, hurried: bool = False) -> None:
         with self._lock:
-            if host not in self._down:
-                log.debug("%s: giving up on it for this run: %s", host, why)
-                self._down[host] = why
+            given_up = self._slow if hurried else self._down
+            if host not in given_up:
+                what = "hurried requests to it" if hurried else "it"
+                log.debug("%s: giving up on %s for this run: %s", host, what, why)
+                given_up[host] = why
 
 
 @dataclass(frozen=True)
@@ -757,6 +810,8 @@ class _Request:
     proxied: bool = False  # sent through a proxy: the address reached is the proxy's
     origin_inner: bool | None = None  # the registry is on an inner address (None: not known yet)
     stream: bool = False  # a 200's body is handed over unread (Body)
+    seconds: float = 30.0  # the whole deadline, from its start (the policy's, or `hurried`'s)
+    hurried: bool = False  # `hurried` shortened it
 
 
 class _Failed(Exception):
@@ -814,8 +869,29 @@ def _reason(error: BaseException) -> str:
         if isinstance(error, kind):
             if kind is urllib3.exceptions.NewConnectionError and "refused" not in str(error):
                 return "cannot connect: " + str(error).split(": ", 1)[-1]
+            if kind is urllib3.exceptions.SSLError and _UNTRUSTED.search(str(error)):
+                return _untrusted(str(error))
             return words or f"{type(error).__name__}: {error}"
     return str(error) or type(error).__name__
+
+
+# OpenSSL's words when no trusted CA signed the chain (not an expired or misnamed certificate).
+_UNTRUSTED = re.compile(
+    r"certificate verify failed: ((?:unable to get local issuer certificate|self[- ]signed "
+    r"certificate(?: in certificate chain)?|unable to get issuer certificate))"
+)
+
+
+def _untrusted(text: str) -> str:
+    """A certificate no trusted CA signed, in plain words, with what fixes it (FACTS: Python
+    and skopeo both read SSL_CERT_FILE)."""
+    match = _UNTRUSTED.search(text)
+    why = match.group(1) if match else "no trusted CA signed it"
+    return (
+        f"its TLS certificate is not trusted ({why}): if a private CA signed it, set "
+        "SSL_CERT_FILE to a file that holds the CA's certificate (or tls_verify: false, which "
+        "checks nothing)"
+    )
 
 
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (

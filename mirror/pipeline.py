@@ -177,7 +177,7 @@ class Pipeline:
             self.holdings.add(item, platforms=task.platforms)
             collector.add(item)
         elif self.settings.dry_run:
-            collector.add(Outcome.settled(item, Action.WOULD_COPY))
+            collector.add(Outcome.settled(item, Action.WOULD_COPY, error=_unknown(item)))
         else:
             pendings.append(item)
 
@@ -196,6 +196,9 @@ class Pipeline:
             retry=self.settings.retry,
             backpressure=self.backpressure,
             refusals=self.refusals,
+            source_deadline=(
+                None if self.settings.refresh is Refresh.ALWAYS else self.settings.source_deadline
+            ),
         )
         running: dict[Future[None], Job] = {}
         # --jobs 1: each copy in this thread, one after another (workers.py: inline)
@@ -246,3 +249,15 @@ class Pipeline:
             for outcome in Outcome.everywhere(task, hosts, Action.DEFERRED, error=INTERRUPTED):
                 if not collector.has(task.order, outcome.target):
                     collector.add(outcome)
+
+
+def _unknown(pending: Pending) -> str | None:
+    """Why a dry run's would-copy is a guess: the target holds the tag, and the source gave
+    no digest on HEAD (learning it is a GET, a pull, which a dry run does not make)."""
+    if pending.source_digest or pending.destination_digest is None:
+        return None
+    return (
+        f"{pending.task.source.repository.registry} gives no digest on a manifest HEAD: "
+        "whether the image changed is known only by reading it, a pull, which a dry run does "
+        "not make"
+    )

@@ -20,12 +20,12 @@ hand them fakes. Each protocol has one implementation in mirror/:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from mirror.model import Copied, Outcome, Pending, Place, Progress, Refusal
-from mirror.oci import Descriptor, Manifest, TagList
+from mirror.oci import Descriptor, Manifest, RateLimit, TagList
 from mirror.reference import Repository
 
 
@@ -59,8 +59,11 @@ class Source(Protocol):
 
     def head_manifest(self, path: str, reference: str) -> Descriptor: ...
 
-    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
-        """A HEAD; with `get`, a GET when the HEAD tells no digest (a pull)."""
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
+    ) -> Descriptor:
+        """A HEAD; with `get` (or when `get(the HEAD's rate limit)` says yes, asked only
+        then), a GET when the HEAD tells no digest (a pull)."""
 
     def pull_manifest(self, path: str, reference: str) -> Manifest | None: ...
 
@@ -130,8 +133,11 @@ class Manifests(Protocol):
     def describe(self, host: str, path: str, reference: str, *, get: bool) -> Descriptor:
         """The HEAD; with `get`, a GET when it tells no digest, kept for the copy."""
 
-    def manifest(self, host: str, path: str, digest: str) -> Manifest:
-        """The manifest by digest, read once per run and checked against it."""
+    def manifest(
+        self, host: str, path: str, digest: str, *, deadline: float | None = None
+    ) -> Manifest:
+        """The manifest by digest, read once per run and checked against it; each read within
+        `deadline` seconds when given (else --timeout)."""
 
     def has(self, host: str, path: str, digest: str) -> bool:
         """Is it read already (reading it again costs no pull)?"""
@@ -141,10 +147,16 @@ class Copier(Protocol):
     """skopeo: copies an image whole, every digest kept."""
 
     def pull(
-        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
+        self,
+        source: Repository,
+        digest: str,
+        destination: str,
+        *,
+        dest_tls_verify: bool,
+        deadline: float | None = None,
     ) -> Copied:
         """Copy from a source registry, its manifests read through `Manifests` (once per
-        run)."""
+        run), each read from it within `deadline` seconds when given (else --timeout)."""
 
     def copy(
         self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool

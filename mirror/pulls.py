@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from mirror.errors import SCHEMA1_REFUSAL, MirrorError, Unmirrorable
+from mirror.http import hurried
 from mirror.oci import SCHEMA1_TYPES, Descriptor, Manifest, digest_of
 from mirror.ports import Source
 
@@ -45,10 +46,12 @@ class Pulls:
             self._keep((host, path, head.digest), Manifest(head.media_type, head.body))
         return head
 
-    def manifest(self, host: str, path: str, digest: str) -> Manifest:
-        """The manifest `digest` of `host/path`, read from the source
-        once per run. Raises MirrorError when it is not there or is not what was asked for,
-        RateLimited on a 429."""
+    def manifest(
+        self, host: str, path: str, digest: str, *, deadline: float | None = None
+    ) -> Manifest:
+        """The manifest `digest` of `host/path`, read from the source once per run, each read
+        within `deadline` seconds when given (mirror.http.hurried; else --timeout). Raises
+        MirrorError when it is not there or is not what was asked for, RateLimited on a 429."""
         key = (host, path, digest)
         with self._lock:
             kept = self._kept.get(key)
@@ -60,7 +63,8 @@ class Pulls:
                 kept = self._kept.get(key)
             if kept is not None:
                 return kept
-            pulled = self.sources(host).pull_manifest(path, digest)
+            with hurried(deadline):
+                pulled = self.sources(host).pull_manifest(path, digest)
             if pulled is None:
                 raise MirrorError(f"{host}/{path}@{digest}: not found on the source")
             if pulled.media_type in SCHEMA1_TYPES:  # its digest leaves its signatures out

@@ -166,21 +166,25 @@ class Registry:
             size=_length(response),
         )
 
-    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
+    ) -> Descriptor:
         """A HEAD; when it gives no `Docker-Content-Digest` (the distribution spec allows
-        that) or the registry answers HEAD with 405, a GET (with `get`), whose body's sha256
-        is the digest a pull gets. Otherwise such a Descriptor has no digest (a 405 is then
-        found, without a digest)."""
+        that) or the registry answers HEAD with 405, a GET (when `get` is true, or returns
+        true: it is asked only then, with the rate limit the HEAD reported), whose body's
+        sha256 is the digest a pull gets. Otherwise such a Descriptor has no digest (a 405 is
+        then found, without a digest)."""
+        allowed = get if callable(get) else (lambda rate_limit: get)
         try:
             head = self.head_manifest(path, reference)
         except RegistryError as error:
             if error.status != 405:
                 raise
-            if not get:
+            if not allowed(None):
                 return Descriptor(found=True)
             why = "HEAD is not allowed (405)"
         else:
-            if not head.found or head.digest or not get:
+            if not head.found or head.digest or not allowed(head.rate_limit):
                 return head
             why = "HEAD gave no digest"
         log.debug("%s/%s:%s: %s; reading the manifest with a GET", self.host, path, reference, why)

@@ -14,18 +14,24 @@ during that copy is known: `Route.explain` turns skopeo's failure into the sourc
 there was one (named as the source's), and otherwise names the source instead of the relay.
 The relay asks for Basic auth with a password made for the run, which only skopeo's 0600 auth
 file holds: another user of the machine cannot pull through it; and skopeo never holds a
-source credential. This module is the only one that listens on a socket.
+source credential. Before that, a connection from a socket another user owns (the kernel
+says whose, sock_diag(7)) is closed as soon as it is accepted: 127.0.0.1 is open to every user,
+and connections that send nothing would otherwise hold every thread the relay serves with
+while skopeo's waited. This module is the only one that listens on a socket.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import logging
+import os
 import re
 import secrets
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +39,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
-from mirror.errors import CopyError, MirrorError, RegistryError, Stopped
+from mirror.errors import CopyError, MirrorError, RegistryError, Stopped, user_named
+from mirror.http import hurried
 from mirror.oci import Login
 from mirror.ports import Manifests, Source
 from mirror.reference import BadReference, check_digest
@@ -61,6 +68,9 @@ class Route:
     host: str  # the source registry host, as the sources know it
     path: str  # the repository path on it
     shown: str  # the source repository as messages name it (docker.io/library/ruby)
+    # Seconds each read from the source may take (mirror.http.hurried), when the copy can be
+    # done without (ensure, ECR has a copy to serve); None: --timeout
+    deadline: float | None = None
     fault: MirrorError | None = None  # the first thing the source did wrong during the copy
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -115,10 +125,13 @@ class Relay:
         return f"127.0.0.1:{self._server.server_address[1]}"
 
     @contextlib.contextmanager
-    def route(self, host: str, path: str, shown: str) -> Iterator[Route]:
-        """A route to `host/path` for one copy; closed on leaving."""
+    def route(
+        self, host: str, path: str, shown: str, *, deadline: float | None = None
+    ) -> Iterator[Route]:
+        """A route to `host/path` for one copy, its reads from the source bounded by
+        `deadline` seconds when given; closed on leaving."""
         with self._lock:
-            route = Route(f"r{next(self._names)}", self.host, host, path, shown)
+            route = Route(f"r{next(self._names)}", self.host, host, path, shown, deadline)
             self._routes[route.name] = route
         try:
             yield route
@@ -153,12 +166,13 @@ class Relay:
         if not _is_digest(match["ref"]):
             _send_error(request, 404, "MANIFEST_UNKNOWN", "the relay serves digests only")
             return
-        if match["kind"] == "manifests":
-            self._manifest(request, route, match["ref"])
-        elif request.command == "HEAD":
-            self._blob_head(request, route, match["ref"])
-        else:
-            self._blob(request, route, match["ref"])
+        with hurried(route.deadline):
+            if match["kind"] == "manifests":
+                self._manifest(request, route, match["ref"])
+            elif request.command == "HEAD":
+                self._blob_head(request, route, match["ref"])
+            else:
+                self._blob(request, route, match["ref"])
 
     def _manifest(self, request: _Handler, route: Route, digest: str) -> None:
         try:
@@ -273,6 +287,21 @@ class _Server(HTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         self._workers = Workers(_CONNECTIONS, "relay")
+        self._refused: set[int] = set()  # users whose connections were refused (told once)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Serve only this user's processes (skopeo): another user's connection is closed at
+        once, before it holds a thread."""
+        owner = socket_owner(client_address, request.getsockname())
+        if owner is None or owner == os.geteuid():
+            return True
+        if owner >= 0 and owner not in self._refused:
+            self._refused.add(owner)
+            log.warning(
+                "mirror's relay refused a connection from %s: only this run's skopeo may use it",
+                user_named(owner),
+            )
+        return False
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self._workers.submit(self._serve_connection, request, client_address)
@@ -305,6 +334,42 @@ class _Server(HTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("relay: a connection failed", exc_info=True)
+
+
+def socket_owner(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """The uid owning the IPv4 TCP socket from `local` to `remote` on this machine, asked of
+    the kernel by netlink (sock_diag(7): one SOCK_DIAG_BY_FAMILY lookup of that socket, a
+    tenth of a millisecond; /proc/net/tcp would be read whole, tens of milliseconds on a busy
+    host). -1 when there is no such socket (gone already); None when the kernel cannot be
+    asked (no sock_diag): then the relay's password alone guards it."""
+    sockid = struct.pack(
+        "!HH4s12x4s12x",
+        local[1],
+        remote[1],
+        socket.inet_aton(local[0]),
+        socket.inet_aton(remote[0]),
+    ) + struct.pack("=III", 0, *_NO_COOKIE)
+    request = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, _ALL_STATES)
+    message = struct.pack("=IHHII", 16 + len(request) + len(sockid), _BY_FAMILY, 1, 1, 0)
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as netlink:
+            netlink.settimeout(1.0)
+            netlink.send(message + request + sockid)
+            answer = netlink.recv(8192)
+        kind = struct.unpack_from("=H", answer, 4)[0]
+        if kind == _NLMSG_ERROR:
+            return -1 if struct.unpack_from("=i", answer, 16)[0] == -errno.ENOENT else None
+        return int(struct.unpack_from("=I", answer, _UID_AT)[0])
+    except (OSError, struct.error):
+        return None
+
+
+_NETLINK_SOCK_DIAG = 4  # linux/netlink.h
+_BY_FAMILY = 20  # SOCK_DIAG_BY_FAMILY, linux/sock_diag.h
+_NLMSG_ERROR = 2
+_ALL_STATES = 0xFFFFFFFF
+_NO_COOKIE = (0xFFFFFFFF, 0xFFFFFFFF)  # INET_DIAG_NOCOOKIE: look the socket up by address
+_UID_AT = 16 + 4 + 48 + 12  # nlmsghdr, inet_diag_msg's family..retrans, id, expires..wqueue
 
 
 class _Handler(BaseHTTPRequestHandler):

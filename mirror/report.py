@@ -113,12 +113,12 @@ def utc_text(moment: datetime | None) -> str | None:
 
 def write(path: Path, report: Report) -> None:
     """Write the JSON report atomically: a reader never sees half a file."""
-    _write_atomically(path, json.dumps(document(report), indent=2) + "\n")
+    write_atomically(path, json.dumps(document(report), indent=2) + "\n")
 
 
 def write_junit(path: Path, report: Report) -> None:
     """Write the JUnit XML file CodeBuild's Reports tab reads (file-format: JUNITXML)."""
-    _write_atomically(path, junit(report))
+    write_atomically(path, junit(report))
 
 
 def junit(report: Report) -> str:
@@ -178,20 +178,21 @@ def _case(suite: ElementTree.Element, outcome: Outcome) -> None:
             output.text += f": {error}"
 
 
-def usable(path: Path, option: str, *, junit: bool = False) -> Path:
-    """Check, before anything is done, that a report (or with `junit`, a JUnit file) can be
-    written at `path` (by making and removing a file beside it), and that what is there is
-    an earlier one: mirror replaces only its own files, never a config or a Dockerfile named
-    by mistake. Return the path to write (symbolic links of the user's own, or root's,
-    followed). Raises ConfigError (exit 2) naming the option and the problem."""
+def usable(path: Path, option: str, *, junit: bool = False, metrics: bool = False) -> Path:
+    """Check, before anything is done, that a report (or with `junit`, a JUnit file; with
+    `metrics`, a Prometheus metrics file) can be written at `path` (by making and removing a
+    file beside it), and that what is there is an earlier one: mirror replaces only its own
+    files, never a config or a Dockerfile named by mistake. Return the path to write
+    (symbolic links of the user's own, or root's, followed). Raises ConfigError (exit 2)
+    naming the option and the problem."""
     where = f"{option} {path}"
     resolved = safe_path(path, where)
     if resolved.is_dir():
         raise ConfigError(f"{where}: is a directory; name a file")
     if resolved.exists() and not resolved.is_file():
         raise ConfigError(f"{where}: not a regular file")
-    if resolved.is_file() and not _ours(resolved, junit=junit):
-        what = "JUnit file" if junit else "report"
+    if resolved.is_file() and not _ours(resolved, junit=junit, metrics=metrics):
+        what = "JUnit file" if junit else "metrics file" if metrics else "report"
         raise ConfigError(
             f"{where}: exists and is not a mirror {what}; name another path (mirror replaces "
             "only its own files)"
@@ -257,8 +258,8 @@ def _check_directory(directory: Path, where: str) -> None:
         )
 
 
-def _ours(path: Path, *, junit: bool) -> bool:
-    """Is the file empty, or one mirror wrote (a JSON report, a JUnit file)?"""
+def _ours(path: Path, *, junit: bool, metrics: bool) -> bool:
+    """Is the file empty, or one mirror wrote (a JSON report, a JUnit file, metrics)?"""
     try:
         with path.open("rb") as handle:
             head = handle.read(4096)
@@ -266,15 +267,19 @@ def _ours(path: Path, *, junit: bool) -> bool:
         return True  # unreadable: the write will say what is wrong
     if not head.strip():
         return True
+    if metrics:
+        return head.startswith(b"# HELP mirror_")
     if junit:
         return head.lstrip().startswith(b"<?xml") and b'<testsuite name="mirror"' in head
     return head.lstrip().startswith(b"{") and (b'"images"' in head or b'"exit_code"' in head)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` at once, keeping the mode of the file it replaces (a new
-    one gets the umask's), so a reader never sees half a file. MirrorError (exit 1: the run's
-    work is done, its record is not) when it cannot."""
+def write_atomically(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Replace `path` with `text` at once (a temporary file beside it, renamed over it), so
+    a reader never sees half a file. The new file has `mode`, else the mode of the file it
+    replaces (a new one gets the umask's), never group- or world-writable. `path` must be
+    what `usable` returned: a symbolic link put on the way since is refused. MirrorError
+    (exit 1: the run's work is done, its record is not) when it cannot."""
     try:
         moved = safe_path(path, f"cannot write {path}") != path
     except ConfigError as error:
@@ -286,7 +291,7 @@ def _write_atomically(path: Path, text: str) -> None:
     except OSError as error:
         raise MirrorError(f"cannot write {path}: {error.strerror}") from None
     try:
-        os.fchmod(descriptor, _mode_for(path))
+        os.fchmod(descriptor, (_mode_for(path) if mode is None else mode) & ~0o022)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(text)
         os.replace(temporary, path)

@@ -57,6 +57,7 @@ class Ledger:
     def __init__(self, max_pulls: int | None = None):
         self.max_pulls = max_pulls
         self._hosts: dict[str, HostBudget] = {}
+        self._claimed: Counter[str] = Counter()  # pulls promised to GETs not yet answered
         self._lock = threading.Lock()
 
     def see(self, host: str, rate_limit: RateLimit | None) -> None:
@@ -69,11 +70,14 @@ class Ledger:
                 host, budget.start or rate_limit, rate_limit, budget.spent, budget.limited
             )
 
-    def pulled(self, host: str, rate_limit: RateLimit | None) -> None:
+    def pulled(self, host: str, rate_limit: RateLimit | None, *, claimed: bool = False) -> None:
         """One manifest GET answered (a pull): spent, and the budget its answer reported.
         Answers to pulls made at once can come back in any order, so theirs only ever lower
-        the figure (a HEAD's, `see`, sets it)."""
+        the figure (a HEAD's, `see`, sets it). `claimed`: the pull was promised by `claim`,
+        and is now spent instead (in one step: it is never counted twice)."""
         with self._lock:
+            if claimed:
+                self._claimed[host] -= 1
             budget = self._get(host)
             last = budget.last
             if last is not None:
@@ -98,32 +102,47 @@ class Ledger:
         with self._lock:
             return self._get(host).limited
 
+    def claim(self, host: str) -> str | None:
+        """Promise one pull from `host` to a GET made outside the copies (a check's, when a
+        HEAD gives no digest), or say why it cannot be spent. Checks run at once: the check
+        and the promise are one step, so together they never overrun --max-pulls or the
+        budget. The promise is settled by `pulled(..., claimed=True)` or `unclaim`."""
+        with self._lock:
+            reason = self._shortfall(host, 1, {})
+            if reason is None:
+                self._claimed[host] += 1
+            return reason
+
+    def unclaim(self, host: str) -> None:
+        """A pull promised by `claim` that was not spent (the GET failed or found nothing)."""
+        with self._lock:
+            self._claimed[host] -= 1
+
     def shortfall(
         self, host: str, pulls: int, reserved: Mapping[str, int] | None = None
     ) -> str | None:
         """Why `pulls` more from `host` cannot be spent now, with `reserved` promised to the
         copies running (per host); None when they can. A job that costs no pull (filled from
         a target that has the image) is never short, even from a host that answered 429."""
+        with self._lock:
+            return self._shortfall(host, pulls, reserved or {})
+
+    def _shortfall(self, host: str, pulls: int, reserved: Mapping[str, int]) -> str | None:
         if pulls == 0:
             return None
-        reserved = reserved or {}
-        with self._lock:
-            budget = self._get(host)
-            if budget.limited:
-                return budget.limited
-            spent = sum(b.spent for b in self._hosts.values())
-            if (
-                self.max_pulls is not None
-                and spent + sum(reserved.values()) + pulls > self.max_pulls
-            ):
-                return f"--max-pulls {self.max_pulls} reached; run again later"
-            last = budget.last
-            left = None if last is None else last.remaining - reserved.get(host, 0)
-            if last is not None and left is not None and left < pulls:
-                return (
-                    f"{host}: pull budget: needs {pulls}, {left} left of {last.limit}; "
-                    "run again later"
-                )
+        budget = self._get(host)
+        if budget.limited:
+            return budget.limited
+        promised = Counter(reserved) + self._claimed
+        spent = sum(b.spent for b in self._hosts.values())
+        if self.max_pulls is not None and spent + promised.total() + pulls > self.max_pulls:
+            return f"--max-pulls {self.max_pulls} reached; run again later"
+        last = budget.last
+        left = None if last is None else last.remaining - promised[host]
+        if last is not None and left is not None and left < pulls:
+            return (
+                f"{host}: pull budget: needs {pulls}, {left} left of {last.limit}; run again later"
+            )
         return None
 
     def snapshot(self) -> list[HostBudget]:
@@ -164,12 +183,25 @@ class Metered:
         self.ledger.see(self.host, head.rate_limit)
         return head
 
-    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
-        with self._answers():
-            head = self.source.describe_manifest(path, reference, get=get)
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
+    ) -> Descriptor:
+        """A HEAD; when it tells no digest and `get` says yes (ports.Source), a GET only if the
+        ledger can promise the pull (`Ledger.claim`, asked once the HEAD's figures are in).
+        Checks run at once: each must see the others' promises, or together they overrun
+        --max-pulls or the budget. The promise is spent when the GET is answered, else given
+        back."""
+        claim = _Claim(self.ledger, self.host, get)
+        try:
+            with self._answers():
+                head = self.source.describe_manifest(path, reference, get=claim.ask)
+        except BaseException:
+            claim.give_back()
+            raise
         if head.fetched and head.found and head.digest:
-            self.ledger.pulled(self.host, head.rate_limit)
+            self.ledger.pulled(self.host, head.rate_limit, claimed=claim.made)
         else:
+            claim.give_back()
             self.ledger.see(self.host, head.rate_limit)
         return head
 
@@ -204,6 +236,29 @@ class Metered:
         except RateLimited as error:
             self.ledger.limited(error.host or self.host, error.why)
             raise
+
+
+class _Claim:
+    """One GET's promise of a pull: asked with the HEAD's figures, given back if not spent."""
+
+    def __init__(
+        self, ledger: Ledger, host: str, wanted: bool | Callable[[RateLimit | None], bool]
+    ):
+        self.ledger = ledger
+        self.host = host
+        self.wanted = wanted
+        self.made = False
+
+    def ask(self, rate_limit: RateLimit | None) -> bool:
+        self.ledger.see(self.host, rate_limit)
+        wanted = self.wanted(rate_limit) if callable(self.wanted) else self.wanted
+        self.made = wanted and self.ledger.claim(self.host) is None
+        return self.made
+
+    def give_back(self) -> None:
+        if self.made:
+            self.made = False
+            self.ledger.unclaim(self.host)
 
 
 def estimate(pending: Pending) -> tuple[int, bool]:
@@ -300,7 +355,8 @@ class Admission:
     def _cost(self, job: Job, reserved: Mapping[str, int]) -> int:
         """The pulls a job still needs: none when a target already has its image; for an index
         whose entries are counted high and do not fit the budget so, the exact count, learnt
-        by reading the index (a pull the copy then does not make again)."""
+        by reading the index (a pull the copy then does not make again) when the budget
+        covers at least the index and one entry; else that least, which does not fit."""
         lead = job.lead
         if self.holdings.donor(lead) is not None:
             return 0
@@ -310,6 +366,10 @@ class Admission:
         if exact or self.ledger.shortfall(job.host, pulls, reserved) is None:
             return pulls
         repository = lead.task.source.repository
+        kept = self.manifests.has(repository.registry, repository.path, lead.source_digest)
+        least = (0 if kept else 1) + 1  # the index, unless read already, and one entry
+        if self.ledger.shortfall(job.host, least, reserved) is not None:
+            return least  # reading the index would spend a pull on a copy that cannot start
         try:
             top = self.manifests.manifest(repository.registry, repository.path, lead.source_digest)
             learned = pulls_after(top, lead.task.platforms)

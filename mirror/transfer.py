@@ -99,6 +99,7 @@ class Transfer:
         retry: Retry | None = None,
         backpressure: Pacing,
         refusals: Refusals,
+        source_deadline: float | None = None,
     ):
         self.pulls = pulls
         self.targets = list(targets)
@@ -110,6 +111,10 @@ class Transfer:
         self.retry = retry or Retry()
         self.backpressure = backpressure
         self.refusals = refusals  # images no copy can keep, by digest
+        # ensure's, when it may serve the copy a target holds: seconds for each read from
+        # the source during such a copy (a source that stalls mid-copy does not hold up the
+        # build); None: --timeout (sync, --refresh always)
+        self.source_deadline = source_deadline
 
     def run(self, job: Job) -> None:
         """Copy the job's image once from the source, then fill the rest from the targets.
@@ -124,7 +129,7 @@ class Transfer:
     def _run(self, job: Job) -> None:
         pendings = job.pendings()
         for position, pending in enumerate(pendings):
-            donor = self.holdings.donor(pending)
+            donor = self.holdings.donor(pending) or self._pin_holder(pending)
             if donor is not None:
                 outcome = self._attempts(pending, partial(self._from_target, donor=donor))
             else:
@@ -135,6 +140,25 @@ class Transfer:
                 for rest in pendings[position + 1 :]:  # they needed that copy
                     self.emit(Outcome.settled(rest, outcome.action, error=outcome.error))
                 return
+
+    def _pin_holder(self, pending: Pending) -> Place | None:
+        """A target whose repository holds a pinned digest under another tag (the check found
+        it: mirror.check.Checker._digest_in_a_target), this one first: the pin tag is written
+        from there, with no request to the source."""
+        digest = pending.task.source.digest
+        if not digest:
+            return None
+        numbers = sorted(range(len(self.targets)), key=lambda n: n != pending.target)
+        for number in numbers:
+            target, repository = self.targets[number], pending.task.repositories[number]
+            try:
+                held = target.registry.describe_manifest(repository, digest).found
+            except MirrorError as error:
+                log.debug("%s@%s: %s", repository, digest, error)
+                continue
+            if held:
+                return Place(number, repository, digest, f"{target.host}/{repository}@{digest}")
+        return None
 
     # --- attempts ------------------------------------------------------------------------------
 
@@ -271,7 +295,10 @@ class Transfer:
 
     def _from_source(self, pending: Pending) -> Copied:
         repository = pending.task.source.repository
-        origin = _Origin(repository.path, str(repository), source=repository, pulls=self.pulls)
+        deadline = self.source_deadline if _servable_instead(pending) else None
+        origin = _Origin(
+            repository.path, str(repository), source=repository, pulls=self.pulls, deadline=deadline
+        )
         if pending.task.platforms:
             return self._subset(pending, origin)
         return self._whole(pending, origin, f"{origin.name}@{pending.source_digest}")
@@ -293,7 +320,7 @@ class Transfer:
         innermost first, and the top one under the tag."""
         target = self.targets[pending.target]
         top = origin.fetch(pending.source_digest)
-        tree = _Tree.read(origin, top)
+        tree = _Tree.read(origin, top, afford=partial(self._afford, pending, origin))
         self._afford(pending, origin, [leaf["digest"] for leaf in tree.leaves])
         foreign: dict[str, None] = {}
         for digest in dict.fromkeys(leaf["digest"] for leaf in tree.leaves):
@@ -328,7 +355,9 @@ class Transfer:
         verify = self.targets[pending.target].registry.tls_verify
         if origin.source is not None:
             digest = reference.rpartition("@")[2]
-            return self.copier.pull(origin.source, digest, to, dest_tls_verify=verify)
+            return self.copier.pull(
+                origin.source, digest, to, dest_tls_verify=verify, deadline=origin.deadline
+            )
         assert origin.registry is not None  # a target's: set by _from_target
         return self.copier.copy(
             reference, to, src_tls_verify=origin.registry.tls_verify, dest_tls_verify=verify
@@ -361,13 +390,14 @@ class Transfer:
         top = origin.fetch(pending.source_digest)
         if top.media_type not in INDEX_TYPES:  # one platform only: nothing to choose from
             return self._whole(pending, origin, f"{origin.name}@{pending.source_digest}")
-        tree = _Tree.read(origin, top)
+        tree = _Tree.read(origin, top, afford=partial(self._afford, pending, origin))
         chosen = choose_platforms(tree.leaves, task.platforms)
         if not chosen:
             raise MirrorError(
                 f"{task.source}: none of {', '.join(task.platforms)} in the source index "
                 f"(it has {', '.join(platform_names(tree.leaves))})"
             )
+        self._afford(pending, origin, [child["digest"] for child in chosen])
         foreign: dict[str, None] = {}
         for child in chosen:
             copied = self._copy_digest(pending, origin, child["digest"])
@@ -383,6 +413,12 @@ MAX_DEPTH = 4  # indexes inside indexes: deeper is refused (no image needs it)
 MAX_MANIFESTS = 1000  # manifests in one image, all levels together
 
 
+def _servable_instead(pending: Pending) -> bool:
+    """Does the target hold a copy of the tag that ensure may serve if this copy fails (as
+    mirror.stale.servable judges the outcome: a tag, not a pin)?"""
+    return pending.destination_digest is not None and not pending.task.source.digest
+
+
 @dataclass(frozen=True)
 class _Origin:
     """Where a copy reads the image: the source (`source` and `pulls`: every manifest pulled
@@ -393,11 +429,14 @@ class _Origin:
     registry: Registry | None = None  # a target's
     source: Repository | None = None
     pulls: Manifests | None = None
+    deadline: float | None = None  # seconds for each read from the source (None: --timeout)
 
     def fetch(self, digest: str) -> Manifest:
         """A manifest by digest (on the source, a pull, once per run), checked against it."""
         if self.source is not None and self.pulls is not None:
-            return self.pulls.manifest(self.source.registry, self.path, digest)
+            return self.pulls.manifest(
+                self.source.registry, self.path, digest, deadline=self.deadline
+            )
         assert self.registry is not None
         manifest = self.registry.pull_manifest(self.path, digest)
         if manifest is None:
@@ -421,12 +460,27 @@ class _Tree:
     inner: dict[str, Manifest]
 
     @classmethod
-    def read(cls, origin: _Origin, top: Manifest) -> _Tree:
+    def read(
+        cls,
+        origin: _Origin,
+        top: Manifest,
+        *,
+        afford: Callable[[list[str]], None] = lambda digests: None,
+    ) -> _Tree:
+        """`afford(digests)` is called before an inner index is read (a pull from a source):
+        it raises when the budget cannot cover it."""
         tree = cls([], {})
-        tree._add(origin, index_of(top.body, origin.name), None, 1)
+        tree._add(origin, index_of(top.body, origin.name), None, 1, afford)
         return tree
 
-    def _add(self, origin: _Origin, index: dict[str, Any], platform: Any, depth: int) -> None:
+    def _add(
+        self,
+        origin: _Origin,
+        index: dict[str, Any],
+        platform: Any,
+        depth: int,
+        afford: Callable[[list[str]], None],
+    ) -> None:
         for entry in index["manifests"]:
             if len(self.leaves) + len(self.inner) >= MAX_MANIFESTS:
                 raise MirrorError(
@@ -439,9 +493,14 @@ class _Tree:
                 continue
             if depth >= MAX_DEPTH:
                 raise MirrorError(f"{origin.name}: image indexes nested deeper than {MAX_DEPTH}")
+            afford([descriptor["digest"]])
             inner = origin.fetch(descriptor["digest"])
             self._add(
-                origin, index_of(inner.body, origin.name), descriptor.get("platform"), depth + 1
+                origin,
+                index_of(inner.body, origin.name),
+                descriptor.get("platform"),
+                depth + 1,
+                afford,
             )
             self.inner[descriptor["digest"]] = inner
 

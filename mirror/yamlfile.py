@@ -107,7 +107,7 @@ def load(text: str) -> Any:
     try:
         loader = Loader(text)  # refuses control characters at once
     except yaml.YAMLError as error:
-        raise ConfigError(_yaml_problem(error)) from None
+        raise ConfigError(yaml_problem(error)) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -115,7 +115,7 @@ def load(text: str) -> Any:
         _refuse_duplicate_keys(loader, node)
         return loader.construct_document(node)
     except yaml.YAMLError as error:
-        raise ConfigError(_yaml_problem(error)) from None
+        raise ConfigError(yaml_problem(error)) from None
     except RecursionError:
         raise ConfigError("YAML nested too deeply") from None
     finally:
@@ -159,7 +159,7 @@ def _key_path(where: str, key: yaml.Node) -> str:
     return f"{where}.{text}" if where else text
 
 
-def _yaml_problem(error: yaml.YAMLError) -> str:
+def yaml_problem(error: yaml.YAMLError) -> str:
     if isinstance(error, yaml.reader.ReaderError):
         character = chr(error.character) if isinstance(error.character, int) else "?"
         return f"character {character!r} at position {error.position}: not allowed in YAML"

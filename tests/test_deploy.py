@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -533,6 +534,196 @@ def test_outputs() -> None:
     assert outputs["ProjectName"]["Value"] == {"Ref": "Project"}
     assert _role_of(outputs["BuildRoleArn"]["Value"]) == _build_role()
     assert outputs["ScheduleName"]["Value"] == {"Ref": "DailySchedule"}
+    assert outputs["AlertTopicArn"]["Value"] == {"Ref": "AlertTopic"}
+
+
+# --- alerts --------------------------------------------------------------------------------------
+
+# The build state change event as CodeBuild's "Build notifications input format reference"
+# documents it (trimmed to what the rule and its input transformer read).
+_BUILD_EVENT: dict[str, Any] = {
+    "version": "0",
+    "id": "c030038d-8c4d-6141-9545-00ff7b7153EX",
+    "detail-type": "CodeBuild Build State Change",
+    "source": "aws.codebuild",
+    "account": "123456789012",
+    "time": "2017-09-01T16:14:28Z",
+    "region": "us-west-2",
+    "detail": {
+        "build-status": "FAILED",
+        "project-name": "mirror",
+        "build-id": "arn:aws:codebuild:us-west-2:123456789012:build/mirror:8745a7a9-c340-456a",
+        "current-phase": "COMPLETED",
+        "current-phase-context": "[: ]",
+        "version": "1",
+        "additional-information": {
+            "timeout-in-minutes": 120,
+            "build-complete": True,
+            "logs": {
+                "group-name": "/aws/codebuild/mirror",
+                "stream-name": "8745a7a9-c340-456a",
+                "deep-link": "https://console.aws.amazon.com/cloudwatch/home?region=us-west-2#logEvent:group=/aws/codebuild/mirror;stream=8745a7a9-c340-456a",
+            },
+        },
+    },
+}
+
+
+def _matches(pattern: Any, event: Any) -> bool:
+    """EventBridge's matching for the forms the template uses: a list of allowed values, or
+    an object of fields each of which must match."""
+    if isinstance(pattern, list):
+        return event in pattern
+    return isinstance(event, dict) and all(
+        key in event and _matches(value, event[key]) for key, value in pattern.items()
+    )
+
+
+def _event_pattern() -> Any:
+    """The rule's pattern, the project's name filled in as CloudFormation would."""
+    rule = _template()["Resources"]["BuildFailedRule"]["Properties"]
+    text = json.dumps(rule["EventPattern"]).replace('{"Ref": "Project"}', '"mirror"')
+    return json.loads(text)
+
+
+def _with(**detail: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(json.dumps(_BUILD_EVENT))
+    event["detail"].update(detail)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("event", "alerts"),
+    [
+        (_with(**{"build-status": "FAILED"}), True),
+        (_with(**{"build-status": "TIMED_OUT"}), True),
+        (_with(**{"build-status": "STOPPED"}), True),
+        (_with(**{"build-status": "SUCCEEDED"}), False),
+        (_with(**{"build-status": "IN_PROGRESS"}), False),
+        (_with(**{"build-status": "FAILED", "project-name": "someone-elses"}), False),
+    ],
+)
+def test_the_rule_matches_failed_timed_out_and_stopped_builds_of_the_project(
+    event: dict[str, Any], alerts: bool
+) -> None:
+    assert _matches(_event_pattern(), event) is alerts
+
+
+def test_the_alert_message_is_one_readable_line() -> None:
+    rule = _template()["Resources"]["BuildFailedRule"]["Properties"]
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Ref": "AlertTopic"}
+    transformer = target["InputTransformer"]
+    message = transformer["InputTemplate"]
+    # every placeholder has a path, every path is used, and each path is in the event
+    assert set(re.findall(r"<([a-z]+)>", message)) == set(transformer["InputPathsMap"])
+    for name, path in transformer["InputPathsMap"].items():
+        value: Any = _BUILD_EVENT
+        for step in path.removeprefix("$.").split("."):
+            value = value[step]
+        message = message.replace(f"<{name}>", str(value))
+    assert json.loads(message) == (
+        "mirror: build arn:aws:codebuild:us-west-2:123456789012:build/mirror:8745a7a9-c340-456a "
+        "of project mirror ended FAILED at 2017-09-01T16:14:28Z (phase COMPLETED). Its log: "
+        + _BUILD_EVENT["detail"]["additional-information"]["logs"]["deep-link"]
+    )
+
+
+def test_the_topic_policy_lets_only_the_rule_and_the_projects_alarms_publish() -> None:
+    policy = _one("AWS::SNS::TopicPolicy")["Properties"]
+    assert policy["Topics"] == [{"Ref": "AlertTopic"}]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert set(statements) == {"BuildStateChangesFromEventBridge", "AlarmsFromCloudWatch"}
+    for statement in statements.values():
+        assert statement["Effect"] == "Allow"
+        assert statement["Action"] == "sns:Publish"
+        assert statement["Resource"] == {"Ref": "AlertTopic"}
+    events = statements["BuildStateChangesFromEventBridge"]
+    assert events["Principal"] == {"Service": "events.amazonaws.com"}
+    assert events["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["BuildFailedRule", "Arn"]}}
+    }
+    alarms = statements["AlarmsFromCloudWatch"]
+    assert alarms["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert alarms["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    alarm_arns = alarms["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    assert alarm_arns.endswith(":alarm:${ProjectName}-*")
+    alarm = _one("AWS::CloudWatch::Alarm")["Properties"]
+    assert alarm["AlarmName"] == {"Fn::Sub": "${ProjectName}-no-good-run"}  # within the policy
+
+
+def test_the_email_subscription_exists_only_with_an_address() -> None:
+    subscription = _template()["Resources"]["AlertEmailSubscription"]
+    assert subscription["Condition"] == "HasAlertEmail"
+    assert subscription["Properties"] == {
+        "TopicArn": {"Ref": "AlertTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlertEmail"},
+    }
+    assert _template()["Conditions"]["HasAlertEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]
+    }
+    pattern = re.compile(_template()["Parameters"]["AlertEmail"]["AllowedPattern"])
+    assert [bool(pattern.fullmatch(text)) for text in ("", "ops@example.com", "ops", "a b@c")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+def _alarm_fires(alarm: dict[str, Any], hourly: list[float | None], hours: int) -> bool:
+    """CloudWatch's evaluation of the alarm at the end of `hourly` (one Minimum per hour,
+    None for an hour without data): M of the last N periods breaching, missing data treated
+    as the alarm says."""
+    assert alarm["ComparisonOperator"] == "LessThanThreshold"
+    assert alarm["TreatMissingData"] == "breaching"
+    window = hourly[-hours:]
+
+    def breaching(value: float | None) -> bool:
+        return value is None or value < alarm["Threshold"]
+
+    return sum(map(breaching, window)) >= hours  # DatapointsToAlarm == EvaluationPeriods
+
+
+def test_the_good_run_alarm_reads_what_mirror_prints_and_fires_only_after_a_day_without_one() -> (
+    None
+):
+    from mirror import metrics
+    from mirror.report import Report
+
+    resource = _template()["Resources"]["GoodRunAlarm"]
+    assert resource["Condition"] == "HasGoodRunAlarm"
+    alarm = resource["Properties"]
+    hours = _template()["Parameters"]["HoursWithoutGoodRun"]
+    assert (
+        alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == {"Ref": "HoursWithoutGoodRun"}
+    )
+    assert alarm["Period"] * hours["MaxValue"] <= 604800  # CloudWatch: 7 days at most
+    assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "AlertTopic"}]
+    assert (alarm["Statistic"], alarm["Threshold"]) == ("Minimum", 1)
+    # The metric is one mirror prints, with exactly the alarm's (no) dimensions.
+    (line,) = metrics.emf(Report(outcomes=[], exit_code=0))
+    document = json.loads(line)
+    assert alarm["Namespace"] == metrics.NAMESPACE
+    assert any(
+        directive["Dimensions"] == [[]]
+        and alarm["MetricName"] in [m["Name"] for m in directive["Metrics"]]
+        for directive in document["_aws"]["CloudWatchMetrics"]
+    )
+    assert document[alarm["MetricName"]] == 1
+    # Nightly runs at 03:00: a good night, then failures or silence.
+    n = hours["Default"]
+    quiet = [None] * 23
+    good_night = [1.0, *quiet]
+    assert not _alarm_fires(alarm, good_night * 3, n)
+    assert not _alarm_fires(alarm, [*good_night, 0.0], n)  # the next night fails: not yet
+    assert not _alarm_fires(alarm, [*good_night, 0.0, None], n)  # 25 h
+    assert _alarm_fires(alarm, [*good_night, 0.0, None, None], n)  # 26 h: fires
+    assert _alarm_fires(alarm, [*good_night, *([None] * 24), None, None], n)  # runs stopped
+    assert _alarm_fires(alarm, [None] * n, n)  # a new stack, before its first good run
+    # one shard of three failing makes the hour's Minimum 0: that night is not good
+    assert _alarm_fires(alarm, [*good_night, min(1.0, 0.0, 1.0), *([None] * 25)], n)
 
 
 def _cfn_lint() -> list[str]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
+import socket
+import stat
 import subprocess
 import threading
 import time
@@ -385,6 +388,42 @@ def test_a_public_registry_is_not_followed_to_a_loopback_address(
     )
 
 
+@pytest.mark.parametrize(
+    "spelling", ["2130706433", "127.1", "0x7f.0.0.1", "0177.0.0.1", "localhost."]
+)
+def test_a_loopback_address_spelled_otherwise_is_refused_through_a_proxy(
+    stage: Stage, spelling: str
+) -> None:
+    """Through a proxy, mirror cannot see the address the proxy reaches; the proxy resolves
+    what mirror sends (as getaddrinfo does: decimal, short, hex and octal IPv4, a trailing
+    dot). Every spelling of an inner address is refused as the address it is."""
+
+    def inside(asked: Asked) -> Answer:
+        return Answer.json(200, {"token": "INSIDE-CREDENTIAL-1234"})
+
+    def registry(asked: Asked) -> Answer:
+        if "INSIDE-CREDENTIAL" in asked.headers.get("Authorization", ""):
+            return Answer.json(200, {})
+        realm = f'Bearer realm="http://{spelling}:{metadata.host.rpartition(":")[2]}/token",service="odd"'
+        return Answer.json(401, {"errors": []}, **{"WWW-Authenticate": realm})
+
+    with Scripted(answer=inside) as metadata, Scripted(answer=registry) as odd:
+        hosts = {"odd.proxied.test": "127.0.0.1", spelling: "127.0.0.1"}
+        with ForwardProxy(hosts=hosts) as forward:
+            name = f"odd.proxied.test:{odd.host.rpartition(':')[2]}"
+            stage.config(_with_good(stage, name))
+            via = f"http://{forward.host}"
+            run = stage.mirror("sync", HTTP_PROXY=via, HTTPS_PROXY=via, NO_PROXY="127.0.0.1")
+    assert metadata.asked == []
+    assert not any("INSIDE" in str(asked.headers) for asked in odd.asked)
+    assert (run.code, run.actions()) == (1, ["copied", "failed"]), run.stderr[-2000:]
+    assert run.report is not None
+    assert run.report["images"][1]["error"] == (
+        f"{spelling}:{metadata.host.rpartition(':')[2]}: a loopback, private or link-local "
+        "address, refused: the registry that sent mirror there is not on one"
+    )
+
+
 def test_a_registry_on_loopback_may_redirect_to_another_loopback_address(stage: Stage) -> None:
     digest = stage.push("1", repo="x/y", seed="redirected")
     backend = stage.source.host
@@ -471,6 +510,26 @@ def test_a_dockerfile_that_is_a_symlink_to_dev_zero_or_a_fifo_is_refused_at_once
             2,
             f"mirror: {path}: not a regular file (a Dockerfile is one)",
         )
+
+
+def test_a_dockerfile_that_is_a_device_or_a_socket_is_never_opened(stage: Stage) -> None:
+    """A pull request's Dockerfile may be a symbolic link to any device: opening one can act
+    (/dev/watchdog arms a reboot, a tape rewinds), so mirror looks before it opens. A device
+    with no driver behind it, and a socket, fail to open (ENXIO): the message shows they were
+    not opened."""
+    device = stage.tmp / "driverless"
+    os.mknod(device, stat.S_IFCHR | 0o600, os.makedev(250, 77))  # 240-254: local use
+    (stage.tmp / "Dockerfile.device").symlink_to(device)
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(stage.tmp / "Dockerfile.socket"))
+    with listening:
+        for name in ("Dockerfile.device", "Dockerfile.socket"):
+            path = stage.tmp / name
+            run = _ensure(stage, path)
+            assert (run.code, run.error) == (
+                2,
+                f"mirror: {path}: not a regular file (a Dockerfile is one)",
+            )
 
 
 def test_a_dockerfile_over_1_mib_is_not_read(stage: Stage) -> None:

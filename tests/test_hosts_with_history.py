@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.stage import Run, Stage
+from tests.standins.tls import Authority
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
@@ -261,3 +262,34 @@ def test_a_token_that_expires_during_a_copy_is_renewed_and_a_far_clock_named(
     )
     assert any(clock.fullmatch(warning) for warning in document["warnings"]), document
     assert clock.search(stderr), stderr
+
+
+# --- a source behind a private certificate authority ----------------------------------------
+
+
+def test_a_source_behind_a_private_ca_is_copied_with_ssl_cert_file_and_named_without(
+    stage: Stage,
+) -> None:
+    """A company registry whose certificate a private CA signed: trusted through
+    SSL_CERT_FILE, it is read over HTTPS by mirror (skopeo reads the relay); not trusted, the
+    message says which host and what to do, not Python's SSL error."""
+    authority = Authority(stage.tmp)
+    stage.use_hub(limit=100, tls=authority.server_context())
+    digest = stage.push("a", seed="a", platforms=PLATFORMS)
+    stage.config([stage.image("a")], source={"tls_verify": True})
+
+    untrusted = stage.mirror("sync")
+    assert (untrusted.code, untrusted.actions()) == (1, ["failed"]), said(untrusted)
+    assert untrusted.report is not None
+    assert untrusted.report["images"][0]["error"] == (
+        f"{stage.hub.host}: its TLS certificate is not trusted (unable to get local issuer "
+        "certificate): if a private CA signed it, set SSL_CERT_FILE to a file that holds the "
+        "CA's certificate (or tls_verify: false, which checks nothing)"
+    )
+    assert stage.hub.counts.manifest_get == 0
+
+    run = stage.mirror("sync", SSL_CERT_FILE=str(authority.ca_file))
+    assert (run.code, run.actions()) == (0, ["copied"]), said(run)
+    assert stage.dest_digest("a") == digest
+    assert stage.hub.counts.manifest_get == 3  # the index and two platforms, once each
+    assert run.report is not None and run.report["rate_limit"][stage.hub.host]["spent"] == 3

@@ -9,6 +9,7 @@ they fail rather than skip, since a skipped test would hide the feature.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -16,6 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,3 +183,66 @@ def test_a_report_the_neighbour_made_writable_is_replaced_by_roots_own(
     assert rewrite.returncode != 0
     assert report.read_text().startswith("{\n")
     assert '"copied"' in report.read_text()
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """The loopback TCP ports process `pid` listens on (its relay), from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and inode in inodes and local.startswith("0100007F:"):
+            ports.add(int(local.split(":")[1], 16))
+    return ports
+
+
+_IDLE_CONNECTIONS = """
+import socket, sys, time
+port, count = int(sys.argv[1]), int(sys.argv[2])
+held = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+print("connected", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_neighbours_idle_connections_to_the_relay_stall_nothing(
+    stage: Stage, neighbour: Neighbour
+) -> None:
+    """The relay listens on 127.0.0.1, where every user can connect: connections that send
+    nothing (more than the relay serves at once) must not keep skopeo waiting."""
+    stage.push("a", seed="a")
+    stage.push("b", seed="b")
+    stage.config([stage.image("a", "b")])
+    stage.hub.hold()
+    process = stage.popen("sync", "--jobs", "1")
+    idle = None
+    try:
+        while not stage.hub.held:  # the first copy reads through the relay now
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        (port,) = _listening_ports(process.pid)
+        idle = neighbour.start("python3", "-c", _IDLE_CONNECTIONS, str(port), "300")
+        assert idle.stdout is not None
+        assert idle.stdout.readline() == "connected\n", idle.communicate()
+        stage.hub.release()
+        _, err = process.communicate(timeout=90)
+    finally:
+        stage.hub.release()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        if idle is not None:
+            _stop(idle)
+    assert process.returncode == 0, err
+    assert (
+        f"mirror's relay refused a connection from user {neighbour.name} (uid {neighbour.uid}): "
+        "only this run's skopeo may use it"
+    ) in err
+    assert stage.dest_digest("a") == stage.source_digest("a")
+    assert stage.dest_digest("b") == stage.source_digest("b")

@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mirror.model import Settings
 from tests.stage import Run, Stage
 from tests.standins.registry import get_manifest
@@ -129,6 +131,19 @@ def test_a_source_without_digest_on_head_costs_one_pull_per_tag_and_a_warning(
     assert stage.hub.counts.manifest_get == 2 == budget(again, stage)["spent"]
     assert again.report is not None and warning in again.report["warnings"]
 
+    stage.hub.reset_counts()  # a dry run makes no GET: it cannot know, and says so
+    stage.push("c", seed="c")
+    stage.config([stage.image("a", "b", "c")])
+    dry = stage.mirror("sync", "--dry-run")
+    assert (dry.code, dry.actions()) == (0, ["would-copy"] * 3), said(dry)
+    assert dry.report is not None
+    unknown = (
+        f"{stage.hub.host} gives no digest on a manifest HEAD: whether the image changed is "
+        "known only by reading it, a pull, which a dry run does not make"
+    )
+    assert [image["error"] for image in dry.report["images"]] == [unknown, unknown, None]
+    assert stage.hub.counts.manifest_get == 0
+
 
 def test_a_compact_index_of_twelve_platforms_never_starts_on_a_budget_it_overruns(
     stage: Stage,
@@ -200,3 +215,71 @@ def test_a_sigterm_during_a_relayed_copy_ends_the_run_within_seconds(stage: Stag
     assert (again.code, again.actions()) == (0, ["copied"]), said(again)
     assert stage.dest_digest("a") == digest
     assert stage.hub.counts.manifest_get == 1 == budget(again, stage)["spent"]
+
+
+@pytest.mark.parametrize("cap", ["--max-pulls 1", "1 pull left"])
+def test_checks_reading_digestless_sources_at_once_never_overrun_the_pulls_allowed(
+    stage: Stage, cap: str
+) -> None:
+    """The checks run at once: each GET for a digest is a pull, so each must be counted
+    before it is sent, or three checks each see one pull left and all three spend it."""
+    stage.use_hub(limit=100, head="no-digest")
+    digests = three_images(stage)
+    if cap == "1 pull left":
+        stage.hub.set_remaining(1)
+    stage.hub.hold()  # the first check's GET waits: the others decide meanwhile
+    report = stage.tmp / "held.json"
+    args = cap.split() if cap.startswith("--") else []
+    process = stage.popen("sync", *args, "--report", str(report))
+    try:
+        assert process.stdout is not None
+        deferred: list[str] = []
+        while len(deferred) < 2:
+            line = process.stdout.readline()
+            assert line, process.communicate()
+            assert stage.hub.held <= 1, "a second pull was sent past the cap"
+            deferred += [line] if " deferred " in line else []
+    except BaseException:
+        process.kill()
+        raise
+    finally:
+        stage.hub.release()
+    _, stderr = process.communicate(timeout=60)
+    written = json.loads(report.read_text())
+    actions = sorted(image["action"] for image in written["images"])
+    assert (process.returncode, actions) == (75, ["copied", "deferred", "deferred"]), stderr
+    why = "--max-pulls 1 reached" if cap.startswith("--") else "needs 1, 0 left of 100"
+    for image in written["images"]:
+        if image["action"] == "deferred":
+            assert why in image["error"], image["error"]
+            assert "the source gives no digest on HEAD: reading it is a pull" in image["error"]
+        else:
+            tag = image["source"].rpartition(":")[2]
+            assert stage.dest_digest(tag) == digests[tag]
+    counts = stage.hub.counts
+    assert (counts.manifest_get, counts.status_429) == (1, 0)
+    figures = written["rate_limit"][stage.hub.host]
+    start = 100 if cap.startswith("--") else 1  # the HEADs' figure, before any GET
+    assert (figures["spent"], figures["remaining_at_start"]) == (1, start)
+    assert figures["remaining"] == start - 1 == stage.hub.remaining
+
+
+@pytest.mark.parametrize("cap", ["--max-pulls 1", "1 pull left"])
+def test_an_index_is_not_read_to_be_counted_when_not_even_two_pulls_are_left(
+    stage: Stage, cap: str
+) -> None:
+    """An index costs itself and at least one entry: with one pull left, reading it to count
+    its entries spends that pull for nothing, on every run."""
+    stage.use_hub(limit=100)
+    stage.push("m", seed="m", platforms=("linux/amd64", "linux/arm64"), attestations=True)
+    stage.config([stage.image("m")])
+    if cap == "1 pull left":
+        stage.hub.set_remaining(1)
+    run = stage.mirror("sync", *(cap.split() if cap.startswith("--") else []))
+    assert (run.code, run.actions()) == (75, ["deferred"]), said(run)
+    assert run.report is not None
+    why = "--max-pulls 1 reached" if cap.startswith("--") else "needs 2, 1 left of 100"
+    assert why in run.report["images"][0]["error"]
+    assert stage.hub.counts.manifest_get == 0
+    assert stage.hub.remaining == (100 if cap.startswith("--") else 1)
+    assert stage.dest_digest("m") is None

@@ -12,7 +12,7 @@ import hashlib
 import math
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
@@ -21,12 +21,13 @@ import pytest
 import urllib3
 
 from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError, Stopped
-from mirror.http import Body, Http, Policy, Response
+from mirror.http import Body, Http, Policy, Response, hurried
 from mirror.oci import Descriptor, Manifest, RateLimit, TagList
 from mirror.pulls import Pulls
 from mirror.registry import clock_skew
 from mirror.relay import Relay, Route
 from mirror.schedule import Ledger
+from tests.standins.misbehaving import Raw, never_answers
 
 MANIFEST = b'{"schemaVersion":2}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
@@ -61,8 +62,11 @@ class FakeSource:
         self.release = threading.Event()
         self.release.set()
 
-    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
-        if not get:
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
+    ) -> Descriptor:
+        allowed = get(None) if callable(get) else get
+        if not allowed:
             return Descriptor(found=True)
         with self.lock:
             self.gets += 1
@@ -333,6 +337,52 @@ def test_a_streamed_body_that_stalls_is_cut_and_named(blobs: str) -> None:
     with pytest.raises(RegistryError, match=r"the answer stalled: no progress within 0\.5 s"):
         b"".join(response.body.pieces())
     response.body.close()
+
+
+def test_a_hurried_body_that_stalls_is_cut_at_the_shorter_deadline_for_good(blobs: str) -> None:
+    """ensure's source deadline during a copy it can do without: each piece within it, and
+    a stall is not worth another try (the copy is served from ECR instead)."""
+    http = Http(policy=Policy(timeout=30))
+    with hurried(0.3):
+        response = http.request("GET", f"{blobs}/stalls", stream=True)
+    assert response.body is not None
+    with pytest.raises(RegistryError, match=r"no progress within 0\.3 s") as stalled:
+        b"".join(response.body.pieces())
+    response.body.close()
+    assert stalled.value.transient is False
+
+
+def test_a_hurried_deadline_holds_inside_code_that_hurries_by_none(blobs: str) -> None:
+    """The relay hurries a copy's reads; what it calls (Pulls.manifest, deadline None: 'as you
+    were') must not lift it: a held manifest GET waited the whole --timeout."""
+    http = Http(policy=Policy(timeout=30))
+    with hurried(0.3), hurried(None), hurried(5):
+        response = http.request("GET", f"{blobs}/stalls", stream=True)
+    assert response.body is not None
+    with pytest.raises(RegistryError, match=r"no progress within 0\.3 s"):
+        b"".join(response.body.pieces())
+    response.body.close()
+
+
+def test_a_hurried_request_gives_up_on_its_host_for_hurried_requests_only() -> None:
+    """A source that does not answer a hurried request within its deadline is not asked
+    again by hurried ones, but an image nothing else can give still gets the whole time."""
+    http = Http(policy=Policy(timeout=0.6))
+    with Raw(never_answers) as silent:
+        url = f"http://{silent.host}/v2/"
+        with hurried(0.2), pytest.raises(RegistryError) as first:
+            http.request("GET", url)
+        assert (str(first.value), first.value.transient) == (
+            f"{silent.host}: no answer within 0.2 s",
+            False,
+        )
+        with hurried(0.2), pytest.raises(RegistryError, match="earlier in this run"):
+            http.request("GET", url)
+        with pytest.raises(RegistryError) as whole:
+            http.request("GET", url)  # not hurried: asked, for its whole deadline
+        assert str(whole.value) == f"{silent.host}: no answer within 0.6 s"
+        with hurried(5), pytest.raises(RegistryError, match=r"no answer within 0\.6 s \(earlier"):
+            http.request("GET", url)  # a deadline longer than the policy's changes nothing
 
 
 def test_a_streamed_body_is_cut_when_mirror_stops(blobs: str) -> None:

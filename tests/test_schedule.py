@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -48,10 +48,13 @@ class FakeSource:
         self.heads += 1
         return Descriptor(found=True, digest="sha256:a", rate_limit=self.rate_limit)
 
-    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
+    ) -> Descriptor:
         self._answer()
+        fetched = get(self.rate_limit) if callable(get) else get
         return Descriptor(
-            found=True, digest="sha256:a", rate_limit=self.rate_limit, fetched=get, body=b"{}"
+            found=True, digest="sha256:a", rate_limit=self.rate_limit, fetched=fetched, body=b"{}"
         )
 
     def pull_manifest(self, path: str, reference: str) -> Manifest | None:
@@ -136,6 +139,40 @@ def test_a_metered_source_enters_each_answer() -> None:
     assert (budget.spent, budget.limited) == (2, None)
 
 
+def test_a_get_for_a_digest_is_promised_from_the_budget_before_it_is_made() -> None:
+    """Checks run at once: each GET is claimed with the HEAD's figures in, so two checks with
+    one pull left make one GET, and --max-pulls 1 is never overrun."""
+    ledger = Ledger()
+    source = ledger.meter(FakeSource(rate_limit=RateLimit(100, 1)))
+    first = ledger.meter(FakeSource(rate_limit=RateLimit(100, 1)))
+    ledger.claim(HUB)  # a GET of another check, not answered yet
+    assert not source.describe_manifest("library/ruby", "3.3", get=True).fetched
+    ledger.unclaim(HUB)  # that one failed: its pull is given back
+    assert first.describe_manifest("library/ruby", "3.3", get=True).fetched
+    (budget,) = ledger.snapshot()
+    assert (budget.spent, budget.last) == (1, RateLimit(100, 0))
+    assert (
+        ledger.shortfall(HUB, 1) == f"{HUB}: pull budget: needs 1, 0 left of 100; run again later"
+    )
+
+    capped = Ledger(max_pulls=1)
+    answered = [capped.meter(FakeSource(rate_limit=None)) for _ in range(3)]
+    fetched = [s.describe_manifest("library/ruby", "3.3", get=True).fetched for s in answered]
+    assert fetched == [True, False, False]
+
+
+def test_a_promise_is_given_back_when_the_get_fails() -> None:
+    ledger = Ledger(max_pulls=1)
+
+    def refuse(rate_limit: RateLimit | None) -> bool:
+        raise RateLimited(HUB)
+
+    with pytest.raises(RateLimited):
+        ledger.meter(FakeSource()).describe_manifest("library/ruby", "3.3", get=refuse)
+    ledger.meter(FakeSource()).describe_manifest("library/ruby", "3.3", get=lambda limit: False)
+    assert ledger.shortfall("quay.io", 1) is None  # nothing promised, nothing spent
+
+
 @pytest.mark.parametrize("call", ["head", "describe", "pull", "blob", "tags", "login"])
 def test_a_429_from_any_request_to_a_source_blocks_its_host(call: str) -> None:
     ledger = Ledger()
@@ -218,7 +255,9 @@ class FakeManifests:
     def describe(self, host: str, path: str, reference: str, *, get: bool) -> Descriptor:
         raise AssertionError("admission describes nothing")
 
-    def manifest(self, host: str, path: str, digest: str) -> Manifest:
+    def manifest(
+        self, host: str, path: str, digest: str, *, deadline: float | None = None
+    ) -> Manifest:
         self.reads += 1
         if not self.index:
             raise MirrorError("unreadable")
@@ -279,6 +318,17 @@ def test_an_index_counted_high_is_read_to_learn_its_real_count() -> None:
     assert (queue.reserved(), manifests.reads) == ({HUB: 2}, 1)
     unread, _, _ = admission(pending("a", source=big), left=5)  # the read fails: still high
     assert unread.next() is None
+
+
+def test_an_index_is_not_read_when_the_budget_cannot_cover_it_and_one_entry() -> None:
+    """With one pull left, reading the index would spend it on a copy that cannot start."""
+    index = json.dumps({"manifests": [{"digest": "sha256:1"}]}).encode()
+    big = Descriptor(found=True, digest="sha256:a", media_type=OCI_INDEX, size=8400)
+    queue, _, manifests = admission(pending("a", source=big), left=1, index=index)
+    assert queue.next() is None
+    assert manifests.reads == 0
+    ((_, why),) = queue.left()
+    assert why == f"{HUB}: pull budget: needs 2, 1 left of 100; run again later"
 
 
 # --- the end's re-read --------------------------------------------------------------------------

@@ -203,3 +203,33 @@ def test_kms_dsse_repositories_are_created_and_checked(stage: Stage) -> None:
     drift = stage.mirror("repos")
     assert drift.code == 1
     assert "cannot-fix" in drift.stdout and f"KMS_DSSE {key}" in drift.stdout
+
+
+@pytest.mark.parametrize("cap", ["--max-pulls 2", "2 pulls left"])
+def test_a_platform_subset_of_an_index_of_indexes_never_pulls_past_the_budget(
+    stage: Stage, cap: str
+) -> None:
+    """The inner index tells where linux/arm64 is only once read: the top, the inner index
+    and arm64 are three pulls, one more than allowed. What the walk pulls is checked against
+    the budget before each pull, as for a whole copy."""
+    stage.use_hub(limit=100)
+    top, blobs = nested_index("tight")
+    digest = push_image(stage.source.host, stage.repo, "1", top, blobs)
+    stage.config([stage.image("1", platforms=["linux/arm64"])])
+    if cap == "2 pulls left":
+        stage.hub.set_remaining(2)
+    short = stage.mirror("sync", *(cap.split() if cap.startswith("--") else []))
+    assert (short.code, short.actions()) == (75, ["deferred"]), short.stderr
+    counts = stage.hub.counts
+    assert counts.manifest_get <= 2 and counts.status_429 == 0
+    assert short.report is not None
+    assert short.report["rate_limit"][stage.hub.host]["spent"] == counts.manifest_get_ok
+    assert stage.dest_digest("1") is None
+
+    stage.hub.reset_counts()
+    stage.hub.set_remaining(3)
+    run = stage.mirror("sync", "--max-pulls", "3")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    _, index = stage.dest_manifest("1")
+    assert index["annotations"]["io.github.mirror.source.digest"] == digest
+    assert stage.hub.counts.manifest_get_ok == 3

@@ -165,6 +165,36 @@ def test_a_source_that_trickles_does_not_hold_up_the_build(stage: Stage) -> None
     assert f"not refreshed: {host}: no answer within 5 s" in stale_lines(run)[0]
 
 
+@pytest.mark.parametrize("stalls", ["manifest", "blob"])
+def test_a_source_that_stalls_during_the_copy_does_not_hold_up_the_build(
+    stage: Stage, stalls: str
+) -> None:
+    """The source answers the check's HEAD (a new digest), then stops answering the copy's
+    reads: the manifest GET, or a layer midway (a blob store that stops mid-layer). Each read
+    gets the source deadline, not --timeout, and the copy is not tried again."""
+    digest = in_ecr(stage)
+    stage.push("3.3", seed="new")  # a refresh would copy this
+    if stalls == "manifest":
+        stage.hub.hold()  # GETs wait; the HEAD is answered
+        reason = f"{stage.hub.host}: no answer within 5 s"
+    else:
+        stage.hub.stall_blobs(1000)
+        reason = f"{stage.hub.host}: the answer stalled: no progress within 5 s"
+    try:
+        started = time.monotonic()
+        # --timeout 100: each read's whole deadline (the hold lasts 60 s) would let it copy
+        run = stage.mirror("ensure", "--timeout", "100", f"{stage.repo}:3.3")
+        took = time.monotonic() - started
+    finally:
+        stage.hub.release()
+    assert (run.code, run.actions()) == (0, ["stale"]), run.stderr
+    assert run.stdout == f"{stage.dest.host}/{stage.dest_repo()}:3.3\n"
+    assert f"not refreshed: {reason}" in stale_lines(run)[0], run.error
+    assert "after 2 attempts" not in run.error and "after 3 attempts" not in run.error
+    assert took < 50, f"ensure took {took:.0f} s on a source that stalls mid-copy"
+    assert stage.dest_digest("3.3") == digest
+
+
 @pytest.mark.parametrize("fault", ["5xx", "lockout", "wrong password", "repository gone"])
 def test_other_source_failures_serve_ecrs_copy(stage: Stage, fault: str) -> None:
     stage.use_hub(credentials=("hubuser", "right"))
@@ -232,6 +262,26 @@ def test_a_pin_in_ecr_needs_no_source_whatever_refresh_says(stage: Stage) -> Non
     for refresh in ("always", "if-possible", "never"):
         run = stage.mirror("ensure", "--refresh", refresh, pinned)
         assert (run.code, run.actions()) == (0, ["up-to-date"]), run.stderr
+    assert stage.hub.counts.requests == []
+
+
+def test_a_pin_ecr_holds_under_another_tag_needs_no_source(stage: Stage) -> None:
+    """Renovate pins `FROM image:tag@sha256:D` to the digest an earlier `ensure image:tag`
+    put in ECR: ECR holds D (under the tag, not yet under its pin tag). The build gets it
+    with no request to the source, down or not, and the pin tag is written inside ECR."""
+    first = in_ecr(stage, "1.0")
+    second = in_ecr(stage, "2.0")
+    with refusing() as down:
+        stage.config(source={"registry": down, "tls_verify": False})  # same ECR names
+        run = stage.mirror("ensure", f"{stage.repo}:1.0@{first}")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    assert run.stdout == f"{stage.dest.host}/{stage.dest_repo()}:1.0@{first}\n"
+    assert stage.dest_digest(f"sha256-{first[7:]}") == first
+    stage.config([stage.image(f"2.0@{second}")])  # sync, with the source up: no pull either
+    stage.hub.reset_counts()
+    synced = stage.mirror("sync")
+    assert (synced.code, sorted(synced.actions())) == (0, ["copied", "up-to-date"]), synced.stderr
+    assert stage.dest_digest(f"sha256-{second[7:]}") == second
     assert stage.hub.counts.requests == []
 
 

@@ -68,7 +68,9 @@ class FakeRegistry:
         digest = self.digests.get(f"{path}:{reference}")
         return Descriptor(found=digest is not None, digest=digest, rate_limit=self.limit)
 
-    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
+    ) -> Descriptor:
         return self.head_manifest(path, reference)
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:
@@ -132,11 +134,19 @@ class FakeCopier:
         self.errors = errors or []
         self.copies: list[str] = []
         self.pulled: set[str] = set()
+        self.deadlines: list[float | None] = []  # each pull's source deadline
         self.lock = threading.Lock()
 
     def pull(
-        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
+        self,
+        source: Repository,
+        digest: str,
+        destination: str,
+        *,
+        dest_tls_verify: bool,
+        deadline: float | None = None,
     ) -> Copied:
+        self.deadlines.append(deadline)
         registry = self.registries[source.registry]
         assert digest in registry.digests.values(), f"{source}@{digest}: no such manifest"
         with self.lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.stage import Stage
 from tests.standins.images import cosign_signature, push_image
 
@@ -82,3 +84,36 @@ def test_signature_tags_listed_by_hand_are_copied_and_a_referrers_tag_is_refused
     assert f"'{referrers}' is a referrers tag" in refused.error
     assert f"pin it: TAG@sha256:{referrers.removeprefix('sha256-')}" in refused.error
     assert stage.hub.counts.requests == []  # refused before anything is asked
+
+
+@pytest.mark.parametrize(
+    ("written", "key"),
+    [
+        ("{semver: }", "semver"),  # a range left to fill in
+        ("{semver: ~}", "semver"),
+        ("{match: null}", "match"),
+        ("\n      newest:\n      exclude: '.*-rc.*'", "newest"),
+    ],
+)
+def test_a_rule_key_written_without_a_value_is_refused_not_read_as_every_tag(
+    stage: Stage, written: str, key: str
+) -> None:
+    """YAML reads `semver:` with nothing after it (or `~`, `null`) as no value: a rule with
+    only such keys would choose every tag of the repository, each a pull."""
+    for tag in ("1.0", "2.0", "latest"):
+        stage.push(tag, seed=tag)
+    path = stage.config([])
+    path.write_text(
+        path.read_text().replace(
+            "images: []", f"images:\n  - source: {stage.repo}\n    tags: {written}"
+        )
+    )
+    for command in ("validate", "sync"):
+        run = stage.mirror(command)
+        assert run.code == 2, run.stderr
+        assert run.error.splitlines() == [
+            f"mirror: {path}: images[0].tags.{key}: no value (YAML reads an empty value, ~ and "
+            "null as none): give one, or leave the key out"
+        ]
+    assert stage.hub.counts.manifest_get == 0
+    assert stage.dest_digest("1.0") is None

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.errors import BUG, CopyError, RateLimited, RegistryError, Unmirrorable
 from mirror.model import INTERRUPTED, Action, Copied, Job, Outcome, Pending, Retry, Task
-from mirror.oci import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, made_from, sha256
+from mirror.oci import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    RateLimit,
+    made_from,
+    sha256,
+)
 from mirror.reference import ImageRef, Repository
 from mirror.transfer import Holdings, Transfer
 
@@ -44,7 +53,9 @@ class FakeRegistry:
             return Descriptor(found=False)
         return Descriptor(found=True, digest=sha256(held.body), media_type=held.media_type)
 
-    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+    def describe_manifest(
+        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
+    ) -> Descriptor:
         return self.head_manifest(path, reference)
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:
@@ -88,7 +99,13 @@ class FakeCopier:
     pulled: list[str] = field(default_factory=list)
 
     def pull(
-        self, source: Repository, digest: str, destination: str, *, dest_tls_verify: bool
+        self,
+        source: Repository,
+        digest: str,
+        destination: str,
+        *,
+        dest_tls_verify: bool,
+        deadline: float | None = None,
     ) -> Copied:
         self.pulled.append(f"{source}@{digest} -> {destination}")
         if self.errors:
@@ -113,7 +130,9 @@ class FakeManifests:
     def describe(self, host: str, path: str, reference: str, *, get: bool) -> Descriptor:
         raise AssertionError("the transfer describes nothing")
 
-    def manifest(self, host: str, path: str, digest: str) -> Manifest:
+    def manifest(
+        self, host: str, path: str, digest: str, *, deadline: float | None = None
+    ) -> Manifest:
         return self.by_digest[digest]
 
     def has(self, host: str, path: str, digest: str) -> bool:

@@ -110,15 +110,19 @@ def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[docke
 
 def read_dockerfile(path: Path) -> bytes:
     """A Dockerfile's bytes: a regular file (through a symbolic link is fine) of at most
-    dockerfile.MAX_SIZE bytes. A FIFO, a device (/dev/zero) or a directory is refused at
-    once, without a byte read or a wait; ConfigError naming the file."""
+    dockerfile.MAX_SIZE bytes. A FIFO, a device (/dev/zero), a socket or a directory is
+    refused at once, without being opened (opening a device can act: /dev/watchdog arms a
+    reboot) and without a wait; ConfigError naming the file."""
+    not_regular = ConfigError(f"{path}: not a regular file (a Dockerfile is one)")
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise not_regular
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise ConfigError(f"{path}: not a regular file (a Dockerfile is one)")
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # swapped since the look
+            raise not_regular
         try:
             raw = handle.read(dockerfile.MAX_SIZE + 1)
         except OSError as error:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import secrets
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -36,6 +37,20 @@ class FrontServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128  # the default 5 drops bursts of parallel connects
     front: HttpFront
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's own thread: with the front's ``tls``, the TLS handshake first
+        (a client that fails it is closed, as a server does)."""
+        if self.front.tls is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            wrapped = self.front.tls.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            request.close()
+            return
+        with wrapped:
+            super().finish_request(wrapped, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients dropping connections (skopeo probing with TLS, cut blobs) are normal here;
@@ -151,6 +166,7 @@ class HttpFront(Service):
 
     server_name = "standin"
     clock_offset = 0.0  # seconds the front's clock (its Date header) is ahead of the machine's
+    tls: ssl.SSLContext | None = None  # set before start(): HTTPS only, with this certificate
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -199,7 +215,7 @@ class HttpFront(Service):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     # -- hooks for subclasses -----------------------------------------------------------------
 

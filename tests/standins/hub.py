@@ -42,6 +42,7 @@ import json
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -162,8 +163,10 @@ class HubFront(HttpFront):
         lockout_seconds: float = 600.0,
         clock_offset: float = 0.0,
         token_lifetime: int = 300,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__()
+        self.tls = tls  # HTTPS only (a private CA's certificate), its token realm too
         self.clock_offset = clock_offset
         self.token_lifetime = token_lifetime
         if rate_header_form not in RATE_HEADER_FORMS:
@@ -192,12 +195,16 @@ class HubFront(HttpFront):
         self._cut_times: int | None = None
         self._open = threading.Event()  # cleared by hold(): pulls wait
         self._open.set()
+        self._stall_after: int | None = None  # stall_blobs(): bytes of a blob sent, then a stall
+        self._flowing = threading.Event()  # cleared by stall_blobs(): stalled blobs wait
+        self._flowing.set()
         self._held = 0  # pulls waiting now
         self._backend = urllib3.PoolManager(
             maxsize=16, retries=False, timeout=urllib3.Timeout(connect=5, read=60)
         )
 
     def _stopped(self) -> None:
+        self._flowing.set()  # a stalled blob ends with the front
         self._backend.clear()
 
     # -- test controls ----------------------------------------------------------------------
@@ -215,8 +222,11 @@ class HubFront(HttpFront):
         self._open.clear()
 
     def release(self) -> None:
-        """Let held and later pulls through."""
+        """Let held and later pulls through, and stalled blobs go on."""
         self._open.set()
+        with self._lock:
+            self._stall_after = None
+        self._flowing.set()
 
     @property
     def held(self) -> int:
@@ -282,6 +292,14 @@ class HubFront(HttpFront):
         """Blob GETs send the full Content-Length, ``after_bytes`` bytes, then drop the line."""
         with self._lock:
             self._cut_after, self._cut_times = after_bytes, times
+
+    def stall_blobs(self, after_bytes: int) -> None:
+        """From now on, blob GETs send the full Content-Length and ``after_bytes`` bytes, then
+        send nothing more (the connection stays open) until :meth:`release` (at most
+        ``HOLD_LIMIT`` seconds), as a blob store that stops mid-layer."""
+        with self._lock:
+            self._stall_after = after_bytes
+        self._flowing.clear()
 
     def clear_faults(self) -> None:
         """Forget injected faults, the abuse limit, lockouts and failed-login counts."""
@@ -458,7 +476,8 @@ class HubFront(HttpFront):
         not exist, which Docker Hub does not admit to (no 404, ``error="insufficient_scope"``).
         """
         realm_host = req.headers.get("Host") or self.host
-        challenge = f'Bearer realm="http://{realm_host}/token",service="{SERVICE}"'
+        scheme = "https" if self.tls else "http"
+        challenge = f'Bearer realm="{scheme}://{realm_host}/token",service="{SERVICE}"'
         detail = None
         if name is not None:
             challenge += f',scope="repository:{name}:pull"'
@@ -579,9 +598,19 @@ class HubFront(HttpFront):
             if method == "HEAD":
                 return resp.status
             limit = self._take_cut() if resp.status in (200, 206) else None
+            with self._lock:
+                stall = self._stall_after if resp.status in (200, 206) else None
             sent = 0
             for chunk in resp.stream(CHUNK):
-                piece = chunk if limit is None else chunk[: limit - sent]
+                rest = chunk
+                if stall is not None and sent + len(chunk) > stall:
+                    req.wfile.write(chunk[: stall - sent])
+                    req.wfile.flush()
+                    with self._lock:
+                        self._counts.blob_bytes += stall - sent
+                    self._flowing.wait(HOLD_LIMIT)
+                    rest, sent, stall = chunk[stall - sent :], stall, None
+                piece = rest if limit is None else rest[: limit - sent]
                 req.wfile.write(piece)
                 sent += len(piece)
                 with self._lock:
