@@ -717,3 +717,65 @@ def _read_token(body: bytes, host: str) -> tuple[str, float]:
     if len(token) >= _SHORTEST_HIDDEN_TOKEN:  # hidden wherever a registry quotes it back
         remember_secret(token)
     return token, lifetime
+
+
+# --- OCI 1.1 referrers (kept together at the end) ---------------------------------------------
+
+from mirror import referrers  # noqa: E402 - beside its only user
+
+MAX_REFERRER_PAGES = 100  # pages of one referrers listing read at most
+
+
+def list_referrers(
+    registry: Registry,
+    path: str,
+    digest: str,
+    *,
+    artifact_type: str | None = None,
+    max_pages: int = MAX_REFERRER_PAGES,
+) -> referrers.Listing | None:
+    """GET /v2/<path>/referrers/<digest> (OCI distribution-spec v1.1), following `Link`
+    pages: the referrers of `digest`, or None when the registry has no referrers API (a 404
+    other than NAME_UNKNOWN: fall back to the tag schema, `referrers.tag_schema_name`).
+
+    `artifact_type` is sent as the API's filter, which a registry may ignore (the spec makes it
+    optional): filter with `referrers.keep` either way. RegistryError for a missing repository
+    or an error answer; Unreadable for an answer that is not a referrers index. A listing that
+    links back to a page already read, or runs past `max_pages`, ends there with a warning.
+    Docker Hub: whether a listing costs a pull is not settled (tests/standins/hub.py).
+    `list_referrers(registry, "library/ruby", "sha256:ab…")`
+    """
+    url_path = referrers.referrers_path(path, digest, artifact_type)
+    where = f"{registry.host}/{path}@{digest}: the referrers"
+    pages: list[referrers.Listing] = []
+    read: set[str] = set()
+    for _ in range(max_pages):
+        read.add(url_path)
+        response = registry._request("GET", url_path, path, limit=referrers.MAX_INDEX_BYTES)
+        if response.status == 404 and not pages and error_of(response)[0] != "NAME_UNKNOWN":
+            return None
+        registry._raise_for_status(response, f"{path}@{digest} (referrers)")
+        try:
+            pages.append(
+                referrers.parse_listing(
+                    response.data,
+                    where=where,
+                    filters_applied=_header(response, "OCI-Filters-Applied", where),
+                )
+            )
+        except referrers.ReferrersError as error:
+            raise Unreadable(str(error)) from None
+        following = _next_page(_header(response, "Link", where))
+        if following is None:
+            return referrers.merge(pages)
+        if following in read:
+            return _with_warning(pages, f"{where} link back to a page already read")
+        url_path = following
+    return _with_warning(pages, f"{where} run past {max_pages} pages: only those were read")
+
+
+def _with_warning(pages: list[referrers.Listing], warning: str) -> referrers.Listing:
+    listing = referrers.merge(pages)
+    return referrers.Listing(
+        listing.referrers, listing.passed_over, listing.filtered, listing.warning or warning
+    )

@@ -46,10 +46,25 @@ this module):
   that also carries an ``Authorization`` header with S3's ``400 InvalidArgument`` "Only one
   auth mechanism allowed": a client must not send the registry's credentials there.
 
+- The OCI 1.1 referrers API (ECR serves it since 2024-06-27): ``GET /v2/<name>/referrers/<digest>``
+  answers 200 with an OCI index (``application/vnd.oci.image.index.v1+json``) of a descriptor
+  (mediaType, digest, size, artifactType, annotations) for every manifest of the repository
+  whose ``subject`` is that digest, computed from the backend's storage
+  (:func:`~tests.standins.registry.referrers_at`); an empty index for a digest with none (even
+  one the repository does not hold), 404 ``NAME_UNKNOWN`` for a missing repository, 400
+  ``DIGEST_INVALID`` for a reference that is not a digest. A manifest PUT with a ``subject``
+  is answered with ``OCI-Subject: <subject digest>`` (distribution-spec v1.1: the registry
+  processed the subject, so no tag-schema index is needed). Whether ECR applies the
+  ``artifactType`` filter is unverified, so by default the front ignores it (and sends no
+  ``OCI-Filters-Applied``): a client must filter itself, as the spec makes it do whenever that
+  header is absent; ``referrers_filter=True`` applies it with the header. Pages hold
+  ``referrers_page`` entries, the next one behind an opaque ``Link: <...>; rel="next"``.
+
 Request kinds (for counts and throttling): ``ping``, ``manifest_get``, ``manifest_head``,
 ``manifest_put``, ``manifest_delete``, ``blob_get``, ``blob_head``, ``blob_delete``,
 ``upload_start`` (the POST), ``upload_patch``, ``upload_put``, ``upload_get``, ``upload_delete``,
-``tags_list``; groups ``manifest`` (GET, HEAD, PUT), ``upload`` (POST, PATCH, PUT) and ``any``.
+``tags_list``, ``referrers_list``; groups ``manifest`` (GET, HEAD, PUT), ``upload`` (POST, PATCH,
+PUT) and ``any``.
 """
 
 from __future__ import annotations
@@ -57,6 +72,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import random
 import re
 import secrets
@@ -81,9 +97,10 @@ from tests.standins.front import (
     basic_credentials,
     same_credentials,
 )
-from tests.standins.registry import MANIFEST_ACCEPT
+from tests.standins.registry import MANIFEST_ACCEPT, referrers_at
 
 SERVICE = "ecr.amazonaws.com"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # PutImage: imageManifest of at most 4194304 characters
 IMAGES_PER_REPOSITORY = 100_000  # the default quota (adjustable)
 RATE_EXCEEDED = "Rate exceeded"
@@ -102,6 +119,7 @@ KINDS = (
     "upload_get",
     "upload_delete",
     "tags_list",
+    "referrers_list",
 )
 GROUPS: dict[str, frozenset[str]] = {
     **{kind: frozenset({kind}) for kind in KINDS},
@@ -114,6 +132,8 @@ _UPLOADS = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<id>[^/]*)$")
 _BLOBS = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<ref>[^/]+)$")
 _MANIFESTS = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")
 _TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
+_REFERRERS = re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<ref>[^/]+)$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$|^sha384:[0-9a-f]{96}$|^sha512:[0-9a-f]{128}$")
 _UPLOAD_KINDS = {
     "POST": "upload_start",
     "PATCH": "upload_patch",
@@ -238,8 +258,12 @@ class EcrFront(HttpFront):
         blob_mounting: bool = False,
         retry_after: int | None = None,
         blob_redirect: bool = True,
+        referrers_filter: bool = False,
+        referrers_page: int = 100,
     ) -> None:
         super().__init__()
+        self.referrers_filter = referrers_filter
+        self.referrers_page = referrers_page
         self.backend_url = backend_url.rstrip("/")
         self.moto_url = moto_url
         self.credentials = credentials
@@ -423,6 +447,8 @@ class EcrFront(HttpFront):
             return self._upload_start(req, name, query)
         if kind == "tags_list":
             return self._tags(req, name)
+        if kind == "referrers_list":
+            return self._referrers(req, name, ref, query)
         return self._forward(req, req.path)
 
     # blobs come from the "layer bucket" (S3, for ECR)
@@ -558,6 +584,9 @@ class EcrFront(HttpFront):
         headers = {"Docker-Content-Digest": resp.headers.get("Docker-Content-Digest", digest)}
         if resp.status >= 300:
             return self._relay(req, resp, {})
+        subject = _subject_of(body)
+        if subject:
+            headers["OCI-Subject"] = subject  # distribution-spec v1.1: the subject was processed
         return self._send(req, resp.status, {**headers, **_API_VERSION}, b"")
 
     def _manifest_delete(self, req: FrontHandler, name: str, ref: str) -> int:
@@ -599,6 +628,35 @@ class EcrFront(HttpFront):
         if resp.status == 404:  # moto knows it, the backend holds nothing yet
             return self._send_json(req, 200, {"name": name, "tags": []}, _API_VERSION)
         return self._relay(req, resp, {})
+
+    # referrers
+
+    def _referrers(
+        self, req: FrontHandler, name: str, digest: str, query: dict[str, list[str]]
+    ) -> int:
+        """The referrers API, as ECR answers it: see the module docstring."""
+        if not _DIGEST.match(digest):
+            return self._error(req, 400, "DIGEST_INVALID", "Invalid digest format")
+        found = referrers_at(self.backend_url, name, digest)
+        if found is None:
+            raise RuntimeError(f"{self.backend_url}: not a tests.standins.registry.Registry")
+        headers = {"Content-Type": OCI_INDEX, **_API_VERSION}
+        wanted = query.get("artifactType")
+        if wanted and self.referrers_filter:
+            found = [entry for entry in found if entry["artifactType"] in wanted]
+            headers["OCI-Filters-Applied"] = "artifactType"
+        start = int(query.get("next", ["0"])[0] or 0)
+        page = found[start : start + self.referrers_page]
+        if start + self.referrers_page < len(found):
+            following = urlencode(
+                {
+                    **{key: values[0] for key, values in query.items()},
+                    "next": str(start + len(page)),
+                }
+            )
+            headers["Link"] = f'</v2/{name}/referrers/{digest}?{following}>; rel="next"'
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": page}
+        return self._send(req, 200, headers, json.dumps(index).encode())
 
     # plumbing
 
@@ -689,7 +747,7 @@ def _kinds(kind: str) -> frozenset[str]:
     return GROUPS[kind]
 
 
-def _classify(method: str, path: str) -> tuple[str | None, str, str]:
+def _classify(method: str, path: str) -> tuple[str | None, str, str]:  # noqa: PLR0911 - a router
     """(kind, repository, reference) of a /v2 request; kind None for what ECR does not serve."""
     if path == "/v2/":
         return ("ping" if method in ("GET", "HEAD") else None), "", ""
@@ -703,7 +761,20 @@ def _classify(method: str, path: str) -> tuple[str | None, str, str]:
         return (kind if kind in KINDS else None), match["name"], match["ref"]
     if (match := _TAGS.match(path)) and method == "GET":
         return "tags_list", match["name"], ""
+    if (match := _REFERRERS.match(path)) and method == "GET":
+        return "referrers_list", match["name"], match["ref"]
     return None, "", ""
+
+
+def _subject_of(manifest: bytes) -> str | None:
+    """The digest a manifest's ``subject`` names, if it has one."""
+    try:
+        doc = json.loads(manifest)
+    except (ValueError, RecursionError):
+        return None
+    subject = doc.get("subject") if isinstance(doc, dict) else None
+    digest = subject.get("digest") if isinstance(subject, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 def _relative(location: str) -> str:

@@ -32,6 +32,16 @@ What Docker Hub and registries in front of it do besides, each as an option or a
   (its ``Date`` header too); :meth:`HubFront.expire_tokens` ages every token issued past its
   end, as a long copy would.
 
+- ``referrers``: whether Docker Hub serves the OCI 1.1 referrers API is not settled (FACTS.md
+  has nothing; Docker's registry docs say Hub implements distribution-spec 1.0.1, an AWS
+  maintainer wrote in December 2025 that Hub had added it, a Docker roadmap issue asking for
+  it was still open). ``"none"`` (the default) answers ``/v2/<name>/referrers/<digest>`` 404
+  ``NOT_FOUND``, so a client must fall back to the tag schema; ``"api"`` serves it (an OCI
+  index of the descriptors of the manifests whose ``subject`` is that digest, read from the
+  backend's storage, no ``artifactType`` filter), costing no pull; ``"api-pull"`` serves it
+  and counts each listing as a pull, the strictest reading. Either way every manifest GET of
+  a referrer (by digest) is a pull and a HEAD is not, as for any manifest.
+
 The token realm is built from the request's ``Host`` header, so a front reached under another
 name (through :class:`~tests.standins.proxy.ForwardProxy`) sends clients back through that name.
 """
@@ -59,6 +69,7 @@ from tests.standins.front import (
     basic_credentials,
     same_credentials,
 )
+from tests.standins.registry import referrers_at
 
 SERVICE = "hub.test"
 RATE_LIMIT_WINDOW = 21600
@@ -71,6 +82,8 @@ ABUSE_BODY = "Too Many Requests\n"
 FAULT_KINDS = ("manifest", "manifest_get", "manifest_head", "blob", "token", "tags", "any")
 RATE_HEADER_FORMS = ("normal", "empty", "list")
 HEAD_MODES = ("digest", "no-digest", "405")
+REFERRERS_MODES = ("none", "api", "api-pull")
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _ERROR_CODES = {
     400: "UNSUPPORTED",
     401: "UNAUTHORIZED",
@@ -93,7 +106,7 @@ _PASSED_HEADERS = (
     "Link",
 )
 HOLD_LIMIT = 60.0  # seconds a held pull waits at most: a forgotten release() fails, not hangs
-_V2_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)$")
+_V2_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags|referrers)/(?P<ref>[^/]+)$")
 
 
 @dataclass
@@ -116,6 +129,7 @@ class HubCounts:
     token_failed: int = 0  # wrong credentials (answered 401)
     token_locked: int = 0  # refused with 429 during a login lockout
     tags_list: int = 0
+    referrers_list: int = 0  # referrers API requests that passed auth
     status_429: int = 0  # every 429, whatever its kind
     abuse_429: int = 0  # the plain-text abuse-limit 429s among them
     connections: int = 0  # TCP connections accepted (keep-alive reuse shows as fewer)
@@ -164,8 +178,12 @@ class HubFront(HttpFront):
         clock_offset: float = 0.0,
         token_lifetime: int = 300,
         tls: ssl.SSLContext | None = None,
+        referrers: str = "none",
     ) -> None:
         super().__init__()
+        if referrers not in REFERRERS_MODES:
+            raise ValueError(f"referrers must be one of {REFERRERS_MODES}")
+        self.referrers = referrers
         self.tls = tls  # HTTPS only (a private CA's certificate), its token realm too
         self.clock_offset = clock_offset
         self.token_lifetime = token_lifetime
@@ -359,7 +377,8 @@ class HubFront(HttpFront):
         if self.delay:
             time.sleep(self.delay)
         match = _V2_PATH.match(urlsplit(req.path).path)
-        if req.command == "GET" and match and match["kind"] != "tags" and not self._open.is_set():
+        held = match is not None and match["kind"] in ("manifests", "blobs")
+        if req.command == "GET" and held and not self._open.is_set():
             with self._lock:
                 self._held += 1
             try:
@@ -378,6 +397,8 @@ class HubFront(HttpFront):
         if path == "/token" and method in ("GET", "HEAD"):
             return self._token(req, query)
         match = _V2_PATH.match(path)
+        if match and match["kind"] == "referrers" and self.referrers == "none":
+            match = None
         if path != "/v2/" and match is None:
             return self._error(req, 404, "NOT_FOUND", "no such endpoint")
         name = match["name"] if match else None
@@ -393,6 +414,8 @@ class HubFront(HttpFront):
             return self._manifest(req, method, match["name"], ref)
         if kind == "blobs":
             return self._blob(req, method, match["name"], ref)
+        if kind == "referrers":
+            return self._referrers(req, method, match["name"], ref)
         if ref == "list":
             return self._tags(req, method, match["name"], query)
         return self._error(req, 404, "NOT_FOUND", "no such endpoint")
@@ -623,6 +646,22 @@ class HubFront(HttpFront):
             return resp.status
         finally:
             resp.release_conn()
+
+    def _referrers(self, req: FrontHandler, method: str, name: str, digest: str) -> int:
+        """The referrers API (``referrers="api"`` or ``"api-pull"``): see the module docstring."""
+        with self._lock:
+            self._counts.referrers_list += 1
+        if not self._repo_exists(name):
+            return self._challenge(req, name, missing=True)
+        costs = self.referrers == "api-pull" and self.limit is not None and method == "GET"
+        if costs and not self._take_pull():
+            return self._error(req, 429, "TOOMANYREQUESTS", TOO_MANY_REQUESTS, self._rate_headers())
+        found = referrers_at(self.backend_url, name, digest)
+        if found is None:
+            raise RuntimeError(f"{self.backend_url}: not a tests.standins.registry.Registry")
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": found}
+        headers = {"Content-Type": OCI_INDEX, **self._rate_headers()}
+        return self._send(req, 200, headers, json.dumps(index).encode())
 
     def _tags(self, req: FrontHandler, method: str, name: str, query: dict[str, list[str]]) -> int:
         """Tags sorted, paginated with ``n``/``last`` and a ``Link`` to the next page.

@@ -472,6 +472,8 @@ def push_blobs(
         if call("HEAD", f"{base}/blobs/{blob.digest}").status == 200:
             continue
         location = call("POST", f"{base}/blobs/uploads/").headers["Location"]
+        if location.startswith("/"):  # relative, as the ECR-like front answers
+            location = f"http://{registry_host}{location}"
         joiner = "&" if "?" in location else "?"
         call("PUT", f"{location}{joiner}digest={blob.digest}", blob.data)
 

@@ -3,6 +3,10 @@
 Each :class:`Registry` writes its own ``config.yml`` under its root, stores blobs there, logs
 (level warn, no access log) to ``root/registry.log`` and listens on a free loopback port, over
 plain HTTP. With ``htpasswd=(user, password)`` it asks for HTTP Basic auth, like ECR does.
+
+Distribution 2.8 has no referrers API (``GET /v2/<name>/referrers/<digest>`` is its plain-text
+``404 page not found``), though it stores manifests with a ``subject``. :func:`referrers_at`
+reads them from its storage, for the fronts that answer the API as ECR (and Docker Hub) do.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ MANIFEST_ACCEPT = ", ".join(
 )
 
 _HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
+_STORAGE: dict[str, Path] = {}  # a started registry's URL -> its storage root directory
 
 
 def free_port() -> int:
@@ -105,6 +110,11 @@ class Registry(Service):
             config["auth"] = {"htpasswd": {"realm": "registry", "path": str(htpasswd_file)}}
         self.config_path.write_text(json.dumps(config, indent=2) + "\n")
 
+    @property
+    def storage(self) -> Path:
+        """The filesystem driver's root directory (``storage.filesystem.rootdirectory``)."""
+        return self.root / "storage"
+
     def _answers(self) -> bool:
         try:  # 200, or 401 when htpasswd is on: up either way
             resp = _HTTP.request("GET", f"{self.url}/v2/", timeout=1.0)
@@ -134,6 +144,7 @@ class Registry(Service):
                     return False
                 raise RuntimeError(f"docker-registry exited at start; log:\n{log_text}")
             if self._answers():
+                _STORAGE[self.url] = self.storage
                 return True
             time.sleep(0.02)
         self.stop()
@@ -150,6 +161,7 @@ class Registry(Service):
         raise RuntimeError(f"docker-registry found no free port; log:\n{self.log_text()}")
 
     def stop(self) -> None:
+        _STORAGE.pop(self.url, None)
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -201,3 +213,39 @@ def get_manifest(
     media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
     body: dict[str, Any] = json.loads(resp.data)
     return media_type, body
+
+
+def referrers_at(registry_url: str, repo: str, subject: str) -> list[dict[str, Any]] | None:
+    """The referrers of ``subject`` in ``repo`` of the registry started at ``registry_url``:
+    the descriptor (mediaType, digest, size, artifactType, annotations) of every manifest of
+    the repository whose ``subject`` names that digest, read from the registry's storage
+    (distribution 2.8's filesystem layout), in digest order. None when no :class:`Registry`
+    of this process serves that URL.
+    """
+    storage = _STORAGE.get(registry_url.rstrip("/"))
+    if storage is None:
+        return None
+    v2 = storage / "docker" / "registry" / "v2"
+    revisions = v2 / "repositories" / repo / "_manifests" / "revisions" / "sha256"
+    found = []
+    for link in sorted(revisions.glob("*/link")):
+        hexdigest = link.parent.name
+        try:
+            data = (v2 / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data").read_bytes()
+            doc = json.loads(data)
+        except (OSError, ValueError):
+            continue  # a manifest deleted or written at this moment
+        about = doc.get("subject") if isinstance(doc, dict) else None
+        if not isinstance(about, dict) or about.get("digest") != subject:
+            continue
+        config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+        entry: dict[str, Any] = {
+            "mediaType": doc.get("mediaType") or "application/vnd.oci.image.manifest.v1+json",
+            "digest": f"sha256:{hexdigest}",
+            "size": len(data),
+            "artifactType": doc.get("artifactType") or config.get("mediaType", ""),
+        }
+        if doc.get("annotations"):
+            entry["annotations"] = doc["annotations"]
+        found.append(entry)
+    return found
