@@ -42,7 +42,17 @@ MAX_LAYERS = 1_000  # layers read from one manifest (a cosign .sig has one per s
 MAX_ANNOTATIONS = 256  # annotations kept per descriptor
 MAX_TEXT = 4096  # characters of one media type or annotation key
 MAX_VALUE = 64 << 10  # characters of one annotation value (cosign's Rekor bundle: 3 to 6 kB)
+# Tags that move when something is attached (cosign rewrites .sig/.att/.sbom, the tag schema
+# rewrites its index): ECR `imageTagMutabilityExclusionFilters` (WILDCARD) that let them move
+# in a repository whose other tags are immutable.
+MOVING_TAG_FILTERS = ("sha256-*", "sha512-*")
 _DIGEST = re.compile(r"(sha256|sha384|sha512):([0-9a-f]+)\Z")
+# RFC 6838 4.2 restricted names, type/subtype (with +suffix), optional parameters as the
+# sigstore bundle's `;version=0.2` has; a trailing `*` matches by prefix (`keep`).
+_MEDIA_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+    r"(;[A-Za-z0-9!#$&^_.+-]+=[A-Za-z0-9!#$&^_.+-]+)*\*?\Z"
+)
 _TAG_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
 
@@ -296,6 +306,19 @@ def matches(artifact_type: str, wanted: Sequence[str]) -> bool:
         else artifact_type == pattern
         for pattern in wanted
     )
+
+
+def artifact_type_problem(text: object) -> str | None:
+    """What is wrong with an entry of a config's artifact-type list, or None: a media type
+    (`application/spdx+json`), or a prefix of one ending in `*`
+    (`application/vnd.dev.sigstore.bundle*`)."""
+    if not isinstance(text, str) or not text:
+        return "expected a media type like application/spdx+json"
+    if text.endswith("*") and "/" not in text:
+        return f"{quoted(text, 80)!r} is not a media type prefix (it needs type/...)"
+    if not _MEDIA_TYPE.match(text):
+        return f"{quoted(text, 80)!r} is not a media type (type/subtype, RFC 6838)"
+    return None
 
 
 def keep(referrers: Iterable[Descriptor], wanted: Sequence[str] | None) -> tuple[Descriptor, ...]:

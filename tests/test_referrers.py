@@ -12,10 +12,12 @@ import pytest
 from mirror.referrers import (
     MAX_ENTRIES,
     MAX_INDEX_BYTES,
+    MOVING_TAG_FILTERS,
     Descriptor,
     Listing,
     ReferrersError,
     TagRole,
+    artifact_type_problem,
     cosign_tag,
     cosign_tags,
     empty_index,
@@ -292,6 +294,43 @@ def test_keep_filters_by_artifact_type_whatever_the_registry_did() -> None:
     assert keep(refs, [SPDX]) == (refs[0],)
     assert keep(refs, ["application/vnd.dev.sigstore.bundle*", "x"]) == (refs[1], refs[2])
     assert keep(refs, []) == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (SPDX, None),
+        ("application/vnd.dev.sigstore.bundle+json;version=0.2", None),
+        ("application/vnd.dev.sigstore.bundle*", None),
+        ("application/vnd.cyclonedx+json", None),
+        ("", "expected a media type like application/spdx+json"),
+        (5, "expected a media type like application/spdx+json"),
+        ("*", "'*' is not a media type prefix (it needs type/...)"),
+        ("spdx", "'spdx' is not a media type (type/subtype, RFC 6838)"),
+        (
+            "application/spdx json",
+            "'application/spdx json' is not a media type (type/subtype, RFC 6838)",
+        ),
+        (
+            "a/" + "b" * 200,
+            f"'a/{'b' * 78}... (202 characters)' is not a media type (type/subtype, RFC 6838)",
+        ),
+    ],
+)
+def test_artifact_types_a_config_may_list(text: object, problem: str | None) -> None:
+    assert artifact_type_problem(text) == problem
+
+
+def test_moving_tags_are_excluded_from_immutability() -> None:
+    from tests.standins.ecr import tag_is_immutable
+
+    for tag in (
+        *cosign_tags(DIGEST),
+        tag_schema_name(DIGEST),
+        tag_schema_name("sha512:" + "e" * 128),
+    ):
+        assert not tag_is_immutable("IMMUTABLE_WITH_EXCLUSION", MOVING_TAG_FILTERS, tag)
+    assert tag_is_immutable("IMMUTABLE_WITH_EXCLUSION", MOVING_TAG_FILTERS, "3.19")
 
 
 def test_missing_is_what_the_destination_lacks_each_once() -> None:
