@@ -17,7 +17,6 @@ what it read (`ReferrersError`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Collection, Iterable, Sequence
@@ -27,13 +26,9 @@ from typing import Any
 from urllib.parse import quote
 
 from mirror.errors import quoted
+from mirror.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, sha256
 from mirror.reference import DIGEST_LENGTHS
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_TYPES = frozenset({OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_LIST})
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 MAX_INDEX_BYTES = 4 << 20  # ECR's manifest limit (4 MiB); the spec asks registries to stay under
 MAX_MANIFEST_BYTES = 4 << 20
@@ -79,8 +74,9 @@ _COSIGN_ROLES = {
 
 
 @dataclass(frozen=True)
-class Descriptor:
-    """An OCI descriptor (image-spec descriptor.md) as a referrers index lists it.
+class ContentDescriptor:
+    """An OCI content descriptor (image-spec descriptor.md) as a referrers index lists it (not
+    `oci.Descriptor`, which is what a manifest HEAD told).
 
     `annotations` are (key, value) pairs in the order read; `artifact_type` is the manifest's
     `artifactType`, or its config's media type when it has none (distribution-spec v1.1).
@@ -107,33 +103,36 @@ class Descriptor:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """The parts of an OCI / Docker manifest or index that copying and verifying need."""
+class ParsedManifest:
+    """The parts of an OCI / Docker manifest or index that copying and verifying need (its
+    bytes and media type as fetched are an `oci.Manifest`)."""
 
     media_type: str
     digest: str
     size: int
     artifact_type: str = ""
-    config: Descriptor | None = None
-    layers: tuple[Descriptor, ...] = ()
-    manifests: tuple[Descriptor, ...] = ()  # an index's entries
-    subject: Descriptor | None = None
+    config: ContentDescriptor | None = None
+    layers: tuple[ContentDescriptor, ...] = ()
+    manifests: tuple[ContentDescriptor, ...] = ()  # an index's entries
+    subject: ContentDescriptor | None = None
     annotations: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_index(self) -> bool:
-        return self.media_type in (OCI_INDEX, DOCKER_LIST)
+        return self.media_type in INDEX_TYPES
 
     @property
-    def blobs(self) -> tuple[Descriptor, ...]:
+    def blobs(self) -> tuple[ContentDescriptor, ...]:
         """The blobs a copy of this manifest needs at the destination first: config, layers."""
         return ((self.config,) if self.config else ()) + self.layers
 
-    def as_referrer(self) -> Descriptor:
+    def as_referrer(self) -> ContentDescriptor:
         """This manifest's entry in its subject's referrers index (distribution-spec v1.1:
         `artifactType`, else the config's media type; the manifest's annotations)."""
         artifact_type = self.artifact_type or (self.config.media_type if self.config else "")
-        return Descriptor(self.media_type, self.digest, self.size, artifact_type, self.annotations)
+        return ContentDescriptor(
+            self.media_type, self.digest, self.size, artifact_type, self.annotations
+        )
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,7 @@ class Listing:
     `warning`: why the listing may be incomplete, or None.
     """
 
-    referrers: tuple[Descriptor, ...] = ()
+    referrers: tuple[ContentDescriptor, ...] = ()
     passed_over: int = 0
     filtered: bool = False
     warning: str | None = None
@@ -236,7 +235,7 @@ def parse_listing(body: bytes, *, where: str, filters_applied: str = "") -> List
     entries = doc.get("manifests")
     if doc.get("mediaType", OCI_INDEX) != OCI_INDEX or not isinstance(entries, list):
         raise ReferrersError(f"{where}: not an OCI image index (no manifests list)")
-    referrers: list[Descriptor] = []
+    referrers: list[ContentDescriptor] = []
     passed_over = 0
     for entry in entries[:MAX_ENTRIES]:
         try:
@@ -253,7 +252,7 @@ def parse_listing(body: bytes, *, where: str, filters_applied: str = "") -> List
 def merge(listings: Iterable[Listing]) -> Listing:
     """Pages of one listing as one: each digest once (first seen), counts summed, at most
     MAX_ENTRIES."""
-    seen: dict[str, Descriptor] = {}
+    seen: dict[str, ContentDescriptor] = {}
     passed_over = 0
     filtered = True
     warning: str | None = None
@@ -270,7 +269,7 @@ def merge(listings: Iterable[Listing]) -> Listing:
     return Listing(kept, passed_over, filtered, warning)
 
 
-def parse_manifest(body: bytes, *, where: str, media_type: str = "") -> Manifest:
+def parse_manifest(body: bytes, *, where: str, media_type: str = "") -> ParsedManifest:
     """A manifest or index as fetched (its digest is the sha256 of `body`): config, layers,
     index entries, subject, artifactType and annotations, bounded (MAX_LAYERS entries).
     `media_type` is the answer's Content-Type, used when the document names none."""
@@ -279,9 +278,9 @@ def parse_manifest(body: bytes, *, where: str, media_type: str = "") -> Manifest
     if not isinstance(kind, str) or kind not in MANIFEST_TYPES:
         kind = OCI_INDEX if "manifests" in doc else OCI_MANIFEST
     try:
-        return Manifest(
+        return ParsedManifest(
             media_type=kind,
-            digest="sha256:" + hashlib.sha256(body).hexdigest(),
+            digest=sha256(body),
             size=len(body),
             artifact_type=_text(doc.get("artifactType", ""), "artifactType"),
             config=_descriptor(doc["config"]) if "config" in doc else None,
@@ -321,7 +320,9 @@ def artifact_type_problem(text: object) -> str | None:
     return None
 
 
-def keep(referrers: Iterable[Descriptor], wanted: Sequence[str] | None) -> tuple[Descriptor, ...]:
+def keep(
+    referrers: Iterable[ContentDescriptor], wanted: Sequence[str] | None
+) -> tuple[ContentDescriptor, ...]:
     """The referrers whose artifact type is `wanted` (all of them for None), in order. A
     registry's `artifactType` filter is not trusted to have been applied (the spec makes it
     optional): the list is filtered here either way."""
@@ -330,11 +331,13 @@ def keep(referrers: Iterable[Descriptor], wanted: Sequence[str] | None) -> tuple
     return tuple(referrer for referrer in referrers if matches(referrer.artifact_type, wanted))
 
 
-def missing(wanted: Iterable[Descriptor], present: Collection[str]) -> tuple[Descriptor, ...]:
+def missing(
+    wanted: Iterable[ContentDescriptor], present: Collection[str]
+) -> tuple[ContentDescriptor, ...]:
     """The descriptors whose digest is not in `present` (what the destination lacks), each
     once, in order: what a copy must fetch from the source, and nothing more."""
     seen: set[str] = set(present)
-    out: list[Descriptor] = []
+    out: list[ContentDescriptor] = []
     for descriptor in wanted:
         if descriptor.digest not in seen:
             seen.add(descriptor.digest)
@@ -343,7 +346,7 @@ def missing(wanted: Iterable[Descriptor], present: Collection[str]) -> tuple[Des
 
 
 def tag_schema_index(
-    subject: str, existing: bytes | None, adding: Sequence[Descriptor], *, where: str
+    subject: str, existing: bytes | None, adding: Sequence[ContentDescriptor], *, where: str
 ) -> bytes | None:
     """The referrers index to PUT under `subject`'s tag-schema tag: `existing` (what the tag
     holds now, None when nothing) with the `adding` descriptors it lacks appended. Entries
@@ -358,7 +361,7 @@ def tag_schema_index(
     check_digest(subject)
     doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
     if existing is not None:
-        if "sha256:" + hashlib.sha256(existing).hexdigest() == subject:
+        if sha256(existing) == subject:
             raise ReferrersError(
                 f"{where}: the tag holds the image {subject} itself (a pin of an older "
                 "mirror), not a referrers index: left as it is"
@@ -409,7 +412,7 @@ def _document(body: bytes, where: str, limit: int, what: str) -> dict[str, Any]:
     return doc
 
 
-def _descriptor(entry: Any) -> Descriptor:
+def _descriptor(entry: Any) -> ContentDescriptor:
     if not isinstance(entry, dict):
         raise ReferrersError("a descriptor is not an object")
     size = entry.get("size")
@@ -419,7 +422,7 @@ def _descriptor(entry: Any) -> Descriptor:
     if not isinstance(digest, str):
         raise ReferrersError("a descriptor has no digest")
     check_digest(digest)
-    return Descriptor(
+    return ContentDescriptor(
         media_type=_text(entry.get("mediaType", ""), "mediaType"),
         digest=digest,
         size=size,
@@ -428,7 +431,7 @@ def _descriptor(entry: Any) -> Descriptor:
     )
 
 
-def _descriptors(entries: Any, what: str) -> tuple[Descriptor, ...]:
+def _descriptors(entries: Any, what: str) -> tuple[ContentDescriptor, ...]:
     if not isinstance(entries, list):
         raise ReferrersError(f"{what} is not a list")
     if len(entries) > MAX_LAYERS:

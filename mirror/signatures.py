@@ -62,7 +62,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mirror import patterns
 from mirror.errors import ConfigError, quoted
-from mirror.referrers import Descriptor, ReferrersError, check_digest, matches, parse_manifest
+from mirror.oci import sha256
+from mirror.referrers import (
+    ContentDescriptor,
+    ReferrersError,
+    check_digest,
+    matches,
+    parse_manifest,
+)
 
 if TYPE_CHECKING:
     from sigstore.models import TrustedRoot
@@ -394,7 +401,7 @@ def _read(path: Path, limit: int, where: str) -> bytes:
 # --- reading the material -----------------------------------------------------------------------
 
 
-def cosign_layers(manifest: bytes, *, source: str) -> tuple[Descriptor, ...]:
+def cosign_layers(manifest: bytes, *, source: str) -> tuple[ContentDescriptor, ...]:
     """The simple-signing layers of a cosign `.sig` manifest, at most MAX_SIGNATURES: the
     blobs to fetch (each at most MAX_PAYLOAD_BYTES; a larger one is read as Unreadable).
     ReferrersError, naming `source`, when the manifest cannot be read."""
@@ -420,7 +427,7 @@ def read_cosign(
     )
 
 
-def _read_layer(layer: Descriptor, payloads: Mapping[str, bytes], source: str) -> Material:
+def _read_layer(layer: ContentDescriptor, payloads: Mapping[str, bytes], source: str) -> Material:
     payload = payloads.get(layer.digest)
     if payload is None:
         return Unreadable(source, f"its payload {layer.digest} was not fetched")
@@ -428,7 +435,7 @@ def _read_layer(layer: Descriptor, payloads: Mapping[str, bytes], source: str) -
         return Unreadable(
             source, f"a payload of {len(payload):,} bytes (at most {MAX_PAYLOAD_BYTES:,})"
         )
-    if "sha256:" + hashlib.sha256(payload).hexdigest() != layer.digest:
+    if sha256(payload) != layer.digest:
         return Unreadable(source, f"its payload does not match its digest {layer.digest}")
     return CosignSignature(payload, layer.annotations, source)
 
@@ -438,7 +445,7 @@ def is_bundle(artifact_type: str) -> bool:
     return matches(artifact_type, BUNDLE_TYPES)
 
 
-def worth_fetching(referrer: Descriptor, policy: Policy) -> bool:
+def worth_fetching(referrer: ContentDescriptor, policy: Policy) -> bool:
     """Should this referrer be fetched to look for a signature? A sigstore bundle whose
     predicate-type annotation (when cosign set one) is a signature's: attestation bundles
     (SBOMs, provenance) are not fetched for the gate."""
@@ -448,7 +455,7 @@ def worth_fetching(referrer: Descriptor, policy: Policy) -> bool:
     return predicate is None or predicate in policy.predicate_types
 
 
-def bundle_layers(manifest: bytes, *, source: str) -> tuple[Descriptor, ...]:
+def bundle_layers(manifest: bytes, *, source: str) -> tuple[ContentDescriptor, ...]:
     """The bundle blob(s) of a referrer manifest that holds a sigstore bundle (cosign v3:
     one layer). ReferrersError, naming `source`, when the manifest cannot be read."""
     layers = parse_manifest(manifest, where=source).layers
@@ -460,7 +467,7 @@ def read_bundle(data: bytes, *, digest: str, source: str) -> Material:
     MAX_BUNDLE_BYTES or is not what its `digest` says."""
     if len(data) > MAX_BUNDLE_BYTES:
         return Unreadable(source, f"a bundle of {len(data):,} bytes (at most {MAX_BUNDLE_BYTES:,})")
-    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+    if sha256(data) != digest:
         return Unreadable(source, f"the bundle does not match its digest {digest}")
     return SigstoreBundle(data, source)
 

@@ -13,7 +13,7 @@ from mirror.referrers import (
     MAX_ENTRIES,
     MAX_INDEX_BYTES,
     MOVING_TAG_FILTERS,
-    Descriptor,
+    ContentDescriptor,
     Listing,
     ReferrersError,
     TagRole,
@@ -148,14 +148,14 @@ def test_a_listing_as_ecr_answers_it() -> None:
     listing = parse_listing(body, where="ecr", filters_applied="")
     assert listing == Listing(
         (
-            Descriptor(
+            ContentDescriptor(
                 OCI_MANIFEST,
                 sha(1),
                 10,
                 SPDX,
                 (("org.opencontainers.image.created", "2026-01-01"),),
             ),
-            Descriptor(OCI_MANIFEST, sha(2), 10, SIGSTORE_BUNDLE),
+            ContentDescriptor(OCI_MANIFEST, sha(2), 10, SIGSTORE_BUNDLE),
         )
     )
     assert listing.referrers[0].annotation("org.opencontainers.image.created") == "2026-01-01"
@@ -228,7 +228,7 @@ def test_a_referrer_manifest() -> None:
     manifest, blobs = sbom_referrer(SUBJECT, seed="1")
     parsed = parse_manifest(manifest.data, where="m")
     assert parsed.digest == manifest.digest and parsed.size == len(manifest.data)
-    assert parsed.subject == Descriptor(OCI_MANIFEST, DIGEST, 1234)
+    assert parsed.subject == ContentDescriptor(OCI_MANIFEST, DIGEST, 1234)
     assert parsed.artifact_type == SPDX
     assert {blob.digest for blob in parsed.blobs} == {d for d in blobs if d != manifest.digest}
     referrer = parsed.as_referrer()
@@ -287,7 +287,7 @@ def test_a_manifest_that_cannot_be_read_is_named(doc: dict[str, Any], message: s
 
 def test_keep_filters_by_artifact_type_whatever_the_registry_did() -> None:
     refs = [
-        Descriptor(OCI_MANIFEST, sha(n), 1, kind)
+        ContentDescriptor(OCI_MANIFEST, sha(n), 1, kind)
         for n, kind in enumerate((SPDX, SIGSTORE_BUNDLE, "x"))
     ]
     assert keep(refs, None) == tuple(refs)
@@ -334,14 +334,14 @@ def test_moving_tags_are_excluded_from_immutability() -> None:
 
 
 def test_missing_is_what_the_destination_lacks_each_once() -> None:
-    refs = [Descriptor(OCI_MANIFEST, sha(n % 3), 1) for n in range(6)]
+    refs = [ContentDescriptor(OCI_MANIFEST, sha(n % 3), 1) for n in range(6)]
     assert missing(refs, {sha(1)}) == (refs[0], refs[2])
 
 
 # --- the tag-schema index ----------------------------------------------------------------------
 
 
-def descriptor(manifest: Blob) -> Descriptor:
+def descriptor(manifest: Blob) -> ContentDescriptor:
     return parse_manifest(manifest.data, where="m").as_referrer()
 
 
@@ -401,8 +401,10 @@ def test_a_pin_of_an_older_mirror_is_never_taken_for_an_index() -> None:
 
 
 def test_an_index_too_large_to_write() -> None:
-    big = Descriptor(OCI_MANIFEST, sha(1), 1, "x", (("k", "v" * 60_000),))
-    many = [Descriptor(OCI_MANIFEST, sha(n), 1, "x", (("k", "v" * 60_000),)) for n in range(80)]
+    big = ContentDescriptor(OCI_MANIFEST, sha(1), 1, "x", (("k", "v" * 60_000),))
+    many = [
+        ContentDescriptor(OCI_MANIFEST, sha(n), 1, "x", (("k", "v" * 60_000),)) for n in range(80)
+    ]
     assert tag_schema_index(DIGEST, None, [big], where="t") is not None
     with pytest.raises(
         ReferrersError,

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, padding, rsa
 
 from mirror import signatures
 from mirror.errors import ConfigError
-from mirror.referrers import Descriptor
+from mirror.referrers import ContentDescriptor
 from mirror.signatures import (
     CosignSignature,
     Identity,
@@ -502,9 +502,9 @@ def test_a_keyless_bundle_under_a_key_only_policy(sigstore: Sigstore, key_policy
 
 
 def test_which_referrers_are_worth_fetching(identity_policy: Policy) -> None:
-    def referrer(artifact_type: str, predicate: str | None = None) -> Descriptor:
+    def referrer(artifact_type: str, predicate: str | None = None) -> ContentDescriptor:
         annotations = (("dev.sigstore.bundle.predicateType", predicate),) if predicate else ()
-        return Descriptor(
+        return ContentDescriptor(
             "application/vnd.oci.image.manifest.v1+json", DIGEST, 1, artifact_type, annotations
         )
 
