@@ -88,17 +88,22 @@ def sorted_by_digest(*manifests: Blob) -> list[dict[str, Any]]:
 # --- the ECR-like front ----------------------------------------------------------------------
 
 
+def referred(ecr: Any, front: EcrFront, repo: str, seed: str) -> tuple[Blob, Blob, Blob]:
+    """An image pushed through the ECR-like front with an SBOM and a sigstore bundle attached
+    as referrers: (subject, sbom, bundle) manifests."""
+    ecr.create_repository(repositoryName=repo)
+    subject = push_subject(front.host, repo, seed, ECR_LOGIN)
+    sbom = attach_referrer(front.host, repo, subject.digest, sbom_referrer(subject), auth=ECR_LOGIN)
+    signed = attach_referrer(
+        front.host, repo, subject.digest, bundle_referrer(subject, b"{}"), auth=ECR_LOGIN
+    )
+    return subject, sbom, signed
+
+
 def test_ecr_lists_the_referrers_of_a_digest(
     ecr: Any, ecr_front: EcrFront, session: requests.Session, repo_name: str
 ) -> None:
-    ecr.create_repository(repositoryName=repo_name)
-    subject = push_subject(ecr_front.host, repo_name, "ecr-list", ECR_LOGIN)
-    sbom = attach_referrer(
-        ecr_front.host, repo_name, subject.digest, sbom_referrer(subject), auth=ECR_LOGIN
-    )
-    signed = attach_referrer(
-        ecr_front.host, repo_name, subject.digest, bundle_referrer(subject, b"{}"), auth=ECR_LOGIN
-    )
+    subject, sbom, signed = referred(ecr, ecr_front, repo_name, "ecr-list")
     answer = session.get(f"{ecr_front.url}/v2/{repo_name}/referrers/{subject.digest}")
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"] == OCI_INDEX
@@ -170,14 +175,7 @@ def test_ecr_front_ignores_the_artifact_type_filter_unless_told(
     session: requests.Session,
     repo_name: str,
 ) -> None:
-    ecr.create_repository(repositoryName=repo_name)
-    subject = push_subject(ecr_front.host, repo_name, "ecr-filter", ECR_LOGIN)
-    sbom = attach_referrer(
-        ecr_front.host, repo_name, subject.digest, sbom_referrer(subject), auth=ECR_LOGIN
-    )
-    signed = attach_referrer(
-        ecr_front.host, repo_name, subject.digest, bundle_referrer(subject, b"{}"), auth=ECR_LOGIN
-    )
+    subject, sbom, signed = referred(ecr, ecr_front, repo_name, "ecr-filter")
     path = f"/v2/{repo_name}/referrers/{subject.digest}"
     query = {"artifactType": SPDX}
     unfiltered = session.get(f"{ecr_front.url}{path}", params=query)
@@ -301,6 +299,18 @@ def test_the_hub_front_refuses_unknown_referrers_modes(source_registry: BackendR
 # --- a signed image at a stand-in, found and verified ------------------------------------------
 
 
+def sig_tag(registry: Registry, repo: str, tag: str) -> tuple[signatures.Material, ...]:
+    """A cosign `.sig` tag's signatures, fetched as the gate will: the manifest (a pull on
+    Docker Hub), then its payload blobs (no pulls)."""
+    sig = registry.pull_manifest(repo, tag)
+    assert sig is not None
+    payloads = {
+        layer.digest: registry.get_blob(repo, layer.digest) or b""
+        for layer in signatures.cosign_layers(sig.body, source=tag)
+    }
+    return signatures.read_cosign(sig.body, payloads, source=tag)
+
+
 def test_a_signed_image_is_found_and_verified_through_docker_hub(
     source_registry: BackendRegistry, repo_name: str, tmp_path: Path
 ) -> None:
@@ -328,15 +338,7 @@ def test_a_signed_image_is_found_and_verified_through_docker_hub(
         registry = mirror_registry(hub.host)
         tag = referrers.cosign_tag(subject.digest)
         assert registry.head_manifest(repo_name, tag).found  # free: worth a pull
-        sig = registry.pull_manifest(repo_name, tag)
-        assert sig is not None
-        payloads = {
-            layer.digest: registry.get_blob(repo_name, layer.digest) or b""
-            for layer in signatures.cosign_layers(sig.body, source=tag)
-        }
-        by_key = signatures.verify(
-            subject.digest, signatures.read_cosign(sig.body, payloads, source=tag), key_policy
-        )
+        by_key = signatures.verify(subject.digest, sig_tag(registry, repo_name, tag), key_policy)
         index = registry.pull_manifest(repo_name, tag_schema_name(subject.digest))
         assert index is not None
         listing = referrers.parse_listing(index.body, where="tag schema")
@@ -376,17 +378,9 @@ def test_a_replayed_signature_at_a_stand_in_is_refused(
         [key_signed(key, simple_signing(other.digest))],
     )
     policy = signatures.load_policy(keys=[key.write_public(tmp_path / "cosign.pub")])
-    registry = mirror_registry(source_registry.host)
     tag = referrers.cosign_tag(subject.digest)
-    sig = registry.pull_manifest(repo_name, tag)
-    assert sig is not None
-    payloads = {
-        layer.digest: registry.get_blob(repo_name, layer.digest) or b""
-        for layer in signatures.cosign_layers(sig.body, source=tag)
-    }
-    verdict = signatures.verify(
-        subject.digest, signatures.read_cosign(sig.body, payloads, source=tag), policy
-    )
+    material = sig_tag(mirror_registry(source_registry.host), repo_name, tag)
+    verdict = signatures.verify(subject.digest, material, policy)
     assert verdict.reason is signatures.Reason.OTHER_DIGEST
     assert str(verdict) == (
         f"not verified: signature of another digest: {tag} layer 1: a valid signature of "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.stage import Stage
-from tests.standins.images import cosign_signature, push_image
+from tests.standins.images import push_image
+from tests.standins.signing import cosign_sig_manifest, key_signed, new_key, simple_signing
 
 
 def push_alpine_like(stage: Stage) -> dict[str, str]:
@@ -15,10 +16,12 @@ def push_alpine_like(stage: Stage) -> dict[str, str]:
     digests["20240923"] = stage.push("20240923", seed="snapshot")
     subject = digests["3.20"]
     hexdigits = subject.removeprefix("sha256:")
+    key = new_key()
     for suffix in (".sig", ".att", ""):  # "" : the referrers tag schema's own tag
         tag = f"sha256-{hexdigits}{suffix}"
+        signed = key_signed(key, simple_signing(subject, reference=f"alpine{suffix}"))
         digests[tag] = push_image(
-            stage.source.host, stage.repo, tag, *cosign_signature(subject, seed=suffix)
+            stage.source.host, stage.repo, tag, *cosign_sig_manifest([signed])
         )
     return digests
 

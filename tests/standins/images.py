@@ -495,7 +495,6 @@ def _caller(auth: tuple[str, str] | None) -> Any:
 DOCKER_ZSTD_LAYER = "application/vnd.docker.image.rootfs.diff.tar.zstd"  # not in Docker's spec
 FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-COSIGN_SIGNATURE = "application/vnd.dev.cosign.simplesigning.v1+json"
 
 
 def zstd_frame(data: bytes) -> bytes:
@@ -596,37 +595,6 @@ def nested_index(seed: int | str, *, media_types: str = "oci") -> tuple[Blob, di
         },
     )
     return top, {**blobs, top.digest: top}
-
-
-def cosign_signature(subject: str, seed: int | str) -> tuple[Blob, dict[str, Blob]]:
-    """What cosign pushes under ``sha256-<hex>.sig``: an OCI manifest whose layer is a
-    simple-signing payload naming ``subject``, with the signature as an annotation."""
-    payload = _json_blob(
-        COSIGN_SIGNATURE,
-        {
-            "critical": {
-                "identity": {"docker-reference": "test"},
-                "image": {"docker-manifest-digest": subject},
-                "type": "cosign container image signature",
-            },
-            "optional": {"seed": str(seed)},
-        },
-    )
-    config = _json_blob(OCI_CONFIG, {"architecture": "", "os": "", "config": {}, "rootfs": {
-        "type": "layers", "diff_ids": [payload.digest]}})  # fmt: skip
-    signature = base64.b64encode(hashlib.sha256(f"sig {seed}".encode()).digest()).decode()
-    manifest = _json_blob(
-        OCI_MANIFEST,
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": config.descriptor(),
-            "layers": [
-                payload.descriptor(annotations={"dev.cosignproject.cosign/signature": signature})
-            ],
-        },
-    )
-    return manifest, {blob.digest: blob for blob in (payload, config, manifest)}
 
 
 def push_schema1(registry_host: str, repo: str, tag: str, seed: int | str) -> str:

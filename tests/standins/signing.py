@@ -40,6 +40,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from tests.standins.images import OCI_CONFIG, OCI_MANIFEST, Blob, push_image
 from tests.standins.registry import MANIFEST_ACCEPT
+from tests.standins.tls import key_usage
 
 KEY_KINDS = ("ecdsa-p256", "ecdsa-p384", "rsa", "ed25519")
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -442,7 +443,7 @@ class Sigstore:
             .serial_number(x509.random_serial_number())
             .not_valid_before(self.now)
             .not_valid_after(self.now + datetime.timedelta(minutes=10))
-            .add_extension(_key_usage(ca=False), critical=True)
+            .add_extension(key_usage(ca=False), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
             )
@@ -548,7 +549,7 @@ class Sigstore:
             .not_valid_before(self.now - datetime.timedelta(days=365))
             .not_valid_after(self.now + datetime.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-            .add_extension(_key_usage(ca=True), critical=True)
+            .add_extension(key_usage(ca=True, digital_signature=False), critical=True)
         )
 
     # Rekor ------------------------------------------------------------------------------------
@@ -740,20 +741,6 @@ def _der_octet_string(data: bytes) -> bytes:
 def _der_utf8(text: str) -> bytes:
     data = text.encode()
     return b"\x0c" + _der_length(len(data)) + data
-
-
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not ca,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def _log_instance(url: str, key: ec.EllipticCurvePrivateKey, start: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ class Authority:
         self._cert = (
             _builder(name, name, self._key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_key_usage(ca=True), critical=True)
+            .add_extension(key_usage(ca=True), critical=True)
             .sign(self._key, hashes.SHA256())
         )
         self.ca_file = directory / "ca.pem"
@@ -43,7 +43,7 @@ class Authority:
             _builder(subject, self._name, key.public_key())
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(ca=False), critical=True)
+            .add_extension(key_usage(ca=False), critical=True)
             .sign(self._key, hashes.SHA256())
         )
         chain = self.directory / "server.pem"
@@ -75,9 +75,10 @@ def _builder(
     )
 
 
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
+def key_usage(*, ca: bool, digital_signature: bool = True) -> x509.KeyUsage:
+    """KeyUsage of a CA (certificate and CRL signing) or an end entity."""
     return x509.KeyUsage(
-        digital_signature=True,
+        digital_signature=digital_signature,
         content_commitment=False,
         key_encipherment=False,
         data_encipherment=False,
