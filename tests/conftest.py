@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from tests.stage import Stage
@@ -19,23 +21,34 @@ NO_AWS = "http://127.0.0.1:1"
 
 
 @pytest.fixture(autouse=True)
-def no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test reaches real AWS by accident, whatever the machine holds: fake keys (they win
-    over a profile and ~/.aws), no profile, no container or instance role, and every AWS
-    endpoint a closed local port. Tests that need AWS set their own (`aws_env`: moto)."""
-    for name in (
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    over a profile), no profile, no ~/.aws files (a config there can say to ignore endpoint
+    URLs), no container or instance role, no per-service endpoint (AWS_ENDPOINT_URL_ECR beats
+    AWS_ENDPOINT_URL), no cached boto3 session, and every AWS endpoint a closed local port.
+    Tests that need AWS set their own (`aws_env`: moto)."""
+    for name in list(os.environ):
+        if name.startswith("AWS_ENDPOINT_URL_") or name in _AWS_UNSET:
+            monkeypatch.delenv(name, raising=False)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "testing")
+    nowhere = tmp_path_factory.getbasetemp() / "no-aws-files"
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(nowhere / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere / "credentials"))
     monkeypatch.setenv("AWS_ENDPOINT_URL", NO_AWS)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
+_AWS_UNSET = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+)
 
 
 @pytest.fixture
