@@ -28,11 +28,9 @@ from mirror.model import (
     Settings,
     Task,
 )
-from mirror.ports import Copier, Sink, Source, Target
-from mirror.pulls import Pulls
+from mirror.ports import Copier, Manifests, Refusals, Sink, Source, Target
 from mirror.schedule import Admission, Backpressure, Ledger, jobs, reread
 from mirror.stale import Serve
-from mirror.state import Refusals
 from mirror.transfer import Holdings, Transfer
 from mirror.workers import Workers, wait_all, wait_any
 
@@ -106,9 +104,9 @@ class Pipeline:
         settings: Settings,
         stop: threading.Event,
         sink: Sink,
+        pulls: Manifests,
+        refusals: Refusals,
         backpressure: Backpressure | None = None,
-        refusals: Refusals | None = None,
-        pulls: Pulls | None = None,
     ):
         self.sources = sources
         self.targets = list(targets)
@@ -119,8 +117,8 @@ class Pipeline:
         self.sink = sink
         self.holdings = Holdings()
         self.backpressure = backpressure or Backpressure(settings.jobs)
-        self.refusals = refusals or Refusals(None)
-        self.pulls = pulls or Pulls(sources)  # `sources` metered: see Ledger.meter
+        self.refusals = refusals
+        self.pulls = pulls  # reads through `sources`, metered: see Ledger.meter
         self._grace_end: float | None = None
 
     def run(self, plan: Plan) -> Result:
@@ -207,7 +205,8 @@ class Pipeline:
                 admitted = None
                 if len(running) < min(self.settings.jobs, self.backpressure.limit):
                     admitted = admission.next()
-                if admitted is not None:
+                if admitted is not None:  # counted first: with --jobs 1, submit is the copy
+                    collector.set_running(len(running) + 1)
                     running[workers.submit(transfer.run, admitted)] = admitted
                 elif not running:
                     break

@@ -142,6 +142,9 @@ class Manifests(Protocol):
     def has(self, host: str, path: str, digest: str) -> bool:
         """Is it read already (reading it again costs no pull)?"""
 
+    def warnings(self) -> list[str]:
+        """What the run should hear of the reads (a source that gives no digest on HEAD)."""
+
 
 class Copier(Protocol):
     """skopeo: copies an image whole, every digest kept."""

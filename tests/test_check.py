@@ -45,6 +45,9 @@ class FakeManifests:
     def has(self, host: str, path: str, digest: str) -> bool:
         return False
 
+    def warnings(self) -> list[str]:
+        return []
+
 
 @dataclass
 class FakeRegistry:

@@ -266,6 +266,9 @@ class FakeManifests:
     def has(self, host: str, path: str, digest: str) -> bool:
         return False
 
+    def warnings(self) -> list[str]:
+        return []
+
 
 def admission(
     *pendings: Pending, left: int = 100, holdings: FakeHoldings | None = None, index: bytes = b""

@@ -25,9 +25,11 @@ from mirror.model import (
 )
 from mirror.oci import sha256
 from mirror.pipeline import Pipeline
+from mirror.pulls import Pulls
 from mirror.reference import ImageRef, Repository
 from mirror.schedule import Ledger
 from mirror.stale import Serve, age_text, created, parse_time
+from mirror.state import Refusals
 from tests.test_steps import Events, FakeCopier, FakeRegistry, FakeTarget
 
 NOW = datetime(2026, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
@@ -56,6 +58,8 @@ def run(
     budgets = Ledger()
     pipeline = Pipeline(
         sources=lambda host: budgets.meter(registries[host]),
+        pulls=Pulls(lambda host: budgets.meter(registries[host])),
+        refusals=Refusals(None),
         targets=targets,
         copier=FakeCopier(registries, budgets),
         ledger=budgets,

@@ -35,8 +35,10 @@ from mirror.model import (
 from mirror.oci import Descriptor, Manifest, RateLimit, TagList
 from mirror.pipeline import Pipeline
 from mirror.plan import Shard, plan
+from mirror.pulls import Pulls
 from mirror.reference import ImageRef, Repository
 from mirror.schedule import Ledger
+from mirror.state import Refusals
 
 # --- fakes ---------------------------------------------------------------------------------------
 
@@ -210,6 +212,8 @@ def run(
     events = Events()
     pipeline = Pipeline(
         sources=lambda host: budgets.meter(registries[host]),
+        pulls=Pulls(lambda host: budgets.meter(registries[host])),
+        refusals=Refusals(None),
         targets=[FakeTarget("ecr", registries["ecr"])],
         copier=copier,
         ledger=budgets,
@@ -312,12 +316,15 @@ def test_a_spent_budget_defers_in_config_order() -> None:
 def test_jobs_1_copies_in_the_calling_thread_one_after_another() -> None:
     source = {f"library/ruby:{t}": f"sha256:{t}" for t in "ab"}
     threads: list[str] = []
+    running: list[int] = []
+    events = Events()
 
     class Watched(FakeCopier):
         def copy(
             self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
         ) -> Copied:
             threads.append(threading.current_thread().name)
+            running.append(events.progress_seen[-1].running)  # what the status line shows now
             return super().copy(
                 source, destination, src_tls_verify=src_tls_verify, dest_tls_verify=dest_tls_verify
             )
@@ -326,16 +333,19 @@ def test_jobs_1_copies_in_the_calling_thread_one_after_another() -> None:
     budgets = Ledger()
     pipeline = Pipeline(
         sources=lambda host: budgets.meter(registries[host]),
+        pulls=Pulls(lambda host: budgets.meter(registries[host])),
+        refusals=Refusals(None),
         targets=[FakeTarget("ecr", registries["ecr"])],
         copier=Watched(registries, budgets),
         ledger=budgets,
         settings=Settings(jobs=1, retry=Retry(backoff=0.0)),
         stop=threading.Event(),
-        sink=Events(),
+        sink=events,
     )
     result = pipeline.run(Plan((task("a"), task("b", order=1))))
     assert [o.action for o in result.outcomes] == [Action.COPIED, Action.COPIED]
     assert threads == [threading.current_thread().name] * 2
+    assert running == [1, 1]  # each copy is counted running while it runs
 
 
 def test_max_pulls_caps_every_source_together() -> None:

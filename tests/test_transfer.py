@@ -138,6 +138,9 @@ class FakeManifests:
     def has(self, host: str, path: str, digest: str) -> bool:
         return digest in self.by_digest
 
+    def warnings(self) -> list[str]:
+        return []
+
 
 @dataclass
 class FakeLimits:
