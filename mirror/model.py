@@ -147,6 +147,11 @@ class Pending:
     def repository(self) -> str:
         return self.task.repositories[self.target]
 
+    @property
+    def key(self) -> tuple[object, int]:
+        """Which copy it is (its task and target): what the pulls promised to it are kept by."""
+        return (self.task.order, self.target)
+
 
 @dataclass(frozen=True)
 class Copied:

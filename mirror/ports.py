@@ -20,12 +20,12 @@ hand them fakes. Each protocol has one implementation in mirror/:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from mirror.model import Copied, Outcome, Pending, Place, Progress, Refusal
-from mirror.oci import Descriptor, Manifest, RateLimit, TagList
+from mirror.oci import Descriptor, Manifest, TagList
 from mirror.reference import Repository
 
 
@@ -59,11 +59,12 @@ class Source(Protocol):
 
     def head_manifest(self, path: str, reference: str) -> Descriptor: ...
 
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
-    ) -> Descriptor:
-        """A HEAD; with `get` (or when `get(the HEAD's rate limit)` says yes, asked only
-        then), a GET when the HEAD tells no digest (a pull)."""
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+        """A HEAD (a 405 is found, with no digest); with `get`, a GET (read_manifest) when
+        the HEAD tells no digest (a pull)."""
+
+    def read_manifest(self, path: str, reference: str) -> Descriptor:
+        """A manifest GET, described: its digest is its body's sha256 (a pull)."""
 
     def pull_manifest(self, path: str, reference: str) -> Manifest | None: ...
 
@@ -173,11 +174,13 @@ class Limits(Protocol):
     def blocked(self, host: str) -> str | None:
         """Why nothing more may come from `host` in this run (None: it may)."""
 
-    def shortfall(
-        self, host: str, pulls: int, reserved: Mapping[str, int] | None = None
-    ) -> str | None:
-        """Why `pulls` more from `host` cannot be spent now, with `reserved` promised to the
-        copies running (None: they can)."""
+    def shortfall(self, host: str, pulls: int) -> str | None:
+        """Why `pulls` more from `host` cannot be spent now, beside everything promised (None:
+        they can)."""
+
+    def extend(self, copy: tuple[object, int], host: str, pulls: int) -> str | None:
+        """A running copy (Pending.key) needs `pulls` more from now on: promised in place of
+        what it held if they fit beside everyone else's promises, else why not."""
 
 
 class Pacing(Protocol):

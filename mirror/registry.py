@@ -166,28 +166,27 @@ class Registry:
             size=_length(response),
         )
 
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
-    ) -> Descriptor:
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
         """A HEAD; when it gives no `Docker-Content-Digest` (the distribution spec allows
-        that) or the registry answers HEAD with 405, a GET (when `get` is true, or returns
-        true: it is asked only then, with the rate limit the HEAD reported), whose body's
-        sha256 is the digest a pull gets. Otherwise such a Descriptor has no digest (a 405 is
-        then found, without a digest)."""
-        allowed = get if callable(get) else (lambda rate_limit: get)
+        that) or the registry answers HEAD with 405, with `get` a GET (`read_manifest`), whose
+        body's sha256 is the digest a pull gets. Otherwise such a Descriptor has no digest (a
+        405 is then found, without a digest)."""
         try:
             head = self.head_manifest(path, reference)
         except RegistryError as error:
             if error.status != 405:
                 raise
-            if not allowed(None):
-                return Descriptor(found=True)
-            why = "HEAD is not allowed (405)"
-        else:
-            if not head.found or head.digest or not allowed(head.rate_limit):
-                return head
-            why = "HEAD gave no digest"
-        log.debug("%s/%s:%s: %s; reading the manifest with a GET", self.host, path, reference, why)
+            head = Descriptor(found=True)
+        if not head.found or head.digest or not get:
+            return head
+        return self.read_manifest(path, reference)
+
+    def read_manifest(self, path: str, reference: str) -> Descriptor:
+        """A manifest GET, described: its digest is its body's sha256, what a pull gets (a
+        pull on Docker Hub); not found is a Descriptor with `found` false."""
+        log.debug(
+            "%s/%s:%s: reading the manifest with a GET for its digest", self.host, path, reference
+        )
         response = self._request("GET", f"/v2/{path}/manifests/{reference}", path)
         rate_limit = parse_rate_limit(response.headers, host=self.host)
         if response.status == 404:

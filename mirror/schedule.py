@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from mirror.errors import MirrorError, RateLimited
 from mirror.model import HostBudget, Job, Pending, Task
@@ -58,6 +58,8 @@ class Ledger:
         self.max_pulls = max_pulls
         self._hosts: dict[str, HostBudget] = {}
         self._claimed: Counter[str] = Counter()  # pulls promised to GETs not yet answered
+        # pulls promised to the copies running, by copy (Pending.key: its task and target)
+        self._reserved: dict[tuple[object, int], tuple[str, int]] = {}
         self._lock = threading.Lock()
 
     def see(self, host: str, rate_limit: RateLimit | None) -> None:
@@ -108,7 +110,7 @@ class Ledger:
         and the promise are one step, so together they never overrun --max-pulls or the
         budget. The promise is settled by `pulled(..., claimed=True)` or `unclaim`."""
         with self._lock:
-            reason = self._shortfall(host, 1, {})
+            reason = self._shortfall(host, 1)
             if reason is None:
                 self._claimed[host] += 1
             return reason
@@ -118,22 +120,59 @@ class Ledger:
         with self._lock:
             self._claimed[host] -= 1
 
-    def shortfall(
-        self, host: str, pulls: int, reserved: Mapping[str, int] | None = None
-    ) -> str | None:
-        """Why `pulls` more from `host` cannot be spent now, with `reserved` promised to the
-        copies running (per host); None when they can. A job that costs no pull (filled from
-        a target that has the image) is never short, even from a host that answered 429."""
+    def shortfall(self, host: str, pulls: int) -> str | None:
+        """Why `pulls` more from `host` cannot be spent now, beside what is promised to the
+        copies running and the GETs claimed; None when they can. A job that costs no pull
+        (filled from a target that has the image) is never short, even from a host that
+        answered 429."""
         with self._lock:
-            return self._shortfall(host, pulls, reserved or {})
+            return self._shortfall(host, pulls)
 
-    def _shortfall(self, host: str, pulls: int, reserved: Mapping[str, int]) -> str | None:
+    def reserve(self, copy: tuple[object, int], host: str, pulls: int) -> str | None:
+        """Promise `pulls` from `host` to a copy about to start (`copy`: its lead's task order
+        and target), or say why they cannot be spent; held until `release`."""
+        with self._lock:
+            reason = self._shortfall(host, pulls)
+            if reason is None:
+                self._reserved[copy] = (host, pulls)
+            return reason
+
+    def extend(self, copy: tuple[object, int], host: str, pulls: int) -> str | None:
+        """A running copy learnt it needs `pulls` more from now on (the inner indexes of an
+        index of indexes tell its real size only once read): promised in place of what it
+        held, if they fit beside everyone else's promises; else why not (its promise stays)."""
+        with self._lock:
+            held = self._reserved.pop(copy, None)
+            reason = self._shortfall(host, pulls)
+            if reason is None:
+                self._reserved[copy] = (host, pulls)
+            elif held is not None:
+                self._reserved[copy] = held
+            return reason
+
+    def release(self, copy: tuple[object, int]) -> None:
+        """The copy ended: its promise is spent (entered as pulled) or not needed."""
+        with self._lock:
+            self._reserved.pop(copy, None)
+
+    def reserved(self) -> dict[str, int]:
+        """The pulls promised to the copies running, by host."""
+        with self._lock:
+            return dict(self._promised_to_copies())
+
+    def _promised_to_copies(self) -> Counter[str]:
+        promised = Counter[str]()
+        for host, pulls in self._reserved.values():
+            promised[host] += pulls
+        return promised
+
+    def _shortfall(self, host: str, pulls: int) -> str | None:
         if pulls == 0:
             return None
         budget = self._get(host)
         if budget.limited:
             return budget.limited
-        promised = Counter(reserved) + self._claimed
+        promised = self._promised_to_copies() + self._claimed
         spent = sum(b.spent for b in self._hosts.values())
         if self.max_pulls is not None and spent + promised.total() + pulls > self.max_pulls:
             return f"--max-pulls {self.max_pulls} reached; run again later"
@@ -183,27 +222,41 @@ class Metered:
         self.ledger.see(self.host, head.rate_limit)
         return head
 
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
-    ) -> Descriptor:
-        """A HEAD; when it tells no digest and `get` says yes (ports.Source), a GET only if the
-        ledger can promise the pull (`Ledger.claim`, asked once the HEAD's figures are in).
-        Checks run at once: each must see the others' promises, or together they overrun
-        --max-pulls or the budget. The promise is spent when the GET is answered, else given
-        back."""
-        claim = _Claim(self.ledger, self.host, get)
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+        """A HEAD; when it tells no digest and `get`, a GET (read_manifest) only if the ledger
+        can promise the pull (`Ledger.claim`, asked once the HEAD's figures are in). Checks
+        run at once: each must see the others' promises, or together they overrun --max-pulls
+        or the budget. The promise is spent when the GET is answered, else given back."""
+        head = self.head_only(path, reference)
+        if not (get and head.found and not head.digest):
+            return head
+        if self.ledger.claim(self.host) is not None:
+            return head  # no pull to spend: the check says why
         try:
-            with self._answers():
-                head = self.source.describe_manifest(path, reference, get=claim.ask)
+            read = self.read_manifest(path, reference, claimed=True)
         except BaseException:
-            claim.give_back()
+            self.ledger.unclaim(self.host)
             raise
-        if head.fetched and head.found and head.digest:
-            self.ledger.pulled(self.host, head.rate_limit, claimed=claim.made)
-        else:
-            claim.give_back()
-            self.ledger.see(self.host, head.rate_limit)
+        return read
+
+    def head_only(self, path: str, reference: str) -> Descriptor:
+        """The HEAD of describe_manifest (a 405 is found, with no digest)."""
+        with self._answers():
+            head = self.source.describe_manifest(path, reference, get=False)
+        self.ledger.see(self.host, head.rate_limit)
         return head
+
+    def read_manifest(self, path: str, reference: str, *, claimed: bool = False) -> Descriptor:
+        """A manifest GET, described (a pull when answered); `claimed`: promised already."""
+        with self._answers():
+            read = self.source.read_manifest(path, reference)
+        if read.found and read.digest:
+            self.ledger.pulled(self.host, read.rate_limit, claimed=claimed)
+        else:
+            if claimed:
+                self.ledger.unclaim(self.host)
+            self.ledger.see(self.host, read.rate_limit)
+        return read
 
     def pull_manifest(self, path: str, reference: str) -> Manifest | None:
         with self._answers():
@@ -236,29 +289,6 @@ class Metered:
         except RateLimited as error:
             self.ledger.limited(error.host or self.host, error.why)
             raise
-
-
-class _Claim:
-    """One GET's promise of a pull: asked with the HEAD's figures, given back if not spent."""
-
-    def __init__(
-        self, ledger: Ledger, host: str, wanted: bool | Callable[[RateLimit | None], bool]
-    ):
-        self.ledger = ledger
-        self.host = host
-        self.wanted = wanted
-        self.made = False
-
-    def ask(self, rate_limit: RateLimit | None) -> bool:
-        self.ledger.see(self.host, rate_limit)
-        wanted = self.wanted(rate_limit) if callable(self.wanted) else self.wanted
-        self.made = wanted and self.ledger.claim(self.host) is None
-        return self.made
-
-    def give_back(self) -> None:
-        if self.made:
-            self.made = False
-            self.ledger.unclaim(self.host)
 
 
 def estimate(pending: Pending) -> tuple[int, bool]:
@@ -320,18 +350,15 @@ class Admission:
         self.manifests = manifests
         self._reasons: dict[int, str] = {}  # why a job could not start
         self._learned: dict[int, int] = {}  # a job's pulls, once its index was read
-        self._running: dict[int, tuple[Job, int]] = {}  # the pulls reserved, by job
 
     def next(self) -> Job | None:
         """Take the first job that fits (its pulls reserved until `done`); None if none fits."""
-        reserved = self.reserved()
         for job in self.waiting:
-            pulls = self._cost(job, reserved)
-            reason = self.ledger.shortfall(job.host, pulls, reserved)
+            pulls = self._cost(job)
+            reason = self.ledger.reserve(job.lead.key, job.host, pulls)
             if reason is None:
                 self.waiting.remove(job)
                 self._reasons.pop(id(job), None)
-                self._running[id(job)] = (job, pulls)
                 log.debug("starting %s (%d pull(s) from %s)", job.lead.task.source, pulls, job.host)
                 return job
             self._reasons[id(job)] = reason
@@ -339,20 +366,17 @@ class Admission:
 
     def done(self, job: Job) -> None:
         """The job ended: its pulls are spent (the ledger has them) or not needed."""
-        self._running.pop(id(job), None)
+        self.ledger.release(job.lead.key)
 
     def reserved(self) -> dict[str, int]:
-        """The pulls promised to the jobs running, by host."""
-        reserved = Counter[str]()
-        for job, pulls in self._running.values():
-            reserved[job.host] += pulls
-        return dict(reserved)
+        """The pulls promised to the jobs running, by host (the ledger holds them)."""
+        return self.ledger.reserved()
 
     def left(self) -> Sequence[tuple[Job, str]]:
         """The jobs that never started, each with why."""
         return [(job, self._reasons.get(id(job), "not started")) for job in self.waiting]
 
-    def _cost(self, job: Job, reserved: Mapping[str, int]) -> int:
+    def _cost(self, job: Job) -> int:
         """The pulls a job still needs: none when a target already has its image; for an index
         whose entries are counted high and do not fit the budget so, the exact count, learnt
         by reading the index (a pull the copy then does not make again) when the budget
@@ -363,12 +387,12 @@ class Admission:
         if id(job) in self._learned:
             return self._learned[id(job)]
         pulls, exact = estimate(lead)
-        if exact or self.ledger.shortfall(job.host, pulls, reserved) is None:
+        if exact or self.ledger.shortfall(job.host, pulls) is None:
             return pulls
         repository = lead.task.source.repository
         kept = self.manifests.has(repository.registry, repository.path, lead.source_digest)
         least = (0 if kept else 1) + 1  # the index, unless read already, and one entry
-        if self.ledger.shortfall(job.host, least, reserved) is not None:
+        if self.ledger.shortfall(job.host, least) is not None:
             return least  # reading the index would spend a pull on a copy that cannot start
         try:
             top = self.manifests.manifest(repository.registry, repository.path, lead.source_digest)

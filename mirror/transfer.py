@@ -340,7 +340,7 @@ class Transfer:
             return
         host = origin.source.registry
         needed = sum(not origin.pulls.has(host, origin.path, d) for d in dict.fromkeys(digests))
-        short = self.limits.shortfall(host, needed)
+        short = self.limits.extend(pending.key, host, needed)
         if short:
             raise Later(short)
 

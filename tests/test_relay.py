@@ -12,7 +12,7 @@ import hashlib
 import math
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
@@ -62,12 +62,10 @@ class FakeSource:
         self.release = threading.Event()
         self.release.set()
 
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
-    ) -> Descriptor:
-        allowed = get(None) if callable(get) else get
-        if not allowed:
-            return Descriptor(found=True)
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+        return self.read_manifest(path, reference) if get else Descriptor(found=True)
+
+    def read_manifest(self, path: str, reference: str) -> Descriptor:
         with self.lock:
             self.gets += 1
         return Descriptor(found=True, digest=DIGEST, fetched=True, body=MANIFEST, media_type="x")
@@ -402,6 +400,6 @@ def test_answers_to_pulls_that_cross_in_flight_only_lower_the_budget() -> None:
     budgets.pulled("hub", RateLimit(100, 1))
     (budget,) = budgets.snapshot()
     assert (budget.spent, budget.last) == (2, RateLimit(100, 0))
-    assert budgets.shortfall("hub", 1, {}) == (
+    assert budgets.shortfall("hub", 1) == (
         "hub: pull budget: needs 1, 0 left of 100; run again later"
     )

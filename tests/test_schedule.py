@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from mirror.errors import MirrorError, RateLimited
+from mirror.errors import MirrorError, RateLimited, RegistryError
 from mirror.http import Response
 from mirror.model import Job, Pending, Place, Task
 from mirror.oci import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, RateLimit, TagList
@@ -38,6 +38,9 @@ class FakeSource:
     rate_limit: RateLimit | None = field(default_factory=lambda: RateLimit(100, 40))
     limited: bool = False
     heads: int = 0
+    digestless: bool = False  # HEAD gives no digest: describe_manifest GETs it
+    fail_get: bool = False
+    gets: int = 0
 
     def _answer(self) -> None:
         if self.limited:
@@ -48,13 +51,20 @@ class FakeSource:
         self.heads += 1
         return Descriptor(found=True, digest="sha256:a", rate_limit=self.rate_limit)
 
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
-    ) -> Descriptor:
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
         self._answer()
-        fetched = get(self.rate_limit) if callable(get) else get
+        if get and self.digestless:
+            return self.read_manifest(path, reference)
+        digest = None if self.digestless else "sha256:a"
+        return Descriptor(found=True, digest=digest, rate_limit=self.rate_limit)
+
+    def read_manifest(self, path: str, reference: str) -> Descriptor:
+        self._answer()
+        self.gets += 1
+        if self.fail_get:
+            raise RegistryError(f"{self.host}: 503")
         return Descriptor(
-            found=True, digest="sha256:a", rate_limit=self.rate_limit, fetched=fetched, body=b"{}"
+            found=True, digest="sha256:a", rate_limit=self.rate_limit, fetched=True, body=b"{}"
         )
 
     def pull_manifest(self, path: str, reference: str) -> Manifest | None:
@@ -110,10 +120,15 @@ def test_shortfall_counts_reservations_and_max_pulls_and_a_429_blocks_the_host()
     ledger = Ledger(max_pulls=3)
     ledger.see(HUB, RateLimit(100, 2))
     assert ledger.shortfall(HUB, 2) is None
-    assert ledger.shortfall(HUB, 2, {HUB: 1}) == (
+    assert ledger.reserve(("a", 0), HUB, 1) is None
+    assert ledger.shortfall(HUB, 2) == (
         f"{HUB}: pull budget: needs 2, 1 left of 100; run again later"
     )
-    assert ledger.shortfall("quay.io", 2, {HUB: 2}) == "--max-pulls 3 reached; run again later"
+    assert ledger.reserve(("b", 0), HUB, 1) is None
+    assert ledger.shortfall("quay.io", 2) == "--max-pulls 3 reached; run again later"
+    ledger.release(("a", 0))
+    ledger.release(("b", 0))
+    assert ledger.shortfall("quay.io", 2) is None
     ledger.limited(HUB, LIMITED)
     ledger.limited(HUB, "a later reason")  # the first one stays
     assert ledger.blocked(HUB) == LIMITED
@@ -121,12 +136,29 @@ def test_shortfall_counts_reservations_and_max_pulls_and_a_429_blocks_the_host()
     assert ledger.shortfall(HUB, 0) is None  # filled from a target: no pull, never short
 
 
+def test_a_copy_that_learns_it_needs_more_counts_the_others_promises() -> None:
+    """An index of indexes tells its real size only once read: the copy asks for the rest
+    beside what the other copies running hold (--jobs 2 --max-pulls 10 spent 11 when only
+    the spent pulls were counted)."""
+    ledger = Ledger(max_pulls=10)
+    assert ledger.reserve(("a", 0), HUB, 5) is None  # an index counted from its size
+    assert ledger.reserve(("b", 0), HUB, 1) is None  # another image, running beside it
+    ledger.pulled(HUB, None)  # a's top index
+    assert ledger.extend(("a", 0), HUB, 9) == "--max-pulls 10 reached; run again later"
+    assert ledger.reserved() == {HUB: 6}  # refused: a keeps what it held
+    assert ledger.extend(("a", 0), HUB, 8) is None  # 1 spent + 8 + b's 1
+    assert ledger.reserved() == {HUB: 9}
+    ledger.release(("a", 0))
+    ledger.release(("b", 0))
+    assert ledger.reserved() == {}
+
+
 # --- what enters it: metered sources ------------------------------------------------------------
 
 
 def test_a_metered_source_enters_each_answer() -> None:
     ledger = Ledger()
-    source = ledger.meter(FakeSource())
+    source = ledger.meter(FakeSource(digestless=True))
     source.head_manifest("library/ruby", "3.3")
     source.describe_manifest("library/ruby", "3.3", get=False)
     assert ledger.snapshot()[0].spent == 0  # HEADs are no pulls
@@ -143,8 +175,8 @@ def test_a_get_for_a_digest_is_promised_from_the_budget_before_it_is_made() -> N
     """Checks run at once: each GET is claimed with the HEAD's figures in, so two checks with
     one pull left make one GET, and --max-pulls 1 is never overrun."""
     ledger = Ledger()
-    source = ledger.meter(FakeSource(rate_limit=RateLimit(100, 1)))
-    first = ledger.meter(FakeSource(rate_limit=RateLimit(100, 1)))
+    source = ledger.meter(FakeSource(rate_limit=RateLimit(100, 1), digestless=True))
+    first = ledger.meter(FakeSource(rate_limit=RateLimit(100, 1), digestless=True))
     ledger.claim(HUB)  # a GET of another check, not answered yet
     assert not source.describe_manifest("library/ruby", "3.3", get=True).fetched
     ledger.unclaim(HUB)  # that one failed: its pull is given back
@@ -156,7 +188,7 @@ def test_a_get_for_a_digest_is_promised_from_the_budget_before_it_is_made() -> N
     )
 
     capped = Ledger(max_pulls=1)
-    answered = [capped.meter(FakeSource(rate_limit=None)) for _ in range(3)]
+    answered = [capped.meter(FakeSource(rate_limit=None, digestless=True)) for _ in range(3)]
     fetched = [s.describe_manifest("library/ruby", "3.3", get=True).fetched for s in answered]
     assert fetched == [True, False, False]
 
@@ -164,13 +196,11 @@ def test_a_get_for_a_digest_is_promised_from_the_budget_before_it_is_made() -> N
 def test_a_promise_is_given_back_when_the_get_fails() -> None:
     ledger = Ledger(max_pulls=1)
 
-    def refuse(rate_limit: RateLimit | None) -> bool:
-        raise RateLimited(HUB)
-
-    with pytest.raises(RateLimited):
-        ledger.meter(FakeSource()).describe_manifest("library/ruby", "3.3", get=refuse)
-    ledger.meter(FakeSource()).describe_manifest("library/ruby", "3.3", get=lambda limit: False)
+    with pytest.raises(RegistryError):
+        ledger.meter(FakeSource(digestless=True, fail_get=True)).describe_manifest("r", "3.3")
     assert ledger.shortfall("quay.io", 1) is None  # nothing promised, nothing spent
+    ledger.meter(FakeSource(digestless=True)).describe_manifest("r", "3.3", get=False)
+    assert ledger.shortfall("quay.io", 1) is None
 
 
 @pytest.mark.parametrize("call", ["head", "describe", "pull", "blob", "tags", "login"])

@@ -70,9 +70,10 @@ class FakeRegistry:
         digest = self.digests.get(f"{path}:{reference}")
         return Descriptor(found=digest is not None, digest=digest, rate_limit=self.limit)
 
-    def describe_manifest(
-        self, path: str, reference: str, *, get: bool | Callable[[RateLimit | None], bool] = True
-    ) -> Descriptor:
+    def describe_manifest(self, path: str, reference: str, *, get: bool = True) -> Descriptor:
+        return self.head_manifest(path, reference)
+
+    def read_manifest(self, path: str, reference: str) -> Descriptor:
         return self.head_manifest(path, reference)
 
     def get_manifest(self, path: str, reference: str) -> dict[str, Any] | None:

@@ -149,7 +149,10 @@ class FakeLimits:
     def blocked(self, host: str) -> str | None:
         return self.blocked_why
 
-    def shortfall(self, host: str, pulls: int, reserved: Any = None) -> str | None:
+    def shortfall(self, host: str, pulls: int) -> str | None:
+        return None
+
+    def extend(self, copy: tuple[object, int], host: str, pulls: int) -> str | None:
         return None
 
 
