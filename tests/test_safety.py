@@ -247,20 +247,23 @@ def _wait_for(ready: Callable[[], bool], process: subprocess.Popen[str]) -> None
 def test_signal_mid_copy_stops_children_cleans_up_and_reports(
     stage: Stage, signum: int, code: int
 ) -> None:
-    stage.use_hub(delay=0.5)  # slow: each copy takes seconds
     stage.push("a", seed="a", layer_sizes=(500_000,) * 4)
     stage.push("b", seed="b")
     stage.config([stage.image("a", "b")])
     report = stage.tmp / "signal-report.json"
-    process = stage.popen("sync", "--jobs", "1", "--report", str(report))
-    scratch = stage.env["TMPDIR"]
-    deadline = time.monotonic() + 30
-    while not _skopeo_children(scratch, f"{stage.repo}:a"):  # the first copy is under way
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "skopeo never started"
-        time.sleep(0.02)
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=20)
+    stage.hub.hold()  # the copy cannot end before the signal, however busy the machine
+    try:
+        process = stage.popen("sync", "--jobs", "1", "--report", str(report))
+        scratch = stage.env["TMPDIR"]
+        deadline = time.monotonic() + 30
+        while not _skopeo_children(scratch, f"{stage.repo}:a"):  # the first copy is under way
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "skopeo never started"
+            time.sleep(0.02)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        stage.hub.release()
     assert process.returncode == code, stderr
     assert _skopeo_children(scratch) == []
     locks = f"mirror-locks-{os.geteuid()}"  # the private directory of the default lock
