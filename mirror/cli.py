@@ -43,12 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a C-locale cron must not lose a line to Unicode
         if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     console = Console(
         out=sys.stderr if args.command == "ensure" else sys.stdout,
         err=sys.stderr,
-        json_lines=getattr(args, "log_format", "text") == "json",
-        quiet=getattr(args, "quiet", False),
+        json_lines=args.log_format == "json",
+        quiet=args.quiet,
     )
     _setup_log(console, verbose=args.verbose)
     stop = Stop()
@@ -89,6 +89,48 @@ def _drained(console: Console, stop: Stop) -> bool:
 # --- parsing -------------------------------------------------------------------------------------
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, global options merged: given before the command, after it, or both
+    with the same value (a usage error, exit 2, when the two differ)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name, default in GLOBAL_DEFAULTS.items():
+        before = vars(args).pop(BEFORE + name, None)
+        after = getattr(args, name, None)
+        if before is not None and after is not None and not _same(name, before, after):
+            flag = GLOBAL_FLAGS[name]
+            parser.error(
+                f"{flag} given before and after the command, as {before!r} and {after!r}: "
+                "give it once"
+            )
+        setattr(args, name, next((v for v in (after, before) if v is not None), default))
+    return args
+
+
+# The options every command takes, before its name (`mirror -v sync`) or after it (`mirror
+# sync -v`), as git and the aws CLI take theirs; their values when given nowhere.
+GLOBAL_DEFAULTS: dict[str, Any] = {
+    "config": None,
+    "verbose": False,
+    "log_format": "text",
+    "quiet": False,
+}
+GLOBAL_FLAGS = {
+    "config": "-c/--config",
+    "verbose": "-v/--verbose",
+    "log_format": "--log-format",
+    "quiet": "-q/--quiet",
+}
+BEFORE = "before_"  # where the main parser keeps a global option given before the command
+
+
+def _same(name: str, before: object, after: object) -> bool:
+    """Do two values of a global option mean the same? Two spellings of one config file do."""
+    if name == "config" and before and after:
+        return os.path.realpath(str(before)) == os.path.realpath(str(after))
+    return before == after
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error on one line (no usage block): `mirror sync: argument
     --jobs: expected ... (mirror sync --help)`, exit 2."""
@@ -104,10 +146,11 @@ def _parser() -> argparse.ArgumentParser:
         "skopeo; unchanged images cost no Docker Hub pull.",
         epilog=exit_code_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_options(prefix=BEFORE)],
     )
     parser.add_argument("--version", action="version", version=f"mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _common_options()
+    common = _global_options()
     running = _running_options()
     _sync_parser(commands, [common, running])
     _ensure_parser(commands, [common, running])
@@ -139,23 +182,46 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _global_options(prefix: str = "") -> argparse.ArgumentParser:
+    """-c, -v, --log-format, -q: stored only when given (`prefix` + name), so that `parse`
+    can tell where each came from."""
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("global options (before or after the command)")
+    suppress = argparse.SUPPRESS
+    group.add_argument(
         "-c",
         "--config",
+        dest=prefix + "config",
+        default=suppress,
         metavar="FILE",
         help="config file (default: $MIRROR_CONFIG, else ./mirror.yaml)",
     )
-    common.add_argument(
+    group.add_argument(
         "-v",
         "--verbose",
+        dest=prefix + "verbose",
         action="store_true",
+        default=suppress,
         help="debug log on stderr: every registry request (method, host, path, status, ms), "
         "token requests (scope), skopeo command lines, retries and why, budget decisions; "
         "tracebacks. Never a credential",
     )
-    return common
+    group.add_argument(
+        "--log-format",
+        dest=prefix + "log_format",
+        choices=("text", "json"),
+        default=suppress,
+        help="text (default; timestamped when not on a terminal) or json, one object per line",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        dest=prefix + "quiet",
+        action="store_true",
+        default=suppress,
+        help="print only failures, warnings, errors and the summary",
+    )
+    return options
 
 
 def _running_options() -> argparse.ArgumentParser:
@@ -181,18 +247,6 @@ def _running_options() -> argparse.ArgumentParser:
     running.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
     running.add_argument(
         "--junit", metavar="FILE", help="write a JUnit XML file (one test case per image)"
-    )
-    running.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="text (default; timestamped when not on a terminal) or json, one object per line",
-    )
-    running.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="print only failures, warnings, errors and the summary",
     )
     return running
 

@@ -165,7 +165,7 @@ class Stage:
         argv = list(args)
         if "-c" not in argv and "--config" not in argv:
             argv += ["-c", str(self.tmp / "mirror.yaml")]
-        if report and args and args[0] in ("sync", "ensure"):
+        if report and _command_of(args) in ("sync", "ensure"):
             argv += ["--report", str(report_path)]
         completed = subprocess.run(
             self.command(*argv),
@@ -199,3 +199,17 @@ class Stage:
             cwd=self.tmp,
             stdin=subprocess.DEVNULL,
         )
+
+
+COMMANDS = ("sync", "ensure", "repos", "validate")
+
+
+def _command_of(args: Sequence[str]) -> str | None:
+    """The command in `args`, which global options may come before (`-v sync`, `-c F sync`)."""
+    taking_value = ("-c", "--config", "--log-format")
+    after_option = False
+    for arg in args:
+        if not after_option and arg in COMMANDS:
+            return arg
+        after_option = arg in taking_value
+    return None
