@@ -294,10 +294,11 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
         "ensure",
         parents=parents,
         help="mirror the named images if missing or stale; print their ECR references",
-        description="Mirror each IMAGE (written as after FROM in a Dockerfile), and with "
-        "--dockerfile each image the build pulls, if missing or stale in ECR; then print "
-        "the ECR references. Uses the config's source and ecr sections; the images need not be "
-        "listed under images. Progress goes to stderr; stdout has only the result. When ECR "
+        description="Mirror each IMAGE (written as after FROM in a Dockerfile), and each image "
+        "a --dockerfile's build, a --compose file's services or a --manifest's pods pull, if "
+        "missing or stale in ECR; then print the ECR references, or the file pointed at ECR. "
+        "Uses the config's source and ecr sections; the images need not be listed under "
+        "images. Progress goes to stderr; stdout has only the result. When ECR "
         "has a copy and the source cannot refresh it (pull budget spent, 429, login locked "
         "out, 5xx, no answer, unreachable, tag or repository gone), the copy is served: its "
         "reference is printed, exit 0, and one warning line on stderr names the image, the "
@@ -322,13 +323,31 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
         "takes its value from the environment, as docker build does",
     )
     ensure_parser.add_argument(
+        "--compose",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also mirror the image of each service of this Compose file that pulls one (not "
+        "those with build:), variables filled in from the environment and the .env file "
+        "beside it, as docker compose does",
+    )
+    ensure_parser.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also mirror every image the pods of this Kubernetes YAML pull (every document; "
+        "containers, init and ephemeral containers, image volumes; helm template output)",
+    )
+    ensure_parser.add_argument(
         "--format",
-        choices=("refs", "dockerfile", "build-args"),
+        choices=ensure.FORMATS,
         default="refs",
-        help="refs: one ECR reference per line, in order of first use (default); dockerfile: "
-        "the Dockerfile with every image it pulls pointed at ECR, every other byte unchanged; "
-        "build-args: --build-arg NAME=ref for images written as a whole ARG (and "
-        "BUILDKIT_SYNTAX for the # syntax= frontend)",
+        help="refs: one ECR reference per line, in order of first use (default); dockerfile, "
+        "compose, manifest: that file with every image it pulls pointed at ECR, every other "
+        "byte unchanged; build-args: --build-arg NAME=ref for a Dockerfile's images written as "
+        "a whole ARG (and BUILDKIT_SYNTAX for the # syntax= frontend). A format that prints a "
+        "file takes that file only",
     )
     ensure_parser.add_argument(
         "--refresh",
