@@ -285,6 +285,30 @@ def _sync_parser(commands: argparse._SubParsersAction[_Parser], parents: list[An
         "a directory of $TMPDIR, else /tmp, only this user may enter); an existing file "
         "that is not a mirror lock is refused, never changed",
     )
+    sync_parser.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write the run's figures as Prometheus text for node_exporter's textfile "
+        "collector (a name ending in .prom), replaced atomically at the end of every run, "
+        "failed, refused or stopped ones too; mirror_last_success_timestamp_seconds is carried "
+        "over from the file it replaces",
+    )
+    sync_parser.add_argument(
+        "--metrics-label",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a label on every sample of --metrics-file (repeatable): two configs (or "
+        "shards) on one host need one each, as node_exporter refuses a series two files give; "
+        "with --shard K/N, N > 1, shard=K/N is added",
+    )
+    sync_parser.add_argument(
+        "--metrics-emf",
+        action="store_true",
+        help="print the run's figures as CloudWatch Embedded Metric Format lines (namespace "
+        "mirror), the last lines on stdout, as they are (no timestamp): CodeBuild's log group "
+        "turns them into metrics",
+    )
     sync_parser.set_defaults(handler=sync.run)
 
 

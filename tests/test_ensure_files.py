@@ -271,8 +271,8 @@ def test_a_source_that_is_down_serves_ecrs_copy_in_the_file(stage: Stage, kind: 
 # --- bad files: one line, exit 2, nothing asked of any registry ----------------------------------
 
 
-def one_line(stage: Stage, *args: str, **env: str) -> str:
-    run = stage.mirror(*args, **env)
+def one_line(stage: Stage, *args: str) -> str:
+    run = stage.mirror(*args)
     assert run.code == 2, run.stderr
     assert "Traceback" not in run.stderr and "internal error" not in run.stderr
     lines = run.error.splitlines()

@@ -2,10 +2,12 @@
 
     connect -> plan (tag lists) -> check -> schedule -> transfer -> report
 
-Every run writes its report (and JUnit file) when asked, also when it stops early: on an
-error, the images not done are `failed` (or `deferred`, for "try again later" errors) with
-the error; on SIGTERM or SIGINT, `deferred`. The report is written before the last lines are
-printed, so a reader of stdout that is slow or gone can delay the exit, not lose the report.
+Every run writes its report (and JUnit file, and sync's metrics file and EMF lines) when
+asked, also when it stops early: on an error, the images not done are `failed` (or
+`deferred`, for "try again later" errors) with the error; on SIGTERM or SIGINT, `deferred`.
+A usage or config error found after the options were parsed (`reported`), a held lock and a
+bug are recorded too. The files are written before the last lines are printed, so a reader
+of stdout that is slow or gone can delay the exit, not lose them.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from mirror import aws, connect, lock, report, state
+from mirror import aws, connect, lock, metrics, report, state
 from mirror.config import Config
 from mirror.errors import (
     BUG,
@@ -52,6 +54,8 @@ class Console(Sink, Protocol):
     def error(self, text: str) -> None: ...
 
     def summary(self, text: str, **fields: Any) -> None: ...
+
+    def raw(self, text: str) -> None: ...
 
 
 class Bug(MirrorError):
@@ -287,6 +291,7 @@ class _Execution:
                     f"ECR throttled {done.throttled} requests; each was waited out and sent again"
                 )
             self.console.summary(report.summary_line(done), summary=report.summary(outcomes))
+        print_emf(done, self.settings, self.console)
         return Run(done, code, outcomes, self.hosts or connect.hosts(self.config))
 
     def _unfinished(self) -> list[Outcome]:
@@ -354,33 +359,77 @@ def _exit_code(outcomes: Sequence[Outcome], error: MirrorError | None, stop: Sto
 
 
 def write_reports(done: report.Report, settings: Settings) -> None:
-    if settings.report is not None:
-        report.write(settings.report, done)
-    if settings.junit is not None:
-        report.write_junit(settings.junit, done)
+    """Write every file asked for (the report, the JUnit file, the metrics file), each
+    whatever became of the others; MirrorError (exit 1) naming those that could not be."""
+    failures = []
+    for path, write in _writers(settings):
+        try:
+            write(path, done)
+        except MirrorError as error:
+            failures.append(str(error))
+    if failures:
+        raise MirrorError("; ".join(failures))
+
+
+def _writers(settings: Settings) -> list[tuple[Path, Callable[[Path, report.Report], None]]]:
+    labels = dict(settings.metrics_labels)
+    writers: list[tuple[Path | None, Callable[[Path, report.Report], None]]] = [
+        (settings.report, report.write),
+        (settings.junit, report.write_junit),
+        (
+            settings.metrics_file,
+            lambda path, done: metrics.write_prometheus(path, done, labels=labels),
+        ),
+    ]
+    return [(path, write) for path, write in writers if path is not None]
+
+
+def print_emf(done: report.Report, settings: Settings, console: Console) -> None:
+    """With --metrics-emf, the run's figures as CloudWatch EMF lines, the last on stdout."""
+    if settings.emf:
+        for line in metrics.emf(done, shard=settings.shard):
+            console.raw(line)
 
 
 @contextlib.contextmanager
-def reported(settings: Settings) -> Iterator[None]:
-    """A usage or config error before the run starts still leaves a report saying so."""
+def reported(settings: Settings, console: Console) -> Iterator[None]:
+    """A usage or config error (or a bug) before the run starts still leaves the report, the
+    metrics file and the EMF lines saying so, as far as `settings` knows them."""
     try:
         yield
     except MirrorError as error:
-        now = datetime.now(timezone.utc)  # it ended where it started
-        done = report.Report(
-            (), error=str(error), exit_code=error.exit_code, started=now, ended=now
-        )
-        write_reports(done, settings)
+        _record_early(settings, console, str(error), error.exit_code)
+        raise
+    except Exception as bug:
+        _record_early(settings, console, bug_message(bug), Exit.SOFTWARE)
         raise
 
 
-def settings_of(args: argparse.Namespace) -> Settings:
-    """The run's options; --report and --junit are checked here, before anything is done."""
-    written = report.usable(Path(args.report), "--report") if args.report else None
-    junit = report.usable(Path(args.junit), "--junit", junit=True) if args.junit else None
-    if written is not None and written == junit:
-        raise ConfigError(f"--report and --junit name the same file, {args.report}")
-    return Settings(
+def _record_early(settings: Settings, console: Console, why: str, code: int) -> None:
+    now = datetime.now(timezone.utc)  # it ended where it started
+    done = report.Report((), error=why, exit_code=code, started=now, ended=now)
+    try:
+        write_reports(done, settings)
+    except MirrorError as error:  # said first; the error that stopped the run is said last
+        console.error(str(error))
+    print_emf(done, settings, console)
+
+
+def settings_of(args: argparse.Namespace, console: Console) -> Settings:
+    """The run's options; the files it writes are checked here, before anything is done (and
+    a problem with one is recorded in those already found good)."""
+    emf = Settings(emf=getattr(args, "metrics_emf", False))
+    with reported(emf, console):
+        metrics_file = _metrics_file(args)
+        labels = _metrics_labels(args)
+    early = replace(emf, metrics_file=metrics_file, metrics_labels=labels)
+    with reported(early, console):
+        written = report.usable(Path(args.report), "--report") if args.report else None
+        junit = report.usable(Path(args.junit), "--junit", junit=True) if args.junit else None
+        named = {"--report": written, "--junit": junit, "--metrics-file": metrics_file}
+        check_distinct(named)
+    return replace(
+        early,
         jobs=args.jobs,
         dry_run=getattr(args, "dry_run", False),
         max_pulls=getattr(args, "max_pulls", None),
@@ -388,3 +437,39 @@ def settings_of(args: argparse.Namespace) -> Settings:
         report=written,
         junit=junit,
     )
+
+
+def check_distinct(named: dict[str, Path | None]) -> None:
+    """ConfigError when two options name the same file."""
+    seen: dict[Path, str] = {}
+    for option, path in named.items():
+        if path is None:
+            continue
+        if path in seen:
+            raise ConfigError(f"{seen[path]} and {option} name the same file, {path}")
+        seen[path] = option
+
+
+def _metrics_file(args: argparse.Namespace) -> Path | None:
+    given = getattr(args, "metrics_file", None)
+    return metrics.usable_metrics_file(Path(given)) if given else None
+
+
+def _metrics_labels(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """`--metrics-label NAME=VALUE`, each checked as the Prometheus text format takes it."""
+    given: list[str] = getattr(args, "metrics_label", [])
+    if given and not getattr(args, "metrics_file", None):
+        raise ConfigError("--metrics-label needs --metrics-file: the labels are on its samples")
+    labels: dict[str, str] = {}
+    for item in given:
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ConfigError(f"--metrics-label {item!r}: expected NAME=VALUE")
+        if name in labels:
+            raise ConfigError(f"--metrics-label {name}: given twice")
+        labels[name] = value
+    try:
+        metrics.prometheus(report.Report(()), labels=labels)
+    except ValueError as error:
+        raise ConfigError(f"--metrics-label: {error}") from None
+    return tuple(labels.items())
