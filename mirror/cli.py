@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import logging
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -53,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_log(console, verbose=args.verbose)
     stop = Stop()
     signals = args.command in ("sync", "ensure")
-    with signals_to(stop) if signals else contextlib.nullcontext(stop):
+    deadline = getattr(args, "deadline", None)
+    with signals_to(stop, deadline=deadline) if signals else contextlib.nullcontext(stop):
         code = _handled(args, console, stop)
         console.close()
         drained = _drained(console, stop)
@@ -242,7 +244,16 @@ def _running_options() -> argparse.ArgumentParser:
         "(default 30, at most 3600), a copy's reads from the source too (a blob's must keep "
         "moving: 256 KiB at least per SECONDS); a host that does not answer in time is not "
         "asked again in this run (a copy's writes are skopeo's: each attempt at one is "
-        "stopped after an hour)",
+        "stopped after an hour, or at --deadline)",
+    )
+    running.add_argument(
+        "--deadline",
+        type=_duration,
+        metavar="DURATION",
+        help="stop the whole run this long after it starts (3300, 3300s, 55m, 1h30m; at most "
+        "7 days): no work starts after it, what runs is cut off as on SIGTERM (skopeo "
+        "included, and every retry), the report and metrics are written, and what was not "
+        "done is deferred (exit 75, or 1 if an image failed)",
     )
     running.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
     running.add_argument(
@@ -424,6 +435,28 @@ def _refresh(text: str) -> Refresh:
     close = difflib.get_close_matches(word, modes, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else "expected " + ", ".join(modes)
     raise argparse.ArgumentTypeError(f"{text!r} is not a refresh mode ({hint})")
+
+
+DEADLINE_MAX = 7 * 24 * 3600  # seconds: --deadline at most (a week; CodeBuild's is 8 h)
+_DURATION = re.compile(r"(?:(\d{1,6})h)?(?:(\d{1,7})m)?(?:(\d{1,9}(?:\.\d{1,3})?)s)?")
+_NUMBER = re.compile(r"\d{1,9}(?:\.\d{1,3})?")
+
+
+def _duration(text: str) -> float:
+    """`--deadline`: seconds (`3300`, `3300s`, `2.5s`), or hours and minutes (`55m`, `2h`,
+    `1h30m`, `1h30m15s`); more than 0, at most DEADLINE_MAX."""
+    text = text.strip()
+    found = _DURATION.fullmatch(text if not _NUMBER.fullmatch(text) else f"{text}s")
+    value = 0.0
+    if text.isascii() and found and any(found.groups()):
+        hours, minutes, seconds = (float(part or 0) for part in found.groups())
+        value = hours * 3600 + minutes * 60 + seconds
+    if not 0 < value <= DEADLINE_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 3300, 55m or 1h30m (more than 0, at most 7 days), "
+            f"got {text!r}"
+        )
+    return value
 
 
 def _seconds(text: str) -> float:

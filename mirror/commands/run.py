@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ from mirror.errors import (
     Stopped,
     bug_message,
 )
-from mirror.model import INTERRUPTED, Action, Outcome, Plan, Settings, Unresolved
+from mirror.model import INTERRUPTED, Action, Outcome, Plan, Progress, Settings, Unresolved
 from mirror.pipeline import Pipeline, Result
 from mirror.ports import Sink
 from mirror.reference import Repository
@@ -68,16 +68,24 @@ class Bug(MirrorError):
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM during set-up: unwinds whatever the main thread was waiting for."""
+    """SIGINT, SIGTERM or the deadline during set-up: unwinds whatever the main thread was
+    waiting for."""
+
+
+DEADLINE = signal.SIGALRM  # how the --deadline comes: an interval timer of the process
 
 
 class Stop:
-    """Set by SIGINT or SIGTERM: nothing new starts, what runs is cut off, the report is
-    written. During set-up (`raising`), the signal also unwinds the main thread."""
+    """Set by SIGINT, SIGTERM or the --deadline: nothing new starts, what runs is cut off, the
+    report is written. During set-up (`raising`), it also unwinds the main thread. A signal
+    decides the exit code (130, 143); the deadline leaves it to the outcomes, the work it
+    cut off being `deferred` (75)."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
+        self.deadline: float | None = None  # seconds --deadline gave, once it is armed
+        self.ends: datetime | None = None  # when the deadline comes
         self._callbacks: list[Callable[[], None]] = []
         self._raising = False
 
@@ -92,7 +100,8 @@ class Stop:
         self.event.set()
         for callback in self._callbacks:
             callback()
-        if first and self._raising:
+        main = threading.current_thread() is threading.main_thread()
+        if first and self._raising and main:
             raise Interrupted
 
     @contextlib.contextmanager
@@ -106,27 +115,89 @@ class Stop:
             self._raising = False
 
     @property
+    def expired(self) -> bool:
+        """Did the --deadline stop the run (before any signal did)?"""
+        return self.signum == DEADLINE
+
+    @property
     def exit_code(self) -> int | None:
-        if self.signum is None:
+        if self.signum is None or self.expired:
             return None
         return Exit.INTERRUPTED if self.signum == signal.SIGINT else Exit.TERMINATED
 
+    def unfinished(self) -> str:
+        """Why the work a stop cut short is deferred, as its outcome says it."""
+        if self.expired and self.deadline is not None:
+            return f"not reached before the deadline (--deadline {duration_text(self.deadline)})"
+        return INTERRUPTED
+
+    def why(self) -> str | None:
+        """Why the run stopped early, as the report's `error` says it; None: it did not."""
+        if self.expired and self.deadline is not None:
+            return (
+                f"stopped at the deadline (--deadline {duration_text(self.deadline)}): what was "
+                "not done is deferred; run again later"
+            )
+        if self.signum is not None:
+            return f"interrupted by {signal.Signals(self.signum).name}"
+        return None
+
 
 @contextlib.contextmanager
-def signals_to(stop: Stop) -> Iterator[Stop]:
-    """Route SIGINT and SIGTERM to `stop` for the duration of a command (main thread only)."""
+def signals_to(stop: Stop, *, deadline: float | None = None) -> Iterator[Stop]:
+    """Route SIGINT and SIGTERM to `stop` for the duration of a command, and after `deadline`
+    seconds stop it too (main thread only: elsewhere, only the deadline, by a timer thread)."""
+    stop.deadline = deadline
+    stop.ends = datetime.now(timezone.utc) + timedelta(seconds=deadline) if deadline else None
     if threading.current_thread() is not threading.main_thread():
-        yield stop
+        timer = threading.Timer(deadline or 0, stop.handle, (DEADLINE,)) if deadline else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            yield stop
+        finally:
+            if timer is not None:
+                timer.cancel()
         return
-    previous = {number: signal.signal(number, stop.handle) for number in _SIGNALS}
+    numbers = (*_SIGNALS, DEADLINE) if deadline else _SIGNALS
+    previous = {number: signal.signal(number, stop.handle) for number in numbers}
+    if deadline:  # not inherited by skopeo: a fork's child starts with no interval timer
+        signal.setitimer(signal.ITIMER_REAL, deadline)
     try:
         yield stop
     finally:
+        if deadline:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for number, handler in previous.items():
             signal.signal(number, handler)
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def duration_text(seconds: float) -> str:
+    """`55m`, `1h30m`, `90s`, `2.5s`: a duration as --deadline takes it."""
+    if seconds != int(seconds) or seconds < 60:
+        return f"{seconds:g}s"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, rest = divmod(rest, 60)
+    parts = [(hours, "h"), (minutes, "m"), (rest, "s")]
+    return "".join(f"{number}{unit}" for number, unit in parts if number)
+
+
+@dataclass(frozen=True)
+class _Told:
+    """The console as the pipeline's sink, each outcome as `told` says it."""
+
+    console: Sink
+    told: Callable[[Outcome], Outcome]
+
+    def settled(self, outcome: Outcome) -> None:
+        self.console.settled(self.told(outcome))
+
+    def progress(self, progress: Progress) -> None:
+        self.console.progress(progress)
 
 
 class Planner(Protocol):
@@ -206,6 +277,12 @@ class _Execution:
 
     def _steps(self, lock_path: Path | None) -> None:
         settings = self.settings
+        if self.stop.deadline is not None and self.stop.ends is not None:
+            self.console.info(
+                f"--deadline {duration_text(self.stop.deadline)}: the run stops at "
+                f"{report.utc_text(self.stop.ends)} at the latest; what is not done then is "
+                "deferred"
+            )
         aws.check_environment()  # a broken AWS set-up stops the run before anything is written
         with contextlib.ExitStack() as stack:
             with self.stop.raising():
@@ -228,7 +305,7 @@ class _Execution:
                 ledger=self.ledger,
                 settings=settings,
                 stop=self.stop.event,
-                sink=self.console,
+                sink=_Told(self.console, self._told),
                 backpressure=session.backpressure,
                 refusals=refusals,
                 pulls=session.pulls,
@@ -262,7 +339,8 @@ class _Execution:
 
     def _finish(self) -> Run:
         if self.result is not None:
-            outcomes, warnings = self.result.outcomes, self.result.warnings
+            outcomes = [self._told(outcome) for outcome in self.result.outcomes]
+            warnings = self.result.warnings
         else:  # stopped before any image was looked at: the report lists them, the log not
             outcomes, warnings = self._unfinished(), []
         warnings = [*warnings, *self.state_warnings]
@@ -294,13 +372,19 @@ class _Execution:
         print_emf(done, self.settings, self.console)
         return Run(done, code, outcomes, self.hosts or connect.hosts(self.config))
 
+    def _told(self, outcome: Outcome) -> Outcome:
+        """The outcome as it is told: work the deadline cut short says so."""
+        if outcome.error == INTERRUPTED and self.stop.expired:
+            return replace(outcome, error=self.stop.unfinished())
+        return outcome
+
     def _unfinished(self) -> list[Outcome]:
         """Every entry of a run that stopped before its pipeline: failed or deferred, with why."""
         error = self.error
         action = Action.FAILED
         if error is None or error.exit_code == Exit.TRY_LATER:
             action = Action.DEFERRED
-        why = str(error) if error is not None else INTERRUPTED
+        why = str(error) if error is not None else self.stop.unfinished()
         hosts = connect.hosts(self.config)
         shown = self.known or self.planner.static(
             hosts, Unresolved(f"tag rule not resolved: {why}", action)
@@ -338,9 +422,7 @@ def _say_plan(known: Plan, console: Console) -> None:
 
 
 def _why_stopped(error: MirrorError | None, stop: Stop) -> str | None:
-    if stop.signum is not None:
-        return f"interrupted by {signal.Signals(stop.signum).name}"
-    return None if error is None else str(error)
+    return stop.why() or (None if error is None else str(error))
 
 
 def _exit_code(outcomes: Sequence[Outcome], error: MirrorError | None, stop: Stop) -> int:
