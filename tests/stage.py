@@ -18,7 +18,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -213,3 +214,22 @@ def _command_of(args: Sequence[str]) -> str | None:
             return arg
         after_option = arg in taking_value
     return None
+
+
+def help_text(*command: str) -> str:
+    """What `mirror COMMAND --help` prints."""
+    return subprocess.run(
+        [sys.executable, "-m", "mirror", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen[Any]) -> None:
+    """Wait until `ready()` (at most a minute), while `process` runs."""
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "never ready"
+        time.sleep(0.05)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.stage import ROOT, Stage
+from tests.stage import ROOT, Stage, help_text
 
 
 def test_ensure_mirrors_and_prints_references_in_order(stage: Stage) -> None:
@@ -148,12 +146,7 @@ def test_usage_errors_exit_2(stage: Stage) -> None:
 
 @pytest.mark.parametrize("command", ["sync", "ensure", "repos", "validate"])
 def test_every_option_help_shows_is_in_readme(command: str) -> None:
-    shown = subprocess.run(
-        [sys.executable, "-m", "mirror", command, "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = help_text(command)
     options = set(re.findall(r"^\s+(?:-\w(?: \S+)?, )?(--[a-z][\w-]*)", shown, re.M)) - {"--help"}
     assert len(options) >= 4
     readme = (ROOT / "README.md").read_text()

@@ -281,51 +281,87 @@ def one_line(stage: Stage, *args: str) -> str:
     return lines[0]
 
 
+BAD_COMPOSE_FILES = [
+    (
+        "services:\n  db:\n    image: a\n    image: b\n",
+        "line 4: services.db.image: the key appears twice, on lines 3 and 4",
+    ),
+    (
+        "services:\n  db:\n    image: 1.5\n",
+        "line 3: services.db.image: expected text, found a number (1.5): write it in quotes "
+        "if it is text",
+    ),
+    (
+        "services:\n  db:\n    image: [postgres\n",
+        "line 4, column 1: YAML syntax error: expected ',' or ']', but got '<stream end>'",
+    ),
+    (
+        "services:\n  db:\n    image: postgres:${PG_VERSION}\n",
+        "line 3: services.db.image: variable PG_VERSION is not set (in the environment or "
+        ".env) and has no default (docker compose would put an empty string in its place): "
+        "set PG_VERSION, or write ${PG_VERSION:-default}",
+    ),
+    (
+        "services:\n  db:\n    image: postgres:${PG:?set PG to the version}\n",
+        "line 3: services.db.image: required variable PG is missing a value: set PG to the version",
+    ),
+    (
+        "services:\n  db:\n    extends: {file: base.yaml, service: db}\n    image: pg:16\n",
+        "line 3: services.db.extends: service db extends db of another file, which mirror "
+        "does not read: whether its image: is pulled or built depends on that file; give "
+        "the service its own build: (if it builds) or mirror the image by name",
+    ),
+    ("version: '3'\n", "no services: key in any document: not a Compose file"),
+    (
+        "services:\n  db:\n    image: Postgres:16\n",
+        "line 3: services.db.image: 'Postgres:16': bad image name 'Postgres' (path parts "
+        "are lowercase letters and digits, joined by '.', '_', '__' or '-')",
+    ),
+]
+BAD_MANIFESTS = [
+    (
+        "apiVersion: v1\nmetadata: {name: x}\n",
+        "line 1: the document: no kind: not a Kubernetes object",
+    ),
+    (
+        "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: a\n",
+        "line 5: spec.containers[0].image: no image: the container runs nothing",
+    ),
+    (
+        "---\n# Source: web/templates/pod.yaml\napiVersion: v1\nkind: Pod\nspec:\n"
+        "  containers:\n  - name: a\n    image: {{ .Values.image }}\n",
+        "line 8: spec.containers[0].image: an unrendered Helm template: render the chart "
+        "first (helm template)",
+    ),
+    (
+        "apiVersion: v1\nkind: Service\n---\napiVersion: v1\nkind: ConfigMap\n---\n"
+        "apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n"
+        "      containers:\n      - name: web\n        image: 5\n",
+        "document 3, line 14: spec.template.spec.containers[0].image: expected text, found "
+        "a number (5): write it in quotes if it is text",
+    ),
+    (
+        "kind: Pod\napiVersion: v1\nspec:\n  containers:\n  - name: a\n    image: a\n"
+        "    image: b\n",
+        "line 7: spec.containers[0].image: the key appears twice, on lines 6 and 7",
+    ),
+    (
+        "kind: Pod\napiVersion: v1\nspec: {containers: [{name: a, image: scratch}]}\n",
+        "line 3: spec.containers[0].image: 'scratch': scratch is Docker's empty base, not an "
+        "image to mirror",
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        (
-            "services:\n  db:\n    image: a\n    image: b\n",
-            "line 4: services.db.image: the key appears twice, on lines 3 and 4",
-        ),
-        (
-            "services:\n  db:\n    image: 1.5\n",
-            "line 3: services.db.image: expected text, found a number (1.5): write it in quotes "
-            "if it is text",
-        ),
-        (
-            "services:\n  db:\n    image: [postgres\n",
-            "line 4, column 1: YAML syntax error: expected ',' or ']', but got '<stream end>'",
-        ),
-        (
-            "services:\n  db:\n    image: postgres:${PG_VERSION}\n",
-            "line 3: services.db.image: variable PG_VERSION is not set (in the environment or "
-            ".env) and has no default (docker compose would put an empty string in its place): "
-            "set PG_VERSION, or write ${PG_VERSION:-default}",
-        ),
-        (
-            "services:\n  db:\n    image: postgres:${PG:?set PG to the version}\n",
-            "line 3: services.db.image: required variable PG is missing a value: set PG to the "
-            "version",
-        ),
-        (
-            "services:\n  db:\n    extends: {file: base.yaml, service: db}\n    image: pg:16\n",
-            "line 3: services.db.extends: service db extends db of another file, which mirror "
-            "does not read: whether its image: is pulled or built depends on that file; give "
-            "the service its own build: (if it builds) or mirror the image by name",
-        ),
-        ("version: '3'\n", "no services: key in any document: not a Compose file"),
-        (
-            "services:\n  db:\n    image: Postgres:16\n",
-            "line 3: services.db.image: 'Postgres:16': bad image name 'Postgres' (path parts "
-            "are lowercase letters and digits, joined by '.', '_', '__' or '-')",
-        ),
-    ],
+    ("option", "text", "message"),
+    [("--compose", *bad) for bad in BAD_COMPOSE_FILES]
+    + [("--manifest", *bad) for bad in BAD_MANIFESTS],
 )
-def test_a_bad_compose_file_is_one_line(stage: Stage, text: str, message: str) -> None:
+def test_a_bad_file_is_one_line(stage: Stage, option: str, text: str, message: str) -> None:
     stage.config()
-    path = write(stage, "compose.yaml", text)
-    assert one_line(stage, "ensure", "--compose", str(path)) == f"mirror: {path}: {message}"
+    path = write(stage, "file.yaml", text)
+    assert one_line(stage, "ensure", option, str(path)) == f"mirror: {path}: {message}"
 
 
 @pytest.mark.parametrize(
@@ -340,48 +376,6 @@ def test_a_bad_dotenv_file_is_one_line_naming_it(stage: Stage, text: str, messag
     path = write(stage, "compose.yaml", "services:\n  db:\n    image: pg:${TAG:-16}\n")
     env = write(stage, ".env", text)
     assert one_line(stage, "ensure", "--compose", str(path)) == f"mirror: {env}: {message}"
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        (
-            "apiVersion: v1\nmetadata: {name: x}\n",
-            "line 1: the document: no kind: not a Kubernetes object",
-        ),
-        (
-            "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: a\n",
-            "line 5: spec.containers[0].image: no image: the container runs nothing",
-        ),
-        (
-            "---\n# Source: web/templates/pod.yaml\napiVersion: v1\nkind: Pod\nspec:\n"
-            "  containers:\n  - name: a\n    image: {{ .Values.image }}\n",
-            "line 8: spec.containers[0].image: an unrendered Helm template: render the chart "
-            "first (helm template)",
-        ),
-        (
-            "apiVersion: v1\nkind: Service\n---\napiVersion: v1\nkind: ConfigMap\n---\n"
-            "apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n"
-            "      containers:\n      - name: web\n        image: 5\n",
-            "document 3, line 14: spec.template.spec.containers[0].image: expected text, found "
-            "a number (5): write it in quotes if it is text",
-        ),
-        (
-            "kind: Pod\napiVersion: v1\nspec:\n  containers:\n  - name: a\n    image: a\n"
-            "    image: b\n",
-            "line 7: spec.containers[0].image: the key appears twice, on lines 6 and 7",
-        ),
-        (
-            "kind: Pod\napiVersion: v1\nspec: {containers: [{name: a, image: scratch}]}\n",
-            "line 3: spec.containers[0].image: 'scratch': scratch is Docker's empty base, not an "
-            "image to mirror",
-        ),
-    ],
-)
-def test_a_bad_manifest_is_one_line(stage: Stage, text: str, message: str) -> None:
-    stage.config()
-    path = write(stage, "rendered.yaml", text)
-    assert one_line(stage, "ensure", "--manifest", str(path)) == f"mirror: {path}: {message}"
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.stage import Stage
+from tests.stage import Stage, help_text
 
 
 def _positions(command: str, *options: str) -> list[list[str]]:
@@ -102,12 +100,7 @@ def test_a_global_option_given_twice_differently_is_refused(
 
 @pytest.mark.parametrize("command", [(), ("sync",), ("ensure",), ("repos",), ("validate",)])
 def test_help_shows_the_global_options(command: tuple[str, ...]) -> None:
-    shown = subprocess.run(
-        [sys.executable, "-m", "mirror", *command, "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = help_text(*command)
     assert "global options (before or after the command):" in shown
     for flag in ("-c FILE, --config FILE", "-v, --verbose", "--log-format {text,json}"):
         assert flag in shown

@@ -9,9 +9,7 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from mirror import metrics
 from mirror.commands import run as runs
 from mirror.console import Console
 from mirror.model import Settings
-from tests.stage import Run, Stage
+from tests.stage import Run, Stage, wait_until
 from tests.test_metrics import check_emf
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -48,14 +46,6 @@ def emf_lines(run: Run) -> list[dict[str, Any]]:
     assert documents, run.stdout
     assert lines[-len(documents) :] == [line for line in lines if line.startswith('{"_aws":')]
     return documents
-
-
-def wait_until(ready: Callable[[], bool], process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while not ready():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "never ready"
-        time.sleep(0.05)
 
 
 # --- Prometheus ----------------------------------------------------------------------------------
