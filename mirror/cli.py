@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import logging
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -43,17 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a C-locale cron must not lose a line to Unicode
         if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     console = Console(
         out=sys.stderr if args.command == "ensure" else sys.stdout,
         err=sys.stderr,
-        json_lines=getattr(args, "log_format", "text") == "json",
-        quiet=getattr(args, "quiet", False),
+        json_lines=args.log_format == "json",
+        quiet=args.quiet,
     )
     _setup_log(console, verbose=args.verbose)
     stop = Stop()
     signals = args.command in ("sync", "ensure")
-    with signals_to(stop) if signals else contextlib.nullcontext(stop):
+    deadline = getattr(args, "deadline", None)
+    with signals_to(stop, deadline=deadline) if signals else contextlib.nullcontext(stop):
         code = _handled(args, console, stop)
         console.close()
         drained = _drained(console, stop)
@@ -89,6 +91,48 @@ def _drained(console: Console, stop: Stop) -> bool:
 # --- parsing -------------------------------------------------------------------------------------
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, global options merged: given before the command, after it, or both
+    with the same value (a usage error, exit 2, when the two differ)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name, default in GLOBAL_DEFAULTS.items():
+        before = vars(args).pop(BEFORE + name, None)
+        after = getattr(args, name, None)
+        if before is not None and after is not None and not _same(name, before, after):
+            flag = GLOBAL_FLAGS[name]
+            parser.error(
+                f"{flag} given before and after the command, as {before!r} and {after!r}: "
+                "give it once"
+            )
+        setattr(args, name, next((v for v in (after, before) if v is not None), default))
+    return args
+
+
+# The options every command takes, before its name (`mirror -v sync`) or after it (`mirror
+# sync -v`), as git and the aws CLI take theirs; their values when given nowhere.
+GLOBAL_DEFAULTS: dict[str, Any] = {
+    "config": None,
+    "verbose": False,
+    "log_format": "text",
+    "quiet": False,
+}
+GLOBAL_FLAGS = {
+    "config": "-c/--config",
+    "verbose": "-v/--verbose",
+    "log_format": "--log-format",
+    "quiet": "-q/--quiet",
+}
+BEFORE = "before_"  # where the main parser keeps a global option given before the command
+
+
+def _same(name: str, before: object, after: object) -> bool:
+    """Do two values of a global option mean the same? Two spellings of one config file do."""
+    if name == "config" and before and after:
+        return os.path.realpath(str(before)) == os.path.realpath(str(after))
+    return before == after
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error on one line (no usage block): `mirror sync: argument
     --jobs: expected ... (mirror sync --help)`, exit 2."""
@@ -104,10 +148,11 @@ def _parser() -> argparse.ArgumentParser:
         "skopeo; unchanged images cost no Docker Hub pull.",
         epilog=exit_code_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_options(prefix=BEFORE)],
     )
     parser.add_argument("--version", action="version", version=f"mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _common_options()
+    common = _global_options()
     running = _running_options()
     _sync_parser(commands, [common, running])
     _ensure_parser(commands, [common, running])
@@ -139,23 +184,46 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _global_options(prefix: str = "") -> argparse.ArgumentParser:
+    """-c, -v, --log-format, -q: stored only when given (`prefix` + name), so that `parse`
+    can tell where each came from."""
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("global options (before or after the command)")
+    suppress = argparse.SUPPRESS
+    group.add_argument(
         "-c",
         "--config",
+        dest=prefix + "config",
+        default=suppress,
         metavar="FILE",
         help="config file (default: $MIRROR_CONFIG, else ./mirror.yaml)",
     )
-    common.add_argument(
+    group.add_argument(
         "-v",
         "--verbose",
+        dest=prefix + "verbose",
         action="store_true",
+        default=suppress,
         help="debug log on stderr: every registry request (method, host, path, status, ms), "
         "token requests (scope), skopeo command lines, retries and why, budget decisions; "
         "tracebacks. Never a credential",
     )
-    return common
+    group.add_argument(
+        "--log-format",
+        dest=prefix + "log_format",
+        choices=("text", "json"),
+        default=suppress,
+        help="text (default; timestamped when not on a terminal) or json, one object per line",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        dest=prefix + "quiet",
+        action="store_true",
+        default=suppress,
+        help="print only failures, warnings, errors and the summary",
+    )
+    return options
 
 
 def _running_options() -> argparse.ArgumentParser:
@@ -176,23 +244,20 @@ def _running_options() -> argparse.ArgumentParser:
         "(default 30, at most 3600), a copy's reads from the source too (a blob's must keep "
         "moving: 256 KiB at least per SECONDS); a host that does not answer in time is not "
         "asked again in this run (a copy's writes are skopeo's: each attempt at one is "
-        "stopped after an hour)",
+        "stopped after an hour, or at --deadline)",
+    )
+    running.add_argument(
+        "--deadline",
+        type=_duration,
+        metavar="DURATION",
+        help="stop the whole run this long after it starts (3300, 3300s, 55m, 1h30m; at most "
+        "7 days): no work starts after it, what runs is cut off as on SIGTERM (skopeo "
+        "included, and every retry), the report and metrics are written, and what was not "
+        "done is deferred (exit 75, or 1 if an image failed)",
     )
     running.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
     running.add_argument(
         "--junit", metavar="FILE", help="write a JUnit XML file (one test case per image)"
-    )
-    running.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="text (default; timestamped when not on a terminal) or json, one object per line",
-    )
-    running.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="print only failures, warnings, errors and the summary",
     )
     return running
 
@@ -231,6 +296,30 @@ def _sync_parser(commands: argparse._SubParsersAction[_Parser], parents: list[An
         "a directory of $TMPDIR, else /tmp, only this user may enter); an existing file "
         "that is not a mirror lock is refused, never changed",
     )
+    sync_parser.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write the run's figures as Prometheus text for node_exporter's textfile "
+        "collector (a name ending in .prom), replaced atomically at the end of every run, "
+        "failed, refused or stopped ones too; mirror_last_success_timestamp_seconds is carried "
+        "over from the file it replaces",
+    )
+    sync_parser.add_argument(
+        "--metrics-label",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a label on every sample of --metrics-file (repeatable): two configs (or "
+        "shards) on one host need one each, as node_exporter refuses a series two files give; "
+        "with --shard K/N, N > 1, shard=K/N is added",
+    )
+    sync_parser.add_argument(
+        "--metrics-emf",
+        action="store_true",
+        help="print the run's figures as CloudWatch Embedded Metric Format lines (namespace "
+        "mirror), the last lines on stdout, as they are (no timestamp): CodeBuild's log group "
+        "turns them into metrics",
+    )
     sync_parser.set_defaults(handler=sync.run)
 
 
@@ -240,10 +329,11 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
         "ensure",
         parents=parents,
         help="mirror the named images if missing or stale; print their ECR references",
-        description="Mirror each IMAGE (written as after FROM in a Dockerfile), and with "
-        "--dockerfile each image the build pulls, if missing or stale in ECR; then print "
-        "the ECR references. Uses the config's source and ecr sections; the images need not be "
-        "listed under images. Progress goes to stderr; stdout has only the result. When ECR "
+        description="Mirror each IMAGE (written as after FROM in a Dockerfile), and each image "
+        "a --dockerfile's build, a --compose file's services or a --manifest's pods pull, if "
+        "missing or stale in ECR; then print the ECR references, or the file pointed at ECR. "
+        "Uses the config's source and ecr sections; the images need not be listed under "
+        "images. Progress goes to stderr; stdout has only the result. When ECR "
         "has a copy and the source cannot refresh it (pull budget spent, 429, login locked "
         "out, 5xx, no answer, unreachable, tag or repository gone), the copy is served: its "
         "reference is printed, exit 0, and one warning line on stderr names the image, the "
@@ -268,13 +358,31 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
         "takes its value from the environment, as docker build does",
     )
     ensure_parser.add_argument(
+        "--compose",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also mirror the image of each service of this Compose file that pulls one (not "
+        "those with build:), variables filled in from the environment and the .env file "
+        "beside it, as docker compose does",
+    )
+    ensure_parser.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also mirror every image the pods of this Kubernetes YAML pull (every document; "
+        "containers, init and ephemeral containers, image volumes; helm template output)",
+    )
+    ensure_parser.add_argument(
         "--format",
-        choices=("refs", "dockerfile", "build-args"),
+        choices=ensure.FORMATS,
         default="refs",
-        help="refs: one ECR reference per line, in order of first use (default); dockerfile: "
-        "the Dockerfile with every image it pulls pointed at ECR, every other byte unchanged; "
-        "build-args: --build-arg NAME=ref for images written as a whole ARG (and "
-        "BUILDKIT_SYNTAX for the # syntax= frontend)",
+        help="refs: one ECR reference per line, in order of first use (default); dockerfile, "
+        "compose, manifest: that file with every image it pulls pointed at ECR, every other "
+        "byte unchanged; build-args: --build-arg NAME=ref for a Dockerfile's images written as "
+        "a whole ARG (and BUILDKIT_SYNTAX for the # syntax= frontend). A format that prints a "
+        "file takes that file only",
     )
     ensure_parser.add_argument(
         "--refresh",
@@ -327,6 +435,28 @@ def _refresh(text: str) -> Refresh:
     close = difflib.get_close_matches(word, modes, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else "expected " + ", ".join(modes)
     raise argparse.ArgumentTypeError(f"{text!r} is not a refresh mode ({hint})")
+
+
+DEADLINE_MAX = 7 * 24 * 3600  # seconds: --deadline at most (a week; CodeBuild's is 8 h)
+_DURATION = re.compile(r"(?:(\d{1,6})h)?(?:(\d{1,7})m)?(?:(\d{1,9}(?:\.\d{1,3})?)s)?")
+_NUMBER = re.compile(r"\d{1,9}(?:\.\d{1,3})?")
+
+
+def _duration(text: str) -> float:
+    """`--deadline`: seconds (`3300`, `3300s`, `2.5s`), or hours and minutes (`55m`, `2h`,
+    `1h30m`, `1h30m15s`); more than 0, at most DEADLINE_MAX."""
+    text = text.strip()
+    found = _DURATION.fullmatch(text if not _NUMBER.fullmatch(text) else f"{text}s")
+    value = 0.0
+    if text.isascii() and found and any(found.groups()):
+        hours, minutes, seconds = (float(part or 0) for part in found.groups())
+        value = hours * 3600 + minutes * 60 + seconds
+    if not 0 < value <= DEADLINE_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 3300, 55m or 1h30m (more than 0, at most 7 days), "
+            f"got {text!r}"
+        )
+    return value
 
 
 def _seconds(text: str) -> float:

@@ -168,6 +168,11 @@ class Console:
     def summary(self, text: str, **fields: Any) -> None:
         self._emit(self.out, "info", text, event="summary", **fields)
 
+    def raw(self, text: str) -> None:
+        """One line on stdout as it is: no timestamp, no JSON wrapping, also with --quiet (a
+        CloudWatch EMF document, which CloudWatch Logs reads only as a whole log event)."""
+        self._queue.put(("line", (self.out, text)))
+
     def info(self, text: str) -> None:
         if not self.quiet:
             self._emit(self.err, "info", f"mirror: {text}")

@@ -42,7 +42,8 @@ EXIT_CODES: tuple[tuple[Exit, str], ...] = (
         Exit.TRY_LATER,
         "try again later, nothing lost: a source's pull budget is spent or it answered 429 "
         "(its images are deferred; for `ensure`, only those ECR lacks, or with --refresh "
-        "always), or another run holds the lock",
+        "always), the --deadline came first (what was not done is deferred), or another run "
+        "holds the lock",
     ),
     (Exit.INTERRUPTED, "interrupted by SIGINT (Ctrl-C); the report says what was done"),
     (Exit.TERMINATED, "terminated by SIGTERM; the report says what was done"),

@@ -60,6 +60,7 @@ PREVIOUS_LIMIT = 1 << 20  # bytes of an earlier metrics file read for its last s
 FILE_MODE = 0o644  # node_exporter runs as its own user: the file must be readable by others
 SUCCESS = "mirror_last_success_timestamp_seconds"
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_OWN_LABELS = ("registry", "action")  # labels of mirror's own families
 _EMF_MAX_METRICS = 100  # MetricDefinitions per MetricDirective (the EMF specification)
 _EMF_MAX_DIMENSIONS = 30  # dimension keys per DimensionSet (the EMF specification)
 _EMF_DIMENSION_VALUE = 1024  # characters of a dimension value (CloudWatch's Dimension)
@@ -91,8 +92,11 @@ def prometheus(
     ValueError for a label name the format does not allow."""
     labels = labels or {}
     for name in labels:
-        if not _LABEL_NAME.match(name) or name.startswith("__") or name == "registry":
-            raise ValueError(f"{name!r} cannot be a label name here")
+        if not _LABEL_NAME.match(name) or name.startswith("__") or name in _OWN_LABELS:
+            raise ValueError(
+                f"{name!r} cannot be a label name here (letters, digits and _, not starting "
+                "with a digit or __; registry and action are mirror's own)"
+            )
     ended = _seconds(report.ended)
     succeeded = report.exit_code == 0
     counts = summary(report.outcomes)

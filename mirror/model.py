@@ -77,6 +77,10 @@ class Settings:
     grace: float = 5.0  # seconds to wait for work in flight once stopped
     report: Path | None = None
     junit: Path | None = None
+    metrics_file: Path | None = None  # sync --metrics-file: Prometheus text, written at the end
+    metrics_labels: tuple[tuple[str, str], ...] = ()  # on every sample of that file
+    emf: bool = False  # sync --metrics-emf: CloudWatch EMF lines last on stdout
+    shard: str = "1/1"  # sync --shard, K/N: the EMF lines' Shard dimension
 
     @property
     def check_jobs(self) -> int:

@@ -18,7 +18,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -165,7 +166,7 @@ class Stage:
         argv = list(args)
         if "-c" not in argv and "--config" not in argv:
             argv += ["-c", str(self.tmp / "mirror.yaml")]
-        if report and args and args[0] in ("sync", "ensure"):
+        if report and _command_of(args) in ("sync", "ensure"):
             argv += ["--report", str(report_path)]
         completed = subprocess.run(
             self.command(*argv),
@@ -199,3 +200,36 @@ class Stage:
             cwd=self.tmp,
             stdin=subprocess.DEVNULL,
         )
+
+
+COMMANDS = ("sync", "ensure", "repos", "validate")
+
+
+def _command_of(args: Sequence[str]) -> str | None:
+    """The command in `args`, which global options may come before (`-v sync`, `-c F sync`)."""
+    taking_value = ("-c", "--config", "--log-format")
+    after_option = False
+    for arg in args:
+        if not after_option and arg in COMMANDS:
+            return arg
+        after_option = arg in taking_value
+    return None
+
+
+def help_text(*command: str) -> str:
+    """What `mirror COMMAND --help` prints."""
+    return subprocess.run(
+        [sys.executable, "-m", "mirror", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen[Any]) -> None:
+    """Wait until `ready()` (at most a minute), while `process` runs."""
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "never ready"
+        time.sleep(0.05)

@@ -346,7 +346,7 @@ def test_the_lock_file_may_not_be_the_report(stage: Stage) -> None:
     run = stage.mirror("sync", "--report", str(path), "--lock-file", str(path), report=False)
     assert (run.code, run.error) == (
         2,
-        f"mirror: --lock-file {path}: also named by --report or --junit",
+        f"mirror: --lock-file {path}: also named by --report",
     )
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.stage import Stage
+from tests.stage import ROOT, Stage, help_text
 
 
 def test_ensure_mirrors_and_prints_references_in_order(stage: Stage) -> None:
@@ -141,3 +142,12 @@ def test_usage_errors_exit_2(stage: Stage) -> None:
     stage.config()
     assert stage.mirror("sync", "--jobs", "0").code == 2
     assert stage.mirror("frobnicate").code == 2
+
+
+@pytest.mark.parametrize("command", ["sync", "ensure", "repos", "validate"])
+def test_every_option_help_shows_is_in_readme(command: str) -> None:
+    shown = help_text(command)
+    options = set(re.findall(r"^\s+(?:-\w(?: \S+)?, )?(--[a-z][\w-]*)", shown, re.M)) - {"--help"}
+    assert len(options) >= 4
+    readme = (ROOT / "README.md").read_text()
+    assert not [option for option in sorted(options) if not re.search(f"[`/]{option}\\b", readme)]

@@ -15,6 +15,7 @@ import yaml
 
 from mirror import state
 from tests.stage import ROOT, TIMESTAMP, Stage
+from tests.test_metrics import check_emf
 
 BUILDSPEC = yaml.safe_load((ROOT / "buildspec.yaml").read_text())
 
@@ -79,6 +80,9 @@ def test_buildspec_commands_mirror_with_codebuild_variables(stage: Stage) -> Non
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "mirror summary: {'copied': 2}" in done.stdout
+    # --metrics-emf: one EMF line, as it is, for the log group to turn into metrics
+    [emf] = [check_emf(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert (emf["Shard"], emf["RunSucceeded"], emf["ImagesCopied"]) == ("1/1", 1, 2)
     assert {tag: stage.dest_digest(tag) for tag in digests} == digests
     suite = (
         ElementTree.parse(stage.tmp / "src" / "reports" / "junit.xml").getroot().find("testsuite")

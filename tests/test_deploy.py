@@ -378,7 +378,11 @@ def test_template_is_yaml_with_an_unprivileged_codebuild_project() -> None:
     assert environment["Type"] == "LINUX_CONTAINER"
     assert environment["ComputeType"] == "BUILD_GENERAL1_SMALL"
     variables = {item["Name"]: item["Value"] for item in environment["EnvironmentVariables"]}
-    assert variables == {"MIRROR_CONFIG": {"Ref": "ConfigPath"}}
+    assert variables == {
+        "MIRROR_CONFIG": {"Ref": "ConfigPath"},
+        "MIRROR_BUILD_TIMEOUT_MINUTES": {"Ref": "BuildTimeoutMinutes"},  # for --deadline
+    }
+    assert project["TimeoutInMinutes"] == {"Ref": "BuildTimeoutMinutes"}
     # CodeBuild looks for buildspec.yml unless told: the repository's file is buildspec.yaml.
     assert project["Source"]["BuildSpec"] == "buildspec.yaml"
     assert project["Source"]["Type"] == {"Ref": "SourceType"}
@@ -831,7 +835,8 @@ def _unit(name: str) -> configparser.ConfigParser:
 
 SYNC_COMMAND = (
     "/usr/local/bin/mirror sync --config /etc/mirror/mirror.yaml "
-    "--report /var/lib/mirror/report.json --lock-file /var/lib/mirror/sync.lock"
+    "--report /var/lib/mirror/report.json --lock-file /var/lib/mirror/sync.lock "
+    "--deadline 1h55m"
 )
 CRON_LINE = (
     "17 3 * * * mirror /usr/local/bin/mirror sync -c /etc/mirror/mirror.yaml "

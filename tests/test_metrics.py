@@ -175,7 +175,7 @@ def test_label_values_are_escaped_as_the_format_says() -> None:
     assert metrics.last_success(text) is None  # other labels: another series
 
 
-@pytest.mark.parametrize("name", ["1st", "__reserved", "registry", "with-dash", ""])
+@pytest.mark.parametrize("name", ["1st", "__reserved", "registry", "action", "with-dash", ""])
 def test_label_names_the_format_refuses(name: str) -> None:
     with pytest.raises(ValueError, match="cannot be a label name"):
         metrics.prometheus(GOOD, labels={name: "x"})

@@ -9,14 +9,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import boto3
 import pytest
 
 from mirror import lock
-from tests.stage import Stage
+from tests.stage import Stage, wait_until
 
 
 @pytest.fixture
@@ -147,7 +146,6 @@ def test_source_cut_mid_copy_never_leaves_a_half_image(stage: Stage) -> None:
 
 
 def _pull(stage: Stage, target: Path) -> int:
-    import subprocess
 
     from tests.standins.images import skopeo_policy_file, write_auth_file
 
@@ -201,7 +199,7 @@ def test_a_second_run_exits_75_while_a_mirror_run_holds_the_lock(stage: Stage) -
         heads = stage.hub.counts.manifest_head
         first = stage.popen("sync", *args)
         try:  # it has the lock once it checks its image
-            _wait_for(functools.partial(_heads_over, stage, heads), first)
+            wait_until(functools.partial(_heads_over, stage, heads), first)
             run = stage.mirror("sync", *args)
         finally:
             stage.hub.release()
@@ -233,14 +231,6 @@ def test_a_lock_held_by_a_process_that_is_not_mirror_is_not_another_run(stage: S
 
 def _heads_over(stage: Stage, heads: int) -> bool:
     return stage.hub.counts.manifest_head > heads
-
-
-def _wait_for(ready: Callable[[], bool], process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while not ready():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "never ready"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -1,18 +1,30 @@
-"""`mirror ensure`: the named images (and a Dockerfile's) mirrored if missing or stale, then
-their ECR references printed, as refs, a rewritten Dockerfile or build args."""
+"""`mirror ensure`: the named images (and those of a Dockerfile, a Compose file, Kubernetes
+YAML) mirrored if missing or stale, then their ECR references printed: as refs, or the file
+pointed at ECR (`--format dockerfile|compose|manifest`), or build args."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mirror import config, dockerfile
 from mirror.commands import write_result
+from mirror.commands.inputs import (
+    COMPOSE,
+    DOCKERFILE,
+    KINDS,
+    MANIFEST,
+    Input,
+    Kind,
+    read_compose,
+    read_dockerfile,
+    read_manifest,
+)
 from mirror.commands.run import Console, Stop, execute, reported, settings_of
+from mirror.config import Config
 from mirror.connect import Session
 from mirror.errors import ConfigError, Exit
 from mirror.model import Action, Plan, Unresolved
@@ -20,17 +32,29 @@ from mirror.plan import plan_names
 from mirror.reference import Repository
 
 SERVED = (Action.COPIED, Action.UP_TO_DATE, Action.STALE)  # what ensure prints a reference for
+FORMATS = ("refs", "dockerfile", "build-args", "compose", "manifest")
+# --format -> the kind of file it prints
+_PRINTS = {
+    "dockerfile": DOCKERFILE,
+    "build-args": DOCKERFILE,
+    "compose": COMPOSE,
+    "manifest": MANIFEST,
+}
 
 
 def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     """Mirror the images, then print their references (exit 0); nothing on stdout else."""
-    settings = replace(settings_of(args), refresh=args.refresh, check_logins=False)
-    with reported(settings):
+    settings = replace(settings_of(args, console), refresh=args.refresh, check_logins=False)
+    with reported(settings, console):
+        check_combination(args)
         loaded = config.load(config.config_path(args.config))
-        names, text, lines = _names(args)
+        inputs = _inputs(args)
+        names = [*args.images, *(image for given in inputs for image in given.images())]
+        _check_each(loaded, inputs)
         fixed, by_name = plan_names(loaded, names)
-    if not names:  # a Dockerfile that pulls nothing (FROM scratch): nothing to mirror
-        write_result(_output(args.format, text, lines, {}, names))
+    printed = next((given for given in inputs if given.kind is _PRINTS.get(args.format)), None)
+    if not names:  # files that pull nothing (FROM scratch, services that all build)
+        write_result(_output(args.format, printed, {}, names))
         return Exit.OK
     done = execute(loaded, FixedPlanner(fixed), settings, console, stop)
     if done.report.error:
@@ -39,99 +63,80 @@ def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
         return done.exit_code or Exit.FAILED
     # With several targets, the first one's reference: the registry builds pull from.
     mapping = {name: wanted.reference(done.hosts[0]) for name, wanted in by_name.items()}
-    if args.format == "build-args" and (left := dockerfile.not_by_build_args(lines)):
-        console.warning(
-            f"--format build-args cannot point {len(left)} image(s) at ECR (not written as a "
-            f"whole ARG): {', '.join(left)}; the build still pulls them from their registry: "
-            "use --format dockerfile for those"
-        )
-    write_result(_output(args.format, text, lines, mapping, names))
+    if args.format == "build-args" and printed is not None:
+        left = dockerfile.not_by_build_args(printed.dockerfile_uses)
+        if left:
+            console.warning(
+                f"--format build-args cannot point {len(left)} image(s) at ECR (not written as "
+                f"a whole ARG): {', '.join(left)}; the build still pulls them from their "
+                "registry: use --format dockerfile for those"
+            )
+    write_result(_output(args.format, printed, mapping, names))
     return Exit.OK
 
 
-def _names(args: argparse.Namespace) -> tuple[list[str], str, list[dockerfile.ImageUse]]:
-    lines: list[dockerfile.ImageUse] = []
-    text = ""
-    names = list(args.images)
-    if len(args.dockerfile) > 1:
-        raise ConfigError(
-            f"--dockerfile given {len(args.dockerfile)} times: give one (the result is one "
-            "Dockerfile); name a second one's images in another ensure"
-        )
-    if args.dockerfile:
-        text, lines = _read_dockerfile(Path(args.dockerfile[0]), args.build_arg)
-        names += dockerfile.images(lines)
-    elif args.format != "refs":
-        raise ConfigError(f"--format {args.format} needs --dockerfile")
-    elif args.build_arg:
+def check_combination(args: argparse.Namespace) -> None:
+    """What may be given together: each file option once; IMAGEs and files of every kind
+    with --format refs; with a format that prints a file, that file and nothing else (what
+    else was named would be mirrored and not printed)."""
+    for kind in KINDS:
+        given = _given(args, kind)
+        if len(given) > 1:
+            raise ConfigError(
+                f"{kind.option} given {len(given)} times: give one (the result is one "
+                f"{_name(kind)}); name a second one's images in another ensure"
+            )
+    prints = _PRINTS.get(args.format)
+    if prints is not None:
+        if not _given(args, prints):
+            raise ConfigError(f"--format {args.format} needs {prints.option}")
+        others = [kind.option for kind in KINDS if kind is not prints and _given(args, kind)]
+        others = (["IMAGE arguments"] if args.images else []) + others
+        if others:
+            raise ConfigError(
+                f"--format {args.format} prints {prints.what}: {' and '.join(others)} cannot "
+                "come with it (their images would be mirrored, not printed); name them in "
+                "another ensure, or use --format refs"
+            )
+    if args.build_arg and not args.dockerfile:
         raise ConfigError("--build-arg needs --dockerfile: build args are for its ARGs")
-    if not names and not args.dockerfile:
-        raise ConfigError("name at least one IMAGE, or a --dockerfile")
-    return names, text, lines
+    if not args.images and not any(_given(args, kind) for kind in KINDS):
+        raise ConfigError("name at least one IMAGE, or a --dockerfile, --compose or --manifest")
 
 
-def _output(
-    form: str,
-    text: str,
-    lines: list[dockerfile.ImageUse],
-    mapping: dict[str, str],
-    names: list[str],
-) -> str:
-    if form == "dockerfile":
-        return dockerfile.rewrite(text, lines, mapping)
-    if form == "build-args":
-        pairs = dockerfile.build_args(lines, mapping)
+def _given(args: argparse.Namespace, kind: Kind) -> list[str]:
+    return list(getattr(args, kind.option.removeprefix("--")))
+
+
+def _name(kind: Kind) -> str:
+    return kind.what.removeprefix("a ")
+
+
+def _inputs(args: argparse.Namespace) -> list[Input]:
+    """The files named, read and parsed, in the order of their options' kinds."""
+    inputs = [read_dockerfile(Path(path), args.build_arg) for path in args.dockerfile]
+    inputs += [read_compose(Path(path), os.environ) for path in args.compose]
+    return inputs + [read_manifest(Path(path)) for path in args.manifest]
+
+
+def _check_each(loaded: Config, inputs: Sequence[Input]) -> None:
+    """An image of a file that cannot be mirrored is named with its place in the file."""
+    for given in inputs:
+        for use in given.uses:
+            try:
+                plan_names(loaded, [use.image])
+            except ConfigError as error:
+                raise ConfigError(f"{given.path}: {use.where}: {error}") from None
+
+
+def _output(form: str, printed: Input | None, mapping: dict[str, str], names: list[str]) -> str:
+    if form == "build-args" and printed is not None:
+        pairs = dockerfile.build_args(printed.dockerfile_uses, mapping)
         return " ".join(f"--build-arg {name}={reference}" for name, reference in pairs) + "\n"
+    if printed is not None:
+        return printed.rewritten(mapping)
     ordered = list(dict.fromkeys(mapping[name] for name in names))
     return "".join(f"{reference}\n" for reference in ordered)
-
-
-def _read_dockerfile(path: Path, build_args: list[str]) -> tuple[str, list[dockerfile.ImageUse]]:
-    overrides = {}
-    for item in build_args:
-        name, equals, value = item.partition("=")
-        if not name:
-            raise ConfigError(f"--build-arg {item!r}: expected NAME=VALUE or NAME")
-        if equals:
-            overrides[name] = value
-        elif name in os.environ:  # as docker build: NAME alone takes the environment's value
-            overrides[name] = os.environ[name]
-    raw = read_dockerfile(path)
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ConfigError(f"{path}: UTF-16 text; BuildKit reads a Dockerfile as UTF-8")
-    # Bytes that are not UTF-8 (a Latin-1 comment) are carried through as they are, and
-    # CRLF stays CRLF: --format dockerfile changes nothing but the image texts.
-    text = raw.decode("utf-8", "surrogateescape")
-    try:
-        return text, dockerfile.parse(text, overrides)
-    except dockerfile.DockerfileError as error:
-        raise ConfigError(f"{path}: {error}") from None
-
-
-def read_dockerfile(path: Path) -> bytes:
-    """A Dockerfile's bytes: a regular file (through a symbolic link is fine) of at most
-    dockerfile.MAX_SIZE bytes. A FIFO, a device (/dev/zero), a socket or a directory is
-    refused at once, without being opened (opening a device can act: /dev/watchdog arms a
-    reboot) and without a wait; ConfigError naming the file."""
-    not_regular = ConfigError(f"{path}: not a regular file (a Dockerfile is one)")
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise not_regular
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # swapped since the look
-            raise not_regular
-        try:
-            raw = handle.read(dockerfile.MAX_SIZE + 1)
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-    if len(raw) > dockerfile.MAX_SIZE:
-        raise ConfigError(
-            f"{path}: over {dockerfile.MAX_SIZE >> 20} MiB: not read (a Dockerfile is a few kB)"
-        )
-    return raw
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
     connect -> plan (tag lists) -> check -> schedule -> transfer -> report
 
-Every run writes its report (and JUnit file) when asked, also when it stops early: on an
-error, the images not done are `failed` (or `deferred`, for "try again later" errors) with
-the error; on SIGTERM or SIGINT, `deferred`. The report is written before the last lines are
-printed, so a reader of stdout that is slow or gone can delay the exit, not lose the report.
+Every run writes its report (and JUnit file, and sync's metrics file and EMF lines) when
+asked, also when it stops early: on an error, the images not done are `failed` (or
+`deferred`, for "try again later" errors) with the error; on SIGTERM or SIGINT, `deferred`.
+A usage or config error found after the options were parsed (`reported`), a held lock and a
+bug are recorded too. The files are written before the last lines are printed, so a reader
+of stdout that is slow or gone can delay the exit, not lose them.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from mirror import aws, connect, lock, report, state
+from mirror import aws, connect, lock, metrics, report, state
 from mirror.config import Config
 from mirror.errors import (
     BUG,
@@ -34,7 +36,7 @@ from mirror.errors import (
     Stopped,
     bug_message,
 )
-from mirror.model import INTERRUPTED, Action, Outcome, Plan, Settings, Unresolved
+from mirror.model import INTERRUPTED, Action, Outcome, Plan, Progress, Settings, Unresolved
 from mirror.pipeline import Pipeline, Result
 from mirror.ports import Sink
 from mirror.reference import Repository
@@ -53,6 +55,8 @@ class Console(Sink, Protocol):
 
     def summary(self, text: str, **fields: Any) -> None: ...
 
+    def raw(self, text: str) -> None: ...
+
 
 class Bug(MirrorError):
     """An exception mirror did not expect, as the report tells it."""
@@ -64,16 +68,24 @@ class Bug(MirrorError):
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM during set-up: unwinds whatever the main thread was waiting for."""
+    """SIGINT, SIGTERM or the deadline during set-up: unwinds whatever the main thread was
+    waiting for."""
+
+
+DEADLINE = signal.SIGALRM  # how the --deadline comes: an interval timer of the process
 
 
 class Stop:
-    """Set by SIGINT or SIGTERM: nothing new starts, what runs is cut off, the report is
-    written. During set-up (`raising`), the signal also unwinds the main thread."""
+    """Set by SIGINT, SIGTERM or the --deadline: nothing new starts, what runs is cut off, the
+    report is written. During set-up (`raising`), it also unwinds the main thread. A signal
+    decides the exit code (130, 143); the deadline leaves it to the outcomes, the work it
+    cut off being `deferred` (75)."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
+        self.deadline: float | None = None  # seconds --deadline gave, once it is armed
+        self.ends: datetime | None = None  # when the deadline comes
         self._callbacks: list[Callable[[], None]] = []
         self._raising = False
 
@@ -88,7 +100,8 @@ class Stop:
         self.event.set()
         for callback in self._callbacks:
             callback()
-        if first and self._raising:
+        main = threading.current_thread() is threading.main_thread()
+        if first and self._raising and main:
             raise Interrupted
 
     @contextlib.contextmanager
@@ -102,27 +115,89 @@ class Stop:
             self._raising = False
 
     @property
+    def expired(self) -> bool:
+        """Did the --deadline stop the run (before any signal did)?"""
+        return self.signum == DEADLINE
+
+    @property
     def exit_code(self) -> int | None:
-        if self.signum is None:
+        if self.signum is None or self.expired:
             return None
         return Exit.INTERRUPTED if self.signum == signal.SIGINT else Exit.TERMINATED
 
+    def unfinished(self) -> str:
+        """Why the work a stop cut short is deferred, as its outcome says it."""
+        if self.expired and self.deadline is not None:
+            return f"not reached before the deadline (--deadline {duration_text(self.deadline)})"
+        return INTERRUPTED
+
+    def why(self) -> str | None:
+        """Why the run stopped early, as the report's `error` says it; None: it did not."""
+        if self.expired and self.deadline is not None:
+            return (
+                f"stopped at the deadline (--deadline {duration_text(self.deadline)}): what was "
+                "not done is deferred; run again later"
+            )
+        if self.signum is not None:
+            return f"interrupted by {signal.Signals(self.signum).name}"
+        return None
+
 
 @contextlib.contextmanager
-def signals_to(stop: Stop) -> Iterator[Stop]:
-    """Route SIGINT and SIGTERM to `stop` for the duration of a command (main thread only)."""
+def signals_to(stop: Stop, *, deadline: float | None = None) -> Iterator[Stop]:
+    """Route SIGINT and SIGTERM to `stop` for the duration of a command, and after `deadline`
+    seconds stop it too (main thread only: elsewhere, only the deadline, by a timer thread)."""
+    stop.deadline = deadline
+    stop.ends = datetime.now(timezone.utc) + timedelta(seconds=deadline) if deadline else None
     if threading.current_thread() is not threading.main_thread():
-        yield stop
+        timer = threading.Timer(deadline or 0, stop.handle, (DEADLINE,)) if deadline else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            yield stop
+        finally:
+            if timer is not None:
+                timer.cancel()
         return
-    previous = {number: signal.signal(number, stop.handle) for number in _SIGNALS}
+    numbers = (*_SIGNALS, DEADLINE) if deadline else _SIGNALS
+    previous = {number: signal.signal(number, stop.handle) for number in numbers}
+    if deadline:  # not inherited by skopeo: a fork's child starts with no interval timer
+        signal.setitimer(signal.ITIMER_REAL, deadline)
     try:
         yield stop
     finally:
+        if deadline:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for number, handler in previous.items():
             signal.signal(number, handler)
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def duration_text(seconds: float) -> str:
+    """`55m`, `1h30m`, `90s`, `2.5s`: a duration as --deadline takes it."""
+    if seconds != int(seconds) or seconds < 60:
+        return f"{seconds:g}s"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, rest = divmod(rest, 60)
+    parts = [(hours, "h"), (minutes, "m"), (rest, "s")]
+    return "".join(f"{number}{unit}" for number, unit in parts if number)
+
+
+@dataclass(frozen=True)
+class _Told:
+    """The console as the pipeline's sink, each outcome as `told` says it."""
+
+    console: Sink
+    told: Callable[[Outcome], Outcome]
+
+    def settled(self, outcome: Outcome) -> None:
+        self.console.settled(self.told(outcome))
+
+    def progress(self, progress: Progress) -> None:
+        self.console.progress(progress)
 
 
 class Planner(Protocol):
@@ -202,6 +277,12 @@ class _Execution:
 
     def _steps(self, lock_path: Path | None) -> None:
         settings = self.settings
+        if self.stop.deadline is not None and self.stop.ends is not None:
+            self.console.info(
+                f"--deadline {duration_text(self.stop.deadline)}: the run stops at "
+                f"{report.utc_text(self.stop.ends)} at the latest; what is not done then is "
+                "deferred"
+            )
         aws.check_environment()  # a broken AWS set-up stops the run before anything is written
         with contextlib.ExitStack() as stack:
             with self.stop.raising():
@@ -224,7 +305,7 @@ class _Execution:
                 ledger=self.ledger,
                 settings=settings,
                 stop=self.stop.event,
-                sink=self.console,
+                sink=_Told(self.console, self._told),
                 backpressure=session.backpressure,
                 refusals=refusals,
                 pulls=session.pulls,
@@ -258,7 +339,8 @@ class _Execution:
 
     def _finish(self) -> Run:
         if self.result is not None:
-            outcomes, warnings = self.result.outcomes, self.result.warnings
+            outcomes = [self._told(outcome) for outcome in self.result.outcomes]
+            warnings = self.result.warnings
         else:  # stopped before any image was looked at: the report lists them, the log not
             outcomes, warnings = self._unfinished(), []
         warnings = [*warnings, *self.state_warnings]
@@ -287,7 +369,14 @@ class _Execution:
                     f"ECR throttled {done.throttled} requests; each was waited out and sent again"
                 )
             self.console.summary(report.summary_line(done), summary=report.summary(outcomes))
+        print_emf(done, self.settings, self.console)
         return Run(done, code, outcomes, self.hosts or connect.hosts(self.config))
+
+    def _told(self, outcome: Outcome) -> Outcome:
+        """The outcome as it is told: work the deadline cut short says so."""
+        if outcome.error == INTERRUPTED and self.stop.expired:
+            return replace(outcome, error=self.stop.unfinished())
+        return outcome
 
     def _unfinished(self) -> list[Outcome]:
         """Every entry of a run that stopped before its pipeline: failed or deferred, with why."""
@@ -295,7 +384,7 @@ class _Execution:
         action = Action.FAILED
         if error is None or error.exit_code == Exit.TRY_LATER:
             action = Action.DEFERRED
-        why = str(error) if error is not None else INTERRUPTED
+        why = str(error) if error is not None else self.stop.unfinished()
         hosts = connect.hosts(self.config)
         shown = self.known or self.planner.static(
             hosts, Unresolved(f"tag rule not resolved: {why}", action)
@@ -333,9 +422,7 @@ def _say_plan(known: Plan, console: Console) -> None:
 
 
 def _why_stopped(error: MirrorError | None, stop: Stop) -> str | None:
-    if stop.signum is not None:
-        return f"interrupted by {signal.Signals(stop.signum).name}"
-    return None if error is None else str(error)
+    return stop.why() or (None if error is None else str(error))
 
 
 def _exit_code(outcomes: Sequence[Outcome], error: MirrorError | None, stop: Stop) -> int:
@@ -354,33 +441,77 @@ def _exit_code(outcomes: Sequence[Outcome], error: MirrorError | None, stop: Sto
 
 
 def write_reports(done: report.Report, settings: Settings) -> None:
-    if settings.report is not None:
-        report.write(settings.report, done)
-    if settings.junit is not None:
-        report.write_junit(settings.junit, done)
+    """Write every file asked for (the report, the JUnit file, the metrics file), each
+    whatever became of the others; MirrorError (exit 1) naming those that could not be."""
+    failures = []
+    for path, write in _writers(settings):
+        try:
+            write(path, done)
+        except MirrorError as error:
+            failures.append(str(error))
+    if failures:
+        raise MirrorError("; ".join(failures))
+
+
+def _writers(settings: Settings) -> list[tuple[Path, Callable[[Path, report.Report], None]]]:
+    labels = dict(settings.metrics_labels)
+    writers: list[tuple[Path | None, Callable[[Path, report.Report], None]]] = [
+        (settings.report, report.write),
+        (settings.junit, report.write_junit),
+        (
+            settings.metrics_file,
+            lambda path, done: metrics.write_prometheus(path, done, labels=labels),
+        ),
+    ]
+    return [(path, write) for path, write in writers if path is not None]
+
+
+def print_emf(done: report.Report, settings: Settings, console: Console) -> None:
+    """With --metrics-emf, the run's figures as CloudWatch EMF lines, the last on stdout."""
+    if settings.emf:
+        for line in metrics.emf(done, shard=settings.shard):
+            console.raw(line)
 
 
 @contextlib.contextmanager
-def reported(settings: Settings) -> Iterator[None]:
-    """A usage or config error before the run starts still leaves a report saying so."""
+def reported(settings: Settings, console: Console) -> Iterator[None]:
+    """A usage or config error (or a bug) before the run starts still leaves the report, the
+    metrics file and the EMF lines saying so, as far as `settings` knows them."""
     try:
         yield
     except MirrorError as error:
-        now = datetime.now(timezone.utc)  # it ended where it started
-        done = report.Report(
-            (), error=str(error), exit_code=error.exit_code, started=now, ended=now
-        )
-        write_reports(done, settings)
+        _record_early(settings, console, str(error), error.exit_code)
+        raise
+    except Exception as bug:
+        _record_early(settings, console, bug_message(bug), Exit.SOFTWARE)
         raise
 
 
-def settings_of(args: argparse.Namespace) -> Settings:
-    """The run's options; --report and --junit are checked here, before anything is done."""
-    written = report.usable(Path(args.report), "--report") if args.report else None
-    junit = report.usable(Path(args.junit), "--junit", junit=True) if args.junit else None
-    if written is not None and written == junit:
-        raise ConfigError(f"--report and --junit name the same file, {args.report}")
-    return Settings(
+def _record_early(settings: Settings, console: Console, why: str, code: int) -> None:
+    now = datetime.now(timezone.utc)  # it ended where it started
+    done = report.Report((), error=why, exit_code=code, started=now, ended=now)
+    try:
+        write_reports(done, settings)
+    except MirrorError as error:  # said first; the error that stopped the run is said last
+        console.error(str(error))
+    print_emf(done, settings, console)
+
+
+def settings_of(args: argparse.Namespace, console: Console) -> Settings:
+    """The run's options; the files it writes are checked here, before anything is done (and
+    a problem with one is recorded in those already found good)."""
+    emf = Settings(emf=getattr(args, "metrics_emf", False))
+    with reported(emf, console):
+        metrics_file = _metrics_file(args)
+        labels = _metrics_labels(args)
+    early = replace(emf, metrics_file=metrics_file, metrics_labels=labels)
+    with reported(early, console):
+        written = report.usable(Path(args.report), "--report") if args.report else None
+        junit = report.usable(Path(args.junit), "--junit", junit=True) if args.junit else None
+        named = {"--report": written, "--junit": junit, "--metrics-file": metrics_file}
+        check_distinct(named)
+    return replace(
+        early,
         jobs=args.jobs,
         dry_run=getattr(args, "dry_run", False),
         max_pulls=getattr(args, "max_pulls", None),
@@ -388,3 +519,39 @@ def settings_of(args: argparse.Namespace) -> Settings:
         report=written,
         junit=junit,
     )
+
+
+def check_distinct(named: dict[str, Path | None]) -> None:
+    """ConfigError when two options name the same file."""
+    seen: dict[Path, str] = {}
+    for option, path in named.items():
+        if path is None:
+            continue
+        if path in seen:
+            raise ConfigError(f"{seen[path]} and {option} name the same file, {path}")
+        seen[path] = option
+
+
+def _metrics_file(args: argparse.Namespace) -> Path | None:
+    given = getattr(args, "metrics_file", None)
+    return metrics.usable_metrics_file(Path(given)) if given else None
+
+
+def _metrics_labels(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """`--metrics-label NAME=VALUE`, each checked as the Prometheus text format takes it."""
+    given: list[str] = getattr(args, "metrics_label", [])
+    if given and not getattr(args, "metrics_file", None):
+        raise ConfigError("--metrics-label needs --metrics-file: the labels are on its samples")
+    labels: dict[str, str] = {}
+    for item in given:
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ConfigError(f"--metrics-label {item!r}: expected NAME=VALUE")
+        if name in labels:
+            raise ConfigError(f"--metrics-label {name}: given twice")
+        labels[name] = value
+    try:
+        metrics.prometheus(report.Report(()), labels=labels)
+    except ValueError as error:
+        raise ConfigError(f"--metrics-label: {error}") from None
+    return tuple(labels.items())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mirror import lock
@@ -13,7 +13,7 @@ from mirror.commands.run import Console, Stop, execute, reported, settings_of
 from mirror.config import Config, config_path, load
 from mirror.connect import Session
 from mirror.errors import ConfigError, MirrorError, RateLimited, Stopped
-from mirror.model import NOT_RESOLVED, Action, Plan, Unresolved
+from mirror.model import NOT_RESOLVED, Action, Plan, Settings, Unresolved
 from mirror.oci import TagList
 from mirror.plan import Shard, plan, rule_images
 from mirror.reference import Repository
@@ -24,13 +24,18 @@ SHARD_ENV = "MIRROR_SHARD"
 
 def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     """Mirror every image of the config (holding its lock); the run's exit code."""
-    settings = settings_of(args)
-    with reported(settings):
+    settings = settings_of(args, console)
+    with reported(settings, console):
         shard = parse_shard(args.shard or os.environ.get(SHARD_ENV) or "1/1")
+    settings = sharded(settings, shard)
+    with reported(settings, console):
         loaded = load(config_path(args.config))
         lock_path = Path(args.lock_file) if args.lock_file else lock.default_path(loaded.path)
-    if lock_path.resolve() in (settings.report, settings.junit):
-        raise ConfigError(f"--lock-file {lock_path}: also named by --report or --junit")
+    # Not recorded: writing a report would replace the lock file (and the lock on it).
+    written = {"--report": settings.report, "--junit": settings.junit}
+    for option, path in {**written, "--metrics-file": settings.metrics_file}.items():
+        if path is not None and lock_path.resolve() == path:
+            raise ConfigError(f"--lock-file {lock_path}: also named by {option}")
     done = execute(
         loaded,
         SyncPlanner(loaded, shard),
@@ -43,6 +48,17 @@ def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     if done.report.error:
         console.error(done.report.error)
     return done.exit_code
+
+
+def sharded(settings: Settings, shard: Shard) -> Settings:
+    """The settings of shard K/N: the EMF lines' Shard dimension, and with N > 1 a `shard`
+    label on the metrics file's samples (unless --metrics-label gave one), so that the
+    shards of one config on one host write series of their own."""
+    text = f"{shard.index}/{shard.count}"
+    labels = settings.metrics_labels
+    if shard.count > 1 and "shard" not in dict(labels):
+        labels = (*labels, ("shard", text))
+    return replace(settings, shard=text, metrics_labels=labels)
 
 
 def parse_shard(text: str) -> Shard:
