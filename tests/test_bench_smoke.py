@@ -162,3 +162,13 @@ def test_the_regression_benchmark_records_timelines_of_both_ends(tmp_path: Path)
     assert {event["side"] for event in events} == {"source", "destination"}
     assert all(event["arrived"] <= event["answered"] for event in events)
     assert "HEAD /v2/" in (tmp_path / "timeline-worktree.txt").read_text()
+
+
+@pytest.mark.e2e
+def test_the_many_tags_benchmark_builds_a_no_op_without_a_first_sync(tmp_path: Path) -> None:
+    _bench("bench.many_tags", "--tags", "30", "--repositories", "3", "--repeats", "1",
+           "--delay", "0", "--out", str(tmp_path))  # fmt: skip
+    runs = json.loads((tmp_path / "many-tags.json").read_text())["runs"]["worktree"]
+    assert runs[0]["exit_code"] == 0
+    assert (runs[0]["source"]["manifest_head"], runs[0]["source"]["manifest_get"]) == (30, 0)
+    assert runs[0]["tree_peak_rss_mb"] >= runs[0]["peak_rss_mb"] > 0
