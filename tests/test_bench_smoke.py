@@ -172,3 +172,20 @@ def test_the_many_tags_benchmark_builds_a_no_op_without_a_first_sync(tmp_path: P
     assert runs[0]["exit_code"] == 0
     assert (runs[0]["source"]["manifest_head"], runs[0]["source"]["manifest_get"]) == (30, 0)
     assert runs[0]["tree_peak_rss_mb"] >= runs[0]["peak_rss_mb"] > 0
+
+
+@pytest.mark.e2e
+def test_the_shared_base_benchmark_counts_bytes_uploaded(tmp_path: Path) -> None:
+    _bench("bench.shared_base", "--images", "2", "--base-mb", "0.2", "--own-kb", "10",
+           "--delay", "0", "--out", str(tmp_path))  # fmt: skip
+    results = json.loads((tmp_path / "shared-base.json").read_text())
+    least, unmounted = results["minimum_bytes"], results["bytes_without_mounts"]
+    assert least < unmounted
+    by_case = {(run["tool"], run["blob_mounting"]): run for run in results["runs"]}
+    assert all(run["exit_code"] == 0 for run in by_case.values())
+    for tool in ("worktree", "worktree --jobs 1", "skopeo-sync"):
+        assert by_case[(tool, False)]["upload_bytes"] == unmounted  # nothing mounted
+        assert by_case[(tool, False)]["mounts"] == 0
+    # one image after another: the second mounts the base the first uploaded
+    assert by_case[("worktree --jobs 1", True)]["upload_bytes"] == least
+    assert by_case[("skopeo-sync", True)]["upload_bytes"] == least
