@@ -1,15 +1,20 @@
-"""A reproducible corpus of base-image-like tags, and pushing it to a source registry.
+"""Reproducible corpora of base-image-like tags, and pushing them to a source registry.
 
-Like Docker Hub's official images: a few repositories with many tags, about half of them aliases
-of another tag (``3.3.6``, ``3.3``, ``3.3-stable``... all the same digest), half of the images
-single-platform and the rest with two or three platforms, layers from a few KB to tens of MB,
-and a shared base layer per flavour (``debian``, ``slim``, ``alpine``) so blobs repeat across
-tags and repositories as they do on Docker Hub. The same ``(tags, seed, scale)`` always gives
-the same corpus and the same digests.
+:func:`generate`, the alias-rich corpus: like Docker Hub's official images, a few repositories
+with many tags, about half of them aliases of another tag (``3.3.6``, ``3.3``, ``3.3-stable``...
+all the same digest), half of the images single-platform and the rest with two or three
+platforms, layers from a few KB to tens of MB, and a shared base layer per flavour (``debian``,
+``slim``, ``alpine``) so blobs repeat across tags and repositories as they do on Docker Hub.
+
+:func:`distinct`, the distinct-image corpus (issue 18): no alias to exploit, every tag its own
+image, the same layer sizes and base layers, a quarter of the images multi-platform.
+
+The same arguments always give the same corpus and the same digests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -140,11 +145,46 @@ def generate(tags: int, *, seed: int = 6, scale: float = 1.0) -> Corpus:
             )
             left -= 1 + aliases
             group += 1
-    base_layers = {
+    return Corpus(tuple(images), _base_layers(seed, scale), seed)
+
+
+def distinct(
+    images: int = 32,
+    repositories: int = 16,
+    *,
+    multi_every: int = 4,
+    seed: int = 18,
+    scale: float = 1.0,
+) -> Corpus:
+    """``images`` tags, each its own image (no aliases), spread evenly over ``repositories``;
+    every ``multi_every``-th image multi-platform (two platforms, every other one three), the
+    rest linux/amd64 only. Layers as in :func:`generate` (one image in 24 with a big one)."""
+    if images < 1 or repositories < 1:
+        raise ValueError("a corpus needs at least one image and one repository")
+    rng = random.Random(seed)  # noqa: S311 - reproducible data, not crypto
+    made: list[Image] = []
+    groups: dict[str, int] = {}
+    for number in range(images):
+        repository = repository_name(number % min(repositories, images))
+        group = groups.get(repository, 0)
+        groups[repository] = group + 1
+        big = number % BIG_LAYER_EVERY == 5
+        image = _image(rng, repository, group, aliases=0, seed=seed, scale=scale, big=big)
+        made.append(dataclasses.replace(image, platforms=_distinct_platforms(number, multi_every)))
+    return Corpus(tuple(made), _base_layers(seed, scale), seed)
+
+
+def _distinct_platforms(number: int, multi_every: int) -> tuple[str, ...]:
+    if multi_every < 1 or number % multi_every != multi_every - 1:
+        return PLATFORM_SETS[0]
+    return PLATFORM_SETS[1 + (number // multi_every) % 2]
+
+
+def _base_layers(seed: int, scale: float) -> dict[str, bytes]:
+    return {
         name: random.Random(f"{seed}|base|{name}").randbytes(_scaled(size, scale))  # noqa: S311
         for name, size in BASES.values()
     }
-    return Corpus(tuple(images), base_layers, seed)
 
 
 def _image(

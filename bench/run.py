@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -30,6 +27,7 @@ from typing import Any
 from bench import corpus as corpora
 from bench import report
 from bench.tools import TOOLS, Run, Setup, Tool, environment, make_tool, versions
+from bench.versions import snapshot
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.hub import HubCounts, HubFront
 from tests.standins.registry import Registry
@@ -105,30 +103,6 @@ def previous_sizes(path: Path, params: dict[str, Any]) -> dict[str, Any]:
         return {}
     sizes: dict[str, Any] = earlier.get("sizes", {})
     return sizes
-
-
-def snapshot(ref: str, into: Path) -> tuple[str, Path]:
-    """Extract ``mirror/`` as committed at ``ref`` into ``into``: a stable mirror to measure
-    while the working tree changes. Returns the commit and the directory for PYTHONPATH."""
-    repo = Path(__file__).resolve().parent.parent
-    commit = subprocess.run(
-        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    shutil.rmtree(into, ignore_errors=True)
-    into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", commit, "mirror"],
-        cwd=repo,
-        capture_output=True,
-        check=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return commit, into
 
 
 def bench_size(
@@ -220,6 +194,7 @@ def record(run: Run, counts: HubCounts) -> dict[str, Any]:
     return {
         "seconds": round(run.seconds, 3),
         "peak_rss_mb": round(run.peak_rss_kb / 1024, 1),
+        "cpu_seconds": round(run.cpu_seconds, 2),
         "processes": run.processes,
         "exit_code": run.exit_code,
         "source": {

@@ -13,7 +13,9 @@ process *and its children*, i.e. skopeo's RSS for mirror.
 
 from __future__ import annotations
 
+import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -44,12 +46,15 @@ PROCESS_TIMEOUT = 3600.0
 
 @dataclass
 class Run:
-    """One measured run of a tool: wall time, peak RSS of its top process(es), exit codes."""
+    """One measured run of a tool: wall time, peak RSS of its top process(es), exit codes, and
+    (when asked for) the peak of the whole process tree's RSS, sampled."""
 
     seconds: float
     peak_rss_kb: int
     processes: int
     exit_code: int
+    tree_peak_rss_kb: int = 0
+    cpu_seconds: float = 0.0  # user + system of it and the children it waited for
 
 
 class ToolFailed(RuntimeError):
@@ -67,33 +72,65 @@ class Setup:
     prefix: str
     workdir: Path
     env: dict[str, str]
+    tls: bool = False  # both ends speak HTTPS, verified (mirror only: a CA in SSL_CERT_FILE)
 
 
 def peak_rss_kb(pid: int) -> int:
     """``VmHWM`` of a running process in kB; 0 once it has exited (a zombie has none)."""
+    return _status_kb(pid, "VmHWM:")
+
+
+def tree_rss_kb(pid: int) -> int:
+    """``VmRSS`` of ``pid`` and of every process below it, summed, in kB (0 once gone)."""
+    total, waiting = 0, [pid]
+    while waiting:
+        current = waiting.pop()
+        total += _status_kb(current, "VmRSS:")
+        waiting.extend(_children(current))
+    return total
+
+
+def _status_kb(pid: int, field: str) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError, ValueError):
         pass
     return 0
 
 
-def measure(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> Run:
-    """Run ``argv`` to its end, output appended to ``log``; poll its peak RSS meanwhile."""
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found.extend(int(child) for child in children.read().split())
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    return found
+
+
+def measure(
+    argv: list[str], *, env: dict[str, str], cwd: Path, log: Path, tree: bool = False
+) -> Run:
+    """Run ``argv`` to its end, output appended to ``log``; poll its peak RSS meanwhile (with
+    ``tree``, also the RSS of it and its children together, each poll: a sampled peak)."""
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(argv)}\n".encode())
         out.flush()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.Popen(
             argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out
         )
-        peak = 0
+        peak = tree_peak = 0
         deadline = started + PROCESS_TIMEOUT
         while True:
             peak = max(peak, peak_rss_kb(proc.pid))
+            if tree:
+                tree_peak = max(tree_peak, tree_rss_kb(proc.pid))
             try:
                 code = proc.wait(timeout=_POLL)
                 break
@@ -103,11 +140,15 @@ def measure(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> Ru
                     proc.wait()
                     raise ToolFailed(f"{argv[0]} ran over {PROCESS_TIMEOUT:.0f} s") from None
         seconds = time.perf_counter() - started
-    return Run(seconds, peak, 1, code)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Run(seconds, peak, 1, code, tree_peak, cpu)
 
 
 class Tool:
     """A tool ready to sync the corpus (``repositories``: repository -> tags) to its registry."""
+
+    tree = False  # measure the peak RSS of the whole process tree too
 
     def __init__(self, setup: Setup, repositories: dict[str, list[str]]) -> None:
         self.setup = setup
@@ -149,7 +190,9 @@ class Tool:
         raise NotImplementedError
 
     def _measure(self, argv: list[str]) -> Run:
-        return measure(argv, env=self.setup.env, cwd=self.setup.workdir, log=self.log)
+        return measure(
+            argv, env=self.setup.env, cwd=self.setup.workdir, log=self.log, tree=self.tree
+        )
 
 
 class Mirror(Tool):
@@ -252,21 +295,29 @@ def write_mirror_config(setup: Setup, repositories: dict[str, list[str]]) -> Pat
         endpoint=setup.dest_host,
         prefix=setup.prefix,
         images=[{"source": repo, "tags": tags} for repo, tags in repositories.items()],
+        tls=setup.tls,
     )
 
 
 def mirror_config(
-    path: Path, *, source: str, endpoint: str, prefix: str, images: list[dict[str, Any]]
+    path: Path,
+    *,
+    source: str,
+    endpoint: str,
+    prefix: str,
+    images: list[dict[str, Any]],
+    tls: bool = False,
 ) -> Path:
     """Write a mirror config at ``path``: ``source`` as the registry of the images (plain
-    HTTP), ``endpoint`` as ECR's registry, repositories under ``prefix``."""
+    HTTP, or with ``tls`` HTTPS verified), ``endpoint`` as ECR's registry, repositories under
+    ``prefix``."""
     document: dict[str, Any] = {
-        "source": {"registry": source, "tls_verify": False},
+        "source": {"registry": source, "tls_verify": tls},
         "ecr": {
             "region": "us-east-1",
             "repository_prefix": prefix,
             "endpoint": endpoint,
-            "tls_verify": False,
+            "tls_verify": tls,
         },
         "images": images,
     }

@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mirror import aws, skopeo
 from mirror.config import Config, Credentials, Target, target_region
 from mirror.errors import ConfigError, CopyError, SetupError
 from mirror.http import Http, Policy, check_proxies
-from mirror.model import Copied, Settings
+from mirror.model import Copied, Refresh, Settings
 from mirror.oci import Login
 from mirror.pulls import Pulls
 from mirror.reference import Repository
@@ -24,6 +24,7 @@ from mirror.registry import Registry
 from mirror.relay import Relay
 from mirror.repo_settings import RepositorySettings
 from mirror.schedule import Backpressure, Ledger, Metered
+from mirror.workers import Workers
 
 
 def region_of(config: Config, target: Target | None = None) -> str:
@@ -74,6 +75,13 @@ class Sources:
                 )
                 self._clients[host] = (registry, self._ledger.meter(registry))
             return self._clients[host][1]
+
+    def learn_scheme(self, host: str) -> None:
+        """Let `host`'s client find out its scheme now, in the background (Registry)."""
+        self(host)
+        with self._lock:
+            registry = self._clients[host][0]
+        registry.learn_scheme()
 
     def made(self) -> list[Registry]:
         """The registry clients made so far (their clocks are told at the end)."""
@@ -248,15 +256,28 @@ def session(config: Config, settings: Settings, *, ledger: Ledger) -> Iterator[S
         )
         is not None
     }
-    version = None if settings.dry_run else ".".join(map(str, skopeo.probe()))
+    # skopeo's version is asked while boto3 builds its client and ECR gives the token (issue
+    # 18: they were one after the other before the first request); its error comes first.
+    probing = None
+    if not settings.dry_run:
+        with Workers(1, "probe") as background:  # its thread ends after the probe
+            probing = background.submit(skopeo.probe)
     backpressure = Backpressure(settings.jobs)
     http = Http(
         policy=Policy(timeout=settings.timeout),
         pool_size=settings.check_jobs,
         on_throttled=backpressure.throttled,
     )
-    targets = _connect_targets(config, http, settings)
     sources = Sources(config, http, source_logins, ledger)
+    if settings.refresh is Refresh.ALWAYS:  # ensure may not ask the source at all
+        sources.learn_scheme(config.source.registry)
+    try:
+        targets = _connect_targets(config, http, settings)
+    except BaseException:
+        if probing is not None:
+            probing.result()
+        raise
+    version = None if probing is None else ".".join(map(str, probing.result()))
     pulls = Pulls(sources)
     with skopeo.Workspace() as workspace, contextlib.closing(Relay(pulls, sources)) as relay:
         logins = {relay.host: relay.login, **{t.host: t.ecr.registry_login() for t in targets}}
@@ -285,14 +306,32 @@ def _connect_targets(config: Config, http: Http, settings: Settings) -> list[Ecr
     targets = []
     for target in config.targets:
         region = region_of(config, target)
+        early = None
+        if target.endpoint:  # known before the token: its scheme is learnt while it comes
+            early = Registry(target.endpoint, http=http, tls_verify=target.tls_verify)
+            early.learn_scheme()
         ecr = aws.Ecr(region=region, registry_id=target.registry_id, timeout=settings.timeout)
         login = ecr.login()
         host = target.endpoint or aws.registry_host(
             region=region, registry_id=target.registry_id, token_host=login.host
         )
-        registry = Registry(  # it asks for the login each time: ECR's token is renewed
-            host, http=http, tls_verify=target.tls_verify, login=ecr.registry_login, throttled=True
-        )
+        registry = _target_registry(host, http, target, ecr.registry_login, learnt=early)
         settings_of = config.repository_settings(target)
         targets.append(EcrTarget(target, ecr, host, registry, settings_of, settings.dry_run))
     return targets
+
+
+def _target_registry(
+    host: str,
+    http: Http,
+    target: Target,
+    login: Callable[[], Login],
+    *,
+    learnt: Registry | None = None,
+) -> Registry:
+    """A target's registry client; it asks for the login each time (ECR's token is renewed).
+    `learnt`: a client of the same host made earlier, whose scheme this one shares."""
+    registry = Registry(host, http=http, tls_verify=target.tls_verify, login=login, throttled=True)
+    if learnt is not None:
+        registry.share_scheme(learnt)
+    return registry

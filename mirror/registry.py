@@ -357,12 +357,14 @@ class Registry:
         if self._introduced:
             return send()
         with self._first:  # one thread learns how this registry wants to be asked
-            if self._introduced:
-                return send()
-            try:
-                return send()
-            finally:
-                self._introduced = True  # also after a failure: never one at a time
+            if not self._introduced:
+                try:
+                    return send()
+                finally:
+                    self._introduced = True  # also after a failure: never one at a time
+        # The threads that waited for the first go at once, not one by one under the lock
+        # (they did: a no-op's HEADs went one at a time, issue 18).
+        return send()
 
     def _authorized(  # noqa: PLR0917 - the private twin of _request, same arguments
         self,
@@ -432,6 +434,26 @@ class Registry:
         if self.clock_skew is None:
             self.clock_skew = clock_skew(response.headers.get("Date"))
         return response
+
+    def learn_scheme(self) -> None:
+        """With `tls_verify: false`, start finding out in the background whether the registry
+        speaks HTTPS or plain HTTP (a /v2/ probe over HTTPS first, which on a plain-HTTP host
+        waits for a failed handshake), so the first request does not wait for it while the
+        run is still starting (issue 18). Nothing to learn with `tls_verify: true`: HTTPS."""
+        if self._scheme is None:
+            threading.Thread(target=self._quietly_detect, name="scheme", daemon=True).start()
+
+    def share_scheme(self, other: Registry) -> None:
+        """Speak the scheme `other` (a client of the same host) learnt, or is learning."""
+        scheme = other._detect_scheme()
+        with self._lock:
+            self._scheme = scheme
+
+    def _quietly_detect(self) -> None:
+        try:
+            self._detect_scheme()
+        except Exception as error:  # the first request learns it again and says what failed
+            log.debug("%s: %s", self.host, error)
 
     def _detect_scheme(self) -> str:
         # tls_verify: false means "HTTPS without verification, else plain HTTP", as skopeo does.

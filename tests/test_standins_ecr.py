@@ -23,7 +23,14 @@ from tests.standins.ecr import (
     wildcard_match,
 )
 from tests.standins.hub import HubFront
-from tests.standins.images import make_image, skopeo_copy, skopeo_inspect, write_auth_file
+from tests.standins.images import (
+    OCI_MANIFEST,
+    build_image,
+    make_image,
+    skopeo_copy,
+    skopeo_inspect,
+    write_auth_file,
+)
 from tests.standins.registry import MANIFEST_ACCEPT, Registry, manifest_digest
 
 ECR_LOGIN = (ECR_USER, ECR_PASSWORD)
@@ -557,6 +564,10 @@ def test_blob_mounts_only_when_the_registry_setting_is_on(
     )
     assert [path for method, path, _ in off.requests if "mount=" in path]
     assert (on.of("upload_start", 201), on.of("upload_patch")) == (1, 1)  # mounted; config sent
+    _, blobs = build_image(platforms=("linux/amd64",), layer_sizes=(50_000,), seed="mount")
+    sizes = sorted(len(blob.data) for blob in blobs.values() if blob.media_type != OCI_MANIFEST)
+    assert len(sizes) == 2  # the config, then the layer
+    assert (off.upload_bytes, on.upload_bytes) == (sum(sizes), sizes[0])  # the layer: mounted
 
 
 def test_manifests_over_4_mib_are_refused(

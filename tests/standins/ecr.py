@@ -171,7 +171,8 @@ class EcrCounts:
 
     ``kinds`` counts requests that passed auth, by kind; ``statuses`` counts their answers by
     (kind, status); ``throttled`` the 429 ``TOOMANYREQUESTS`` the front chose to send, by kind;
-    ``faulted`` the other faults it chose (:meth:`EcrFront.fail_next`).
+    ``faulted`` the other faults it chose (:meth:`EcrFront.fail_next`); ``upload_bytes`` the
+    blob bytes clients sent in uploads (POST, PATCH and PUT bodies: what a mount saves).
     A 401 challenge is in ``unauthorized`` and ``requests`` only. ``requests`` lists every answer
     in the order sent, as (method, path, status).
     """
@@ -183,6 +184,7 @@ class EcrCounts:
     unauthorized: int = 0
     connections: int = 0
     requests: list[tuple[str, str, int]] = field(default_factory=list)
+    upload_bytes: int = 0
 
     def of(self, kind: str, status: int | None = None) -> int:
         """How many requests of ``kind`` (or a group) there were, answered ``status`` if given."""
@@ -200,6 +202,7 @@ class EcrCounts:
             self.unauthorized,
             self.connections,
             list(self.requests),
+            self.upload_bytes,
         )
 
 
@@ -678,6 +681,9 @@ class EcrFront(HttpFront):
             if req.headers.get(key)
         }
         body = req.read_body() if req.has_body else None
+        if body and req.kind in GROUPS["upload"]:
+            with self._lock:
+                self._counts.upload_bytes += len(body)
         resp = self._backend.request(
             req.command,
             self.backend_url + path,
