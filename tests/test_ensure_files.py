@@ -518,3 +518,37 @@ def test_a_compose_service_on_ecr_is_left_as_it_is(stage: Stage) -> None:
     run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
     assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
     assert run.stdout == path.read_text().replace(f"{stage.repo}:16", f"{ecr}:16")
+
+
+# What Compose builds or never pulls: a service whose image another service builds (here
+# through an anchor the building service writes), pull_policy never and build.
+NOT_PULLED = """\
+services:
+  app:
+    build: .
+    image: &app REPO:app
+  app-tests:
+    image: *app
+  app-again:
+    image: "REPO:${APP_TAG:-app}"
+  local:
+    image: REPO:local
+    pull_policy: never
+  rebuilt:
+    image: REPO:rebuilt
+    pull_policy: ${POLICY:-build}
+  db:
+    image: REPO:16
+    pull_policy: missing
+"""
+
+
+def test_what_compose_builds_or_never_pulls_is_left_as_it_is(stage: Stage) -> None:
+    stage.push("16", seed="16")
+    stage.config()
+    path = write(stage, "compose.yaml", NOT_PULLED)
+    run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    ecr = f"{stage.dest.host}/{stage.dest_repo()}"
+    assert run.stdout == path.read_text().replace(f"{stage.repo}:16", f"{ecr}:16")
+    assert stage.hub.counts.manifest_get == 1  # postgres only: nothing built is asked for
