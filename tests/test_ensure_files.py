@@ -552,3 +552,28 @@ def test_what_compose_builds_or_never_pulls_is_left_as_it_is(stage: Stage) -> No
     ecr = f"{stage.dest.host}/{stage.dest_repo()}"
     assert run.stdout == path.read_text().replace(f"{stage.repo}:16", f"{ecr}:16")
     assert stage.hub.counts.manifest_get == 1  # postgres only: nothing built is asked for
+
+
+IMAGE_VOLUMES = """\
+services:
+  app:
+    build: .
+    volumes:
+      - ./data:/data
+      - type: image
+        source: "REPO:models"   # mounted from an image
+        target: /models
+        image: {subpath: weights}
+      - {type: bind, source: ./cache, target: /cache}
+"""
+
+
+def test_compose_image_volumes_are_mirrored_and_rewritten(stage: Stage) -> None:
+    stage.push("models", seed="models")
+    stage.config()
+    path = write(stage, "compose.yaml", IMAGE_VOLUMES)
+    run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    ecr = f"{stage.dest.host}/{stage.dest_repo()}"
+    assert run.stdout == path.read_text().replace(f"{stage.repo}:models", f"{ecr}:models")
+    assert stage.dest_digest("models") == stage.source_digest("models")
