@@ -600,6 +600,7 @@ def _with(**detail: str) -> dict[str, Any]:
     ("event", "alerts"),
     [
         (_with(**{"build-status": "FAILED"}), True),
+        (_with(**{"build-status": "FAULT"}), True),  # CodeBuild's own error
         (_with(**{"build-status": "TIMED_OUT"}), True),
         (_with(**{"build-status": "STOPPED"}), True),
         (_with(**{"build-status": "SUCCEEDED"}), False),
