@@ -543,17 +543,6 @@ services:
 """
 
 
-def test_what_compose_builds_or_never_pulls_is_left_as_it_is(stage: Stage) -> None:
-    stage.push("16", seed="16")
-    stage.config()
-    path = write(stage, "compose.yaml", NOT_PULLED)
-    run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
-    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
-    ecr = f"{stage.dest.host}/{stage.dest_repo()}"
-    assert run.stdout == path.read_text().replace(f"{stage.repo}:16", f"{ecr}:16")
-    assert stage.hub.counts.manifest_get == 1  # postgres only: nothing built is asked for
-
-
 IMAGE_VOLUMES = """\
 services:
   app:
@@ -568,12 +557,20 @@ services:
 """
 
 
-def test_compose_image_volumes_are_mirrored_and_rewritten(stage: Stage) -> None:
-    stage.push("models", seed="models")
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        pytest.param(NOT_PULLED, "16", id="only-what-compose-pulls"),
+        pytest.param(IMAGE_VOLUMES, "models", id="image-volumes"),
+    ],
+)
+def test_compose_pulls_these_and_only_these(stage: Stage, text: str, tag: str) -> None:
+    stage.push(tag, seed=tag)
     stage.config()
-    path = write(stage, "compose.yaml", IMAGE_VOLUMES)
+    path = write(stage, "compose.yaml", text)
     run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
     assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
     ecr = f"{stage.dest.host}/{stage.dest_repo()}"
-    assert run.stdout == path.read_text().replace(f"{stage.repo}:models", f"{ecr}:models")
-    assert stage.dest_digest("models") == stage.source_digest("models")
+    assert run.stdout == path.read_text().replace(f"{stage.repo}:{tag}", f"{ecr}:{tag}")
+    assert stage.hub.counts.manifest_get == 1  # that one only: nothing built is asked for
+    assert stage.dest_digest(tag) == stage.source_digest(tag)
