@@ -5,8 +5,13 @@ it, as far as the images it pulls need, and returns one `ImageUse` per service t
 
 - each service under `services:` with an `image:` and no `build:`. A service with `build:`
   builds its image, and its `image:` names what it builds (Compose tags the result with it):
-  nothing to mirror. Services of every profile count (`profiles:` only chooses which start;
-  a CI job may start any of them);
+  nothing to mirror; nor is another service's `image:` that equals it once interpolated
+  (Compose builds it rather than pulls it: isServiceImageToBuild), so a value a building
+  service shares through an anchor is never rewritten. A service with `pull_policy: never`
+  or `pull_policy: build` pulls nothing either. Services of every profile count
+  (`profiles:` only chooses which start; a CI job may start any of them);
+- the `source` of each long-form volume with `type: image` (`services.*.volumes[]`): an
+  image Compose pulls and mounts, whether or not the service builds;
 - YAML merge keys (`<<: *default`, `<<: [*a, *b]`) and anchors, as YAML defines them: a key
   written in the service wins over a merged one, and the first merged mapping over later
   ones. An image given once and used by several services through an alias is one value;
@@ -44,7 +49,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -58,6 +63,7 @@ from mirror.yamlnodes import (
     entries,
     images,
     rewrite,
+    sequence,
     string,
 )
 
@@ -92,6 +98,8 @@ class _Service:
     node: yaml.Node
     image: tuple[yaml.Node, Where] | None = None
     build: bool = False
+    pull_policy: tuple[yaml.Node, Where] | None = None
+    image_volumes: list[tuple[yaml.Node, Where]] = field(default_factory=list)
     extends: tuple[str, bool, yaml.Node, Where] | None = None  # base, in another file?, at
 
 
@@ -106,15 +114,69 @@ def parse(text: str, variables: Mapping[str, str] | None = None) -> list[ImageUs
     try:
         parsed = documents(text)
         services = _services(parsed)
+        built = _built_images(services, known)
         uses = []
         for name, service in services.items():
-            if service.image is None or _builds(name, services, []):
-                continue
-            node, where = service.image
-            uses.append(parsed.use(node, where, _image(node, where, known), text))
+            pulled = [service.image] if _pulls_its_image(name, services, known) else []
+            for node, where in [*filter(None, pulled), *service.image_volumes]:
+                image = _image(node, where, known)
+                if image not in built:  # a service builds it: Compose's isServiceImageToBuild
+                    uses.append(parsed.use(node, where, image, text))
     except YamlFileError as error:
         raise ComposeError(str(error)) from None
     return uses
+
+
+def _pulls_its_image(
+    name: str, services: Mapping[str, _Service], variables: Mapping[str, str]
+) -> bool:
+    service = services[name]
+    if service.image is None or _not_pulled(service, variables):
+        return False
+    return not _builds(name, services, [])
+
+
+def _image_volumes(node: yaml.Node, where: Where) -> list[tuple[yaml.Node, Where]]:
+    """The `source` of each long-form `type: image` volume: an image Compose pulls and mounts."""
+    found = []
+    for index, item in enumerate(sequence(node, where)):
+        if not isinstance(item, yaml.MappingNode):
+            continue  # the short form "src:dst" mounts no image
+        at = where.index(index)
+        keys = entries(item, at)
+        kind = keys.get("type")
+        if kind is None or string(kind[1], at.key("type")) != "image" or "source" not in keys:
+            continue
+        found.append((keys["source"][1], at.key("source")))
+    return found
+
+
+def _built_images(services: Mapping[str, _Service], variables: Mapping[str, str]) -> set[str]:
+    """The images services build (their `image:` names what they build). Compose does not
+    pull a service's image that another service builds (compose's isServiceImageToBuild), and
+    a value a building service shares through an anchor must stay as written."""
+    built = set()
+    for name, service in services.items():
+        if service.image is None or not _builds(name, services, []):
+            continue
+        node, where = service.image
+        try:
+            built.add(_image(node, where, variables))
+        except YamlFileError:  # its own line says so when it is asked for
+            continue
+    return built
+
+
+def _not_pulled(service: _Service, variables: Mapping[str, str]) -> bool:
+    """`pull_policy: never` (the image must be there already) or `build` (always built)."""
+    if service.pull_policy is None:
+        return False
+    node, where = service.pull_policy
+    try:
+        policy = interpolate(string(node, where), variables)
+    except _Unresolved as error:
+        raise where.error(node, str(error)) from None
+    return policy.strip().lower() in ("never", "build")
 
 
 def _services(parsed: Parsed) -> dict[str, _Service]:
@@ -149,6 +211,14 @@ def _merge(services: dict[str, _Service], name: str, node: yaml.Node, where: Whe
         service.image = None if value.tag == _RESET else (value, where.key("image"))
     if "build" in keys:
         service.build = keys["build"][1].tag != _RESET
+    if "volumes" in keys:
+        value = keys["volumes"][1]
+        merged = [] if value.tag in (_RESET, _OVERRIDE) else service.image_volumes
+        volumes = [] if value.tag == _RESET else _image_volumes(value, where.key("volumes"))
+        service.image_volumes = merged + volumes
+    if "pull_policy" in keys:
+        value = keys["pull_policy"][1]
+        service.pull_policy = None if value.tag == _RESET else (value, where.key("pull_policy"))
     if "extends" in keys:
         service.extends = _extends(keys["extends"][1], where.key("extends"))
 

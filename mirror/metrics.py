@@ -24,7 +24,8 @@ no dimension, for an alarm over every shard) and the first source registry's pul
 limits are kept: at most 100 metrics per directive, 30 dimensions per dimension set, ASCII
 dimension values of 1 to 1,024 characters.
 
-A run is a success when its exit code is 0: every image copied or up to date. Exit 75
+A run is a success when its exit code is 0: every image copied or up to date (a `--dry-run`
+that would copy an image is not: it copied nothing). Exit 75
 (images deferred: a spent pull budget, a 429) is not, though nothing failed: images are
 behind, and if every night ends so, the age alert should say it.
 """
@@ -51,6 +52,7 @@ __all__ = [
     "last_success",
     "prometheus",
     "read_previous",
+    "succeeded_run",
     "usable_metrics_file",
     "write_prometheus",
 ]
@@ -77,6 +79,13 @@ _EMF_ACTIONS = {
 _EMF_ALWAYS = (Action.COPIED, Action.UP_TO_DATE, Action.FAILED, Action.DEFERRED)
 
 
+def succeeded_run(report: Report) -> bool:
+    """Exit code 0 with nothing left to copy: a `--dry-run` that found an image to copy
+    exits 0 but copied nothing, so it never counts as a good run (the last success is
+    carried over, RunSucceeded is 0); a dry run that finds all up to date does count."""
+    return report.exit_code == 0 and all(o.action != Action.WOULD_COPY for o in report.outcomes)
+
+
 # --- Prometheus ----------------------------------------------------------------------------------
 
 
@@ -98,7 +107,7 @@ def prometheus(
                 "with a digit or __; registry and action are mirror's own)"
             )
     ended = _seconds(report.ended)
-    succeeded = report.exit_code == 0
+    succeeded = succeeded_run(report)
     counts = summary(report.outcomes)
     families = [
         _family(
@@ -292,7 +301,7 @@ def emf(report: Report, *, shard: str = "1/1") -> list[str]:
         for action in _EMF_ACTIONS
         if action in _EMF_ALWAYS or counts.get(action.value)
     }
-    run["RunSucceeded"] = (int(report.exit_code == 0), "Count")
+    run["RunSucceeded"] = (int(succeeded_run(report)), "Count")
     run["Duration"] = (round(report.seconds, 3), "Seconds")
     run["ThrottledRequests"] = (report.throttled, "Count")
     directives = [

@@ -8,6 +8,7 @@ not be read becomes one `failed` outcome, and the rest of the run goes on.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -150,6 +151,28 @@ def plan_names(config: Config, names: Sequence[str]) -> tuple[Plan, dict[str, Wa
         tag = task.tag if not reference.digest else reference.tag
         wanted[name] = Wanted(task, tag, reference.digest)
     return Plan(tuple(tasks.values())), wanted
+
+
+# An ECR private registry's API host (standard, FIPS, China): where builds already pull from.
+_ECR_HOST = re.compile(r"[0-9]{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\Z")
+
+
+def passes_through(config: Config, name: str) -> bool:
+    """Whether `ensure` leaves `name` as it is: it is on an ECR private registry's host
+    (`<id>.dkr.ecr.<region>.amazonaws.com[.cn]`) or on a target's `endpoint`, so builds pull
+    it from there already (ensure's own output, a file already pointed at ECR). Copying it
+    would make `dockerhub/<ecr-host>/...` from an image that is already in place, and the
+    source credentials do not reach ECR. A config that lists the name's repository under
+    `images` still mirrors it."""
+    try:
+        repository = parse_reference(name, default_registry=config.source.registry).repository
+    except BadReference:
+        return False
+    host = repository.registry.lower()
+    endpoints = {target.endpoint.lower() for target in config.targets if target.endpoint}
+    if not (_ECR_HOST.match(host) or host in endpoints):
+        return False
+    return all(image.source != repository for image in config.images)
 
 
 def _name_task(config: Config, name: str, position: int) -> tuple[Task, ImageRef]:

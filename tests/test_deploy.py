@@ -600,6 +600,7 @@ def _with(**detail: str) -> dict[str, Any]:
     ("event", "alerts"),
     [
         (_with(**{"build-status": "FAILED"}), True),
+        (_with(**{"build-status": "FAULT"}), True),  # CodeBuild's own error
         (_with(**{"build-status": "TIMED_OUT"}), True),
         (_with(**{"build-status": "STOPPED"}), True),
         (_with(**{"build-status": "SUCCEEDED"}), False),
@@ -652,7 +653,7 @@ def test_the_topic_policy_lets_only_the_rule_and_the_projects_alarms_publish() -
     assert alarms["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     alarm_arns = alarms["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
     assert alarm_arns.endswith(":alarm:${ProjectName}-*")
-    alarm = _one("AWS::CloudWatch::Alarm")["Properties"]
+    alarm = _one("AWS::CloudWatch::CompositeAlarm")["Properties"]
     assert alarm["AlarmName"] == {"Fn::Sub": "${ProjectName}-no-good-run"}  # within the policy
 
 
@@ -677,9 +678,9 @@ def test_the_email_subscription_exists_only_with_an_address() -> None:
 
 
 def _alarm_fires(alarm: dict[str, Any], hourly: list[float | None], hours: int) -> bool:
-    """CloudWatch's evaluation of the alarm at the end of `hourly` (one Minimum per hour,
-    None for an hour without data): M of the last N periods breaching, missing data treated
-    as the alarm says."""
+    """CloudWatch's evaluation of one shard's alarm at the end of `hourly` (one Maximum per
+    hour, None for an hour without data): M of the last N periods breaching, missing data
+    treated as the alarm says."""
     assert alarm["ComparisonOperator"] == "LessThanThreshold"
     assert alarm["TreatMissingData"] == "breaching"
     window = hourly[-hours:]
@@ -690,44 +691,84 @@ def _alarm_fires(alarm: dict[str, Any], hourly: list[float | None], hours: int) 
     return sum(map(breaching, window)) >= hours  # DatapointsToAlarm == EvaluationPeriods
 
 
+def _shard_alarms() -> dict[str, dict[str, Any]]:
+    """Each shard's alarm, by the shard (K/N) its dimension names."""
+    found = {}
+    for name, body in _resources("AWS::CloudWatch::Alarm").items():
+        (dimension,) = body["Properties"]["Dimensions"]
+        assert dimension["Name"] == "Shard"
+        assert body["Condition"] == "HasGoodRunAlarm"
+        found[dimension["Value"]] = {**body["Properties"], "Name": name}
+    return found
+
+
+def test_there_is_an_alarm_for_each_shard_of_the_buildspecs_batch_matrix() -> None:
+    buildspec = yaml.safe_load((ROOT / "buildspec.yaml").read_text())
+    matrix = buildspec["batch"]["build-matrix"]["dynamic"]["env"]["variables"]["MIRROR_SHARD"]
+    shards = _shard_alarms()
+    assert sorted(shards) == sorted(matrix)
+    composite = _template()["Resources"]["GoodRunAlarm"]
+    assert composite["Condition"] == "HasGoodRunAlarm"
+    rule = composite["Properties"]["AlarmRule"]["Fn::Sub"]
+    names = [shards[shard]["Name"] for shard in matrix]
+    assert rule == " OR ".join(f'ALARM("${{{name}}}")' for name in names)
+
+
+Hourly = list[float | None]
+
+
+def _fires(alarms: dict[str, dict[str, Any]], hourly: Hourly, first: Hourly | None = None) -> bool:
+    """The composite: any shard's alarm in ALARM, each shard's runs `hourly` (the first
+    shard's `first`, when given)."""
+    n = _template()["Parameters"]["HoursWithoutGoodRun"]["Default"]
+    one = min(alarms)
+    return any(
+        _alarm_fires(alarms[shard], first if first and shard == one else hourly, n)
+        for shard in alarms
+    )
+
+
 def test_the_good_run_alarm_reads_what_mirror_prints_and_fires_only_after_a_day_without_one() -> (
     None
 ):
     from mirror import metrics
     from mirror.report import Report
 
-    resource = _template()["Resources"]["GoodRunAlarm"]
-    assert resource["Condition"] == "HasGoodRunAlarm"
-    alarm = resource["Properties"]
     hours = _template()["Parameters"]["HoursWithoutGoodRun"]
-    assert (
-        alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == {"Ref": "HoursWithoutGoodRun"}
-    )
-    assert alarm["Period"] * hours["MaxValue"] <= 604800  # CloudWatch: 7 days at most
-    assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "AlertTopic"}]
-    assert (alarm["Statistic"], alarm["Threshold"]) == ("Minimum", 1)
-    # The metric is one mirror prints, with exactly the alarm's (no) dimensions.
-    (line,) = metrics.emf(Report(outcomes=[], exit_code=0))
-    document = json.loads(line)
-    assert alarm["Namespace"] == metrics.NAMESPACE
-    assert any(
-        directive["Dimensions"] == [[]]
-        and alarm["MetricName"] in [m["Name"] for m in directive["Metrics"]]
-        for directive in document["_aws"]["CloudWatchMetrics"]
-    )
-    assert document[alarm["MetricName"]] == 1
+    composite = _template()["Resources"]["GoodRunAlarm"]["Properties"]
+    assert composite["AlarmActions"] == composite["OKActions"] == [{"Ref": "AlertTopic"}]
+    alarms = _shard_alarms()
+    for shard, alarm in alarms.items():
+        assert (
+            alarm["EvaluationPeriods"]
+            == alarm["DatapointsToAlarm"]
+            == {"Ref": "HoursWithoutGoodRun"}
+        )
+        assert alarm["Period"] * hours["MaxValue"] <= 604800  # CloudWatch: 7 days at most
+        assert "AlarmActions" not in alarm  # the composite tells the topic
+        assert (alarm["Statistic"], alarm["Threshold"]) == ("Maximum", 1)
+        # The metric is one mirror prints, with exactly the alarm's dimension and value.
+        (line,) = metrics.emf(Report(outcomes=[], exit_code=0), shard=shard)
+        document = json.loads(line)
+        assert alarm["Namespace"] == metrics.NAMESPACE
+        assert any(
+            directive["Dimensions"] == [["Shard"]]
+            and alarm["MetricName"] in [m["Name"] for m in directive["Metrics"]]
+            for directive in document["_aws"]["CloudWatchMetrics"]
+        )
+        assert (document["Shard"], document[alarm["MetricName"]]) == (shard, 1)
     # Nightly runs at 03:00: a good night, then failures or silence.
-    n = hours["Default"]
     quiet = [None] * 23
-    good_night = [1.0, *quiet]
-    assert not _alarm_fires(alarm, good_night * 3, n)
-    assert not _alarm_fires(alarm, [*good_night, 0.0], n)  # the next night fails: not yet
-    assert not _alarm_fires(alarm, [*good_night, 0.0, None], n)  # 25 h
-    assert _alarm_fires(alarm, [*good_night, 0.0, None, None], n)  # 26 h: fires
-    assert _alarm_fires(alarm, [*good_night, *([None] * 24), None, None], n)  # runs stopped
-    assert _alarm_fires(alarm, [None] * n, n)  # a new stack, before its first good run
-    # one shard of three failing makes the hour's Minimum 0: that night is not good
-    assert _alarm_fires(alarm, [*good_night, min(1.0, 0.0, 1.0), *([None] * 25)], n)
+    good = [1.0, *quiet]
+    assert not _fires(alarms, good * 3)
+    assert not _fires(alarms, [*good, 0.0])  # the next night fails: not yet
+    assert not _fires(alarms, [*good, 0.0, None])  # 25 h
+    assert _fires(alarms, [*good, 0.0, None, None])  # 26 h: fires
+    assert _fires(alarms, [None] * 26)  # a new stack, before its first good run
+    # Shards that end in different hours, each good: no alarm.
+    assert not _fires(alarms, [*good, None, 1.0], first=[*good, 1.0, None])
+    # One shard failing every hour for a day while the others succeed: it fires.
+    assert _fires(alarms, [*good, *good, 1.0, None], first=[*good, *([0.0] * 26)])
 
 
 def _cfn_lint() -> list[str]:

@@ -484,3 +484,93 @@ def test_files_that_pull_nothing_print_as_they_are(stage: Stage) -> None:
     assert (run.code, run.stdout) == (0, path.read_text()), run.stderr
     refs = stage.mirror("ensure", "--compose", str(path))
     assert (refs.code, refs.stdout) == (0, "")
+
+
+ECR_HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"  # an ECR host a file already names
+
+
+@pytest.mark.parametrize("kind", ["compose", "manifest"])
+def test_ensure_on_its_own_output_is_a_no_op(
+    compose_stage: tuple[Stage, Path, str], manifest_stage: tuple[Stage, Path], kind: str
+) -> None:
+    stage, path = (compose_stage[0], compose_stage[1]) if kind == "compose" else manifest_stage
+    first = stage.mirror("ensure", f"--{kind}", str(path), "--format", kind)
+    assert first.code == 0, first.stderr
+    pointed = write(stage, f"ecr.{kind}.yaml", first.stdout + f"# {ECR_HOST}\n")
+    refs = stage.mirror("ensure", f"--{kind}", str(pointed))
+    assert refs.code == 0, refs.stderr
+    stage.hub.reset_counts()
+    stage.dest.reset_counts()
+    again = stage.mirror("ensure", f"--{kind}", str(pointed), "--format", kind)
+    elsewhere = f"{ECR_HOST}/dockerhub/library/pg:16"
+    listed = stage.mirror("ensure", *refs.stdout.split(), elsewhere)
+    assert (again.code, again.stdout) == (0, pointed.read_text()), again.stderr
+    assert (listed.code, listed.stdout) == (0, f"{refs.stdout}{elsewhere}\n")
+    assert stage.hub.counts.requests == [] and stage.dest.counts.requests == []
+
+
+def test_a_compose_service_on_ecr_is_left_as_it_is(stage: Stage) -> None:
+    stage.push("16", seed="16")
+    stage.config()
+    ecr = f"{stage.dest.host}/{stage.dest_repo()}"
+    text = f"services:\n  app:\n    image: {ECR_HOST}/dockerhub/library/postgres:16\n"
+    path = write(stage, "compose.yaml", text + "  db:\n    image: REPO:16\n")
+    run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    assert run.stdout == path.read_text().replace(f"{stage.repo}:16", f"{ecr}:16")
+
+
+# What Compose builds or never pulls: a service whose image another service builds (here
+# through an anchor the building service writes), pull_policy never and build.
+NOT_PULLED = """\
+services:
+  app:
+    build: .
+    image: &app REPO:app
+  app-tests:
+    image: *app
+  app-again:
+    image: "REPO:${APP_TAG:-app}"
+  local:
+    image: REPO:local
+    pull_policy: never
+  rebuilt:
+    image: REPO:rebuilt
+    pull_policy: ${POLICY:-build}
+  db:
+    image: REPO:16
+    pull_policy: missing
+"""
+
+
+IMAGE_VOLUMES = """\
+services:
+  app:
+    build: .
+    volumes:
+      - ./data:/data
+      - type: image
+        source: "REPO:models"   # mounted from an image
+        target: /models
+        image: {subpath: weights}
+      - {type: bind, source: ./cache, target: /cache}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        pytest.param(NOT_PULLED, "16", id="only-what-compose-pulls"),
+        pytest.param(IMAGE_VOLUMES, "models", id="image-volumes"),
+    ],
+)
+def test_compose_pulls_these_and_only_these(stage: Stage, text: str, tag: str) -> None:
+    stage.push(tag, seed=tag)
+    stage.config()
+    path = write(stage, "compose.yaml", text)
+    run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    ecr = f"{stage.dest.host}/{stage.dest_repo()}"
+    assert run.stdout == path.read_text().replace(f"{stage.repo}:{tag}", f"{ecr}:{tag}")
+    assert stage.hub.counts.manifest_get == 1  # that one only: nothing built is asked for
+    assert stage.dest_digest(tag) == stage.source_digest(tag)

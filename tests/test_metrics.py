@@ -395,7 +395,7 @@ def test_emf_lines_keep_the_specification(report: Report) -> None:
     lines = metrics.emf(report)
     first = check_emf(lines[0])
     assert first["Shard"] == "1/1"
-    assert first["RunSucceeded"] == int(report.exit_code == 0)
+    assert first["RunSucceeded"] == int(metrics.succeeded_run(report))
     names = [m["Name"] for m in first["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
     for action, name in [(Action.STALE, "ImagesStale"), (Action.WOULD_COPY, "ImagesWouldCopy")]:
         assert (name in names) == any(o.action == action for o in report.outcomes)

@@ -287,3 +287,19 @@ def test_without_the_option_no_emf(stage: Stage) -> None:
     run = stage.mirror("sync")
     assert run.code == 0 and "_aws" not in run.stdout + run.stderr
     assert not os.path.exists(stage.tmp / "mirror.prom")
+
+
+def test_a_dry_run_that_would_copy_is_no_good_run(stage: Stage) -> None:
+    stage.push("a", seed="a")
+    stage.config([stage.image("a")])
+    path = stage.tmp / "mirror.prom"
+    good = stage.mirror("sync", "--metrics-file", str(path))
+    assert good.code == 0, good.stderr
+    success = value(samples(path), "mirror_last_success_timestamp_seconds")
+    stage.push("a", seed="a2")  # upstream moved: a dry run would copy it
+    dry = stage.mirror("sync", "--dry-run", "--metrics-file", str(path), "--metrics-emf")
+    assert (dry.code, dry.actions()) == (0, ["would-copy"]), dry.stderr
+    found = samples(path)
+    assert value(found, "mirror_last_success_timestamp_seconds") == success
+    assert value(found, "mirror_last_run_timestamp_seconds") > success
+    assert emf_lines(dry)[0]["RunSucceeded"] == 0

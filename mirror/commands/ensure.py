@@ -28,7 +28,7 @@ from mirror.config import Config
 from mirror.connect import Session
 from mirror.errors import ConfigError, Exit
 from mirror.model import Action, Plan, Unresolved
-from mirror.plan import plan_names
+from mirror.plan import passes_through, plan_names
 from mirror.reference import Repository
 
 SERVED = (Action.COPIED, Action.UP_TO_DATE, Action.STALE)  # what ensure prints a reference for
@@ -51,9 +51,9 @@ def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
         inputs = _inputs(args)
         names = [*args.images, *(image for given in inputs for image in given.images())]
         _check_each(loaded, inputs)
-        fixed, by_name = plan_names(loaded, names)
+        fixed, by_name = plan_names(loaded, _to_mirror(loaded, names))
     printed = next((given for given in inputs if given.kind is _PRINTS.get(args.format)), None)
-    if not names:  # files that pull nothing (FROM scratch, services that all build)
+    if not by_name:  # nothing to mirror: FROM scratch, services that build, images in ECR
         write_result(_output(args.format, printed, {}, names))
         return Exit.OK
     done = execute(loaded, FixedPlanner(fixed), settings, console, stop)
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     # With several targets, the first one's reference: the registry builds pull from.
     mapping = {name: wanted.reference(done.hosts[0]) for name, wanted in by_name.items()}
     if args.format == "build-args" and printed is not None:
-        left = dockerfile.not_by_build_args(printed.dockerfile_uses)
+        left = [x for x in dockerfile.not_by_build_args(printed.dockerfile_uses) if x in mapping]
         if left:
             console.warning(
                 f"--format build-args cannot point {len(left)} image(s) at ECR (not written as "
@@ -73,6 +73,11 @@ def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
             )
     write_result(_output(args.format, printed, mapping, names))
     return Exit.OK
+
+
+def _to_mirror(loaded: Config, names: Sequence[str]) -> list[str]:
+    """The names to mirror: not those already on a target's host (printed as they are)."""
+    return [name for name in names if not passes_through(loaded, name)]
 
 
 def check_combination(args: argparse.Namespace) -> None:
@@ -123,6 +128,8 @@ def _check_each(loaded: Config, inputs: Sequence[Input]) -> None:
     """An image of a file that cannot be mirrored is named with its place in the file."""
     for given in inputs:
         for use in given.uses:
+            if passes_through(loaded, use.image):
+                continue
             try:
                 plan_names(loaded, [use.image])
             except ConfigError as error:
@@ -135,7 +142,7 @@ def _output(form: str, printed: Input | None, mapping: dict[str, str], names: li
         return " ".join(f"--build-arg {name}={reference}" for name, reference in pairs) + "\n"
     if printed is not None:
         return printed.rewritten(mapping)
-    ordered = list(dict.fromkeys(mapping[name] for name in names))
+    ordered = list(dict.fromkeys(mapping.get(name, name) for name in names))  # in ECR: as is
     return "".join(f"{reference}\n" for reference in ordered)
 
 
