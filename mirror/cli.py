@@ -95,7 +95,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line, global options merged: given before the command, after it, or both
     with the same value (a usage error, exit 2, when the two differ)."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "ensure" and not any(item.startswith("-") for item in extra):
+        args.images += extra  # IMAGEs after an option: `ensure postgres:16 -q redis:7-alpine`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     for name, default in GLOBAL_DEFAULTS.items():
         before = vars(args).pop(BEFORE + name, None)
         after = getattr(args, name, None)
@@ -252,8 +256,8 @@ def _running_options() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="stop the whole run this long after it starts (3300, 3300s, 55m, 1h30m; at most "
         "7 days): no work starts after it, what runs is cut off as on SIGTERM (skopeo "
-        "included, and every retry), the report and metrics are written, and what was not "
-        "done is deferred (exit 75, or 1 if an image failed)",
+        "included, and every retry), the report (and sync's metrics) are written, and what "
+        "was not done is deferred (exit 75, or 1 if an image failed)",
     )
     running.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
     running.add_argument(

@@ -65,6 +65,21 @@ def test_globals_with_ensure_keep_stdout_the_result(stage: Stage, argv: list[str
     assert [line["event"] for line in logged] == ["summary"]  # -q, as JSON, on stderr
 
 
+def test_ensure_takes_images_before_and_after_an_option(stage: Stage) -> None:
+    """`mirror ensure postgres:16 -q redis:7-alpine` names two images, as people write it."""
+    stage.push("1.0", seed="one")
+    stage.push("2.0", seed="two")
+    stage.config()
+    run = stage.mirror("ensure", f"{stage.repo}:1.0", "-q", f"{stage.repo}:2.0")
+    where = f"{stage.dest.host}/{stage.dest_repo()}"
+    assert (run.code, run.stdout) == (0, f"{where}:1.0\n{where}:2.0\n"), run.stderr
+    wrong = stage.mirror("ensure", f"{stage.repo}:1.0", "-q", "--no-such-option")
+    assert (wrong.code, wrong.error) == (
+        2,
+        "mirror: unrecognized arguments: --no-such-option (see mirror --help)",
+    )
+
+
 def test_json_errors_of_validate_when_given_before(stage: Stage) -> None:
     (stage.tmp / "mirror.yaml").write_text("ecr: {regin: x}\n")
     run = stage.mirror("--log-format", "json", "validate")
