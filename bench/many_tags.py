@@ -10,7 +10,8 @@ registry, so every run is a no-op. Each ``--mirror`` version (default options) r
 ``--repeats`` times, versions alternated; each run's wall time, the peak RSS of the mirror
 process (VmHWM) and of its whole process tree (RSS summed over it, sampled every 10 ms), and
 the source's manifest HEADs and GETs are kept. ``--skopeo`` adds ``skopeo sync`` (which GETs
-every manifest: about a minute at 30 ms). Writes ``many-tags.{md,json}`` to ``--out``.
+every manifest: about a minute at 30 ms); ``--profile N`` N more no-ops per version under py-spy
+(``pyspy-many-tags-LABEL.{md,txt}``). Writes ``many-tags.{md,json}`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from typing import Any
 import urllib3
 
 from bench.corpus import repository_name
-from bench.regression import load
+from bench.regression import load, profile
 from bench.run import HUB_LIMIT, machine, record
+from bench.timeline import TimedHub, summary
 from bench.tools import SKOPEO_SYNC, Mirror, Setup, SkopeoSync, Tool, environment
 from bench.versions import resolve, spec
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
-from tests.standins.hub import HubFront
 from tests.standins.images import OCI_MANIFEST, Blob, build_image, push_blobs
 from tests.standins.registry import Registry
 
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = stack.enter_context(Registry(work / "source"))
         started = time.perf_counter()
         put_all(source.host, shared, made)
-        hub = stack.enter_context(HubFront(source.url, limit=HUB_LIMIT, delay=args.delay))
+        hub = stack.enter_context(TimedHub(source.url, limit=HUB_LIMIT, delay=args.delay))
         tools: dict[str, Tool] = {}
         wanted = [(v.label, {**env, **v.env}) for v in versions]
         if args.skopeo:
@@ -141,6 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for repeat in range(args.repeats):
             for label, tool in tools.items():
                 runs[label].append(one(hub, tool, f"{label} no-op {repeat + 1}/{args.repeats}"))
+        if args.profile:
+            out.mkdir(parents=True, exist_ok=True)
+            for label, tool in tools.items():
+                if isinstance(tool, Mirror):
+                    profile(tool, out, f"many-tags-{label}", args.profile)
     results["runs"] = runs
     results["load_after"] = load()
     out.mkdir(parents=True, exist_ok=True)
@@ -153,15 +159,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def one(hub: HubFront, tool: Tool, what: str) -> dict[str, Any]:
+def one(hub: TimedHub, tool: Tool, what: str) -> dict[str, Any]:
     hub.reset_counts()
+    hub.mark()
     run = tool.sync(check=False)
     counts = hub.counts
     result = record(run, counts)
     result["tree_peak_rss_mb"] = round(run.tree_peak_rss_kb / 1024, 1)
+    result["cpu_seconds"] = round(run.cpu_seconds, 2)
+    heads = summary(hub.events).get("source/manifest_head")
+    result["source_heads"] = heads  # how long each took at the front, how many at once
     _say(
-        f"{what}: {run.seconds:.2f} s, {result['peak_rss_mb']} MB (tree "
-        f"{result['tree_peak_rss_mb']} MB), {counts.manifest_head} HEADs, "
+        f"{what}: {run.seconds:.2f} s ({run.cpu_seconds:.1f} s CPU), {result['peak_rss_mb']} MB "
+        f"(tree {result['tree_peak_rss_mb']} MB), {counts.manifest_head} HEADs, "
         f"{counts.manifest_get} GETs" + (f", EXIT {run.exit_code}" if run.exit_code else "")
     )
     if run.exit_code:
@@ -181,8 +191,9 @@ def render(results: dict[str, Any]) -> str:
         f"{results['load_after']}. Started {results['started']}.",
         "",
         "| tool | commit | no-op s (median) | runs | peak RSS MB (process) | peak RSS MB (tree) "
-        "| manifest HEADs / GETs | target |",
-        "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |",
+        "| CPU s | manifest HEADs / GETs | source HEAD ms (at the front) | HEADs in flight "
+        "| target |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for label, runs in results["runs"].items():
         seconds = statistics.median(run["seconds"] for run in runs)
@@ -194,14 +205,22 @@ def render(results: dict[str, Any]) -> str:
         verdict = "PASS" if seconds < TARGET_SECONDS and tree < TARGET_MB and not failed else "FAIL"
         commit = results["versions"].get(label, {}).get("commit", "")
         each = ", ".join(f"{run['seconds']:.2f}" for run in runs)
+        at_front = [run["source_heads"] for run in runs if run.get("source_heads")]
+        head_ms = statistics.median(h["mean_ms"] for h in at_front) if at_front else 0.0
+        flight = statistics.median(h["mean_in_flight"] for h in at_front) if at_front else 0.0
         lines.append(
             f"| {label} | {commit} | {seconds:.2f} | {each} | {process:.0f} | {tree:.0f} "
-            f"| {heads} / {gets} | {verdict if label != SKOPEO_SYNC else ''} |"
+            f"| {statistics.median(run['cpu_seconds'] for run in runs):.1f} "
+            f"| {heads} / {gets} | {head_ms:.0f} | {flight:.1f} "
+            f"| {verdict if label != SKOPEO_SYNC else ''} |"
         )
     lines += [
         "",
         f"Target: under {TARGET_SECONDS:g} s and under {TARGET_MB:g} MB (the whole process "
-        "tree's RSS, sampled every 10 ms; the process's own VmHWM beside it).",
+        "tree's RSS, sampled every 10 ms; the process's own VmHWM beside it). Source HEAD ms: "
+        "from a HEAD's arrival at the front to its answer (the front's delay included), mean; "
+        "in flight: the mean number at once while any was. CPU: user + system of mirror and "
+        "its children (median).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -223,6 +242,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--delay", type=float, default=0.03, help="round trip per source request")
     parser.add_argument("--repeats", type=int, default=3, help="no-op runs per tool (median)")
     parser.add_argument("--skopeo", action="store_true", help="also skopeo sync (slow)")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="N more no-ops under py-spy"
+    )
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--work", help="scratch directory (default: OUT/tmp/many-tags)")
     parser.add_argument("--keep", action="store_true", help="keep the registries' data")

@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import shutil
+import ssl
 import statistics
 import sys
 import time
@@ -38,6 +39,7 @@ from bench.tools import Mirror, Run, Setup, environment
 from bench.versions import Version, resolve, spec
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.registry import Registry
+from tests.standins.tls import Authority
 
 CORPORA = ("distinct", "alias")
 SHOWN = (
@@ -64,16 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": _now(),
     }
     with Moto() as moto, contextlib.ExitStack() as stack:
+        env = environment(moto.url, work)
+        tls = https(work, env) if args.tls else None
         source = stack.enter_context(Registry(work / "source"))
         corpora.push(corpus, source.host, work / "build")
-        hub = stack.enter_context(TimedHub(source.url, limit=HUB_LIMIT, delay=args.delay))
-        env = environment(moto.url, work)
+        hub = stack.enter_context(TimedHub(source.url, limit=HUB_LIMIT, delay=args.delay, tls=tls))
         tools = {}
         for version in versions:
             dest = stack.enter_context(
                 Registry(work / f"dest-{version.label}", htpasswd=(ECR_USER, ECR_PASSWORD))
             )
-            front = stack.enter_context(Passthrough(dest.url))
+            front = stack.enter_context(Passthrough(dest.url, tls=tls))
             setup = Setup(
                 tool=version.label,
                 source_host=hub.host,
@@ -82,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 prefix="mirror",
                 workdir=work / f"tool-{version.label}",
                 env={**env, **version.env},
+                tls=args.tls,
             )
             tools[version.label] = (Mirror(setup, corpus.repositories, jobs=args.jobs), front)
         measured = measure_all(versions, tools, hub, args, out)
@@ -95,6 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def https(work: Path, env: dict[str, str]) -> ssl.SSLContext:
+    """Both fronts on HTTPS with a private CA, which mirror trusts through SSL_CERT_FILE: the
+    system's bundle with the CA added, so reading it costs what it costs on a real host."""
+    authority = Authority(work)
+    system = Path(env.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().openssl_cafile)
+    bundle = work / "bundle.pem"
+    bundle.write_bytes(system.read_bytes() + b"\n" + authority.ca_file.read_bytes())
+    env["SSL_CERT_FILE"] = str(bundle)
+    return authority.server_context()
 
 
 def build_corpus(args: argparse.Namespace) -> corpora.Corpus:
@@ -213,7 +228,8 @@ def render(results: dict[str, Any]) -> str:
         "# No-op of mirror versions side by side (issue 18)",
         "",
         f"Corpus `{params['corpus']}`: {results['corpus']}. Source {params['delay']} s per "
-        f"request; --jobs {params['jobs'] or 'default'}; no-op median of {params['repeats']} "
+        f"request; {'HTTPS (verified) at both ends' if params['tls'] else 'plain HTTP'}; "
+        f"--jobs {params['jobs'] or 'default'}; no-op median of {params['repeats']} "
         f"runs, versions alternated. Load average before {results['load_before']}, after "
         f"{results['load_after']}. Started {results['started']}.",
         "",
@@ -274,6 +290,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--delay", type=float, default=0.03, help="round trip per source request")
     parser.add_argument("--repeats", type=int, default=3, help="no-op runs per version")
     parser.add_argument("--jobs", type=int, help="mirror --jobs (default: mirror's own)")
+    parser.add_argument(
+        "--tls", action="store_true", help="both ends on HTTPS (a private CA), verified"
+    )
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every layer size")
     parser.add_argument(

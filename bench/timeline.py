@@ -15,6 +15,7 @@ front shows as a ``connect`` with no request after it).
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -126,8 +127,9 @@ class Passthrough(Timed):
     side = "destination"
     server_name = "passthrough"
 
-    def __init__(self, backend_url: str) -> None:
+    def __init__(self, backend_url: str, *, tls: ssl.SSLContext | None = None) -> None:
         super().__init__()
+        self.tls = tls  # HTTPS only, with this certificate
         self.backend_url = backend_url.rstrip("/")
         self._backend = urllib3.PoolManager(
             maxsize=64, retries=False, timeout=urllib3.Timeout(connect=5, read=120)
@@ -150,7 +152,7 @@ class Passthrough(Timed):
         )
         try:
             passed = {
-                key: value
+                key: _relative(value) if key.lower() == "location" else value
                 for key, value in resp.headers.items()
                 if key.lower() not in _HOP_BY_HOP - {"content-length"}
             }
@@ -163,6 +165,15 @@ class Passthrough(Timed):
                 req.wfile.write(chunk)
         finally:
             resp.release_conn()
+
+
+def _relative(location: str) -> str:
+    """The path and query of an absolute URL the registry made (it knows not whether the
+    client came over HTTPS), so the client comes back the way it came."""
+    parts = urlsplit(location)
+    if not parts.scheme:
+        return location
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 # --- analysis ------------------------------------------------------------------------------------

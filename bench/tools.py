@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -53,6 +54,7 @@ class Run:
     processes: int
     exit_code: int
     tree_peak_rss_kb: int = 0
+    cpu_seconds: float = 0.0  # user + system of it and the children it waited for
 
 
 class ToolFailed(RuntimeError):
@@ -70,6 +72,7 @@ class Setup:
     prefix: str
     workdir: Path
     env: dict[str, str]
+    tls: bool = False  # both ends speak HTTPS, verified (mirror only: a CA in SSL_CERT_FILE)
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -117,6 +120,7 @@ def measure(
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(argv)}\n".encode())
         out.flush()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.Popen(
             argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out
@@ -136,7 +140,9 @@ def measure(
                     proc.wait()
                     raise ToolFailed(f"{argv[0]} ran over {PROCESS_TIMEOUT:.0f} s") from None
         seconds = time.perf_counter() - started
-    return Run(seconds, peak, 1, code, tree_peak)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Run(seconds, peak, 1, code, tree_peak, cpu)
 
 
 class Tool:
@@ -289,21 +295,29 @@ def write_mirror_config(setup: Setup, repositories: dict[str, list[str]]) -> Pat
         endpoint=setup.dest_host,
         prefix=setup.prefix,
         images=[{"source": repo, "tags": tags} for repo, tags in repositories.items()],
+        tls=setup.tls,
     )
 
 
 def mirror_config(
-    path: Path, *, source: str, endpoint: str, prefix: str, images: list[dict[str, Any]]
+    path: Path,
+    *,
+    source: str,
+    endpoint: str,
+    prefix: str,
+    images: list[dict[str, Any]],
+    tls: bool = False,
 ) -> Path:
     """Write a mirror config at ``path``: ``source`` as the registry of the images (plain
-    HTTP), ``endpoint`` as ECR's registry, repositories under ``prefix``."""
+    HTTP, or with ``tls`` HTTPS verified), ``endpoint`` as ECR's registry, repositories under
+    ``prefix``."""
     document: dict[str, Any] = {
-        "source": {"registry": source, "tls_verify": False},
+        "source": {"registry": source, "tls_verify": tls},
         "ecr": {
             "region": "us-east-1",
             "repository_prefix": prefix,
             "endpoint": endpoint,
-            "tls_verify": False,
+            "tls_verify": tls,
         },
         "images": images,
     }
