@@ -202,9 +202,9 @@ def render(results: dict[str, Any]) -> str:
             f"{corpus['repositories']} repositories, {corpus['multi_platform_images']} "
             "multi-platform",
             "",
-            "| tool | first s | x skopeo sync | no-op s (median) | x skopeo sync | no-op runs "
-            "| no-op manifest GETs / HEADs | peak RSS MB |",
-            "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+            "| tool | first s | x skopeo sync | first CPU s | no-op s (median) | x skopeo sync "
+            "| no-op runs | no-op CPU s | no-op manifest GETs / HEADs | peak RSS MB |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
         ]
         for label, tool in entry["tools"].items():
             first, noops = tool["first"], tool["noop"]
@@ -213,9 +213,10 @@ def render(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {label}{flag} | {first['seconds']:.2f} "
                 f"| {first['seconds'] / reference['first']['seconds']:.2f} "
+                f"| {first.get('cpu_seconds', 0):.1f} "
                 f"| {tool['noop_median_s']:.2f} "
                 f"| {tool['noop_median_s'] / reference['noop_median_s']:.2f} "
-                f"| {runs} "
+                f"| {runs} | {statistics.median(r.get('cpu_seconds', 0) for r in noops):.1f} "
                 f"| {max(r['source']['manifest_get'] for r in noops)} / "
                 f"{max(r['source']['manifest_head'] for r in noops)} "
                 f"| {max(r['peak_rss_mb'] for r in (first, *noops)):.0f} |"

@@ -197,15 +197,17 @@ def save_timeline(out: Path, label: str, events: Sequence[Event]) -> None:
     (out / f"timeline-{label}.txt").write_text(gantt(events))
 
 
-def profile(mirror: Mirror, out: Path, label: str, runs: int) -> dict[str, object]:
+def profile(
+    mirror: Mirror, out: Path, label: str, runs: int, *, idle: bool = True
+) -> dict[str, object]:
     """``runs`` no-ops under py-spy, their raw stacks in one file; seconds per thread group
-    and frame, summed over the runs."""
+    and frame, summed over the runs (without ``idle``: CPU seconds)."""
     raw = out / f"pyspy-{label}.txt"
     one = out / f"pyspy-{label}.part"
     raw.write_text("")
     for _ in range(runs):
         code = pyspy.record(
-            mirror.argv(), env=mirror.setup.env, cwd=mirror.setup.workdir, output=one
+            mirror.argv(), env=mirror.setup.env, cwd=mirror.setup.workdir, output=one, idle=idle
         )
         if code != 0:
             _say(f"{label}: a run under py-spy exited {code}")

@@ -194,6 +194,7 @@ def record(run: Run, counts: HubCounts) -> dict[str, Any]:
     return {
         "seconds": round(run.seconds, 3),
         "peak_rss_mb": round(run.peak_rss_kb / 1024, 1),
+        "cpu_seconds": round(run.cpu_seconds, 2),
         "processes": run.processes,
         "exit_code": run.exit_code,
         "source": {
