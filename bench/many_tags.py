@@ -11,7 +11,7 @@ registry, so every run is a no-op. Each ``--mirror`` version (default options) r
 process (VmHWM) and of its whole process tree (RSS summed over it, sampled every 10 ms), and
 the source's manifest HEADs and GETs are kept. ``--skopeo`` adds ``skopeo sync`` (which GETs
 every manifest: about a minute at 30 ms); ``--profile N`` N more no-ops per version under py-spy
-(``pyspy-many-tags-LABEL.{md,txt}``; with ``--cpu``, CPU time only:
+(``pyspy-many-tags-LABEL.{md,txt}``; with ``--cpu``, the GIL's holder only:
 ``pyspy-many-tags-cpu-LABEL``). Writes ``many-tags.{md,json}`` to ``--out``.
 """
 
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for label, tool in tools.items():
                 if isinstance(tool, Mirror):
                     name = f"many-tags-{'cpu-' if args.cpu else ''}{label}"
-                    profile(tool, out, name, args.profile, idle=not args.cpu)
+                    profile(tool, out, name, args.profile, gil=args.cpu)
     results["runs"] = runs
     results["load_after"] = load()
     out.mkdir(parents=True, exist_ok=True)
@@ -247,7 +247,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="N more no-ops under py-spy"
     )
-    parser.add_argument("--cpu", action="store_true", help="profile CPU time, not wall time")
+    parser.add_argument(
+        "--cpu", action="store_true", help="profile Python's CPU time (py-spy --gil)"
+    )
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--work", help="scratch directory (default: OUT/tmp/many-tags)")
     parser.add_argument("--keep", action="store_true", help="keep the registries' data")

@@ -1,8 +1,8 @@
 """py-spy around a command, and its raw stacks read back: where each thread's wall time went.
 
 ``record`` runs a command under ``py-spy record --idle --threads --format raw`` (wall clock:
-waiting counts, which is what a run that waits on the network spends; without ``idle``, CPU
-time only). ``read`` groups the
+waiting counts, which is what a run that waits on the network spends; with ``gil``, Python's
+CPU time only). ``read`` groups the
 samples by thread name (``check-3`` and ``check-7`` are ``check``) and, per group, by the
 innermost frame of the code asked about (``focus``, e.g. ``mirror/``) and by the innermost
 frame of all (where it waited: a lock, a socket, a sleep).
@@ -23,14 +23,15 @@ _THREAD = re.compile(r"^thread \((?P<tid>\w+)\)(?:: (?P<name>[^;]*))?$")
 
 
 def record(
-    argv: list[str], *, env: dict[str, str], cwd: Path, output: Path, idle: bool = True
+    argv: list[str], *, env: dict[str, str], cwd: Path, output: Path, gil: bool = False
 ) -> int:
-    """Run ``argv`` under py-spy, raw stacks to ``output``; the command's exit code. Without
-    ``idle``, only samples of threads on the CPU: where the CPU time goes."""
+    """Run ``argv`` under py-spy, raw stacks to ``output``; the command's exit code. With
+    ``gil``, only the samples of the thread holding the GIL: where Python's CPU time goes
+    (py-spy's own idle detection misses threads waiting on sockets here)."""
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         raise SystemExit("py-spy is not installed: pip install py-spy")
-    flags = [*(["--idle"] if idle else []), "--threads", "--rate", str(RATE), "--format", "raw"]
+    flags = ["--gil" if gil else "--idle", "--threads", "--rate", str(RATE), "--format", "raw"]
     done = subprocess.run(
         [spy, "record", *flags, "--output", str(output), "--", *argv],
         env=env,

@@ -198,16 +198,16 @@ def save_timeline(out: Path, label: str, events: Sequence[Event]) -> None:
 
 
 def profile(
-    mirror: Mirror, out: Path, label: str, runs: int, *, idle: bool = True
+    mirror: Mirror, out: Path, label: str, runs: int, *, gil: bool = False
 ) -> dict[str, object]:
     """``runs`` no-ops under py-spy, their raw stacks in one file; seconds per thread group
-    and frame, summed over the runs (without ``idle``: CPU seconds)."""
+    and frame, summed over the runs (with ``gil``: seconds holding the GIL)."""
     raw = out / f"pyspy-{label}.txt"
     one = out / f"pyspy-{label}.part"
     raw.write_text("")
     for _ in range(runs):
         code = pyspy.record(
-            mirror.argv(), env=mirror.setup.env, cwd=mirror.setup.workdir, output=one, idle=idle
+            mirror.argv(), env=mirror.setup.env, cwd=mirror.setup.workdir, output=one, gil=gil
         )
         if code != 0:
             _say(f"{label}: a run under py-spy exited {code}")
