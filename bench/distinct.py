@@ -21,18 +21,17 @@ import contextlib
 import json
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import cli
 from bench import corpus as corpora
-from bench.regression import load
 from bench.run import HUB_LIMIT, machine, record
 from bench.tools import SKOPEO_SYNC, Mirror, Setup, SkopeoSync, Tool, environment
-from bench.versions import Version, resolve, spec
+from bench.versions import Version
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.hub import HubFront
 from tests.standins.registry import Registry
@@ -49,14 +48,10 @@ TARGETS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Path(args.out).resolve()
-    work = Path(args.work).resolve() if args.work else out / "tmp" / "distinct"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    versions = resolve(args.mirror, work)
+    out, work, versions = cli.prepare(args, "tmp/distinct")
     results: dict[str, Any] = {
         "machine": machine(),
-        "load_before": load(),
+        "load_before": cli.load_average(),
         "params": {
             "delay": args.delay,
             "repeats": args.repeats,
@@ -78,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["corpora"][name] = bench_corpus(
                 name, made, versions, env, args=args, root=work / name
             )
-    results["load_after"] = load()
+    results["load_after"] = cli.load_average()
     out.mkdir(parents=True, exist_ok=True)
     (out / "distinct.json").write_text(json.dumps(results, indent=2) + "\n")
     text = render(results)
@@ -110,7 +105,7 @@ def bench_corpus(
         backend = stack.enter_context(Registry(root / "source"))
         started = time.perf_counter()
         corpora.push(made, backend.host, root / "build")
-        _say(f"{name}: {made.summary()} built in {time.perf_counter() - started:.0f} s")
+        cli.say(f"{name}: {made.summary()} built in {time.perf_counter() - started:.0f} s")
         hub = stack.enter_context(HubFront(backend.url, limit=HUB_LIMIT, delay=args.delay))
         tools: dict[str, Tool] = {}
         for number, (label, tool_env) in enumerate(labels):
@@ -145,14 +140,14 @@ def one(hub: HubFront, tool: Tool, what: str) -> dict[str, Any]:
     hub.reset_counts()
     run = tool.sync(check=False)
     counts = hub.counts
-    _say(
+    cli.say(
         f"{what}: {run.seconds:.2f} s, {counts.manifest_get} manifest GETs, "
         f"{counts.manifest_head} HEADs" + (f", EXIT {run.exit_code}" if run.exit_code else "")
     )
     result = record(run, counts)
     if run.exit_code:
         result["error"] = tool.failures()
-        _say(f"{what}: {result['error']}")
+        cli.say(f"{what}: {result['error']}")
     return result
 
 
@@ -243,16 +238,8 @@ def _corpora(text: str) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.distinct", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--mirror",
-        type=spec,
-        action="append",
-        default=[],
-        metavar="LABEL=WHERE",
-        help="a version to measure: worktree, a directory or a git revision (repeatable)",
+    parser = cli.parser(
+        "python -m bench.distinct", __doc__, out="bench/results", work="OUT/tmp/distinct"
     )
     parser.add_argument("--corpora", type=_corpora, default=list(CORPORA))
     parser.add_argument("--images", type=int, default=32, help="distinct: images (= tags)")
@@ -261,14 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--delay", type=float, default=0.03, help="round trip per source request")
     parser.add_argument("--repeats", type=int, default=3, help="no-op runs per tool (median)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every layer size")
-    parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--work", help="scratch directory (default: OUT/tmp/distinct)")
-    parser.add_argument("--keep", action="store_true", help="keep the registries' data")
     return parser
-
-
-def _say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import contextlib
 import json
 import shutil
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -35,13 +34,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import cli, pyspy
 from bench import corpus as corpora
-from bench import pyspy
-from bench.regression import load
 from bench.run import HUB_LIMIT, machine
 from bench.timeline import Event, Passthrough, TimedHub, gantt, summary
 from bench.tools import Mirror, Setup, SkopeoLoop, Tool, environment
-from bench.versions import Version, resolve, spec
+from bench.versions import Version
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.registry import Registry
 
@@ -64,15 +62,11 @@ PHASES = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Path(args.out).resolve()
-    work = Path(args.work).resolve() if args.work else out / "tmp"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    versions = resolve(args.mirror, work)
+    out, work, versions = cli.prepare(args, "tmp")
     made = corpora.distinct(args.images, args.repositories, scale=args.scale)
     results: dict[str, Any] = {
         "machine": machine(),
-        "load_before": load(),
+        "load_before": cli.load_average(),
         "params": {k: v for k, v in vars(args).items() if k not in ("mirror", "out", "work")},
         "corpus": made.summary(),
         "versions": {v.label: {"where": v.where, "commit": v.commit} for v in versions},
@@ -87,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = _Bench(hub, env, work, out, made)
         results["loop"] = bench.loop()
         results["mirror"] = {version.label: bench.mirror(version) for version in versions}
-    results["load_after"] = load()
+    results["load_after"] = cli.load_average()
     (out / "first-sync.json").write_text(json.dumps(results, indent=2) + "\n")
     text = render(results)
     (out / "first-sync.md").write_text(text)
@@ -134,7 +128,7 @@ class _Bench:
                     )
                     starts.append(first - launched)
             events = self._events(front)
-        _say(f"skopeo loop: {sum(walls):.2f} s, {statistics.mean(walls) * 1000:.0f} ms a copy")
+        cli.say(f"skopeo loop: {sum(walls):.2f} s, {statistics.mean(walls) * 1000:.0f} ms a copy")
         self._save("skopeo-loop", events)
         return {
             "seconds": round(sum(walls), 3),
@@ -153,7 +147,7 @@ class _Bench:
         if run.exit_code:
             raise SystemExit(f"{version.label}: {tool.failures()}")
         copies = self.made.tags
-        _say(f"{version.label} --jobs 1: {run.seconds:.2f} s")
+        cli.say(f"{version.label} --jobs 1: {run.seconds:.2f} s")
         self._save(version.label, events)
         with self.destination(version.label, env) as (_, setup):
             tool = Mirror(setup, self.made.repositories, jobs=1)
@@ -204,11 +198,13 @@ def breakdown(raw: Path) -> dict[str, float]:
 
 
 def _copying_thread(head: str, frames: Sequence[str]) -> bool:
-    """The main thread, and the pool's thread that copies in a version where --jobs 1 still
-    copies in a pool (8ad5280's engine; its main thread then only waits: left out)."""
-    in_pool = any("_copy_job (mirror/engine.py" in frame for frame in frames)
-    waits = any("_copy_all (mirror/engine.py" in frame for frame in frames)
-    return in_pool or ("MainThread" in head and not waits)
+    """The main thread, and the thread that copies where --jobs 1 still copies in a pool
+    (8ad5280's engine; main before bb5f852): the main thread then only waits, left out."""
+    copying = ("Transfer.run (mirror/transfer.py", "_copy_job (mirror/engine.py")
+    waiting = ("Pipeline._transfer (mirror/pipeline.py", "_copy_all (mirror/engine.py")
+    in_copy = any(needle in frame for frame in frames for needle in copying)
+    waits = any(needle in frame for frame in frames for needle in waiting)
+    return in_copy or ("MainThread" in head and not waits)
 
 
 def _phase(frames: Sequence[str]) -> str:
@@ -274,28 +270,18 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.first_sync", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--mirror",
-        type=spec,
-        action="append",
-        default=[],
-        metavar="LABEL=WHERE",
-        help="a version to measure: worktree, a directory or a git revision (repeatable)",
+    parser = cli.parser(
+        "python -m bench.first_sync",
+        __doc__,
+        out="bench/results/first-sync",
+        work="OUT/tmp",
+        keep=False,
     )
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--repositories", type=int, default=16)
     parser.add_argument("--delay", type=float, default=0.03, help="round trip per source request")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every layer size")
-    parser.add_argument("--out", default="bench/results/first-sync")
-    parser.add_argument("--work", help="scratch directory (default: OUT/tmp)")
     return parser
-
-
-def _say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

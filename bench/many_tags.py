@@ -22,22 +22,20 @@ import contextlib
 import json
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import urllib3
 
+from bench import cli
 from bench.corpus import repository_name
-from bench.regression import load, profile
+from bench.regression import profile
 from bench.run import HUB_LIMIT, machine, record
 from bench.timeline import TimedHub, summary
 from bench.tools import SKOPEO_SYNC, Mirror, Setup, SkopeoSync, Tool, environment
-from bench.versions import resolve, spec
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.images import OCI_MANIFEST, Blob, build_image, push_blobs
 from tests.standins.registry import Registry
@@ -102,16 +100,12 @@ def put_all(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Path(args.out).resolve()
-    work = Path(args.work).resolve() if args.work else out / "tmp" / "many-tags"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    versions = resolve(args.mirror, work)
+    out, work, versions = cli.prepare(args, "tmp/many-tags")
     repos = repositories(args.tags, args.repositories)
     shared, made = manifests(repos)
     results: dict[str, Any] = {
         "machine": machine(),
-        "load_before": load(),
+        "load_before": cli.load_average(),
         "params": {k: v for k, v in vars(args).items() if k not in ("mirror", "out", "work")},
         "versions": {v.label: {"where": v.where, "commit": v.commit} for v in versions},
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -136,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             put_all(dest.host, shared, made, prefix=f"{prefix}/", auth=LOGIN)
             tools[label] = tool
         results["build_seconds"] = round(time.perf_counter() - started, 1)
-        _say(
+        cli.say(
             f"{args.tags} tags in {len(repos)} repositories, built in {results['build_seconds']} s"
         )
         runs: dict[str, list[dict[str, Any]]] = {label: [] for label in tools}
@@ -150,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     name = f"many-tags-{'cpu-' if args.cpu else ''}{label}"
                     profile(tool, out, name, args.profile, gil=args.cpu)
     results["runs"] = runs
-    results["load_after"] = load()
+    results["load_after"] = cli.load_average()
     out.mkdir(parents=True, exist_ok=True)
     (out / "many-tags.json").write_text(json.dumps(results, indent=2) + "\n")
     text = render(results)
@@ -171,14 +165,14 @@ def one(hub: TimedHub, tool: Tool, what: str) -> dict[str, Any]:
     result["cpu_seconds"] = round(run.cpu_seconds, 2)
     heads = summary(hub.events).get("source/manifest_head")
     result["source_heads"] = heads  # how long each took at the front, how many at once
-    _say(
+    cli.say(
         f"{what}: {run.seconds:.2f} s ({run.cpu_seconds:.1f} s CPU), {result['peak_rss_mb']} MB "
         f"(tree {result['tree_peak_rss_mb']} MB), {counts.manifest_head} HEADs, "
         f"{counts.manifest_get} GETs" + (f", EXIT {run.exit_code}" if run.exit_code else "")
     )
     if run.exit_code:
         result["error"] = tool.failures()
-        _say(f"{what}: {result['error']}")
+        cli.say(f"{what}: {result['error']}")
     return result
 
 
@@ -228,16 +222,8 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.many_tags", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--mirror",
-        type=spec,
-        action="append",
-        default=[],
-        metavar="LABEL=WHERE",
-        help="a version to measure: worktree, a directory or a git revision (repeatable)",
+    parser = cli.parser(
+        "python -m bench.many_tags", __doc__, out="bench/results", work="OUT/tmp/many-tags"
     )
     parser.add_argument("--tags", type=int, default=2000)
     parser.add_argument("--repositories", type=int, default=100)
@@ -250,14 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cpu", action="store_true", help="profile Python's CPU time (py-spy --gil)"
     )
-    parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--work", help="scratch directory (default: OUT/tmp/many-tags)")
-    parser.add_argument("--keep", action="store_true", help="keep the registries' data")
     return parser
-
-
-def _say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

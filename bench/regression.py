@@ -23,7 +23,6 @@ import json
 import shutil
 import ssl
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -31,12 +30,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import cli, pyspy
 from bench import corpus as corpora
-from bench import pyspy
 from bench.run import HUB_LIMIT, machine
 from bench.timeline import Event, Passthrough, TimedHub, gantt, summary
 from bench.tools import Mirror, Run, Setup, environment
-from bench.versions import Version, resolve, spec
+from bench.versions import Version
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.registry import Registry
 from tests.standins.tls import Authority
@@ -51,15 +50,11 @@ SHOWN = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Path(args.out).resolve()
-    work = Path(args.work).resolve() if args.work else out / "tmp"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    versions = resolve(args.mirror, work)
+    out, work, versions = cli.prepare(args, "tmp")
     corpus = build_corpus(args)
     results: dict[str, Any] = {
         "machine": machine(),
-        "load_before": load(),
+        "load_before": cli.load_average(),
         "params": {**{k: v for k, v in vars(args).items() if k != "mirror"}, "out": str(out)},
         "corpus": corpus.summary(),
         "versions": {v.label: {"where": v.where, "commit": v.commit} for v in versions},
@@ -90,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tools[version.label] = (Mirror(setup, corpus.repositories, jobs=args.jobs), front)
         measured = measure_all(versions, tools, hub, args, out)
     results["runs"] = measured
-    results["load_after"] = load()
+    results["load_after"] = cli.load_average()
     out.mkdir(parents=True, exist_ok=True)
     (out / "regression.json").write_text(json.dumps(results, indent=2) + "\n")
     text = render(results)
@@ -162,7 +157,7 @@ def timed(mirror: Mirror, hub: TimedHub, front: Passthrough, what: str) -> dict[
     events = sorted([*hub.events, *front.events], key=lambda event: event.arrived)
     counts = hub.counts
     found = summary(events)
-    _say(
+    cli.say(
         f"{what}: {run.seconds:.2f} s, exit {run.exit_code}, source {counts.manifest_head} HEADs "
         f"{counts.manifest_get} GETs; "
         + ", ".join(
@@ -172,7 +167,7 @@ def timed(mirror: Mirror, hub: TimedHub, front: Passthrough, what: str) -> dict[
         )
     )
     if run.exit_code:
-        _say(f"{what}: {mirror.failures()}")
+        cli.say(f"{what}: {mirror.failures()}")
     return {
         "seconds": round(run.seconds, 3),
         "exit_code": run.exit_code,
@@ -210,18 +205,12 @@ def profile(
             mirror.argv(), env=mirror.setup.env, cwd=mirror.setup.workdir, output=one, gil=gil
         )
         if code != 0:
-            _say(f"{label}: a run under py-spy exited {code}")
+            cli.say(f"{label}: a run under py-spy exited {code}")
         with raw.open("a") as whole:
             whole.write(one.read_text())
     one.unlink(missing_ok=True)
     (out / f"pyspy-{label}.md").write_text("\n".join(pyspy.render(label, pyspy.read(raw))))
     return pyspy.read(raw).as_dict()
-
-
-def load() -> str:
-    with contextlib.suppress(OSError):
-        return Path("/proc/loadavg").read_text().strip()
-    return "unknown"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -275,16 +264,8 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.regression", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--mirror",
-        type=spec,
-        action="append",
-        default=[],
-        metavar="LABEL=WHERE",
-        help="a version to measure: worktree, a directory or a git revision (repeatable)",
+    parser = cli.parser(
+        "python -m bench.regression", __doc__, out="bench/results/regression", work="OUT/tmp"
     )
     parser.add_argument("--corpus", choices=CORPORA, default="distinct")
     parser.add_argument("--images", type=int, default=32, help="tags (alias: tags in all)")
@@ -300,18 +281,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="N more no-ops under py-spy"
     )
-    parser.add_argument("--out", default="bench/results/regression")
-    parser.add_argument("--work", help="scratch directory (default: OUT/tmp)")
-    parser.add_argument("--keep", action="store_true", help="keep the registries' data")
     return parser
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ import contextlib
 import json
 import random
 import shutil
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,10 +30,10 @@ from typing import Any
 
 import boto3
 
-from bench.regression import load
+from bench import cli
 from bench.run import machine
 from bench.tools import SKOPEO_SYNC, Mirror, Setup, SkopeoSync, Tool, environment
-from bench.versions import Version, resolve, spec
+from bench.versions import Version
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.ecr import EcrFront
 from tests.standins.hub import HubFront
@@ -82,17 +80,13 @@ class Contender:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Path(args.out).resolve()
-    work = Path(args.work).resolve() if args.work else out / "tmp" / "shared-base"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    versions = resolve(args.mirror, work)
+    out, work, versions = cli.prepare(args, "tmp/shared-base")
     base = random.Random(f"{SEED}|base").randbytes(int(args.base_mb * 1_000_000))  # noqa: S311
     own = int(args.own_kb * 1000)
     least, unmounted = minimum_bytes(args.images, base, own)
     results: dict[str, Any] = {
         "machine": machine(),
-        "load_before": load(),
+        "load_before": cli.load_average(),
         "params": {k: v for k, v in vars(args).items() if k not in ("mirror", "out", "work")},
         "versions": {v.label: {"where": v.where, "commit": v.commit} for v in versions},
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -112,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 where = work / f"case-{number}-{int(mounting)}"
                 run = case(hub, moto, env, contender, where, mounting=mounting, count=args.images)
                 results["runs"].append(run)
-    results["load_after"] = load()
+    results["load_after"] = cli.load_average()
     out.mkdir(parents=True, exist_ok=True)
     (out / "shared-base.json").write_text(json.dumps(results, indent=2) + "\n")
     text = render(results)
@@ -179,7 +173,7 @@ def case(
     }
     if run.exit_code:
         result["error"] = tool.failures()
-    _say(
+    cli.say(
         f"{label}, mounting {'on' if mounting else 'off'}: {result['seconds']} s, "
         f"{counts.upload_bytes / 1e6:.2f} MB uploaded, {result['mounts']} mounts"
         + (f", EXIT {run.exit_code}: {result['error']}" if run.exit_code else "")
@@ -226,29 +220,14 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.shared_base", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--mirror",
-        type=spec,
-        action="append",
-        default=[],
-        metavar="LABEL=WHERE",
-        help="a version to measure: worktree, a directory or a git revision (repeatable)",
+    parser = cli.parser(
+        "python -m bench.shared_base", __doc__, out="bench/results", work="OUT/tmp/shared-base"
     )
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--base-mb", type=float, default=5.0, help="the shared base layer, MB")
     parser.add_argument("--own-kb", type=float, default=200.0, help="each image's own layer, kB")
     parser.add_argument("--delay", type=float, default=0.03, help="round trip per source request")
-    parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--work", help="scratch directory (default: OUT/tmp/shared-base)")
-    parser.add_argument("--keep", action="store_true", help="keep the registries' data")
     return parser
-
-
-def _say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -189,3 +189,16 @@ def test_the_shared_base_benchmark_counts_bytes_uploaded(tmp_path: Path) -> None
     # one image after another: the second mounts the base the first uploaded
     assert by_case[("worktree --jobs 1", True)]["upload_bytes"] == least
     assert by_case[("skopeo-sync", True)]["upload_bytes"] == least
+
+
+@pytest.mark.e2e
+def test_the_first_sync_benchmark_puts_mirror_beside_the_bare_copy_loop(tmp_path: Path) -> None:
+    _bench("bench.first_sync", "--images", "2", "--repositories", "1", "--scale", "0.01",
+           "--delay", "0", "--out", str(tmp_path))  # fmt: skip
+    results = json.loads((tmp_path / "first-sync.json").read_text())
+    loop, mirror = results["loop"], results["mirror"]["worktree"]
+    assert loop["requests_per_copy"]["destination/manifest_put"] >= 1  # each copy was made
+    assert mirror["requests_per_copy"]["destination/manifest_put"] >= 1
+    assert mirror["requests_per_copy"].get("source/ping", 0) == 0  # skopeo reads the relay
+    assert sum(mirror["phases_s_under_pyspy"].values()) > 0
+    assert "skopeo copy (start, run, wait)" in mirror["phases_s_under_pyspy"]
