@@ -19,6 +19,7 @@ from mirror.errors import ConfigError
 from mirror.reference import (
     DIGEST_LENGTHS,
     DOCKER_HUB,
+    LEGACY_PIN_TAG,
     PIN_TAG,
     BadReference,
     Repository,
@@ -479,22 +480,39 @@ def _tag_entry(data: Any, where: str) -> TagEntry:
     _check(check_tag, tag, where)
     if at:
         _check(check_digest, digest, where)
-    if PIN_TAG.match(tag) and not (digest and tag == pin_tag(digest)):
-        raise ConfigError(f"{where}: {referrers_tag_refusal(tag)}")
+    refused = tag_refusal(tag, digest or None)
+    if refused:
+        raise ConfigError(f"{where}: {refused}")
     return TagEntry(tag, digest or None)
+
+
+def tag_refusal(tag: str, digest: str | None = None) -> str | None:
+    """Why `tag` (pinned to `digest`, if given) is not a tag to mirror by name, or None:
+    a referrers tag (`sha256-<hex>`), or the form of mirror's pin tags (`pin-sha256-<hex>`)
+    other than the pin tag of `digest` itself."""
+    if LEGACY_PIN_TAG.match(tag):
+        return referrers_tag_refusal(tag)
+    if PIN_TAG.match(tag) and not (digest and tag == pin_tag(digest)):
+        algorithm, _, hexdigits = tag.removeprefix("pin-").partition("-")
+        return (
+            f"{tag!r} is the form of mirror's pin tags, which mirror writes itself for a pin: "
+            f"pin the image instead, TAG@{algorithm}:{hexdigits[:12]}... (its pin tag is added)"
+        )
+    return None
 
 
 def referrers_tag_refusal(tag: str) -> str:
     """Why a `sha256-<hex>` tag is not mirrored by name: in the OCI referrers tag schema it
-    holds the index of another image's signatures and attestations (and mirror keeps its pin
-    tags in that form). cosign's `sha256-<hex>.sig`, `.att` and `.sbom` are copied as listed."""
+    holds the index of another image's signatures and attestations (an earlier mirror also
+    wrote its pin tags in that form). cosign's `sha256-<hex>.sig`, `.att` and `.sbom` are copied
+    as listed."""
     algorithm, _, hexdigits = tag.partition("-")
     whole = DIGEST_LENGTHS.get(algorithm) == len(hexdigits)
     pin = f"pin it: TAG@{algorithm}:{hexdigits}" if whole else "pin it: TAG@<its digest>"
     return (
         f"{tag!r} is a referrers tag (OCI's referrers tag schema: the signatures and "
-        f"attestations of the image {algorithm}:{hexdigits[:12]}...) and the form of mirror's "
-        f"pin tags, not an image to mirror by name; to mirror that image, {pin}"
+        f"attestations of the image {algorithm}:{hexdigits[:12]}...), not an image to mirror "
+        f"by name (mirror's pin tags are pin-{algorithm}-<hex>); to mirror that image, {pin}"
     )
 
 
