@@ -231,6 +231,13 @@ def _sync_parser(commands: argparse._SubParsersAction[_Parser], parents: list[An
         "a directory of $TMPDIR, else /tmp, only this user may enter); an existing file "
         "that is not a mirror lock is refused, never changed",
     )
+    sync_parser.add_argument(
+        "--rescan-referrers",
+        action="store_true",
+        help="look for the referrers (signatures, SBOMs, attestations) of every image now, "
+        "up to date or pinned, each platform too (default: those copied, and an up-to-date "
+        "one's at most once a day)",
+    )
     sync_parser.set_defaults(handler=sync.run)
 
 

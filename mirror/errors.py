@@ -30,7 +30,8 @@ EXIT_CODES: tuple[tuple[Exit, str], ...] = (
     ),
     (
         Exit.FAILED,
-        "at least one image failed; the others were still done (`repos`: differences remain)",
+        "at least one image failed (`sync`: or what vouches for one could not be copied); the "
+        "others were still done (`repos`: differences remain)",
     ),
     (
         Exit.USAGE,
@@ -42,7 +43,8 @@ EXIT_CODES: tuple[tuple[Exit, str], ...] = (
         Exit.TRY_LATER,
         "try again later, nothing lost: a source's pull budget is spent or it answered 429 "
         "(its images are deferred; for `ensure`, only those ECR lacks, or with --refresh "
-        "always), or another run holds the lock",
+        "always; for `sync`, also referrers the budget could not cover), or another run holds "
+        "the lock",
     ),
     (Exit.INTERRUPTED, "interrupted by SIGINT (Ctrl-C); the report says what was done"),
     (Exit.TERMINATED, "terminated by SIGTERM; the report says what was done"),

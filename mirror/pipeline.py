@@ -1,4 +1,5 @@
-"""The run's steps 2 to 4 wired together: check every task, schedule the copies, transfer them.
+"""The run's steps 2 to 5 wired together: check every task, schedule the copies, transfer them
+(each past the verify gate), then copy what vouches for the images (their referrers).
 
 Each entry's outcome goes to the sink the moment it is known (an unchanged image during the
 checks, a copy when it ends), so a long run shows its progress and a killed one has printed
@@ -15,10 +16,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from mirror.attach import Attach, Finder, lookups
 from mirror.check import Checker
 from mirror.model import (
     INTERRUPTED,
     Action,
+    Attached,
     Job,
     Outcome,
     Pending,
@@ -28,11 +31,11 @@ from mirror.model import (
     Settings,
     Task,
 )
-from mirror.ports import Copier, Sink, Source, Target
+from mirror.ports import Copier, Destination, Sink, Source
 from mirror.pulls import Pulls
 from mirror.schedule import Admission, Backpressure, Ledger, jobs, reread
 from mirror.stale import Serve
-from mirror.state import Refusals
+from mirror.state import Looks, Refusals
 from mirror.transfer import Holdings, Transfer
 from mirror.workers import Workers, wait_all, wait_any
 
@@ -44,6 +47,7 @@ class Result:
     outcomes: list[Outcome]  # in config order
     ledger: Ledger
     warnings: list[str] = field(default_factory=list)
+    attached: list[Attached] = field(default_factory=list)  # in config order
 
 
 class Collector:
@@ -86,6 +90,11 @@ class Collector:
             counts = dict(self._counts)
         self.sink.progress(Progress(self.total, counts, self.running, self.ledger.pulls_left()))
 
+    def taken(self) -> list[Outcome]:
+        """The outcomes taken so far, in config and target order."""
+        with self._lock:
+            return sorted(self._outcomes.values(), key=lambda outcome: outcome.sort_key)
+
     def close(self) -> list[Outcome]:
         """No more outcomes are taken; the ones taken, in config and target order."""
         with self._lock:
@@ -100,7 +109,7 @@ class Pipeline:
         self,
         *,
         sources: Callable[[str], Source],
-        targets: Sequence[Target],
+        targets: Sequence[Destination],
         copier: Copier,
         ledger: Ledger,
         settings: Settings,
@@ -109,6 +118,7 @@ class Pipeline:
         backpressure: Backpressure | None = None,
         refusals: Refusals | None = None,
         pulls: Pulls | None = None,
+        looks: Looks | None = None,
     ):
         self.sources = sources
         self.targets = list(targets)
@@ -121,6 +131,8 @@ class Pipeline:
         self.backpressure = backpressure or Backpressure(settings.jobs)
         self.refusals = refusals or Refusals(None)
         self.pulls = pulls or Pulls(sources)  # `sources` metered: see Ledger.meter
+        self.looks = looks or Looks(None)
+        self.finder = Finder(sources=sources, pulls=self.pulls, promises=ledger)
         self._grace_end: float | None = None
 
     def run(self, plan: Plan) -> Result:
@@ -134,13 +146,17 @@ class Pipeline:
         pendings = self._check(plan.tasks, collector)
         if pendings and not self.settings.dry_run:
             self._transfer(pendings, collector)
-            if not self.stop.is_set():
-                reread(self.ledger, pendings, self.sources)
+        attached = []
+        if not self.settings.dry_run and not self.stop.is_set():
+            attached = self._attach(plan.tasks, collector.taken())
+        if pendings and not self.settings.dry_run and not self.stop.is_set():
+            reread(self.ledger, pendings, self.sources)
         self._settle_the_rest(plan.tasks, collector)
         outcomes = collector.close()
         warnings = [*plan.warnings, *self.pulls.warnings()]
         warnings += [o.warning for o in outcomes if o.warning]
-        return Result(outcomes, self.ledger, warnings)
+        warnings += [warning for item in attached for warning in item.warnings]
+        return Result(outcomes, self.ledger, warnings, attached)
 
     # --- step 2: checks -------------------------------------------------------------------------
 
@@ -217,12 +233,37 @@ class Pipeline:
                         future.result()  # a bug in a job surfaces here
                 collector.set_running(len(running))
             for future in self._finished(running, every=True):
+                admission.done(running[future])  # its pulls no longer reserved
                 future.result()
         collector.set_running(0)
         for job, reason in admission.left():
             why = INTERRUPTED if self.stop.is_set() else reason
             for pending in job.pendings():
                 collector.add(Outcome.settled(pending, Action.DEFERRED, error=why))
+
+    # --- step 5: what vouches for the images ---------------------------------------------------
+
+    def _attach(self, tasks: Sequence[Task], outcomes: Sequence[Outcome]) -> list[Attached]:
+        """The referrers of the images copied (and of those up to date whose look is due),
+        copied into their targets, each image's result told to the sink as it ends."""
+        hosts = [target.host for target in self.targets]
+        wanted = lookups(tasks, outcomes, hosts, self.looks, rescan=self.settings.rescan_referrers)
+        if not wanted:
+            return []
+        attach = Attach(finder=self.finder, targets=self.targets, looks=self.looks, stop=self.stop)
+        done: list[Attached] = []
+        inline = self.settings.jobs == 1
+        with Workers(self.settings.jobs, "attach", inline=inline) as workers:
+            running = {workers.submit(attach.run, lookup): lookup for lookup in wanted}
+            while running:
+                for future in self._finished(running, every=self.stop.is_set()):
+                    running.pop(future)
+                    done.append(future.result())
+                    self.sink.attached(done[-1])
+                if self.stop.is_set():
+                    break
+        order = {lookup.destination: number for number, lookup in enumerate(wanted)}
+        return sorted(done, key=lambda item: order.get(item.destination, 0))
 
     # --- the end --------------------------------------------------------------------------------
 

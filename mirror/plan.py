@@ -208,6 +208,7 @@ def image_task(
         # pinned reference could not pull.
         () if digest else image.platforms,
         order,
+        image.referrers,
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mirror.errors import quoted
-from mirror.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, sha256
+from mirror.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, RateLimit, sha256
 from mirror.reference import DIGEST_LENGTHS
 
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
@@ -141,13 +141,15 @@ class Listing:
 
     `passed_over`: entries that were not descriptors (not kept). `filtered`: the registry said
     it applied the `artifactType` filter (`OCI-Filters-Applied`); `keep()` filters either way.
-    `warning`: why the listing may be incomplete, or None.
+    `warning`: why the listing may be incomplete, or None. `rate_limit`: the pull budget
+    the registry's answer reported (Docker Hub's `ratelimit-*` headers), or None.
     """
 
     referrers: tuple[ContentDescriptor, ...] = ()
     passed_over: int = 0
     filtered: bool = False
     warning: str | None = None
+    rate_limit: RateLimit | None = None
 
 
 # --- names --------------------------------------------------------------------------------------

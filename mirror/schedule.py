@@ -41,6 +41,7 @@ from mirror.oci import (
     index_of,
 )
 from mirror.ports import Answer, Holdings, Manifests, Source
+from mirror.referrers import Listing
 
 log = logging.getLogger("mirror")
 # The least an index entry can take, in bytes: `{"digest":"sha256:<64 hex>"}` and a comma.
@@ -58,6 +59,7 @@ class Ledger:
         self.max_pulls = max_pulls
         self._hosts: dict[str, HostBudget] = {}
         self._claimed: Counter[str] = Counter()  # pulls promised to GETs not yet answered
+        self._reserved: dict[str, int] = {}  # pulls reserved for the copies running (Admission)
         self._lock = threading.Lock()
 
     def see(self, host: str, rate_limit: RateLimit | None) -> None:
@@ -102,13 +104,20 @@ class Ledger:
         with self._lock:
             return self._get(host).limited
 
+    def reserve(self, reserved: Mapping[str, int]) -> None:
+        """The pulls now reserved for the copies running, by host (Admission tells): a claim
+        made meanwhile (a signature read for the verify gate) leaves them to the copies."""
+        with self._lock:
+            self._reserved = dict(reserved)
+
     def claim(self, host: str) -> str | None:
         """Promise one pull from `host` to a GET made outside the copies (a check's, when a
-        HEAD gives no digest), or say why it cannot be spent. Checks run at once: the check
-        and the promise are one step, so together they never overrun --max-pulls or the
-        budget. The promise is settled by `pulled(..., claimed=True)` or `unclaim`."""
+        HEAD gives no digest; a referrer's or a signature's), or say why it cannot be spent.
+        Checks run at once: the check and the promise are one step, so together they never
+        overrun --max-pulls or the budget, nor take what is reserved for the copies running.
+        The promise is settled by `pulled(..., claimed=True)` or `unclaim`."""
         with self._lock:
-            reason = self._shortfall(host, 1, {})
+            reason = self._shortfall(host, 1, self._reserved)
             if reason is None:
                 self._claimed[host] += 1
             return reason
@@ -225,6 +234,16 @@ class Metered:
         with self._answers():
             return self.source.list_tags(path)
 
+    def list_referrers(self, path: str, digest: str) -> Listing | None:
+        """The referrers API's listing (None: the source has none), its figures entered.
+        Whether Docker Hub counts a listing as a pull is not settled: the caller promises
+        one (`Ledger.claim`) before asking, and the figures the answer reports stand."""
+        with self._answers():
+            listing = self.source.list_referrers(path, digest)
+        if listing is not None:
+            self.ledger.see(self.host, listing.rate_limit)
+        return listing
+
     def check_login(self, path: str) -> None:
         with self._answers():
             self.source.check_login(path)
@@ -332,6 +351,7 @@ class Admission:
                 self.waiting.remove(job)
                 self._reasons.pop(id(job), None)
                 self._running[id(job)] = (job, pulls)
+                self.ledger.reserve(self.reserved())
                 log.debug("starting %s (%d pull(s) from %s)", job.lead.task.source, pulls, job.host)
                 return job
             self._reasons[id(job)] = reason
@@ -340,6 +360,7 @@ class Admission:
     def done(self, job: Job) -> None:
         """The job ended: its pulls are spent (the ledger has them) or not needed."""
         self._running.pop(id(job), None)
+        self.ledger.reserve(self.reserved())
 
     def reserved(self) -> dict[str, int]:
         """The pulls promised to the jobs running, by host."""

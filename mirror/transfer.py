@@ -40,7 +40,15 @@ from mirror.oci import (
     platform_names,
     sha256,
 )
-from mirror.ports import Copier, Limits, Manifests, Pacing, Refusals, Registry, Target
+from mirror.ports import (
+    Copier,
+    Limits,
+    Manifests,
+    Pacing,
+    Refusals,
+    Registry,
+    Target,
+)
 from mirror.reference import Repository
 from mirror.workers import backoff
 
@@ -134,6 +142,8 @@ class Transfer:
                 outcome = self._attempts(pending, partial(self._from_target, donor=donor))
             else:
                 outcome = self._attempts(pending, self._from_source, from_source=True)
+                if outcome.action is Action.COPIED:
+                    outcome = replace(outcome, pulled=True)
             self.emit(outcome)
             self.holdings.add(outcome, platforms=pending.task.platforms)
             if donor is None and outcome.action not in (Action.COPIED, Action.UP_TO_DATE):

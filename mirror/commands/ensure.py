@@ -24,7 +24,9 @@ SERVED = (Action.COPIED, Action.UP_TO_DATE, Action.STALE)  # what ensure prints 
 
 def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     """Mirror the images, then print their references (exit 0); nothing on stdout else."""
-    settings = replace(settings_of(args), refresh=args.refresh, check_logins=False)
+    settings = replace(
+        settings_of(args), refresh=args.refresh, check_logins=False, referrers_count=False
+    )
     with reported(settings):
         loaded = config.load(config.config_path(args.config))
         names, text, lines = _names(args)
