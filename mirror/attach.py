@@ -1,4 +1,4 @@
-"""Step 5, attach: what vouches for an image travels with it.
+"""Step 5, attach: what vouches for an image travels with it, and the verify gate before it.
 
 What a publisher attaches to an image digest (mirror/referrers.py has the forms):
 
@@ -25,6 +25,11 @@ Which images: every one a run copies, with each platform of an index copied whol
 platform of a subset); one that is up to date at most once a day, its own digest only
 (`state.Looks`; `sync --rescan-referrers` looks at all, platforms included); a pin only when
 copied (or asked). A run with nothing due makes no request for referrers at all.
+
+`Gate` (ports.Verifier) is the verify gate: before a copy from the source writes anything, the
+signature material of the image's own digest is read at the source (cosign's `.sig` manifest
+and its payloads; sigstore bundles attached as referrers), each manifest a pull as above, and
+mirror.signatures judges it against the image's policy.
 """
 
 from __future__ import annotations
@@ -37,12 +42,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mirror import signatures
-from mirror.errors import Later, MirrorError, Stopped, bug_message
+from mirror.errors import Later, MirrorError, NotVerified, Stopped, bug_message
 from mirror.model import (
     INTERRUPTED,
     Action,
     Attached,
     Outcome,
+    Pending,
     Referrer,
     ReferrerRule,
     Task,
@@ -253,6 +259,88 @@ class Finder:
             yield
         finally:
             self.promises.unclaim(host)
+
+
+# --- the verify gate -------------------------------------------------------------------------
+
+
+class Gate:
+    """The verify gate (ports.Verifier): a copy from the source is made only when a signature
+    of the image's own digest verifies under its task's policy. The material is read at the
+    source before anything is written; each image's verdict is kept for the run."""
+
+    def __init__(self, finder: Finder):
+        self.finder = finder
+        self._verdicts: dict[tuple[str, str, int], signatures.Verdict] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, pending: Pending) -> str | None:
+        """What vouched (`key cosign.pub (sha256:…) (sha256-….sig layer 1)`), or None when
+        the task has no policy. NotVerified naming why not; Later when the budget cannot
+        cover the reads; MirrorError when the source cannot be read."""
+        policy = pending.task.verify
+        if policy is None:
+            return None
+        repository = pending.task.source.repository
+        digest = pending.source_digest
+        key = (str(repository), digest, id(policy))
+        with self._lock:
+            verdict = self._verdicts.get(key)
+        if verdict is None:
+            material = self._material(repository, digest, policy)
+            verdict = signatures.verify(digest, material, policy)
+            with self._lock:
+                self._verdicts[key] = verdict
+        if not verdict.verified:
+            raise NotVerified(f"{pending.task.source}: {verdict}")
+        return f"{verdict.by} ({verdict.source})"
+
+    def _material(
+        self, repository: Repository, digest: str, policy: signatures.Policy
+    ) -> list[signatures.Material]:
+        found = self.finder.find(repository, digest)
+        material: list[signatures.Material] = []
+        for tag, sig in found.cosign:
+            if tag.endswith(".sig"):
+                material += self._cosign(repository, tag, sig)
+        for referrer in found.referrers:
+            if signatures.worth_fetching(referrer, policy):
+                material += self._bundles(repository, referrer)
+        return material
+
+    def _cosign(self, repository: Repository, tag: str, digest: str) -> list[signatures.Material]:
+        manifest = self.finder.manifest(repository, digest)
+        try:
+            layers = signatures.cosign_layers(manifest.body, source=tag)
+        except ReferrersError as error:
+            return [signatures.Unreadable(tag, str(error))]
+        limit = signatures.MAX_PAYLOAD_BYTES
+        payloads = {
+            layer.digest: data
+            for layer in layers
+            if (data := self.finder.small_blob(repository, layer.digest, limit)) is not None
+        }
+        return list(signatures.read_cosign(manifest.body, payloads, source=tag))
+
+    def _bundles(
+        self, repository: Repository, referrer: ContentDescriptor
+    ) -> list[signatures.Material]:
+        source = f"referrer {referrer.digest}"
+        manifest = self.finder.manifest(repository, referrer.digest)
+        try:
+            layers = signatures.bundle_layers(manifest.body, source=source)
+        except ReferrersError as error:
+            return [signatures.Unreadable(source, str(error))]
+        material: list[signatures.Material] = []
+        for layer in layers:
+            data = self.finder.small_blob(repository, layer.digest, signatures.MAX_BUNDLE_BYTES)
+            if data is None:
+                material.append(
+                    signatures.Unreadable(source, f"its bundle {layer.digest} is missing")
+                )
+            else:
+                material.append(signatures.read_bundle(data, digest=layer.digest, source=source))
+        return material
 
 
 # --- which images, and their referrers copied ------------------------------------------------

@@ -41,6 +41,7 @@ from mirror.repo_settings import (
     TagMutability,
     parse_settings,
 )
+from mirror.signatures import Identity, Policy, load_policy
 from mirror.yamlfile import WrittenInt
 from mirror.yamlfile import kind as _kind
 
@@ -147,6 +148,7 @@ class Image:
     platforms: tuple[str, ...] = ALL_PLATFORMS  # () = all, digests preserved
     repository_settings: RepositorySettings = field(default_factory=RepositorySettings)
     referrers: ReferrerRule = field(default_factory=ReferrerRule)  # what travels with it
+    verify: Policy | None = field(default=None, compare=False)  # the verify gate's policy
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class Config:
     platforms: tuple[str, ...] = ALL_PLATFORMS
     images: tuple[Image, ...] = ()
     referrers: ReferrerRule = field(default_factory=ReferrerRule)  # defaults.referrers
+    verify: Policy | None = field(default=None, compare=False)  # defaults.verify
 
     @property
     def ecr(self) -> Target:
@@ -212,7 +215,7 @@ class Config:
         for image in self.images:
             if image.source == source:
                 return image
-        return Image(source, platforms=self.platforms, referrers=self.referrers)
+        return Image(source, platforms=self.platforms, referrers=self.referrers, verify=self.verify)
 
 
 def moving_tags_excluded(settings: RepositorySettings, rule: ReferrerRule) -> RepositorySettings:
@@ -270,7 +273,7 @@ _ECR_KEYS = (
     "tls_verify",
     "repository_settings",
 )
-_DEFAULTS_KEYS = ("platforms", "referrers")
+_DEFAULTS_KEYS = ("platforms", "referrers", "verify")
 _IMAGE_KEYS = (
     "source",
     "tags",
@@ -278,7 +281,10 @@ _IMAGE_KEYS = (
     "platforms",
     "repository_settings",
     "referrers",
+    "verify",
 )
+_VERIFY_KEYS = ("keys", "identities", "trust_root")
+_IDENTITY_KEYS = ("issuer", "subject", "subject_regex")
 
 
 def parse(data: Any, path: Path) -> Config:
@@ -300,9 +306,10 @@ def _parse(data: Any, path: Path) -> Config:
         Repository(source.registry, "-"),
         platforms=platforms,
         referrers=_referrers(defaults.get("referrers", True), "defaults.referrers"),
+        verify=_verify(defaults, "defaults.verify", path.parent),
     )
     images = _parse_images(top.get("images"), source, base, path.parent)
-    config = Config(path, source, targets, platforms, images, base.referrers)
+    config = Config(path, source, targets, platforms, images, base.referrers, base.verify)
     _check_distinct_targets(config)
     _check_same_images(config, list(top.get("images") or ()))
     _check_derived_repositories(config)
@@ -450,7 +457,7 @@ def _parse_ecr(data: Any, where: str, base_dir: Path) -> Target:
 
 
 def _parse_images(data: Any, source: Source, base: Image, base_dir: Path) -> tuple[Image, ...]:
-    """The images; `base` holds the defaults (platforms, referrers)."""
+    """The images; `base` holds the defaults (platforms, referrers, verify)."""
     if data is None:
         return ()
     if not isinstance(data, list):
@@ -497,6 +504,7 @@ def _parse_image(data: Any, where: str, source: Source, base: Image, base_dir: P
             if "referrers" in table
             else base.referrers
         ),
+        verify=_verify(table, f"{where}.verify", base_dir) if "verify" in table else base.verify,
     )
 
 
@@ -631,6 +639,52 @@ def _referrers(data: Any, where: str) -> ReferrerRule:
     if len(set(data)) != len(data):
         raise ConfigError(f"{where}: an artifact type is listed twice")
     return ReferrerRule(types=tuple(data))
+
+
+def _verify(table: Mapping[str, Any], where: str, base_dir: Path) -> Policy | None:
+    """The verify gate's policy under `where` (`defaults.verify`, `images[0].verify`): keys
+    (cosign public key files, relative to the config file), keyless identities, and a trust
+    root file; `false` for none. Every file is read and checked now (PolicyError)."""
+    key = where.rpartition(".")[2]
+    if key not in table:
+        return None
+    data = table[key]
+    if data is False:
+        return None
+    if data is None:
+        raise ConfigError(
+            f"{where}: no value (YAML reads an empty value, ~ and null as none): give keys "
+            "or identities, or false"
+        )
+    policy = _mapping(data, where, _VERIFY_KEYS)
+    keys = [
+        base_dir / _string(path, f"{where}.keys[{index}]")
+        for index, path in enumerate(_list(policy.get("keys", []), f"{where}.keys"))
+    ]
+    identities = [
+        _identity(item, f"{where}.identities[{index}]")
+        for index, item in enumerate(_list(policy.get("identities", []), f"{where}.identities"))
+    ]
+    root = policy.get("trust_root")
+    trust_root = None if root is None else base_dir / _string(root, f"{where}.trust_root")
+    return load_policy(keys=keys, identities=identities, trust_root=trust_root, where=where)
+
+
+def _identity(data: Any, where: str) -> Identity:
+    table = _mapping(data, where, _IDENTITY_KEYS)
+    if "issuer" not in table:
+        raise ConfigError(f"{where}.issuer: required (the OIDC issuer URL)")
+    return Identity(
+        issuer=_string(table["issuer"], f"{where}.issuer"),
+        subject=_optional_string(table.get("subject"), f"{where}.subject"),
+        subject_regex=_optional_string(table.get("subject_regex"), f"{where}.subject_regex"),
+    )
+
+
+def _list(data: Any, where: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise ConfigError(f"{where}: expected a list, got {_kind(data)}")
+    return data
 
 
 def _platforms(data: Any, where: str) -> tuple[str, ...]:

@@ -157,6 +157,11 @@ SCHEMA1_REFUSAL = (
 )
 
 
+class NotVerified(MirrorError):
+    """The verify gate refused an image: no signature of its own digest verifies under its
+    policy (the message gives the verdict: no signature, untrusted key, another digest...)."""
+
+
 class NestedIndex(CopyError):
     """skopeo 1.9 met an image index whose entries are indexes, which it cannot copy whole."""
 

@@ -14,9 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mirror.oci import Descriptor, RateLimit
 from mirror.reference import ImageRef
+
+if TYPE_CHECKING:
+    from mirror.signatures import Policy
 
 INTERRUPTED = "interrupted before it was done"  # why work a stop cut short is deferred
 # Seconds `ensure` waits for the source's answer when ECR already has a copy to serve (or
@@ -135,7 +139,8 @@ class Task:
     """One tag to mirror into every target.
 
     `order` is the entry's place in the config (image index, tag position): the report keeps
-    that order whatever order the work finishes in. `referrers`: what travels with it.
+    that order whatever order the work finishes in. `referrers`: what travels with it;
+    `verify`: the policy a signature of its digest must pass before anything is written.
     """
 
     source: ImageRef  # a tag, or a pinned digest (with the tag it is mirrored under)
@@ -144,6 +149,7 @@ class Task:
     platforms: tuple[str, ...] = ()  # () = every platform, digests preserved
     order: tuple[int, int] = (0, 0)
     referrers: ReferrerRule = NO_REFERRERS
+    verify: Policy | None = field(default=None, compare=False)
 
     @property
     def source_reference(self) -> str:
@@ -201,6 +207,7 @@ class Outcome:
     target: int = 0
     order: tuple[int, int] = (0, 0)
     warning: str | None = None  # besides the action, for the log and the report's warnings
+    verified: str | None = None  # what vouched for the image the verify gate let through
     pulled: bool = False  # copied from the source (not filled from a target's copy)
 
     @classmethod
@@ -216,6 +223,7 @@ class Outcome:
         error: str | None = None,
         seconds: float = 0.0,
         warning: str | None = None,
+        verified: str | None = None,
     ) -> Outcome:
         return cls(
             source=str(task.source),
@@ -230,6 +238,7 @@ class Outcome:
             target=target,
             order=task.order,
             warning=warning,
+            verified=verified,
         )
 
     @classmethod

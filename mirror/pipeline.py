@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from mirror.attach import Attach, Finder, lookups
+from mirror.attach import Attach, Finder, Gate, lookups
 from mirror.check import Checker
 from mirror.model import (
     INTERRUPTED,
@@ -215,6 +215,7 @@ class Pipeline:
             source_deadline=(
                 None if self.settings.refresh is Refresh.ALWAYS else self.settings.source_deadline
             ),
+            verifier=Gate(self.finder),
         )
         running: dict[Future[None], Job] = {}
         # --jobs 1: each copy in this thread, one after another (workers.py: inline)

@@ -209,6 +209,7 @@ def image_task(
         () if digest else image.platforms,
         order,
         image.referrers,
+        image.verify,
     )
 
 

@@ -19,6 +19,7 @@ hand them fakes. Each protocol has one implementation in mirror/:
 | `Promises` | schedule.Ledger (a pull promised before a GET, given back after) | attach |
 | `Storage`, `Destination` | registry.Registry, connect.EcrTarget (referrers, blobs too) | attach |
 | `Looks` | state.Looks (when each image's referrers were last looked for) | pipeline |
+| `Verifier` | attach.Gate (the verify gate) | transfer |
 """
 
 from __future__ import annotations
@@ -258,3 +259,10 @@ class Looks(Protocol):
     def indexes(self, key: str) -> Mapping[str, str]: ...
 
     def add(self, key: str, indexes: Mapping[str, str]) -> None: ...
+
+
+class Verifier(Protocol):
+    """The verify gate: does a signature of the image a copy would write verify?"""
+
+    def verify(self, pending: Pending) -> str | None:
+        """What vouched for the image (None: no policy); NotVerified or Later otherwise."""

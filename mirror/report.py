@@ -122,6 +122,7 @@ def document(report: Report) -> dict[str, Any]:
                 "destination_digest": outcome.destination_digest,
                 "error": None if outcome.error is None else hide_passwords(outcome.error),
                 "seconds": round(outcome.seconds, 3),
+                "verified": outcome.verified,
                 "referrers": _referrers(attached.get((outcome.order, outcome.target))),
             }
             for outcome in report.outcomes

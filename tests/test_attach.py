@@ -10,17 +10,18 @@ import json
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mirror.attach import Attach, Finder, Lookup, lookups
-from mirror.errors import Later
-from mirror.model import NO_REFERRERS, Action, Outcome, ReferrerRule, Task
+from mirror.attach import Attach, Finder, Gate, Lookup, lookups
+from mirror.errors import Later, NotVerified
+from mirror.model import NO_REFERRERS, Action, Outcome, Pending, ReferrerRule, Task
 from mirror.oci import OCI_INDEX, Descriptor, Manifest, sha256
 from mirror.reference import ImageRef, Repository
 from mirror.referrers import Listing, cosign_tag, parse_listing, parse_manifest, tag_schema_name
-from mirror.signatures import SIMPLE_SIGNING
+from mirror.signatures import SIMPLE_SIGNING, load_policy
 from tests.standins.images import Blob
 from tests.standins.signing import (
     SPDX,
@@ -429,3 +430,40 @@ def test_which_images_have_their_referrers_looked_for() -> None:
     assert [(found.keys, found.platforms) for found in copied] == [((((0, 0), 0),), True)]
     asked = lookups(tasks, up_to_date, ["ecr"], looks, rescan=True)
     assert [found.keys for found in asked] == [(((0, 0), 0), ((1, 0), 0), ((2, 0), 0))]
+
+
+# --- the gate ------------------------------------------------------------------------------------
+
+
+def pending(policy: Any) -> Pending:
+    source = ImageRef(SOURCE, "1")
+    return Pending(Task(source, "1", ("mirror/ruby",), verify=policy), 0, "ecr/x:1", DIGEST, None)
+
+
+def test_the_gate_lets_a_signed_digest_through_and_keeps_its_verdict(tmp_path: Path) -> None:
+    w = world()
+    key = new_key()
+    sig, sig_blobs = cosign_sig_manifest([key_signed(key, simple_signing(DIGEST))])
+    w.source.add(sig, sig_blobs, cosign_tag(DIGEST))
+    policy = load_policy(keys=[key.write_public(tmp_path / "cosign.pub")])
+    gate = Gate(w.finder)
+    assert gate.verify(pending(policy)) == (
+        f"key cosign.pub ({key.fingerprint}) ({cosign_tag(DIGEST)} layer 1)"
+    )
+    reads = len(w.source.requests)
+    gate.verify(pending(policy))
+    assert len(w.source.requests) == reads  # the verdict is kept for the run
+    assert gate.verify(pending(None)) is None  # no policy: no gate
+
+
+def test_the_gate_refuses_a_replay_and_an_image_without_signature(tmp_path: Path) -> None:
+    w = world()
+    key = new_key()
+    other = "sha256:" + "9" * 64
+    sig, sig_blobs = cosign_sig_manifest([key_signed(key, simple_signing(other))])
+    w.source.add(sig, sig_blobs, cosign_tag(DIGEST))
+    policy = load_policy(keys=[key.write_public(tmp_path / "cosign.pub")])
+    with pytest.raises(NotVerified, match=r"signature of another digest: .* a valid signature of"):
+        Gate(w.finder).verify(pending(policy))
+    with pytest.raises(NotVerified, match="not verified: no signature"):
+        Gate(world().finder).verify(pending(policy))

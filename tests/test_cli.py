@@ -71,6 +71,7 @@ def test_validate(stage: Stage) -> None:
         [
             f"{stage.tmp / 'mirror.yaml'}: ok (1 image, 2 tags)",
             "referrers: all (1 image)",  # signatures, SBOMs... travel by default
+            "verify: none (1 image)",
         ],
     )
 

@@ -1,5 +1,5 @@
 """`mirror validate`: the config file, and the AWS settings sync would refuse, checked without
-asking AWS; what travels with the images (referrers)."""
+asking AWS; what travels with the images (referrers) and what the verify gate asks of them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from mirror.commands.run import Console, Stop
 from mirror.connect import region_of
 from mirror.errors import Exit
 from mirror.referrers import MOVING_TAG_FILTERS
+from mirror.signatures import Policy
 
 
 def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
@@ -34,12 +35,14 @@ def _count(number: int, thing: str) -> str:
 
 
 def _vouching(loaded: config.Config) -> list[str]:
-    """What travels with the images (per kind, how many images; the default, for `ensure`,
-    when none is listed); and the repositories whose immutable tags get the exclusion
-    filters of the tags that move."""
+    """What travels with the images and what the gate asks of them, in a line each (per
+    kind, how many images; the defaults, for `ensure`, when none is listed); and the
+    repositories whose immutable tags get the exclusion filters of the tags that move."""
     rules = Counter(str(image.referrers) for image in loaded.images)
+    policies = Counter(_policy(image.verify) for image in loaded.images)
     lines = [
         "referrers: " + _tally(rules, f"{loaded.referrers} (the default)"),
+        "verify: " + _tally(policies, f"{_policy(loaded.verify)} (the default)"),
     ]
     moved = sorted(
         {
@@ -61,6 +64,14 @@ def _tally(counts: Counter[str], default: str) -> str:
     if not counts:
         return default
     return "; ".join(f"{what} ({_count(number, 'image')})" for what, number in counts.items())
+
+
+def _policy(policy: Policy | None) -> str:
+    if policy is None:
+        return "none"
+    parts = [f"key {key.name} ({key.fingerprint[:19]}...)" for key in policy.keys]
+    parts += [f"identity {identity}" for identity in policy.identities]
+    return ", ".join(parts)
 
 
 def _unmoved(loaded: config.Config, target: config.Target, repository: str) -> object:
