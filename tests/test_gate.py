@@ -1,6 +1,6 @@
 """The verify gate end to end through `mirror`: an image is written to ECR only when a
-signature of its own digest verifies (keys and keyless identities). Pulls counted at the
-Docker-Hub-like front."""
+signature of its own digest verifies (keys and keyless identities), and `ensure` serves ECR's
+copy when a new upstream digest fails it. Pulls counted at the Docker-Hub-like front."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.standins.signing import (
     new_key,
     simple_signing,
 )
-from tests.test_signed import public_key, subject
+from tests.test_signed import public_key, sign, subject
 
 ISSUER = "https://token.actions.githubusercontent.com"
 SUBJECT = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
@@ -118,3 +118,26 @@ def test_keyless_identities_the_policy_names_and_those_it_does_not(stage: Stage)
     assert stage.dest_digest("1.0") == ours and stage.dest_digest("2.0") is None
     # 1.0: the image, the tag-schema index, the bundle's manifest; 2.0: its .sig
     assert stage.hub.counts.manifest_get_ok == 4
+
+
+def test_ensure_serves_ecrs_copy_when_a_new_digest_fails_the_gate(stage: Stage) -> None:
+    key = new_key()
+    old = stage.push("3.3", seed="verified")
+    sign(stage, old, key)
+    stage.config(defaults={"verify": {"keys": [public_key(stage, key)]}})
+    first = stage.mirror("ensure", f"{stage.repo}:3.3")
+    assert (first.code, first.actions()) == (0, ["copied"]), first.stderr
+
+    stage.push("3.3", seed="unsigned")  # upstream moves the tag to an image nobody signed
+    stage.hub.reset_counts()
+    served = stage.mirror("ensure", f"{stage.repo}:3.3")
+    assert (served.code, served.actions()) == (0, ["stale"]), served.stderr
+    assert served.stdout == f"{stage.dest.host}/{stage.dest_repo()}:3.3\n"
+    warned = [line for line in served.error.splitlines() if line.startswith("stale ")]
+    assert len(warned) == 1
+    assert "not refreshed: " in warned[0] and "not verified: no signature" in warned[0]
+    assert stage.dest_digest("3.3") == old  # ECR's copy, untouched
+    assert stage.hub.counts.manifest_get == 0  # no signature: nothing worth a pull
+
+    strict = stage.mirror("ensure", "--refresh", "always", f"{stage.repo}:3.3")
+    assert (strict.code, strict.stdout, strict.actions()) == (1, "", ["failed"])
