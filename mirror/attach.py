@@ -15,8 +15,10 @@ kept: each manifest is read once per run from the source (`pulls.py`: a pull on 
 promised from the budget before it is sent: one the budget cannot cover leaves the rest of the
 image's referrers deferred to a later run, the image itself stays copied), its blobs streamed
 from the source into the target (`registry.push_blob`), then the manifest PUT by digest, and
-cosign's under their tag. Not with skopeo: it cannot copy referrers (container-libs#221), and
-1.9 refuses a manifest whose config is not an image's (an artifact's empty config). ECR has the
+cosign's under their tag. Not with skopeo: it cannot find referrers (container-libs#221); it
+copies one by digest (measured on 1.9.3: an artifact with an empty config and a `subject`, and
+a cosign `.sig`, digests kept), but as a process each, through the relay, for a manifest and a
+blob or two, and each read must be weighed against the budget first. ECR has the
 referrers API, so a manifest with a `subject` is found there; a target without it gets the tag
 schema's index, kept up to date (`referrers.tag_schema_index`: other clients' entries kept, a
 pin an earlier mirror wrote never overwritten).
@@ -350,7 +352,9 @@ class Gate:
 class Lookup:
     """One image whose referrers are looked for in one target: `digest` is what the target
     holds; `whole`: copied whole (its own referrers count, besides its platforms');
-    `platforms`: its platforms' too (an index copied in this run, or asked for)."""
+    `platforms`: its platforms' too (an index copied in this run, or asked for);
+    `remembered`: the indexes read at the last look are not read again (not when asked to
+    look again, which also restores what ECR lost)."""
 
     source: Repository
     rule: ReferrerRule
@@ -361,6 +365,7 @@ class Lookup:
     key: str  # mirror.state.Looks's
     whole: bool = True
     platforms: bool = True
+    remembered: bool = True  # may a tag-schema index read at the last look be taken as read?
     keys: tuple[tuple[tuple[int, int], int], ...] = ()
 
 
@@ -406,6 +411,7 @@ def lookups(
             key,
             whole=not task.platforms,
             platforms=copied or rescan or bool(task.platforms),
+            remembered=not rescan,
             keys=(entry,),
         )
     return list(found.values())
@@ -422,6 +428,7 @@ def _joined(earlier: Lookup, entry: tuple[tuple[int, int], int], copied: bool) -
         earlier.key,
         whole=earlier.whole,
         platforms=earlier.platforms or copied,
+        remembered=earlier.remembered,
         keys=(*earlier.keys, entry),
     )
 
@@ -493,7 +500,7 @@ class Attach:
 
     def _run(self, lookup: Lookup, tally: _Tally) -> None:
         storage = self.targets[lookup.target].registry
-        known = self.looks.indexes(lookup.key)
+        known = self.looks.indexes(lookup.key) if lookup.remembered else {}
         for subject in self._subjects(lookup, storage):
             if self.stop.is_set():
                 raise Later(INTERRUPTED)

@@ -269,12 +269,18 @@ def signature(signed: str = DIGEST) -> tuple[Blob, dict[str, Blob]]:
 # --- finding -------------------------------------------------------------------------------------
 
 
-def test_a_source_with_the_api_lists_its_referrers_and_heads_cosigns_tags() -> None:
+def signed_and_described() -> tuple[World, Blob, Blob]:
+    """A source holding an SBOM referrer and cosign's .sig of the image: (world, SBOM, .sig)."""
     w = world()
     document, blobs = sbom()
     w.source.add(document, blobs)
     sig, sig_blobs = signature()
     w.source.add(sig, sig_blobs, cosign_tag(DIGEST))
+    return w, document, sig
+
+
+def test_a_source_with_the_api_lists_its_referrers_and_heads_cosigns_tags() -> None:
+    w, document, sig = signed_and_described()
     found = w.finder.find(SOURCE, DIGEST)
     assert [referrer.digest for referrer in found.referrers] == [document.digest]
     assert found.cosign == ((cosign_tag(DIGEST), sig.digest),)
@@ -345,11 +351,7 @@ def test_what_the_target_lacks_is_copied_blobs_first_digests_kept() -> None:
 
 
 def test_a_list_of_artifact_types_keeps_only_those() -> None:
-    w = world()
-    document, blobs = sbom()
-    w.source.add(document, blobs)
-    sig, sig_blobs = signature()
-    w.source.add(sig, sig_blobs, cosign_tag(DIGEST))
+    w, document, _ = signed_and_described()
     attached = w.attach().run(lookup(ReferrerRule(types=(SPDX,))))
     assert [r.digest for r in attached.copied] == [document.digest]
     assert cosign_tag(DIGEST) not in w.target.manifests
