@@ -5,10 +5,13 @@ What a publisher attaches to an image digest (mirror/referrers.py has the forms)
 - OCI 1.1 referrers (SBOMs, provenance, VEX, sigstore bundles): a manifest whose `subject` is
   the image. At the source they are listed by the referrers API (`Finder`: asked once per host
   and run; a source that answers 404 has none, and its referrers tag schema is read instead:
-  a HEAD on `sha256-<hex>`, free, then the index, a pull, unless it is the one read at the
-  last look). A `sha256-<hex>` tag that holds the image itself is a pin tag an earlier mirror
+  the index under its `sha256-<hex>` tag, a pull, unless it is the one read at the last
+  look). A `sha256-<hex>` tag that holds the image itself is a pin tag an earlier mirror
   wrote: kept, and never read as an index.
-- cosign's tags `sha256-<hex>.sig`, `.att`, `.sbom`: a HEAD each, free.
+- cosign's tags `sha256-<hex>.sig`, `.att`, `.sbom`.
+
+Which of these tags a repository holds, its tags list tells (read once per repository and run,
+free); a HEAD (free) gives the digest of each one there.
 
 `Attach` copies to a target what it lacks (its referrers API, a HEAD per cosign tag), digests
 kept: each manifest is read once per run from the source (`pulls.py`: a pull on Docker Hub,
@@ -55,7 +58,7 @@ from mirror.model import (
     ReferrerRule,
     Task,
 )
-from mirror.oci import INDEX_TYPES, OCI_INDEX, Descriptor, Manifest, sha256
+from mirror.oci import INDEX_TYPES, OCI_INDEX, Descriptor, Manifest, TagList, sha256
 from mirror.ports import Answer, Destination, Looks, Manifests, Promises, Storage
 from mirror.reference import Repository
 from mirror.referrers import (
@@ -69,6 +72,7 @@ from mirror.referrers import (
     matches,
     parse_listing,
     parse_manifest,
+    subject_of_tag,
     tag_role,
     tag_schema_index,
     tag_schema_name,
@@ -93,6 +97,8 @@ class ReferrerSource(Protocol):
     def head_manifest(self, path: str, reference: str) -> Descriptor: ...
 
     def list_referrers(self, path: str, digest: str) -> Listing | None: ...
+
+    def list_tags(self, path: str) -> TagList: ...
 
     def blob(self, path: str, digest: str) -> contextlib.AbstractContextManager[Answer]: ...
 
@@ -132,6 +138,7 @@ class Finder:
         self._found: dict[tuple[str, str, str], Found] = {}
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._no_api: set[str] = set()  # hosts whose referrers API answered 404
+        self._tags: dict[tuple[str, str], frozenset[str] | None] = {}  # referrer-shaped tags
         self._lock = threading.Lock()
 
     def find(
@@ -195,10 +202,39 @@ class Finder:
             )
         cosign = []
         for tag in cosign_tags(subject):
+            if not self._may_hold(repository, tag):
+                continue
             head = self._describe(repository, tag)
             if head.found and head.digest:
                 cosign.append((tag, head.digest))
         return Found(subject, listing.referrers, tuple(cosign), index, unchanged, tuple(warnings))
+
+    def _may_hold(self, repository: Repository, tag: str) -> bool:
+        """Might the source hold `tag` (a cosign or tag-schema tag)? Its tags list, read once
+        per repository and run (free, and a request or a few where a HEAD per tag and digest
+        would be four per image and platform), says; when the list cannot be read whole, a
+        HEAD will."""
+        key = (repository.registry, repository.path)
+        with self._lock:
+            known = key in self._tags
+            listed = self._tags.get(key)
+        if not known:
+            listed = self._referrer_tags(repository)
+            with self._lock:
+                listed = self._tags.setdefault(key, listed)
+        return listed is None or tag in listed
+
+    def _referrer_tags(self, repository: Repository) -> frozenset[str] | None:
+        try:
+            tags = self.sources(repository.registry).list_tags(repository.path)
+        except Later:
+            raise
+        except MirrorError as error:  # a HEAD per tag then
+            log.debug("%s: its tags list cannot be read (%s): HEADs instead", repository, error)
+            return None
+        if tags.warning:  # cut short: a tag missing from it may be there
+            return None
+        return frozenset(tag for tag in tags.tags if subject_of_tag(tag) is not None)
 
     def _listing(self, host: str, path: str, subject: str) -> Listing | None:
         with self._lock:
@@ -222,6 +258,8 @@ class Finder:
         """The tag schema's index of `subject` (a free HEAD, then a pull), its digest, and
         whether it is `known_index` (then not read: nothing in it is new)."""
         tag = tag_schema_name(subject)
+        if not self._may_hold(repository, tag):
+            return Listing(), None, False
         head = self._describe(repository, tag)
         if not head.found or not head.digest:
             return Listing(), None, False

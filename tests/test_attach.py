@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from mirror.attach import Attach, Finder, Gate, Lookup, lookups
-from mirror.errors import Later, NotVerified
+from mirror.errors import Later, NotVerified, RegistryError
 from mirror.model import NO_REFERRERS, Action, Outcome, Pending, ReferrerRule, Task
-from mirror.oci import OCI_INDEX, Descriptor, Manifest, sha256
+from mirror.oci import OCI_INDEX, Descriptor, Manifest, TagList, sha256
 from mirror.reference import ImageRef, Repository
 from mirror.referrers import Listing, cosign_tag, parse_listing, parse_manifest, tag_schema_name
 from mirror.signatures import SIMPLE_SIGNING, load_policy
@@ -72,6 +72,7 @@ class FakeStore:
     host: str = "store"
     tls_verify: bool = True
     requests: list[str] = field(default_factory=list)
+    tags_fail: bool = False
 
     def add(self, top: Blob, blobs: dict[str, Blob], tag: str | None = None) -> None:
         for blob in blobs.values():
@@ -102,6 +103,12 @@ class FakeStore:
         ]
         body = json.dumps({"mediaType": OCI_INDEX, "manifests": entries}).encode()
         return parse_listing(body, where=self.host)
+
+    def list_tags(self, path: str) -> TagList:
+        self.requests.append("TAGS")
+        if self.tags_fail:
+            raise RegistryError("tags list: HTTP 500", status=500)
+        return TagList(tuple(key for key in self.manifests if ":" not in key))
 
     @contextlib.contextmanager
     def blob(self, path: str, digest: str) -> Iterator[FakeAnswer]:
@@ -287,6 +294,17 @@ def test_a_source_with_the_api_lists_its_referrers_and_heads_cosigns_tags() -> N
     assert w.pulls.gets == []  # listing and HEADs: nothing pulled yet
     assert w.finder.find(SOURCE, DIGEST) is found  # once per run
     assert w.source.requests.count(f"LIST {DIGEST}") == 1
+    assert w.source.requests.count("TAGS") == 1  # which cosign tags are there: its tags list
+    assert [r for r in w.source.requests if r.startswith("HEAD")] == [
+        f"HEAD {cosign_tag(DIGEST)}"  # a HEAD only for the one there, for its digest
+    ]
+
+
+def test_a_tags_list_that_cannot_be_read_leaves_a_head_per_tag() -> None:
+    w, _, sig = signed_and_described()
+    w.source.tags_fail = True
+    assert w.finder.find(SOURCE, DIGEST).cosign == ((cosign_tag(DIGEST), sig.digest),)
+    assert len([r for r in w.source.requests if r.startswith("HEAD")]) == 3
 
 
 def test_without_the_api_the_tag_schema_is_read_and_the_api_not_asked_again() -> None:
