@@ -236,8 +236,8 @@ class Metered:
 
     def list_referrers(self, path: str, digest: str) -> Listing | None:
         """The referrers API's listing (None: the source has none), its figures entered.
-        Whether Docker Hub counts a listing as a pull is not settled: the caller promises
-        one (`Ledger.claim`) before asking, and the figures the answer reports stand."""
+        Whether Docker Hub counts a listing as a pull is not settled: the figures the answer
+        reports stand (a listing past the budget that counted would be a 429)."""
         with self._answers():
             listing = self.source.list_referrers(path, digest)
         if listing is not None:
