@@ -324,6 +324,13 @@ def _sync_parser(commands: argparse._SubParsersAction[_Parser], parents: list[An
         "mirror), the last lines on stdout, as they are (no timestamp): CodeBuild's log group "
         "turns them into metrics",
     )
+    sync_parser.add_argument(
+        "--rescan-referrers",
+        action="store_true",
+        help="look for the referrers (signatures, SBOMs, attestations) of every image now, "
+        "up to date or pinned, each platform too (default: those copied, and an up-to-date "
+        "one's at most once a day)",
+    )
     sync_parser.set_defaults(handler=sync.run)
 
 

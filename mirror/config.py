@@ -9,16 +9,18 @@ import difflib
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mirror import aws, patterns, versions, yamlfile
 from mirror.errors import ConfigError
+from mirror.model import NO_REFERRERS, ReferrerRule
 from mirror.reference import (
     DIGEST_LENGTHS,
     DOCKER_HUB,
+    LEGACY_PIN_TAG,
     PIN_TAG,
     BadReference,
     Repository,
@@ -32,11 +34,19 @@ from mirror.reference import (
     pin_tag,
     reads_as_host_part,
 )
-from mirror.repo_settings import RepositorySettings, parse_settings
+from mirror.referrers import MOVING_TAG_FILTERS, artifact_type_problem
+from mirror.repo_settings import (
+    MAX_EXCLUSIONS,
+    RepositorySettings,
+    TagMutability,
+    parse_settings,
+)
+from mirror.signatures import Identity, Policy, load_policy
 from mirror.yamlfile import WrittenInt
 from mirror.yamlfile import kind as _kind
 
 T = TypeVar("T")
+IMMUTABLE_MODES = ("IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION")
 DEFAULT_PATH = "mirror.yaml"
 ENV_PATH = "MIRROR_CONFIG"
 # A variable's name as people write them: capitals, digits, underscores. Anything else (a
@@ -137,6 +147,8 @@ class Image:
     repository: str | None = None  # explicit ECR repository; None = prefix + source path
     platforms: tuple[str, ...] = ALL_PLATFORMS  # () = all, digests preserved
     repository_settings: RepositorySettings = field(default_factory=RepositorySettings)
+    referrers: ReferrerRule = field(default_factory=ReferrerRule)  # what travels with it
+    verify: Policy | None = field(default=None, compare=False)  # the verify gate's policy
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,8 @@ class Config:
     targets: tuple[Target, ...] = (Target(),)
     platforms: tuple[str, ...] = ALL_PLATFORMS
     images: tuple[Image, ...] = ()
+    referrers: ReferrerRule = field(default_factory=ReferrerRule)  # defaults.referrers
+    verify: Policy | None = field(default=None, compare=False)  # defaults.verify
 
     @property
     def ecr(self) -> Target:
@@ -182,20 +196,38 @@ class Config:
         )
 
     def repository_settings(self, target: Target) -> dict[str, RepositorySettings]:
-        """Each configured repository of a target, with its settings (image over target)."""
+        """Each configured repository of a target, with its settings (image over target; with
+        referrers on, immutable tags get the exclusion filters of the tags that move)."""
         return {
-            self.destination_repository(image, target): image.repository_settings.merged_over(
-                target.repository_settings
+            self.destination_repository(image, target): moving_tags_excluded(
+                image.repository_settings.merged_over(target.repository_settings),
+                image.referrers,
             )
             for image in self.images
         }
+
+    def default_repository_settings(self, target: Target) -> RepositorySettings:
+        """The settings of a repository no listed image names (one `ensure` mirrors)."""
+        return moving_tags_excluded(target.repository_settings, self.referrers)
 
     def image_for(self, source: Repository) -> Image:
         """For `ensure`: the listed image when the config has it, else a default one."""
         for image in self.images:
             if image.source == source:
                 return image
-        return Image(source, platforms=self.platforms)
+        return Image(source, platforms=self.platforms, referrers=self.referrers, verify=self.verify)
+
+
+def moving_tags_excluded(settings: RepositorySettings, rule: ReferrerRule) -> RepositorySettings:
+    """`settings`, with the tags that move (cosign's `sha256-<hex>.sig`, referrers tag-schema
+    indexes: MOVING_TAG_FILTERS) let move in a repository whose tags are immutable, when
+    referrers travel: IMMUTABLE becomes IMMUTABLE_WITH_EXCLUSION with those filters, and an
+    IMMUTABLE_WITH_EXCLUSION gets them besides its own. Anything else is left as it is."""
+    mutability = settings.tag_mutability
+    if not rule.enabled or mutability is None or mutability.mode not in IMMUTABLE_MODES:
+        return settings
+    exclusions = tuple(sorted({*mutability.exclusions, *MOVING_TAG_FILTERS}))
+    return replace(settings, tag_mutability=TagMutability(IMMUTABLE_MODES[1], exclusions))
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -241,8 +273,18 @@ _ECR_KEYS = (
     "tls_verify",
     "repository_settings",
 )
-_DEFAULTS_KEYS = ("platforms",)
-_IMAGE_KEYS = ("source", "tags", "repository", "platforms", "repository_settings")
+_DEFAULTS_KEYS = ("platforms", "referrers", "verify")
+_IMAGE_KEYS = (
+    "source",
+    "tags",
+    "repository",
+    "platforms",
+    "repository_settings",
+    "referrers",
+    "verify",
+)
+_VERIFY_KEYS = ("keys", "identities", "trust_root")
+_IDENTITY_KEYS = ("issuer", "subject", "subject_regex")
 
 
 def parse(data: Any, path: Path) -> Config:
@@ -260,13 +302,20 @@ def _parse(data: Any, path: Path) -> Config:
     targets = _parse_targets(top.get("ecr"), path.parent)
     defaults = _mapping(_or_empty(top.get("defaults")), "defaults", _DEFAULTS_KEYS)
     platforms = _platforms(defaults.get("platforms", "all"), "defaults.platforms")
-    images = _parse_images(top.get("images"), source, platforms, path.parent)
-    config = Config(path, source, targets, platforms, images)
+    base = Image(
+        Repository(source.registry, "-"),
+        platforms=platforms,
+        referrers=_referrers(defaults.get("referrers", True), "defaults.referrers"),
+        verify=_verify(defaults, "defaults.verify", path.parent),
+    )
+    images = _parse_images(top.get("images"), source, base, path.parent)
+    config = Config(path, source, targets, platforms, images, base.referrers, base.verify)
     _check_distinct_targets(config)
     _check_same_images(config, list(top.get("images") or ()))
     _check_derived_repositories(config)
     _check_unique_destinations(config)
     _check_shared_repository_settings(config)
+    _check_moving_tags(config)
     return config
 
 
@@ -407,22 +456,19 @@ def _parse_ecr(data: Any, where: str, base_dir: Path) -> Target:
     )
 
 
-def _parse_images(
-    data: Any, source: Source, platforms: tuple[str, ...], base_dir: Path
-) -> tuple[Image, ...]:
+def _parse_images(data: Any, source: Source, base: Image, base_dir: Path) -> tuple[Image, ...]:
+    """The images; `base` holds the defaults (platforms, referrers, verify)."""
     if data is None:
         return ()
     if not isinstance(data, list):
         raise ConfigError(f"images: expected a list of images, got {_kind(data)}")
     return tuple(
-        _parse_image(item, f"images[{index}]", source, platforms, base_dir)
+        _parse_image(item, f"images[{index}]", source, base, base_dir)
         for index, item in enumerate(data)
     )
 
 
-def _parse_image(
-    data: Any, where: str, source: Source, platforms: tuple[str, ...], base_dir: Path
-) -> Image:
+def _parse_image(data: Any, where: str, source: Source, base: Image, base_dir: Path) -> Image:
     table = _mapping(data, where, _IMAGE_KEYS)
     for key in ("source", "tags"):
         if key not in table:
@@ -448,11 +494,17 @@ def _parse_image(
         platforms=(
             _platforms(table["platforms"], f"{where}.platforms")
             if "platforms" in table
-            else platforms
+            else base.platforms
         ),
         repository_settings=parse_settings(
             table.get("repository_settings"), f"{where}.repository_settings", base_dir=base_dir
         ),
+        referrers=(
+            _referrers(table["referrers"], f"{where}.referrers")
+            if "referrers" in table
+            else base.referrers
+        ),
+        verify=_verify(table, f"{where}.verify", base_dir) if "verify" in table else base.verify,
     )
 
 
@@ -479,22 +531,39 @@ def _tag_entry(data: Any, where: str) -> TagEntry:
     _check(check_tag, tag, where)
     if at:
         _check(check_digest, digest, where)
-    if PIN_TAG.match(tag) and not (digest and tag == pin_tag(digest)):
-        raise ConfigError(f"{where}: {referrers_tag_refusal(tag)}")
+    refused = tag_refusal(tag, digest or None)
+    if refused:
+        raise ConfigError(f"{where}: {refused}")
     return TagEntry(tag, digest or None)
+
+
+def tag_refusal(tag: str, digest: str | None = None) -> str | None:
+    """Why `tag` (pinned to `digest`, if given) is not a tag to mirror by name, or None:
+    a referrers tag (`sha256-<hex>`), or the form of mirror's pin tags (`pin-sha256-<hex>`)
+    other than the pin tag of `digest` itself."""
+    if LEGACY_PIN_TAG.match(tag):
+        return referrers_tag_refusal(tag)
+    if PIN_TAG.match(tag) and not (digest and tag == pin_tag(digest)):
+        algorithm, _, hexdigits = tag.removeprefix("pin-").partition("-")
+        return (
+            f"{tag!r} is the form of mirror's pin tags, which mirror writes itself for a pin: "
+            f"pin the image instead, TAG@{algorithm}:{hexdigits[:12]}... (its pin tag is added)"
+        )
+    return None
 
 
 def referrers_tag_refusal(tag: str) -> str:
     """Why a `sha256-<hex>` tag is not mirrored by name: in the OCI referrers tag schema it
-    holds the index of another image's signatures and attestations (and mirror keeps its pin
-    tags in that form). cosign's `sha256-<hex>.sig`, `.att` and `.sbom` are copied as listed."""
+    holds the index of another image's signatures and attestations (an earlier mirror also
+    wrote its pin tags in that form). cosign's `sha256-<hex>.sig`, `.att` and `.sbom` are copied
+    as listed."""
     algorithm, _, hexdigits = tag.partition("-")
     whole = DIGEST_LENGTHS.get(algorithm) == len(hexdigits)
     pin = f"pin it: TAG@{algorithm}:{hexdigits}" if whole else "pin it: TAG@<its digest>"
     return (
         f"{tag!r} is a referrers tag (OCI's referrers tag schema: the signatures and "
-        f"attestations of the image {algorithm}:{hexdigits[:12]}...) and the form of mirror's "
-        f"pin tags, not an image to mirror by name; to mirror that image, {pin}"
+        f"attestations of the image {algorithm}:{hexdigits[:12]}...), not an image to mirror "
+        f"by name (mirror's pin tags are pin-{algorithm}-<hex>); to mirror that image, {pin}"
     )
 
 
@@ -547,6 +616,75 @@ def _regex(data: Any, where: str) -> str | None:
             "not \\Z)"
         ) from None
     return pattern
+
+
+def _referrers(data: Any, where: str) -> ReferrerRule:
+    """`true` (every referrer travels), `false` (none), or a list of artifact types (a media
+    type, or a prefix of one ending in `*`)."""
+    if data is True:
+        return ReferrerRule()
+    if data is False:
+        return NO_REFERRERS
+    if data == []:
+        raise ConfigError(f"{where}: an empty list: list artifact types, or write false")
+    if not isinstance(data, list):
+        raise ConfigError(
+            f"{where}: expected true, false or a list of artifact types like "
+            f"[application/spdx+json], got {_kind(data)}"
+        )
+    for index, item in enumerate(data):
+        problem = artifact_type_problem(item)
+        if problem:
+            raise ConfigError(f"{where}[{index}]: {problem}")
+    if len(set(data)) != len(data):
+        raise ConfigError(f"{where}: an artifact type is listed twice")
+    return ReferrerRule(types=tuple(data))
+
+
+def _verify(table: Mapping[str, Any], where: str, base_dir: Path) -> Policy | None:
+    """The verify gate's policy under `where` (`defaults.verify`, `images[0].verify`): keys
+    (cosign public key files, relative to the config file), keyless identities, and a trust
+    root file; `false` for none. Every file is read and checked now (PolicyError)."""
+    key = where.rpartition(".")[2]
+    if key not in table:
+        return None
+    data = table[key]
+    if data is False:
+        return None
+    if data is None:
+        raise ConfigError(
+            f"{where}: no value (YAML reads an empty value, ~ and null as none): give keys "
+            "or identities, or false"
+        )
+    policy = _mapping(data, where, _VERIFY_KEYS)
+    keys = [
+        base_dir / _string(path, f"{where}.keys[{index}]")
+        for index, path in enumerate(_list(policy.get("keys", []), f"{where}.keys"))
+    ]
+    identities = [
+        _identity(item, f"{where}.identities[{index}]")
+        for index, item in enumerate(_list(policy.get("identities", []), f"{where}.identities"))
+    ]
+    root = policy.get("trust_root")
+    trust_root = None if root is None else base_dir / _string(root, f"{where}.trust_root")
+    return load_policy(keys=keys, identities=identities, trust_root=trust_root, where=where)
+
+
+def _identity(data: Any, where: str) -> Identity:
+    table = _mapping(data, where, _IDENTITY_KEYS)
+    if "issuer" not in table:
+        raise ConfigError(f"{where}.issuer: required (the OIDC issuer URL)")
+    return Identity(
+        issuer=_string(table["issuer"], f"{where}.issuer"),
+        subject=_optional_string(table.get("subject"), f"{where}.subject"),
+        subject_regex=_optional_string(table.get("subject_regex"), f"{where}.subject_regex"),
+    )
+
+
+def _list(data: Any, where: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise ConfigError(f"{where}: expected a list, got {_kind(data)}")
+    return data
 
 
 def _platforms(data: Any, where: str) -> tuple[str, ...]:
@@ -685,6 +823,23 @@ def _check_shared_repository_settings(config: Config) -> None:
                     f"images[{index}].repository_settings: {repository} is also the repository "
                     f"of images[{earlier[0]}], with other settings"
                 )
+
+
+def _check_moving_tags(config: Config) -> None:
+    """ECR takes at most MAX_EXCLUSIONS exclusion filters: with referrers on, mirror adds its
+    own to an immutable repository's, which must leave room for them."""
+    for target in config.targets:
+        for repository, settings in config.repository_settings(target).items():
+            mutability = settings.tag_mutability
+            if mutability is None or len(mutability.exclusions) <= MAX_EXCLUSIONS:
+                continue
+            own = MAX_EXCLUSIONS - len(MOVING_TAG_FILTERS)
+            raise ConfigError(
+                f"repository_settings.tag_mutability of {repository}: with referrers on, "
+                f"mirror adds the exclusion filters {', '.join(MOVING_TAG_FILTERS)} (the tags "
+                f"cosign and the referrers tag schema move), and ECR takes at most "
+                f"{MAX_EXCLUSIONS}: give at most {own} of your own, or referrers: false"
+            )
 
 
 # --- small typed readers -------------------------------------------------------------------------

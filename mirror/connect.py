@@ -100,6 +100,8 @@ class EcrTarget:
     registry: Registry
     settings: dict[str, RepositorySettings]  # per configured repository
     dry_run: bool = False  # nothing is created
+    fallback: RepositorySettings | None = None  # a repository no listed image names
+    created: list[tuple[str, RepositorySettings]] = field(default_factory=list)  # in this run
     _created: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -123,8 +125,9 @@ class EcrTarget:
             return
         with self._lock:
             if name not in self._created:
-                settings = self.settings.get(name, self.config.repository_settings)
-                self.ecr.create(name, settings)
+                settings = self.settings.get(name, self.fallback or self.config.repository_settings)
+                if self.ecr.create(name, settings):
+                    self.created.append((name, settings))
                 self._created.add(name)
 
 
@@ -317,7 +320,10 @@ def _connect_targets(config: Config, http: Http, settings: Settings) -> list[Ecr
         )
         registry = _target_registry(host, http, target, ecr.registry_login, learnt=early)
         settings_of = config.repository_settings(target)
-        targets.append(EcrTarget(target, ecr, host, registry, settings_of, settings.dry_run))
+        fallback = config.default_repository_settings(target)
+        targets.append(
+            EcrTarget(target, ecr, host, registry, settings_of, settings.dry_run, fallback)
+        )
     return targets
 
 

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from mirror.errors import hide_passwords
-from mirror.model import NOT_ASKED, Action, Outcome, Progress
+from mirror.model import NOT_ASKED, Action, Attached, Outcome, Progress
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _LABELS = (
@@ -75,6 +75,22 @@ def image_line(outcome: Outcome) -> str:
     text += f"  {outcome.seconds:.1f}s"
     if outcome.error:
         text += f"  {outcome.error}"
+    return one_line(text)
+
+
+def referrers_line(attached: Attached) -> str:
+    """`referrers   host/repo@sha256:0123456789ab  2 copied (application/spdx+json, ...)`"""
+    text = f"{'referrers':<11} {attached.destination.rpartition('@')[0]}@"
+    text += short(attached.destination.rpartition("@")[2])
+    if attached.copied:
+        kinds = ", ".join(dict.fromkeys(referrer.artifact_type for referrer in attached.copied))
+        text += f"  {len(attached.copied)} copied ({kinds})"
+    if attached.present:
+        text += f"  {attached.present} already there"
+    if attached.failed:
+        text += f"  failed: {attached.failed}"
+    elif attached.deferred:
+        text += f"  deferred: {attached.deferred}"
     return one_line(text)
 
 
@@ -155,6 +171,29 @@ class Console:
             destination_digest=outcome.destination_digest,
             error=outcome.error,
             seconds=round(outcome.seconds, 3),
+        )
+
+    def attached(self, attached: Attached) -> None:
+        """One line for an image's referrers when some were copied, or some are left behind
+        (deferred: a warning; failed: an error); nothing for an image without any."""
+        if not (attached.copied or attached.deferred or attached.failed):
+            return
+        level = "error" if attached.failed else "warning" if attached.deferred else "info"
+        if self.quiet and level == "info":
+            return
+        self._emit(
+            self.out,
+            level,
+            referrers_line(attached),
+            event="referrers",
+            destination=attached.destination,
+            copied=[
+                {"digest": r.digest, "artifact_type": r.artifact_type, "tag": r.tag}
+                for r in attached.copied
+            ],
+            present=attached.present,
+            deferred=attached.deferred,
+            error=attached.failed,
         )
 
     def progress(self, progress: Progress) -> None:

@@ -30,7 +30,8 @@ EXIT_CODES: tuple[tuple[Exit, str], ...] = (
     ),
     (
         Exit.FAILED,
-        "at least one image failed; the others were still done (`repos`: differences remain)",
+        "at least one image failed (`sync`: or what vouches for one could not be copied); the "
+        "others were still done (`repos`: differences remain)",
     ),
     (
         Exit.USAGE,
@@ -42,8 +43,8 @@ EXIT_CODES: tuple[tuple[Exit, str], ...] = (
         Exit.TRY_LATER,
         "try again later, nothing lost: a source's pull budget is spent or it answered 429 "
         "(its images are deferred; for `ensure`, only those ECR lacks, or with --refresh "
-        "always), the --deadline came first (what was not done is deferred), or another run "
-        "holds the lock",
+        "always; for `sync`, also referrers the budget could not cover), the --deadline came "
+        "first (what was not done is deferred), or another run holds the lock",
     ),
     (Exit.INTERRUPTED, "interrupted by SIGINT (Ctrl-C); the report says what was done"),
     (Exit.TERMINATED, "terminated by SIGTERM; the report says what was done"),
@@ -154,6 +155,11 @@ SCHEMA1_REFUSAL = (
     "manifest names its own repository and tag, so no copy into another repository can keep "
     "its digest, and mirror does not copy it; ask its publisher for a schema 2 or OCI image"
 )
+
+
+class NotVerified(MirrorError):
+    """The verify gate refused an image: no signature of its own digest verifies under its
+    policy (the message gives the verdict: no signature, untrusted key, another digest...)."""
 
 
 class NestedIndex(CopyError):

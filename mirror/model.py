@@ -1,7 +1,8 @@
 """The values a run passes from step to step, and the settings it runs by.
 
     Settings -> plan: Plan (Tasks) -> check: Pending | Outcome -> schedule: Job
-             -> transfer: Copied -> Outcome -> Progress (the sink), HostBudget (the report)
+             -> transfer: Copied -> Outcome -> attach: Attached (its referrers)
+             -> Progress (the sink), HostBudget (the report)
 
 All frozen: each step (plan, check, schedule, transfer) returns new values and never changes
 what an earlier step returned.
@@ -13,9 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mirror.oci import Descriptor, RateLimit
 from mirror.reference import ImageRef
+
+if TYPE_CHECKING:
+    from mirror.signatures import Policy
 
 INTERRUPTED = "interrupted before it was done"  # why work a stop cut short is deferred
 # Seconds `ensure` waits for the source's answer when ECR already has a copy to serve (or
@@ -81,6 +86,12 @@ class Settings:
     metrics_labels: tuple[tuple[str, str], ...] = ()  # on every sample of that file
     emf: bool = False  # sync --metrics-emf: CloudWatch EMF lines last on stdout
     shard: str = "1/1"  # sync --shard, K/N: the EMF lines' Shard dimension
+    # Look for the referrers of every image now, up to date or not (sync --rescan-referrers);
+    # else only for those copied, and for the others at most once a day (mirror.state.Looks).
+    rescan_referrers: bool = False
+    # Do referrers left behind (deferred, failed) count in the exit code? sync: yes; ensure,
+    # a build's pre-step, serves the image whatever its referrers (they are warnings then).
+    referrers_count: bool = True
 
     @property
     def check_jobs(self) -> int:
@@ -111,11 +122,29 @@ class Action(str, Enum):
 
 
 @dataclass(frozen=True)
+class ReferrerRule:
+    """Which referrers travel with an image (the config's `referrers:`): none, every one
+    (`types` None), or those whose artifact type is listed (`*` at the end: a prefix)."""
+
+    enabled: bool = True
+    types: tuple[str, ...] | None = None
+
+    def __str__(self) -> str:
+        if not self.enabled:
+            return "off"
+        return "all" if self.types is None else ", ".join(self.types)
+
+
+NO_REFERRERS = ReferrerRule(enabled=False)
+
+
+@dataclass(frozen=True)
 class Task:
     """One tag to mirror into every target.
 
     `order` is the entry's place in the config (image index, tag position): the report keeps
-    that order whatever order the work finishes in.
+    that order whatever order the work finishes in. `referrers`: what travels with it;
+    `verify`: the policy a signature of its digest must pass before anything is written.
     """
 
     source: ImageRef  # a tag, or a pinned digest (with the tag it is mirrored under)
@@ -123,6 +152,8 @@ class Task:
     repositories: tuple[str, ...]  # the ECR repository in each target
     platforms: tuple[str, ...] = ()  # () = every platform, digests preserved
     order: tuple[int, int] = (0, 0)
+    referrers: ReferrerRule = NO_REFERRERS
+    verify: Policy | None = field(default=None, compare=False)
 
     @property
     def source_reference(self) -> str:
@@ -185,6 +216,8 @@ class Outcome:
     target: int = 0
     order: tuple[int, int] = (0, 0)
     warning: str | None = None  # besides the action, for the log and the report's warnings
+    verified: str | None = None  # what vouched for the image the verify gate let through
+    pulled: bool = False  # copied from the source (not filled from a target's copy)
 
     @classmethod
     def of(
@@ -199,6 +232,7 @@ class Outcome:
         error: str | None = None,
         seconds: float = 0.0,
         warning: str | None = None,
+        verified: str | None = None,
     ) -> Outcome:
         return cls(
             source=str(task.source),
@@ -213,6 +247,7 @@ class Outcome:
             target=target,
             order=task.order,
             warning=warning,
+            verified=verified,
         )
 
     @classmethod
@@ -261,6 +296,37 @@ class Outcome:
     def sort_key(self) -> tuple[int, int, int]:
         """Config order, then target order: the order of the report and the JUnit file."""
         return (*self.order, self.target)
+
+
+@dataclass(frozen=True)
+class Referrer:
+    """Something that vouches for an image, as it travelled: a referrer manifest (by
+    digest) or one of cosign's tags (`tag`), with its artifact type, attached to `subject`
+    (the image's digest, or one of its platforms')."""
+
+    digest: str
+    artifact_type: str
+    subject: str
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What was done about the referrers of one image in one target (step 5, attach), for
+    the entries it covers (`keys`: (order, target) of each tag of that image there).
+
+    `copied`: written now; `present`: found at the source and already at the destination;
+    `deferred`: why the rest waits for a later run (the pull budget, a 429, a stop);
+    `failed`: what went wrong, in one line; `warnings`: what is worth knowing besides.
+    """
+
+    destination: str  # host/repository@digest
+    keys: tuple[tuple[tuple[int, int], int], ...]
+    copied: tuple[Referrer, ...] = ()
+    present: int = 0
+    deferred: str | None = None
+    failed: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

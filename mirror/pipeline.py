@@ -1,4 +1,5 @@
-"""The run's steps 2 to 4 wired together: check every task, schedule the copies, transfer them.
+"""The run's steps 2 to 5 wired together: check every task, schedule the copies, transfer them
+(each past the verify gate), then copy what vouches for the images (their referrers).
 
 Each entry's outcome goes to the sink the moment it is known (an unchanged image during the
 checks, a copy when it ends), so a long run shows its progress and a killed one has printed
@@ -15,10 +16,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from mirror.attach import Attach, Finder, Gate, lookups
 from mirror.check import Checker
 from mirror.model import (
     INTERRUPTED,
     Action,
+    Attached,
     Job,
     Outcome,
     Pending,
@@ -28,7 +31,7 @@ from mirror.model import (
     Settings,
     Task,
 )
-from mirror.ports import Copier, Manifests, Refusals, Sink, Source, Target
+from mirror.ports import Copier, Destination, Looks, Manifests, Refusals, Sink, Source
 from mirror.schedule import Admission, Backpressure, Ledger, jobs, reread
 from mirror.stale import Serve
 from mirror.transfer import Holdings, Transfer
@@ -42,6 +45,7 @@ class Result:
     outcomes: list[Outcome]  # in config order
     ledger: Ledger
     warnings: list[str] = field(default_factory=list)
+    attached: list[Attached] = field(default_factory=list)  # in config order
 
 
 class Collector:
@@ -84,6 +88,11 @@ class Collector:
             counts = dict(self._counts)
         self.sink.progress(Progress(self.total, counts, self.running, self.ledger.pulls_left()))
 
+    def taken(self) -> list[Outcome]:
+        """The outcomes taken so far, in config and target order."""
+        with self._lock:
+            return sorted(self._outcomes.values(), key=lambda outcome: outcome.sort_key)
+
     def close(self) -> list[Outcome]:
         """No more outcomes are taken; the ones taken, in config and target order."""
         with self._lock:
@@ -98,7 +107,7 @@ class Pipeline:
         self,
         *,
         sources: Callable[[str], Source],
-        targets: Sequence[Target],
+        targets: Sequence[Destination],
         copier: Copier,
         ledger: Ledger,
         settings: Settings,
@@ -107,6 +116,7 @@ class Pipeline:
         pulls: Manifests,
         refusals: Refusals,
         backpressure: Backpressure | None = None,
+        looks: Looks,
     ):
         self.sources = sources
         self.targets = list(targets)
@@ -119,6 +129,8 @@ class Pipeline:
         self.backpressure = backpressure or Backpressure(settings.jobs)
         self.refusals = refusals
         self.pulls = pulls  # reads through `sources`, metered: see Ledger.meter
+        self.looks = looks
+        self.finder = Finder(sources=sources, pulls=self.pulls, promises=ledger)
         self._grace_end: float | None = None
 
     def run(self, plan: Plan) -> Result:
@@ -132,13 +144,17 @@ class Pipeline:
         pendings = self._check(plan.tasks, collector)
         if pendings and not self.settings.dry_run:
             self._transfer(pendings, collector)
-            if not self.stop.is_set():
-                reread(self.ledger, pendings, self.sources)
+        attached = []
+        if not self.settings.dry_run and not self.stop.is_set():
+            attached = self._attach(plan.tasks, collector.taken())
+        if pendings and not self.settings.dry_run and not self.stop.is_set():
+            reread(self.ledger, pendings, self.sources)
         self._settle_the_rest(plan.tasks, collector)
         outcomes = collector.close()
         warnings = [*plan.warnings, *self.pulls.warnings()]
         warnings += [o.warning for o in outcomes if o.warning]
-        return Result(outcomes, self.ledger, warnings)
+        warnings += [warning for item in attached for warning in item.warnings]
+        return Result(outcomes, self.ledger, warnings, attached)
 
     # --- step 2: checks -------------------------------------------------------------------------
 
@@ -197,6 +213,7 @@ class Pipeline:
             source_deadline=(
                 None if self.settings.refresh is Refresh.ALWAYS else self.settings.source_deadline
             ),
+            verifier=Gate(self.finder),
         )
         running: dict[Future[None], Job] = {}
         # --jobs 1: each copy in this thread, one after another (workers.py: inline)
@@ -216,12 +233,37 @@ class Pipeline:
                         future.result()  # a bug in a job surfaces here
                 collector.set_running(len(running))
             for future in self._finished(running, every=True):
+                admission.done(running[future])  # its pulls no longer reserved
                 future.result()
         collector.set_running(0)
         for job, reason in admission.left():
             why = INTERRUPTED if self.stop.is_set() else reason
             for pending in job.pendings():
                 collector.add(Outcome.settled(pending, Action.DEFERRED, error=why))
+
+    # --- step 5: what vouches for the images ---------------------------------------------------
+
+    def _attach(self, tasks: Sequence[Task], outcomes: Sequence[Outcome]) -> list[Attached]:
+        """The referrers of the images copied (and of those up to date whose look is due),
+        copied into their targets, each image's result told to the sink as it ends."""
+        hosts = [target.host for target in self.targets]
+        wanted = lookups(tasks, outcomes, hosts, self.looks, rescan=self.settings.rescan_referrers)
+        if not wanted:
+            return []
+        attach = Attach(finder=self.finder, targets=self.targets, looks=self.looks, stop=self.stop)
+        done: list[Attached] = []
+        inline = self.settings.jobs == 1
+        with Workers(self.settings.jobs, "attach", inline=inline) as workers:
+            running = {workers.submit(attach.run, lookup): lookup for lookup in wanted}
+            while running:
+                for future in self._finished(running, every=self.stop.is_set()):
+                    running.pop(future)
+                    done.append(future.result())
+                    self.sink.attached(done[-1])
+                if self.stop.is_set():
+                    break
+        order = {lookup.destination: number for number, lookup in enumerate(wanted)}
+        return sorted(done, key=lambda item: order.get(item.destination, 0))
 
     # --- the end --------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from mirror.config import (
     TagEntry,
     TagRule,
     check_repository_name,
-    referrers_tag_refusal,
+    tag_refusal,
 )
 from mirror.errors import ConfigError
 from mirror.model import NOT_RESOLVED, Action, Outcome, Plan, Task, Unresolved, destination
@@ -183,8 +183,9 @@ def _name_task(config: Config, name: str, position: int) -> tuple[Task, ImageRef
         raise ConfigError(f"{name!r}: {error}") from None
     if name.partition(":")[0].partition("@")[0] == "scratch":
         raise ConfigError(f"{name!r}: scratch is Docker's empty base, not an image to mirror")
-    if reference.tag and PIN_TAG.match(reference.tag):
-        raise ConfigError(f"{name!r}: {referrers_tag_refusal(reference.tag)}")
+    refused = tag_refusal(reference.tag, reference.digest) if reference.tag else None
+    if refused:
+        raise ConfigError(f"{name!r}: {refused}")
     image = config.image_for(reference.repository)
     ambiguous = None if image.repository else config.derived_problem(image.source)
     if ambiguous:
@@ -230,6 +231,8 @@ def image_task(
         # pinned reference could not pull.
         () if digest else image.platforms,
         order,
+        image.referrers,
+        image.verify,
     )
 
 

@@ -16,17 +16,22 @@ hand them fakes. Each protocol has one implementation in mirror/:
 | `Holdings` | transfer.Holdings (where each image already is) | schedule |
 | `Refusals` | state.Refusals (images refused by earlier runs) | check, transfer |
 | `Sink` | console.Console | pipeline |
+| `Promises` | schedule.Ledger (a pull promised before a GET, given back after) | attach |
+| `Storage`, `Destination` | registry.Registry, connect.EcrTarget (referrers, blobs too) | attach |
+| `Looks` | state.Looks (when each image's referrers were last looked for) | pipeline |
+| `Verifier` | attach.Gate (the verify gate) | transfer |
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from mirror.model import Copied, Outcome, Pending, Place, Progress, Refusal
+from mirror.model import Attached, Copied, Outcome, Pending, Place, Progress, Refusal
 from mirror.oci import Descriptor, Manifest, TagList
 from mirror.reference import Repository
+from mirror.referrers import Listing
 
 
 class Stream(Protocol):
@@ -76,6 +81,9 @@ class Source(Protocol):
     def list_tags(self, path: str) -> TagList: ...
 
     def check_login(self, path: str) -> None: ...
+
+    def list_referrers(self, path: str, digest: str) -> Listing | None:
+        """The referrers API's listing of `digest`'s referrers; None without the API."""
 
 
 class Registry(Protocol):
@@ -211,3 +219,56 @@ class Sink(Protocol):
     def settled(self, outcome: Outcome) -> None: ...
 
     def progress(self, progress: Progress) -> None: ...
+
+    def attached(self, attached: Attached) -> None:
+        """What travelled with an image (its referrers), once known."""
+
+
+class Promises(Protocol):
+    """A pull promised from a host's budget before a GET outside the copies, given back once
+    the GET is answered (the ledger then has it as spent)."""
+
+    def claim(self, host: str) -> str | None:
+        """Promise one pull, or say why it cannot be spent."""
+
+    def unclaim(self, host: str) -> None: ...
+
+    def blocked(self, host: str) -> str | None: ...
+
+
+class Storage(Registry, Protocol):
+    """A target's registry as the referrers' copy also uses it: referrers and blobs."""
+
+    def list_referrers(self, path: str, digest: str) -> Listing | None:
+        """The referrers of `digest` there; None when the registry has no referrers API."""
+
+    def has_blob(self, path: str, digest: str) -> bool: ...
+
+    def push_blob(self, path: str, digest: str, pieces: Iterable[bytes], *, size: int) -> None:
+        """Upload a blob as it comes, checked against its digest and size."""
+
+
+class Destination(Target, Protocol):
+    """A target whose registry takes referrers too (what the pipeline is handed)."""
+
+    @property
+    def registry(self) -> Storage: ...
+
+
+class Looks(Protocol):
+    """When each image's referrers were last looked for (kept between runs), and the
+    referrers tag-schema indexes read then, by subject digest."""
+
+    def due(self, key: str) -> bool:
+        """Is a look at `key`'s referrers due (never looked, or long enough ago)?"""
+
+    def indexes(self, key: str) -> Mapping[str, str]: ...
+
+    def add(self, key: str, indexes: Mapping[str, str]) -> None: ...
+
+
+class Verifier(Protocol):
+    """The verify gate: does a signature of the image a copy would write verify?"""
+
+    def verify(self, pending: Pending) -> str | None:
+        """What vouched for the image (None: no policy); NotVerified or Later otherwise."""

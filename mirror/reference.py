@@ -230,11 +230,20 @@ def api_host(registry: str) -> str:
     return DOCKER_HUB_API if is_docker_hub(registry) else registry
 
 
-PIN_TAG = re.compile(r"sha(256|384|512)-[0-9a-f]{64,128}\Z")  # the form of pin_tag()
+# The form of pin_tag(): mirror's own prefix, then the digest with `:` made `-` (at most 128
+# characters: ECR's tag limit, so a sha512 pin keeps 117 of its hex digits).
+PIN_TAG = re.compile(r"pin-sha(256|384|512)-[0-9a-f]{64,117}\Z")
+# The pin tags an earlier mirror wrote: `sha256-<hex>`, which is also the OCI referrers tag
+# schema's name for the referrers index of that digest (referrers.tag_role tells them apart by
+# what the tag holds). Still recognised, kept, never written again.
+LEGACY_PIN_TAG = re.compile(r"sha(256|384|512)-[0-9a-f]{64,128}\Z")
 
 
 def pin_tag(digest: str) -> str:
-    """The ECR tag that keeps a pinned digest: `sha256-<hex>`. It only ever names that digest,
-    so no run moves it, and an "expire untagged images" lifecycle rule never deletes it."""
+    """The ECR tag that keeps a pinned digest: `pin-sha256-<hex>`. It only ever names that
+    digest, so no run moves it, and an "expire untagged images" lifecycle rule never deletes
+    it. Not `sha256-<hex>` (the referrers tag schema's name, which an earlier mirror used),
+    nor matched by the exclusion filter `sha256-*` that lets referrer tags move in an
+    immutable repository: a pin tag stays immutable there."""
     algorithm, _, hexdigits = digest.partition(":")
-    return f"{algorithm}-{hexdigits}"[:128]  # ECR's tag limit (a sha512 pin is cut)
+    return f"pin-{algorithm}-{hexdigits}"[:128]  # ECR's tag limit (a sha512 pin is cut)

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mirror.errors import quoted
-from mirror.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, sha256
+from mirror.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, RateLimit, sha256
 from mirror.reference import DIGEST_LENGTHS
 
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
@@ -60,7 +60,7 @@ class TagRole(Enum):
 
     ORDINARY = "tag"
     REFERRERS_INDEX = "referrers index"  # the tag schema's `sha256-<hex>`
-    LEGACY_PIN = "pin"  # `sha256-<hex>` holding that very digest: a pin of mirror before 19
+    LEGACY_PIN = "pin"  # `sha256-<hex>` holding that very digest: a pin tag an earlier mirror wrote
     COSIGN_SIGNATURE = "cosign signatures"  # `sha256-<hex>.sig`
     COSIGN_ATTESTATION = "cosign attestations"  # `.att`
     COSIGN_SBOM = "cosign SBOM"  # `.sbom`
@@ -141,13 +141,15 @@ class Listing:
 
     `passed_over`: entries that were not descriptors (not kept). `filtered`: the registry said
     it applied the `artifactType` filter (`OCI-Filters-Applied`); `keep()` filters either way.
-    `warning`: why the listing may be incomplete, or None.
+    `warning`: why the listing may be incomplete, or None. `rate_limit`: the pull budget
+    the registry's answer reported (Docker Hub's `ratelimit-*` headers), or None.
     """
 
     referrers: tuple[ContentDescriptor, ...] = ()
     passed_over: int = 0
     filtered: bool = False
     warning: str | None = None
+    rate_limit: RateLimit | None = None
 
 
 # --- names --------------------------------------------------------------------------------------
@@ -202,8 +204,9 @@ def subject_of_tag(tag: str) -> tuple[str, str] | None:
 
 def tag_role(tag: str, digest_at_tag: str | None = None) -> TagRole:
     """What `tag` is. `sha256-<hex>` is the tag schema's name for the referrers index of that
-    digest, and also the pin tag mirror wrote before version 19: such a tag that holds the very
-    digest it names (`digest_at_tag`) is a pin; one that holds anything else is an index."""
+    digest, and also the pin tag an earlier mirror wrote (now `pin-sha256-<hex>`): such a tag
+    that holds the very digest it names (`digest_at_tag`) is a pin; one that holds anything
+    else is an index."""
     found = subject_of_tag(tag)
     if found is None:
         return TagRole.ORDINARY
@@ -355,7 +358,7 @@ def tag_schema_index(
 
     ReferrersError, and nothing to write, when the tag holds anything but a referrers index
     (the distribution spec: report a failure, do not overwrite it): another kind of manifest,
-    or the subject itself (a pin of mirror before version 19, `tag_role`); or when the index
+    or the subject itself (a pin tag an earlier mirror wrote, `tag_role`); or when the index
     would pass MAX_INDEX_BYTES.
     """
     check_digest(subject)

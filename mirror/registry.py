@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import hashlib
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -596,6 +597,24 @@ class Registry:
         said = f" {code}: {message}".rstrip(": ") if code or message else ""
         raise RegistryError(f"{where}: HTTP {status}{said}", status=status, transient=status >= 500)
 
+    # --- OCI 1.1 referrers and the blobs they carry (mirror.attach) ----------------------------
+
+    def list_referrers(self, path: str, digest: str) -> referrers.Listing | None:
+        """The referrers of `digest`, or None without the referrers API (`list_referrers`)."""
+        return list_referrers(self, path, digest)
+
+    def has_blob(self, path: str, digest: str) -> bool:
+        """Does the repository hold the blob (a HEAD)?"""
+        response = self.head_blob(path, digest)
+        if response.status == 404:
+            return False
+        self._raise_for_status(response, f"{path}@{digest}")
+        return True
+
+    def push_blob(self, path: str, digest: str, pieces: Iterable[bytes], *, size: int) -> None:
+        """Upload a blob as it comes (`push_blob`)."""
+        push_blob(self, path, digest, pieces, size=size)
+
 
 def too_many_requests(response: Response) -> str:
     """A source's 429 in plain words: Docker Hub's pull limit (`TOOMANYREQUESTS` "You have
@@ -770,9 +789,11 @@ def list_referrers(
     where = f"{registry.host}/{path}@{digest}: the referrers"
     pages: list[referrers.Listing] = []
     read: set[str] = set()
+    rate_limit: RateLimit | None = None
     for _ in range(max_pages):
         read.add(url_path)
         response = registry._request("GET", url_path, path, limit=referrers.MAX_INDEX_BYTES)
+        rate_limit = parse_rate_limit(response.headers, host=registry.host) or rate_limit
         if response.status == 404 and not pages and error_of(response)[0] != "NAME_UNKNOWN":
             return None
         registry._raise_for_status(response, f"{path}@{digest} (referrers)")
@@ -788,15 +809,96 @@ def list_referrers(
             raise Unreadable(str(error)) from None
         following = _next_page(_header(response, "Link", where))
         if following is None:
-            return referrers.merge(pages)
+            return replace(referrers.merge(pages), rate_limit=rate_limit)
         if following in read:
-            return _with_warning(pages, f"{where} link back to a page already read")
+            warning = f"{where} link back to a page already read"
+            return _with_warning(pages, warning, rate_limit)
         url_path = following
-    return _with_warning(pages, f"{where} run past {max_pages} pages: only those were read")
+    warning = f"{where} run past {max_pages} pages: only those were read"
+    return _with_warning(pages, warning, rate_limit)
 
 
-def _with_warning(pages: list[referrers.Listing], warning: str) -> referrers.Listing:
+def _with_warning(
+    pages: list[referrers.Listing], warning: str, rate_limit: RateLimit | None
+) -> referrers.Listing:
     listing = referrers.merge(pages)
-    return referrers.Listing(
-        listing.referrers, listing.passed_over, listing.filtered, listing.warning or warning
+    return replace(listing, warning=listing.warning or warning, rate_limit=rate_limit)
+
+
+UPLOAD_PART = 8 << 20  # bytes of a blob sent in one PATCH (ECR's layer parts: 5 MiB at least)
+
+
+def push_blob(
+    registry: Registry, path: str, digest: str, pieces: Iterable[bytes], *, size: int
+) -> None:
+    """Upload a blob of `size` bytes, given as it comes (`pieces`), under `digest`: the OCI
+    distribution spec's upload (POST, a PATCH per UPLOAD_PART bytes with its Content-Range,
+    then a PUT with the digest); a blob of one part goes whole in the PUT (a monolithic
+    upload, as oras sends one). At most UPLOAD_PART bytes are held at once. The bytes are
+    checked against `digest` and `size` as they go: a blob that is not what its descriptor
+    says is never committed (RegistryError naming it)."""
+    algorithm = digest.partition(":")[0]
+    hasher = hashlib.new(algorithm)
+    where = f"{registry.host}/{path}@{digest}"
+    started = registry._request(
+        "POST", f"/v2/{path}/blobs/uploads/", path, body=b"", actions="pull,push"
     )
+    location = _upload_location(registry, path, started, where)
+    part, offset = bytearray(), 0
+    for piece in pieces:
+        hasher.update(piece)
+        part += piece
+        if offset + len(part) > size:
+            raise RegistryError(f"{where}: the source sent more than its {size:,} bytes")
+        if len(part) >= UPLOAD_PART:
+            location = _patch(registry, path, location, bytes(part), offset=offset, where=where)
+            offset, part = offset + len(part), bytearray()
+    if offset + len(part) != size or f"{algorithm}:{hasher.hexdigest()}" != digest:
+        raise RegistryError(f"{where}: the source sent a blob that is not what its digest says")
+    last = bytes(part)
+    if offset and last:
+        location = _patch(registry, path, location, last, offset=offset, where=where)
+        last = b""
+    joiner = "&" if "?" in location else "?"
+    response = registry._request(
+        "PUT",
+        f"{location}{joiner}{urlencode({'digest': digest})}",
+        path,
+        body=last,
+        headers={"Content-Type": "application/octet-stream"},
+        actions="pull,push",
+    )
+    registry._raise_for_status(response, f"{path}@{digest} (blob upload)")
+
+
+def _patch(
+    registry: Registry, path: str, location: str, part: bytes, *, offset: int, where: str
+) -> str:
+    """One PATCH of an upload: `part`, at `offset`; where the upload goes on."""
+    response = registry._request(
+        "PATCH",
+        location,
+        path,
+        body=part,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{offset}-{offset + len(part) - 1}",
+        },
+        actions="pull,push",
+    )
+    return _upload_location(registry, path, response, where)
+
+
+def _upload_location(registry: Registry, path: str, response: Response, where: str) -> str:
+    """Where an upload goes on (the answer's Location), as a path on this registry: a
+    Location on another origin is refused (the registry's credentials go nowhere else)."""
+    registry._raise_for_status(response, f"{path} (blob upload)")
+    location = _header(response, "Location", where)
+    parts = urlsplit(location)
+    if not location or (parts.netloc and not same_origin(location, registry._url("/v2/"))):
+        raise RegistryError(
+            f"{where}: the upload's Location {quoted(location, 80)!r} is not on the registry"
+        )
+    if not parts.path.startswith("/v2/"):
+        raise RegistryError(f"{where}: the upload's Location {quoted(location, 80)!r} is not /v2/")
+    return parts.path + (f"?{parts.query}" if parts.query else "")

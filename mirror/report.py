@@ -26,7 +26,7 @@ from xml.etree import ElementTree
 
 from mirror.console import one_line
 from mirror.errors import ConfigError, MirrorError, hide_passwords, user_named
-from mirror.model import Action, HostBudget, Outcome
+from mirror.model import Action, Attached, HostBudget, Outcome
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Report:
     throttled: int = 0  # 429s the destinations sent, each waited out and sent again
     started: datetime | None = None  # when the run started and ended (UTC): a report left
     ended: datetime | None = None  # by a run killed later is told apart by its dates
+    attached: Sequence[Attached] = ()  # what travelled with each image (its referrers)
 
 
 def summary(outcomes: Sequence[Outcome]) -> dict[str, int]:
@@ -67,8 +68,46 @@ def budget_lines(budgets: Sequence[HostBudget]) -> list[str]:
     ]
 
 
+def referrers_summary(attached: Sequence[Attached]) -> str | None:
+    """`referrers: 5 copied for 3 images; deferred for 1 image` (None: nothing to say)."""
+    copied = sum(len(item.copied) for item in attached)
+    parts = [f"{copied} copied for {_images(sum(bool(item.copied) for item in attached))}"]
+    parts = parts if copied else []
+    for what, count in (
+        ("deferred", sum(bool(item.deferred) for item in attached)),
+        ("failed", sum(bool(item.failed) for item in attached)),
+    ):
+        if count:
+            parts.append(f"{what} for {_images(count)}")
+    return f"referrers: {'; '.join(parts)}" if parts else None
+
+
+def _images(count: int) -> str:
+    return f"{count} image{'s' if count != 1 else ''}"
+
+
+def _referrers(item: Attached | None) -> dict[str, Any] | None:
+    if item is None:
+        return None
+    return {
+        "copied": [
+            {
+                "digest": referrer.digest,
+                "artifact_type": referrer.artifact_type,
+                "subject": referrer.subject,
+                "tag": referrer.tag,
+            }
+            for referrer in item.copied
+        ],
+        "already_there": item.present,
+        "deferred": item.deferred,
+        "error": None if item.failed is None else hide_passwords(item.failed),
+    }
+
+
 def document(report: Report) -> dict[str, Any]:
     """The JSON report (README's "The report" documents every field)."""
+    attached = {key: item for item in report.attached for key in item.keys}
     return {
         "started": utc_text(report.started),
         "ended": utc_text(report.ended),
@@ -83,6 +122,8 @@ def document(report: Report) -> dict[str, Any]:
                 "destination_digest": outcome.destination_digest,
                 "error": None if outcome.error is None else hide_passwords(outcome.error),
                 "seconds": round(outcome.seconds, 3),
+                "verified": outcome.verified,
+                "referrers": _referrers(attached.get((outcome.order, outcome.target))),
             }
             for outcome in report.outcomes
         ],

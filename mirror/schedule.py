@@ -41,6 +41,7 @@ from mirror.oci import (
     index_of,
 )
 from mirror.ports import Answer, Holdings, Manifests, Source
+from mirror.referrers import Listing
 
 log = logging.getLogger("mirror")
 # The least an index entry can take, in bytes: `{"digest":"sha256:<64 hex>"}` and a comma.
@@ -106,9 +107,10 @@ class Ledger:
 
     def claim(self, host: str) -> str | None:
         """Promise one pull from `host` to a GET made outside the copies (a check's, when a
-        HEAD gives no digest), or say why it cannot be spent. Checks run at once: the check
-        and the promise are one step, so together they never overrun --max-pulls or the
-        budget. The promise is settled by `pulled(..., claimed=True)` or `unclaim`."""
+        HEAD gives no digest; a referrer's or a signature's), or say why it cannot be spent.
+        Checks run at once: the check and the promise are one step, so together they never
+        overrun --max-pulls or the budget, nor take what is reserved for the copies running.
+        The promise is settled by `pulled(..., claimed=True)` or `unclaim`."""
         with self._lock:
             reason = self._shortfall(host, 1)
             if reason is None:
@@ -277,6 +279,16 @@ class Metered:
     def list_tags(self, path: str) -> TagList:
         with self._answers():
             return self.source.list_tags(path)
+
+    def list_referrers(self, path: str, digest: str) -> Listing | None:
+        """The referrers API's listing (None: the source has none), its figures entered.
+        Whether Docker Hub counts a listing as a pull is not settled: the figures the answer
+        reports stand (a listing past the budget that counted would be a 429)."""
+        with self._answers():
+            listing = self.source.list_referrers(path, digest)
+        if listing is not None:
+            self.ledger.see(self.host, listing.rate_limit)
+        return listing
 
     def check_login(self, path: str) -> None:
         with self._answers():

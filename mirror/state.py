@@ -1,4 +1,5 @@
-"""What mirror remembers between runs on a machine: source images it refused, by digest.
+"""What mirror remembers between runs on a machine: source images it refused, by digest, and
+when it last looked for each image's referrers (`Looks`).
 
 Some images cannot be copied whole with their digest (a Docker v2 manifest with zstd layers
 is only found out by reading it: a pull). Once refused, an image is remembered by its source
@@ -20,8 +21,8 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from mirror.model import Refusal
@@ -120,15 +121,7 @@ class Refusals:
                 },
             }
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{FILE}.")
-            try:
-                with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                    json.dump(document, handle, indent=1, sort_keys=True)
-                os.replace(temporary, self.path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            _write(self.path, document)
         except OSError as error:
             return (
                 f"cannot write {self.path} ({error.strerror or error}): the images refused in "
@@ -141,3 +134,137 @@ class Refusals:
 
 def _key(repository: str, digest: str) -> str:
     return f"{repository}@{digest}"
+
+
+# --- when each image's referrers were last looked for -----------------------------------------
+
+LOOKS_FILE = "referrers.json"
+LOOKS_VERSION = 1
+LOOK_AGAIN = timedelta(hours=24)  # an unchanged image's referrers are looked for once a day
+MAX_LOOKS = 20_000  # images remembered; the oldest are forgotten first (looked for again)
+
+
+def looks_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    directory = state_dir(environ)
+    return None if directory is None else directory / LOOKS_FILE
+
+
+class Looks:
+    """When each image's referrers were last looked for, by `key` (a target's host, the
+    repository and the image's digest: `host/repository@digest`), and the digest of each
+    referrers tag-schema index the source held then, by subject digest (an index that has not
+    changed is not read again: reading it is a pull on Docker Hub). Thread-safe; `save()`
+    writes what was added, as `Refusals` does, in `referrers.json` beside it.
+
+    An image copied in a run has its referrers looked for then; one that is up to date, at
+    most once in LOOK_AGAIN (and at once, whatever the time, with `sync --rescan-referrers`).
+    A time in the future (a clock set back) counts as long ago."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        entries: dict[str, tuple[datetime, dict[str, str]]] | None = None,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        self.path = path
+        self.now = now
+        self._entries = dict(entries or {})
+        self._changed: set[str] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path | None) -> tuple[Looks, str | None]:
+        """The looks remembered, and a warning when the file cannot be read (then none:
+        every image's referrers are looked for in this run, which may cost pulls)."""
+        if path is None:
+            return cls(None), None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries = {
+                str(key): (
+                    _utc(str(value["at"])),
+                    {str(s): str(d) for s, d in value["indexes"].items()},
+                )
+                for key, value in data["looked"].items()
+            }
+        except FileNotFoundError:
+            return cls(path), None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            why = error.strerror if isinstance(error, OSError) else "not a mirror state file"
+            warning = (
+                f"cannot read {path} ({why}): the referrers of every image are looked for "
+                "again in this run"
+            )
+            return cls(path), warning
+        return cls(path, entries), None
+
+    def due(self, key: str) -> bool:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None:
+            return True
+        elapsed = self.now() - entry[0]
+        return not timedelta(0) <= elapsed < LOOK_AGAIN
+
+    def indexes(self, key: str) -> dict[str, str]:
+        with self._lock:
+            entry = self._entries.get(key)
+        return dict(entry[1]) if entry else {}
+
+    def add(self, key: str, indexes: Mapping[str, str]) -> None:
+        """A look at `key`'s referrers done whole now, with the tag-schema indexes it read."""
+        with self._lock:
+            self._entries[key] = (self.now(), dict(indexes))
+            self._changed.add(key)
+
+    def save(self) -> str | None:
+        """Write the file if anything was added (atomically); a warning when it cannot be."""
+        with self._lock:
+            changed = set(self._changed)
+        if not changed:
+            return None
+        if self.path is None:
+            return (
+                "neither $XDG_STATE_HOME nor $HOME is set: when the referrers were looked for "
+                "is not remembered, and the next run looks for them again"
+            )
+        on_disk, _ = Looks.load(self.path)  # another run may have added some meanwhile
+        with self._lock:
+            entries = {**on_disk._entries, **{key: self._entries[key] for key in changed}}
+        kept = sorted(entries.items(), key=lambda item: item[1][0])[-MAX_LOOKS:]
+        document = {
+            "version": LOOKS_VERSION,
+            "looked": {key: {"at": _text(at), "indexes": indexes} for key, (at, indexes) in kept},
+        }
+        try:
+            _write(self.path, document)
+        except OSError as error:
+            return (
+                f"cannot write {self.path} ({error.strerror or error}): the next run looks for "
+                "the referrers of the images of this one again"
+            )
+        with self._lock:
+            self._changed -= changed
+        return None
+
+
+def _write(path: Path, document: object) -> None:
+    """Replace `path` with `document` as JSON, atomically (a reader never sees half of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=1, sort_keys=True)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _text(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)

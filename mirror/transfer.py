@@ -22,6 +22,7 @@ from mirror.errors import (
     Later,
     MirrorError,
     NestedIndex,
+    NotVerified,
     RateLimited,
     RegistryError,
     Stopped,
@@ -40,7 +41,16 @@ from mirror.oci import (
     platform_names,
     sha256,
 )
-from mirror.ports import Copier, Limits, Manifests, Pacing, Refusals, Registry, Target
+from mirror.ports import (
+    Copier,
+    Limits,
+    Manifests,
+    Pacing,
+    Refusals,
+    Registry,
+    Target,
+    Verifier,
+)
 from mirror.reference import Repository
 from mirror.workers import backoff
 
@@ -100,6 +110,7 @@ class Transfer:
         backpressure: Pacing,
         refusals: Refusals,
         source_deadline: float | None = None,
+        verifier: Verifier | None = None,
     ):
         self.pulls = pulls
         self.targets = list(targets)
@@ -115,6 +126,7 @@ class Transfer:
         # the source during such a copy (a source that stalls mid-copy does not hold up the
         # build); None: --timeout (sync, --refresh always)
         self.source_deadline = source_deadline
+        self.verifier = verifier  # the verify gate, before a copy from the source
 
     def run(self, job: Job) -> None:
         """Copy the job's image once from the source, then fill the rest from the targets.
@@ -128,18 +140,48 @@ class Transfer:
 
     def _run(self, job: Job) -> None:
         pendings = job.pendings()
+        gate: tuple[Outcome | None, str | None] | None = None  # asked before the first pull
         for position, pending in enumerate(pendings):
             donor = self.holdings.donor(pending) or self._pin_holder(pending)
             if donor is not None:
                 outcome = self._attempts(pending, partial(self._from_target, donor=donor))
             else:
+                gate = gate or self._gate(pending)
+                refused, verified = gate
+                if refused is not None:  # nothing of it written: neither this nor the rest
+                    for rest in pendings[position:]:
+                        self.emit(Outcome.settled(rest, refused.action, error=refused.error))
+                    return
                 outcome = self._attempts(pending, self._from_source, from_source=True)
+                if outcome.action is Action.COPIED:
+                    outcome = replace(outcome, verified=verified, pulled=True)
             self.emit(outcome)
             self.holdings.add(outcome, platforms=pending.task.platforms)
             if donor is None and outcome.action not in (Action.COPIED, Action.UP_TO_DATE):
                 for rest in pendings[position + 1 :]:  # they needed that copy
                     self.emit(Outcome.settled(rest, outcome.action, error=outcome.error))
                 return
+
+    def _gate(self, pending: Pending) -> tuple[Outcome | None, str | None]:
+        """The verify gate, before anything of the image is written (its repository not even
+        created): (None, what vouched) when it passes (or there is no policy); else the
+        outcome that settles the job: failed (not verified, or the signatures could not be
+        read), or deferred (the budget cannot cover reading them, or the source said 429)."""
+        if self.verifier is None or pending.task.verify is None:
+            return None, None
+        started = time.monotonic()
+        try:
+            return None, self.verifier.verify(pending)
+        except Later as error:
+            host = pending.task.source.repository.registry
+            return _settle(pending, Action.DEFERRED, self._deferred_why(error, host), started), None
+        except NotVerified as error:
+            return _settle(pending, Action.FAILED, str(error), started), None
+        except MirrorError as error:
+            if self.stop.is_set() or isinstance(error, Stopped):
+                return _settle(pending, Action.DEFERRED, INTERRUPTED, started), None
+            why = f"{pending.task.source}: the signatures to verify cannot be read: {error}"
+            return _settle(pending, Action.FAILED, why, started), None
 
     def _pin_holder(self, pending: Pending) -> Place | None:
         """A target whose repository holds a pinned digest under another tag (the check found

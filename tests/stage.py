@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import boto3
+import urllib3
 import yaml
 
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.ecr import EcrFront
 from tests.standins.hub import HubFront
 from tests.standins.images import make_image
-from tests.standins.registry import Registry, get_manifest, manifest_digest
+from tests.standins.registry import MANIFEST_ACCEPT, Registry, get_manifest, manifest_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
@@ -102,6 +103,19 @@ class Stage:
     def dest_digest(self, tag: str, *, repo: str | None = None) -> str | None:
         """The digest at the destination, read from the backend (not counted by the front)."""
         return manifest_digest(self.backend.url, self.dest_repo(repo), tag, auth=self.dest_auth)
+
+    def tag_dest(self, reference: str, tag: str, *, repo: str | None = None) -> None:
+        """Put `tag` on what the destination holds under `reference` (written to the backend,
+        as another client or an earlier mirror would have)."""
+        name = self.dest_repo(repo)
+        auth = urllib3.make_headers(basic_auth=":".join(self.dest_auth))
+        url = f"{self.backend.url}/v2/{name}/manifests"
+        accept = {"Accept": MANIFEST_ACCEPT}
+        got = urllib3.request("GET", f"{url}/{reference}", headers={**auth, **accept})
+        assert got.status == 200, got.data
+        content = {"Content-Type": got.headers["Content-Type"]}
+        put = urllib3.request("PUT", f"{url}/{tag}", body=got.data, headers={**auth, **content})
+        assert put.status == 201, put.data
 
     def dest_manifest(self, tag: str, *, repo: str | None = None) -> tuple[str, dict[str, Any]]:
         return get_manifest(self.backend.url, self.dest_repo(repo), tag, auth=self.dest_auth)

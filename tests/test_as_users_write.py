@@ -214,7 +214,7 @@ def test_a_pin_is_copied_whole_whatever_platforms_says(stage: Stage) -> None:
     run = stage.mirror("ensure", f"{stage.repo}:3.20@{digest}")
     assert run.code == 0, run.stderr
     assert run.stdout == f"{stage.dest.host}/{stage.dest_repo()}:3.20@{digest}\n"
-    assert stage.dest_digest("sha256-" + digest.removeprefix("sha256:")) == digest
+    assert stage.dest_digest("pin-sha256-" + digest.removeprefix("sha256:")) == digest
     assert stage.dest_digest(digest) == digest  # the pinned reference can be pulled
 
 
@@ -256,16 +256,29 @@ def test_ensure_checks_ecr_names_and_knows_scratch(tmp_path: Path) -> None:
         (
             "images: [{source: ruby, tags: ['sha256-" + "a" * 64 + "']}]",
             "images[0].tags[0]: 'sha256-" + "a" * 64 + "' is a referrers tag (OCI's referrers "
-            "tag schema: the signatures and attestations of the image sha256:aaaaaaaaaaaa...) and "
-            "the form of mirror's pin tags, not an image to mirror by name; to mirror that image, "
-            "pin it: TAG@sha256:" + "a" * 64,
+            "tag schema: the signatures and attestations of the image sha256:aaaaaaaaaaaa...), not "
+            "an image to mirror by name (mirror's pin tags are pin-sha256-<hex>); to mirror that "
+            "image, pin it: TAG@sha256:" + "a" * 64,
         ),
         (
             "images: [{source: ruby, tags: ['sha512-" + "b" * 64 + "']}]",
             "images[0].tags[0]: 'sha512-" + "b" * 64 + "' is a referrers tag (OCI's referrers "
-            "tag schema: the signatures and attestations of the image sha512:bbbbbbbbbbbb...) and "
-            "the form of mirror's pin tags, not an image to mirror by name; to mirror that image, "
-            "pin it: TAG@<its digest>",
+            "tag schema: the signatures and attestations of the image sha512:bbbbbbbbbbbb...), not "
+            "an image to mirror by name (mirror's pin tags are pin-sha512-<hex>); to mirror that "
+            "image, pin it: TAG@<its digest>",
+        ),
+        (  # a config an earlier mirror took: its pin tag listed, pinned to its own digest
+            "images: [{source: ruby, tags: ['sha256-" + "a" * 64 + "@sha256:" + "a" * 64 + "']}]",
+            "images[0].tags[0]: 'sha256-" + "a" * 64 + "' is a referrers tag (OCI's referrers "
+            "tag schema: the signatures and attestations of the image sha256:aaaaaaaaaaaa...), not "
+            "an image to mirror by name (mirror's pin tags are pin-sha256-<hex>); to mirror that "
+            "image, pin it: TAG@sha256:" + "a" * 64,
+        ),
+        (
+            "images: [{source: ruby, tags: ['pin-sha256-" + "a" * 64 + "']}]",
+            "images[0].tags[0]: 'pin-sha256-" + "a" * 64 + "' is the form of mirror's pin tags, "
+            "which mirror writes itself for a pin: pin the image instead, "
+            "TAG@sha256:aaaaaaaaaaaa... (its pin tag is added)",
         ),
         (  # a semver range as skopeo's docs write it, unquoted: YAML reads '>' as block text
             "images:\n  - source: alpine\n    tags:\n      semver: >=3.18 <4",

@@ -56,7 +56,7 @@ def test_pinned_tag_stays_when_upstream_moves_and_then_costs_nothing(stage: Stag
     stage.config([stage.image(f"stable@{pinned}")])
     first = stage.mirror("sync")
     assert (first.code, first.actions()) == (0, ["copied", "copied"])  # the tag and its pin tag
-    pin = "sha256-" + pinned.removeprefix("sha256:")
+    pin = "pin-sha256-" + pinned.removeprefix("sha256:")
     assert stage.dest_digest("stable") == stage.dest_digest(pin) == pinned
     assert stage.hub.counts.manifest_get_ok == 1  # one pull: the pin tag is a manifest PUT
 

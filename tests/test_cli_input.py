@@ -149,4 +149,4 @@ def test_a_target_whose_region_comes_from_the_environment_is_the_same_registry(
         "image would be copied twice into the same repositories"
     )
     other = stage.mirror("validate", AWS_REGION="eu-west-1")  # another region: two registries
-    assert (other.code, other.stdout) == (0, f"{path}: ok (1 image, 1 tag)\n"), other.stderr
+    assert (other.code, other.stdout.splitlines()[0]) == (0, f"{path}: ok (1 image, 1 tag)")

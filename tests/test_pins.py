@@ -13,7 +13,7 @@ from tests.standins.aws import ECR_PASSWORD
 
 
 def pin(digest: str) -> str:
-    return "sha256-" + digest.removeprefix("sha256:")
+    return "pin-sha256-" + digest.removeprefix("sha256:")
 
 
 def test_a_pinned_reference_never_moves_whatever_later_runs_do(stage: Stage) -> None:
@@ -37,6 +37,25 @@ def test_a_pinned_reference_never_moves_whatever_later_runs_do(stage: Stage) -> 
     again = stage.mirror("ensure", f"{stage.repo}:1.0@{old}")
     assert again.stdout == f"{destination}:1.0@{old}\n"
     assert again.actions() == ["up-to-date"]
+
+
+def test_a_pin_tag_of_an_earlier_mirror_is_kept_as_it_is(stage: Stage) -> None:
+    """An earlier mirror tagged pins `sha256-<hex>`, the referrers tag schema's name. Now the
+    pin tag is `pin-sha256-<hex>`, written inside ECR at no pull; the old tag is left alone."""
+    digest = stage.push("1.0", seed="legacy")
+    stage.config([stage.image("1.0")])
+    assert stage.mirror("sync").code == 0
+    legacy = "sha256-" + digest.removeprefix("sha256:")
+    stage.tag_dest(digest, legacy)  # what the earlier mirror left
+    stage.config([stage.image(f"1.0@{digest}")])
+    stage.hub.reset_counts()
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["up-to-date", "copied"]), run.stderr
+    assert run.report is not None
+    assert run.report["images"][1]["destination"].endswith(f":{pin(digest)}")
+    assert stage.dest_digest(pin(digest)) == digest
+    assert stage.dest_digest(legacy) == digest  # kept, not moved, not deleted
+    assert stage.hub.counts.requests == []  # written from ECR's copy: not a request
 
 
 def test_a_digest_only_name_comes_out_with_its_digest(stage: Stage) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mirror.reference import LEGACY_PIN_TAG, PIN_TAG, pin_tag
 from mirror.referrers import (
     MAX_ENTRIES,
     MAX_INDEX_BYTES,
@@ -32,6 +33,7 @@ from mirror.referrers import (
     tag_schema_index,
     tag_schema_name,
 )
+from tests.standins.ecr import wildcard_match
 from tests.standins.images import OCI_MANIFEST, Blob
 from tests.standins.signing import (
     SIGSTORE_BUNDLE,
@@ -411,3 +413,16 @@ def test_an_index_too_large_to_write() -> None:
         match=r"^t: the referrers index would be [\d,]+ bytes, over 4,194,304: not written$",
     ):
         tag_schema_index(DIGEST, None, many, where="t")
+
+
+def test_pin_tags_are_out_of_the_referrers_way() -> None:
+    sha256, sha512 = "sha256:" + "a" * 64, "sha512:" + "b" * 128
+    assert pin_tag(sha256) == "pin-sha256-" + "a" * 64
+    assert len(pin_tag(sha512)) == 128 and PIN_TAG.match(pin_tag(sha512))
+    for digest in (sha256, sha512):
+        tag = pin_tag(digest)
+        assert tag_role(tag, digest) is TagRole.ORDINARY  # neither an index nor cosign's
+        assert not any(wildcard_match(pattern, tag) for pattern in MOVING_TAG_FILTERS)
+        assert not LEGACY_PIN_TAG.match(tag)
+    legacy = "sha256-" + "a" * 64
+    assert LEGACY_PIN_TAG.match(legacy) and tag_role(legacy, sha256) is TagRole.LEGACY_PIN

@@ -24,6 +24,7 @@ from mirror.errors import CopyError, MirrorError, RateLimited, RegistryError, St
 from mirror.http import Body, Http, Policy, Response, hurried
 from mirror.oci import Descriptor, Manifest, RateLimit, TagList
 from mirror.pulls import Pulls
+from mirror.referrers import Listing
 from mirror.registry import clock_skew
 from mirror.relay import Relay, Route
 from mirror.schedule import Ledger
@@ -96,6 +97,9 @@ class FakeSource:
 
     def list_tags(self, path: str) -> TagList:
         return TagList(())
+
+    def list_referrers(self, path: str, digest: str) -> Listing | None:
+        return None
 
     def check_login(self, path: str) -> None:
         pass

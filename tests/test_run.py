@@ -224,7 +224,8 @@ def test_a_config_error_still_leaves_a_report(stage: Stage) -> None:
     assert run.report == {
         "exit_code": 2,
         "error": f"{stage.tmp / 'mirror.yaml'}: images[0].nope: unknown key "
-        "(expected one of: source, tags, repository, platforms, repository_settings)",
+        "(expected one of: source, tags, repository, platforms, repository_settings, referrers, "
+        "verify)",
         "images": [],
         "summary": {},
         "warnings": [],

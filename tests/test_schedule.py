@@ -16,6 +16,7 @@ from mirror.http import Response
 from mirror.model import Job, Pending, Place, Task
 from mirror.oci import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, RateLimit, TagList
 from mirror.reference import ImageRef, Repository
+from mirror.referrers import Listing
 from mirror.schedule import (
     Admission,
     Backpressure,
@@ -83,6 +84,10 @@ class FakeSource:
     def list_tags(self, path: str) -> TagList:
         self._answer()
         return TagList(("a",))
+
+    def list_referrers(self, path: str, digest: str) -> Listing | None:
+        self._answer()
+        return None
 
     def check_login(self, path: str) -> None:
         self._answer()

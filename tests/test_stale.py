@@ -276,12 +276,12 @@ def test_a_pin_ecr_holds_under_another_tag_needs_no_source(stage: Stage) -> None
         run = stage.mirror("ensure", f"{stage.repo}:1.0@{first}")
     assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
     assert run.stdout == f"{stage.dest.host}/{stage.dest_repo()}:1.0@{first}\n"
-    assert stage.dest_digest(f"sha256-{first[7:]}") == first
+    assert stage.dest_digest(f"pin-sha256-{first[7:]}") == first
     stage.config([stage.image(f"2.0@{second}")])  # sync, with the source up: no pull either
     stage.hub.reset_counts()
     synced = stage.mirror("sync")
     assert (synced.code, sorted(synced.actions())) == (0, ["copied", "up-to-date"]), synced.stderr
-    assert stage.dest_digest(f"sha256-{second[7:]}") == second
+    assert stage.dest_digest(f"pin-sha256-{second[7:]}") == second
     assert stage.hub.counts.requests == []
 
 

@@ -29,7 +29,7 @@ from mirror.pulls import Pulls
 from mirror.reference import ImageRef, Repository
 from mirror.schedule import Ledger
 from mirror.stale import Serve, age_text, created, parse_time
-from mirror.state import Refusals
+from mirror.state import Looks, Refusals
 from tests.test_steps import Events, FakeCopier, FakeRegistry, FakeTarget
 
 NOW = datetime(2026, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
@@ -60,6 +60,7 @@ def run(
         sources=lambda host: budgets.meter(registries[host]),
         pulls=Pulls(lambda host: budgets.meter(registries[host])),
         refusals=Refusals(None),
+        looks=Looks(None),
         targets=targets,
         copier=FakeCopier(registries, budgets),
         ledger=budgets,

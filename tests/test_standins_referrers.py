@@ -5,6 +5,8 @@ At the end, a signed image at a stand-in, found and verified the way the gate wi
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from mirror import referrers, signatures
 from mirror.errors import RegistryError
 from mirror.http import Http
 from mirror.oci import Login
-from mirror.registry import Registry, list_referrers
+from mirror.registry import UPLOAD_PART, Registry, list_referrers
 from tests.standins.aws import ECR_PASSWORD, ECR_USER, Moto
 from tests.standins.ecr import EcrFront
 from tests.standins.hub import HubFront
@@ -386,3 +388,35 @@ def test_a_replayed_signature_at_a_stand_in_is_refused(
         f"not verified: signature of another digest: {tag} layer 1: a valid signature of "
         f"{other.digest}, not of {subject.digest} (a signature replayed from another image)"
     )
+
+
+# --- the blobs a referrer needs, uploaded by mirror ---------------------------------------------
+
+
+def test_mirror_uploads_a_blob_in_parts_and_a_small_one_whole(
+    ecr: Any, ecr_front: EcrFront, repo_name: str
+) -> None:
+    ecr.create_repository(repositoryName=repo_name)
+    registry = mirror_registry(ecr_front.host, ECR_LOGIN)
+    large = os.urandom(2 * UPLOAD_PART + 1000)  # in PATCHes of 8 MiB or more, then the PUT
+    digest = "sha256:" + hashlib.sha256(large).hexdigest()
+    pieces = (large[at : at + 300_000] for at in range(0, len(large), 300_000))
+    registry.push_blob(repo_name, digest, pieces, size=len(large))
+    assert registry.get_blob(repo_name, digest) == large
+    counts = ecr_front.counts
+    assert (counts.of("upload_patch"), counts.of("upload_put")) == (2, 1)
+
+    ecr_front.reset_counts()
+    small = b'{"spdxVersion":"SPDX-2.3"}'
+    registry.push_blob(repo_name, sha256_of(small), [small[:5], small[5:]], size=len(small))
+    assert registry.has_blob(repo_name, sha256_of(small))
+    assert (ecr_front.counts.of("upload_patch"), ecr_front.counts.of("upload_put")) == (0, 1)
+
+    wrong = sha256_of(b"something else")
+    with pytest.raises(RegistryError, match="not what its digest says"):
+        registry.push_blob(repo_name, wrong, [small], size=len(small))
+    assert not registry.has_blob(repo_name, wrong)  # never committed
+
+
+def sha256_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -1,12 +1,14 @@
-"""The memory of refused images between runs (mirror.state): no I/O but a temporary directory."""
+"""What mirror remembers between runs (mirror.state): refused images, and when each image's
+referrers were looked for; no I/O but a temporary directory."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from mirror import state
-from mirror.state import Refusals
+from mirror.state import Looks, Refusals
 
 IMAGE = "docker.io/library/x"
 DIGEST = "sha256:" + "a" * 64
@@ -86,4 +88,59 @@ def test_without_a_home_a_refusal_is_not_remembered_and_the_run_says_so() -> Non
     assert refusals.save() == (
         "neither $XDG_STATE_HOME nor $HOME is set: the images refused in this run are not "
         "remembered and will cost a pull again next run"
+    )
+
+
+# --- when each image's referrers were last looked for -------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_an_images_referrers_are_looked_for_again_after_a_day(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "referrers.json"
+    clock = Clock()
+    looks = Looks(path, now=clock)
+    key = f"ecr/mirror/x@{DIGEST}"
+    assert looks.due(key)  # never looked for
+    looks.add(key, {DIGEST: "sha256:" + "c" * 64})
+    assert looks.save() is None
+    again, warning = Looks.load(path)
+    assert warning is None
+    again.now = clock
+    assert not again.due(key) and again.indexes(key) == {DIGEST: "sha256:" + "c" * 64}
+    clock.now += timedelta(hours=23)
+    assert not again.due(key)
+    clock.now += timedelta(hours=2)
+    assert again.due(key)  # more than a day ago
+    clock.now -= timedelta(days=3)
+    assert again.due(key)  # a clock set back: the time recorded is in its future
+
+
+def test_looks_saved_at_once_keep_both_and_a_broken_file_warns(tmp_path: Path) -> None:
+    path = tmp_path / "referrers.json"
+    first, second = Looks(path), Looks(path)
+    first.add("a", {})
+    second.add("b", {})
+    assert first.save() is None and second.save() is None
+    both, _ = Looks.load(path)
+    assert not both.due("a") and not both.due("b")
+    path.write_text("{")
+    broken, warning = Looks.load(path)
+    assert broken.due("a")
+    assert warning == (
+        f"cannot read {path} (not a mirror state file): the referrers of every image are "
+        "looked for again in this run"
+    )
+    assert Looks(None).save() is None  # nothing added: nothing to say
+    homeless = Looks(None)
+    homeless.add("a", {})
+    assert homeless.save() == (
+        "neither $XDG_STATE_HOME nor $HOME is set: when the referrers were looked for is not "
+        "remembered, and the next run looks for them again"
     )

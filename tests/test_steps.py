@@ -8,7 +8,7 @@ import io
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from mirror.errors import ConfigError, CopyError, LockHeld, MirrorError, RateLim
 from mirror.http import Response, proxy_for
 from mirror.model import (
     Action,
+    Attached,
     Copied,
     Outcome,
     Plan,
@@ -37,8 +38,9 @@ from mirror.pipeline import Pipeline
 from mirror.plan import Shard, plan
 from mirror.pulls import Pulls
 from mirror.reference import ImageRef, Repository
+from mirror.referrers import Listing
 from mirror.schedule import Ledger
-from mirror.state import Refusals
+from mirror.state import Looks, Refusals
 
 # --- fakes ---------------------------------------------------------------------------------------
 
@@ -103,6 +105,15 @@ class FakeRegistry:
 
     def head_blob(self, path: str, digest: str) -> Response:
         raise AssertionError("blobs are skopeo's, through the relay: no fake copier reads one")
+
+    def list_referrers(self, path: str, digest: str) -> Listing | None:
+        return None  # neither the source nor the target has the referrers API
+
+    def has_blob(self, path: str, digest: str) -> bool:
+        raise AssertionError("no referrer in these tests: no blob is asked for")
+
+    def push_blob(self, path: str, digest: str, pieces: Iterable[bytes], *, size: int) -> None:
+        raise AssertionError("no referrer in these tests: no blob is written")
 
 
 @dataclass
@@ -186,12 +197,16 @@ class Events:
     def __init__(self) -> None:
         self.settled_in_order: list[Outcome] = []
         self.progress_seen: list[Progress] = []
+        self.attached_in_order: list[Attached] = []
 
     def settled(self, outcome: Outcome) -> None:
         self.settled_in_order.append(outcome)
 
     def progress(self, progress: Progress) -> None:
         self.progress_seen.append(progress)
+
+    def attached(self, attached: Attached) -> None:
+        self.attached_in_order.append(attached)
 
 
 def task(tag: str, *, host: str = "src", order: int = 0, digest: str | None = None) -> Task:
@@ -215,6 +230,7 @@ def run(
         sources=lambda host: budgets.meter(registries[host]),
         pulls=Pulls(lambda host: budgets.meter(registries[host])),
         refusals=Refusals(None),
+        looks=Looks(None),
         targets=[FakeTarget("ecr", registries["ecr"])],
         copier=copier,
         ledger=budgets,
@@ -336,6 +352,7 @@ def test_jobs_1_copies_in_the_calling_thread_one_after_another() -> None:
         sources=lambda host: budgets.meter(registries[host]),
         pulls=Pulls(lambda host: budgets.meter(registries[host])),
         refusals=Refusals(None),
+        looks=Looks(None),
         targets=[FakeTarget("ecr", registries["ecr"])],
         copier=Watched(registries, budgets),
         ledger=budgets,

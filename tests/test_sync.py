@@ -33,7 +33,9 @@ def test_first_sync_copies_with_digests_preserved_and_second_spends_no_pull(stag
         "destination_digest": single,
         "error": None,
         "seconds": first.report["images"][0]["seconds"],
-    }
+        "verified": None,  # no verify gate
+        "referrers": {"copied": [], "already_there": 0, "deferred": None, "error": None},
+    }  # its referrers were looked for: it has none
     assert first.report["summary"] == {"copied": 2}
     assert stage.hub.counts.manifest_get_ok >= 2  # skopeo pulled both (plus children)
 

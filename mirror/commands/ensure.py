@@ -44,7 +44,12 @@ _PRINTS = {
 
 def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
     """Mirror the images, then print their references (exit 0); nothing on stdout else."""
-    settings = replace(settings_of(args, console), refresh=args.refresh, check_logins=False)
+    settings = replace(
+        settings_of(args, console),
+        refresh=args.refresh,
+        check_logins=False,
+        referrers_count=False,
+    )
     with reported(settings, console):
         check_combination(args)
         loaded = config.load(config.config_path(args.config))

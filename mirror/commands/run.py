@@ -36,12 +36,22 @@ from mirror.errors import (
     Stopped,
     bug_message,
 )
-from mirror.model import INTERRUPTED, Action, Outcome, Plan, Progress, Settings, Unresolved
+from mirror.model import (
+    INTERRUPTED,
+    Action,
+    Attached,
+    Outcome,
+    Plan,
+    Progress,
+    Settings,
+    Unresolved,
+)
 from mirror.pipeline import Pipeline, Result
 from mirror.ports import Sink
 from mirror.reference import Repository
+from mirror.referrers import MOVING_TAG_FILTERS
 from mirror.schedule import Ledger
-from mirror.state import Refusals
+from mirror.state import Looks, Refusals
 
 log = logging.getLogger("mirror")
 
@@ -199,6 +209,9 @@ class _Told:
     def progress(self, progress: Progress) -> None:
         self.console.progress(progress)
 
+    def attached(self, attached: Attached) -> None:
+        self.console.attached(attached)
+
 
 class Planner(Protocol):
     """How a command turns its config (and the source's tag lists) into a plan."""
@@ -293,6 +306,7 @@ class _Execution:
                 )
             self.stop.on_stop(session.stop)
             refusals = self._remembered(session.tool_version)
+            looks = self._looks()
             self.hosts = [target.host for target in session.targets]
             if settings.check_logins:
                 _check_logins(session, self.planner.sources())
@@ -309,16 +323,20 @@ class _Execution:
                 backpressure=session.backpressure,
                 refusals=refusals,
                 pulls=session.pulls,
+                looks=looks,
             )
             try:
                 self.result = pipeline.run(self.known)
                 self.result.warnings.extend(session.clock_warnings())
                 for warning in self.result.warnings[len(self.known.warnings) :]:
                     self.console.warning(warning)  # what the run learnt on the way
+                for note in _creation_notes(session):
+                    self.console.info(note)
             finally:
                 self.throttled = session.backpressure.throttled_requests
                 session.http.stop()  # requests given up on (a source past its deadline) end
                 self._remember(refusals)
+                self._remember(looks)
 
     def _remembered(self, tool: str | None) -> Refusals:
         """The images earlier runs on this machine refused with this skopeo (mirror.state)."""
@@ -328,8 +346,15 @@ class _Execution:
             self._state_warning(warning)
         return refusals
 
-    def _remember(self, refusals: Refusals) -> None:
-        warning = None if self.settings.dry_run else refusals.save()
+    def _looks(self) -> Looks:
+        """When earlier runs on this machine looked for each image's referrers."""
+        looks, warning = Looks.load(state.looks_path())
+        if warning:
+            self._state_warning(warning)
+        return looks
+
+    def _remember(self, memory: Refusals | Looks) -> None:
+        warning = None if self.settings.dry_run else memory.save()
         if warning:
             self._state_warning(warning)
 
@@ -338,13 +363,16 @@ class _Execution:
         self.state_warnings.append(warning)
 
     def _finish(self) -> Run:
+        attached: list[Attached] = []
         if self.result is not None:
             outcomes = [self._told(outcome) for outcome in self.result.outcomes]
             warnings = self.result.warnings
+            attached = self.result.attached
         else:  # stopped before any image was looked at: the report lists them, the log not
             outcomes, warnings = self._unfinished(), []
         warnings = [*warnings, *self.state_warnings]
-        code = _exit_code(outcomes, self.error, self.stop)
+        counted = attached if self.settings.referrers_count else []
+        code = _exit_code(outcomes, self.error, self.stop, counted)
         done = report.Report(
             outcomes,
             self.ledger.snapshot(),
@@ -355,6 +383,7 @@ class _Execution:
             throttled=self.throttled,
             started=self.started_at,
             ended=datetime.now(timezone.utc),
+            attached=attached,
         )
         try:
             write_reports(done, self.settings)
@@ -364,6 +393,9 @@ class _Execution:
         if self.result is not None or not self.error:
             for line in report.budget_lines(done.budgets):
                 self.console.info(line)
+            referrers = report.referrers_summary(done.attached)
+            if referrers:
+                self.console.info(referrers)
             if done.throttled:
                 self.console.info(
                     f"ECR throttled {done.throttled} requests; each was waited out and sent again"
@@ -412,6 +444,23 @@ def _check_logins(session: connect.Session, sources: Sequence[Repository]) -> No
             log.debug("%s: the login check failed: %s", host, error)
 
 
+def _creation_notes(session: connect.Session) -> list[str]:
+    """What a repository created in this run got besides what the config says: immutable
+    tags, but the exclusion filters of the tags that move (cosign's, the tag schema's)."""
+    notes = []
+    for target in session.targets:
+        for name, settings in target.created:
+            mutability = settings.tag_mutability
+            if mutability is None or not set(MOVING_TAG_FILTERS) <= set(mutability.exclusions):
+                continue
+            notes.append(
+                f"created {target.host}/{name} with tag mutability {mutability}: its tags are "
+                f"immutable, but for {', '.join(MOVING_TAG_FILTERS)}, the tags of cosign's "
+                "signatures and of referrers indexes, which move when one is added"
+            )
+    return notes
+
+
 def _say_plan(known: Plan, console: Console) -> None:
     for note in known.notes:
         console.info(note)
@@ -425,19 +474,30 @@ def _why_stopped(error: MirrorError | None, stop: Stop) -> str | None:
     return stop.why() or (None if error is None else str(error))
 
 
-def _exit_code(outcomes: Sequence[Outcome], error: MirrorError | None, stop: Stop) -> int:
+def _exit_code(
+    outcomes: Sequence[Outcome],
+    error: MirrorError | None,
+    stop: Stop,
+    attached: Sequence[Attached] = (),
+) -> int:
+    """The run's exit code; `attached`: the referrers left behind count as their image would
+    (failed: 1, deferred: 75)."""
     if stop.exit_code is not None:
         return stop.exit_code
     if error is not None:
         return error.exit_code
-    if any((outcome.error or "").startswith(BUG) for outcome in outcomes):
+    if any((text or "").startswith(BUG) for text in _errors(outcomes, attached)):
         return Exit.SOFTWARE  # every other image was still done
     actions = {outcome.action for outcome in outcomes}
-    if Action.FAILED in actions:
+    if Action.FAILED in actions or any(item.failed for item in attached):
         return Exit.FAILED
-    if Action.DEFERRED in actions:
+    if Action.DEFERRED in actions or any(item.deferred for item in attached):
         return Exit.TRY_LATER
     return Exit.OK
+
+
+def _errors(outcomes: Sequence[Outcome], attached: Sequence[Attached]) -> list[str | None]:
+    return [outcome.error for outcome in outcomes] + [item.failed for item in attached]
 
 
 def write_reports(done: report.Report, settings: Settings) -> None:
@@ -515,6 +575,7 @@ def settings_of(args: argparse.Namespace, console: Console) -> Settings:
         jobs=args.jobs,
         dry_run=getattr(args, "dry_run", False),
         max_pulls=getattr(args, "max_pulls", None),
+        rescan_referrers=getattr(args, "rescan_referrers", False),
         timeout=args.timeout,
         report=written,
         junit=junit,

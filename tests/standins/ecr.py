@@ -59,6 +59,9 @@ this module):
   ``OCI-Filters-Applied``): a client must filter itself, as the spec makes it do whenever that
   header is absent; ``referrers_filter=True`` applies it with the header. Pages hold
   ``referrers_page`` entries, the next one behind an opaque ``Link: <...>; rel="next"``.
+  ``referrers_api=False`` stands for a registry without the API (ECR before June 2024, or
+  another registry named by ``ecr.endpoint``): the listing is 404 as distribution 2.8 answers
+  a path it does not serve, and a PUT gets no ``OCI-Subject``.
 
 Request kinds (for counts and throttling): ``ping``, ``manifest_get``, ``manifest_head``,
 ``manifest_put``, ``manifest_delete``, ``blob_get``, ``blob_head``, ``blob_delete``,
@@ -263,8 +266,10 @@ class EcrFront(HttpFront):
         blob_redirect: bool = True,
         referrers_filter: bool = False,
         referrers_page: int = 100,
+        referrers_api: bool = True,
     ) -> None:
         super().__init__()
+        self.referrers_api = referrers_api
         self.referrers_filter = referrers_filter
         self.referrers_page = referrers_page
         self.backend_url = backend_url.rstrip("/")
@@ -450,8 +455,10 @@ class EcrFront(HttpFront):
             return self._upload_start(req, name, query)
         if kind == "tags_list":
             return self._tags(req, name)
-        if kind == "referrers_list":
+        if kind == "referrers_list" and self.referrers_api:
             return self._referrers(req, name, ref, query)
+        if kind == "referrers_list":  # as distribution 2.8 answers a path it does not serve
+            return self._send_text(req, 404, "404 page not found\n", _API_VERSION)
         return self._forward(req, req.path)
 
     # blobs come from the "layer bucket" (S3, for ECR)
@@ -588,7 +595,7 @@ class EcrFront(HttpFront):
         if resp.status >= 300:
             return self._relay(req, resp, {})
         subject = _subject_of(body)
-        if subject:
+        if subject and self.referrers_api:
             headers["OCI-Subject"] = subject  # distribution-spec v1.1: the subject was processed
         return self._send(req, resp.status, {**headers, **_API_VERSION}, b"")
 

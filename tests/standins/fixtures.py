@@ -91,7 +91,7 @@ def aws_env(moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         "REGISTRY_AUTH_FILE",
-        "XDG_STATE_HOME",  # mirror's memory of refused images: under HOME, the test's own
+        "XDG_STATE_HOME",  # mirror's memory (refused images, referrers looked for): under HOME
     ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():

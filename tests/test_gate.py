@@ -1,0 +1,143 @@
+"""The verify gate end to end through `mirror`: an image is written to ECR only when a
+signature of its own digest verifies (keys and keyless identities), and `ensure` serves ECR's
+copy when a new upstream digest fails it. Pulls counted at the Docker-Hub-like front."""
+
+from __future__ import annotations
+
+from mirror.referrers import cosign_tag
+from tests.stage import Stage
+from tests.standins.signing import (
+    Sigstore,
+    attach_cosign,
+    attach_referrer,
+    bundle_referrer,
+    in_toto_statement,
+    key_signed,
+    new_key,
+    simple_signing,
+)
+from tests.test_signed import public_key, sign, subject
+
+ISSUER = "https://token.actions.githubusercontent.com"
+SUBJECT = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
+
+
+def test_only_an_image_with_a_signature_of_its_own_digest_is_written(stage: Stage) -> None:
+    """One run: a good signature; none; another key's; a valid signature of another digest
+    put beside the image (a replay). Each refusal names why, and writes nothing at all."""
+    hub = stage.use_hub(limit=100)
+    key = new_key("ecdsa-p256")
+    repos = {name: f"{stage.repo}-{name}" for name in ("good", "unsigned", "stranger", "replay")}
+    digests = {name: stage.push("1.0", repo=repo, seed=name) for name, repo in repos.items()}
+    attach_cosign(
+        stage.source.host,
+        repos["good"],
+        digests["good"],
+        [key_signed(key, simple_signing(digests["good"]))],
+    )
+    attach_cosign(
+        stage.source.host,
+        repos["stranger"],
+        digests["stranger"],
+        [key_signed(new_key("rsa"), simple_signing(digests["stranger"]))],
+    )
+    attach_cosign(
+        stage.source.host,
+        repos["replay"],
+        digests["replay"],
+        [key_signed(key, simple_signing(digests["good"]))],  # good's signature, replayed
+    )
+    stage.config(
+        [stage.image("1.0", repo=repo) for repo in repos.values()],
+        defaults={"verify": {"keys": [public_key(stage, key)]}},
+    )
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (1, ["copied", "failed", "failed", "failed"]), run.stderr
+    assert run.report is not None
+    good, unsigned, stranger, replay = run.report["images"]
+    assert good["verified"] == (
+        f"key cosign.pub ({key.fingerprint}) ({cosign_tag(digests['good'])} layer 1)"
+    )
+    assert unsigned["error"] == (
+        f"{hub.host}/{repos['unsigned']}:1.0: not verified: no signature: no cosign signature "
+        "and no sigstore bundle signs the image"
+    )
+    assert stranger["error"].endswith(
+        f"not verified: untrusted key: {cosign_tag(digests['stranger'])} layer 1: the signature "
+        "verifies with none of the policy's 1 key(s)"
+    )
+    assert replay["error"].endswith(
+        f"not verified: signature of another digest: {cosign_tag(digests['replay'])} layer 1: a "
+        f"valid signature of {digests['good']}, not of {digests['replay']} (a signature "
+        "replayed from another image)"
+    )
+    assert stage.ecr_repositories() == [stage.dest_repo(repos["good"])]  # nothing else written
+    # good: the image and its .sig; the others: their .sig, if any; never their image
+    assert hub.counts.manifest_get_ok == 4
+    assert hub.remaining == 96
+
+
+def test_keyless_identities_the_policy_names_and_those_it_does_not(stage: Stage) -> None:
+    """cosign v3's sigstore bundle (a referrer, in the tag schema) by the trusted workflow;
+    cosign 2's keyless .sig by another: checked against a trust root of the tests' own."""
+    sigstore = Sigstore()
+    sigstore.write_trusted_root(stage.tmp / "trusted_root.json")
+    ours = stage.push("1.0", seed="keyless-ours")
+    bundle = sigstore.bundle(in_toto_statement(ours), SUBJECT, ISSUER)
+    attach_referrer(
+        stage.source.host,
+        stage.repo,
+        ours,
+        bundle_referrer(subject(stage, ours), bundle),
+        tag_schema=True,
+    )
+    theirs = stage.push("2.0", seed="keyless-theirs")
+    layer = sigstore.keyless_signed(simple_signing(theirs), "mallory@example.com", ISSUER)
+    attach_cosign(stage.source.host, stage.repo, theirs, [layer])
+    stage.config(
+        [stage.image("1.0", "2.0")],
+        defaults={
+            "verify": {
+                "identities": [{"issuer": ISSUER, "subject": SUBJECT}],
+                "trust_root": "trusted_root.json",
+            }
+        },
+    )
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (1, ["copied", "failed"]), run.stderr
+    assert run.report is not None
+    verified, refused = run.report["images"]
+    assert verified["verified"].startswith(
+        f"identity {SUBJECT} (issuer {ISSUER}) (referrer sha256:"
+    )
+    assert [r["artifact_type"] for r in verified["referrers"]["copied"]] == [
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+    ]  # the signature travels too
+    assert "not verified: identity mismatch: " in refused["error"]
+    assert f"signed by mallory@example.com (issuer {ISSUER})" in refused["error"]
+    assert stage.dest_digest("1.0") == ours and stage.dest_digest("2.0") is None
+    # 1.0: the image, the tag-schema index, the bundle's manifest; 2.0: its .sig
+    assert stage.hub.counts.manifest_get_ok == 4
+
+
+def test_ensure_serves_ecrs_copy_when_a_new_digest_fails_the_gate(stage: Stage) -> None:
+    key = new_key()
+    old = stage.push("3.3", seed="verified")
+    sign(stage, old, key)
+    stage.config(defaults={"verify": {"keys": [public_key(stage, key)]}})
+    first = stage.mirror("ensure", f"{stage.repo}:3.3")
+    assert (first.code, first.actions()) == (0, ["copied"]), first.stderr
+
+    stage.push("3.3", seed="unsigned")  # upstream moves the tag to an image nobody signed
+    stage.hub.reset_counts()
+    served = stage.mirror("ensure", f"{stage.repo}:3.3")
+    assert (served.code, served.actions()) == (0, ["stale"]), served.stderr
+    assert served.stdout == f"{stage.dest.host}/{stage.dest_repo()}:3.3\n"
+    warned = [line for line in served.error.splitlines() if line.startswith("stale ")]
+    assert len(warned) == 1
+    assert "not refreshed: " in warned[0] and "not verified: no signature" in warned[0]
+    assert stage.dest_digest("3.3") == old  # ECR's copy, untouched
+    assert stage.hub.counts.manifest_get == 0  # no signature: nothing worth a pull
+
+    strict = stage.mirror("ensure", "--refresh", "always", f"{stage.repo}:3.3")
+    assert (strict.code, strict.stdout, strict.actions()) == (1, "", ["failed"])
