@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mirror.reference import pin_tag
 from tests.stage import Run, Stage
 from tests.standins.misbehaving import refusing
 
@@ -156,7 +157,7 @@ def test_compose_images_mirrored_and_printed_in_order(
     ]
     assert run.actions() == ["copied"] * 4  # example/app:dev is built: never asked for
     assert stage.dest_digest("16") == stage.source_digest("16")
-    assert stage.dest_digest("sha256-" + pin.removeprefix("sha256:")) == pin
+    assert stage.dest_digest(pin_tag(pin)) == pin
     assert stage.dest_digest("7-alpine") is None  # a pin moves no tag
 
 

@@ -20,7 +20,8 @@ def test_config_before_or_after_validate(stage: Stage, where: str) -> None:
     path = stage.config([stage.image("a")])
     before, after, both = _positions("validate", "-c", str(path))
     run = stage.mirror(*{"before": before, "after": after, "both": both}[where])
-    assert (run.code, run.stdout) == (0, f"{path}: ok (1 image, 1 tag)\n"), run.stderr
+    assert run.code == 0, run.stderr
+    assert run.stdout.splitlines()[0] == f"{path}: ok (1 image, 1 tag)"
 
 
 def test_two_spellings_of_one_config_are_one(stage: Stage) -> None:
