@@ -158,6 +158,18 @@ def test_a_copy_that_learns_it_needs_more_counts_the_others_promises() -> None:
     assert ledger.reserved() == {}
 
 
+def test_a_claim_leaves_the_pulls_reserved_for_the_copies_running() -> None:
+    """A referrer's or a signature's GET, promised while copies run (the verify gate's in a
+    job), never takes the pulls those copies were admitted with."""
+    ledger = Ledger()
+    ledger.see(HUB, RateLimit(100, 1))
+    assert ledger.reserve(("a", 0), HUB, 1) is None  # one copy running, one pull promised
+    assert ledger.claim(HUB) == f"{HUB}: pull budget: needs 1, 0 left of 100; run again later"
+    ledger.release(("a", 0))  # the copy ended
+    assert ledger.claim(HUB) is None
+    ledger.unclaim(HUB)
+
+
 # --- what enters it: metered sources ------------------------------------------------------------
 
 
