@@ -44,9 +44,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from mirror import signatures
 from mirror.errors import Later, MirrorError, NotVerified, Stopped, bug_message
 from mirror.model import (
     INTERRUPTED,
@@ -78,12 +77,15 @@ from mirror.referrers import (
     tag_schema_name,
 )
 
+if TYPE_CHECKING:
+    from mirror import signatures  # cryptography: imported when a policy is to be checked
+
 log = logging.getLogger("mirror")
 
 # cosign's tags as artifact types (the media type of their layers), for a config's list and
 # the report; a `.sbom` tag's is its SBOM's format, learnt from its manifest.
 COSIGN_TYPES = {
-    ".sig": signatures.SIMPLE_SIGNING,
+    ".sig": "application/vnd.dev.cosign.simplesigning.v1+json",  # signatures.SIMPLE_SIGNING
     ".att": "application/vnd.dsse.envelope.v1+json",
     ".sbom": "",
 }
@@ -321,6 +323,8 @@ class Gate:
         policy = pending.task.verify
         if policy is None:
             return None
+        from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
+
         repository = pending.task.source.repository
         digest = pending.source_digest
         key = (str(repository), digest, id(policy))
@@ -338,6 +342,8 @@ class Gate:
     def _material(
         self, repository: Repository, digest: str, policy: signatures.Policy
     ) -> list[signatures.Material]:
+        from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
+
         found = self.finder.find(repository, digest)
         material: list[signatures.Material] = []
         for tag, sig in found.cosign:
@@ -349,6 +355,8 @@ class Gate:
         return material
 
     def _cosign(self, repository: Repository, tag: str, digest: str) -> list[signatures.Material]:
+        from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
+
         manifest = self.finder.manifest(repository, digest)
         try:
             layers = signatures.cosign_layers(manifest.body, source=tag)
@@ -365,6 +373,8 @@ class Gate:
     def _bundles(
         self, repository: Repository, referrer: ContentDescriptor
     ) -> list[signatures.Material]:
+        from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
+
         source = f"referrer {referrer.digest}"
         manifest = self.finder.manifest(repository, referrer.digest)
         try:

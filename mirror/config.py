@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mirror import aws, patterns, versions, yamlfile
 from mirror.errors import ConfigError
@@ -41,9 +41,11 @@ from mirror.repo_settings import (
     TagMutability,
     parse_settings,
 )
-from mirror.signatures import Identity, Policy, load_policy
 from mirror.yamlfile import WrittenInt
 from mirror.yamlfile import kind as _kind
+
+if TYPE_CHECKING:  # cryptography and sigstore: imported when a config has a verify policy
+    from mirror.signatures import Identity, Policy
 
 T = TypeVar("T")
 IMMUTABLE_MODES = ("IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION")
@@ -667,10 +669,14 @@ def _verify(table: Mapping[str, Any], where: str, base_dir: Path) -> Policy | No
     ]
     root = policy.get("trust_root")
     trust_root = None if root is None else base_dir / _string(root, f"{where}.trust_root")
+    from mirror.signatures import load_policy  # noqa: PLC0415 - cryptography: only here
+
     return load_policy(keys=keys, identities=identities, trust_root=trust_root, where=where)
 
 
 def _identity(data: Any, where: str) -> Identity:
+    from mirror.signatures import Identity  # noqa: PLC0415 - cryptography: only with a policy
+
     table = _mapping(data, where, _IDENTITY_KEYS)
     if "issuer" not in table:
         raise ConfigError(f"{where}.issuer: required (the OIDC issuer URL)")

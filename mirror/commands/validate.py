@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from mirror import aws, config
 from mirror.commands import write_result
@@ -12,7 +13,9 @@ from mirror.commands.run import Console, Stop
 from mirror.connect import region_of
 from mirror.errors import Exit
 from mirror.referrers import MOVING_TAG_FILTERS
-from mirror.signatures import Policy
+
+if TYPE_CHECKING:
+    from mirror.signatures import Policy
 
 
 def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
