@@ -6,6 +6,7 @@ The keys are a public contract; README's "Config reference" documents each one.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -86,6 +87,9 @@ class Source:
         return hosts
 
 
+PUT_IMAGE_RATE = 10.0  # PutImage requests a second per account and Region (ECR's service quotas)
+
+
 @dataclass(frozen=True)
 class Target:
     """One entry of `ecr:` (a mapping, or each item of a list): an ECR registry the images
@@ -98,6 +102,9 @@ class Target:
     endpoint: str | None = None
     tls_verify: bool = True
     repository_settings: RepositorySettings = field(default_factory=RepositorySettings)
+    # manifest writes a second this account and Region allows (ECR's PutImage quota), shared
+    # by every shard; None: not paced
+    put_image_rate: float | None = PUT_IMAGE_RATE
 
 
 @dataclass(frozen=True)
@@ -274,6 +281,7 @@ _ECR_KEYS = (
     "endpoint",
     "tls_verify",
     "repository_settings",
+    "put_image_rate",
 )
 _DEFAULTS_KEYS = ("platforms", "referrers", "verify")
 _IMAGE_KEYS = (
@@ -455,7 +463,22 @@ def _parse_ecr(data: Any, where: str, base_dir: Path) -> Target:
         repository_settings=parse_settings(
             table.get("repository_settings"), f"{where}.repository_settings", base_dir=base_dir
         ),
+        put_image_rate=_rate(
+            table.get("put_image_rate", PUT_IMAGE_RATE), f"{where}.put_image_rate"
+        ),
     )
+
+
+def _rate(data: Any, where: str) -> float | None:
+    """A rate a second above 0, or null (not paced)."""
+    if data is None:
+        return None
+    if isinstance(data, bool) or not isinstance(data, (int, float)) or not 0 < data < math.inf:
+        raise ConfigError(
+            f"{where}: expected PutImage requests a second above 0 (ECR's default quota is "
+            f"{PUT_IMAGE_RATE:g}), or null to not pace them, got {_kind(data)}"
+        )
+    return float(data)
 
 
 def _parse_images(data: Any, source: Source, base: Image, base_dir: Path) -> tuple[Image, ...]:

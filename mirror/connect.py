@@ -7,6 +7,7 @@ transfer.py, pipeline.py) know only the small protocols they are handed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -14,17 +15,19 @@ from dataclasses import dataclass, field
 
 from mirror import aws, skopeo
 from mirror.config import Config, Credentials, Target, target_region
-from mirror.errors import ConfigError, CopyError, SetupError
+from mirror.errors import ConfigError, CopyError, MirrorError, SetupError
 from mirror.http import Http, Policy, check_proxies
 from mirror.model import Copied, Refresh, Settings
-from mirror.oci import Login
+from mirror.oci import INDEX_TYPES, Login, Manifest, index_of
 from mirror.pulls import Pulls
 from mirror.reference import Repository
 from mirror.registry import Registry
 from mirror.relay import Relay
 from mirror.repo_settings import RepositorySettings
-from mirror.schedule import Backpressure, Ledger, Metered
+from mirror.schedule import Backpressure, Ledger, Metered, WriteRate
 from mirror.workers import Workers
+
+log = logging.getLogger("mirror")
 
 
 def region_of(config: Config, target: Target | None = None) -> str:
@@ -102,6 +105,7 @@ class EcrTarget:
     dry_run: bool = False  # nothing is created
     fallback: RepositorySettings | None = None  # a repository no listed image names
     created: list[tuple[str, RepositorySettings]] = field(default_factory=list)  # in this run
+    writes: WriteRate | None = None  # its manifest writes, paced (None: not paced)
     _created: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -141,8 +145,10 @@ class Copier:
         logins: dict[str, Login],
         targets: list[EcrTarget],
         relay: Relay,
+        pulls: Pulls,
     ):
         self.tool, self.logins, self.targets, self.relay = tool, logins, targets, relay
+        self.pulls = pulls  # the source manifests kept: what a copy will write, told free
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
@@ -168,10 +174,11 @@ class Copier:
     ) -> Copied:
         """Copy `source@digest` from its registry, through the relay: skopeo reads what mirror
         pulled (once per run), never the source itself; each read within `deadline` seconds
-        when given (else --timeout)."""
+        when given (else --timeout). Paced by the manifests it will write (`_pace`)."""
         self.refresh()
         where = (source.registry, source.path, str(source))
-        with self.relay.route(*where, deadline=deadline) as route:
+        paced = self._pace(destination, self.pulls.kept(source.registry, source.path, digest))
+        with paced, self.relay.route(*where, deadline=deadline) as route:
             try:
                 return self.tool.copy(
                     route.reference(digest),
@@ -185,11 +192,45 @@ class Copier:
     def copy(
         self, source: str, destination: str, *, src_tls_verify: bool, dest_tls_verify: bool
     ) -> Copied:
-        """Copy registry to registry between targets (no pull)."""
+        """Copy registry to registry between targets (no pull). Paced as `pull` is."""
         self.refresh()
-        return self.tool.copy(
-            source, destination, src_tls_verify=src_tls_verify, dest_tls_verify=dest_tls_verify
-        )
+        with self._pace(destination, self._held(source)):
+            return self.tool.copy(
+                source, destination, src_tls_verify=src_tls_verify, dest_tls_verify=dest_tls_verify
+            )
+
+    def _pace(
+        self, destination: str, manifest: Manifest | None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Around a copy: wait until the manifests it will write fit the destination's PutImage
+        pace (an index and each of its entries: skopeo copies an index whole; else one), and
+        count them as written when it ends (skopeo writes them last)."""
+        target = self._target(destination)
+        if target is None or target.writes is None:
+            return contextlib.nullcontext()
+        count = 1
+        if manifest is not None and manifest.media_type in INDEX_TYPES:
+            count += len(index_of(manifest.body, destination).get("manifests") or [])
+        return target.writes.writing(count)
+
+    def _target(self, reference: str) -> EcrTarget | None:
+        return next((t for t in self.targets if reference.startswith(f"{t.host}/")), None)
+
+    def _held(self, reference: str) -> Manifest | None:
+        """The manifest a target holds under `reference` (host/path@digest or :tag), read
+        from that target (no pull); None when it cannot be read."""
+        holder = self._target(reference)
+        if holder is None:
+            return None
+        name = reference[len(holder.host) + 1 :]
+        path, separator, digest = name.partition("@")
+        if not separator:
+            path, _, digest = name.rpartition(":")
+        try:
+            return holder.registry.pull_manifest(path, digest)
+        except MirrorError as error:
+            log.debug("%s: %s", reference, error)
+            return None
 
 
 @dataclass
@@ -205,10 +246,27 @@ class Session:
     pulls: Pulls
     tool_version: str | None = None  # skopeo's ("1.9.3"); None in a dry run, which runs none
     registries: list[Registry] = field(default_factory=list)  # the targets'
+    shards: int = 1  # sync --shard K/N: N
 
     def stop(self) -> None:
         self.http.stop()
         self.tool.terminate_all()
+        for target in self.targets:
+            if target.writes is not None:
+                target.writes.stop()
+
+    def pacing_notes(self) -> list[str]:
+        """One line per target whose manifest writes waited for the PutImage pace."""
+        lines = []
+        for target in self.targets:
+            writes = target.writes
+            if writes is not None and writes.waits:
+                lines.append(
+                    f"{target.host}: {writes.writes} manifest writes paced at "
+                    f"{writes.per_second:g} a second ({pace_source(target.config, self.shards)}"
+                    f"): waited {writes.waited:.1f} s in all"
+                )
+        return lines
 
     def clock_warnings(self) -> list[str]:
         """The registries asked in this run whose clocks are far from this machine's."""
@@ -289,13 +347,14 @@ def session(config: Config, settings: Settings, *, ledger: Ledger) -> Iterator[S
         yield Session(
             sources=sources,
             targets=list(targets),
-            copier=Copier(tool, logins, targets, relay),
+            copier=Copier(tool, logins, targets, relay, pulls),
             http=http,
             tool=tool,
             tool_version=version,
             backpressure=backpressure,
             pulls=pulls,
             registries=[target.registry for target in targets],
+            shards=shard_count(settings),
         )
 
 
@@ -306,7 +365,7 @@ def _credentials_where(config: Config, host: str) -> str:
 
 def _connect_targets(config: Config, http: Http, settings: Settings) -> list[EcrTarget]:
     """An ECR client, token and registry client for every target (`ecr:` may be a list)."""
-    targets = []
+    targets: list[EcrTarget] = []
     for target in config.targets:
         region = region_of(config, target)
         early = None
@@ -318,13 +377,41 @@ def _connect_targets(config: Config, http: Http, settings: Settings) -> list[Ecr
         host = target.endpoint or aws.registry_host(
             region=region, registry_id=target.registry_id, token_host=login.host
         )
-        registry = _target_registry(host, http, target, ecr.registry_login, learnt=early)
+        writes = _write_rate(host, target, targets, shard_count(settings))
+        registry = _target_registry(
+            host, http, target, ecr.registry_login, learnt=early, writes=writes
+        )
         settings_of = config.repository_settings(target)
         fallback = config.default_repository_settings(target)
         targets.append(
-            EcrTarget(target, ecr, host, registry, settings_of, settings.dry_run, fallback)
+            EcrTarget(
+                target, ecr, host, registry, settings_of, settings.dry_run, fallback, writes=writes
+            )
         )
     return targets
+
+
+def shard_count(settings: Settings) -> int:
+    """N of the run's shard K/N (1 when not sharded)."""
+    return int(settings.shard.partition("/")[2] or 1)
+
+
+def _write_rate(host: str, target: Target, made: list[EcrTarget], shards: int) -> WriteRate | None:
+    """The pace of manifest writes to `host`: one per host (targets with one account and Region
+    share ECR's quota), this shard's share of the configured rate; the lowest rate wins."""
+    same = next((t.writes for t in made if t.host == host and t.writes is not None), None)
+    if target.put_image_rate is None:
+        return same
+    share = target.put_image_rate / shards
+    if same is not None and same.per_second <= share:
+        return same
+    return WriteRate(share)
+
+
+def pace_source(target: Target, shards: int) -> str:
+    """Where a pace comes from, in words: "ecr.put_image_rate 10 / 4 shards"."""
+    rate = f"ecr.put_image_rate {target.put_image_rate:g}"
+    return f"{rate} / {shards} shards" if shards > 1 else rate
 
 
 def _target_registry(
@@ -334,10 +421,19 @@ def _target_registry(
     login: Callable[[], Login],
     *,
     learnt: Registry | None = None,
+    writes: WriteRate | None = None,
 ) -> Registry:
     """A target's registry client; it asks for the login each time (ECR's token is renewed).
-    `learnt`: a client of the same host made earlier, whose scheme this one shares."""
-    registry = Registry(host, http=http, tls_verify=target.tls_verify, login=login, throttled=True)
+    `learnt`: a client of the same host made earlier, whose scheme this one shares; `writes`:
+    the pace of its manifest PUTs."""
+    registry = Registry(
+        host,
+        http=http,
+        tls_verify=target.tls_verify,
+        login=login,
+        throttled=True,
+        pace=None if writes is None else writes.writing,
+    )
     if learnt is not None:
         registry.share_scheme(learnt)
     return registry

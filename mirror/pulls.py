@@ -77,6 +77,11 @@ class Pulls:
                 )
             return self._keep(key, Manifest(pulled.media_type, pulled.body))
 
+    def kept(self, host: str, path: str, digest: str) -> Manifest | None:
+        """The manifest if it is kept already (no request), else None."""
+        with self._lock:
+            return self._kept.get((host, path, digest))
+
     def has(self, host: str, path: str, digest: str) -> bool:
         """Is the manifest kept already (reading it again costs nothing)?"""
         with self._lock:

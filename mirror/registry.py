@@ -128,9 +128,11 @@ class Registry:
         tls_verify: bool = True,
         login: Login | Callable[[], Login] | None = None,
         throttled: bool = False,
+        pace: Callable[[int], contextlib.AbstractContextManager[None]] | None = None,
     ):
         self.host = host
         self.throttled = throttled  # a 429 is back-pressure (ECR): waited out and sent again
+        self._pace = pace  # around each manifest PUT: writing(1), ECR's PutImage quota
         self.api = api_host(host)
         self.tls_verify = tls_verify
         self._login = login  # or where it comes from, asked each time (ECR's is renewed)
@@ -251,15 +253,17 @@ class Registry:
         return response.data
 
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
-        """PUT a manifest (an image index mirror wrote); return its digest."""
-        response = self._request(
-            "PUT",
-            f"/v2/{path}/manifests/{reference}",
-            path,
-            body=body,
-            headers={"Content-Type": media_type},
-            actions="pull,push",
-        )
+        """PUT a manifest (an image index mirror wrote); return its digest. Paced, when the
+        registry was given `pace` (ECR: each PUT is a PutImage)."""
+        with self._pace(1) if self._pace is not None else contextlib.nullcontext():
+            response = self._request(
+                "PUT",
+                f"/v2/{path}/manifests/{reference}",
+                path,
+                body=body,
+                headers={"Content-Type": media_type},
+                actions="pull,push",
+            )
         self._raise_for_status(response, f"{path}:{reference}")
         return response.headers.get("Docker-Content-Digest") or sha256(body)
 

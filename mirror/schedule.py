@@ -16,7 +16,8 @@ figures say nothing about quay.io's, and a 429 from one source defers only its o
 
 Pending copies that need one source image (alias tags, other targets) form one `Job`: the
 image is pulled once, and everything else is filled from a target that has it. `Backpressure`
-is the other limit: how many copies at once while ECR throttles.
+is the other limit: how many copies at once while ECR throttles; `WriteRate` paces the manifest
+writes (ECR's PutImage) so that every shard together stays under ECR's quota.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from mirror.errors import MirrorError, RateLimited
+from mirror.errors import MirrorError, RateLimited, Stopped
 from mirror.model import HostBudget, Job, Pending, Task
 from mirror.oci import (
     INDEX_TYPES,
@@ -469,3 +470,71 @@ class Backpressure:
             if self._good >= self._limit and self._limit < self.most:
                 self._limit += 1
                 self._good = 0
+
+
+class WriteRate:
+    """Manifest writes to one registry (ECR's PutImage: every manifest, index, referrer and tag
+    written is one), paced to `per_second` with a burst of one second's worth: a token bucket,
+    as AWS throttles. ECR's quota is 10 a second per account and Region (FACTS.md, ECR's
+    service quotas page), shared by every shard: each of N shards takes 1/N of it.
+
+    `writing(count)` reserves `count` writes, waits until the last of them fits, and when the
+    writer is done counts them as made then: a PUT that waited in a queue, and skopeo, which
+    writes its manifests at the end of a copy, are not taken to have written earlier than
+    they did (the bucket then holds at most `burst - count`). `stop()` wakes every waiter,
+    which raises Stopped. Thread-safe.
+    """
+
+    def __init__(self, per_second: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_second <= 0:
+            raise ValueError("per_second must be above 0")
+        self.per_second = per_second
+        self.burst = max(1.0, per_second)
+        self._clock = clock
+        self._tokens = self.burst
+        self._stamp = clock()
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self.writes = 0  # writes reserved in this run
+        self.waited = 0.0  # seconds the writers waited in all
+        self.waits = 0  # reservations that had to wait
+
+    def delay(self, count: int) -> float:
+        """Reserve `count` writes: the seconds to wait before making them (0: at once)."""
+        with self._lock:
+            self._refill()
+            self._tokens -= count
+            self.writes += count
+            wait = max(0.0, -self._tokens / self.per_second)
+            if wait > 0:
+                self.waited += wait
+                self.waits += 1
+            return wait
+
+    def wrote(self, count: int) -> None:
+        """`count` reserved writes are made now (at the latest)."""
+        with self._lock:
+            self._refill()
+            self._tokens = min(self._tokens, self.burst - count)
+
+    @contextlib.contextmanager
+    def writing(self, count: int = 1) -> Iterator[None]:
+        """Wait until `count` more writes fit, make them, and count them as made when done.
+        Raises Stopped when the run stops while waiting."""
+        wait = self.delay(count)
+        if wait > 0:
+            log.debug("pacing manifest writes: %d more in %.2f s", count, wait)
+        if self._stopped.wait(wait) if wait > 0 else self._stopped.is_set():
+            raise Stopped()
+        try:
+            yield
+        finally:
+            self.wrote(count)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.per_second)
+        self._stamp = now

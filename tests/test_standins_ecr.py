@@ -614,3 +614,24 @@ def test_the_front_relays_pulls_through_hub_to_ecr_copy(
     assert counts.of("manifest_put", 201) == 5  # 2 images, 2 attestations, the index
     # skopeo 1.9 never keeps a connection alive (containers/image disables keep-alives)
     assert counts.connections >= len(counts.requests)
+
+
+def test_put_image_rate_throttles_manifest_writes_beyond_the_quota(
+    dest_registry: Registry, moto: Moto, ecr: Any, repo_name: str
+) -> None:
+    """ECR's PutImage quota (10 a second per account and Region): a token bucket holding one
+    second's worth; every manifest PUT over it is 429 TOOMANYREQUESTS, whatever it writes (here
+    into a repository that does not exist: 404 when within the quota)."""
+    headers = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    with EcrFront(dest_registry.url, moto.url, put_image_rate=1) as front, requests.Session() as s:
+        url = f"{front.url}/v2/{repo_name}/manifests/1"
+        first = s.put(url, data=b"{}", headers=headers, auth=ECR_LOGIN)
+        second = s.put(url, data=b"{}", headers=headers, auth=ECR_LOGIN)
+        time.sleep(1.1)  # a second refills one token: at least that long, however slow
+        third = s.put(url, data=b"{}", headers=headers, auth=ECR_LOGIN)
+        assert (first.status_code, second.status_code, third.status_code) == (404, 429, 404)
+        assert second.json() == {
+            "errors": [{"code": "TOOMANYREQUESTS", "message": "Rate exceeded"}]
+        }
+        assert front.counts.throttled["manifest_put"] == 1
+        assert len(front.put_times) == 3

@@ -330,7 +330,7 @@ class _Execution:
                 self.result.warnings.extend(session.clock_warnings())
                 for warning in self.result.warnings[len(self.known.warnings) :]:
                     self.console.warning(warning)  # what the run learnt on the way
-                for note in _creation_notes(session):
+                for note in [*_creation_notes(session), *session.pacing_notes()]:
                     self.console.info(note)
             finally:
                 self.throttled = session.backpressure.throttled_requests

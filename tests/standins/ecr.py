@@ -30,6 +30,12 @@ this module):
   failed to satisfy constraint: ..."); the exact wording ECR uses for the size is unverified.
 - Throttling (:meth:`EcrFront.throttle_next`, :meth:`EcrFront.throttle_for`): 429
   ``{"errors":[{"code":"TOOMANYREQUESTS","message":"Rate exceeded"}]}`` on chosen request kinds.
+- PutImage's quota (``put_image_rate``: ECR's is 10 a second per account and Region, shared by
+  every client): every manifest PUT takes a token from a bucket refilled at that rate and
+  holding one second's worth (the burst ECR allows is not documented; one second's is the
+  least plausible); a PUT that finds it empty is answered 429 ``TOOMANYREQUESTS``, counted in
+  ``throttled["manifest_put"]``. Off (None) unless a test sets it. ``put_times`` lists when
+  (``time.monotonic()``) each manifest PUT arrived.
 - Other faults on chosen request kinds (:meth:`EcrFront.fail_next`): a 5xx answer with the
   registry error JSON, or (``status=None``) a dropped connection: the request's body is read
   and the connection closed without an answer, as a load balancer dropping an upload does.
@@ -267,8 +273,13 @@ class EcrFront(HttpFront):
         referrers_filter: bool = False,
         referrers_page: int = 100,
         referrers_api: bool = True,
+        put_image_rate: float | None = None,
     ) -> None:
         super().__init__()
+        self.put_image_rate = put_image_rate
+        self._put_tokens = max(1.0, put_image_rate or 0.0)
+        self._put_stamp = time.monotonic()
+        self.put_times: list[float] = []
         self.referrers_api = referrers_api
         self.referrers_filter = referrers_filter
         self.referrers_page = referrers_page
@@ -375,6 +386,22 @@ class EcrFront(HttpFront):
     def _connected(self) -> None:
         self._counts.connections += 1
 
+    def _over_put_quota(self, now: float) -> bool:
+        """Does this manifest PUT exceed ``put_image_rate`` (a token bucket, as AWS's)?"""
+        with self._lock:
+            self.put_times.append(now)
+            rate = self.put_image_rate
+            if rate is None:
+                return False
+            burst = max(1.0, rate)
+            self._put_tokens = min(burst, self._put_tokens + (now - self._put_stamp) * rate)
+            self._put_stamp = now
+            if self._put_tokens < 1:
+                self._counts.throttled["manifest_put"] += 1
+                return True
+            self._put_tokens -= 1
+            return False
+
     def _answered(self, req: FrontHandler, status: int) -> None:
         self._counts.requests.append((req.command, req.path, status))
         if req.kind:
@@ -385,6 +412,8 @@ class EcrFront(HttpFront):
     def _fault(self, kind: str) -> _Throttle | None:
         """The rule that answers this request instead of the registry, if one fires."""
         now = time.monotonic()
+        if kind == "manifest_put" and self._over_put_quota(now):
+            return _Throttle(frozenset({kind}))
         with self._lock:
             self._throttles = [rule for rule in self._throttles if not rule.expired(now)]
             for rule in self._throttles:
