@@ -104,7 +104,9 @@ def test_a_renewed_token_reaches_the_registry_client_and_skopeos_auth_file() -> 
     connected = EcrTarget(Target(), ecr, "ecr.example", registry, {})
     workspace = Workspace()
     tool = cast(Any, type("Tool", (), {"workspace": workspace})())
-    copier = Copier(tool, {"ecr.example": ecr.registry_login()}, [connected], cast(Any, None))
+    copier = Copier(
+        tool, {"ecr.example": ecr.registry_login()}, [connected], cast(Any, None), cast(Any, None)
+    )
     copier.refresh()
     assert workspace.written == []  # the same token: the auth file stays
     ecr.passwords.append("second")

@@ -8,6 +8,8 @@ run had to wait. The ECR-like front here enforces a quota of its own (`put_image
 
 from __future__ import annotations
 
+import itertools
+
 from tests.stage import Run, Stage
 
 
@@ -48,7 +50,7 @@ def test_mirror_s_own_writes_keep_the_quota_exactly(stage: Stage) -> None:
     assert front.counts.throttled["manifest_put"] == 0
     times = front.put_times
     assert len(times) == 4
-    assert all(later - earlier >= 0.9 for earlier, later in zip(times, times[1:]))
+    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(times))
     [line] = paced_lines(run)
     assert "4 manifest writes paced at 1 a second" in line
 
