@@ -1,7 +1,9 @@
 """Issue 10's figure: a first sync of 40 images into the ECR-like front, calm and in a
 throttling storm (a fifth of the upload and manifest-PUT requests answered
-`429 TOOMANYREQUESTS "Rate exceeded"` for the first 30 seconds), side by side.
-`python -m bench.throttle` (about two minutes).
+`429 TOOMANYREQUESTS "Rate exceeded"` for the first 30 seconds), side by side; and issue 18's:
+the front keeping a PutImage quota of 2 a second (ECR's 10 shared by five shards), mirror
+paced to it (`put_image_rate: 2`) and not paced (`put_image_rate: null`).
+`python -m bench.throttle` (about three minutes).
 
 The front sends no Retry-After, as ECR does not: skopeo then waits 2 s before it sends a
 throttled request without a body again, and mirror tries a copy that skopeo gave up on again
@@ -27,6 +29,7 @@ from tests.standins.images import build_image, push_image
 from tests.standins.registry import Registry
 
 IMAGES = 40
+QUOTA = 2.0  # PutImage a second the front allows in the quota cases
 RESULTS = Path(__file__).parent / "results" / "throttle.md"
 
 
@@ -49,6 +52,9 @@ def main() -> int:
             env = environment(moto.url, work)
             for storm in (False, True):
                 rows.append(first_sync(work, hub, ecr, env, storm=storm))
+            ecr.put_image_rate = QUOTA
+            for paced in (True, False):
+                rows.append(first_sync(work, hub, ecr, env, storm=False, paced=paced))
     table = (
         "| first sync of 40 images | seconds | exit | copied | throttled requests (all retried) |\n"
         "| --- | ---: | ---: | ---: | ---: |\n"
@@ -60,14 +66,27 @@ def main() -> int:
 
 
 def first_sync(
-    work: Path, hub: HubFront, ecr: EcrFront, env: dict[str, str], *, storm: bool
+    work: Path,
+    hub: HubFront,
+    ecr: EcrFront,
+    env: dict[str, str],
+    *,
+    storm: bool,
+    paced: bool | None = None,
 ) -> tuple[str, float, int, int, int]:
-    prefix = "storm" if storm else "calm"
+    """`paced` None: the default pace (10 a second); True: the quota's; False: none."""
+    prefix = "storm" if storm else "calm" if paced is None else f"quota-{paced}".lower()
     images: list[dict[str, Any]] = [
         {"source": f"app{number}", "tags": ["1"]} for number in range(IMAGES)
     ]
+    rate = {} if paced is None else {"put_image_rate": QUOTA if paced else None}
     path = mirror_config(
-        work / f"{prefix}.yaml", source=hub.host, endpoint=ecr.host, prefix=prefix, images=images
+        work / f"{prefix}.yaml",
+        source=hub.host,
+        endpoint=ecr.host,
+        prefix=prefix,
+        images=images,
+        ecr=rate,
     )
     report = work / f"{prefix}.json"
     ecr.reset_counts()
@@ -85,6 +104,9 @@ def first_sync(
     throttled = sum(ecr.counts.throttled.values())
     copied = written["summary"].get("copied", 0)
     label = "storm: a fifth of uploads and manifest PUTs throttled for 30 s" if storm else "calm"
+    if paced is not None:
+        how = f"put_image_rate: {QUOTA:g}" if paced else "put_image_rate: null (not paced)"
+        label = f"quota of {QUOTA:g} PutImage a second, {how}"
     return (label, seconds, done.returncode, copied, throttled)
 
 

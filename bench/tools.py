@@ -307,10 +307,11 @@ def mirror_config(
     prefix: str,
     images: list[dict[str, Any]],
     tls: bool = False,
+    ecr: dict[str, Any] | None = None,
 ) -> Path:
     """Write a mirror config at ``path``: ``source`` as the registry of the images (plain
     HTTP, or with ``tls`` HTTPS verified), ``endpoint`` as ECR's registry, repositories under
-    ``prefix``."""
+    ``prefix``; ``ecr`` adds keys to its ``ecr:`` (``put_image_rate``)."""
     document: dict[str, Any] = {
         "source": {"registry": source, "tls_verify": tls},
         "ecr": {
@@ -318,6 +319,7 @@ def mirror_config(
             "repository_prefix": prefix,
             "endpoint": endpoint,
             "tls_verify": tls,
+            **(ecr or {}),
         },
         "images": images,
     }
