@@ -90,6 +90,10 @@ COSIGN_TYPES = {
     ".sbom": "",
 }
 ATTESTATION_ENTRY = "vnd.docker.reference.type"  # BuildKit's attestation manifests in an index
+IMAGE_LAYER_TYPES = (  # an image's filesystem layers: never in what cosign attaches
+    "application/vnd.oci.image.layer.",
+    "application/vnd.docker.image.rootfs.",
+)
 NO_API_STATUSES = (400, 404, 405, 501)  # a referrers listing answered so: the source has no API
 
 
@@ -581,17 +585,25 @@ class Attach:
         if not wanted:
             return
         held = self._at_target(storage, lookup.repository, found.subject)
+        passed_over: set[str] = set()
         for referrer in wanted:
             if referrer.digest in held.digests:
                 tally.present += 1
             elif storage.head_manifest(lookup.repository, referrer.digest).found:
                 tally.present += 1  # there, but not listed: the tag-schema index below lists it
             else:
-                self._copy(lookup, storage, referrer.digest)
+                manifest, parsed = self._fetch(lookup, referrer.digest)
+                why = not_a_referrer(parsed, found.subject)
+                if why:  # copied, it would reach the target past the verify gate
+                    passed_over.add(referrer.digest)
+                    tally.warnings.append(f"{lookup.source}@{referrer.digest}: {why}, not copied")
+                    continue
+                self._write(lookup, storage, manifest, parsed)
                 tally.copied.append(
                     Referrer(referrer.digest, referrer.artifact_type, found.subject)
                 )
         if not held.api:
+            wanted = tuple(referrer for referrer in wanted if referrer.digest not in passed_over)
             self._tag_schema(lookup, storage, found.subject, held=held, wanted=wanted, tally=tally)
 
     def _at_target(self, storage: Storage, repository: str, subject: str) -> _AtTarget:
@@ -644,53 +656,65 @@ class Attach:
             if head.found and head.digest == digest:
                 tally.present += 1
                 continue
-            if not artifact_type:  # a .sbom: its format is its layers' (a pull to learn)
-                artifact_type = self._sbom_type(lookup, digest)
+            if artifact_type:  # known without a pull: an immutable tag spends none
+                self._writable(lookup, storage, tag, head, digest)
+            manifest, parsed = self._fetch(lookup, digest)
+            why = not_cosigns(parsed)
+            if why:  # copied, it would reach the target past the verify gate
+                tally.warnings.append(f"{lookup.source}:{tag} {why}, not copied")
+                continue
+            if not artifact_type:  # a .sbom: its format is its layers'
+                artifact_type = _sbom_type(parsed)
                 if types is not None and not matches(artifact_type, types):
                     continue
-            target = self.targets[lookup.target]
-            if head.found and target.is_immutable(lookup.repository, tag):
-                raise MirrorError(
-                    f"{storage.host}/{lookup.repository}:{tag} holds {head.digest} and the tag is "
-                    f"immutable in {lookup.repository}: cosign's {digest} not written (give the "
-                    "repository the exclusion filters sha256-* and sha512-*: mirror adds them "
-                    "to the repositories it creates)"
-                )
-            self._copy(lookup, storage, digest, tag=tag)
+                self._writable(lookup, storage, tag, head, digest)
+            self._write(lookup, storage, manifest, parsed, tag=tag)
             tally.copied.append(Referrer(digest, artifact_type, found.subject, tag))
 
-    def _sbom_type(self, lookup: Lookup, digest: str) -> str:
-        manifest = self.finder.manifest(lookup.source, digest)
-        parsed = _parsed(manifest.body, f"{lookup.source}@{digest}", manifest.media_type)
-        return parsed.layers[0].media_type if parsed.layers else parsed.as_referrer().artifact_type
+    def _writable(
+        self, lookup: Lookup, storage: Storage, tag: str, head: Descriptor, digest: str
+    ) -> None:
+        """MirrorError when the target's `tag` holds something else and is immutable."""
+        if head.found and self.targets[lookup.target].is_immutable(lookup.repository, tag):
+            raise MirrorError(
+                f"{storage.host}/{lookup.repository}:{tag} holds {head.digest} and the tag is "
+                f"immutable in {lookup.repository}: cosign's {digest} not written (give the "
+                "repository the exclusion filters sha256-* and sha512-*: mirror adds them "
+                "to the repositories it creates)"
+            )
 
     # copying a manifest, its blobs first
 
-    def _copy(
+    def _fetch(self, lookup: Lookup, digest: str) -> tuple[Manifest, ParsedManifest]:
+        """A manifest of the source (a pull, once per run), and what it holds."""
+        manifest = self.finder.manifest(lookup.source, digest)
+        return manifest, _parsed(manifest.body, f"{lookup.source}@{digest}", manifest.media_type)
+
+    def _write(
         self,
         lookup: Lookup,
         storage: Storage,
-        digest: str,
+        manifest: Manifest,
+        parsed: ParsedManifest,
         *,
         tag: str | None = None,
         depth: int = 0,
-    ) -> ParsedManifest:
+    ) -> None:
         """A manifest of the source, with what it needs, into the target: its blobs (and an
         index's manifests) first, then itself by digest (or under `tag`)."""
-        manifest = self.finder.manifest(lookup.source, digest)
-        parsed = _parsed(manifest.body, f"{lookup.source}@{digest}", manifest.media_type)
         if parsed.is_index:
             if depth:
                 raise MirrorError(
-                    f"{lookup.source}@{digest}: a referrer nested deeper than one index"
+                    f"{lookup.source}@{parsed.digest}: a referrer nested deeper than one index"
                 )
             for entry in parsed.manifests:
                 if not storage.head_manifest(lookup.repository, entry.digest).found:
-                    self._copy(lookup, storage, entry.digest, depth=depth + 1)
+                    child, child_parsed = self._fetch(lookup, entry.digest)
+                    self._write(lookup, storage, child, child_parsed, depth=depth + 1)
         for blob in parsed.blobs:
             self._blob(lookup, storage, blob)
-        storage.put_manifest(lookup.repository, tag or digest, manifest.body, manifest.media_type)
-        return parsed
+        body, media_type = manifest.body, manifest.media_type
+        storage.put_manifest(lookup.repository, tag or parsed.digest, body, media_type)
 
     def _blob(self, lookup: Lookup, storage: Storage, blob: ContentDescriptor) -> None:
         """A blob streamed from the source into the target (free at both), unless there."""
@@ -704,6 +728,37 @@ class Attach:
                     "for a blob of a referrer"
                 )
             storage.push_blob(lookup.repository, blob.digest, answer.body.pieces(), size=blob.size)
+
+
+def not_a_referrer(parsed: ParsedManifest, subject: str) -> str | None:
+    """Why a manifest listed among `subject`'s referrers is none of them (distribution-spec
+    v1.1: a referrer's `subject` names the image), or None. A listing is what anyone who may
+    push to the repository wrote: an image listed there is not vouched for by being listed."""
+    if parsed.subject is None:
+        return f"names no subject: not a referrer of {subject}"
+    if parsed.subject.digest != subject:
+        return f"its subject is {parsed.subject.digest}: not a referrer of {subject}"
+    return None
+
+
+def not_cosigns(parsed: ParsedManifest) -> str | None:
+    """Why what a cosign tag (`.sig`, `.att`, `.sbom`) holds is not what cosign writes there
+    (one manifest of signatures, attestations or an SBOM: never an index, never image layers),
+    or None."""
+    if parsed.is_index:
+        return "holds an index, not cosign's manifest"
+    layer = next((layer for layer in parsed.layers if _is_image_layer(layer.media_type)), None)
+    if layer is not None:
+        return f"holds an image (a layer of type {layer.media_type}), not cosign's manifest"
+    return None
+
+
+def _is_image_layer(media_type: str) -> bool:
+    return media_type.startswith(IMAGE_LAYER_TYPES)
+
+
+def _sbom_type(parsed: ParsedManifest) -> str:
+    return parsed.layers[0].media_type if parsed.layers else parsed.as_referrer().artifact_type
 
 
 def _parsed(body: bytes, where: str, media_type: str) -> ParsedManifest:

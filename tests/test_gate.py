@@ -4,16 +4,23 @@ copy when a new upstream digest fails it. Pulls counted at the Docker-Hub-like f
 
 from __future__ import annotations
 
-from mirror.referrers import cosign_tag
+import json
+
+from mirror.oci import OCI_INDEX
+from mirror.referrers import cosign_tag, tag_schema_name
 from tests.stage import Stage
+from tests.standins.images import Blob, push_image
 from tests.standins.signing import (
+    SPDX,
     Sigstore,
     attach_cosign,
     attach_referrer,
     bundle_referrer,
+    descriptor_of,
     in_toto_statement,
     key_signed,
     new_key,
+    sbom_referrer,
     simple_signing,
 )
 from tests.test_signed import public_key, sign, subject
@@ -141,3 +148,64 @@ def test_ensure_serves_ecrs_copy_when_a_new_digest_fails_the_gate(stage: Stage) 
 
     strict = stage.mirror("ensure", "--refresh", "always", f"{stage.repo}:3.3")
     assert (strict.code, strict.stdout, strict.actions()) == (1, "", ["failed"])
+
+
+def test_nothing_unsigned_reaches_ecr_dressed_as_what_vouches_for_a_signed_image(
+    stage: Stage,
+) -> None:
+    """What the source lists beside a signed image is copied only when it is what it claims:
+    a referrer whose manifest names no subject or another one, an unsigned image under its
+    tag-schema index or under its cosign tag, would reach ECR past the gate. Passed over,
+    each named in a warning; the image and its real signature and SBOM still travel."""
+    key = new_key()
+    signed = stage.push("1.0", seed="vouched")
+    sig = sign(stage, signed, key)
+    unsigned = stage.push("evil", seed="unsigned")
+    other = stage.push("other", seed="other")
+    real = attach_referrer(
+        stage.source.host, stage.repo, signed, sbom_referrer(subject(stage, signed), "real")
+    )
+    elsewhere = attach_referrer(
+        stage.source.host, stage.repo, other, sbom_referrer(subject(stage, other), "elsewhere")
+    )
+    media_type, _, size = subject(stage, unsigned)
+    image = {"mediaType": media_type, "digest": unsigned, "size": size, "artifactType": SPDX}
+    index = Blob(
+        OCI_INDEX,
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [image, descriptor_of(elsewhere), descriptor_of(real)],
+            }
+        ).encode(),
+    )
+    push_image(stage.source.host, stage.repo, tag_schema_name(signed), index, {index.digest: index})
+    smuggled = stage.push(cosign_tag(signed, ".sbom"), seed="sbom-tag")  # an image, not an SBOM
+    stage.config([stage.image("1.0")], defaults={"verify": {"keys": [public_key(stage, key)]}})
+
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    assert run.report is not None
+    assert sorted(r["digest"] for r in run.report["images"][0]["referrers"]["copied"]) == sorted(
+        [sig, real.digest]
+    )
+    for stranger in (unsigned, elsewhere.digest, smuggled):
+        assert stage.dest_digest(stranger) is None
+    assert stage.dest_digest(cosign_tag(signed, ".sbom")) is None
+    warnings = run.report["warnings"]
+    assert (
+        f"{stage.hub.host}/{stage.repo}@{unsigned}: names no subject: not a referrer of "
+        f"{signed}, not copied" in warnings
+    )
+    assert (
+        f"{stage.hub.host}/{stage.repo}@{elsewhere.digest}: its subject is {other}: not a "
+        f"referrer of {signed}, not copied" in warnings
+    )
+    assert any(
+        w.startswith(
+            f"{stage.hub.host}/{stage.repo}:{cosign_tag(signed, '.sbom')} holds an "
+            "image (a layer of type application/vnd."
+        )
+        for w in warnings
+    ), warnings
