@@ -352,27 +352,11 @@ class Gate:
         material: list[signatures.Material] = []
         for tag, sig in found.cosign:
             if tag.endswith(".sig"):
-                material += self._cosign(repository, tag, sig)
+                material += cosign_material(self.finder, repository, tag, sig)
         for referrer in found.referrers:
             if signatures.worth_fetching(referrer, policy):
                 material += self._bundles(repository, referrer)
         return material
-
-    def _cosign(self, repository: Repository, tag: str, digest: str) -> list[signatures.Material]:
-        from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
-
-        manifest = self.finder.manifest(repository, digest)
-        try:
-            layers = signatures.cosign_layers(manifest.body, source=tag)
-        except ReferrersError as error:
-            return [signatures.Unreadable(tag, str(error))]
-        limit = signatures.MAX_PAYLOAD_BYTES
-        payloads = {
-            layer.digest: data
-            for layer in layers
-            if (data := self.finder.small_blob(repository, layer.digest, limit)) is not None
-        }
-        return list(signatures.read_cosign(manifest.body, payloads, source=tag))
 
     def _bundles(
         self, repository: Repository, referrer: ContentDescriptor
@@ -397,6 +381,27 @@ class Gate:
         return material
 
 
+def cosign_material(
+    finder: Finder, repository: Repository, tag: str, digest: str
+) -> list[signatures.Material]:
+    """The signatures of cosign's `.sig` manifest `digest` (under `tag`) at the source: the
+    manifest (a pull, once per run) and its payloads (free)."""
+    from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
+
+    manifest = finder.manifest(repository, digest)
+    try:
+        layers = signatures.cosign_layers(manifest.body, source=tag)
+    except ReferrersError as error:
+        return [signatures.Unreadable(tag, str(error))]
+    limit = signatures.MAX_PAYLOAD_BYTES
+    payloads = {
+        layer.digest: data
+        for layer in layers
+        if (data := finder.small_blob(repository, layer.digest, limit)) is not None
+    }
+    return list(signatures.read_cosign(manifest.body, payloads, source=tag))
+
+
 # --- which images, and their referrers copied ------------------------------------------------
 
 
@@ -419,6 +424,8 @@ class Lookup:
     platforms: bool = True
     remembered: bool = True  # may a tag-schema index read at the last look be taken as read?
     keys: tuple[tuple[tuple[int, int], int], ...] = ()
+    # the image's verify policy: a cosign .sig the target holds is replaced only by one it trusts
+    verify: signatures.Policy | None = field(default=None, compare=False)
 
 
 def lookups(
@@ -465,6 +472,7 @@ def lookups(
             platforms=copied or rescan or bool(task.platforms),
             remembered=not rescan,
             keys=(entry,),
+            verify=task.verify,
         )
     return list(found.values())
 
@@ -482,6 +490,7 @@ def _joined(earlier: Lookup, entry: tuple[tuple[int, int], int], copied: bool) -
         platforms=earlier.platforms or copied,
         remembered=earlier.remembered,
         keys=(*earlier.keys, entry),
+        verify=earlier.verify,
     )
 
 
@@ -663,6 +672,12 @@ class Attach:
             if why:  # copied, it would reach the target past the verify gate
                 tally.warnings.append(f"{lookup.source}:{tag} {why}, not copied")
                 continue
+            if head.found and (verdict := self._untrusted(lookup, found.subject, tag, digest)):
+                tally.warnings.append(
+                    f"{lookup.source}:{tag}: {digest} is not copied over the {head.digest} "
+                    f"{storage.host} holds: {verdict}"
+                )
+                continue
             if not artifact_type:  # a .sbom: its format is its layers'
                 artifact_type = _sbom_type(parsed)
                 if types is not None and not matches(artifact_type, types):
@@ -670,6 +685,19 @@ class Attach:
                 self._writable(lookup, storage, tag, head, digest)
             self._write(lookup, storage, manifest, parsed, tag=tag)
             tally.copied.append(Referrer(digest, artifact_type, found.subject, tag))
+
+    def _untrusted(self, lookup: Lookup, subject: str, tag: str, digest: str) -> str | None:
+        """Why the source's `.sig` (`digest`) must not replace the one the target holds (the
+        verdict), or None: with a verify policy, it must hold a signature of `subject` the
+        policy trusts (the one it would replace vouched for the image; cosign adds to a .sig,
+        so a publisher's new one keeps the old signature)."""
+        if lookup.verify is None or not tag.endswith(".sig"):
+            return None
+        from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
+
+        material = cosign_material(self.finder, lookup.source, tag, digest)
+        verdict = signatures.verify(subject, material, lookup.verify)
+        return None if verdict.verified else str(verdict)
 
     def _writable(
         self, lookup: Lookup, storage: Storage, tag: str, head: Descriptor, digest: str

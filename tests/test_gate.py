@@ -209,3 +209,37 @@ def test_nothing_unsigned_reaches_ecr_dressed_as_what_vouches_for_a_signed_image
         )
         for w in warnings
     ), warnings
+
+
+def test_a_signature_that_vouched_is_never_replaced_by_one_the_gate_refuses(stage: Stage) -> None:
+    """cosign's .sig moves upstream: with a verify policy, ECR's .sig (the one that vouched)
+    is replaced only by a .sig that verifies too; one the policy does not trust is not
+    copied, with a warning, and ECR keeps the signature `cosign verify` there needs."""
+    key = new_key()
+    digest = stage.push("1.0", seed="kept-signature")
+    vouched = sign(stage, digest, key)
+    stage.config([stage.image("1.0")], defaults={"verify": {"keys": [public_key(stage, key)]}})
+    assert stage.mirror("sync").code == 0
+    assert stage.dest_digest(cosign_tag(digest)) == vouched
+
+    stranger = attach_cosign(
+        stage.source.host, stage.repo, digest, [key_signed(new_key(), simple_signing(digest))]
+    ).digest
+    refused = stage.mirror("sync", "--rescan-referrers")
+    assert (refused.code, refused.actions()) == (0, ["up-to-date"]), refused.stderr
+    assert stage.dest_digest(cosign_tag(digest)) == vouched
+    assert refused.report is not None
+    assert refused.report["images"][0]["referrers"]["copied"] == []
+    assert refused.report["warnings"] == [
+        f"{stage.hub.host}/{stage.repo}:{cosign_tag(digest)}: {stranger} is not copied over "
+        f"the {vouched} {stage.dest.host} holds: not verified: untrusted key: "
+        f"{cosign_tag(digest)} layer 1: the signature verifies with none of the policy's 1 "
+        "key(s)"
+    ]
+
+    added = [key_signed(key, simple_signing(digest)), key_signed(new_key(), b"{}")]
+    moved = attach_cosign(stage.source.host, stage.repo, digest, added).digest  # cosign adds
+    again = stage.mirror("sync", "--rescan-referrers")
+    assert again.code == 0, again.stderr
+    assert stage.dest_digest(cosign_tag(digest)) == moved
+    assert again.report is not None and again.report["warnings"] == []
