@@ -243,3 +243,50 @@ def test_a_signature_that_vouched_is_never_replaced_by_one_the_gate_refuses(stag
     assert again.code == 0, again.stderr
     assert stage.dest_digest(cosign_tag(digest)) == moved
     assert again.report is not None and again.report["warnings"] == []
+
+
+def test_a_gated_tag_is_never_written_from_a_copy_no_gate_vouched_for(stage: Stage) -> None:
+    """The same unsigned digest under an ungated entry (verify: false) and a gated one, of the
+    same source repository and of another: the ungated is copied; the gated is refused, not
+    written from the ungated one's copy in ECR (which would put an image nobody signed under
+    a tag the gate guards), nor is the ungated one refused with it, whichever comes first.
+    A gated alias of a verified image is still written from its copy."""
+    key = new_key()
+    other = f"{stage.repo}-other"
+    unsigned = stage.push("dev", seed="unsigned-build")
+    assert stage.push("1.0", seed="unsigned-build") == unsigned
+    assert stage.push("1.0", repo=other, seed="unsigned-build") == unsigned
+    signed = stage.push("2.0", seed="signed-build")
+    assert stage.push("2", seed="signed-build") == signed
+    sign(stage, signed, key)
+    late = f"{stage.repo}-late"
+    assert stage.push("3.0", repo=late, seed="late-build") == stage.push(
+        "edge", repo=late, seed="late-build"
+    )
+    stage.config(
+        [
+            stage.image("dev", verify=False),
+            stage.image("1.0", repo=other, verify=False),
+            stage.image("1.0", "2.0", "2"),
+            stage.image("3.0", repo=late),
+            stage.image("edge", repo=late, verify=False),
+        ],
+        defaults={"verify": {"keys": [public_key(stage, key)]}},
+    )
+    run = stage.mirror("sync")
+    assert run.report is not None
+    assert [(i["destination"].rpartition(":")[2], i["action"]) for i in run.report["images"]] == [
+        ("dev", "copied"),
+        ("1.0", "copied"),
+        ("1.0", "failed"),
+        ("2.0", "copied"),
+        ("2", "copied"),
+        ("3.0", "failed"),
+        ("edge", "copied"),
+    ], run.stderr
+    assert run.code == 1
+    assert run.report["images"][2]["error"].endswith(
+        "not verified: no signature: no cosign signature and no sigstore bundle signs the image"
+    )
+    assert stage.dest_digest("1.0") is None
+    assert stage.dest_digest("2") == signed
