@@ -603,6 +603,8 @@ class Attach:
             else:
                 manifest, parsed = self._fetch(lookup, referrer.digest)
                 why = not_a_referrer(parsed, found.subject)
+                if not why and lookup.verify is not None:
+                    why = self._runnable(lookup, storage, parsed)
                 if why:  # copied, it would reach the target past the verify gate
                     passed_over.add(referrer.digest)
                     tally.warnings.append(f"{lookup.source}@{referrer.digest}: {why}, not copied")
@@ -651,6 +653,24 @@ class Attach:
             return
         if body is not None:
             storage.put_manifest(lookup.repository, tag, body, OCI_INDEX)
+
+    def _runnable(self, lookup: Lookup, storage: Storage, parsed: ParsedManifest) -> str | None:
+        """Why a referrer is an image the verify gate has not judged (image layers, or an
+        index that lists such an image the target lacks), or None. Its entries are read from
+        the source (pulls the copy would make anyway)."""
+        layer = _image_layer(parsed)
+        if layer is not None:
+            return f"is an image (a layer of type {layer}) that no signature of its own vouches for"
+        for entry in parsed.manifests if parsed.is_index else ():
+            if storage.head_manifest(lookup.repository, entry.digest).found:
+                continue
+            layer = _image_layer(self._fetch(lookup, entry.digest)[1])
+            if layer is not None:
+                return (
+                    f"lists the image {entry.digest} (a layer of type {layer}) that no "
+                    "signature of its own vouches for"
+                )
+        return None
 
     # cosign's tags
 
@@ -775,14 +795,22 @@ def not_cosigns(parsed: ParsedManifest) -> str | None:
     or None."""
     if parsed.is_index:
         return "holds an index, not cosign's manifest"
-    layer = next((layer for layer in parsed.layers if _is_image_layer(layer.media_type)), None)
+    layer = _image_layer(parsed)
     if layer is not None:
-        return f"holds an image (a layer of type {layer.media_type}), not cosign's manifest"
+        return f"holds an image (a layer of type {layer}), not cosign's manifest"
     return None
 
 
-def _is_image_layer(media_type: str) -> bool:
-    return media_type.startswith(IMAGE_LAYER_TYPES)
+def _image_layer(parsed: ParsedManifest) -> str | None:
+    """The media type of the first image filesystem layer of a manifest, or None."""
+    return next(
+        (
+            layer.media_type
+            for layer in parsed.layers
+            if layer.media_type.startswith(IMAGE_LAYER_TYPES)
+        ),
+        None,
+    )
 
 
 def _sbom_type(parsed: ParsedManifest) -> str:

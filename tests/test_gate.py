@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 
+import urllib3
+
 from mirror.oci import OCI_INDEX
 from mirror.referrers import cosign_tag, tag_schema_name
 from tests.stage import Stage
 from tests.standins.images import Blob, push_image
+from tests.standins.registry import MANIFEST_ACCEPT
 from tests.standins.signing import (
     SPDX,
     Sigstore,
@@ -209,6 +212,73 @@ def test_nothing_unsigned_reaches_ecr_dressed_as_what_vouches_for_a_signed_image
         )
         for w in warnings
     ), warnings
+
+
+def test_an_image_attached_as_a_referrer_does_not_pass_the_gate(stage: Stage) -> None:
+    """Under a verify policy, a referrer that is itself an image (image layers, with the
+    signed image as its `subject`), or an index referrer that lists one, is not copied: it
+    would reach ECR, pullable by digest, without a signature of its own. Without a policy it
+    travels as any referrer does."""
+    stage.use_hub(referrers="api")
+    key = new_key()
+    signed = stage.push("1.0", seed="signed-with-guests")
+    sig = sign(stage, signed, key)
+    unsigned = stage.push("guest", seed="guest")
+    media_type, raw = get_raw(stage, unsigned)
+    attached = {
+        **json.loads(raw),
+        "subject": dict(zip(("mediaType", "digest", "size"), subject(stage, signed), strict=True)),
+    }
+    image = Blob(media_type, json.dumps(attached).encode())  # an image with a subject
+    push_image(stage.source.host, stage.repo, image.digest, image, {image.digest: image})
+    lister = Blob(
+        OCI_INDEX,
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "artifactType": "application/vnd.example.bundle",
+                "manifests": [{"mediaType": media_type, "digest": unsigned, "size": len(raw)}],
+                "subject": attached["subject"],
+            }
+        ).encode(),
+    )
+    push_image(stage.source.host, stage.repo, lister.digest, lister, {lister.digest: lister})
+    stage.config([stage.image("1.0")], defaults={"verify": {"keys": [public_key(stage, key)]}})
+
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    assert run.report is not None
+    assert [r["digest"] for r in run.report["images"][0]["referrers"]["copied"]] == [sig]
+    assert stage.dest_digest(image.digest) is None and stage.dest_digest(lister.digest) is None
+    assert sorted(w.partition(": ")[2] for w in run.report["warnings"]) == sorted(
+        [
+            f"is an image (a layer of type {layer_type(raw)}) that no signature of its own "
+            "vouches for, not copied",
+            f"lists the image {unsigned} (a layer of type {layer_type(raw)}) that no "
+            "signature of its own vouches for, not copied",
+        ]
+    )
+
+    stage.config([stage.image("1.0", verify=False)])
+    ungated = stage.mirror("sync", "--rescan-referrers")
+    assert ungated.code == 0, ungated.stderr
+    assert stage.dest_digest(image.digest) == image.digest
+    assert stage.dest_digest(lister.digest) == lister.digest
+
+
+def get_raw(stage: Stage, digest: str) -> tuple[str, bytes]:
+    answer = urllib3.request(
+        "GET",
+        f"{stage.source.url}/v2/{stage.repo}/manifests/{digest}",
+        headers={"Accept": MANIFEST_ACCEPT},
+    )
+    assert answer.status == 200
+    return answer.headers["Content-Type"], answer.data
+
+
+def layer_type(raw: bytes) -> str:
+    return str(json.loads(raw)["layers"][0]["mediaType"])
 
 
 def test_a_signature_that_vouched_is_never_replaced_by_one_the_gate_refuses(stage: Stage) -> None:
