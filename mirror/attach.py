@@ -24,7 +24,12 @@ a cosign `.sig`, digests kept), but as a process each, through the relay, for a 
 blob or two, and each read must be weighed against the budget first. ECR has the
 referrers API, so a manifest with a `subject` is found there; a target without it gets the tag
 schema's index, kept up to date (`referrers.tag_schema_index`: other clients' entries kept, a
-pin an earlier mirror wrote never overwritten).
+pin an earlier mirror wrote never overwritten). A listing is what anyone who may push wrote, so
+each manifest is checked before it is written: a referrer's `subject` must be the image
+(`not_a_referrer`), a cosign tag must hold cosign's manifest (`not_cosigns`), and under a
+verify policy a referrer must not be an image (`Attach._runnable`) and a `.sig` the target
+holds is replaced only by one the policy trusts (`Attach._untrusted`): nothing reaches the
+target past the gate, and the signature that vouched stays.
 
 Which images: every one a run copies, with each platform of an index copied whole (or each
 platform of a subset); one that is up to date at most once a day, its own digest only
