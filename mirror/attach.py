@@ -24,7 +24,12 @@ a cosign `.sig`, digests kept), but as a process each, through the relay, for a 
 blob or two, and each read must be weighed against the budget first. ECR has the
 referrers API, so a manifest with a `subject` is found there; a target without it gets the tag
 schema's index, kept up to date (`referrers.tag_schema_index`: other clients' entries kept, a
-pin an earlier mirror wrote never overwritten).
+pin an earlier mirror wrote never overwritten). A listing is what anyone who may push wrote, so
+each manifest is checked before it is written: a referrer's `subject` must be the image
+(`not_a_referrer`), a cosign tag must hold cosign's manifest (`not_cosigns`), and under a
+verify policy a referrer must not be an image (`Attach._runnable`) and a `.sig` the target
+holds is replaced only by one the policy trusts (`Attach._untrusted`): nothing reaches the
+target past the gate, and the signature that vouched stays.
 
 Which images: every one a run copies, with each platform of an index copied whole (or each
 platform of a subset); one that is up to date at most once a day, its own digest only
@@ -90,6 +95,10 @@ COSIGN_TYPES = {
     ".sbom": "",
 }
 ATTESTATION_ENTRY = "vnd.docker.reference.type"  # BuildKit's attestation manifests in an index
+IMAGE_LAYER_TYPES = (  # an image's filesystem layers: never in what cosign attaches
+    "application/vnd.oci.image.layer.",
+    "application/vnd.docker.image.rootfs.",
+)
 NO_API_STATUSES = (400, 404, 405, 501)  # a referrers listing answered so: the source has no API
 
 
@@ -348,27 +357,11 @@ class Gate:
         material: list[signatures.Material] = []
         for tag, sig in found.cosign:
             if tag.endswith(".sig"):
-                material += self._cosign(repository, tag, sig)
+                material += cosign_material(self.finder, repository, tag, sig)
         for referrer in found.referrers:
             if signatures.worth_fetching(referrer, policy):
                 material += self._bundles(repository, referrer)
         return material
-
-    def _cosign(self, repository: Repository, tag: str, digest: str) -> list[signatures.Material]:
-        from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
-
-        manifest = self.finder.manifest(repository, digest)
-        try:
-            layers = signatures.cosign_layers(manifest.body, source=tag)
-        except ReferrersError as error:
-            return [signatures.Unreadable(tag, str(error))]
-        limit = signatures.MAX_PAYLOAD_BYTES
-        payloads = {
-            layer.digest: data
-            for layer in layers
-            if (data := self.finder.small_blob(repository, layer.digest, limit)) is not None
-        }
-        return list(signatures.read_cosign(manifest.body, payloads, source=tag))
 
     def _bundles(
         self, repository: Repository, referrer: ContentDescriptor
@@ -393,6 +386,27 @@ class Gate:
         return material
 
 
+def cosign_material(
+    finder: Finder, repository: Repository, tag: str, digest: str
+) -> list[signatures.Material]:
+    """The signatures of cosign's `.sig` manifest `digest` (under `tag`) at the source: the
+    manifest (a pull, once per run) and its payloads (free)."""
+    from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
+
+    manifest = finder.manifest(repository, digest)
+    try:
+        layers = signatures.cosign_layers(manifest.body, source=tag)
+    except ReferrersError as error:
+        return [signatures.Unreadable(tag, str(error))]
+    limit = signatures.MAX_PAYLOAD_BYTES
+    payloads = {
+        layer.digest: data
+        for layer in layers
+        if (data := finder.small_blob(repository, layer.digest, limit)) is not None
+    }
+    return list(signatures.read_cosign(manifest.body, payloads, source=tag))
+
+
 # --- which images, and their referrers copied ------------------------------------------------
 
 
@@ -415,6 +429,8 @@ class Lookup:
     platforms: bool = True
     remembered: bool = True  # may a tag-schema index read at the last look be taken as read?
     keys: tuple[tuple[tuple[int, int], int], ...] = ()
+    # the image's verify policy: a cosign .sig the target holds is replaced only by one it trusts
+    verify: signatures.Policy | None = field(default=None, compare=False)
 
 
 def lookups(
@@ -461,6 +477,7 @@ def lookups(
             platforms=copied or rescan or bool(task.platforms),
             remembered=not rescan,
             keys=(entry,),
+            verify=task.verify,
         )
     return list(found.values())
 
@@ -478,6 +495,7 @@ def _joined(earlier: Lookup, entry: tuple[tuple[int, int], int], copied: bool) -
         platforms=earlier.platforms or copied,
         remembered=earlier.remembered,
         keys=(*earlier.keys, entry),
+        verify=earlier.verify,
     )
 
 
@@ -581,17 +599,27 @@ class Attach:
         if not wanted:
             return
         held = self._at_target(storage, lookup.repository, found.subject)
+        passed_over: set[str] = set()
         for referrer in wanted:
             if referrer.digest in held.digests:
                 tally.present += 1
             elif storage.head_manifest(lookup.repository, referrer.digest).found:
                 tally.present += 1  # there, but not listed: the tag-schema index below lists it
             else:
-                self._copy(lookup, storage, referrer.digest)
+                manifest, parsed = self._fetch(lookup, referrer.digest)
+                why = not_a_referrer(parsed, found.subject)
+                if not why and lookup.verify is not None:
+                    why = self._runnable(lookup, storage, parsed)
+                if why:  # copied, it would reach the target past the verify gate
+                    passed_over.add(referrer.digest)
+                    tally.warnings.append(f"{lookup.source}@{referrer.digest}: {why}, not copied")
+                    continue
+                self._write(lookup, storage, manifest, parsed)
                 tally.copied.append(
                     Referrer(referrer.digest, referrer.artifact_type, found.subject)
                 )
         if not held.api:
+            wanted = tuple(referrer for referrer in wanted if referrer.digest not in passed_over)
             self._tag_schema(lookup, storage, found.subject, held=held, wanted=wanted, tally=tally)
 
     def _at_target(self, storage: Storage, repository: str, subject: str) -> _AtTarget:
@@ -631,6 +659,24 @@ class Attach:
         if body is not None:
             storage.put_manifest(lookup.repository, tag, body, OCI_INDEX)
 
+    def _runnable(self, lookup: Lookup, storage: Storage, parsed: ParsedManifest) -> str | None:
+        """Why a referrer is an image the verify gate has not judged (image layers, or an
+        index that lists such an image the target lacks), or None. Its entries are read from
+        the source (pulls the copy would make anyway)."""
+        layer = _image_layer(parsed)
+        if layer is not None:
+            return f"is an image (a layer of type {layer}) that no signature of its own vouches for"
+        for entry in parsed.manifests if parsed.is_index else ():
+            if storage.head_manifest(lookup.repository, entry.digest).found:
+                continue
+            layer = _image_layer(self._fetch(lookup, entry.digest)[1])
+            if layer is not None:
+                return (
+                    f"lists the image {entry.digest} (a layer of type {layer}) that no "
+                    "signature of its own vouches for"
+                )
+        return None
+
     # cosign's tags
 
     def _cosign(self, lookup: Lookup, storage: Storage, found: Found, tally: _Tally) -> None:
@@ -644,53 +690,84 @@ class Attach:
             if head.found and head.digest == digest:
                 tally.present += 1
                 continue
-            if not artifact_type:  # a .sbom: its format is its layers' (a pull to learn)
-                artifact_type = self._sbom_type(lookup, digest)
+            if artifact_type:  # known without a pull: an immutable tag spends none
+                self._writable(lookup, storage, tag, head, digest)
+            manifest, parsed = self._fetch(lookup, digest)
+            why = not_cosigns(parsed)
+            if why:  # copied, it would reach the target past the verify gate
+                tally.warnings.append(f"{lookup.source}:{tag} {why}, not copied")
+                continue
+            if head.found and (verdict := self._untrusted(lookup, found.subject, tag, digest)):
+                tally.warnings.append(
+                    f"{lookup.source}:{tag}: {digest} is not copied over the {head.digest} "
+                    f"{storage.host} holds: {verdict}"
+                )
+                continue
+            if not artifact_type:  # a .sbom: its format is its layers'
+                artifact_type = _sbom_type(parsed)
                 if types is not None and not matches(artifact_type, types):
                     continue
-            target = self.targets[lookup.target]
-            if head.found and target.is_immutable(lookup.repository, tag):
-                raise MirrorError(
-                    f"{storage.host}/{lookup.repository}:{tag} holds {head.digest} and the tag is "
-                    f"immutable in {lookup.repository}: cosign's {digest} not written (give the "
-                    "repository the exclusion filters sha256-* and sha512-*: mirror adds them "
-                    "to the repositories it creates)"
-                )
-            self._copy(lookup, storage, digest, tag=tag)
+                self._writable(lookup, storage, tag, head, digest)
+            self._write(lookup, storage, manifest, parsed, tag=tag)
             tally.copied.append(Referrer(digest, artifact_type, found.subject, tag))
 
-    def _sbom_type(self, lookup: Lookup, digest: str) -> str:
-        manifest = self.finder.manifest(lookup.source, digest)
-        parsed = _parsed(manifest.body, f"{lookup.source}@{digest}", manifest.media_type)
-        return parsed.layers[0].media_type if parsed.layers else parsed.as_referrer().artifact_type
+    def _untrusted(self, lookup: Lookup, subject: str, tag: str, digest: str) -> str | None:
+        """Why the source's `.sig` (`digest`) must not replace the one the target holds (the
+        verdict), or None: with a verify policy, it must hold a signature of `subject` the
+        policy trusts (the one it would replace vouched for the image; cosign adds to a .sig,
+        so a publisher's new one keeps the old signature)."""
+        if lookup.verify is None or not tag.endswith(".sig"):
+            return None
+        from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
+
+        material = cosign_material(self.finder, lookup.source, tag, digest)
+        verdict = signatures.verify(subject, material, lookup.verify)
+        return None if verdict.verified else str(verdict)
+
+    def _writable(
+        self, lookup: Lookup, storage: Storage, tag: str, head: Descriptor, digest: str
+    ) -> None:
+        """MirrorError when the target's `tag` holds something else and is immutable."""
+        if head.found and self.targets[lookup.target].is_immutable(lookup.repository, tag):
+            raise MirrorError(
+                f"{storage.host}/{lookup.repository}:{tag} holds {head.digest} and the tag is "
+                f"immutable in {lookup.repository}: cosign's {digest} not written (give the "
+                "repository the exclusion filters sha256-* and sha512-*: mirror adds them "
+                "to the repositories it creates)"
+            )
 
     # copying a manifest, its blobs first
 
-    def _copy(
+    def _fetch(self, lookup: Lookup, digest: str) -> tuple[Manifest, ParsedManifest]:
+        """A manifest of the source (a pull, once per run), and what it holds."""
+        manifest = self.finder.manifest(lookup.source, digest)
+        return manifest, _parsed(manifest.body, f"{lookup.source}@{digest}", manifest.media_type)
+
+    def _write(
         self,
         lookup: Lookup,
         storage: Storage,
-        digest: str,
+        manifest: Manifest,
+        parsed: ParsedManifest,
         *,
         tag: str | None = None,
         depth: int = 0,
-    ) -> ParsedManifest:
+    ) -> None:
         """A manifest of the source, with what it needs, into the target: its blobs (and an
         index's manifests) first, then itself by digest (or under `tag`)."""
-        manifest = self.finder.manifest(lookup.source, digest)
-        parsed = _parsed(manifest.body, f"{lookup.source}@{digest}", manifest.media_type)
         if parsed.is_index:
             if depth:
                 raise MirrorError(
-                    f"{lookup.source}@{digest}: a referrer nested deeper than one index"
+                    f"{lookup.source}@{parsed.digest}: a referrer nested deeper than one index"
                 )
             for entry in parsed.manifests:
                 if not storage.head_manifest(lookup.repository, entry.digest).found:
-                    self._copy(lookup, storage, entry.digest, depth=depth + 1)
+                    child, child_parsed = self._fetch(lookup, entry.digest)
+                    self._write(lookup, storage, child, child_parsed, depth=depth + 1)
         for blob in parsed.blobs:
             self._blob(lookup, storage, blob)
-        storage.put_manifest(lookup.repository, tag or digest, manifest.body, manifest.media_type)
-        return parsed
+        body, media_type = manifest.body, manifest.media_type
+        storage.put_manifest(lookup.repository, tag or parsed.digest, body, media_type)
 
     def _blob(self, lookup: Lookup, storage: Storage, blob: ContentDescriptor) -> None:
         """A blob streamed from the source into the target (free at both), unless there."""
@@ -704,6 +781,45 @@ class Attach:
                     "for a blob of a referrer"
                 )
             storage.push_blob(lookup.repository, blob.digest, answer.body.pieces(), size=blob.size)
+
+
+def not_a_referrer(parsed: ParsedManifest, subject: str) -> str | None:
+    """Why a manifest listed among `subject`'s referrers is none of them (distribution-spec
+    v1.1: a referrer's `subject` names the image), or None. A listing is what anyone who may
+    push to the repository wrote: an image listed there is not vouched for by being listed."""
+    if parsed.subject is None:
+        return f"names no subject: not a referrer of {subject}"
+    if parsed.subject.digest != subject:
+        return f"its subject is {parsed.subject.digest}: not a referrer of {subject}"
+    return None
+
+
+def not_cosigns(parsed: ParsedManifest) -> str | None:
+    """Why what a cosign tag (`.sig`, `.att`, `.sbom`) holds is not what cosign writes there
+    (one manifest of signatures, attestations or an SBOM: never an index, never image layers),
+    or None."""
+    if parsed.is_index:
+        return "holds an index, not cosign's manifest"
+    layer = _image_layer(parsed)
+    if layer is not None:
+        return f"holds an image (a layer of type {layer}), not cosign's manifest"
+    return None
+
+
+def _image_layer(parsed: ParsedManifest) -> str | None:
+    """The media type of the first image filesystem layer of a manifest, or None."""
+    return next(
+        (
+            layer.media_type
+            for layer in parsed.layers
+            if layer.media_type.startswith(IMAGE_LAYER_TYPES)
+        ),
+        None,
+    )
+
+
+def _sbom_type(parsed: ParsedManifest) -> str:
+    return parsed.layers[0].media_type if parsed.layers else parsed.as_referrer().artifact_type
 
 
 def _parsed(body: bytes, where: str, media_type: str) -> ParsedManifest:

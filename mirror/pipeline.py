@@ -188,7 +188,7 @@ class Pipeline:
         self, task: Task, item: Outcome | Pending, collector: Collector, pendings: list[Pending]
     ) -> None:
         if isinstance(item, Outcome):
-            self.holdings.add(item, platforms=task.platforms)
+            self.holdings.add(item, task=task)
             collector.add(item)
         elif self.settings.dry_run:
             collector.add(Outcome.settled(item, Action.WOULD_COPY, error=_unknown(item)))

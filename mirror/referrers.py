@@ -301,11 +301,11 @@ def parse_manifest(body: bytes, *, where: str, media_type: str = "") -> ParsedMa
 
 def matches(artifact_type: str, wanted: Sequence[str]) -> bool:
     """Is `artifact_type` one of `wanted`? An entry ending in `*` matches by prefix
-    (`application/vnd.dev.sigstore.bundle*` is every bundle version)."""
+    (`application/vnd.dev.sigstore.bundle*` is every bundle version). Case is not compared:
+    media types are case-insensitive (RFC 6838 4.2)."""
+    kind = artifact_type.lower()
     return any(
-        artifact_type.startswith(pattern[:-1])
-        if pattern.endswith("*")
-        else artifact_type == pattern
+        kind.startswith(pattern[:-1].lower()) if pattern.endswith("*") else kind == pattern.lower()
         for pattern in wanted
     )
 

@@ -351,6 +351,17 @@ def _load_key(path: Path, where: str) -> TrustedKey:
     data = _read(path, MAX_KEY_FILE, where)
     if b"PRIVATE KEY" in data:
         raise PolicyError(f"{where}: {path} holds a private key: give the public key (cosign.pub)")
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        raise PolicyError(
+            f"{where}: {path} holds a certificate, not a public key: give the key it certifies "
+            "(openssl x509 -pubkey -noout -in FILE), or, for keyless signatures, identities"
+        )
+    blocks = data.count(b"-----BEGIN ")
+    if blocks > 1:  # the PEM loader reads the first and drops the rest without a word
+        raise PolicyError(
+            f"{where}: {path} holds {blocks} PEM blocks, and only the first would be read: "
+            "give one public key per file (list each in keys)"
+        )
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm):

@@ -29,7 +29,7 @@ from mirror.errors import (
     Unmirrorable,
     bug_message,
 )
-from mirror.model import INTERRUPTED, Action, Copied, Job, Outcome, Pending, Place, Retry
+from mirror.model import INTERRUPTED, Action, Copied, Job, Outcome, Pending, Place, Retry, Task
 from mirror.oci import (
     INDEX_TYPES,
     SCHEMA1_TYPES,
@@ -61,36 +61,48 @@ class Holdings:
     """Where each image is in the targets, as the run learns it: donors for the copies left.
 
     An image is known by its source digest and the platforms taken from it (all, or a
-    subset): the same source image taken whole and as a subset are two images.
+    subset): the same source image taken whole and as a subset are two images. For a task
+    with a verify policy, only an image of its own source repository held under the same
+    policy is a donor: a copy no gate (or another gate) let in must not fill a tag this gate
+    guards.
     """
 
     def __init__(self) -> None:
-        self._by_image: dict[tuple[str, tuple[str, ...], int], Place] = {}  # and target
+        self._by_image: dict[tuple[object, ...], Place] = {}  # and target (and gate)
         self._by_task: dict[tuple[int, int], list[Place]] = {}  # any image, by task
         self._lock = threading.Lock()
 
-    def add(self, outcome: Outcome, *, platforms: tuple[str, ...]) -> None:
-        """Record an outcome that leaves the image in its target (up to date, copied, or
-        stale: served as it is) of a task that takes `platforms`."""
+    def add(self, outcome: Outcome, *, task: Task) -> None:
+        """Record an outcome of `task` that leaves the image in its target (up to date,
+        copied, or stale: served as it is)."""
         held = (Action.UP_TO_DATE, Action.COPIED, Action.STALE)
         if outcome.tag is None or outcome.action not in held:
             return
         place = Place(outcome.target, outcome.repository, outcome.tag, outcome.destination)
         with self._lock:
             if outcome.source_digest:
-                key = (outcome.source_digest, platforms, outcome.target)
+                key = _image_key(task, outcome.source_digest, outcome.target)
                 self._by_image.setdefault(key, place)
             self._by_task.setdefault(outcome.order, []).append(place)
 
     def donor(self, pending: Pending) -> Place | None:
         """The same image under another tag in this target, else this tag in another target."""
         with self._lock:
-            key = (pending.source_digest, pending.task.platforms, pending.target)
+            key = _image_key(pending.task, pending.source_digest, pending.target)
             alias = self._by_image.get(key)
             if alias is not None:
                 return alias
             places = self._by_task.get(pending.task.order, [])
             return places[0] if places else None
+
+
+def _image_key(task: Task, digest: str, target: int) -> tuple[object, ...]:
+    """Holdings' key of an image in a target: its digest and platforms, and for a task with
+    a verify policy, its source repository and that policy (the gate's verdicts are kept
+    per policy object too: attach.Gate)."""
+    if task.verify is None:
+        return (digest, task.platforms, target)
+    return (digest, task.platforms, target, str(task.source.repository), id(task.verify))
 
 
 class Transfer:
@@ -140,23 +152,26 @@ class Transfer:
 
     def _run(self, job: Job) -> None:
         pendings = job.pendings()
-        gate: tuple[Outcome | None, str | None] | None = None  # asked before the first pull
+        # the gate, asked before the first pull, once per policy: the job's tags may be of
+        # several config entries, gated differently
+        gates: dict[int, tuple[Outcome | None, str | None]] = {}
         for position, pending in enumerate(pendings):
             donor = self.holdings.donor(pending) or self._pin_holder(pending)
             if donor is not None:
                 outcome = self._attempts(pending, partial(self._from_target, donor=donor))
             else:
-                gate = gate or self._gate(pending)
-                refused, verified = gate
-                if refused is not None:  # nothing of it written: neither this nor the rest
-                    for rest in pendings[position:]:
-                        self.emit(Outcome.settled(rest, refused.action, error=refused.error))
-                    return
+                policy = id(pending.task.verify)
+                if policy not in gates:
+                    gates[policy] = self._gate(pending)
+                refused, verified = gates[policy]
+                if refused is not None:  # nothing of it written under a tag this gate guards
+                    self.emit(Outcome.settled(pending, refused.action, error=refused.error))
+                    continue
                 outcome = self._attempts(pending, self._from_source, from_source=True)
                 if outcome.action is Action.COPIED:
                     outcome = replace(outcome, verified=verified, pulled=True)
             self.emit(outcome)
-            self.holdings.add(outcome, platforms=pending.task.platforms)
+            self.holdings.add(outcome, task=pending.task)
             if donor is None and outcome.action not in (Action.COPIED, Action.UP_TO_DATE):
                 for rest in pendings[position + 1 :]:  # they needed that copy
                     self.emit(Outcome.settled(rest, outcome.action, error=outcome.error))

@@ -298,6 +298,16 @@ def test_keep_filters_by_artifact_type_whatever_the_registry_did() -> None:
     assert keep(refs, []) == ()
 
 
+def test_artifact_types_match_whatever_their_case() -> None:
+    """Media types are case-insensitive (RFC 6838 4.2): a config's `Application/SPDX+json`
+    keeps the SBOMs a publisher typed `application/spdx+json`, and the other way round."""
+    refs = [ContentDescriptor(OCI_MANIFEST, sha(0), 1, SPDX)]
+    assert keep(refs, ["Application/SPDX+JSON"]) == tuple(refs)
+    assert keep(refs, ["APPLICATION/SPDX*"]) == tuple(refs)
+    shouting = [ContentDescriptor(OCI_MANIFEST, sha(1), 1, SPDX.upper())]
+    assert keep(shouting, [SPDX]) == tuple(shouting)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

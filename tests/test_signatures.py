@@ -768,6 +768,20 @@ def test_bad_key_files_are_named(tmp_path: Path, key: KeyPair) -> None:
             "verify.keys[0]: {p}: an ECDSA key on secp256k1: cosign uses P-256, P-384 or P-521"
         ),
         tmp_path: "verify.keys[0]: {p}: cannot read: Is a directory",
+        write(
+            tmp_path / "two.pub",
+            key.public_pem + public_pem(ec.generate_private_key(ec.SECP256R1())),
+        ): (
+            "verify.keys[0]: {p} holds 2 PEM blocks, and only the first would be read: give one "
+            "public key per file (list each in keys)"
+        ),
+        write(
+            tmp_path / "cert.pem", b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+        ): (
+            "verify.keys[0]: {p} holds a certificate, not a public key: give the key it "
+            "certifies (openssl x509 -pubkey -noout -in FILE), or, for keyless signatures, "
+            "identities"
+        ),
     }
     for path, message in cases.items():
         with pytest.raises(PolicyError) as raised:
