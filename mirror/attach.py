@@ -332,10 +332,17 @@ class Gate:
         policy = pending.task.verify
         if policy is None:
             return None
+        return self.verify_at(
+            pending.task.source.repository, pending.source_digest, policy, str(pending.task.source)
+        )
+
+    def verify_at(
+        self, repository: Repository, digest: str, policy: signatures.Policy, name: str
+    ) -> str:
+        """What vouched for `repository@digest` under `policy`, from what `repository` holds
+        (`name` names the image in NotVerified's message)."""
         from mirror import signatures  # noqa: PLC0415 - cryptography, only with a policy
 
-        repository = pending.task.source.repository
-        digest = pending.source_digest
         key = (str(repository), digest, id(policy))
         with self._lock:
             verdict = self._verdicts.get(key)
@@ -345,7 +352,7 @@ class Gate:
             with self._lock:
                 self._verdicts[key] = verdict
         if not verdict.verified:
-            raise NotVerified(f"{pending.task.source}: {verdict}")
+            raise NotVerified(f"{name}: {verdict}")
         return f"{verdict.by} ({verdict.source})"
 
     def _material(
@@ -384,6 +391,19 @@ class Gate:
             else:
                 material.append(signatures.read_bundle(data, digest=layer.digest, source=source))
         return material
+
+
+class Unmetered:
+    """The promises of a registry that counts no pulls (a target, ECR): always kept."""
+
+    def claim(self, host: str) -> str | None:
+        return None
+
+    def unclaim(self, host: str) -> None:
+        return None
+
+    def blocked(self, host: str) -> str | None:
+        return None
 
 
 def cosign_material(

@@ -14,9 +14,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
-from mirror.attach import Attach, Finder, Gate, lookups
+from mirror.attach import Attach, Finder, Gate, Unmetered, lookups
 from mirror.check import Checker
 from mirror.model import (
     INTERRUPTED,
@@ -32,6 +33,8 @@ from mirror.model import (
     Task,
 )
 from mirror.ports import Copier, Destination, Looks, Manifests, Refusals, Sink, Source
+from mirror.pulls import Pulls
+from mirror.reference import Repository
 from mirror.schedule import Admission, Backpressure, Ledger, jobs, reread
 from mirror.stale import Serve
 from mirror.transfer import Holdings, Transfer
@@ -137,7 +140,9 @@ class Pipeline:
         total = len(plan.tasks) * len(self.targets) + len(plan.outcomes)
         serve = None
         if self.settings.refresh is not Refresh.ALWAYS:
-            serve = Serve(self.settings.refresh, [target.registry for target in self.targets])
+            vouch = partial(self._vouch, {task.order: task for task in plan.tasks})
+            registries = [target.registry for target in self.targets]
+            serve = Serve(self.settings.refresh, registries, vouch=vouch)
         collector = Collector(total, self.sink, self.ledger, serve)
         for outcome in plan.outcomes:
             collector.add(outcome)
@@ -155,6 +160,24 @@ class Pipeline:
         warnings += [o.warning for o in outcomes if o.warning]
         warnings += [warning for item in attached for warning in item.warnings]
         return Result(outcomes, self.ledger, warnings, attached)
+
+    def _vouch(self, tasks: dict[tuple[int, int], Task], outcome: Outcome) -> str | None:
+        """What vouches for the copy a target holds, which ensure would serve instead of a
+        refresh, under its image's verify policy, from the signatures that target holds
+        (mirror copied them there; reading them is free): None without a policy, else what
+        vouched; NotVerified or MirrorError when nothing does."""
+        task = tasks.get(outcome.order)
+        if task is None or task.verify is None or outcome.destination_digest is None:
+            return None
+        target = self.targets[outcome.target]
+        registry = target.registry
+        finder = Finder(
+            sources=lambda host: registry,  # type: ignore[arg-type,return-value]
+            pulls=Pulls(lambda host: registry),  # type: ignore[arg-type,return-value]
+            promises=Unmetered(),
+        )
+        held = Repository(target.host, outcome.repository)
+        return Gate(finder).verify_at(held, outcome.destination_digest, task.verify, str(held))
 
     # --- step 2: checks -------------------------------------------------------------------------
 

@@ -62,16 +62,30 @@ class Serve:
         readers: Sequence[Reader],
         *,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        vouch: Callable[[Outcome], str | None] = lambda outcome: None,
     ):
         self.refresh = refresh
         self.readers = list(readers)  # one per target
         self.now = now
+        # what vouches for the copy a target holds, under the image's verify policy (None:
+        # no policy); NotVerified or MirrorError when nothing does: it is not served
+        self.vouch = vouch
 
     def settle(self, outcome: Outcome) -> Outcome:
         if self.refresh is Refresh.ALWAYS:
             return outcome
         if servable(outcome):
-            outcome = replace(outcome, action=Action.STALE, error=unrefreshed(outcome.error))
+            try:
+                verified = self.vouch(outcome)
+            except MirrorError as error:
+                why = f"{outcome.error}; {outcome.destination}'s copy is not served: {error}"
+                return replace(outcome, error=why)
+            outcome = replace(
+                outcome,
+                action=Action.STALE,
+                error=unrefreshed(outcome.error),
+                verified=f"the copy in ECR: {verified}" if verified else outcome.verified,
+            )
         if outcome.action is not Action.STALE or outcome.error == NOT_ASKED:
             return outcome
         age = self.age(outcome)

@@ -153,6 +153,39 @@ def test_ensure_serves_ecrs_copy_when_a_new_digest_fails_the_gate(stage: Stage) 
     assert (strict.code, strict.stdout, strict.actions()) == (1, "", ["failed"])
 
 
+def test_ensure_serves_only_a_copy_that_ecrs_own_signatures_vouch_for(stage: Stage) -> None:
+    """A copy made before `verify:` was set (or signed by a key no longer trusted) is not the
+    last verified copy: under a policy, ensure serves ECR's copy only when the signatures ECR
+    holds vouch for its digest; otherwise the build fails, naming both reasons."""
+    key = new_key()
+    old = stage.push("3.3", seed="before-the-policy")
+    stage.config()  # no policy yet: copied unsigned
+    first = stage.mirror("ensure", f"{stage.repo}:3.3")
+    assert (first.code, first.actions()) == (0, ["copied"]), first.stderr
+
+    stage.push("3.3", seed="unsigned-too")
+    stage.config(defaults={"verify": {"keys": [public_key(stage, key)]}})
+    refused = stage.mirror("ensure", f"{stage.repo}:3.3")
+    assert (refused.code, refused.stdout, refused.actions()) == (1, "", ["failed"]), refused.stderr
+    assert refused.report is not None
+    [image] = refused.report["images"]
+    assert "not verified: no signature" in image["error"]
+    assert f"{stage.dest.host}/{stage.dest_repo()}:3.3's copy is not served" in image["error"]
+    assert stage.dest_digest("3.3") == old  # left as it was
+
+    sign(stage, old, key)  # the old copy signed upstream; a look again carries the .sig to ECR
+    stage.push("3.3", seed="before-the-policy")
+    policy = {"verify": {"keys": [public_key(stage, key)]}}
+    stage.config([stage.image("3.3")], defaults=policy)
+    rescan = stage.mirror("sync", "--rescan-referrers")
+    assert (rescan.code, rescan.actions()) == (0, ["up-to-date"]), rescan.stderr
+    stage.push("3.3", seed="unsigned-again")
+    served = stage.mirror("ensure", f"{stage.repo}:3.3")
+    assert (served.code, served.actions()) == (0, ["stale"]), served.stderr
+    assert served.report is not None
+    assert served.report["images"][0]["verified"].startswith("the copy in ECR: key ")
+
+
 def test_nothing_unsigned_reaches_ecr_dressed_as_what_vouches_for_a_signed_image(
     stage: Stage,
 ) -> None:

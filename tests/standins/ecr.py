@@ -519,7 +519,7 @@ class EcrFront(HttpFront):
             preload_content=False,
         )
         try:
-            self._relay(req, resp, {})
+            self._relay(req, resp, {}, streamed=True)
         finally:
             resp.release_conn()
 
@@ -728,21 +728,31 @@ class EcrFront(HttpFront):
             preload_content=False,
         )
         try:
-            return self._relay(req, resp, {})
+            return self._relay(req, resp, {}, streamed=True)
         finally:
             resp.release_conn()
 
     def _relay(
-        self, req: FrontHandler, resp: urllib3.BaseHTTPResponse, extra: dict[str, str]
+        self,
+        req: FrontHandler,
+        resp: urllib3.BaseHTTPResponse,
+        extra: dict[str, str],
+        *,
+        streamed: bool = False,
     ) -> int:
-        """Answer with the backend's status, headers (``Location`` made relative) and body."""
+        """Answer with the backend's status, headers (``Location`` made relative) and body;
+        ``streamed``: the body is still on the wire (``preload_content=False``), else it was
+        read whole (and ``stream()`` would give nothing of it)."""
         headers = {key: resp.headers[key] for key in _RELAYED if key in resp.headers}
         if "Location" in headers:
             headers["Location"] = _relative(headers["Location"])
         headers = {**headers, **_API_VERSION, **extra}
-        if req.command == "HEAD" or "Content-Length" not in headers:
+        if req.command == "HEAD" or "Content-Length" not in headers or not streamed:
             return self._send(
-                req, resp.status, headers, b"" if req.command == "HEAD" else resp.read()
+                req,
+                resp.status,
+                headers,
+                b"" if req.command == "HEAD" else resp.read() if streamed else resp.data,
             )
         self._start_response(req, resp.status, headers)
         for chunk in resp.stream(CHUNK):
