@@ -703,8 +703,14 @@ def _identity(data: Any, where: str) -> Identity:
     table = _mapping(data, where, _IDENTITY_KEYS)
     if "issuer" not in table:
         raise ConfigError(f"{where}.issuer: required (the OIDC issuer URL)")
+    issuer = _string(table["issuer"], f"{where}.issuer")
+    if not issuer.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"{where}.issuer: expected the OIDC issuer's URL as Fulcio certificates carry it "
+            f"(https://{issuer}), got {issuer!r}: without its scheme it never matches"
+        )
     return Identity(
-        issuer=_string(table["issuer"], f"{where}.issuer"),
+        issuer=issuer,
         subject=_optional_string(table.get("subject"), f"{where}.subject"),
         subject_regex=_optional_string(table.get("subject_regex"), f"{where}.subject_regex"),
     )

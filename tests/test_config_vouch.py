@@ -121,6 +121,13 @@ def test_a_policy_of_keys_and_identities_read_beside_the_config(tmp_path: Path) 
             "images[0].verify.identities[0].issuer: required (the OIDC issuer URL)",
         ),
         (
+            "images: [{source: ruby, tags: [a], verify: {identities: [{issuer: "
+            "token.actions.githubusercontent.com, subject: me}]}}]",
+            "images[0].verify.identities[0].issuer: expected the OIDC issuer's URL as Fulcio "
+            "certificates carry it (https://token.actions.githubusercontent.com), got "
+            "'token.actions.githubusercontent.com': without its scheme it never matches",
+        ),
+        (
             f"images: [{{source: ruby, tags: [a], verify: {{identities: [{{issuer: {ISSUER}, "
             "subject: a, subject_regex: b}]}}]",
             "images[0].verify.identities[0]: give exactly one of subject and subject_regex",
