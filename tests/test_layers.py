@@ -1,4 +1,5 @@
-"""The layer-reuse board (mirror/layers.py) and the blobs a manifest names: no processes.
+"""The layer-reuse board (mirror/layers.py), the blobs a manifest names, and what mirror.mounts
+makes of a mount's answer: no processes.
 
 Copies run on threads here; every order is forced by the board's own state (who claimed what,
 who waits), never by sleeping.
@@ -6,15 +7,21 @@ who waits), never by sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from mirror.errors import CopyError, MirrorError, RegistryError
 from mirror.layers import Blob, Board, Place, Step, Ticket, blobs_of, children_of
-from mirror.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Manifest
+from mirror.model import Mounting, Pending, Task
+from mirror.mounts import Mounts
+from mirror.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
+from mirror.reference import parse_reference, parse_repository
 
 BASE = Blob("sha256:" + "b" * 64, 5_000_000)
 OWN_A = Blob("sha256:" + "1" * 64, 200)
@@ -43,11 +50,13 @@ def descriptor(blob: Blob, **extra: Any) -> dict[str, Any]:
     }
 
 
-def manifest(*layers: dict[str, Any], media_type: str = OCI_MANIFEST) -> Manifest:
+def manifest(
+    *layers: dict[str, Any], media_type: str = OCI_MANIFEST, config: Blob = OWN_C
+) -> Manifest:
     document = {
         "schemaVersion": 2,
         "mediaType": media_type,
-        "config": descriptor(OWN_C),
+        "config": descriptor(config),
         "layers": list(layers),
     }
     return Manifest(media_type, json.dumps(document).encode())
@@ -241,3 +250,174 @@ class Waiter:
 def waiting(board: Board, ticket: Ticket, stop: Callable[[], bool] = lambda: False) -> Waiter:
     """`ticket`'s wait, started on a thread."""
     return Waiter(lambda: board.wait(ticket, stop))
+
+
+# --- mirror.mounts over fakes: what a mount's answer makes of the copy ----------------------------
+
+
+class FakeManifests:
+    """The run's source manifests, by digest."""
+
+    def __init__(self, manifests: dict[str, Manifest]):
+        self.manifests = manifests
+        self.reads: list[str] = []
+
+    def describe(self, host: str, path: str, reference: str, *, get: bool) -> Descriptor:
+        raise AssertionError("not asked")
+
+    def manifest(
+        self, host: str, path: str, digest: str, *, deadline: float | None = None
+    ) -> Manifest:
+        self.reads.append(digest)
+        return self.manifests[digest]
+
+    def has(self, host: str, path: str, digest: str) -> bool:
+        return digest in self.manifests
+
+    def warnings(self) -> list[str]:
+        return []
+
+
+@dataclass
+class FakeBlobs:
+    """A target registry's blob HEAD and mount: `answer` is what a mount gets (True: 201,
+    False: 202, an error: raised)."""
+
+    answer: bool | MirrorError = True
+    present: set[tuple[str, str]] = field(default_factory=set)
+    mounts: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def has_blob(self, path: str, digest: str) -> bool:
+        return (path, digest) in self.present
+
+    def mount_blob(self, path: str, digest: str, source: str) -> bool:
+        self.mounts.append((path, digest, source))
+        if isinstance(self.answer, MirrorError):
+            raise self.answer
+        return self.answer
+
+
+@dataclass
+class FakeMountable:
+    host: str
+    registry: FakeBlobs
+    encryptions: dict[str, str] = field(default_factory=dict)
+
+    def encryption(self, repository: str) -> str:
+        return self.encryptions.get(repository, "AES256")
+
+
+def pending_into(repository: str) -> Pending:
+    task = Task(parse_reference("library/app"), "1", (repository,))
+    return Pending(task, 0, f"{ECR}/{repository}:1", "sha256:" + "0" * 64, None)
+
+
+def config(name: str) -> Blob:
+    return Blob("sha256:" + name * 64, 100)
+
+
+def image_manifests() -> dict[str, Manifest]:
+    return {
+        "sha256:a": manifest(descriptor(BASE), descriptor(OWN_A), config=config("a")),
+        "sha256:b": manifest(descriptor(BASE), descriptor(OWN_B), config=config("e")),
+    }
+
+
+def copy(mounts: Mounts, repository: str, digest: str, *, fail: bool = False) -> None:
+    """One copy from the source, around nothing (what skopeo would do is not needed)."""
+    source = parse_repository("docker.io/library/app")
+    with (
+        contextlib.suppress(CopyError),
+        mounts.around(
+            pending_into(repository), source, digest, deadline=None, stop=threading.Event()
+        ),
+    ):
+        if fail:
+            raise CopyError("skopeo failed")
+
+
+def test_mounts_what_another_repository_holds_and_counts_its_bytes() -> None:
+    blobs = FakeBlobs()
+    mounts = Mounts([FakeMountable(ECR, blobs)], FakeManifests(image_manifests()))
+    copy(mounts, "app0", "sha256:a")
+    copy(mounts, "app1", "sha256:b")
+    assert blobs.mounts == [("app1", BASE.digest, "app0")]
+    assert mounts.figures() == [Mounting(ECR, mounts=1, mounted_bytes=BASE.size)]
+    assert mounts.mounted(pending_into("app1").key) == BASE.size
+    assert mounts.warnings() == []
+
+
+def test_a_blob_the_repository_has_from_an_earlier_run_is_not_mounted() -> None:
+    blobs = FakeBlobs(present={("app1", BASE.digest)})
+    mounts = Mounts([FakeMountable(ECR, blobs)], FakeManifests(image_manifests()))
+    copy(mounts, "app0", "sha256:a")
+    copy(mounts, "app1", "sha256:b")
+    assert blobs.mounts == []  # skopeo finds it with its own HEAD
+    assert mounts.figures() == [Mounting(ECR)]
+
+
+def test_a_refused_mount_stops_mounting_and_counts_what_could_have_been_saved() -> None:
+    blobs = FakeBlobs(answer=False)
+    manifests = image_manifests()
+    manifests["sha256:c"] = manifest(descriptor(BASE), descriptor(OWN_C), config=config("c"))
+    mounts = Mounts([FakeMountable(ECR, blobs)], FakeManifests(manifests))
+    for repository, digest in (("app0", "sha256:a"), ("app1", "sha256:b"), ("app2", "sha256:c")):
+        copy(mounts, repository, digest)
+    assert len(blobs.mounts) == 1  # tried once
+    figures = Mounting(ECR, refused=True, unmounted_bytes=2 * BASE.size)
+    assert mounts.figures() == [figures]
+    assert mounts.warnings() == [
+        f"{ECR} does not mount layers across repositories (ECR's BLOB_MOUNTING setting is off): "
+        "mounting would have saved 10.0 MB of uploads in this run; turn it on with "
+        "`aws ecr put-account-setting --name BLOB_MOUNTING --value ENABLED`"
+    ]
+
+
+def test_a_failed_mount_fails_no_copy_and_is_said_once() -> None:
+    blobs = FakeBlobs(answer=RegistryError("ecr: HTTP 500 UNKNOWN", status=500))
+    mounts = Mounts([FakeMountable(ECR, blobs)], FakeManifests(image_manifests()))
+    copy(mounts, "app0", "sha256:a")
+    copy(mounts, "app1", "sha256:b")  # no exception: the copy uploads
+    copy(mounts, "app2", "sha256:b")
+    assert len(blobs.mounts) == 1
+    assert mounts.warnings() == [
+        f"{ECR}: a layer mount failed (ecr: HTTP 500 UNKNOWN); layers were uploaded for the "
+        "rest of the run"
+    ]
+
+
+def test_no_mount_between_repositories_of_different_encryption() -> None:
+    blobs = FakeBlobs()
+    target = FakeMountable(ECR, blobs, {"app1": "KMS arn:aws:kms:k"})
+    mounts = Mounts([target], FakeManifests(image_manifests()))
+    copy(mounts, "app0", "sha256:a")
+    copy(mounts, "app1", "sha256:b")
+    assert blobs.mounts == []
+
+
+def test_a_failed_copy_leaves_only_what_it_mounted() -> None:
+    blobs = FakeBlobs()
+    manifests = image_manifests()
+    manifests["sha256:c"] = manifest(descriptor(OWN_B), descriptor(BASE), config=config("d"))
+    mounts = Mounts([FakeMountable(ECR, blobs)], FakeManifests(manifests))
+    copy(mounts, "app0", "sha256:a")
+    copy(mounts, "app1", "sha256:b", fail=True)  # mounted the base, uploaded nothing
+    copy(mounts, "app2", "sha256:c")
+    assert blobs.mounts == [("app1", BASE.digest, "app0"), ("app2", BASE.digest, "app0")]
+
+
+def test_an_index_s_blobs_are_its_childrens_read_through_the_runs_manifests() -> None:
+    manifests = image_manifests()
+    entries = [{"mediaType": OCI_MANIFEST, "digest": d, "size": 1} for d in manifests]
+    manifests["sha256:i"] = Manifest(OCI_INDEX, json.dumps({"manifests": entries}).encode())
+    reader = FakeManifests(manifests)
+    mounts = Mounts([FakeMountable(ECR, FakeBlobs())], reader)
+    source = parse_repository("docker.io/library/app")
+    assert mounts.blobs(source, "sha256:i", deadline=None) == [
+        config("a"),
+        BASE,
+        OWN_A,
+        config("e"),
+        OWN_B,
+    ]
+    assert reader.reads == ["sha256:i", "sha256:a", "sha256:b"]
