@@ -16,6 +16,8 @@ import random
 import signal
 from collections.abc import Sequence
 
+import pytest
+
 from mirror.mounts import ENABLE, size_text
 from tests.stage import Stage, wait_until
 from tests.standins.images import MANIFEST_TYPES, build_image
@@ -182,3 +184,29 @@ def test_a_stop_ends_a_copy_waiting_for_another_copys_upload(stage: Stage) -> No
     written = json.loads(report.read_text())
     assert [image["action"] for image in written["images"]] == ["deferred", "deferred"]
     assert {image["error"] for image in written["images"]} == {"interrupted before it was done"}
+
+
+@pytest.mark.parametrize(
+    ("cap", "actions"), [(6, ["copied", "copied"]), (4, ["copied", "deferred"])]
+)
+def test_max_pulls_holds_while_the_blobs_of_indexes_are_read(
+    stage: Stage, cap: int, actions: list[str]
+) -> None:
+    """Reading an index's children to know its blobs is the reading skopeo would do: within
+    the pulls the copy was given, never past --max-pulls."""
+    stage.use_ecr(blob_mounting=True)
+    both = ("linux/amd64", "linux/arm64")
+    for name in apps(2):
+        stage.push("1", repo=f"{stage.repo}/{name}", seed=name, layer_sizes=OWN,
+                   base_layers=[BASE], platforms=both)  # fmt: skip
+    stage.config([stage.image("1", repo=f"{stage.repo}/{name}") for name in apps(2)])
+    run = stage.mirror("sync", "--max-pulls", str(cap))
+    assert sorted(run.actions()) == actions, run.stderr
+    assert run.report is not None
+    spent = run.report["rate_limit"][stage.hub.host]["spent"]
+    assert stage.hub.counts.manifest_get == spent <= cap
+    if "deferred" in actions:
+        assert f"--max-pulls {cap} reached" in run.stdout
+    else:
+        assert spent == 6  # each index and its two children, once
+        assert run.report["blob_mounting"][stage.dest.host]["mounts"] == 1
