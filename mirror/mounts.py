@@ -106,9 +106,10 @@ class Mounts:
             return self._by_copy[key]
 
     def figures(self) -> list[Mounting]:
-        """What each target registry's layer reuse came to, in target order."""
+        """What each target registry's layer reuse came to, in target order, once per
+        registry (two targets may share one, with other repository prefixes)."""
         with self._lock:
-            return [self._figures[target.host] for target in self.targets]
+            return list(self._figures.values())
 
     def warnings(self) -> list[str]:
         """One line per registry that refused a mount or failed one."""

@@ -421,3 +421,12 @@ def test_an_index_s_blobs_are_its_childrens_read_through_the_runs_manifests() ->
         OWN_B,
     ]
     assert reader.reads == ["sha256:i", "sha256:a", "sha256:b"]
+
+
+def test_two_targets_on_one_registry_share_its_board_and_its_figures() -> None:
+    blobs = FakeBlobs(answer=False)
+    targets = [FakeMountable(ECR, blobs), FakeMountable(ECR, blobs)]
+    mounts = Mounts(targets, FakeManifests(image_manifests()))
+    copy(mounts, "app0", "sha256:a")
+    copy(mounts, "app1", "sha256:b")
+    assert len(mounts.figures()) == len(mounts.warnings()) == 1
