@@ -20,8 +20,9 @@ from mirror.errors import CopyError, MirrorError, RegistryError
 from mirror.layers import Blob, Board, Place, Step, Ticket, blobs_of, children_of
 from mirror.model import Mounting, Pending, Task
 from mirror.mounts import Mounts
-from mirror.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
+from mirror.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Manifest
 from mirror.reference import parse_reference, parse_repository
+from tests.test_transfer import FakeManifests
 
 BASE = Blob("sha256:" + "b" * 64, 5_000_000)
 OWN_A = Blob("sha256:" + "1" * 64, 200)
@@ -255,27 +256,17 @@ def waiting(board: Board, ticket: Ticket, stop: Callable[[], bool] = lambda: Fal
 # --- mirror.mounts over fakes: what a mount's answer makes of the copy ----------------------------
 
 
-class FakeManifests:
-    """The run's source manifests, by digest."""
+@dataclass
+class CountedManifests(FakeManifests):
+    """The run's source manifests, by digest, and the digests read, in order."""
 
-    def __init__(self, manifests: dict[str, Manifest]):
-        self.manifests = manifests
-        self.reads: list[str] = []
-
-    def describe(self, host: str, path: str, reference: str, *, get: bool) -> Descriptor:
-        raise AssertionError("not asked")
+    reads: list[str] = field(default_factory=list)
 
     def manifest(
         self, host: str, path: str, digest: str, *, deadline: float | None = None
     ) -> Manifest:
         self.reads.append(digest)
-        return self.manifests[digest]
-
-    def has(self, host: str, path: str, digest: str) -> bool:
-        return digest in self.manifests
-
-    def warnings(self) -> list[str]:
-        return []
+        return super().manifest(host, path, digest, deadline=deadline)
 
 
 @dataclass
@@ -338,7 +329,7 @@ def copy(mounts: Mounts, repository: str, digest: str, *, fail: bool = False) ->
 
 def test_mounts_what_another_repository_holds_and_counts_its_bytes() -> None:
     blobs = FakeBlobs()
-    mounts = Mounts([FakeMountable(ECR, blobs)], FakeManifests(image_manifests()))
+    mounts = Mounts([FakeMountable(ECR, blobs)], CountedManifests(image_manifests()))
     copy(mounts, "app0", "sha256:a")
     copy(mounts, "app1", "sha256:b")
     assert blobs.mounts == [("app1", BASE.digest, "app0")]
@@ -349,7 +340,7 @@ def test_mounts_what_another_repository_holds_and_counts_its_bytes() -> None:
 
 def test_a_blob_the_repository_has_from_an_earlier_run_is_not_mounted() -> None:
     blobs = FakeBlobs(present={("app1", BASE.digest)})
-    mounts = Mounts([FakeMountable(ECR, blobs)], FakeManifests(image_manifests()))
+    mounts = Mounts([FakeMountable(ECR, blobs)], CountedManifests(image_manifests()))
     copy(mounts, "app0", "sha256:a")
     copy(mounts, "app1", "sha256:b")
     assert blobs.mounts == []  # skopeo finds it with its own HEAD
@@ -360,7 +351,7 @@ def test_a_refused_mount_stops_mounting_and_counts_what_could_have_been_saved() 
     blobs = FakeBlobs(answer=False)
     manifests = image_manifests()
     manifests["sha256:c"] = manifest(descriptor(BASE), descriptor(OWN_C), config=config("c"))
-    mounts = Mounts([FakeMountable(ECR, blobs)], FakeManifests(manifests))
+    mounts = Mounts([FakeMountable(ECR, blobs)], CountedManifests(manifests))
     for repository, digest in (("app0", "sha256:a"), ("app1", "sha256:b"), ("app2", "sha256:c")):
         copy(mounts, repository, digest)
     assert len(blobs.mounts) == 1  # tried once
@@ -375,7 +366,7 @@ def test_a_refused_mount_stops_mounting_and_counts_what_could_have_been_saved() 
 
 def test_a_failed_mount_fails_no_copy_and_is_said_once() -> None:
     blobs = FakeBlobs(answer=RegistryError("ecr: HTTP 500 UNKNOWN", status=500))
-    mounts = Mounts([FakeMountable(ECR, blobs)], FakeManifests(image_manifests()))
+    mounts = Mounts([FakeMountable(ECR, blobs)], CountedManifests(image_manifests()))
     copy(mounts, "app0", "sha256:a")
     copy(mounts, "app1", "sha256:b")  # no exception: the copy uploads
     copy(mounts, "app2", "sha256:b")
@@ -389,7 +380,7 @@ def test_a_failed_mount_fails_no_copy_and_is_said_once() -> None:
 def test_no_mount_between_repositories_of_different_encryption() -> None:
     blobs = FakeBlobs()
     target = FakeMountable(ECR, blobs, {"app1": "KMS arn:aws:kms:k"})
-    mounts = Mounts([target], FakeManifests(image_manifests()))
+    mounts = Mounts([target], CountedManifests(image_manifests()))
     copy(mounts, "app0", "sha256:a")
     copy(mounts, "app1", "sha256:b")
     assert blobs.mounts == []
@@ -399,7 +390,7 @@ def test_a_failed_copy_leaves_only_what_it_mounted() -> None:
     blobs = FakeBlobs()
     manifests = image_manifests()
     manifests["sha256:c"] = manifest(descriptor(OWN_B), descriptor(BASE), config=config("d"))
-    mounts = Mounts([FakeMountable(ECR, blobs)], FakeManifests(manifests))
+    mounts = Mounts([FakeMountable(ECR, blobs)], CountedManifests(manifests))
     copy(mounts, "app0", "sha256:a")
     copy(mounts, "app1", "sha256:b", fail=True)  # mounted the base, uploaded nothing
     copy(mounts, "app2", "sha256:c")
@@ -410,7 +401,7 @@ def test_an_index_s_blobs_are_its_childrens_read_through_the_runs_manifests() ->
     manifests = image_manifests()
     entries = [{"mediaType": OCI_MANIFEST, "digest": d, "size": 1} for d in manifests]
     manifests["sha256:i"] = Manifest(OCI_INDEX, json.dumps({"manifests": entries}).encode())
-    reader = FakeManifests(manifests)
+    reader = CountedManifests(manifests)
     mounts = Mounts([FakeMountable(ECR, FakeBlobs())], reader)
     source = parse_repository("docker.io/library/app")
     assert mounts.blobs(source, "sha256:i", deadline=None) == [
@@ -426,7 +417,7 @@ def test_an_index_s_blobs_are_its_childrens_read_through_the_runs_manifests() ->
 def test_two_targets_on_one_registry_share_its_board_and_its_figures() -> None:
     blobs = FakeBlobs(answer=False)
     targets = [FakeMountable(ECR, blobs), FakeMountable(ECR, blobs)]
-    mounts = Mounts(targets, FakeManifests(image_manifests()))
+    mounts = Mounts(targets, CountedManifests(image_manifests()))
     copy(mounts, "app0", "sha256:a")
     copy(mounts, "app1", "sha256:b")
     assert len(mounts.figures()) == len(mounts.warnings()) == 1
