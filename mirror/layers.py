@@ -13,7 +13,8 @@ other, so each uploads the base. The `Board` is what they know together, per run
 
 A copy takes its claims in one step (`Board.claim`): each blob it writes that nobody holds
 or uploads becomes its own to upload. A blob another copy is uploading is waited for
-(`Board.wait`), then mounted. Claims are numbered in the order they are taken, and a copy
+(`Board.wait`), until that copy ends or the blob is seen in its repository (`Board.landed`),
+then mounted. Claims are numbered in the order they are taken, and a copy
 waits only for claims numbered below its own, so waits never form a cycle; a copy that
 fails gives its claims to the earliest copy waiting for them (`Board.settle`), which then
 uploads them. Plain typed Python: no I/O (mirror/mounts.py does the requests).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,16 +163,38 @@ class Board:
         with self._changed:
             return registry not in self._no_mounts
 
-    def wait(self, ticket: Ticket, stop: Callable[[], bool]) -> list[Step]:
+    def wait(
+        self, ticket: Ticket, stop: Callable[[], bool], *, timeout: float | None = None
+    ) -> list[Step] | None:
         """Wait until no blob of the copy is being uploaded by an earlier copy that it could
         then reuse (one into the same repository, or, where the registry mounts, into
-        another of the same encryption); then the steps, one per blob. Returns early, with
-        the steps as they are, once `stop()` is true."""
+        another of the same encryption) and is not there yet; then the steps, one per
+        blob. Returns early, with the steps as they are, once `stop()` is true; None when
+        still waiting after `timeout` seconds."""
+        end = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             while self._blocking(ticket) and not stop():
+                if end is not None and time.monotonic() >= end:
+                    return None
                 self._changed.wait(WAIT_SLICE)
             ticket.running = True
             return [self._step(ticket, blob) for blob in ticket.blobs]
+
+    def awaited(self, ticket: Ticket) -> list[tuple[Place, str]]:
+        """The uploads the copy waits for: where each goes, and the blob's digest."""
+        with self._changed:
+            return [
+                (owner.place, blob.digest)
+                for blob in ticket.blobs
+                if (owner := self._waited_for(ticket, blob)) is not None
+            ]
+
+    def landed(self, place: Place, digest: str) -> None:
+        """The blob is in `place` now (its upload ended before the copy that made it did):
+        the copies waiting for it may go on."""
+        with self._changed:
+            self._held.setdefault((place.registry, digest), {})[place.repository] = place.encryption
+            self._changed.notify_all()
 
     def blocked(self, ticket: Ticket) -> bool:
         """Would the copy wait now (an earlier copy uploads a blob of it it could reuse)?"""
@@ -208,15 +232,18 @@ class Board:
     # --- under the lock ---------------------------------------------------------------------------
 
     def _blocking(self, ticket: Ticket) -> bool:
-        for blob in ticket.blobs:
-            owner = self._claims.get((ticket.place.registry, blob.digest))
-            if owner is None or owner is ticket or owner.number > ticket.number:
-                continue
-            if self._step(ticket, blob).here:
-                continue
-            if self._reusable(ticket, owner.place):
-                return True
-        return False
+        return any(self._waited_for(ticket, blob) is not None for blob in ticket.blobs)
+
+    def _waited_for(self, ticket: Ticket, blob: Blob) -> Ticket | None:
+        """The earlier copy uploading `blob` that this one waits for, if any: not once the
+        blob is in this repository or in one it can be mounted from."""
+        owner = self._claims.get((ticket.place.registry, blob.digest))
+        if owner is None or owner is ticket or owner.number > ticket.number:
+            return None
+        step = self._step(ticket, blob)
+        if step.here or step.mount_from is not None:
+            return None
+        return owner if self._reusable(ticket, owner.place) else None
 
     def _reusable(self, ticket: Ticket, place: Place) -> bool:
         """Would an upload into `place` spare this copy its own?"""

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from mirror.errors import MirrorError, Stopped
-from mirror.layers import Blob, Board, Place, Step, blobs_of, children_of
+from mirror.layers import Blob, Board, Place, Step, Ticket, blobs_of, children_of
 from mirror.model import Mounting, Pending
 from mirror.ports import Manifests, Mountable
 from mirror.reference import Repository
@@ -32,6 +32,7 @@ from mirror.reference import Repository
 log = logging.getLogger("mirror")
 
 ENABLE = "aws ecr put-account-setting --name BLOB_MOUNTING --value ENABLED"
+LANDED_POLL = 0.25  # seconds between looks for a blob another copy is uploading
 
 
 class Mounts:
@@ -74,9 +75,7 @@ class Mounts:
                     pending.destination,
                     target.host,
                 )
-            steps = self.board.wait(ticket, stop.is_set)
-            if stop.is_set():
-                raise Stopped
+            steps = self._wait(target, ticket, stop)
             mounted = self._mount(target, pending, steps, stop)
             yield
         except BaseException:
@@ -130,6 +129,28 @@ class Mounts:
         return lines
 
     # --- the mounts -------------------------------------------------------------------------
+
+    def _wait(self, target: Mountable, ticket: Ticket, stop: threading.Event) -> list[Step]:
+        """Wait for the uploads of earlier copies this one can reuse: until each copy ends,
+        or, sooner, until its blob is seen in its repository (a HEAD every LANDED_POLL
+        seconds: skopeo uploads the blobs of an image before its manifest, and the rest of
+        that copy need not be waited for)."""
+        while True:
+            steps = self.board.wait(ticket, stop.is_set, timeout=LANDED_POLL)
+            if stop.is_set():
+                raise Stopped
+            if steps is not None:
+                return steps
+            for place, digest in self.board.awaited(ticket):
+                try:
+                    there = target.registry.has_blob(place.repository, digest)
+                except Stopped:
+                    raise
+                except MirrorError as error:  # the wait goes on: the copy's end will do
+                    log.debug("%s: %s not seen: %s", place.repository, digest, error)
+                    continue
+                if there:
+                    self.board.landed(place, digest)
 
     def _mount(
         self, target: Mountable, pending: Pending, steps: list[Step], stop: threading.Event

@@ -105,7 +105,7 @@ def test_the_first_copy_uploads_and_the_next_waits_for_it_then_mounts() -> None:
     second = board.claim(place("app1"), [BASE, OWN_B])
     assert first.owned == {BASE.digest, OWN_A.digest}
     assert second.owned == {OWN_B.digest}  # the base is the first copy's to upload
-    assert all(step.uploads for step in board.wait(first, lambda: False))
+    assert all(step.uploads for step in now(board, first))
     assert board.blocked(second)  # the base is still being uploaded
     waiter = waiting(board, second)
     board.settle(first, copied=True)
@@ -133,7 +133,7 @@ def test_where_the_registry_refused_a_mount_copies_into_other_repositories_do_no
     second = board.claim(place("app1"), [BASE])
     board.wait(first, lambda: False)
     board.refuse(ECR)
-    step = board.wait(second, lambda: False)[0]  # returns at once
+    step = now(board, second)[0]  # returns at once
     assert step == Step(BASE, elsewhere=True)  # would have been mounted: counted, uploaded
 
 
@@ -216,6 +216,24 @@ def test_waits_never_form_a_cycle() -> None:
     assert all(step.mount_from == "app2" for step in fourth_waits.result())
 
 
+def test_a_blob_seen_in_the_uploading_copys_repository_ends_the_wait_for_it() -> None:
+    """skopeo uploads an image's blobs before its manifest: the copies waiting for the base
+    go on once it is there, before the copy that uploads it ends."""
+    board = Board()
+    first = board.claim(place("app0"), [BASE, OWN_A])
+    second = board.claim(place("app1"), [BASE, OWN_B])
+    board.wait(first, lambda: False)
+    assert board.wait(second, lambda: False, timeout=0) is None  # still waiting
+    assert board.awaited(second) == [(place("app0"), BASE.digest)]
+    board.landed(place("app0"), BASE.digest)
+    assert board.awaited(second) == []
+    got = by_digest(board.wait(second, lambda: False) or [])
+    assert got[BASE.digest] == Step(BASE, mount_from="app0", elsewhere=True)
+    assert board.blocked(first) is False  # the first copy's own claims are untouched
+    board.settle(first, copied=False)  # its upload was seen: the base stays where it landed
+    assert board.holders(ECR, BASE.digest) == {"app0": "AES256"}
+
+
 def test_a_stop_ends_a_wait() -> None:
     board = Board()
     first = board.claim(place("app0"), [BASE])
@@ -234,18 +252,25 @@ def test_a_stop_ends_a_wait() -> None:
 class Waiter:
     """`Board.wait` on a thread of its own."""
 
-    def __init__(self, call: Callable[[], list[Step]]):
+    def __init__(self, call: Callable[[], list[Step] | None]):
         self._result: list[Step] | None = None
         self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
         self._thread.start()
 
-    def _run(self, call: Callable[[], list[Step]]) -> None:
+    def _run(self, call: Callable[[], list[Step] | None]) -> None:
         self._result = call()
 
     def result(self) -> list[Step]:
         self._thread.join(timeout=60)
         assert self._result is not None, "the wait did not end"
         return self._result
+
+
+def now(board: Board, ticket: Ticket) -> list[Step]:
+    """`ticket`'s steps, when it need not wait."""
+    steps = board.wait(ticket, lambda: False, timeout=0)
+    assert steps is not None, "it waits"
+    return steps
 
 
 def waiting(board: Board, ticket: Ticket, stop: Callable[[], bool] = lambda: False) -> Waiter:

@@ -147,9 +147,10 @@ def test_an_index_whole_and_a_platform_subset_mount_what_their_platforms_share(
 
 
 def test_a_copy_that_fails_gives_its_uploads_to_the_copy_waiting(stage: Stage) -> None:
-    """The copy uploading the base fails (ECR refuses its first upload for good): the copy
-    waiting for it uploads the base itself and succeeds. Whichever started first: the other
-    waits, and uploads nothing until then."""
+    """The copy uploading the base fails (ECR refuses an upload of it for good): the copy
+    waiting for it does not wait for ever: it uploads the base itself (or mounts it, where
+    the failed copy got it there first), and succeeds. Whichever started first: the other
+    waits. (tests/test_layers.py pins who uploads what, without processes.)"""
     stage.use_ecr(blob_mounting=True)
     names = push_apps(stage, 2)
     stage.dest.fail_next("upload_start", status=403)
@@ -157,13 +158,11 @@ def test_a_copy_that_fails_gives_its_uploads_to_the_copy_waiting(stage: Stage) -
     assert sorted(run.actions()) == ["copied", "failed"], run.stderr
     assert run.report is not None
     copied = next(image for image in run.report["images"] if image["action"] == "copied")
-    assert copied["mounted_bytes"] == 0  # it uploaded the base: nobody else had it
     name = copied["destination"].rsplit("/", 1)[1].split(":")[0]
     assert name in names
     assert stage.dest_digest("1", repo=f"{stage.repo}/{name}") == stage.source_digest(
         "1", repo=f"{stage.repo}/{name}"
     )
-    assert stage.dest.counts.mounts == 0
 
 
 def test_a_stop_ends_a_copy_waiting_for_another_copys_upload(stage: Stage) -> None:
