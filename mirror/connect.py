@@ -17,7 +17,7 @@ from mirror.config import Config, Credentials, Target, target_region
 from mirror.errors import ConfigError, CopyError, SetupError
 from mirror.http import Http, Policy, check_proxies
 from mirror.model import Copied, Refresh, Settings
-from mirror.mounts import Mounts
+from mirror.mounts import READERS, Mounts
 from mirror.oci import Login
 from mirror.pulls import Pulls
 from mirror.reference import Repository
@@ -307,7 +307,7 @@ def session(config: Config, settings: Settings, *, ledger: Ledger) -> Iterator[S
             tool_version=version,
             backpressure=backpressure,
             pulls=pulls,
-            mounts=Mounts(targets, pulls),
+            mounts=Mounts(targets, pulls, readers=1 if settings.jobs == 1 else READERS),
             registries=[target.registry for target in targets],
         )
 

@@ -26,24 +26,33 @@ from dataclasses import replace
 from mirror.errors import MirrorError, Stopped
 from mirror.layers import Blob, Board, Place, Step, Ticket, blobs_of, children_of
 from mirror.model import Mounting, Pending
+from mirror.oci import Manifest
 from mirror.ports import Manifests, Mountable
 from mirror.reference import Repository
+from mirror.workers import Workers
 
 log = logging.getLogger("mirror")
 
 ENABLE = "aws ecr put-account-setting --name BLOB_MOUNTING --value ENABLED"
 LANDED_POLL = 0.25  # seconds between looks for a blob another copy is uploading
+READERS = 8  # an index's children read at once at most
 
 
 class Mounts:
     """Layer reuse for one run, over every target (`Reuse`); thread-safe."""
 
     def __init__(
-        self, targets: Sequence[Mountable], manifests: Manifests, board: Board | None = None
+        self,
+        targets: Sequence[Mountable],
+        manifests: Manifests,
+        board: Board | None = None,
+        *,
+        readers: int = READERS,
     ):
         self.targets = list(targets)
         self.manifests = manifests
         self.board = board or Board()
+        self.readers = readers  # an index's children read at once (1: in the copy's thread)
         self._figures = {target.host: Mounting(target.host) for target in self.targets}
         self._by_copy: Counter[tuple[object, int]] = Counter()
         self._lock = threading.Lock()
@@ -91,14 +100,25 @@ class Mounts:
         children = children_of(top)
         if children is None:
             return []
-        manifests = [
-            self.manifests.manifest(source.registry, source.path, child, deadline=deadline)
-            for child in children
-        ] or [top]
+        manifests = self._read(source, children, deadline=deadline) or [top]
         found: dict[str, Blob] = {}
         for manifest in manifests:
             found.update((blob.digest, blob) for blob in blobs_of(manifest))
         return list(found.values())
+
+    def _read(
+        self, source: Repository, digests: list[str], *, deadline: float | None
+    ) -> list[Manifest]:
+        """An index's children, read at once (skopeo would read them one after another,
+        each before its platform's blobs; it then finds them read)."""
+
+        def read(digest: str) -> Manifest:
+            return self.manifests.manifest(source.registry, source.path, digest, deadline=deadline)
+
+        inline = min(len(digests), self.readers) < 2
+        with Workers(min(len(digests), self.readers), "manifests", inline=inline) as pool:
+            futures = [pool.submit(read, digest) for digest in digests]
+            return [future.result() for future in futures]
 
     def mounted(self, key: tuple[object, int]) -> int:
         with self._lock:
