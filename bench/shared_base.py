@@ -11,7 +11,8 @@ counts every byte uploaded), once with the registry's ``BLOB_MOUNTING`` off (ECR
 a mount request starts an ordinary upload) and once with it on. Tools: each ``--mirror``
 version with default options and with ``--jobs 1``, and ``skopeo sync --all`` (one image after
 another). The least a tool can upload is the base once plus every image's own layer and
-config: ``minimum`` below; with mounting off it is the base once per image. Writes
+config: ``minimum`` below; with mounting off it is the base once per image. The source's
+manifest GETs (pulls) are counted too: knowing what to mount must cost none. Writes
 ``shared-base.{md,json}`` to ``--out``.
 """
 
@@ -157,8 +158,10 @@ def case(
         setup = Setup(label, hub.host, ecr.host, LOGIN, prefix, where / "tool", tool_env)
         tool = contender.tool(setup, repos)
         ecr.reset_counts()
+        hub.reset_counts()
         run = tool.sync(check=False)
         counts = ecr.counts
+        pulls = hub.counts.manifest_get
     result = {
         "tool": label,
         "blob_mounting": mounting,
@@ -170,6 +173,7 @@ def case(
             1 for _, path, status in counts.requests if "mount=" in path and status == 202
         ),
         "uploads": counts.of("upload_start"),
+        "manifest_gets": pulls,  # at the Docker-Hub-like front: pulls
     }
     if run.exit_code:
         result["error"] = tool.failures()
@@ -197,8 +201,8 @@ def render(results: dict[str, Any]) -> str:
         + ".",
         "",
         "| tool | BLOB_MOUNTING | first sync s | MB uploaded | x the least | mounts | "
-        "mounts refused (202) | target |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "mounts refused (202) | manifest GETs | target |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for run in results["runs"]:
         ratio = run["upload_bytes"] / least
@@ -209,7 +213,7 @@ def render(results: dict[str, Any]) -> str:
             f"| {run['tool']}{'*' if run['exit_code'] else ''} "
             f"| {'on' if run['blob_mounting'] else 'off'} | {run['seconds']:.2f} "
             f"| {run['upload_bytes'] / 1e6:.2f} | {ratio:.2f} | {run['mounts']} "
-            f"| {run['mount_refused']} | {target} |"
+            f"| {run['mount_refused']} | {run.get('manifest_gets', '')} | {target} |"
         )
     lines += [
         "",

@@ -40,6 +40,7 @@ from mirror.oci import Login
 from mirror.repo_settings import (
     ActualSettings,
     Drift,
+    Encryption,
     RepositorySettings,
     TagMutability,
     create_arguments,
@@ -94,6 +95,7 @@ class Ecr:
         self._login: EcrLogin | None = None
         self._lock = threading.Lock()
         self._mutability: dict[str, TagMutability | None] = {}  # None: no such repository
+        self._encryptions: dict[str, str] = {}  # repository name -> encryption, as described
         self._arns: dict[str, str] = {}  # repository name -> ARN, as ECR told it
 
     def login(self) -> EcrLogin:
@@ -134,13 +136,25 @@ class Ecr:
                 self._mutability[name] = self._describe(name)
             return self._mutability[name]
 
+    def encryption(self, name: str) -> str | None:
+        """How repository `name` is encrypted, as DescribeRepositories says (`AES256`, `KMS
+        <key ARN>`), asked once per run; None when it does not exist."""
+        with self._lock:
+            if name not in self._encryptions:
+                self._mutability[name] = self._describe(name)
+            return self._encryptions.get(name)
+
     def _describe(self, name: str) -> TagMutability | None:
+        """DescribeRepositories of `name` (called with the lock held): its tag mutability,
+        None when it does not exist; its encryption is kept."""
         kwargs = self._ids(repositoryNames=[name])
         try:
             answer = _call(self._client.describe_repositories, f"describe {name}", **kwargs)
         except _NotFound:
             return None
-        return tag_mutability(answer["repositories"][0])
+        repository = answer["repositories"][0]
+        self._encryptions[name] = encryption_text(repository)
+        return tag_mutability(repository)
 
     # --- repository settings: create, read back, fix drift ------------------------------------
 
@@ -275,6 +289,14 @@ def registry_host(*, region: str, registry_id: str | None, token_host: str) -> s
         return token_host
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return f"{registry_id}.dkr.ecr.{region}.{suffix}"
+
+
+def encryption_text(repository: Mapping[str, Any]) -> str:
+    """A described repository's encryption as one text: `AES256`, or its type and key."""
+    encryption = repository.get("encryptionConfiguration") or {}
+    return str(
+        Encryption(str(encryption.get("encryptionType", "AES256")), encryption.get("kmsKey"))
+    )
 
 
 def tag_mutability(repository: Mapping[str, Any]) -> TagMutability:

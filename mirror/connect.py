@@ -18,12 +18,13 @@ from mirror.config import Config, Credentials, Target, target_region
 from mirror.errors import ConfigError, CopyError, MirrorError, SetupError
 from mirror.http import Http, Policy, check_proxies
 from mirror.model import Copied, Refresh, Settings
+from mirror.mounts import READERS, Mounts
 from mirror.oci import INDEX_TYPES, Login, Manifest, index_of
 from mirror.pulls import Pulls
 from mirror.reference import Repository
 from mirror.registry import Registry
 from mirror.relay import Relay
-from mirror.repo_settings import RepositorySettings
+from mirror.repo_settings import Encryption, RepositorySettings
 from mirror.schedule import Backpressure, Ledger, Metered, WriteRate
 from mirror.workers import Workers
 
@@ -120,6 +121,16 @@ class EcrTarget:
             f"no repository {name} in ECR, and create_repositories is false: create it, "
             "or set create_repositories: true"
         )
+
+    def encryption(self, name: str) -> str:
+        """How repository `name` is encrypted: as mirror created it in this run (with no
+        encryption setting, ECR's default AES256), else as ECR describes it (once per run);
+        a text of its own when neither knows (no mount into it or from it)."""
+        with self._lock:
+            created = dict(self.created).get(name)
+        if created is not None:
+            return str(created.encryption or Encryption("AES256"))
+        return self.ecr.encryption(name) or f"unknown ({name})"
 
     def ensure_repository(self, name: str) -> None:
         """Create the repository once, with its repository_settings (an existing one is left
@@ -244,6 +255,7 @@ class Session:
     tool: skopeo.Skopeo
     backpressure: Backpressure
     pulls: Pulls
+    mounts: Mounts | None = None  # layer reuse across each target's repositories
     tool_version: str | None = None  # skopeo's ("1.9.3"); None in a dry run, which runs none
     registries: list[Registry] = field(default_factory=list)  # the targets'
     shards: int = 1  # sync --shard K/N: N
@@ -353,6 +365,7 @@ def session(config: Config, settings: Settings, *, ledger: Ledger) -> Iterator[S
             tool_version=version,
             backpressure=backpressure,
             pulls=pulls,
+            mounts=Mounts(targets, pulls, readers=1 if settings.jobs == 1 else READERS),
             registries=[target.registry for target in targets],
             shards=shard_count(settings),
         )

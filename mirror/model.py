@@ -218,6 +218,9 @@ class Outcome:
     warning: str | None = None  # besides the action, for the log and the report's warnings
     verified: str | None = None  # what vouched for the image the verify gate let through
     pulled: bool = False  # copied from the source (not filled from a target's copy)
+    # bytes of blobs mirror mounted from another repository of the registry for this copy,
+    # instead of uploading them (mirror.mounts)
+    mounted_bytes: int = 0
 
     @classmethod
     def of(
@@ -233,6 +236,7 @@ class Outcome:
         seconds: float = 0.0,
         warning: str | None = None,
         verified: str | None = None,
+        mounted_bytes: int = 0,
     ) -> Outcome:
         return cls(
             source=str(task.source),
@@ -248,6 +252,7 @@ class Outcome:
             order=task.order,
             warning=warning,
             verified=verified,
+            mounted_bytes=mounted_bytes,
         )
 
     @classmethod
@@ -393,6 +398,26 @@ class HostBudget:
     last: RateLimit | None = None  # the latest, lowered by the pulls spent since
     spent: int = 0  # manifest GETs the host answered in this run (what it counts as pulls)
     limited: str | None = None  # why the host is off limits for the rest of the run (a 429)
+
+
+@dataclass(frozen=True)
+class Mounting:
+    """Layer reuse in one destination registry during a run (mirror.mounts): blobs mounted
+    from another of its repositories instead of uploaded; or, where the registry answered a
+    mount with 202 (ECR: BLOB_MOUNTING off), the bytes uploaded that a mount could have
+    saved."""
+
+    registry: str  # the host
+    mounts: int = 0  # blobs mounted
+    mounted_bytes: int = 0
+    refused: bool = False  # a mount was answered 202: none was tried after it
+    unmounted_bytes: int = 0  # uploaded, though another repository held them (when refused)
+    failed: str | None = None  # a mount request failed: none was tried after it
+
+    @property
+    def said(self) -> bool:
+        """Is there anything to tell?"""
+        return bool(self.mounts or self.refused or self.failed)
 
 
 @dataclass(frozen=True)

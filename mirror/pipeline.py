@@ -24,6 +24,7 @@ from mirror.model import (
     Action,
     Attached,
     Job,
+    Mounting,
     Outcome,
     Pending,
     Plan,
@@ -32,6 +33,7 @@ from mirror.model import (
     Settings,
     Task,
 )
+from mirror.mounts import Mounts
 from mirror.ports import Copier, Destination, Looks, Manifests, Refusals, Sink, Source
 from mirror.pulls import Pulls
 from mirror.reference import Repository
@@ -49,6 +51,7 @@ class Result:
     ledger: Ledger
     warnings: list[str] = field(default_factory=list)
     attached: list[Attached] = field(default_factory=list)  # in config order
+    mounting: list[Mounting] = field(default_factory=list)  # layer reuse, per target
 
 
 class Collector:
@@ -120,6 +123,7 @@ class Pipeline:
         refusals: Refusals,
         backpressure: Backpressure | None = None,
         looks: Looks,
+        mounts: Mounts | None = None,
     ):
         self.sources = sources
         self.targets = list(targets)
@@ -133,6 +137,7 @@ class Pipeline:
         self.refusals = refusals
         self.pulls = pulls  # reads through `sources`, metered: see Ledger.meter
         self.looks = looks
+        self.mounts = mounts  # layer reuse across repositories (None: skopeo's own)
         self.finder = Finder(sources=sources, pulls=self.pulls, promises=ledger)
         self._grace_end: float | None = None
 
@@ -159,7 +164,9 @@ class Pipeline:
         warnings = [*plan.warnings, *self.pulls.warnings()]
         warnings += [o.warning for o in outcomes if o.warning]
         warnings += [warning for item in attached for warning in item.warnings]
-        return Result(outcomes, self.ledger, warnings, attached)
+        mounting = [] if self.mounts is None else self.mounts.figures()
+        warnings += [] if self.mounts is None else self.mounts.warnings()
+        return Result(outcomes, self.ledger, warnings, attached, mounting)
 
     def _vouch(self, tasks: dict[tuple[int, int], Task], outcome: Outcome) -> str | None:
         """What vouches for the copy a target holds, which ensure would serve instead of a
@@ -237,6 +244,7 @@ class Pipeline:
                 None if self.settings.refresh is Refresh.ALWAYS else self.settings.source_deadline
             ),
             verifier=Gate(self.finder),
+            reuse=self.mounts,
         )
         running: dict[Future[None], Job] = {}
         # --jobs 1: each copy in this thread, one after another (workers.py: inline)

@@ -20,12 +20,15 @@ hand them fakes. Each protocol has one implementation in mirror/:
 | `Storage`, `Destination` | registry.Registry, connect.EcrTarget (referrers, blobs too) | attach |
 | `Looks` | state.Looks (when each image's referrers were last looked for) | pipeline |
 | `Verifier` | attach.Gate (the verify gate) | transfer |
+| `Reuse` | mounts.Mounts (layers mounted across repositories) | transfer |
+| `Mountable` | connect.EcrTarget (its registry mounts, its repositories' encryption) | mounts |
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
+from threading import Event
 from typing import Any, Protocol
 
 from mirror.model import Attached, Copied, Outcome, Pending, Place, Progress, Refusal
@@ -272,3 +275,50 @@ class Verifier(Protocol):
 
     def verify(self, pending: Pending) -> str | None:
         """What vouched for the image (None: no policy); NotVerified or Later otherwise."""
+
+
+class Reuse(Protocol):
+    """Layer reuse before a copy from the source: the blobs another repository of the
+    target's registry holds are mounted first, so skopeo finds them and uploads nothing."""
+
+    def around(
+        self,
+        pending: Pending,
+        source: Repository,
+        digest: str,
+        *,
+        deadline: float | None,
+        stop: Event,
+    ) -> AbstractContextManager[None]:
+        """Around one skopeo copy of `source@digest` into the pending copy's repository:
+        before it, wait for what copies started earlier are uploading and mount what can be
+        mounted; after it, record what the repository now holds (or give up the blobs it was
+        to upload, when it fails). Stopped when `stop` is set while waiting."""
+
+    def mounted(self, key: tuple[object, int]) -> int:
+        """Bytes mounted so far for the copy `key` (Pending.key)."""
+
+
+class BlobMounts(Protocol):
+    """A registry's blob HEAD and cross-repository mount."""
+
+    def has_blob(self, path: str, digest: str) -> bool: ...
+
+    def mount_blob(self, path: str, digest: str, source: str) -> bool:
+        """Mount `digest` from repository `source` into `path`: True when mounted (201),
+        False when the registry started an upload instead (202), which is cancelled."""
+
+
+class Mountable(Protocol):
+    """A target as layer reuse sees it: its host, its registry, its repositories'
+    encryption (a blob mounts only between repositories of the same encryption)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def registry(self) -> BlobMounts: ...
+
+    def encryption(self, repository: str) -> str:
+        """How the repository is encrypted (`AES256`, `KMS <key>`), as ECR says or as mirror
+        created it; a text of its own when unknown (never equal to another's)."""

@@ -25,6 +25,7 @@ from mirror.errors import (
     AuthError,
     RateLimited,
     RegistryError,
+    Stopped,
     Unreadable,
     quoted,
     remember_secret,
@@ -618,6 +619,40 @@ class Registry:
     def push_blob(self, path: str, digest: str, pieces: Iterable[bytes], *, size: int) -> None:
         """Upload a blob as it comes (`push_blob`)."""
         push_blob(self, path, digest, pieces, size=size)
+
+    def mount_blob(self, path: str, digest: str, source: str) -> bool:
+        """Mount blob `digest` of repository `source` (same registry) into `path`: `POST
+        /v2/<path>/blobs/uploads/?mount=<digest>&from=<source>` (OCI distribution spec). True
+        on 201 (mounted); False on 202: the registry started an ordinary upload instead (ECR
+        does when its BLOB_MOUNTING setting is off or the repositories' encryption differs,
+        FACTS.md), which is cancelled with a DELETE of its Location, as containers/image
+        does (docker_image_dest.go: mountBlob); RegistryError on any other answer."""
+        query = urlencode({"mount": digest, "from": source})
+        response = self._request(
+            "POST", f"/v2/{path}/blobs/uploads/?{query}", path, body=b"", actions="pull,push"
+        )
+        what = f"{path}@{digest} (mount from {source})"
+        if response.status == 201:
+            return True
+        if response.status == 202:
+            self._cancel_upload(path, response, what)
+            return False
+        self._raise_for_status(response, what)
+        raise RegistryError(f"{self.host}/{what}: HTTP {response.status}", status=response.status)
+
+    def _cancel_upload(self, path: str, response: Response, what: str) -> None:
+        """DELETE an upload the registry started (best effort: an upload left behind expires
+        on the registry; the copy goes on either way)."""
+        try:
+            location = _upload_location(self, path, response, what)
+            cancelled = self._request("DELETE", location, path, actions="pull,push")
+        except RegistryError as error:
+            if isinstance(error, Stopped):
+                raise
+            log.debug("%s: the upload a mount started was not cancelled: %s", what, error)
+            return
+        if cancelled.status >= 300:
+            log.debug("%s: cancelling the upload a mount started: HTTP %d", what, cancelled.status)
 
 
 def too_many_requests(response: Response) -> str:

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -48,6 +49,7 @@ from mirror.ports import (
     Pacing,
     Refusals,
     Registry,
+    Reuse,
     Target,
     Verifier,
 )
@@ -123,6 +125,7 @@ class Transfer:
         refusals: Refusals,
         source_deadline: float | None = None,
         verifier: Verifier | None = None,
+        reuse: Reuse | None = None,
     ):
         self.pulls = pulls
         self.targets = list(targets)
@@ -139,6 +142,7 @@ class Transfer:
         # build); None: --timeout (sync, --refresh always)
         self.source_deadline = source_deadline
         self.verifier = verifier  # the verify gate, before a copy from the source
+        self.reuse = reuse  # layers mounted across repositories, before a copy from the source
 
     def run(self, job: Job) -> None:
         """Copy the job's image once from the source, then fill the rest from the targets.
@@ -278,6 +282,7 @@ class Transfer:
             destination_digest=digest,
             seconds=time.monotonic() - started,
             warning=self._foreign_warning(pending, copied),
+            mounted_bytes=self.reuse.mounted(pending.key) if self.reuse else 0,
         )
 
     def _foreign_warning(self, pending: Pending, copied: Copied) -> str | None:
@@ -412,13 +417,22 @@ class Transfer:
         verify = self.targets[pending.target].registry.tls_verify
         if origin.source is not None:
             digest = reference.rpartition("@")[2]
-            return self.copier.pull(
-                origin.source, digest, to, dest_tls_verify=verify, deadline=origin.deadline
-            )
+            with self._reusing(pending, origin.source, digest, origin.deadline):
+                return self.copier.pull(
+                    origin.source, digest, to, dest_tls_verify=verify, deadline=origin.deadline
+                )
         assert origin.registry is not None  # a target's: set by _from_target
         return self.copier.copy(
             reference, to, src_tls_verify=origin.registry.tls_verify, dest_tls_verify=verify
         )
+
+    def _reusing(
+        self, pending: Pending, source: Repository, digest: str, deadline: float | None
+    ) -> AbstractContextManager[None]:
+        """Layer reuse around one copy from the source (mirror.mounts), when the run has it."""
+        if self.reuse is None:
+            return nullcontext()
+        return self.reuse.around(pending, source, digest, deadline=deadline, stop=self.stop)
 
     def _from_target(self, pending: Pending, *, donor: Place) -> Copied:
         """Fill a target from one that has the image: in the same repository, a manifest PUT

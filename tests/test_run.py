@@ -230,6 +230,7 @@ def test_a_config_error_still_leaves_a_report(stage: Stage) -> None:
         "summary": {},
         "warnings": [],
         "rate_limit": {},
+        "blob_mounting": {},
         "throttled_requests": 0,
         "seconds": 0.0,
     }

@@ -570,6 +570,45 @@ def test_blob_mounts_only_when_the_registry_setting_is_on(
     assert (off.upload_bytes, on.upload_bytes) == (sum(sizes), sizes[0])  # the layer: mounted
 
 
+def test_a_mount_needs_the_setting_and_the_same_encryption_and_is_counted(
+    ecr_front: EcrFront, ecr: Any, session: requests.Session, repo_name: str
+) -> None:
+    """ECR mounts only with BLOB_MOUNTING on and between repositories of the same encryption
+    (FACTS.md); otherwise 202 and an upload's Location, which the client may DELETE (204)."""
+    kms = {"encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": "arn:aws:kms:k"}}
+    for name, settings in (("a", {}), ("b", {}), ("k", kms)):
+        ecr.create_repository(repositoryName=f"{repo_name}/{name}", **settings)
+    blob = b"a shared base layer"
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    pushed = session.post(f"{ecr_front.url}/v2/{repo_name}/a/blobs/uploads/?digest={digest}")
+    if pushed.status_code == 202:  # the backend wants the bytes in a PUT
+        pushed = session.put(
+            f"{ecr_front.url}{pushed.headers['Location']}&digest={digest}"
+            if "?" in pushed.headers["Location"]
+            else f"{ecr_front.url}{pushed.headers['Location']}?digest={digest}",
+            data=blob,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    assert pushed.status_code == 201, pushed.text
+
+    def mount(into: str) -> requests.Response:
+        query = f"mount={digest}&from={repo_name}/a"
+        return session.post(f"{ecr_front.url}/v2/{repo_name}/{into}/blobs/uploads/?{query}")
+
+    ecr_front.reset_counts()
+    off = mount("b")  # BLOB_MOUNTING off, ECR's default
+    assert off.status_code == 202 and off.headers["Location"].startswith(f"/v2/{repo_name}/b/")
+    assert session.delete(f"{ecr_front.url}{off.headers['Location']}").status_code == 204
+    ecr_front.blob_mounting = True
+    assert mount("k").status_code == 202  # KMS and AES256: no mount
+    assert mount("b").status_code == 201
+    counts = ecr_front.counts
+    assert (counts.mounts, counts.mounted_bytes, counts.mounts_refused) == (1, len(blob), 2)
+    assert counts.of("upload_delete", 204) == 1
+    assert session.head(f"{ecr_front.url}/v2/{repo_name}/b/blobs/{digest}").status_code == 200
+    assert session.head(f"{ecr_front.url}/v2/{repo_name}/k/blobs/{digest}").status_code == 404
+
+
 def test_manifests_over_4_mib_are_refused(
     ecr_front: EcrFront, ecr: Any, session: requests.Session, repo_name: str
 ) -> None:

@@ -34,6 +34,7 @@ def test_first_sync_copies_with_digests_preserved_and_second_spends_no_pull(stag
         "error": None,
         "seconds": first.report["images"][0]["seconds"],
         "verified": None,  # no verify gate
+        "mounted_bytes": 0,  # no other repository holds a blob of it
         "referrers": {"copied": [], "already_there": 0, "deferred": None, "error": None},
     }  # its referrers were looked for: it has none
     assert first.report["summary"] == {"copied": 2}

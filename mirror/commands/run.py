@@ -40,6 +40,7 @@ from mirror.model import (
     INTERRUPTED,
     Action,
     Attached,
+    Mounting,
     Outcome,
     Plan,
     Progress,
@@ -324,6 +325,7 @@ class _Execution:
                 refusals=refusals,
                 pulls=session.pulls,
                 looks=looks,
+                mounts=session.mounts,
             )
             try:
                 self.result = pipeline.run(self.known)
@@ -364,10 +366,12 @@ class _Execution:
 
     def _finish(self) -> Run:
         attached: list[Attached] = []
+        mounting: list[Mounting] = []
         if self.result is not None:
             outcomes = [self._told(outcome) for outcome in self.result.outcomes]
             warnings = self.result.warnings
             attached = self.result.attached
+            mounting = self.result.mounting
         else:  # stopped before any image was looked at: the report lists them, the log not
             outcomes, warnings = self._unfinished(), []
         warnings = [*warnings, *self.state_warnings]
@@ -384,6 +388,7 @@ class _Execution:
             started=self.started_at,
             ended=datetime.now(timezone.utc),
             attached=attached,
+            mounting=mounting,
         )
         try:
             write_reports(done, self.settings)
@@ -396,6 +401,8 @@ class _Execution:
             referrers = report.referrers_summary(done.attached)
             if referrers:
                 self.console.info(referrers)
+            for line in report.mount_lines(done.mounting):
+                self.console.info(line)
             if done.throttled:
                 self.console.info(
                     f"ECR throttled {done.throttled} requests; each was waited out and sent again"

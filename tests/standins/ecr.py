@@ -43,8 +43,11 @@ this module):
   the repository does not hold yet is 403 ``DENIED`` "The repository with name '<repo>' in
   registry with id '<account>' already has the maximum allowed number of images which is '<n>'".
 - Cross-repository blob mounts only with ``blob_mounting=True`` (ECR's ``BLOB_MOUNTING``
-  registry setting, off by default); otherwise the mount POST starts an ordinary upload (202 with
-  a ``Location``), as ECR does, so the client uploads.
+  registry setting, off by default) and only between repositories whose
+  ``encryptionConfiguration`` (type and KMS key, as moto describes them) is the same, as ECR
+  mounts; otherwise the mount POST starts an ordinary upload (202 with a ``Location``), as ECR
+  does, so the client uploads (and may DELETE that upload: 204). Mounts are counted
+  (``counts.mounts``, ``counts.mounted_bytes``, ``counts.mounts_refused``).
 - A blob GET answers ``307 Temporary Redirect`` to a presigned URL on another host (ECR's
   layers come from S3, ``prod-<region>-starport-layer-bucket``; here ``localhost:<port>``, a
   host name other than the ``127.0.0.1`` the client asked; a front reached through the test
@@ -89,7 +92,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -194,6 +197,9 @@ class EcrCounts:
     connections: int = 0
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     upload_bytes: int = 0
+    mounts: int = 0  # mount POSTs answered 201
+    mounted_bytes: int = 0  # the bytes of the blobs they mounted
+    mounts_refused: int = 0  # mount POSTs answered 202 (an upload started instead)
 
     def of(self, kind: str, status: int | None = None) -> int:
         """How many requests of ``kind`` (or a group) there were, answered ``status`` if given."""
@@ -212,6 +218,9 @@ class EcrCounts:
             self.connections,
             list(self.requests),
             self.upload_bytes,
+            self.mounts,
+            self.mounted_bytes,
+            self.mounts_refused,
         )
 
 
@@ -481,7 +490,7 @@ class EcrFront(HttpFront):
         if kind == "blob_delete":
             return self._error(req, 405, "UNSUPPORTED", "The operation is unsupported.")
         if kind == "upload_start":
-            return self._upload_start(req, name, query)
+            return self._upload_start(req, name, query, repository)
         if kind == "tags_list":
             return self._tags(req, name)
         if kind == "referrers_list" and self.referrers_api:
@@ -654,13 +663,38 @@ class EcrFront(HttpFront):
 
     # blobs and uploads
 
-    def _upload_start(self, req: FrontHandler, name: str, query: dict[str, list[str]]) -> int:
+    def _upload_start(
+        self,
+        req: FrontHandler,
+        name: str,
+        query: dict[str, list[str]],
+        repository: dict[str, Any],
+    ) -> int:
         mount = query.get("mount", [""])[0]
         source = query.get("from", [""])[0]
         path = f"/v2/{name}/blobs/uploads/"
-        if mount and source and self.blob_mounting and self._repository(source) is not None:
+        if mount and source and self._mounts_between(source, repository):
             path += "?" + urlencode({"mount": mount, "from": source})
-        return self._forward(req, path)
+
+        def count(status: int) -> None:  # before the answer: a client that has it sees it
+            if mount and status == 201:
+                size = self._backend_request("HEAD", f"/v2/{name}/blobs/{mount}").headers
+                with self._lock:
+                    self._counts.mounts += 1
+                    self._counts.mounted_bytes += int(size.get("Content-Length", 0))
+            elif mount and status == 202:
+                with self._lock:
+                    self._counts.mounts_refused += 1
+
+        return self._forward(req, path, seen=count)
+
+    def _mounts_between(self, source: str, repository: dict[str, Any]) -> bool:
+        """Does ECR mount from repository ``source`` into ``repository``? Only with the
+        registry setting on, and between repositories of the same encryption."""
+        if not self.blob_mounting:
+            return False
+        other = self._repository(source)
+        return other is not None and _encryption(other) == _encryption(repository)
 
     def _tags(self, req: FrontHandler, name: str) -> int:
         resp = self._backend_request("GET", f"/v2/{name}/tags/list")
@@ -709,8 +743,11 @@ class EcrFront(HttpFront):
             headers={**self._backend_headers, **headers},
         )
 
-    def _forward(self, req: FrontHandler, path: str) -> int:
-        """Send the request on to the backend (body included) and relay the answer."""
+    def _forward(
+        self, req: FrontHandler, path: str, *, seen: Callable[[int], None] | None = None
+    ) -> int:
+        """Send the request on to the backend (body included) and relay the answer
+        (`seen` is told the backend's status first)."""
         headers = {
             key: req.headers[key]
             for key in ("Content-Type", "Content-Range", "Range", "Accept")
@@ -728,6 +765,8 @@ class EcrFront(HttpFront):
             preload_content=False,
         )
         try:
+            if seen is not None:
+                seen(resp.status)
             return self._relay(req, resp, {}, streamed=True)
         finally:
             resp.release_conn()
@@ -816,6 +855,12 @@ def _classify(method: str, path: str) -> tuple[str | None, str, str]:  # noqa: P
     if (match := _REFERRERS.match(path)) and method == "GET":
         return "referrers_list", match["name"], match["ref"]
     return None, "", ""
+
+
+def _encryption(repository: dict[str, Any]) -> tuple[str, str | None]:
+    """A repository's encryption as moto describes it: (type, KMS key)."""
+    config = repository.get("encryptionConfiguration") or {}
+    return (config.get("encryptionType", "AES256"), config.get("kmsKey"))
 
 
 def _subject_of(manifest: bytes) -> str | None:
