@@ -178,7 +178,10 @@ class Ledger:
         promised = self._promised_to_copies() + self._claimed
         spent = sum(b.spent for b in self._hosts.values())
         if self.max_pulls is not None and spent + promised.total() + pulls > self.max_pulls:
-            return f"--max-pulls {self.max_pulls} reached; run again later"
+            room = self.max_pulls - spent - promised.total()
+            if room <= 0:
+                return f"--max-pulls {self.max_pulls} reached; run again later"
+            return f"--max-pulls {self.max_pulls}: needs {pulls}, {room} left; run again later"
         last = budget.last
         left = None if last is None else last.remaining - promised[host]
         if last is not None and left is not None and left < pulls:

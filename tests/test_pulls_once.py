@@ -278,7 +278,7 @@ def test_an_index_is_not_read_to_be_counted_when_not_even_two_pulls_are_left(
     run = stage.mirror("sync", *(cap.split() if cap.startswith("--") else []))
     assert (run.code, run.actions()) == (75, ["deferred"]), said(run)
     assert run.report is not None
-    why = "--max-pulls 1 reached" if cap.startswith("--") else "needs 2, 1 left of 100"
+    why = "--max-pulls 1: needs 2, 1 left" if cap.startswith("--") else "needs 2, 1 left of 100"
     assert why in run.report["images"][0]["error"]
     assert stage.hub.counts.manifest_get == 0
     assert stage.hub.remaining == (100 if cap.startswith("--") else 1)

@@ -130,7 +130,7 @@ def test_shortfall_counts_reservations_and_max_pulls_and_a_429_blocks_the_host()
         f"{HUB}: pull budget: needs 2, 1 left of 100; run again later"
     )
     assert ledger.reserve(("b", 0), HUB, 1) is None
-    assert ledger.shortfall("quay.io", 2) == "--max-pulls 3 reached; run again later"
+    assert ledger.shortfall("quay.io", 2) == "--max-pulls 3: needs 2, 1 left; run again later"
     ledger.release(("a", 0))
     ledger.release(("b", 0))
     assert ledger.shortfall("quay.io", 2) is None
@@ -149,7 +149,7 @@ def test_a_copy_that_learns_it_needs_more_counts_the_others_promises() -> None:
     assert ledger.reserve(("a", 0), HUB, 5) is None  # an index counted from its size
     assert ledger.reserve(("b", 0), HUB, 1) is None  # another image, running beside it
     ledger.pulled(HUB, None)  # a's top index
-    assert ledger.extend(("a", 0), HUB, 9) == "--max-pulls 10 reached; run again later"
+    assert ledger.extend(("a", 0), HUB, 9) == "--max-pulls 10: needs 9, 8 left; run again later"
     assert ledger.reserved() == {HUB: 6}  # refused: a keeps what it held
     assert ledger.extend(("a", 0), HUB, 8) is None  # 1 spent + 8 + b's 1
     assert ledger.reserved() == {HUB: 9}
