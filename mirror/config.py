@@ -661,8 +661,14 @@ def _referrers(data: Any, where: str) -> ReferrerRule:
         problem = artifact_type_problem(item)
         if problem:
             raise ConfigError(f"{where}[{index}]: {problem}")
-    if len(set(data)) != len(data):
-        raise ConfigError(f"{where}: an artifact type is listed twice")
+    seen: dict[str, str] = {}
+    for item in data:  # media types are case-insensitive (RFC 6838)
+        if item.lower() in seen:
+            raise ConfigError(
+                f"{where}: the artifact type {item!r} is listed twice"
+                + (f" (also as {seen[item.lower()]!r})" if seen[item.lower()] != item else "")
+            )
+        seen[item.lower()] = item
     return ReferrerRule(types=tuple(data))
 
 

@@ -100,7 +100,12 @@ def test_a_policy_of_keys_and_identities_read_beside_the_config(tmp_path: Path) 
         ),
         (
             "images: [{source: ruby, tags: [a], referrers: [text/spdx, text/spdx]}]",
-            "images[0].referrers: an artifact type is listed twice",
+            "images[0].referrers: the artifact type 'text/spdx' is listed twice",
+        ),
+        (
+            "images: [{source: ruby, tags: [a], referrers: [text/spdx, Text/SPDX]}]",
+            "images[0].referrers: the artifact type 'Text/SPDX' is listed twice (also as "
+            "'text/spdx')",
         ),
         ("defaults: {verify: {}}", "defaults.verify: give keys, identities or both"),
         (
