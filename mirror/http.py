@@ -29,6 +29,7 @@ import math
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -410,11 +411,15 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 @dataclass
 class _Managers:
-    """urllib3 pool managers: direct, and one per proxy, each verified or not."""
+    """urllib3 pool managers: direct, and one per proxy, each verified or not; and one TLS
+    context per verify mode, shared by all their connections. Without one, urllib3 builds a
+    context and reads the whole CA bundle for every new HTTPS connection (about 32 ms of CPU,
+    issue 18). Made at the first request, so SSL_CERT_FILE is read as the run starts."""
 
     size: int
     direct: dict[bool, urllib3.PoolManager] = field(default_factory=dict)
     proxied: dict[tuple[str, bool], urllib3.ProxyManager] = field(default_factory=dict)
+    contexts: dict[bool, ssl.SSLContext] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, proxy: str | None, verify: bool) -> urllib3.PoolManager:
@@ -422,7 +427,11 @@ class _Managers:
         with self.lock:
             if proxy is None:
                 if verify not in self.direct:
-                    manager = urllib3.PoolManager(maxsize=self.size, cert_reqs=certificates)
+                    manager = urllib3.PoolManager(
+                        maxsize=self.size,
+                        cert_reqs=certificates,
+                        ssl_context=self._context(verify),
+                    )
                     self.direct[verify] = _watched(manager)
                 return self.direct[verify]
             if (proxy, verify) not in self.proxied:
@@ -431,9 +440,22 @@ class _Managers:
                     proxy_headers=_proxy_headers(proxy),
                     maxsize=self.size,
                     cert_reqs=certificates,
+                    ssl_context=self._context(verify),
                 )
                 self.proxied[(proxy, verify)] = _watched(manager)
             return self.proxied[(proxy, verify)]
+
+    def _context(self, verify: bool) -> ssl.SSLContext:
+        """What urllib3 makes per connection when given none (create_urllib3_context, then
+        the system's CAs, SSL_CERT_FILE and SSL_CERT_DIR honoured): certificates and host
+        names checked; with `verify` False, nothing checked and no CA read."""
+        if verify not in self.contexts:
+            mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+            context = urllib3.util.ssl_.create_urllib3_context(cert_reqs=mode)
+            if verify:
+                context.load_default_certs()
+            self.contexts[verify] = context
+        return self.contexts[verify]
 
 
 def _watched(manager: Any) -> Any:
