@@ -85,8 +85,8 @@ def test_threads_that_wait_for_the_introduction_then_go_together() -> None:
     assert len(http.sent) == THREADS + 1
 
 
-class PlainHttp:
-    """A plain-HTTP registry: the HTTPS probe of /v2/ gets no TLS answer."""
+class RecordingHttp:
+    """Records every request sent (`sent`: "METHOD URL"); `answer` says what comes back."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -95,6 +95,16 @@ class PlainHttp:
     def request(self, method: str, url: str, headers: dict[str, str], **_: Any) -> Response:
         with self._lock:
             self.sent.append(f"{method} {url}")
+        return self.answer(url, headers)
+
+    def answer(self, url: str, headers: dict[str, str]) -> Response:
+        raise NotImplementedError
+
+
+class PlainHttp(RecordingHttp):
+    """A plain-HTTP registry: the HTTPS probe of /v2/ gets no TLS answer."""
+
+    def answer(self, url: str, headers: dict[str, str]) -> Response:
         if url.startswith("https:"):
             raise RegistryError("registry.example: TLS handshake failed")
         return Response(200, {"Docker-Content-Digest": DIGEST}, b"", url=url)
@@ -116,16 +126,10 @@ def test_a_scheme_learnt_early_is_shared_by_the_client_made_later() -> None:
     ]
 
 
-class ChallengingHttp:
+class ChallengingHttp(RecordingHttp):
     """A registry with Bearer tokens, spoken to over HTTPS (verified or not)."""
 
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self._lock = threading.Lock()
-
-    def request(self, method: str, url: str, headers: dict[str, str], **_: Any) -> Response:
-        with self._lock:
-            self.sent.append(f"{method} {url}")
+    def answer(self, url: str, headers: dict[str, str]) -> Response:
         if url.startswith("https://auth.example/"):
             return Response(200, {}, b'{"token": "a-token-long-enough-to-hide"}', url=url)
         if "Authorization" not in headers:
@@ -175,8 +179,8 @@ def test_a_verified_registry_learns_nothing_and_sends_no_probe() -> None:
 class RefusingHttp(ChallengingHttp):
     """Docker Hub on a repository that does not exist: every token lacks its scope (401)."""
 
-    def request(self, method: str, url: str, headers: dict[str, str], **kw: Any) -> Response:
-        answer = super().request(method, url, headers, **kw)
+    def answer(self, url: str, headers: dict[str, str]) -> Response:
+        answer = super().answer(url, headers)
         if answer.status == 200 and "/manifests/" in url:
             challenge = 'Bearer realm="https://auth.example/token",service="registry.example"'
             return Response(401, {"WWW-Authenticate": challenge}, b"", url=url)
@@ -198,11 +202,10 @@ def test_a_token_fetched_for_the_request_and_refused_is_not_fetched_again() -> N
 class AbusedHttp(ChallengingHttp):
     """Docker Hub's abuse limit on the first request, whatever it is."""
 
-    def request(self, method: str, url: str, headers: dict[str, str], **kw: Any) -> Response:
-        if not self.sent:
-            self.sent.append(f"{method} {url}")
+    def answer(self, url: str, headers: dict[str, str]) -> Response:
+        if len(self.sent) == 1:
             return Response(429, {"Retry-After": "60", "Content-Type": "text/plain"}, b"", url=url)
-        return super().request(method, url, headers, **kw)
+        return super().answer(url, headers)
 
 
 def test_a_429_to_the_introduction_fails_the_request_that_came_first() -> None:
