@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from mirror import __version__
-from mirror.commands import ensure, repos, sync, validate
+from mirror.commands import ENSURE_FORMATS, repos, sync, validate
 from mirror.commands.run import Stop, signals_to
 from mirror.console import Console, LogHandler
 from mirror.errors import EXIT_CODES, Exit, MirrorError, bug_message
@@ -387,7 +387,7 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
     )
     ensure_parser.add_argument(
         "--format",
-        choices=ensure.FORMATS,
+        choices=ENSURE_FORMATS,
         default="refs",
         help="refs: one ECR reference per line, in order of first use (default); dockerfile, "
         "compose, manifest: that file with every image it pulls pointed at ECR, every other "
@@ -406,7 +406,15 @@ def _ensure_parser(commands: argparse._SubParsersAction[_Parser], parents: list[
         "refreshed fails; never: serve what ECR has without asking the source (it is asked "
         "only for images ECR lacks). A pinned reference ECR holds never needs the source",
     )
-    ensure_parser.set_defaults(handler=ensure.run)
+    ensure_parser.set_defaults(handler=_ensure)
+
+
+def _ensure(args: argparse.Namespace, console: Console, stop: Stop) -> int:
+    """`ensure`, its module loaded only now: its Dockerfile, Compose and Kubernetes parsers
+    are no part of another command's start-up (issue 18)."""
+    from mirror.commands import ensure  # noqa: PLC0415 - deferred on purpose
+
+    return ensure.run(args, console, stop)
 
 
 def _command(

@@ -40,9 +40,10 @@ from mirror.reference import Repository
 from mirror.schedule import Admission, Backpressure, Ledger, jobs, reread
 from mirror.stale import Serve
 from mirror.transfer import Holdings, Transfer
-from mirror.workers import Workers, wait_all, wait_any
+from mirror.workers import Finishing, Workers, wait_all, wait_any
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 @dataclass
@@ -201,13 +202,11 @@ class Pipeline:
         )
         pendings: list[Pending] = []
         with Workers(self.settings.check_jobs, "check") as workers:
-            waiting: dict[Future[list[Outcome | Pending]], Task] = {
-                workers.submit(checker.check, task): task for task in tasks
-            }
-            while waiting:
-                done = self._finished(waiting)
-                for future in done:
-                    task = waiting.pop(future)
+            checks: Finishing[list[Outcome | Pending], Task] = Finishing()
+            for task in tasks:
+                checks.add(workers.submit(checker.check, task), task)
+            while checks:
+                for future, task in self._next(checks):
                     for item in future.result():
                         self._take(task, item, collector, pendings)
                 if self.stop.is_set():
@@ -285,10 +284,11 @@ class Pipeline:
         done: list[Attached] = []
         inline = self.settings.jobs == 1
         with Workers(self.settings.jobs, "attach", inline=inline) as workers:
-            running = {workers.submit(attach.run, lookup): lookup for lookup in wanted}
+            running: Finishing[Attached, object] = Finishing()
+            for lookup in wanted:
+                running.add(workers.submit(attach.run, lookup), lookup)
             while running:
-                for future in self._finished(running, every=self.stop.is_set()):
-                    running.pop(future)
+                for future, _ in self._next(running):
                     done.append(future.result())
                     self.sink.attached(done[-1])
                 if self.stop.is_set():
@@ -308,11 +308,24 @@ class Pipeline:
                 wait_all(futures)
                 return set(futures)
             return wait_any(futures, self.stop)
+        self._grace(futures)
+        return {future for future in futures if future.done()}
+
+    def _next(self, finishing: Finishing[T, K]) -> list[tuple[Future[T], K]]:
+        """The futures that finish next, with what each is for, in the order they finished
+        (at least one, unless stopped). Once stopped, as `_finished`: the work in flight gets
+        what is left of the grace period."""
+        if not self.stop.is_set():
+            return finishing.next(self.stop)
+        self._grace(finishing.waiting)
+        return finishing.take_done()
+
+    def _grace(self, futures: Mapping[Future[T], object]) -> None:
+        """Wait for `futures` until `grace` seconds after the first wait since the stop."""
         if self._grace_end is None:
             self._grace_end = time.monotonic() + self.settings.grace
         end = self._grace_end
         wait_all(futures, until=lambda: time.monotonic() >= end)
-        return {future for future in futures if future.done()}
 
     def _settle_the_rest(self, tasks: Sequence[Task], collector: Collector) -> None:
         """Anything without an outcome (work given up on after a stop) is deferred."""

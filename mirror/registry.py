@@ -144,7 +144,8 @@ class Registry:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._token_locks: dict[str, threading.Lock] = {}
         self._first = threading.Lock()
-        self._introduced = False  # a first request has been made: the challenge is known
+        self._introduced = False  # `GET /v2/` was sent: the challenge is known, if any
+        self._probed: Response | None = None  # the HTTPS probe's answer to `GET /v2/`
         self._inner: bool | None = None  # on a loopback, private or link-local address
         # Seconds the registry's clock (its Date header) is ahead of this machine's, from the
         # first answer that carried one; None until then.
@@ -360,17 +361,35 @@ class Registry:
             limit,
             stream=stream,
         )
-        if self._introduced:
-            return send()
-        with self._first:  # one thread learns how this registry wants to be asked
-            if not self._introduced:
-                try:
-                    return send()
-                finally:
-                    self._introduced = True  # also after a failure: never one at a time
-        # The threads that waited for the first go at once, not one by one under the lock
-        # (they did: a no-op's HEADs went one at a time, issue 18).
+        if not self._introduced:
+            with self._first:  # one thread learns how this registry wants to be asked
+                if not self._introduced:
+                    try:
+                        self._introduce()
+                    finally:
+                        self._introduced = True  # also after a failure: never one at a time
+        # The threads that waited for the introduction go at once, not one by one under the
+        # lock (they did: a no-op's HEADs went one at a time, issue 18).
         return send()
+
+    def _introduce(self) -> None:
+        """Learn how the registry wants to be asked with one `GET /v2/` (the API version check
+        of the distribution spec, which answers 401 with its challenge when it wants one), so
+        the threads that wait for it wait one round trip, not a first request's three (401,
+        token, the request again). With `tls_verify: false`, the HTTPS probe's own answer
+        serves. A 429 fails the request that came first, as it would have; a registry that
+        answers anything else is left to each request's 401."""
+        self._url("/v2/")  # the scheme first: with tls_verify false, its probe is this GET
+        with self._lock:
+            response, self._probed = self._probed, None
+        if self._challenge is not None:  # check_login learnt it
+            return
+        if response is None:
+            response = self._send("GET", "/v2/", {})
+        if response.status == 401 and self._own(response):
+            self._learn_challenge(response)
+        elif response.status == 429:  # Docker Hub's abuse limit is on every request: as one
+            self._raise_for_status(response, "v2/")
 
     def _authorized(  # noqa: PLR0917 - the private twin of _request, same arguments
         self,
@@ -385,17 +404,23 @@ class Registry:
         stream: bool = False,
     ) -> Response:
         """Send with the Authorization the registry asked for; on a 401 learn and retry once
-        (a token expired or revoked is replaced by a fresh one). Only the registry's own 401
-        teaches how to log in: a 401 from a host a redirect led to is an answer like any other
-        (it must not choose where the credentials go)."""
+        (a token expired or revoked is replaced by a fresh one; a token fetched for this very
+        request, under the same challenge, is refused, not stale: no second). Only the
+        registry's own 401 teaches how to log in: a 401 from a host a redirect led to is an
+        answer like any other (it must not choose where the credentials go)."""
         headers = {"Accept": ACCEPT, **extra}
+        cached = self._tokens.get(_scope(repo, actions))
         sent = self._authorization(repo, actions)
         if sent:
             headers["Authorization"] = sent
         response = self._send(method, url_path, headers, body, limit, stream=stream)
         if response.status == 401 and self._own(response):
+            challenge = self._challenge
             self._learn_challenge(response)
             if sent and sent.startswith("Bearer "):
+                just_fetched = cached is None or "Bearer " + cached[0] != sent
+                if just_fetched and self._challenge == challenge:
+                    return response  # a token fetched for this very request refused: no scope
                 self._tokens.pop(_scope(repo, actions), None)  # expired or revoked
             fresh = self._authorization(repo, actions)
             if fresh and fresh != sent:
@@ -450,10 +475,14 @@ class Registry:
             threading.Thread(target=self._quietly_detect, name="scheme", daemon=True).start()
 
     def share_scheme(self, other: Registry) -> None:
-        """Speak the scheme `other` (a client of the same host) learnt, or is learning."""
+        """Speak the scheme `other` (a client of the same host) learnt, or is learning; its
+        probe's answer to `GET /v2/` introduces this one too."""
         scheme = other._detect_scheme()
+        with other._lock:
+            probed = other._probed
         with self._lock:
             self._scheme = scheme
+            self._probed = self._probed or probed
 
     def _quietly_detect(self) -> None:
         try:
@@ -466,7 +495,7 @@ class Registry:
         with self._lock:
             if self._scheme is None:
                 try:
-                    self._http.request(
+                    self._probed = self._http.request(
                         "GET", f"https://{self.api}/v2/", {}, tls_verify=False, probe=True
                     )
                     self._scheme = "https"

@@ -12,14 +12,16 @@ the main thread, which a debugger steps through.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+K = TypeVar("K")
 SLICE = 0.1  # seconds the main thread waits at a time: signal handlers run between slices
 MAX_WAIT = 30.0  # seconds: the longest wait before something is tried again
 
@@ -84,6 +86,50 @@ def settle(future: Future[T], call: Callable[[], T]) -> None:
         future.set_result(call())
     except BaseException as error:  # handed to whoever asks the future
         future.set_exception(error)
+
+
+class Finishing(Generic[T, K]):
+    """Futures, each with what it is for (`waiting`), handed back in the order they finish.
+
+    Each future puts itself in a queue as it ends (add_done_callback), so waiting for the next
+    costs the same however many are still running. `wait_any` over every pending future, once
+    per finished one, was quadratic: at 2,000 checks it held the main thread for 3.2 s of its
+    4.9 s of CPU (issue 18, py-spy --gil).
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[Future[T], K] = {}
+        self._finished: queue.SimpleQueue[Future[T]] = queue.SimpleQueue()
+
+    def add(self, future: Future[T], key: K) -> None:
+        self.waiting[future] = key
+        future.add_done_callback(self._finished.put)  # at once if it is done already
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def next(self, stop: threading.Event | None = None) -> list[tuple[Future[T], K]]:
+        """Wait, in short slices, until one future finishes (or `stop` is set: then []);
+        return every one finished by then, in the order they finished, each once."""
+        while True:
+            try:
+                first = self._finished.get(timeout=SLICE)
+                break
+            except queue.Empty:
+                if stop is not None and stop.is_set():
+                    return []
+        finished = [first]
+        with contextlib.suppress(queue.Empty):
+            while True:
+                finished.append(self._finished.get_nowait())
+        return self._take(finished)
+
+    def take_done(self) -> list[tuple[Future[T], K]]:
+        """Every future done now (whether `next` told it or not), in the order added."""
+        return self._take([future for future in self.waiting if future.done()])
+
+    def _take(self, futures: Iterable[Future[T]]) -> list[tuple[Future[T], K]]:
+        return [(future, self.waiting.pop(future)) for future in futures if future in self.waiting]
 
 
 def wait_any(

@@ -145,3 +145,27 @@ def test_tags_of_one_image_cost_one_pull(stage: Stage) -> None:
     assert again.actions() == ["up-to-date", "copied"]  # filled from 3.3, already in ECR
     assert stage.hub.counts.manifest_get == 0
     assert stage.dest_digest("edge") == digest
+
+
+def test_each_registry_is_introduced_by_one_get_v2_and_no_check_waits_for_a_401(
+    stage: Stage,
+) -> None:
+    """Issue 18: a registry's first request taught the others how to ask (401, token, the
+    request again: three round trips while every other check waited); one `GET /v2/` does."""
+    for repo in ("a/one", "a/two"):
+        for tag in ("1", "2", "3"):
+            stage.push(tag, repo=repo, seed=f"{repo}-{tag}")
+    stage.config([stage.image("1", "2", "3", repo=repo) for repo in ("a/one", "a/two")])
+    assert stage.mirror("sync").code == 0
+    stage.hub.reset_counts()
+    stage.dest.reset_counts()
+
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["up-to-date"] * 6), run.stderr
+    source = stage.hub.counts.requests
+    assert [r for r in source if r[1] == "/v2/"] == [("GET", "/v2/", 401)]
+    assert [r for r in source if r[2] == 401] == [("GET", "/v2/", 401)]
+    assert stage.hub.counts.manifest_head == 6
+    destination = stage.dest.counts.requests
+    assert [r for r in destination if r[1] == "/v2/"] == [("GET", "/v2/", 401)]
+    assert [r for r in destination if r[2] == 401] == [("GET", "/v2/", 401)]

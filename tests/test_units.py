@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import os
 import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import boto3
+import botocore.loaders
 import pytest
 from botocore.stub import Stubber
 
@@ -465,3 +468,29 @@ def test_a_targets_host_comes_from_its_account_and_region(
 ) -> None:
     token_host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
     assert aws.registry_host(region=region, registry_id=registry_id, token_host=token_host) == host
+
+
+def test_ecrs_service_model_is_read_once_for_the_name_rule_and_the_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 18: the rule's loader and boto3's each parsed ECR's model (about 45 ms a run)."""
+    read: list[str] = []
+    load_file = botocore.loaders.JSONFileLoader.load_file
+
+    def counted(self: botocore.loaders.JSONFileLoader, path: str) -> Any:
+        read.append(path)
+        return load_file(self, path)
+
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", counted)
+    aws.repository_name_rule.cache_clear()
+    aws._data_loader.cache_clear()
+    try:
+        assert aws.repository_name_rule().matches("library/ruby")
+        aws.Ecr(region="us-east-1")
+    finally:
+        aws.repository_name_rule.cache_clear()
+        aws._data_loader.cache_clear()
+    models = [
+        path for path in read if path.split(os.sep)[-3:-2] == ["ecr"] and path.endswith("service-2")
+    ]
+    assert len(models) == 1, read

@@ -10,6 +10,9 @@ import sys
 
 from mirror.errors import MirrorError
 
+# `ensure --format`: here, so the command line knows them without loading ensure's parsers
+ENSURE_FORMATS = ("refs", "dockerfile", "build-args", "compose", "manifest")
+
 
 def write_result(output: str) -> None:
     """A command's result on stdout, byte for byte (a Dockerfile's bytes that are not UTF-8

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mirror import config, dockerfile
-from mirror.commands import write_result
+from mirror.commands import ENSURE_FORMATS, write_result
 from mirror.commands.inputs import (
     COMPOSE,
     DOCKERFILE,
@@ -32,7 +32,7 @@ from mirror.plan import passes_through, plan_names
 from mirror.reference import Repository
 
 SERVED = (Action.COPIED, Action.UP_TO_DATE, Action.STALE)  # what ensure prints a reference for
-FORMATS = ("refs", "dockerfile", "build-args", "compose", "manifest")
+FORMATS = ENSURE_FORMATS
 # --format -> the kind of file it prints
 _PRINTS = {
     "dockerfile": DOCKERFILE,

@@ -2,8 +2,8 @@
 
 `Authority(directory)` writes `ca.pem` (what a client trusts: `SSL_CERT_FILE` for mirror's
 urllib3 and for skopeo) and makes `server_context()`, an `ssl.SSLContext` serving a certificate
-for 127.0.0.1 and localhost signed by that CA. Made with `cryptography`, in memory, in
-milliseconds: no openssl command, nothing outside the test's directory.
+for 127.0.0.1 and localhost (or the hosts given) signed by that CA. Made with `cryptography`,
+in memory, in milliseconds: no openssl command, nothing outside the test's directory.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -20,10 +21,10 @@ from cryptography.x509.oid import NameOID
 
 
 class Authority:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, common_name: str = "mirror test CA") -> None:
         self.directory = directory
         self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mirror test CA")])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         self._name = name
         self._cert = (
             _builder(name, name, self._key.public_key())
@@ -34,11 +35,11 @@ class Authority:
         self.ca_file = directory / "ca.pem"
         self.ca_file.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
-    def server_context(self) -> ssl.SSLContext:
-        """A server-side context for 127.0.0.1 and localhost, signed by this CA."""
+    def server_context(self, hosts: Sequence[str] = ("127.0.0.1", "localhost")) -> ssl.SSLContext:
+        """A server-side context for `hosts` (addresses or names), signed by this CA."""
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-        names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+        names = [_general_name(host) for host in hosts]
         cert = (
             _builder(subject, self._name, key.public_key())
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -58,6 +59,13 @@ class Authority:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(chain)
         return context
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def _builder(
