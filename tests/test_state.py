@@ -7,6 +7,8 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from mirror import state
 from mirror.state import Looks, Refusals
 
@@ -144,3 +146,30 @@ def test_looks_saved_at_once_keep_both_and_a_broken_file_warns(tmp_path: Path) -
         "neither $XDG_STATE_HOME nor $HOME is set: when the referrers were looked for is not "
         "remembered, and the next run looks for them again"
     )
+
+
+def test_looks_older_than_a_month_are_forgotten_when_the_file_is_written(tmp_path: Path) -> None:
+    """Digests no longer mirrored (a tag moved on) would otherwise stay in the file, read at
+    every start, until 20,000 of them had piled up."""
+    path = tmp_path / "referrers.json"
+    clock = Clock()
+    old = Looks(path, now=clock)
+    old.add("moved-on", {})
+    assert old.save() is None
+    clock.now += timedelta(days=31)
+    new = Looks(path, now=clock)
+    new.add("current", {})
+    assert new.save() is None
+    kept = json.loads(path.read_text())["looked"]
+    assert sorted(kept) == ["current"]
+    assert kept["current"]["at"] == "2026-06-01T12:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "written", ["2026-06-01 12:00:00Z", "2026-06-01T12:00:00", "2026-06-01T12:00:00+00:00", "x"]
+)
+def test_a_look_time_in_another_form_is_a_broken_file(tmp_path: Path, written: str) -> None:
+    path = tmp_path / "referrers.json"
+    path.write_text(json.dumps({"version": 1, "looked": {"a": {"at": written, "indexes": {}}}}))
+    looks, warning = Looks.load(path)
+    assert looks.due("a") and warning is not None and "not a mirror state file" in warning

@@ -102,7 +102,9 @@ def _write_config(work: Path, source: str, ecr: str) -> Path:
 
 
 def environment(moto_url: str, work: Path) -> dict[str, str]:
-    """What `mirror` needs to run on the stand-ins: dummy AWS keys, moto as the ECR API."""
+    """What `mirror` needs to run on the stand-ins: dummy AWS keys, moto as the ECR API, and
+    mirror's memory (`$XDG_STATE_HOME/mirror`) under `work`, kept across the runs of one demo
+    or benchmark as on a cron host, and never mixed with the user's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
         AWS_ACCESS_KEY_ID="demo",
@@ -111,6 +113,7 @@ def environment(moto_url: str, work: Path) -> dict[str, str]:
         AWS_ENDPOINT_URL_ECR=moto_url,
         AWS_ENDPOINT_URL_SECRETS_MANAGER=moto_url,
         TMPDIR=str(work),
+        XDG_STATE_HOME=str(work / "state"),
     )
     env.pop("REGISTRY_AUTH_FILE", None)
     return env
