@@ -55,6 +55,7 @@ class Mounts:
         self.readers = readers  # an index's children read at once (1: in the copy's thread)
         self._figures = {target.host: Mounting(target.host) for target in self.targets}
         self._by_copy: Counter[tuple[object, int]] = Counter()
+        self._counted: set[tuple[str, str, str]] = set()  # (host, repository, digest) unmounted
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -175,25 +176,39 @@ class Mounts:
     def _mount(
         self, target: Mountable, pending: Pending, steps: list[Step], stop: threading.Event
     ) -> list[str]:
+        """Mount each blob another repository holds; count those that are uploaded instead
+        once mounts stopped. A blob the repository holds already (from an earlier run, or
+        from an earlier try of this copy) is neither: skopeo finds it with its HEAD."""
         mounted: list[str] = []
         for step in steps:
             if stop.is_set():
                 raise Stopped
             if step.here or step.uploads or not step.elsewhere:
                 continue
+            if self._there(target, pending.repository, step.blob):
+                continue
             if step.mount_from is None or not self.board.mounts(target.host):
-                self._unmounted(target.host, step.blob)
+                self._unmounted(target.host, pending.repository, step.blob)
                 continue
             if self._mount_one(target, pending, step.blob, step.mount_from):
                 mounted.append(step.blob.digest)
         return mounted
 
+    @staticmethod
+    def _there(target: Mountable, repository: str, blob: Blob) -> bool:
+        """Does the repository hold the blob already? (False when the HEAD fails.)"""
+        try:
+            return target.registry.has_blob(repository, blob.digest)
+        except Stopped:
+            raise
+        except MirrorError as error:
+            log.debug("%s: %s not seen: %s", repository, blob.digest, error)
+            return False
+
     def _mount_one(self, target: Mountable, pending: Pending, blob: Blob, source: str) -> bool:
         """Mount one blob; False when it was not (the copy uploads it)."""
         repository = pending.repository
         try:
-            if target.registry.has_blob(repository, blob.digest):
-                return False  # there from an earlier run: skopeo finds it
             done = target.registry.mount_blob(repository, blob.digest, source)
         except Stopped:
             raise
@@ -206,7 +221,7 @@ class Mounts:
             log.debug("%s refused to mount %s from %s (202)", target.host, blob.digest, source)
             self.board.refuse(target.host)
             self._change(target.host, refused=True)
-            self._unmounted(target.host, blob)
+            self._unmounted(target.host, repository, blob)
             return False
         log.debug("%s: mounted %s (%d bytes) from %s", repository, blob.digest, blob.size, source)
         with self._lock:
@@ -217,11 +232,15 @@ class Mounts:
             self._by_copy[pending.key] += blob.size
         return True
 
-    def _unmounted(self, host: str, blob: Blob) -> None:
-        """A blob uploaded that a mount could have saved (counted once mounts stopped)."""
+    def _unmounted(self, host: str, repository: str, blob: Blob) -> None:
+        """A blob uploaded that a mount could have saved (counted once mounts stopped), once
+        per repository: a copy tried again uploads it at most once."""
         if self.board.mounts(host):
             return
         with self._lock:
+            if (host, repository, blob.digest) in self._counted:
+                return
+            self._counted.add((host, repository, blob.digest))
             figures = self._figures[host]
             self._figures[host] = replace(
                 figures, unmounted_bytes=figures.unmounted_bytes + blob.size
