@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 
+import yaml
+
 from tests.stage import Run, Stage
 
 
@@ -92,3 +94,27 @@ def test_a_bad_rate_is_one_line_naming_the_key(stage: Stage) -> None:
     assert run.code == 2
     [line] = [line for line in run.stderr.splitlines() if line.strip()]
     assert "ecr.put_image_rate" in line and "above 0" in line
+
+
+def test_two_targets_on_one_registry_share_one_pace_the_lowest(stage: Stage) -> None:
+    """Two targets on one ECR registry (other repository prefixes) share its account's
+    quota: every manifest write to it, whichever target's, keeps the lowest rate configured,
+    and the run says so in one line."""
+    front = stage.use_ecr(put_image_rate=1)
+    digest = stage.push("1.0.0", seed="two-targets")
+    for alias in ("1.0", "1"):
+        assert stage.push(alias, seed="two-targets") == digest
+    path = stage.config([stage.image("1.0.0", "1.0", "1")])
+    document = yaml.safe_load(path.read_text())
+    first = {**document["ecr"], "put_image_rate": 2}
+    second = {**document["ecr"], "repository_prefix": "copy", "put_image_rate": 1}
+    document["ecr"] = [first, second]
+    path.write_text(yaml.safe_dump(document))
+    run = stage.mirror("sync", "--jobs", "1", timeout=180)
+    assert (run.code, run.actions()) == (0, ["copied"] * 6), run.stderr
+    assert front.counts.throttled["manifest_put"] == 0
+    times = front.put_times
+    assert len(times) == 6
+    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(times))
+    [line] = paced_lines(run)
+    assert f"{front.host}: 6 manifest writes paced at 1 a second (ecr.put_image_rate 1)" in line

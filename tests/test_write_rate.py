@@ -155,27 +155,27 @@ def test_the_shard_count_comes_from_the_shard(shard: str, count: int) -> None:
 
 
 def test_each_shard_takes_its_share_and_the_words_say_so() -> None:
-    made = connect._write_rate("h", target(10), [], 4)
+    made = connect.write_rates([("h", target(10))], 4)["h"]
     assert made is not None and made.per_second == 2.5
-    assert connect.pace_source(target(10), 4) == "ecr.put_image_rate 10 / 4 shards"
-    assert connect.pace_source(target(10), 1) == "ecr.put_image_rate 10"
-    assert connect._write_rate("h", target(None), [], 4) is None
+    assert connect.pace_source(10, 4) == "ecr.put_image_rate 10 / 4 shards"
+    assert connect.pace_source(10, 1) == "ecr.put_image_rate 10"
+    assert connect.write_rates([("h", target(None))], 4) == {"h": None}
+
+
+def test_targets_on_one_host_share_one_pace_the_lowest_whatever_their_order() -> None:
+    """One account and Region, one PutImage quota: every target on a host writes through
+    one bucket, at the lowest rate any of them sets (null sets none)."""
+    for rates in ([10, 5, None, 20], [None, 20, 5, 10]):
+        made = connect.write_rates([("h", target(rate)) for rate in rates], 1)
+        assert list(made) == ["h"]
+        assert made["h"] is not None and made["h"].per_second == 5
+    apart = connect.write_rates([("h", target(10)), ("other", target(10))], 1)
+    assert apart["h"] is not apart["other"]
 
 
 class _Target:
     def __init__(self, host: str, writes: WriteRate | None) -> None:
         self.host, self.writes = host, writes
-
-
-def test_targets_on_one_host_share_one_pace_the_lowest() -> None:
-    first = connect._write_rate("h", target(10), [], 1)
-    made = [_Target("h", first)]
-    assert connect._write_rate("h", target(20), made, 1) is first  # type: ignore[arg-type]
-    lower = connect._write_rate("h", target(5), made, 1)  # type: ignore[arg-type]
-    assert lower is not None and lower is not first and lower.per_second == 5
-    assert connect._write_rate("h", target(None), made, 1) is first  # type: ignore[arg-type]
-    other = connect._write_rate("other", target(10), made, 1)  # type: ignore[arg-type]
-    assert other is not first
 
 
 def index(entries: int) -> Manifest:
