@@ -274,8 +274,9 @@ class Session:
             sharing = [target for target in self.targets if target.host == host]
             writes, rate = sharing[0].writes, configured_rate(t.config for t in sharing)
             if writes is not None and rate is not None and writes.waits:
+                count = f"{writes.writes} manifest write{'s' if writes.writes != 1 else ''}"
                 lines.append(
-                    f"{host}: {writes.writes} manifest writes paced at {writes.per_second:g} a "
+                    f"{host}: {count} paced at {writes.per_second:g} a "
                     f"second ({pace_source(rate, self.shards)}): waited {writes.waited:.1f} s "
                     "in all"
                 )

@@ -41,8 +41,30 @@ def test_a_second_s_worth_goes_at_once_then_one_every_tenth_of_a_second() -> Non
     assert rate.delay(1) == pytest.approx(0.2)
     clock.now += 0.2  # the two reserved are made; the bucket is empty again
     assert rate.delay(1) == pytest.approx(0.1)
-    assert (rate.writes, rate.waits) == (13, 3)
-    assert rate.waited == pytest.approx(0.4)
+
+
+def test_writers_waiting_together_are_one_wait_of_the_run() -> None:
+    """Four copies reserve at 100.0 behind a spent bucket, at 1 a second: they wait 1, 2, 3
+    and 4 s, together: the run waited 4 s, not 10; a later wait adds its own length."""
+    clock = Clock()
+    rate = WriteRate(1, clock=clock)
+    assert rate.delay(1) == 0.0
+    for end in (101.0, 102.0, 103.0, 104.0):  # told as they end
+        rate.waited_between(100.0, end)
+    rate.waited_between(110.0, 110.5)
+    assert rate.waits == 5
+    assert rate.waited == pytest.approx(4.5)
+
+
+def test_only_the_writes_that_went_through_are_counted() -> None:
+    rate = WriteRate(0.01)  # a second write would wait 100 s
+    with rate.writing(1):
+        pass
+    rate.stop()
+    with pytest.raises(Stopped), rate.writing(2):
+        pass
+    assert (rate.writes, rate.waits) == (1, 1)
+    assert rate.waited < 100  # it waited until the stop, not the 100 s it was told
 
 
 def test_an_idle_bucket_refills_to_one_second_s_worth_only() -> None:
