@@ -536,8 +536,8 @@ class WriteRate:
         wait = self.delay(count)
         if wait > 0:
             log.debug("pacing manifest writes: %d more in %.2f s", count, wait)
-            start = self._clock()
-            stopped = self._stopped.wait(wait)
+            start = self._clock()  # a rate of a write a century waits until the stop
+            stopped = self._stopped.wait(min(wait, threading.TIMEOUT_MAX))
             self.waited_between(start, self._clock())
         else:
             stopped = self._stopped.is_set()

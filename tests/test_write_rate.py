@@ -127,6 +127,31 @@ def test_stopping_wakes_a_waiting_writer_which_raises_stopped() -> None:
         pass
 
 
+def test_a_rate_of_a_write_a_century_waits_until_the_stop() -> None:
+    """A wait past what a thread can be told (threading.TIMEOUT_MAX) is a wait until the
+    stop, not an OverflowError."""
+    rate = WriteRate(1e-12)
+    with rate.writing(1):
+        pass
+    ended = threading.Event()
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with rate.writing(1):
+                raise AssertionError("written before the stop")
+        except BaseException as error:  # what it raised is the assertion
+            failures.append(error)
+        ended.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert not ended.wait(0.2)  # still waiting (a failure would end it at once)
+    rate.stop()
+    writer.join(timeout=30)
+    assert [type(error) for error in failures] == [Stopped]
+
+
 def test_a_rate_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="above 0"):
         WriteRate(0)
@@ -156,7 +181,8 @@ def test_put_image_rate_as_users_write_it(tmp_path: Path, line: str, expected: f
 
 
 @pytest.mark.parametrize(
-    "value", ["0", "-1", "fast", "'10'", "true", ".inf", ".nan", "[10]", "{rate: 10}"]
+    "value",
+    ["0", "-1", "fast", "'10'", "true", ".inf", ".nan", "[10]", "{rate: 10}", "1" + "0" * 400],
 )
 def test_a_put_image_rate_that_is_not_a_rate_is_named(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
