@@ -265,8 +265,12 @@ class Mounts:
 
 
 def size_text(size: int) -> str:
-    """Bytes as a person reads them: `41.6 MB` (decimal units, as ECR's console shows)."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
+    """Bytes as a person reads them: `41.6 MB` (decimal units, as ECR's console shows), in
+    the smallest unit that shows the figure below 1000 (999,950 bytes is `1.0 MB`, not
+    `1000.0 kB`)."""
+    if size < 1000:
+        return f"{size} byte{'s' if size != 1 else ''}"
+    for unit, scale in (("kB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        if round(size / scale, 1) < 1000:
             return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"
+    return f"{size / 1e12:.1f} TB"
