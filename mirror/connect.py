@@ -123,13 +123,16 @@ class EcrTarget:
         )
 
     def encryption(self, name: str) -> str:
-        """How repository `name` is encrypted: as mirror created it in this run (with no
-        encryption setting, ECR's default AES256), else as ECR describes it (once per run);
-        a text of its own when neither knows (no mount into it or from it)."""
+        """How repository `name` is encrypted: AES256 when mirror created it so in this run
+        (with no encryption setting, ECR's default), else as ECR describes it (once per run),
+        KMS keys included: ECR picks the key of `{type: KMS}` with none, and resolves an
+        alias or key ID (AWS API reference: EncryptionConfiguration); a text of its own
+        when ECR does not know it (no mount into it or from it)."""
         with self._lock:
             created = dict(self.created).get(name)
-        if created is not None:
-            return str(created.encryption or Encryption("AES256"))
+        made = None if created is None else created.encryption or Encryption("AES256")
+        if made is not None and made.type == "AES256":
+            return str(made)
         return self.ecr.encryption(name) or f"unknown ({name})"
 
     def ensure_repository(self, name: str) -> None:

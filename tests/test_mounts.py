@@ -261,3 +261,31 @@ def test_max_pulls_holds_while_the_blobs_of_indexes_are_read(
     else:
         assert spent == 6  # each index and its two children, once
         assert run.report["blob_mounting"][stage.dest.host]["mounts"] == 1
+
+
+def test_repositories_created_with_kms_are_mounted_between_as_ecr_describes_their_keys(
+    stage: Stage,
+) -> None:
+    """Two repositories mirror creates with `encryption: {type: KMS}` and no key: ECR picks
+    the key (its AWS managed key; moto, here, one of each repository's own), so only what
+    ECR then describes says whether a mount can work. Where the keys differ, no mount is
+    tried, and the registry, whose BLOB_MOUNTING is on, is not said to have it off."""
+    stage.use_ecr(blob_mounting=True)
+    names = push_apps(stage, 3)
+    images = [stage.image("1", repo=f"{stage.repo}/{name}") for name in names]
+    for image in (images[0], images[2]):
+        image["repository_settings"] = {"encryption": {"type": "KMS"}}
+    stage.config(images)
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"] * 3), run.stderr
+    described = {
+        r["repositoryName"]: r["encryptionConfiguration"]
+        for r in stage.ecr().describe_repositories()["repositories"]
+    }
+    kms = [described[stage.dest_repo(f"{stage.repo}/{name}")] for name in (names[0], names[2])]
+    assert kms[0]["kmsKey"] != kms[1]["kmsKey"]  # the stand-in's keys: no mount between them
+    assert stage.dest.counts.mounts_refused == 0
+    assert run.report is not None
+    figures = run.report["blob_mounting"][stage.dest.host]
+    assert (figures["refused"], figures["could_have_saved_bytes"]) == (False, 0)
+    assert "BLOB_MOUNTING" not in run.stderr
