@@ -217,6 +217,14 @@ class Mounts:
             self.board.refuse(target.host)
             self._change(target.host, failed=str(error))
             return False
+        if not done and self._mounted_on(target.host):  # the setting is on: not this pair
+            log.debug(
+                "%s: %s not mounted from %s (202), where other mounts worked: uploaded",
+                repository,
+                blob.digest,
+                source,
+            )
+            return False
         if not done:
             log.debug("%s refused to mount %s from %s (202)", target.host, blob.digest, source)
             self.board.refuse(target.host)
@@ -231,6 +239,12 @@ class Mounts:
             )
             self._by_copy[pending.key] += blob.size
         return True
+
+    def _mounted_on(self, host: str) -> bool:
+        """Has a mount worked on `host` in this run? Then its BLOB_MOUNTING is on, and a 202
+        says only that these two repositories cannot share the blob (their encryption)."""
+        with self._lock:
+            return self._figures[host].mounts > 0
 
     def _unmounted(self, host: str, repository: str, blob: Blob) -> None:
         """A blob uploaded that a mount could have saved (counted once mounts stopped), once

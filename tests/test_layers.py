@@ -465,3 +465,23 @@ def test_two_targets_on_one_registry_share_its_board_and_its_figures() -> None:
 )
 def test_sizes_read_as_a_person_reads_them(size: int, text: str) -> None:
     assert size_text(size) == text
+
+
+def test_a_mount_refused_after_others_worked_does_not_say_the_setting_is_off() -> None:
+    """ECR answers 202 for two repositories whose encryption differs too: once a mount has
+    worked on the registry, a 202 is about that pair only; mounting goes on, and no line
+    says BLOB_MOUNTING is off."""
+    blobs = FakeBlobs()
+    manifests = image_manifests()
+    manifests["sha256:c"] = manifest(descriptor(BASE), descriptor(OWN_C), config=config("c"))
+    manifests["sha256:d"] = manifest(descriptor(BASE), config=config("d"))
+    mounts = Mounts([FakeMountable(ECR, blobs)], CountedManifests(manifests))
+    copy(mounts, "app0", "sha256:a")
+    copy(mounts, "app1", "sha256:b")  # mounted
+    blobs.answer = False
+    copy(mounts, "app2", "sha256:c")  # 202: uploaded
+    blobs.answer = True
+    copy(mounts, "app3", "sha256:d")  # mounted: mounting went on
+    assert [path for path, _, _ in blobs.mounts] == ["app1", "app2", "app3"]
+    assert mounts.figures() == [Mounting(ECR, mounts=2, mounted_bytes=2 * BASE.size)]
+    assert mounts.warnings() == []
