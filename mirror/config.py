@@ -473,12 +473,21 @@ def _rate(data: Any, where: str) -> float | None:
     """A rate a second above 0, or null (not paced)."""
     if data is None:
         return None
-    if isinstance(data, bool) or not isinstance(data, (int, float)) or not 0 < data < math.inf:
+    number = isinstance(data, (int, float)) and not isinstance(data, bool)
+    if not number or not 0 < _float(data) < math.inf:
         raise ConfigError(
             f"{where}: expected PutImage requests a second above 0 (ECR's default quota is "
             f"{PUT_IMAGE_RATE:g}), or null to not pace them, got {_kind(data)}"
         )
     return float(data)
+
+
+def _float(number: float) -> float:
+    """A YAML number as a float; an integer past float's range is infinite."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf
 
 
 def _parse_images(data: Any, source: Source, base: Image, base_dir: Path) -> tuple[Image, ...]:

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mirror import aws, skopeo
@@ -123,13 +123,16 @@ class EcrTarget:
         )
 
     def encryption(self, name: str) -> str:
-        """How repository `name` is encrypted: as mirror created it in this run (with no
-        encryption setting, ECR's default AES256), else as ECR describes it (once per run);
-        a text of its own when neither knows (no mount into it or from it)."""
+        """How repository `name` is encrypted: AES256 when mirror created it so in this run
+        (with no encryption setting, ECR's default), else as ECR describes it (once per run),
+        KMS keys included: ECR picks the key of `{type: KMS}` with none, and resolves an
+        alias or key ID (AWS API reference: EncryptionConfiguration); a text of its own
+        when ECR does not know it (no mount into it or from it)."""
         with self._lock:
             created = dict(self.created).get(name)
-        if created is not None:
-            return str(created.encryption or Encryption("AES256"))
+        made = None if created is None else created.encryption or Encryption("AES256")
+        if made is not None and made.type == "AES256":
+            return str(made)
         return self.ecr.encryption(name) or f"unknown ({name})"
 
     def ensure_repository(self, name: str) -> None:
@@ -270,13 +273,15 @@ class Session:
     def pacing_notes(self) -> list[str]:
         """One line per target whose manifest writes waited for the PutImage pace."""
         lines = []
-        for target in self.targets:
-            writes = target.writes
-            if writes is not None and writes.waits:
+        for host in dict.fromkeys(target.host for target in self.targets):
+            sharing = [target for target in self.targets if target.host == host]
+            writes, rate = sharing[0].writes, configured_rate(t.config for t in sharing)
+            if writes is not None and rate is not None and writes.waits:
+                count = f"{writes.writes} manifest write{'s' if writes.writes != 1 else ''}"
                 lines.append(
-                    f"{target.host}: {writes.writes} manifest writes paced at "
-                    f"{writes.per_second:g} a second ({pace_source(target.config, self.shards)}"
-                    f"): waited {writes.waited:.1f} s in all"
+                    f"{host}: {count} paced at {writes.per_second:g} a "
+                    f"second ({pace_source(rate, self.shards)}): waited {writes.waited:.1f} s "
+                    "in all"
                 )
         return lines
 
@@ -378,7 +383,7 @@ def _credentials_where(config: Config, host: str) -> str:
 
 def _connect_targets(config: Config, http: Http, settings: Settings) -> list[EcrTarget]:
     """An ECR client, token and registry client for every target (`ecr:` may be a list)."""
-    targets: list[EcrTarget] = []
+    logged_in = []
     for target in config.targets:
         region = region_of(config, target)
         early = None
@@ -390,7 +395,11 @@ def _connect_targets(config: Config, http: Http, settings: Settings) -> list[Ecr
         host = target.endpoint or aws.registry_host(
             region=region, registry_id=target.registry_id, token_host=login.host
         )
-        writes = _write_rate(host, target, targets, shard_count(settings))
+        logged_in.append((target, ecr, host, early))
+    rates = write_rates([(host, target) for target, _, host, _ in logged_in], shard_count(settings))
+    targets: list[EcrTarget] = []
+    for target, ecr, host, early in logged_in:
+        writes = rates[host]
         registry = _target_registry(
             host, http, target, ecr.registry_login, learnt=early, writes=writes
         )
@@ -409,22 +418,26 @@ def shard_count(settings: Settings) -> int:
     return int(settings.shard.partition("/")[2] or 1)
 
 
-def _write_rate(host: str, target: Target, made: list[EcrTarget], shards: int) -> WriteRate | None:
-    """The pace of manifest writes to `host`: one per host (targets with one account and Region
-    share ECR's quota), this shard's share of the configured rate; the lowest rate wins."""
-    same = next((t.writes for t in made if t.host == host and t.writes is not None), None)
-    if target.put_image_rate is None:
-        return same
-    share = target.put_image_rate / shards
-    if same is not None and same.per_second <= share:
-        return same
-    return WriteRate(share)
+def write_rates(targets: Sequence[tuple[str, Target]], shards: int) -> dict[str, WriteRate | None]:
+    """The pace of manifest writes to each host: one per host, shared by every target on it
+    (one account and Region: one PutImage quota), at this shard's share of the lowest rate
+    its targets configure; None (not paced) when none of them sets one."""
+    rates: dict[str, WriteRate | None] = {}
+    for host in dict.fromkeys(host for host, _ in targets):
+        rate = configured_rate(target for on, target in targets if on == host)
+        rates[host] = None if rate is None else WriteRate(rate / shards)
+    return rates
 
 
-def pace_source(target: Target, shards: int) -> str:
+def configured_rate(targets: Iterable[Target]) -> float | None:
+    """The lowest `put_image_rate` of targets sharing a registry; None when none sets one."""
+    return min((t.put_image_rate for t in targets if t.put_image_rate is not None), default=None)
+
+
+def pace_source(rate: float, shards: int) -> str:
     """Where a pace comes from, in words: "ecr.put_image_rate 10 / 4 shards"."""
-    rate = f"ecr.put_image_rate {target.put_image_rate:g}"
-    return f"{rate} / {shards} shards" if shards > 1 else rate
+    words = f"ecr.put_image_rate {rate:g}"
+    return f"{words} / {shards} shards" if shards > 1 else words
 
 
 def _target_registry(

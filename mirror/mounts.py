@@ -55,6 +55,7 @@ class Mounts:
         self.readers = readers  # an index's children read at once (1: in the copy's thread)
         self._figures = {target.host: Mounting(target.host) for target in self.targets}
         self._by_copy: Counter[tuple[object, int]] = Counter()
+        self._counted: set[tuple[str, str, str]] = set()  # (host, repository, digest) unmounted
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -175,25 +176,39 @@ class Mounts:
     def _mount(
         self, target: Mountable, pending: Pending, steps: list[Step], stop: threading.Event
     ) -> list[str]:
+        """Mount each blob another repository holds; count those that are uploaded instead
+        once mounts stopped. A blob the repository holds already (from an earlier run, or
+        from an earlier try of this copy) is neither: skopeo finds it with its HEAD."""
         mounted: list[str] = []
         for step in steps:
             if stop.is_set():
                 raise Stopped
             if step.here or step.uploads or not step.elsewhere:
                 continue
+            if self._there(target, pending.repository, step.blob):
+                continue
             if step.mount_from is None or not self.board.mounts(target.host):
-                self._unmounted(target.host, step.blob)
+                self._unmounted(target.host, pending.repository, step.blob)
                 continue
             if self._mount_one(target, pending, step.blob, step.mount_from):
                 mounted.append(step.blob.digest)
         return mounted
 
+    @staticmethod
+    def _there(target: Mountable, repository: str, blob: Blob) -> bool:
+        """Does the repository hold the blob already? (False when the HEAD fails.)"""
+        try:
+            return target.registry.has_blob(repository, blob.digest)
+        except Stopped:
+            raise
+        except MirrorError as error:
+            log.debug("%s: %s not seen: %s", repository, blob.digest, error)
+            return False
+
     def _mount_one(self, target: Mountable, pending: Pending, blob: Blob, source: str) -> bool:
         """Mount one blob; False when it was not (the copy uploads it)."""
         repository = pending.repository
         try:
-            if target.registry.has_blob(repository, blob.digest):
-                return False  # there from an earlier run: skopeo finds it
             done = target.registry.mount_blob(repository, blob.digest, source)
         except Stopped:
             raise
@@ -202,11 +217,19 @@ class Mounts:
             self.board.refuse(target.host)
             self._change(target.host, failed=str(error))
             return False
+        if not done and self._mounted_on(target.host):  # the setting is on: not this pair
+            log.debug(
+                "%s: %s not mounted from %s (202), where other mounts worked: uploaded",
+                repository,
+                blob.digest,
+                source,
+            )
+            return False
         if not done:
             log.debug("%s refused to mount %s from %s (202)", target.host, blob.digest, source)
             self.board.refuse(target.host)
             self._change(target.host, refused=True)
-            self._unmounted(target.host, blob)
+            self._unmounted(target.host, repository, blob)
             return False
         log.debug("%s: mounted %s (%d bytes) from %s", repository, blob.digest, blob.size, source)
         with self._lock:
@@ -217,11 +240,21 @@ class Mounts:
             self._by_copy[pending.key] += blob.size
         return True
 
-    def _unmounted(self, host: str, blob: Blob) -> None:
-        """A blob uploaded that a mount could have saved (counted once mounts stopped)."""
+    def _mounted_on(self, host: str) -> bool:
+        """Has a mount worked on `host` in this run? Then its BLOB_MOUNTING is on, and a 202
+        says only that these two repositories cannot share the blob (their encryption)."""
+        with self._lock:
+            return self._figures[host].mounts > 0
+
+    def _unmounted(self, host: str, repository: str, blob: Blob) -> None:
+        """A blob uploaded that a mount could have saved (counted once mounts stopped), once
+        per repository: a copy tried again uploads it at most once."""
         if self.board.mounts(host):
             return
         with self._lock:
+            if (host, repository, blob.digest) in self._counted:
+                return
+            self._counted.add((host, repository, blob.digest))
             figures = self._figures[host]
             self._figures[host] = replace(
                 figures, unmounted_bytes=figures.unmounted_bytes + blob.size
@@ -246,8 +279,12 @@ class Mounts:
 
 
 def size_text(size: int) -> str:
-    """Bytes as a person reads them: `41.6 MB` (decimal units, as ECR's console shows)."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
+    """Bytes as a person reads them: `41.6 MB` (decimal units, as ECR's console shows), in
+    the smallest unit that shows the figure below 1000 (999,950 bytes is `1.0 MB`, not
+    `1000.0 kB`)."""
+    if size < 1000:
+        return f"{size} byte{'s' if size != 1 else ''}"
+    for unit, scale in (("kB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        if round(size / scale, 1) < 1000:
             return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"
+    return f"{size / 1e12:.1f} TB"

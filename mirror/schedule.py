@@ -486,6 +486,11 @@ class WriteRate:
     writes its manifests at the end of a copy, are not taken to have written earlier than
     they did (the bucket then holds at most `burst - count`). `stop()` wakes every waiter,
     which raises Stopped. Thread-safe.
+
+    What a run is told: `writes`, the writes that went through the pace; `waits`, how many of
+    them had to wait; `waited`, the seconds of the run during which at least one writer was
+    waiting (writers waiting together count once; a wait cut short by a stop counts as long
+    as it lasted).
     """
 
     def __init__(self, per_second: float, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -498,27 +503,31 @@ class WriteRate:
         self._stamp = clock()
         self._stopped = threading.Event()
         self._lock = threading.Lock()
-        self.writes = 0  # writes reserved in this run
-        self.waited = 0.0  # seconds the writers waited in all
-        self.waits = 0  # reservations that had to wait
+        self._waited_until = -math.inf  # the end of the last wait counted in `waited`
+        self.writes = 0  # writes that went through the pace in this run
+        self.waited = 0.0  # seconds of the run with a writer waiting
+        self.waits = 0  # writers that had to wait
 
     def delay(self, count: int) -> float:
         """Reserve `count` writes: the seconds to wait before making them (0: at once)."""
         with self._lock:
             self._refill()
             self._tokens -= count
-            self.writes += count
-            wait = max(0.0, -self._tokens / self.per_second)
-            if wait > 0:
-                self.waited += wait
-                self.waits += 1
-            return wait
+            return max(0.0, -self._tokens / self.per_second)
 
     def wrote(self, count: int) -> None:
         """`count` reserved writes are made now (at the latest)."""
         with self._lock:
             self._refill()
             self._tokens = min(self._tokens, self.burst - count)
+
+    def waited_between(self, start: float, end: float) -> None:
+        """A writer waited from `start` to `end` (the clock's seconds): counted in `waited`
+        where no other wait already covers it. Waits are told as they end."""
+        with self._lock:
+            self.waits += 1
+            self.waited += max(0.0, end - max(start, self._waited_until))
+            self._waited_until = max(self._waited_until, end)
 
     @contextlib.contextmanager
     def writing(self, count: int = 1) -> Iterator[None]:
@@ -527,8 +536,15 @@ class WriteRate:
         wait = self.delay(count)
         if wait > 0:
             log.debug("pacing manifest writes: %d more in %.2f s", count, wait)
-        if self._stopped.wait(wait) if wait > 0 else self._stopped.is_set():
+            start = self._clock()  # a rate of a write a century waits until the stop
+            stopped = self._stopped.wait(min(wait, threading.TIMEOUT_MAX))
+            self.waited_between(start, self._clock())
+        else:
+            stopped = self._stopped.is_set()
+        if stopped:
             raise Stopped()
+        with self._lock:
+            self.writes += count
         try:
             yield
         finally:

@@ -19,7 +19,7 @@ import pytest
 from mirror.errors import CopyError, MirrorError, RegistryError
 from mirror.layers import Blob, Board, Place, Step, Ticket, blobs_of, children_of
 from mirror.model import Mounting, Pending, Task
-from mirror.mounts import Mounts
+from mirror.mounts import Mounts, size_text
 from mirror.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Manifest
 from mirror.reference import parse_reference, parse_repository
 from tests.test_transfer import FakeManifests
@@ -447,3 +447,41 @@ def test_two_targets_on_one_registry_share_its_board_and_its_figures() -> None:
     copy(mounts, "app0", "sha256:a")
     copy(mounts, "app1", "sha256:b")
     assert len(mounts.figures()) == len(mounts.warnings()) == 1
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0 bytes"),
+        (1, "1 byte"),
+        (999, "999 bytes"),
+        (1_000, "1.0 kB"),
+        (999_949, "999.9 kB"),
+        (999_950, "1.0 MB"),
+        (212_400_000, "212.4 MB"),
+        (999_999_999, "1.0 GB"),
+        (5 * 10**12, "5.0 TB"),
+    ],
+)
+def test_sizes_read_as_a_person_reads_them(size: int, text: str) -> None:
+    assert size_text(size) == text
+
+
+def test_a_mount_refused_after_others_worked_does_not_say_the_setting_is_off() -> None:
+    """ECR answers 202 for two repositories whose encryption differs too: once a mount has
+    worked on the registry, a 202 is about that pair only; mounting goes on, and no line
+    says BLOB_MOUNTING is off."""
+    blobs = FakeBlobs()
+    manifests = image_manifests()
+    manifests["sha256:c"] = manifest(descriptor(BASE), descriptor(OWN_C), config=config("c"))
+    manifests["sha256:d"] = manifest(descriptor(BASE), config=config("d"))
+    mounts = Mounts([FakeMountable(ECR, blobs)], CountedManifests(manifests))
+    copy(mounts, "app0", "sha256:a")
+    copy(mounts, "app1", "sha256:b")  # mounted
+    blobs.answer = False
+    copy(mounts, "app2", "sha256:c")  # 202: uploaded
+    blobs.answer = True
+    copy(mounts, "app3", "sha256:d")  # mounted: mounting went on
+    assert [path for path, _, _ in blobs.mounts] == ["app1", "app2", "app3"]
+    assert mounts.figures() == [Mounting(ECR, mounts=2, mounted_bytes=2 * BASE.size)]
+    assert mounts.warnings() == []

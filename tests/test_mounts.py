@@ -31,9 +31,11 @@ def apps(count: int) -> list[str]:
     return [f"app{number}" for number in range(count)]
 
 
-def blobs(name: str, platforms: Sequence[str] = ("linux/amd64",)) -> dict[str, int]:
+def blobs(
+    name: str, platforms: Sequence[str] = ("linux/amd64",), base: Sequence[bytes] = (BASE,)
+) -> dict[str, int]:
     """The blobs (not manifests) of image `name` as the stage pushes it, by digest: size."""
-    _, built = build_image(platforms=platforms, layer_sizes=OWN, seed=name, base_layers=[BASE])
+    _, built = build_image(platforms=platforms, layer_sizes=OWN, seed=name, base_layers=base)
     return {d: len(b.data) for d, b in built.items() if b.media_type not in MANIFEST_TYPES}
 
 
@@ -120,6 +122,55 @@ def test_with_mounting_off_every_repository_uploads_and_the_run_says_what_it_cos
     refused = [path for method, path, status in counts.requests if "mount=" in path]
     assert refused and counts.mounts_refused >= 1
     assert counts.of("upload_delete", 204) >= 1
+
+
+def test_with_mounting_off_a_copy_tried_again_counts_what_it_could_have_saved_once(
+    stage: Stage,
+) -> None:
+    """ECR fails the second copy's manifest PUT once (503): that copy is tried again, and
+    the base it had uploaded by then is counted once in what mounting would have saved."""
+    names = push_apps(stage, 3)
+    base = sum(shared(*[blobs(name) for name in names]).values())
+    stage.dest.fail_next("manifest_put", every=2)  # the second copy's, whatever the order
+    run = stage.mirror("sync", "--jobs", "1")
+    assert (run.code, run.actions()) == (0, ["copied"] * 3), run.stderr
+    assert stage.dest.counts.faulted["manifest_put"] == 1
+    assert run.report is not None
+    figures = run.report["blob_mounting"][stage.dest.host]
+    assert (figures["refused"], figures["could_have_saved_bytes"]) == (True, 2 * base)
+    assert f"mounting would have saved {size_text(2 * base)} of uploads" in run.stderr
+
+
+def test_with_mounting_off_a_layer_the_repository_held_before_the_run_is_not_counted(
+    stage: Stage,
+) -> None:
+    """Both images change their first layer; the second (BASE) is in both repositories since
+    the first run: only the new layer is uploaded twice, and only it is what mounting would
+    have saved."""
+    old, new = (random.Random(f"test_mounts|{n}").randbytes(200_000) for n in ("old", "new"))  # noqa: S311
+    names = apps(2)
+    for tag, first_layer in (("1", old), ("2", new)):
+        for name in names:
+            stage.push(tag, repo=f"{stage.repo}/{name}", seed=name, layer_sizes=OWN,
+                       base_layers=[first_layer, BASE])  # fmt: skip
+    stage.config([stage.image("1", repo=f"{stage.repo}/{name}") for name in names])
+    first = stage.mirror("sync")
+    assert (first.code, first.actions()) == (0, ["copied"] * 2), first.stderr
+    stage.config([stage.image("2", repo=f"{stage.repo}/{name}") for name in names])
+    stage.dest.reset_counts()
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"] * 2), run.stderr
+    before = [blobs(name, base=(old, BASE)) for name in names]
+    now = [blobs(name, base=(new, BASE)) for name in names]
+    uploaded = sum(
+        sum(v for d, v in image.items() if d not in held)
+        for image, held in zip(now, before, strict=True)
+    )
+    assert stage.dest.counts.upload_bytes == uploaded  # the new layer twice, the configs
+    assert run.report is not None
+    figures = run.report["blob_mounting"][stage.dest.host]
+    fresh = sum(size for digest, size in shared(*now).items() if digest not in before[0])
+    assert (figures["refused"], figures["could_have_saved_bytes"]) == (True, fresh)
 
 
 def test_an_index_whole_and_a_platform_subset_mount_what_their_platforms_share(
@@ -210,3 +261,31 @@ def test_max_pulls_holds_while_the_blobs_of_indexes_are_read(
     else:
         assert spent == 6  # each index and its two children, once
         assert run.report["blob_mounting"][stage.dest.host]["mounts"] == 1
+
+
+def test_repositories_created_with_kms_are_mounted_between_as_ecr_describes_their_keys(
+    stage: Stage,
+) -> None:
+    """Two repositories mirror creates with `encryption: {type: KMS}` and no key: ECR picks
+    the key (its AWS managed key; moto, here, one of each repository's own), so only what
+    ECR then describes says whether a mount can work. Where the keys differ, no mount is
+    tried, and the registry, whose BLOB_MOUNTING is on, is not said to have it off."""
+    stage.use_ecr(blob_mounting=True)
+    names = push_apps(stage, 3)
+    images = [stage.image("1", repo=f"{stage.repo}/{name}") for name in names]
+    for image in (images[0], images[2]):
+        image["repository_settings"] = {"encryption": {"type": "KMS"}}
+    stage.config(images)
+    run = stage.mirror("sync")
+    assert (run.code, run.actions()) == (0, ["copied"] * 3), run.stderr
+    described = {
+        r["repositoryName"]: r["encryptionConfiguration"]
+        for r in stage.ecr().describe_repositories()["repositories"]
+    }
+    kms = [described[stage.dest_repo(f"{stage.repo}/{name}")] for name in (names[0], names[2])]
+    assert kms[0]["kmsKey"] != kms[1]["kmsKey"]  # the stand-in's keys: no mount between them
+    assert stage.dest.counts.mounts_refused == 0
+    assert run.report is not None
+    figures = run.report["blob_mounting"][stage.dest.host]
+    assert (figures["refused"], figures["could_have_saved_bytes"]) == (False, 0)
+    assert "BLOB_MOUNTING" not in run.stderr

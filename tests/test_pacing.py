@@ -9,8 +9,14 @@ run had to wait. The ECR-like front here enforces a quota of its own (`put_image
 from __future__ import annotations
 
 import itertools
+import json
+import re
+import signal
+import time
 
-from tests.stage import Run, Stage
+import yaml
+
+from tests.stage import Run, Stage, wait_until
 
 
 def paced_lines(run: Run) -> list[str]:
@@ -92,3 +98,56 @@ def test_a_bad_rate_is_one_line_naming_the_key(stage: Stage) -> None:
     assert run.code == 2
     [line] = [line for line in run.stderr.splitlines() if line.strip()]
     assert "ecr.put_image_rate" in line and "above 0" in line
+
+
+def test_two_targets_on_one_registry_share_one_pace_the_lowest(stage: Stage) -> None:
+    """Two targets on one ECR registry (other repository prefixes) share its account's
+    quota: every manifest write to it, whichever target's, keeps the lowest rate configured,
+    and the run says so in one line."""
+    front = stage.use_ecr(put_image_rate=1)
+    digest = stage.push("1.0.0", seed="two-targets")
+    for alias in ("1.0", "1"):
+        assert stage.push(alias, seed="two-targets") == digest
+    path = stage.config([stage.image("1.0.0", "1.0", "1")])
+    document = yaml.safe_load(path.read_text())
+    first = {**document["ecr"], "put_image_rate": 2}
+    second = {**document["ecr"], "repository_prefix": "copy", "put_image_rate": 1}
+    document["ecr"] = [first, second]
+    path.write_text(yaml.safe_dump(document))
+    run = stage.mirror("sync", "--jobs", "1", timeout=180)
+    assert (run.code, run.actions()) == (0, ["copied"] * 6), run.stderr
+    assert front.counts.throttled["manifest_put"] == 0
+    times = front.put_times
+    assert len(times) == 6
+    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(times))
+    [line] = paced_lines(run)
+    assert f"{front.host}: 6 manifest writes paced at 1 a second (ecr.put_image_rate 1)" in line
+
+
+def test_a_stop_while_copies_wait_for_the_pace_ends_them_and_says_only_what_happened(
+    stage: Stage,
+) -> None:
+    """At 0.01 a second the first copy goes at once and the other two are told to wait 100
+    and 200 s: SIGTERM ends them at once, and the pacing line counts the one write that went
+    through and the wait that was, not the 300 s they were told."""
+    tags = ["a", "b", "c"]
+    for tag in tags:
+        stage.push(tag, seed=f"stop-{tag}")
+    stage.config([stage.image(*tags)], ecr={"put_image_rate": 0.01})
+    log = stage.tmp / "stderr.log"
+    report = stage.tmp / "stop-report.json"
+    started = time.monotonic()
+    with log.open("w") as stderr:
+        process = stage.popen("-v", "sync", "--jobs", "3", "--report", str(report), stderr=stderr)
+        wait_until(lambda: log.read_text().count("pacing manifest writes") == 2, process)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    elapsed = time.monotonic() - started
+    assert process.returncode == 143, log.read_text()
+    written = json.loads(report.read_text())
+    assert sorted(image["action"] for image in written["images"]).count("deferred") >= 2
+    [line] = [line for line in log.read_text().splitlines() if "paced at" in line]
+    found = re.search(r": (\d+) manifest writes? paced at .*: waited ([\d.]+) s", line)
+    assert found is not None, line
+    assert int(found[1]) == 1 and "1 manifest write paced" in line
+    assert float(found[2]) <= elapsed

@@ -41,8 +41,30 @@ def test_a_second_s_worth_goes_at_once_then_one_every_tenth_of_a_second() -> Non
     assert rate.delay(1) == pytest.approx(0.2)
     clock.now += 0.2  # the two reserved are made; the bucket is empty again
     assert rate.delay(1) == pytest.approx(0.1)
-    assert (rate.writes, rate.waits) == (13, 3)
-    assert rate.waited == pytest.approx(0.4)
+
+
+def test_writers_waiting_together_are_one_wait_of_the_run() -> None:
+    """Four copies reserve at 100.0 behind a spent bucket, at 1 a second: they wait 1, 2, 3
+    and 4 s, together: the run waited 4 s, not 10; a later wait adds its own length."""
+    clock = Clock()
+    rate = WriteRate(1, clock=clock)
+    assert rate.delay(1) == 0.0
+    for end in (101.0, 102.0, 103.0, 104.0):  # told as they end
+        rate.waited_between(100.0, end)
+    rate.waited_between(110.0, 110.5)
+    assert rate.waits == 5
+    assert rate.waited == pytest.approx(4.5)
+
+
+def test_only_the_writes_that_went_through_are_counted() -> None:
+    rate = WriteRate(0.01)  # a second write would wait 100 s
+    with rate.writing(1):
+        pass
+    rate.stop()
+    with pytest.raises(Stopped), rate.writing(2):
+        pass
+    assert (rate.writes, rate.waits) == (1, 1)
+    assert rate.waited < 100  # it waited until the stop, not the 100 s it was told
 
 
 def test_an_idle_bucket_refills_to_one_second_s_worth_only() -> None:
@@ -105,6 +127,31 @@ def test_stopping_wakes_a_waiting_writer_which_raises_stopped() -> None:
         pass
 
 
+def test_a_rate_of_a_write_a_century_waits_until_the_stop() -> None:
+    """A wait past what a thread can be told (threading.TIMEOUT_MAX) is a wait until the
+    stop, not an OverflowError."""
+    rate = WriteRate(1e-12)
+    with rate.writing(1):
+        pass
+    ended = threading.Event()
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with rate.writing(1):
+                raise AssertionError("written before the stop")
+        except BaseException as error:  # what it raised is the assertion
+            failures.append(error)
+        ended.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert not ended.wait(0.2)  # still waiting (a failure would end it at once)
+    rate.stop()
+    writer.join(timeout=30)
+    assert [type(error) for error in failures] == [Stopped]
+
+
 def test_a_rate_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="above 0"):
         WriteRate(0)
@@ -134,7 +181,8 @@ def test_put_image_rate_as_users_write_it(tmp_path: Path, line: str, expected: f
 
 
 @pytest.mark.parametrize(
-    "value", ["0", "-1", "fast", "'10'", "true", ".inf", ".nan", "[10]", "{rate: 10}"]
+    "value",
+    ["0", "-1", "fast", "'10'", "true", ".inf", ".nan", "[10]", "{rate: 10}", "1" + "0" * 400],
 )
 def test_a_put_image_rate_that_is_not_a_rate_is_named(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -155,27 +203,27 @@ def test_the_shard_count_comes_from_the_shard(shard: str, count: int) -> None:
 
 
 def test_each_shard_takes_its_share_and_the_words_say_so() -> None:
-    made = connect._write_rate("h", target(10), [], 4)
+    made = connect.write_rates([("h", target(10))], 4)["h"]
     assert made is not None and made.per_second == 2.5
-    assert connect.pace_source(target(10), 4) == "ecr.put_image_rate 10 / 4 shards"
-    assert connect.pace_source(target(10), 1) == "ecr.put_image_rate 10"
-    assert connect._write_rate("h", target(None), [], 4) is None
+    assert connect.pace_source(10, 4) == "ecr.put_image_rate 10 / 4 shards"
+    assert connect.pace_source(10, 1) == "ecr.put_image_rate 10"
+    assert connect.write_rates([("h", target(None))], 4) == {"h": None}
+
+
+def test_targets_on_one_host_share_one_pace_the_lowest_whatever_their_order() -> None:
+    """One account and Region, one PutImage quota: every target on a host writes through
+    one bucket, at the lowest rate any of them sets (null sets none)."""
+    for rates in ([10, 5, None, 20], [None, 20, 5, 10]):
+        made = connect.write_rates([("h", target(rate)) for rate in rates], 1)
+        assert list(made) == ["h"]
+        assert made["h"] is not None and made["h"].per_second == 5
+    apart = connect.write_rates([("h", target(10)), ("other", target(10))], 1)
+    assert apart["h"] is not apart["other"]
 
 
 class _Target:
     def __init__(self, host: str, writes: WriteRate | None) -> None:
         self.host, self.writes = host, writes
-
-
-def test_targets_on_one_host_share_one_pace_the_lowest() -> None:
-    first = connect._write_rate("h", target(10), [], 1)
-    made = [_Target("h", first)]
-    assert connect._write_rate("h", target(20), made, 1) is first  # type: ignore[arg-type]
-    lower = connect._write_rate("h", target(5), made, 1)  # type: ignore[arg-type]
-    assert lower is not None and lower is not first and lower.per_second == 5
-    assert connect._write_rate("h", target(None), made, 1) is first  # type: ignore[arg-type]
-    other = connect._write_rate("other", target(10), made, 1)  # type: ignore[arg-type]
-    assert other is not first
 
 
 def index(entries: int) -> Manifest:
