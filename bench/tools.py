@@ -288,7 +288,12 @@ def make_tool(setup: Setup, repositories: dict[str, list[str]]) -> Tool:
 
 def write_mirror_config(setup: Setup, repositories: dict[str, list[str]]) -> Path:
     """mirror.yaml as in tests/standins/demo.py: the hub front as the source, the tool's
-    registry as ``ecr.endpoint``, plain HTTP on both sides."""
+    registry as ``ecr.endpoint``, plain HTTP on both sides. ``$BENCH_PUT_IMAGE_RATE`` (a
+    number, or ``null``) sets ``ecr.put_image_rate``: the stand-in keeps no PutImage quota, so
+    ``null`` measures mirror as if AWS had raised it (versions before issue 18 refuse the key).
+    """
+    rate = os.environ.get("BENCH_PUT_IMAGE_RATE")
+    ecr = None if rate is None else {"put_image_rate": None if rate == "null" else float(rate)}
     return mirror_config(
         setup.workdir / "mirror.yaml",
         source=setup.source_host,
@@ -296,6 +301,7 @@ def write_mirror_config(setup: Setup, repositories: dict[str, list[str]]) -> Pat
         prefix=setup.prefix,
         images=[{"source": repo, "tags": tags} for repo, tags in repositories.items()],
         tls=setup.tls,
+        ecr=ecr,
     )
 
 
