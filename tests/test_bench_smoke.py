@@ -199,6 +199,7 @@ def test_the_first_sync_benchmark_puts_mirror_beside_the_bare_copy_loop(tmp_path
     loop, mirror = results["loop"], results["mirror"]["worktree"]
     assert loop["requests_per_copy"]["destination/manifest_put"] >= 1  # each copy was made
     assert mirror["requests_per_copy"]["destination/manifest_put"] >= 1
-    assert mirror["requests_per_copy"].get("source/ping", 0) == 0  # skopeo reads the relay
+    # skopeo reads the relay: the source's one `GET /v2/` is mirror's own, for the run (2 copies)
+    assert mirror["requests_per_copy"].get("source/ping", 0) <= 0.5
     assert sum(mirror["phases_s_under_pyspy"].values()) > 0
     assert "skopeo copy (start, run, wait)" in mirror["phases_s_under_pyspy"]

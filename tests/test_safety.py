@@ -241,7 +241,9 @@ def test_signal_mid_copy_stops_children_cleans_up_and_reports(
     stage.push("b", seed="b")
     stage.config([stage.image("a", "b")])
     report = stage.tmp / "signal-report.json"
-    stage.hub.hold()  # the copy cannot end before the signal, however busy the machine
+    # The copy cannot end before the signal, however busy the machine: its manifests pass
+    # (mirror reads them before skopeo starts, to know the blobs), its first blob stalls.
+    stage.hub.stall_blobs(1000)
     try:
         process = stage.popen("sync", "--jobs", "1", "--report", str(report))
         scratch = stage.env["TMPDIR"]
