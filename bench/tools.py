@@ -204,7 +204,9 @@ class Mirror(Tool):
         self.config = write_mirror_config(setup, repositories)
 
     def argv(self) -> list[str]:
-        jobs = [] if self.jobs is None else ["--jobs", str(self.jobs)]
+        """`mirror sync`; `$BENCH_MIRROR_JOBS` sets --jobs of a tool measured with the default."""
+        chosen = self.jobs if self.jobs is not None else os.environ.get("BENCH_MIRROR_JOBS")
+        jobs = [] if chosen is None else ["--jobs", str(chosen)]
         return [sys.executable, "-m", "mirror", "sync", "-c", str(self.config), *jobs]
 
     def _sync(self) -> Run:
