@@ -20,7 +20,8 @@ it, as far as the images it pulls need, and returns one `ImageUse` per service t
   error. A service that extends a service of *another* file (`{file: ..., service: ...}`)
   and names its own `image:` without `build:` is an error: whether that image is pulled or
   built depends on the other file, which `parse` does not read (each file is read on its
-  own; run it on the other file too). `include:` is not followed either;
+  own; run it on the other file too). `include:` is not followed either; `parse`'s `notes`
+  name both (an include, and such a service with no image of its own);
 - several YAML documents in one file (`---`), which Compose merges in order: a later
   document's `image:` replaces an earlier one's, and a service that any of them gives
   `build:` builds. Compose's `!reset` tag removes a key, `!override` replaces it;
@@ -103,17 +104,24 @@ class _Service:
     extends: tuple[str, bool, yaml.Node, Where] | None = None  # base, in another file?, at
 
 
-def parse(text: str, variables: Mapping[str, str] | None = None) -> list[ImageUse]:
+def parse(
+    text: str, variables: Mapping[str, str] | None = None, *, notes: list[str] | None = None
+) -> list[ImageUse]:
     """The image of each service that pulls one, in the order services first appear.
 
     `variables` are what `docker compose` would interpolate with (see `variables()`).
+    `notes` receives a line for each part of the file whose images come from another file
+    that is not read (`include:`, a service extending another file's service with no image
+    of its own): a person should run ensure on that file too.
     Raises ComposeError naming the document, line and key for what Compose would refuse,
     for images that cannot be known, and for what is not a Compose file.
     """
     known = dict(variables or {})
+    said = notes if notes is not None else []
     try:
         parsed = documents(text)
-        services = _services(parsed)
+        services = _services(parsed, said)
+        said += _from_other_files(services)
         built = _built_images(services, known)
         uses = []
         for name, service in services.items():
@@ -179,7 +187,7 @@ def _not_pulled(service: _Service, variables: Mapping[str, str]) -> bool:
     return policy.strip().lower() in ("never", "build")
 
 
-def _services(parsed: Parsed) -> dict[str, _Service]:
+def _services(parsed: Parsed, notes: list[str]) -> dict[str, _Service]:
     services: dict[str, _Service] = {}
     found = False
     for number, root in enumerate(parsed.nodes, 1):
@@ -187,6 +195,12 @@ def _services(parsed: Parsed) -> dict[str, _Service]:
             continue
         where = parsed.where(number)
         top = entries(root, where)
+        if "include" in top:
+            line = top["include"][1].start_mark.line + 1
+            notes.append(
+                f"line {line}: include: is not followed: the images of the files it includes "
+                "are not mirrored; run ensure --compose on each of them too"
+            )
         if "services" not in top:
             found = found or "include" in top
             continue
@@ -197,6 +211,23 @@ def _services(parsed: Parsed) -> dict[str, _Service]:
     if not found:
         raise YamlFileError("no services: key in any document: not a Compose file")
     return services
+
+
+def _from_other_files(services: Mapping[str, _Service]) -> list[str]:
+    """A line for each service that extends a service of another file and names no image of
+    its own: what it pulls, if anything, is in that file."""
+    notes = []
+    for name, service in services.items():
+        if service.extends is None or service.image is not None or service.build:
+            continue
+        base, elsewhere, node, _ = service.extends
+        if elsewhere:
+            notes.append(
+                f"line {node.start_mark.line + 1}: service {name} extends {base} of another "
+                "file, which mirror does not read: the image it pulls, if any, is named there; "
+                "run ensure --compose on that file too"
+            )
+    return notes
 
 
 def _merge(services: dict[str, _Service], name: str, node: yaml.Node, where: Where) -> None:

@@ -249,7 +249,12 @@ services:
 
 
 def test_empty_documents_and_include_only_files() -> None:
-    assert composefile.parse("include:\n  - other/compose.yaml\n") == []
+    notes: list[str] = []
+    assert composefile.parse("include:\n  - other/compose.yaml\n", notes=notes) == []
+    assert notes == [
+        "line 2: include: is not followed: the images of the files it includes are not "
+        "mirrored; run ensure --compose on each of them too"
+    ]
     text = "---\n# nothing here\n---\nservices:\n  web:\n    image: nginx\n"
     assert rows(composefile.parse(text)) == [("services.web.image", 6, "nginx", "nginx", "plain")]
 
@@ -503,3 +508,20 @@ def test_rewrite_refuses_what_cannot_be_written() -> None:
     # a plain value that YAML would read as something else is caught by reading back
     with pytest.raises(ValueError, match="would not read back"):
         composefile.rewrite(text, uses, {"nginx": "123"})
+
+
+def test_a_service_extending_another_file_is_noted_only_without_an_image_of_its_own() -> None:
+    text = (
+        "services:\n"
+        "  web:\n    extends: {file: common.yaml, service: webapp}\n"
+        "  worker:\n    extends: {file: common.yaml, service: webapp}\n    build: .\n"
+        "  db:\n    extends: {service: base}\n"
+        "  base:\n    image: postgres:16\n"
+    )
+    notes: list[str] = []
+    found = composefile.parse(text, notes=notes)
+    assert [use.image for use in found] == ["postgres:16"]
+    assert notes == [
+        "line 3: service web extends webapp of another file, which mirror does not read: the "
+        "image it pulls, if any, is named there; run ensure --compose on that file too"
+    ]

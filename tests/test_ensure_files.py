@@ -575,3 +575,42 @@ def test_compose_pulls_these_and_only_these(stage: Stage, text: str, tag: str) -
     assert run.stdout == path.read_text().replace(f"{stage.repo}:{tag}", f"{ecr}:{tag}")
     assert stage.hub.counts.manifest_get == 1  # that one only: nothing built is asked for
     assert stage.dest_digest(tag) == stage.source_digest(tag)
+
+
+INCLUDES_AND_EXTENDS = """\
+include:
+  - other/compose.yaml
+services:
+  db:
+    image: REPO:16
+  web:
+    extends:
+      file: common.yaml
+      service: webapp
+"""
+
+
+def test_compose_parts_in_other_files_are_named_not_silently_skipped(stage: Stage) -> None:
+    """`include:` and a service extending another file's service bring images mirror does not
+    read: the images it can read are mirrored, and one line each says what was left."""
+    stage.push("16", seed="16")
+    stage.config()
+    path = write(stage, "compose.yaml", INCLUDES_AND_EXTENDS)
+    run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    ecr = f"{stage.dest.host}/{stage.dest_repo()}"
+    assert run.stdout == path.read_text().replace(f"{stage.repo}:16", f"{ecr}:16")
+    notes = [line for line in run.stderr.splitlines() if str(path) in line]
+    assert len(notes) == 2, run.stderr
+    assert notes[0].endswith(
+        f"{path}: line 2: include: is not followed: the images of the files it includes are "
+        "not mirrored; run ensure --compose on each of them too"
+    )
+    assert notes[1].endswith(
+        f"{path}: line 8: service web extends webapp of another file, which mirror does not "
+        "read: the image it pulls, if any, is named there; run ensure --compose on that file too"
+    )
+    only = write(stage, "only.yaml", "include:\n  - a.yaml\n  - b.yaml\n")
+    nothing = stage.mirror("ensure", "--compose", str(only), "--format", "compose")
+    assert (nothing.code, nothing.stdout) == (0, only.read_text()), nothing.stderr
+    assert f"{only}: line 2: include: is not followed" in nothing.stderr

@@ -54,6 +54,9 @@ def run(args: argparse.Namespace, console: Console, stop: Stop) -> int:
         check_combination(args)
         loaded = config.load(config.config_path(args.config))
         inputs = _inputs(args)
+        for given in inputs:
+            for note in given.notes:
+                console.warning(f"{given.path}: {note}")
         names = [*args.images, *(image for given in inputs for image in given.images())]
         _check_each(loaded, inputs)
         fixed, by_name = plan_names(loaded, _to_mirror(loaded, names))

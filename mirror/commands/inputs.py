@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mirror import composefile, dockerfile, kubefile, yamlnodes
@@ -69,6 +69,7 @@ class Input:
     uses: tuple[Use, ...]
     dockerfile_uses: tuple[dockerfile.ImageUse, ...] = ()  # a Dockerfile's, for build-args
     yaml_uses: tuple[yamlnodes.ImageUse, ...] = ()  # a Compose file's or a manifest's
+    notes: tuple[str, ...] = ()  # what of the file is not read (images in other files)
 
     def images(self) -> list[str]:
         """The images, each once, in order of first use."""
@@ -116,11 +117,12 @@ def read_compose(path: Path, environment: Mapping[str, str]) -> Input:
     it (docker compose's precedence)."""
     text = _utf8(path, read_file(path, COMPOSE))
     known = _variables(path.parent / ENV_FILE, environment)
+    notes: list[str] = []
     try:
-        found = composefile.parse(text, known)
+        found = composefile.parse(text, known, notes=notes)
     except composefile.ComposeError as error:
         raise ConfigError(f"{path}: {error}") from None
-    return _yaml_input(COMPOSE, path, text, found)
+    return replace(_yaml_input(COMPOSE, path, text, found), notes=tuple(notes))
 
 
 def read_manifest(path: Path) -> Input:
