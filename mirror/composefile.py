@@ -235,6 +235,8 @@ def _merge(services: dict[str, _Service], name: str, node: yaml.Node, where: Whe
     if node.tag == _RESET:
         services.pop(name, None)
         return
+    if node.tag == _OVERRIDE:  # the whole service replaced: nothing earlier stays (build: too)
+        services.pop(name, None)
     service = services.setdefault(name, _Service(where, node))
     keys = entries(node, where)
     if "image" in keys:

@@ -525,3 +525,16 @@ def test_a_service_extending_another_file_is_noted_only_without_an_image_of_its_
         "line 3: service web extends webapp of another file, which mirror does not read: the "
         "image it pulls, if any, is named there; run ensure --compose on that file too"
     ]
+
+
+def test_a_service_overridden_whole_in_a_later_document_keeps_nothing_of_the_earlier() -> None:
+    """`web: !override {...}` replaces the service: its earlier build: no longer builds the
+    image the later document names, which is then pulled."""
+    text = (
+        "services:\n  web:\n    build: .\n    image: app:dev\n"
+        "---\n"
+        "services:\n  web: !override\n    image: nginx:1.27\n"
+    )
+    assert [use.image for use in composefile.parse(text)] == ["nginx:1.27"]
+    merged = text.replace("web: !override", "web:")
+    assert composefile.parse(merged) == []  # merged: it still builds, so nothing is pulled
