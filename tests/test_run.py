@@ -459,11 +459,13 @@ def test_a_killed_runs_workspace_is_removed_by_the_next_run(stage: Stage) -> Non
 def test_a_killed_runs_skopeo_dies_with_it(stage: Stage) -> None:
     stage.push("a", seed="a")
     slow = stage.second_hub()
-    slow.hold()  # skopeo's pulls wait: the copy is in flight when mirror is killed
+    # skopeo's blob read stalls: the copy is in flight when mirror is killed (its manifests
+    # pass: mirror reads them before skopeo starts, to know the blobs)
+    slow.stall_blobs(1000)
     stage.config([{"source": f"{slow.host}/{stage.repo}", "tags": ["a"], "repository": "k/a"}])
     process = stage.popen("sync")
     deadline = time.monotonic() + 30
-    while not (children := _children(process.pid, "skopeo")):
+    while not (children := _children(process.pid, "skopeo", argument="copy")):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "skopeo never started"
         time.sleep(0.05)
@@ -479,17 +481,20 @@ def test_a_killed_runs_skopeo_dies_with_it(stage: Stage) -> None:
     assert not list(Path(stage.env["TMPDIR"]).glob("mirror-*/owner"))
 
 
-def _children(parent: int, name: str) -> list[int]:
-    """The PIDs of `parent`'s children called `name` (from /proc/PID/stat)."""
+def _children(parent: int, name: str, *, argument: str = "") -> list[int]:
+    """The PIDs of `parent`'s children called `name` (from /proc/PID/stat) with `argument`
+    among their arguments (`copy`: not the `skopeo --version` probe)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
+            arguments = (stat.parent / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         comm = text[text.index("(") + 1 : text.rindex(")")]
         ppid = int(text[text.rindex(")") + 2 :].split()[1])
-        if ppid == parent and comm == name:
+        wanted = not argument or argument.encode() in arguments
+        if ppid == parent and comm == name and wanted:
             found.append(int(stat.parent.name))
     return found
 
