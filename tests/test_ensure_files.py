@@ -558,6 +558,19 @@ services:
 """
 
 
+def compose_one_copied(stage: Stage, text: str, tag: str) -> tuple[Run, Path]:
+    """`ensure --compose --format compose` on `text` (REPO: the source repository) whose one
+    pulled image is REPO:`tag`: that image copied, the file printed with it pointed at ECR."""
+    stage.push(tag, seed=tag)
+    stage.config()
+    path = write(stage, "compose.yaml", text)
+    run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
+    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
+    ecr = f"{stage.dest.host}/{stage.dest_repo()}"
+    assert run.stdout == path.read_text().replace(f"{stage.repo}:{tag}", f"{ecr}:{tag}")
+    return run, path
+
+
 @pytest.mark.parametrize(
     ("text", "tag"),
     [
@@ -566,13 +579,7 @@ services:
     ],
 )
 def test_compose_pulls_these_and_only_these(stage: Stage, text: str, tag: str) -> None:
-    stage.push(tag, seed=tag)
-    stage.config()
-    path = write(stage, "compose.yaml", text)
-    run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
-    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
-    ecr = f"{stage.dest.host}/{stage.dest_repo()}"
-    assert run.stdout == path.read_text().replace(f"{stage.repo}:{tag}", f"{ecr}:{tag}")
+    compose_one_copied(stage, text, tag)
     assert stage.hub.counts.manifest_get == 1  # that one only: nothing built is asked for
     assert stage.dest_digest(tag) == stage.source_digest(tag)
 
@@ -593,13 +600,7 @@ services:
 def test_compose_parts_in_other_files_are_named_not_silently_skipped(stage: Stage) -> None:
     """`include:` and a service extending another file's service bring images mirror does not
     read: the images it can read are mirrored, and one line each says what was left."""
-    stage.push("16", seed="16")
-    stage.config()
-    path = write(stage, "compose.yaml", INCLUDES_AND_EXTENDS)
-    run = stage.mirror("ensure", "--compose", str(path), "--format", "compose")
-    assert (run.code, run.actions()) == (0, ["copied"]), run.stderr
-    ecr = f"{stage.dest.host}/{stage.dest_repo()}"
-    assert run.stdout == path.read_text().replace(f"{stage.repo}:16", f"{ecr}:16")
+    run, path = compose_one_copied(stage, INCLUDES_AND_EXTENDS, "16")
     notes = [line for line in run.stderr.splitlines() if str(path) in line]
     assert len(notes) == 2, run.stderr
     assert notes[0].endswith(
